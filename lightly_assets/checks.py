@@ -1,0 +1,174 @@
+"""Asset checks: the specs each asset declares, and the pure functions that judge its value.
+
+Checks run inside the asset's own step (declared with `check_specs`), so they see the value just computed
+without reloading it; blocking ones stop the chain and fail the run when they fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
+
+from lightly_assets.scan import Skipped
+
+WARN = AssetCheckSeverity.WARN
+
+
+def _spec(name: str, asset: str, description: str, blocking: bool = False) -> AssetCheckSpec:
+    return AssetCheckSpec(name=name, asset=asset, description=description, blocking=blocking)
+
+
+FILE_INDEX = [_spec("no_skipped_files", "file_index", "Warns when any file or folder of the dataset is not used.")]
+FRAME_INDEX = [
+    _spec(
+        "samples_match_files",
+        "frame_index",
+        "Every file of file_index is a sample (videos expanded to all their frames) or listed as skipped.",
+        blocking=True,
+    ),
+    _spec("all_videos_indexed", "frame_index", "Warns when a video could not be indexed."),
+]
+EMBEDDINGS = [
+    _spec("finite_values", "embeddings", "No NaN or infinite value in the embedding matrix.", blocking=True),
+    _spec("all_samples_embedded", "embeddings", "Warns when a sample could not be decoded and was left out."),
+    _spec("trained_weights", "embeddings", "Warns when the model is a seeded random initialisation."),
+]
+EMBEDDINGS_CSV = [
+    _spec(
+        "column_order",
+        "embeddings_csv",
+        "Header is filenames, embedding_0..embedding_{D-1} (grouped, consecutive), labels; Lightly loads it.",
+        blocking=True,
+    ),
+    _spec(
+        "label_counts",
+        "embeddings_csv",
+        "Per weak label, the CSV rows equal the samples of frame_index that were embedded.",
+        blocking=True,
+    ),
+]
+UPLOADED = [
+    _spec(
+        "target_counts_match_csv",
+        "uploaded_dataset",
+        "Samples and embeddings read back from the target equal the rows of embeddings_csv.",
+        blocking=True,
+    ),
+]
+
+
+def _listing(items: Sequence[str], limit: int = 20) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" … (+{len(items) - limit})" if len(items) > limit else "")
+
+
+def no_skipped_files(skipped: Sequence[Skipped]) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name="no_skipped_files",
+        passed=not skipped,
+        severity=WARN,
+        metadata={"skipped": len(skipped), "paths": _listing([f"{s.path} ({s.reason})" for s in skipped])},
+    )
+
+
+def samples_match_files(files: pd.DataFrame, samples: pd.DataFrame, skipped: Sequence[Skipped]) -> AssetCheckResult:
+    """Images map one to one; each video contributes exactly its frames 0..n-1; nothing else appears."""
+    skipped_paths = {s.path for s in skipped}
+    expected = [f for f in files["filename"] if f not in skipped_paths]
+    sources = samples["source"].drop_duplicates().tolist()
+    problems: list[str] = []
+    if sources != expected:
+        missing = sorted(set(expected) - set(sources))
+        extra = sorted(set(sources) - set(expected))
+        problems.append(f"missing {_listing(missing)}; unexpected {_listing(extra)}; or order differs")
+    videos = samples[samples["kind"] == "video"]
+    for source, frames in videos.groupby("source", sort=False)["frame"]:
+        if frames.tolist() != list(range(len(frames))):
+            problems.append(f"{source}: frames are not 0..{len(frames) - 1}")
+    images = samples[samples["kind"] == "image"]
+    if not (images["filename"] == images["source"]).all():
+        problems.append("image sample names differ from their files")
+    return AssetCheckResult(
+        check_name="samples_match_files",
+        passed=not problems,
+        metadata={"files": len(files), "samples": len(samples), "problems": _listing(problems, 5) or "none"},
+    )
+
+
+def all_videos_indexed(skipped: Sequence[Skipped]) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name="all_videos_indexed",
+        passed=not skipped,
+        severity=WARN,
+        metadata={"videos_skipped": len(skipped), "paths": _listing([f"{s.path} ({s.reason})" for s in skipped])},
+    )
+
+
+def finite_values(matrix: np.ndarray, filenames: Sequence[str]) -> AssetCheckResult:
+    bad_rows = np.flatnonzero(~np.isfinite(matrix).all(axis=1)) if matrix.size else np.array([], dtype=int)
+    return AssetCheckResult(
+        check_name="finite_values",
+        passed=len(bad_rows) == 0,
+        metadata={"non_finite_rows": len(bad_rows), "samples": _listing([filenames[i] for i in bad_rows[:20]])},
+    )
+
+
+def all_samples_embedded(unreadable: Sequence[tuple[str, str]], total: int) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name="all_samples_embedded",
+        passed=not unreadable,
+        severity=WARN,
+        metadata={
+            "samples": total,
+            "unreadable": len(unreadable),
+            "which": _listing([f"{name} ({reason})" for name, reason in unreadable]),
+        },
+    )
+
+
+def trained_weights(random_init: bool, description: str) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name="trained_weights",
+        passed=not random_init,
+        severity=WARN,
+        description=(
+            "RANDOM seeded weights: embeddings only reflect low-level image statistics. Set a checkpoint."
+            if random_init
+            else None
+        ),
+        metadata={"model": description},
+    )
+
+
+def column_order(problems: Sequence[str]) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name="column_order", passed=not problems, metadata={"problems": _listing(list(problems), 5) or "none"}
+    )
+
+
+def label_counts(csv_labels: np.ndarray, samples: pd.DataFrame, unreadable: Sequence[str]) -> AssetCheckResult:
+    """Per weak label, rows in the CSV == samples in frame_index minus those that could not be decoded."""
+    left_out = set(unreadable)
+    expected = counts_by_label(samples.loc[~samples["filename"].isin(left_out), "label"].to_numpy())
+    actual = counts_by_label(np.asarray(csv_labels))
+    return AssetCheckResult(
+        check_name="label_counts",
+        passed=expected == actual,
+        metadata={"expected": {str(k): v for k, v in expected.items()}, "csv": {str(k): v for k, v in actual.items()}},
+    )
+
+
+def counts_by_label(labels: np.ndarray) -> dict[int, int]:
+    values, n = np.unique(labels.astype(np.int64), return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, n)}
+
+
+def target_counts_match_csv(samples: int, embeddings: int, csv_rows: int) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name="target_counts_match_csv",
+        passed=samples == csv_rows and embeddings == csv_rows,
+        metadata={"samples_in_target": samples, "embeddings_in_target": embeddings, "csv_rows": csv_rows},
+    )

@@ -1,0 +1,78 @@
+"""The data root: which of its subfolders are datasets, and a cheap fingerprint that tells when one changed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lightly_assets.scan import DatasetError, is_hidden
+
+# Dagster refuses these in partition keys; a comma also breaks Dagster's multi-key selection syntax in the UI.
+_FORBIDDEN = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0", ",", "[", "]")
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class DataRoot:
+    """Datasets found under the data root, and folder names that cannot be partition keys (with the reason)."""
+
+    datasets: dict[str, Path]
+    invalid: dict[str, str]
+
+
+def data_dir() -> Path:
+    """The data root, from `LIGHTLY_ASSETS_DATA_DIR` (default `data`)."""
+    return Path(os.environ.get("LIGHTLY_ASSETS_DATA_DIR", "data"))
+
+
+def output_dir() -> Path:
+    """The output root, from `LIGHTLY_ASSETS_OUTPUT_DIR` (default `outputs`)."""
+    return Path(os.environ.get("LIGHTLY_ASSETS_OUTPUT_DIR", "outputs"))
+
+
+def key_problem(name: str) -> str | None:
+    """Why a folder name cannot be a Dagster partition key, or None."""
+    bad = [s for s in _FORBIDDEN if s in name]
+    if bad:
+        return f"folder name contains {', '.join(repr(s) for s in bad)}, which Dagster partition keys cannot hold"
+    if len(name) > MAX_KEY_LENGTH:
+        return f"folder name is longer than {MAX_KEY_LENGTH} characters"
+    if name.strip() != name:
+        return "folder name starts or ends with whitespace"
+    return None
+
+
+def find_datasets(root: Path | str | None = None) -> DataRoot:
+    """Every immediate, non-hidden subfolder of the data root is a dataset."""
+    root = Path(root) if root is not None else data_dir()
+    if not root.is_dir():
+        raise DatasetError(root, "data root does not exist or is not a folder (set LIGHTLY_ASSETS_DATA_DIR)")
+    datasets: dict[str, Path] = {}
+    invalid: dict[str, str] = {}
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if is_hidden(entry.name) or not entry.is_dir():
+            continue
+        problem = key_problem(entry.name)
+        if problem:
+            invalid[entry.name] = problem
+        else:
+            datasets[entry.name] = Path(entry.path)
+    return DataRoot(datasets=datasets, invalid=invalid)
+
+
+def fingerprint(dataset_dir: Path | str) -> str:
+    """Hash of relative names, sizes and modification times of every non-hidden entry; reads no file contents."""
+    digest = hashlib.sha256()
+    root = os.fspath(dataset_dir)
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
+        for name in sorted(f for f in files if not is_hidden(f)):
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+                digest.update(f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(errors="replace"))
+            except OSError:
+                digest.update(f"{os.path.relpath(path, root)}\0?\n".encode(errors="replace"))
+    return digest.hexdigest()[:16]

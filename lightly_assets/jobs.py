@@ -1,0 +1,12 @@
+"""The main job: the whole chain, with its checks, for one dataset partition."""
+
+from dagster import AssetSelection, define_asset_job
+
+from lightly_assets.assets import GROUP, datasets_partitions
+
+lightly_assets_job = define_asset_job(
+    "lightly_assets_job",
+    selection=AssetSelection.groups(GROUP),
+    partitions_def=datasets_partitions,
+    description="Index, embed, write the Lightly CSV and publish one dataset, with every asset check.",
+)

@@ -1,0 +1,104 @@
+"""The sample table (`frame_index`): one row per image and one per video frame, in the order of the CSV rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lightly_assets.scan import Skipped
+from lightly_assets.video import VideoError, VideoIndex, frame_name, index_videos
+
+FRAME_INDEX_COLUMNS = [
+    "filename",
+    "source",
+    "kind",
+    "frame",
+    "pts",
+    "time_s",
+    "label",
+    "label_name",
+    "size",
+    "mtime_ns",
+]
+
+
+@dataclass
+class SampleIndex:
+    """The `frame_index` table, the videos that could not be indexed, and per-video facts for metadata."""
+
+    samples: pd.DataFrame
+    skipped: list[Skipped] = field(default_factory=list)
+    videos: dict[str, VideoIndex] = field(default_factory=dict)
+
+
+def _video_rows(file_row: pd.Series, index: VideoIndex) -> pd.DataFrame:
+    n = index.n_frames
+    return pd.DataFrame(
+        {
+            "filename": [frame_name(file_row.filename, i, n) for i in range(n)],
+            "source": file_row.filename,
+            "kind": "video",
+            "frame": pd.array(range(n), dtype="Int64"),
+            "pts": pd.array(index.pts, dtype="Int64"),
+            "time_s": pd.array(index.time_s, dtype="Float64"),
+            "label": file_row.label,
+            "label_name": file_row.label_name,
+            "size": file_row.size,
+            "mtime_ns": file_row.mtime_ns,
+        }
+    )
+
+
+def _image_rows(images: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "filename": images["filename"],
+            "source": images["filename"],
+            "kind": "image",
+            "frame": pd.array([None] * len(images), dtype="Int64"),
+            "pts": pd.array([None] * len(images), dtype="Int64"),
+            "time_s": pd.array([None] * len(images), dtype="Float64"),
+            "label": images["label"],
+            "label_name": images["label_name"],
+            "size": images["size"],
+            "mtime_ns": images["mtime_ns"],
+        }
+    )
+
+
+def build_sample_index(
+    files: pd.DataFrame,
+    dataset_dir: Path,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SampleIndex:
+    """Expand videos into frames (indexed by demuxing, in parallel) and keep images as they are, in file order."""
+    video_rows = files[files["kind"] == "video"]
+    results = index_videos([dataset_dir / f for f in video_rows["filename"]], workers=workers, progress=progress)
+    by_name: dict[str, VideoIndex | VideoError] = dict(zip(video_rows["filename"], results))
+    parts: list[pd.DataFrame] = []
+    skipped: list[Skipped] = []
+    videos: dict[str, VideoIndex] = {}
+    run: list[int] = []  # consecutive image rows, turned into one frame at a time
+    for pos, row in enumerate(files.itertuples(index=False)):
+        if row.kind == "image":
+            run.append(pos)
+            continue
+        if run:
+            parts.append(_image_rows(files.iloc[run]))
+            run = []
+        result = by_name[row.filename]
+        if isinstance(result, VideoError):
+            skipped.append(Skipped(row.filename, result.reason))
+        elif result.n_frames == 0:
+            skipped.append(Skipped(row.filename, "video has no frames"))
+        else:
+            videos[row.filename] = result
+            parts.append(_video_rows(row, result))
+    if run:
+        parts.append(_image_rows(files.iloc[run]))
+    samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FRAME_INDEX_COLUMNS)
+    return SampleIndex(samples=samples[FRAME_INDEX_COLUMNS].reset_index(drop=True), skipped=skipped, videos=videos)

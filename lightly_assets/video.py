@@ -1,0 +1,442 @@
+"""Video files: Lightly frame names, exact frame counts by demuxing, sequential decoding.
+
+Why demux: counting frames by decoding costs as much as embedding them; reading packet
+headers costs almost nothing. The count must still equal what a full PyAV decode yields,
+because every counted frame becomes a CSV row that must later get an embedding. So
+packets that a decoder never shows (edit-list discards, invisible VP8/VP9 frames) are
+left out, and streams whose packets cannot be trusted fall back to a decode count.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+import av.container
+import av.video.stream
+from PIL import Image
+
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+)
+
+Method = Literal["auto", "demux", "decode"]
+
+# Codecs where one demuxed packet is one decoded frame, given the checks below. Any
+# other codec is counted by decoding, because its packet/frame relation is unknown.
+_PACKET_PER_FRAME_CODECS = frozenset(
+    {
+        "h264",
+        "hevc",
+        "av1",
+        "vp8",
+        "vp9",
+        "mpeg4",
+        "mpeg1video",
+        "mpeg2video",
+        "mjpeg",
+        "prores",
+        "ffv1",
+        "rawvideo",
+        "dnxhd",
+        "h263",
+        "msmpeg4v2",
+        "msmpeg4v3",
+        "wmv1",
+        "wmv2",
+    }
+)
+# MPEG-4 part 2 "not coded" VOPs (Xvid dropped frames) are a few bytes long and the
+# decoder outputs nothing for them; a packet this small makes the count uncertain.
+_TINY_MPEG4_PACKET = 16
+# Demuxers whose single "frame" is a still image, not a video.
+_IMAGE_DEMUXERS = re.compile(r"(_pipe|^image2|^tty)$|^image2")
+# Containers whose header states the stream length, so a short stream means truncation.
+_LENGTH_IN_HEADER = ("avi", "matroska", "mov")
+
+
+class VideoError(ValueError):
+    """A video file cannot be indexed or decoded; names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type[VideoError], tuple[str, str]]:
+        # Keeps the error picklable across process pools despite the 2-arg __init__.
+        return (type(self), (self.path, self.reason))
+
+
+@dataclass(frozen=True)
+class VideoIndex:
+    """What index_video learned about one video; per-frame lists are in presentation order.
+
+    `method` says how frames were counted ('demux' or 'decode'), `timestamps` where the
+    pts/time values come from ('pts', 'dts', 'synthesized' from frame rate, or 'none'),
+    and `note` why a decode count was needed, if it was.
+    """
+
+    path: str
+    n_frames: int
+    pts: tuple[int | None, ...]
+    time_s: tuple[float | None, ...]
+    time_base: Fraction | None
+    fps: float | None
+    width: int
+    height: int
+    codec: str
+    container: str
+    method: Literal["demux", "decode"]
+    timestamps: Literal["pts", "dts", "synthesized", "none"]
+    note: str = ""
+
+
+def frame_name(relpath: str, frame: int, n_frames: int) -> str:
+    """Lightly's sample name for one video frame (lightly 1.6 VideoDataset.get_filename).
+
+    Lightly splits the relative path on the last '.', so `sub/a.b.mp4` gives
+    `sub/a.b-007-mp4.png`; the extension keeps its case; the zero padding is the
+    number of digits of this video's own frame count.
+    """
+    if not 0 <= frame < n_frames:
+        raise ValueError(f"{relpath}: frame {frame} out of range for {n_frames} frames")
+    name, _, ext = relpath.rpartition(".")
+    return f"{name}-{frame:0{len(str(n_frames))}d}-{ext}.png"
+
+
+def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    """Opens a file for reading, turning every failure into a VideoError."""
+    p = Path(path)
+    try:
+        if p.is_file() and p.stat().st_size == 0:
+            raise VideoError(path, "file is empty (0 bytes)")
+        container = av.open(str(p), mode="r", metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        raise VideoError(path, f"cannot be opened as a video: {_why(exc)}") from None
+    except OSError as exc:
+        raise VideoError(path, f"cannot be read: {exc.strerror or exc}") from None
+    if _IMAGE_DEMUXERS.search(container.format.name):
+        container.close()
+        raise VideoError(path, f"is a still image ({container.format.name}), not a video")
+    return container
+
+
+def _why(exc: BaseException) -> str:
+    """The human part of an av error, without errno noise."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def _video_stream(
+    container: av.container.InputContainer, path: str | os.PathLike[str]
+) -> av.video.stream.VideoStream:
+    """The first video stream; other streams are told not to be read at all."""
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise VideoError(path, f"has no video stream (streams: {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    for other in container.streams:
+        if other.index != stream.index:
+            other.discard = "all"
+    return stream
+
+
+def _shown_frames(codec: str, data: memoryview) -> int:
+    """How many frames a decoder outputs for one packet: 1 except for VP8/VP9."""
+    if codec == "vp8":
+        return (data[0] >> 4) & 1  # show_frame bit of the VP8 frame tag
+    if codec == "vp9":
+        return sum(_vp9_shown(data[a:b]) for a, b in _vp9_frames(data))
+    return 1
+
+
+def _vp9_frames(data: memoryview) -> list[tuple[int, int]]:
+    """Byte ranges of the frames in a VP9 packet (a superframe holds several)."""
+    n = len(data)
+    marker = data[n - 1]
+    if marker & 0xE0 == 0xC0:
+        count, size_bytes = (marker & 7) + 1, ((marker >> 3) & 3) + 1
+        index_len = 2 + size_bytes * count
+        if index_len <= n and data[n - index_len] == marker:
+            ranges, start, pos = [], 0, n - index_len + 1
+            for _ in range(count):
+                size = int.from_bytes(data[pos : pos + size_bytes], "little")
+                ranges.append((start, start + size))
+                start, pos = start + size, pos + size_bytes
+            return ranges
+    return [(0, n)]
+
+
+def _vp9_shown(frame: memoryview) -> int:
+    """1 when a VP9 frame header has show_existing_frame or show_frame set."""
+    if len(frame) == 0:
+        return 0
+    bits = frame[0]
+    profile = ((bits >> 5) & 1) | (((bits >> 4) & 1) << 1)
+    shift = 3 if profile < 3 else 2  # profile 3 has one reserved bit more
+    show_existing = (bits >> shift) & 1
+    show_frame = (bits >> (shift - 2)) & 1
+    return 1 if show_existing or show_frame else 0
+
+
+@dataclass
+class _Packets:
+    """Per-frame timestamps gathered while demuxing, plus reasons to distrust them."""
+
+    pts: list[int | None]
+    dts: list[int | None]
+    end: int | None = None  # largest pts/dts + duration seen, in stream time base
+    total: int = 0  # every non-empty packet, discarded ones included
+    doubt: str = ""
+
+
+def _demux(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    path: str | os.PathLike[str],
+) -> _Packets:
+    """Reads every packet of the stream once, without decoding."""
+    codec = stream.codec_context.name
+    got = _Packets(pts=[], dts=[])
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:  # the flush packet at the end
+                continue
+            got.total += 1
+            if packet.is_corrupt:
+                raise VideoError(path, f"corrupt or truncated data at packet {got.total - 1}")
+            if packet.is_discard:  # before an edit-list start: decoders drop it
+                continue
+            shown = _shown_frames(codec, memoryview(packet))
+            if not got.pts and not packet.is_keyframe:
+                got.doubt = "stream does not start with a keyframe"
+            elif shown > 1:
+                got.doubt = "a packet holds several shown frames"
+            elif codec == "mpeg4" and packet.size < _TINY_MPEG4_PACKET:
+                got.doubt = "tiny MPEG-4 packet (possibly a not-coded frame)"
+            if got.doubt:
+                return got
+            if shown == 0:
+                continue
+            got.pts.append(packet.pts)
+            got.dts.append(packet.dts)
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if stamp is not None:
+                stop = stamp + (packet.duration or 0)
+                got.end = stop if got.end is None else max(got.end, stop)
+    except av.FFmpegError as exc:
+        raise VideoError(path, f"unreadable after packet {got.total}: {_why(exc)}") from None
+    known = [p for p in got.pts if p is not None]
+    if known and got.pts[0] is not None and min(known) < got.pts[0]:
+        got.doubt = "leading pictures before the first keyframe may not be shown"
+    return got
+
+
+def _declared_span(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> Fraction | None:
+    """Stream length in seconds as the container header states it, if it does."""
+    fmt = container.format.name
+    tb = stream.time_base
+    if not fmt.startswith(_LENGTH_IN_HEADER) or tb is None:
+        return None
+    if fmt == "avi" and stream.frames:
+        return stream.frames * tb  # AVI ticks are frames, empty chunks included
+    if stream.duration:
+        return stream.duration * tb
+    tag = stream.metadata.get("DURATION", "")
+    match = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", tag)
+    if match:
+        h, m, s = match.groups()
+        return Fraction(int(h) * 3600 + int(m) * 60) + Fraction(s)
+    return None
+
+
+def _check_complete(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    got: _Packets,
+    path: str | os.PathLike[str],
+) -> None:
+    """Raises VideoError when the packets stop well before the header says they end."""
+    fmt = container.format.name
+    if fmt.startswith("mov") and stream.frames and got.total < stream.frames:
+        raise VideoError(
+            path, f"truncated: {got.total} of {stream.frames} frames in the file index"
+        )
+    declared = _declared_span(container, stream)
+    known = [p for p in got.pts if p is not None]
+    if declared is None or got.end is None or not known or stream.time_base is None:
+        return
+    start = 0 if fmt == "avi" else min(known)
+    found = (got.end - start) * stream.time_base
+    frame = Fraction(1, 30) if not stream.average_rate else 1 / stream.average_rate
+    if declared - found > max(2 * frame, declared / 50):
+        raise VideoError(
+            path,
+            f"truncated: video data ends at {float(found):.3f} s"
+            f" but the header says {float(declared):.3f} s",
+        )
+
+
+def _decode_pts(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    path: str | os.PathLike[str],
+) -> list[int | None]:
+    """Full decode (threaded), keeping only each frame's pts; the count fallback."""
+    stream.thread_type = "AUTO"
+    pts: list[int | None] = []
+    try:
+        container.seek(0, stream=stream) if container.format.seek_to_pts else None
+    except av.FFmpegError:
+        pass
+    try:
+        for frame in container.decode(stream):
+            pts.append(frame.pts)
+    except av.FFmpegError as exc:
+        raise VideoError(path, f"decoding failed at frame {len(pts)}: {_why(exc)}") from None
+    return pts
+
+
+def _frame_rate(stream: av.video.stream.VideoStream, synthesized: bool) -> float | None:
+    """Average frame rate; raw streams only know the codec's (guessed) rate."""
+    rates = (
+        (stream.guessed_rate, stream.average_rate)
+        if synthesized
+        else (stream.average_rate, stream.guessed_rate)
+    )
+    for rate in rates:
+        if rate:
+            return float(rate)
+    return None
+
+
+def _timestamps(
+    pts: list[int | None],
+    dts: list[int | None],
+    stream: av.video.stream.VideoStream,
+) -> tuple[tuple[int | None, ...], tuple[float | None, ...], str, float | None]:
+    """Presentation-order pts and seconds, from pts, else dts, else frame position."""
+    tb = stream.time_base
+    if pts and None not in pts:
+        chosen, source = sorted(pts), "pts"  # packets come in decode order
+    elif dts and None not in dts:
+        chosen, source = sorted(dts), "dts"
+    else:
+        fps = _frame_rate(stream, synthesized=True)
+        if fps is None:
+            n = len(pts)
+            return (None,) * n, (None,) * n, "none", None
+        times = tuple(i / fps for i in range(len(pts)))
+        return (None,) * len(pts), times, "synthesized", fps
+    seconds = tuple(float(p * tb) for p in chosen) if tb else (None,) * len(chosen)
+    return tuple(chosen), seconds, source, _frame_rate(stream, synthesized=False)
+
+
+def index_video(path: str | os.PathLike[str], method: Method = "auto") -> VideoIndex:
+    """Counts frames and collects their timestamps, by demuxing unless that is unsafe.
+
+    method='auto' demuxes and falls back to a full decode when the packets do not map
+    one-to-one to shown frames; 'demux' and 'decode' force one way ('demux' still
+    decodes when the stream cannot be counted from packets at all).
+    """
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        codec = stream.codec_context.name
+        note = ""
+        if method == "decode":
+            note = "decode requested"
+        elif codec not in _PACKET_PER_FRAME_CODECS:
+            note = f"codec {codec} is not known to map one packet to one frame"
+        else:
+            got = _demux(container, stream, path)
+            note = got.doubt
+            if not note:
+                _check_complete(container, stream, got, path)
+                pts, dts = got.pts, got.dts
+        if note:
+            with _open(path) as again:
+                pts = _decode_pts(again, _video_stream(again, path), path)
+            dts = []
+        if not pts:
+            raise VideoError(path, "video stream has no frames")
+        stamps, seconds, source, fps = _timestamps(pts, dts, stream)
+        ctx = stream.codec_context
+        return VideoIndex(
+            path=str(path),
+            n_frames=len(pts),
+            pts=stamps,
+            time_s=seconds,
+            time_base=stream.time_base,
+            fps=fps,
+            width=ctx.width,
+            height=ctx.height,
+            codec=codec,
+            container=container.format.name,
+            method="decode" if note else "demux",
+            timestamps=source,  # type: ignore[arg-type]
+            note=note,
+        )
+
+
+def _index_or_error(path: str | os.PathLike[str]) -> VideoIndex | VideoError:
+    try:
+        return index_video(path)
+    except VideoError as exc:
+        return exc
+
+
+def index_videos(
+    paths: Iterable[str | os.PathLike[str]], workers: int | None = None
+) -> list[VideoIndex | VideoError]:
+    """index_video over many files in a thread pool, in input order; errors are returned.
+
+    Threads, not processes: av_read_frame and the decoders run without the GIL, and a
+    thread pool starts instantly and needs no pickling (measured in the tests' module doc).
+    """
+    items = list(paths)
+    if workers is None:
+        workers = min(len(items), os.cpu_count() or 1)
+    if workers <= 1 or len(items) <= 1:
+        return [_index_or_error(p) for p in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_index_or_error, items))
+
+
+def iter_frames(
+    path: str | os.PathLike[str],
+    size: tuple[int, int] | None = None,
+    threads: bool = True,
+    expected_frames: int | None = None,
+) -> Iterator[tuple[int, Image.Image]]:
+    """Decodes a video once, front to back, yielding (frame number, RGB PIL image).
+
+    `size` is (width, height) and is applied by PyAV's swscale while converting to RGB,
+    which is far cheaper than resizing the full-size PIL image. Only the frame being
+    yielded (plus the decoder's few reference frames) is held in memory. When
+    `expected_frames` is given (index_video's n_frames), a different count raises.
+    """
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        if threads:
+            stream.thread_type = "AUTO"
+        kwargs = {} if size is None else {"width": size[0], "height": size[1]}
+        number = 0
+        try:
+            for frame in container.decode(stream):
+                yield number, frame.to_image(**kwargs)
+                number += 1
+        except av.FFmpegError as exc:
+            raise VideoError(
+                path, f"decoding failed at frame {number}: {_why(exc)}"
+            ) from None
+    if expected_frames is not None and number != expected_frames:
+        raise VideoError(path, f"decoded {number} frames but the index has {expected_frames}")

@@ -1,0 +1,156 @@
+"""file_index semantics: Lightly's order and labels, and every kind of bad input reported by path and reason."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lightly.data import LightlyDataset
+
+from lightly_assets.scan import DatasetError, require_usable, scan_dataset
+from lightly_assets_tests.conftest import make_image
+
+
+def lightly_view(root: Path) -> tuple[list[str], list[int]]:
+    ds = LightlyDataset(input_dir=str(root))
+    names = ds.get_filenames()
+    labels = [label for _, label in ds.dataset.samples]
+    return [n.replace(os.sep, "/") for n in names], labels
+
+
+def our_view(root: Path) -> tuple[list[str], list[int]]:
+    files = scan_dataset(root).files
+    return files["filename"].tolist(), files["label"].tolist()
+
+
+CONFORMANCE = {
+    "flat": ["img-10.jpg", "img-2.jpg", "img-1.png", "b.jpeg", "A.jpg", "_x.bmp"],
+    "subfolders": ["weak-label-2/img-1.jpg", "weak-label-1/img-2.jpg", "weak-label-1/img-1.jpg",
+                   "weak-label-10/a.png", "Zeta/z.jpg"],
+    "nested": ["cls_a/x.jpg", "cls_a/sub/y.jpg", "cls_a/sub-2/w.jpg", "cls_a/sub/deeper/v.png",
+               "cls_a/a.jpg", "cls_b/sub/q.jpg", "cls_b/p.jpg"],
+    "uppercase": ["A.JPG", "b.Png", "c.JPEG", "d.TIF", "e.webp"],
+    "odd_names": ["with space.jpg", "comma,name.jpg", "quote'single.jpg", 'quote"double.jpg',
+                  "ünïcødé-日本.jpg", "semi;colon.png"],
+    "odd_subfolders": ["label one/ä.jpg", "label,two/b c.jpg", "label one/deep er/x.jpg"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(CONFORMANCE))
+def test_filenames_order_and_labels_equal_lightly(image_tree, case: str) -> None:
+    root = image_tree(CONFORMANCE[case], root=case)
+    assert our_view(root) == lightly_view(root)
+
+
+def test_flat_folder_all_label_zero(image_tree) -> None:
+    files = scan_dataset(image_tree(["b.jpg", "a.png"])).files
+    assert files["filename"].tolist() == ["a.png", "b.jpg"]
+    assert set(files["label"]) == {0}
+    assert set(files["kind"]) == {"image"}
+    assert (files["size"] > 0).all() and (files["mtime_ns"] > 0).all()
+
+
+def test_subfolder_labels_and_label_names(image_tree) -> None:
+    result = scan_dataset(image_tree(["b/1.jpg", "a/deep/2.jpg", "a/3.jpg"]))
+    assert result.layout == "subfolders"
+    assert result.files[["filename", "label", "label_name"]].values.tolist() == [
+        ["a/3.jpg", 0, "a"], ["a/deep/2.jpg", 0, "a"], ["b/1.jpg", 1, "b"],
+    ]  # fmt: skip
+
+
+def test_any_pillow_extension_is_an_image(image_tree) -> None:
+    root = image_tree(["a.jpg"])
+    make_image(root / "g.gif")
+    make_image(root / "t.TIFF")
+    assert scan_dataset(root).files["filename"].tolist() == ["a.jpg", "g.gif", "t.TIFF"]
+
+
+def test_videos_get_one_label_each_in_sorted_order(tmp_path: Path) -> None:
+    root = tmp_path / "vids"
+    root.mkdir()
+    for name in ["c.avi", "a.mp4", "B.mov"]:
+        (root / name).write_bytes(b"not checked here")
+    files = scan_dataset(root).files
+    assert files[["filename", "kind", "label"]].values.tolist() == [
+        ["B.mov", "video", 0], ["a.mp4", "video", 1], ["c.avi", "video", 2],
+    ]  # fmt: skip
+
+
+def test_mixed_images_and_videos_keep_every_file_and_never_share_labels(image_tree) -> None:
+    root = image_tree(["cats/a.jpg", "dogs/b.jpg"])
+    (root / "clip.mp4").write_bytes(b"x")
+    (root / "cats" / "cat.mov").write_bytes(b"x")
+    files = scan_dataset(root).files
+    by_name = dict(zip(files["filename"], files["label"]))
+    assert by_name == {"cats/cat.mov": 0, "clip.mp4": 1, "cats/a.jpg": 2, "dogs/b.jpg": 3}
+
+
+def test_hidden_files_and_folders_are_ignored(image_tree) -> None:
+    root = image_tree(["a.jpg", ".hidden.jpg", ".cache/b.jpg"])
+    result = scan_dataset(root)
+    assert result.files["filename"].tolist() == ["a.jpg"]
+    assert result.skipped == []
+
+
+def test_bad_files_are_listed_with_reasons(image_tree) -> None:
+    root = image_tree(["good/a.jpg"])
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "text.png").write_text("this is not a png")
+    (bad / "notes.txt").write_text("stray")
+    (root / "clip.mp4").mkdir()
+    (root / "root.jpg").write_bytes((root / "good/a.jpg").read_bytes())
+    os.symlink(root, bad / "loop")
+    os.symlink(root / "missing.jpg", bad / "dangling.jpg")
+    result = scan_dataset(root)
+    reasons = {s.path: s.reason for s in result.skipped}
+    assert result.files["filename"].tolist() == ["good/a.jpg"]
+    assert reasons["bad/empty.jpg"] == "empty file (0 bytes)"
+    assert reasons["bad/text.png"].startswith("not a readable image")
+    assert reasons["bad/notes.txt"] == "unsupported file type"
+    assert reasons["clip.mp4"] == "is a folder, not a video file"
+    assert reasons["root.jpg"].startswith("image at the dataset root beside weak-label folders")
+    assert "symlink loop" in reasons["bad/loop"]
+    assert reasons["bad/dangling.jpg"] == "broken symlink"
+
+
+def test_unreadable_file_is_reported_not_raised(image_tree) -> None:
+    """Run as an unprivileged user when we are root, since root reads every file."""
+    root = image_tree(["a.jpg", "secret.jpg"])
+    os.chmod(root / "secret.jpg", 0)
+    os.chmod(root.parent, 0o755)
+    os.chmod(root, 0o755)
+    code = (
+        "import sys; from lightly_assets.scan import scan_dataset;"
+        "r = scan_dataset(sys.argv[1]); print(r.files['filename'].tolist(), [(s.path, s.reason) for s in r.skipped])"
+    )
+    as_nobody = (lambda: os.setuid(65534)) if os.geteuid() == 0 else None
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(root)], capture_output=True, text=True, preexec_fn=as_nobody,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}, cwd="/",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "['a.jpg'] [('secret.jpg', 'permission denied')]" in out.stdout
+
+
+def test_truncated_image_header_ok_is_left_for_decoding(image_tree) -> None:
+    """A JPEG cut in half still has a header: file_index keeps it, the embedding step reports it."""
+    root = image_tree(["a.jpg"])
+    data = (root / "a.jpg").read_bytes()
+    (root / "half.jpg").write_bytes(data[: len(data) // 2])
+    assert scan_dataset(root).files["filename"].tolist() == ["a.jpg", "half.jpg"]
+
+
+def test_missing_folder_and_empty_dataset_name_the_path(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="does not exist"):
+        scan_dataset(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("x")
+    result = scan_dataset(empty)
+    with pytest.raises(DatasetError, match=r"empty: no usable image or video file \(readme.txt: unsupported"):
+        require_usable(result, empty)
