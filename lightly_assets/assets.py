@@ -3,8 +3,6 @@
 Each asset calls one domain module and turns its result into an output, metadata and check results.
 """
 
-from __future__ import annotations
-
 import contextlib
 import time
 from collections.abc import Iterator
@@ -31,7 +29,6 @@ datasets_partitions = DynamicPartitionsDefinition(name="datasets")
 
 GROUP = "lightly"
 
-
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Our own errors (bad input, bad checkpoint, unreachable target) become a short Dagster Failure."""
@@ -42,12 +39,10 @@ def user_errors() -> Iterator[None]:
             raise Failure(description=str(exc)) from None
         raise
 
-
 class FileIndexConfig(Config):
     """`verify_images` opens every image header so unreadable files are reported before embedding."""
 
     verify_images: bool = True
-
 
 @asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.FILE_INDEX)
 def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage: StorageResource):
@@ -76,7 +71,6 @@ def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage:
         },
     )
     yield checks.no_skipped_files(result.skipped)
-
 
 @asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.FRAME_INDEX)
 def frame_index(context: AssetExecutionContext, storage: StorageResource, file_index: pd.DataFrame):
@@ -107,7 +101,6 @@ def frame_index(context: AssetExecutionContext, storage: StorageResource, file_i
     )
     yield checks.samples_match_files(file_index, samples, index.skipped)
     yield checks.all_videos_indexed(index.skipped)
-
 
 @asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.EMBEDDINGS)
 def embeddings(
@@ -157,12 +150,10 @@ def embeddings(
     yield checks.all_samples_embedded(result.unreadable, len(frame_index))
     yield checks.trained_weights(model.random_init, model.description)
 
-
 class EmbeddingsCsvConfig(Config):
     """An optional CSV of extra embedding columns (default: `<dataset>/.lightly/custom_embeddings.csv` if present)."""
 
     custom_embeddings: str | None = None
-
 
 @asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.EMBEDDINGS_CSV)
 def embeddings_csv(
@@ -200,20 +191,17 @@ def embeddings_csv(
     yield checks.column_order(check_header(path))
     yield checks.label_counts(np.asarray(embeddings.labels), frame_index, [n for n, _ in embeddings.unreadable])
 
-
 def _custom_csv(config: EmbeddingsCsvConfig, dataset_dir: Path) -> Path | None:
     if config.custom_embeddings:
         return Path(config.custom_embeddings)
     default = dataset_dir / ".lightly" / "custom_embeddings.csv"
     return default if default.is_file() else None
 
-
 def _image_md(path: Path) -> str:
     import base64
 
     data = base64.b64encode(path.read_bytes()).decode()
     return f"PCA of the embeddings, coloured by weak label:\n\n![projection](data:image/png;base64,{data})"
-
 
 @asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.UPLOADED)
 def uploaded_dataset(

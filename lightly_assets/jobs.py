@@ -2,11 +2,10 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from lightly_assets.assets import GROUP, datasets_partitions
+from lightly_assets.assets import GROUP
 
 lightly_assets_job = define_asset_job(
     "lightly_assets_job",
     selection=AssetSelection.groups(GROUP),
-    partitions_def=datasets_partitions,
     description="Index, embed, write the Lightly CSV and publish one dataset, with every asset check.",
 )

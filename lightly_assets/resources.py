@@ -1,6 +1,5 @@
 """Dagster resources: where data lives, which model embeds it, and where datasets are published."""
 
-from __future__ import annotations
 
 import os
 from pathlib import Path

@@ -69,6 +69,18 @@ def _image_rows(images: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _index_in_chunks(
+    paths: list[Path], workers: int | None, progress: Callable[[int, int], None] | None, chunk: int = 64
+) -> list[VideoIndex | VideoError]:
+    """Index videos in parallel, a chunk at a time, so long listings can report progress."""
+    results: list[VideoIndex | VideoError] = []
+    for start in range(0, len(paths), chunk):
+        results.extend(index_videos(paths[start : start + chunk], workers=workers))
+        if progress:
+            progress(len(results), len(paths))
+    return results
+
+
 def build_sample_index(
     files: pd.DataFrame,
     dataset_dir: Path,
@@ -77,7 +89,7 @@ def build_sample_index(
 ) -> SampleIndex:
     """Expand videos into frames (indexed by demuxing, in parallel) and keep images as they are, in file order."""
     video_rows = files[files["kind"] == "video"]
-    results = index_videos([dataset_dir / f for f in video_rows["filename"]], workers=workers, progress=progress)
+    results = _index_in_chunks([dataset_dir / f for f in video_rows["filename"]], workers, progress)
     by_name: dict[str, VideoIndex | VideoError] = dict(zip(video_rows["filename"], results))
     parts: list[pd.DataFrame] = []
     skipped: list[Skipped] = []

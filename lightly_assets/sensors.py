@@ -4,7 +4,6 @@ A folder runs once its fingerprint (names, sizes, modification times) is the sam
 folder still being copied waits. Run keys are `<dataset>:<fingerprint>`, so a repeated tick requests nothing new.
 """
 
-from __future__ import annotations
 
 import json
 import os

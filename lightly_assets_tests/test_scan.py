@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
-import sys
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -118,28 +119,39 @@ def test_bad_files_are_listed_with_reasons(image_tree) -> None:
     assert reasons["bad/dangling.jpg"] == "broken symlink"
 
 
-def test_unreadable_file_is_reported_not_raised(image_tree) -> None:
-    """Run as an unprivileged user when we are root, since root reads every file."""
-    root = image_tree(["a.jpg", "secret.jpg"])
-    os.chmod(root / "secret.jpg", 0)
-    os.chmod(root.parent, 0o755)
-    os.chmod(root, 0o755)
-    code = (
-        "import sys; from lightly_assets.scan import scan_dataset;"
-        "r = scan_dataset(sys.argv[1]); print(r.files['filename'].tolist(), [(s.path, s.reason) for s in r.skipped])"
-    )
-    as_nobody = (lambda: os.setuid(65534)) if os.geteuid() == 0 else None
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(root)], capture_output=True, text=True, preexec_fn=as_nobody,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}, cwd="/",
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert "['a.jpg'] [('secret.jpg', 'permission denied')]" in out.stdout
+def test_unreadable_file_is_reported_not_raised(tmp_path: Path) -> None:
+    """Scan in a forked child that drops to an unprivileged user when we are root, since root reads every file."""
+    root = Path(tempfile.mkdtemp(prefix="lightly-assets-perm-", dir="/tmp"))
+    try:
+        make_image(root / "a.jpg")
+        make_image(root / "secret.jpg", seed=1)
+        os.chmod(root, 0o755)
+        os.chmod(root / "a.jpg", 0o644)
+        os.chmod(root / "secret.jpg", 0)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                if os.geteuid() == 0:
+                    os.setuid(65534)
+                r = scan_dataset(root)
+                out = json.dumps([r.files["filename"].tolist(), [[s.path, s.reason] for s in r.skipped]])
+                os.write(write_end, out.encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as fh:
+            payload = fh.read()
+        os.waitpid(pid, 0)
+        assert json.loads(payload) == [["a.jpg"], [["secret.jpg", "permission denied"]]]
+    finally:
+        shutil.rmtree(root)
 
 
 def test_truncated_image_header_ok_is_left_for_decoding(image_tree) -> None:
     """A JPEG cut in half still has a header: file_index keeps it, the embedding step reports it."""
     root = image_tree(["a.jpg"])
+    make_image(root / "a.jpg", size=(256, 192))
     data = (root / "a.jpg").read_bytes()
     (root / "half.jpg").write_bytes(data[: len(data) // 2])
     assert scan_dataset(root).files["filename"].tolist() == ["a.jpg", "half.jpg"]
