@@ -8,14 +8,15 @@ silently.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -50,14 +51,20 @@ class ScanResult:
     layout: str = "flat"
 
 
-@dataclass(frozen=True)
-class _Entry:
+# (name, kind, size, mtime_ns): plain tuples, since the walk makes one per file and sorts them by name.
+_Entry = tuple[str, str, int, int]
+
+
+@dataclass
+class _Folder:
+    """One scanned folder: its relative path ('' for the dataset root) and its candidate files."""
+
     rel: str
-    top: str | None
-    kind: str
-    size: int
-    mtime_ns: int
     path: str
+    entries: list[_Entry] = field(default_factory=list)
+
+    def rel_of(self, name: str) -> str:
+        return f"{self.rel}/{name}" if self.rel else name
 
 
 @cache
@@ -83,60 +90,95 @@ def file_kind(name: str) -> str | None:
     return None
 
 
-def _rel(path: str, root: str) -> str:
-    return Path(os.path.relpath(path, root)).as_posix()
+def _kinds() -> dict[str, str]:
+    kinds = dict.fromkeys(image_extensions(), "image")
+    kinds.update(dict.fromkeys(VIDEO_EXTENSIONS, "video"))
+    return kinds
 
 
-def _walk(root: str, skipped: list[Skipped]) -> Iterator[_Entry]:
-    """Yield candidate files below `root`, following symlinks like torchvision does, but never in a loop."""
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _walk(root: str, skipped: list[Skipped]) -> list[_Folder]:
+    """Scan every folder below `root`, following symlinks like torchvision does, but never in a loop.
+
+    This is the hot loop of `file_index` (one stat per file is the floor for sizes and times), so it works on
+    plain strings: no relpath, no Path objects.
+    """
+    kinds = _kinds()
     root_stat = os.stat(root)
-    stack: list[tuple[str, frozenset[tuple[int, int]]]] = [
-        (root, frozenset({(root_stat.st_dev, root_stat.st_ino)}))
+    stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
+        ("", root, frozenset({(root_stat.st_dev, root_stat.st_ino)}))
     ]
+    folders: list[_Folder] = []
     while stack:
-        folder, seen = stack.pop()
+        rel_folder, folder, seen = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = list(it)
         except OSError as exc:
-            skipped.append(Skipped(_rel(folder, root), f"folder cannot be read: {exc.strerror or exc}"))
+            skipped.append(Skipped(rel_folder, f"folder cannot be read: {exc.strerror or exc}"))
             continue
+        current = _Folder(rel_folder, folder)
+        folders.append(current)
+        prefix = rel_folder + "/" if rel_folder else ""
+        append = current.entries.append
         for entry in entries:
-            if is_hidden(entry.name):
+            name = entry.name
+            if name[0] == ".":
                 continue
-            rel = _rel(entry.path, root)
-            try:
-                rel.encode("utf-8")
-            except UnicodeEncodeError:
+            dot = name.rfind(".")
+            kind = kinds.get(name[dot:].lower()) if dot > 0 else None
+            if kind is not None and name.isascii() and entry.is_file():  # the common case: one stat, no strings
+                try:
+                    st = entry.stat()
+                except OSError as exc:
+                    skipped.append(Skipped(prefix + name, _stat_problem(entry, exc)))
+                    continue
+                if st.st_size:
+                    append((name, kind, st.st_size, st.st_mtime_ns))
+                else:
+                    skipped.append(Skipped(prefix + name, "empty file (0 bytes)"))
+                continue
+            rel = prefix + name
+            if not _utf8(name):
                 skipped.append(Skipped(rel.encode("utf-8", "replace").decode(), "name is not valid UTF-8"))
                 continue
             try:
                 st = entry.stat()
             except OSError as exc:
-                reason = "symlink loop" if exc.errno == 40 else f"cannot stat: {exc.strerror or exc}"
-                if entry.is_symlink() and not os.path.exists(entry.path):
-                    reason = "broken symlink" if exc.errno != 40 else reason
-                skipped.append(Skipped(rel, reason))
+                skipped.append(Skipped(rel, _stat_problem(entry, exc)))
                 continue
-            top = rel.split("/", 1)[0] if "/" in rel else None
             if stat.S_ISDIR(st.st_mode):
                 key = (st.st_dev, st.st_ino)
                 if key in seen:
                     skipped.append(Skipped(rel, "symlink loop: folder links back to one of its parents"))
-                elif file_kind(entry.name) == "video":
+                elif kind == "video":
                     skipped.append(Skipped(rel, "is a folder, not a video file"))
                 else:
-                    stack.append((entry.path, seen | {key}))
-                continue
-            kind = file_kind(entry.name)
-            if not stat.S_ISREG(st.st_mode):
-                skipped.append(Skipped(rel, "not a regular file"))
+                    stack.append((rel, entry.path, seen | {key}))
             elif kind is None:
                 skipped.append(Skipped(rel, "unsupported file type"))
+            elif not stat.S_ISREG(st.st_mode):
+                skipped.append(Skipped(rel, "not a regular file"))
             elif st.st_size == 0:
                 skipped.append(Skipped(rel, "empty file (0 bytes)"))
             else:
-                yield _Entry(rel, top, kind, st.st_size, st.st_mtime_ns, entry.path)
+                append((name, kind, st.st_size, st.st_mtime_ns))
+    return folders
+
+
+def _stat_problem(entry: os.DirEntry, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if entry.is_symlink() and not os.path.exists(entry.path):
+        return "broken symlink"
+    return f"cannot stat: {exc.strerror or exc}"
 
 
 def _image_problem(path: str) -> str | None:
@@ -153,70 +195,112 @@ def _image_problem(path: str) -> str | None:
     return None
 
 
-def _file_problem(entry: _Entry) -> str | None:
-    if entry.kind == "image":
-        return _image_problem(entry.path)
+def _file_problem(path: str, kind: str) -> str | None:
+    if kind == "image":
+        return _image_problem(path)
     try:
-        with open(entry.path, "rb") as fh:
+        with open(path, "rb") as fh:
             fh.read(1)
     except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"
     return None
 
 
-def _verify(entries: list[_Entry], workers: int) -> tuple[list[_Entry], list[Skipped]]:
-    """Open every file's header in parallel, so unreadable files are reported here rather than deep in a model run."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        problems = list(pool.map(_file_problem, entries, chunksize=64))
-    good = [e for e, p in zip(entries, problems) if p is None]
-    bad = [Skipped(e.rel, p) for e, p in zip(entries, problems) if p is not None]
-    return good, bad
+def _verify(folders: list[_Folder], skipped: list[Skipped], workers: int) -> None:
+    """Open every file's header in parallel, so unreadable files are reported here rather than in a model run."""
+    for folder in folders:
+        paths = [os.path.join(folder.path, e[0]) for e in folder.entries]
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            problems = list(pool.map(_file_problem, paths, [e[1] for e in folder.entries]))
+        skipped.extend(Skipped(folder.rel_of(e[0]), p) for e, p in zip(folder.entries, problems, strict=True) if p)
+        folder.entries = [e for e, p in zip(folder.entries, problems, strict=True) if p is None]
 
 
-def _torchvision_order(entry: _Entry) -> tuple[str, str]:
-    """`sorted(os.walk(class_dir))` then `sorted(fnames)`: sort by containing folder path, then file name."""
-    folder, _, name = entry.rel.rpartition("/")
-    return (folder, name)
+class _Columns:
+    """The file_index columns, filled a folder at a time (the per-file work is list extends)."""
+
+    def __init__(self) -> None:
+        self.filename: list[str] = []
+        self.kind: list[str] = []
+        self.label: list[int] = []
+        self.label_name: list[str] = []
+        self.size: list[int] = []
+        self.mtime_ns: list[int] = []
+
+    def add(self, folder: _Folder, entries: list[_Entry], label: int, label_name: str) -> None:
+        prefix = folder.rel + "/" if folder.rel else ""
+        self.filename.extend([prefix + e[0] for e in entries])
+        self.kind.extend([e[1] for e in entries])
+        self.label.extend([label] * len(entries))
+        self.label_name.extend([label_name] * len(entries))
+        self.size.extend([e[2] for e in entries])
+        self.mtime_ns.extend([e[3] for e in entries])
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "filename": self.filename,
+                "kind": self.kind,
+                "label": np.array(self.label, dtype=np.int64),
+                "label_name": self.label_name,
+                "size": np.array(self.size, dtype=np.int64),
+                "mtime_ns": np.array(self.mtime_ns, dtype=np.int64),
+            },
+            columns=FILE_INDEX_COLUMNS,
+        )
 
 
-def _label(entries: list[_Entry], skipped: list[Skipped], dataset: str) -> tuple[list[tuple], str]:
-    """Assign Lightly's weak labels: videos first (one each, sorted), then image groups after them."""
-    videos = sorted((e for e in entries if e.kind == "video"), key=lambda e: e.rel)
-    images = [e for e in entries if e.kind == "image"]
-    rows = [(e, i, e.rel) for i, e in enumerate(videos)]
+def _top(rel: str) -> str:
+    return rel.split("/", 1)[0]
+
+
+def _label(folders: list[_Folder], skipped: list[Skipped], dataset: str) -> tuple[pd.DataFrame, str]:
+    """Assign Lightly's weak labels: videos first (one each, sorted by path), then the image groups after them.
+
+    Image order is torchvision's `ImageFolder`: classes sorted, then `sorted(os.walk(class_dir))` (folders by path
+    string) and sorted file names within each folder; a flat folder is sorted by name.
+    """
+    cols = _Columns()
+    videos = sorted((f.rel_of(e[0]), f, e) for f in folders for e in f.entries if e[1] == "video")
+    for i, (rel, folder, entry) in enumerate(videos):
+        cols.add(folder, [entry], i, rel)
     offset = len(videos)
-    has_folders = any(e.top is not None for e in images)
-    if not has_folders:
-        for e in sorted(images, key=lambda e: e.rel):
-            rows.append((e, offset, dataset))
-        return rows, "flat" if not any(e.top for e in videos) else "subfolders"
-    for e in images:
-        if e.top is None:
-            skipped.append(Skipped(e.rel, "image at the dataset root beside weak-label folders (Lightly ignores it)"))
-    classes = sorted({e.top for e in images if e.top is not None})
-    for idx, cls in enumerate(classes):
-        members = sorted((e for e in images if e.top == cls), key=_torchvision_order)
-        rows.extend((e, offset + idx, cls) for e in members)
-    return rows, "subfolders"
+    image_folders = [(f, sorted(e for e in f.entries if e[1] == "image")) for f in sorted(folders, key=lambda f: f.rel)]
+    image_folders = [(f, images) for f, images in image_folders if images]
+    has_classes = any(f.rel for f, _ in image_folders)
+    layout = "subfolders" if has_classes or any("/" in rel for rel, _, _ in videos) else "flat"
+    if not has_classes:
+        for folder, images in image_folders:
+            cols.add(folder, images, offset, dataset)
+        return cols.frame(), layout
+    reason = "image at the dataset root beside weak-label folders (Lightly ignores it)"
+    classes = sorted({_top(f.rel) for f, _ in image_folders if f.rel})
+    order = {top: offset + i for i, top in enumerate(classes)}
+    for folder, images in sorted(image_folders, key=lambda item: (_top(item[0].rel), item[0].rel)):
+        if not folder.rel:
+            skipped.extend(Skipped(e[0], reason) for e in images)
+            continue
+        top = _top(folder.rel)
+        cols.add(folder, images, order[top], top)
+    return cols.frame(), layout
 
 
-def scan_dataset(dataset_dir: Path | str, verify: bool = True, workers: int = 8) -> ScanResult:
-    """List the usable files of one dataset folder, in Lightly's order, with weak labels and skip reasons."""
+def scan_dataset(dataset_dir: Path | str, verify: bool = False, workers: int = 8) -> ScanResult:
+    """List the usable files of one dataset folder, in Lightly's order, with weak labels and skip reasons.
+
+    `verify` also opens every image header (about 100x the cost of the listing); without it, unreadable
+    contents are reported by the embedding step, which decodes every file anyway.
+    """
     root = os.fspath(dataset_dir)
     if not os.path.exists(root):
         raise DatasetError(root, "dataset folder does not exist")
     if not os.path.isdir(root):
         raise DatasetError(root, "is not a folder")
     skipped: list[Skipped] = []
-    entries = list(_walk(root, skipped))
+    folders = _walk(root, skipped)
     if verify:
-        entries, bad = _verify(entries, workers)
-        skipped.extend(bad)
-    rows, layout = _label(entries, skipped, os.path.basename(os.path.normpath(root)))
-    files = pd.DataFrame(
-        [(e.rel, e.kind, label, name, e.size, e.mtime_ns) for e, label, name in rows],
-        columns=FILE_INDEX_COLUMNS,
-    ).astype({"label": "int64", "size": "int64", "mtime_ns": "int64"})
+        _verify(folders, skipped, workers)
+    files, layout = _label(folders, skipped, os.path.basename(os.path.normpath(root)))
     skipped.sort(key=lambda s: s.path)
     return ScanResult(files=files, skipped=skipped, layout=layout)
 

@@ -107,7 +107,8 @@ def test_bad_files_are_listed_with_reasons(image_tree) -> None:
     (root / "root.jpg").write_bytes((root / "good/a.jpg").read_bytes())
     os.symlink(root, bad / "loop")
     os.symlink(root / "missing.jpg", bad / "dangling.jpg")
-    result = scan_dataset(root)
+    assert "bad/text.png" in scan_dataset(root).files["filename"].tolist()  # contents are not read by default
+    result = scan_dataset(root, verify=True)
     reasons = {s.path: s.reason for s in result.skipped}
     assert result.files["filename"].tolist() == ["good/a.jpg"]
     assert reasons["bad/empty.jpg"] == "empty file (0 bytes)"
@@ -134,7 +135,7 @@ def test_unreadable_file_is_reported_not_raised(tmp_path: Path) -> None:
             try:
                 if os.geteuid() == 0:
                     os.setuid(65534)
-                r = scan_dataset(root)
+                r = scan_dataset(root, verify=True)
                 out = json.dumps([r.files["filename"].tolist(), [[s.path, s.reason] for s in r.skipped]])
                 os.write(write_end, out.encode())
             finally:
