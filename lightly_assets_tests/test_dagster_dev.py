@@ -1,0 +1,151 @@
+"""End to end: `dagster dev` (webserver + daemon) on loopback, a dataset folder dropped into the data root, the
+sensor's run materializing all five assets with passing checks (read through GraphQL), and a real headless
+Chromium finding the assets in the UI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lightly_assets_tests.conftest import EXAMPLE_DATA, REPO
+
+ASSETS = ["file_index", "frame_index", "embeddings", "embeddings_csv", "uploaded_dataset"]
+DATASET = "images_flat"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        payload = json.load(response)
+    assert "errors" not in payload, payload
+    return payload["data"]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 2.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except OSError as exc:  # server not up yet
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last}")
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    home, data, outputs = base / "home", base / "data", base / "outputs"
+    for d in (home, data, outputs):
+        d.mkdir()
+    port = free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "LIGHTLY_ASSETS_DATA_DIR": str(data),
+        "LIGHTLY_ASSETS_OUTPUT_DIR": str(outputs),
+        "LIGHTLY_ASSETS_SENSOR_INTERVAL": "2",
+        "LIGHTLY_STUDIO_ANALYTICS_ENABLED": "false",
+    }
+    log = open(base / "dagster_dev.log", "w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: graphql(port, "{ version }"), 180, "the Dagster webserver")
+        yield {"port": port, "data": data, "outputs": outputs, "base": base}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the group of dagster dev's own process: webserver, daemon, code server
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+MATERIALIZATIONS = """
+query($keys: [AssetKeyInput!], $partition: String!) {
+  assetNodes(assetKeys: $keys) { assetKey { path } assetMaterializations(partitions: [$partition]) { runId } }
+}"""
+
+CHECKS = """
+query($key: AssetKeyInput!, $check: String!, $partition: String!) {
+  assetCheckExecutions(assetKey: $key, checkName: $check, partition: $partition, limit: 1) {
+    status evaluation { success severity }
+  }
+}"""
+
+CHECK_NAMES = """
+query { assetNodes { assetKey { path } assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }
+"""
+
+
+def _materialized(port: int) -> set[str]:
+    data = graphql(port, MATERIALIZATIONS, {"keys": [{"path": [a]} for a in ASSETS], "partition": DATASET})
+    return {node["assetKey"]["path"][0] for node in data["assetNodes"] if node["assetMaterializations"]}
+
+
+def test_sensor_run_materializes_all_assets_with_passing_checks(dagster_dev) -> None:
+    port = dagster_dev["port"]
+    shutil.copytree(EXAMPLE_DATA / DATASET, dagster_dev["data"] / DATASET)
+    done = wait_for(lambda: _materialized(port) == set(ASSETS) and True, 420, "the sensor's run", interval=3)
+    assert done
+    nodes = graphql(port, CHECK_NAMES)["assetNodes"]
+    checks = [(n["assetKey"]["path"][0], c["name"]) for n in nodes for c in n["assetChecksOrError"]["checks"]]
+    assert len(checks) >= 9
+    results = {}
+    for asset, check in checks:
+        execution = graphql(port, CHECKS, {"key": {"path": [asset]}, "check": check, "partition": DATASET})
+        results[f"{asset}.{check}"] = execution["assetCheckExecutions"][0]["status"]
+    expected_warnings = {"embeddings.trained_weights"}  # no checkpoint in tests: random weights, said loudly
+    assert {k: v for k, v in results.items() if k not in expected_warnings} == {
+        k: "SUCCEEDED" for k in results if k not in expected_warnings
+    }
+    assert results["embeddings.trained_weights"] == "FAILED"
+    assert (dagster_dev["outputs"] / DATASET / "embeddings.csv").is_file()
+
+
+def test_browser_shows_the_five_assets(dagster_dev) -> None:
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    shot = dagster_dev["base"] / "asset_graph.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"http://127.0.0.1:{dagster_dev['port']}/asset-groups", wait_until="domcontentloaded")
+            for name in ASSETS:
+                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
