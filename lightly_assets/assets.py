@@ -1,4 +1,4 @@
-"""The asset chain, one partition per dataset: file_index → frame_index → embeddings → embeddings_csv → uploaded_dataset.
+"""The asset chain, one partition per dataset: file_index, frame_index, embeddings, embeddings_csv, uploaded_dataset.
 
 Each asset calls one domain module and turns its result into an output, metadata and check results.
 """
@@ -29,6 +29,7 @@ datasets_partitions = DynamicPartitionsDefinition(name="datasets")
 
 GROUP = "lightly"
 
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Our own errors (bad input, bad checkpoint, unreachable target) become a short Dagster Failure."""
@@ -39,6 +40,7 @@ def user_errors() -> Iterator[None]:
             raise Failure(description=str(exc)) from None
         raise
 
+
 class FileIndexConfig(Config):
     """`verify_images` opens every image header, so unreadable files are reported before embedding.
 
@@ -46,6 +48,7 @@ class FileIndexConfig(Config):
     """
 
     verify_images: bool = False
+
 
 @asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.FILE_INDEX)
 def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage: StorageResource):
@@ -74,6 +77,7 @@ def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage:
         },
     )
     yield checks.no_skipped_files(result.skipped)
+
 
 @asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.FRAME_INDEX)
 def frame_index(context: AssetExecutionContext, storage: StorageResource, file_index: pd.DataFrame):
@@ -105,6 +109,7 @@ def frame_index(context: AssetExecutionContext, storage: StorageResource, file_i
     yield checks.samples_match_files(file_index, samples, index.skipped)
     yield checks.all_videos_indexed(index.skipped)
 
+
 @asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.EMBEDDINGS)
 def embeddings(
     context: AssetExecutionContext,
@@ -119,7 +124,9 @@ def embeddings(
     with user_errors():
         model = embedding_model.load()
         if model.random_init:
-            context.log.warning(f"{name}: no checkpoint given, embedding with RANDOM seeded weights ({model.description})")
+            context.log.warning(
+                f"{name}: no checkpoint given, embedding with RANDOM seeded weights ({model.description})"
+            )
         cache = EmbeddingCache(storage.outputs_for(name) / "embedding_cache.npz")
         result = embed_samples(
             frame_index,
@@ -153,10 +160,12 @@ def embeddings(
     yield checks.all_samples_embedded(result.unreadable, len(frame_index))
     yield checks.trained_weights(model.random_init, model.description)
 
+
 class EmbeddingsCsvConfig(Config):
     """An optional CSV of extra embedding columns (default: `<dataset>/.lightly/custom_embeddings.csv` if present)."""
 
     custom_embeddings: str | None = None
+
 
 @asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.EMBEDDINGS_CSV)
 def embeddings_csv(
@@ -194,17 +203,20 @@ def embeddings_csv(
     yield checks.column_order(check_header(path))
     yield checks.label_counts(np.asarray(embeddings.labels), frame_index, [n for n, _ in embeddings.unreadable])
 
+
 def _custom_csv(config: EmbeddingsCsvConfig, dataset_dir: Path) -> Path | None:
     if config.custom_embeddings:
         return Path(config.custom_embeddings)
     default = dataset_dir / ".lightly" / "custom_embeddings.csv"
     return default if default.is_file() else None
 
+
 def _image_md(path: Path) -> str:
     import base64
 
     data = base64.b64encode(path.read_bytes()).decode()
     return f"PCA of the embeddings, coloured by weak label:\n\n![projection](data:image/png;base64,{data})"
+
 
 @asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.UPLOADED)
 def uploaded_dataset(
@@ -216,12 +228,9 @@ def uploaded_dataset(
     file_index: pd.DataFrame,
 ):
     """The dataset with its embeddings in LightlyStudio (default) or in a bucket datasource, counted after upload."""
-    from lightly_assets.publish import publish
-
     name = context.partition_key
     with user_errors():
-        result = publish(
-            publish_target,
+        result = publish_target.publish(
             name,
             storage.dataset_dir(name),
             storage.outputs_for(name).parent,

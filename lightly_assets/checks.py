@@ -163,7 +163,7 @@ def label_counts(csv_labels: np.ndarray, samples: pd.DataFrame, unreadable: Sequ
 
 def counts_by_label(labels: np.ndarray) -> dict[int, int]:
     values, n = np.unique(labels.astype(np.int64), return_counts=True)
-    return {int(v): int(c) for v, c in zip(values, n)}
+    return {int(v): int(c) for v, c in zip(values, n, strict=True)}
 
 
 def target_counts_match_csv(samples: int, embeddings: int, csv_rows: int) -> AssetCheckResult:

@@ -72,7 +72,9 @@ def fingerprint(dataset_dir: Path | str) -> str:
             path = os.path.join(folder, name)
             try:
                 st = os.stat(path)
-                digest.update(f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(errors="replace"))
+                digest.update(
+                    f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(errors="replace")
+                )
             except OSError:
                 digest.update(f"{os.path.relpath(path, root)}\0?\n".encode(errors="replace"))
     return digest.hexdigest()[:16]

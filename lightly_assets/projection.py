@@ -38,7 +38,7 @@ def render_png(xy: np.ndarray, labels: np.ndarray, size: int = 480) -> bytes:
         lo, hi = xy.min(axis=0), xy.max(axis=0)
         span = np.where(hi - lo > 0, hi - lo, 1.0)
         pts = pad + (xy - lo) / span * (size - 2 * pad)
-        for (px, py), label in zip(pts, labels):
+        for (px, py), label in zip(pts, labels, strict=True):
             colour = _PALETTE[int(label) % len(_PALETTE)]
             draw.ellipse([px - 2, size - py - 2, px + 2, size - py + 2], fill=colour)
     out = io.BytesIO()

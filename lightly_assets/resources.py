@@ -1,10 +1,10 @@
 """Dagster resources: where data lives, which model embeds it, and where datasets are published."""
 
-
 import os
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
+import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
@@ -72,3 +72,67 @@ class PublishTargetResource(ConfigurableResource):
 
     def resolved_target(self) -> str:
         return os.environ.get("LIGHTLY_ASSETS_TARGET", self.target)
+
+    def publish(
+        self,
+        name: str,
+        dataset_dir: Path,
+        outputs_root: Path,
+        file_index: pd.DataFrame,
+        frame_index: pd.DataFrame,
+        csv_path: Path,
+    ) -> dict[str, Any]:
+        """Publish one dataset and return what was counted in the target afterwards (never a secret)."""
+        dataset_name = self.dataset_id or name
+        if self.resolved_target() == "bucket":
+            return self._to_bucket(dataset_name, dataset_dir, file_index, frame_index, csv_path)
+        return self._to_studio(dataset_name, dataset_dir, outputs_root, frame_index, csv_path)
+
+    def _to_studio(
+        self, dataset_name: str, dataset_dir: Path, outputs_root: Path, frame_index: pd.DataFrame, csv_path: Path
+    ) -> dict[str, Any]:
+        from lightly_assets.studio import StudioTarget, upload_dataset
+
+        url_env = self.studio_db_url_env or (
+            "LIGHTLY_STUDIO_DATABASE_URL" if os.environ.get("LIGHTLY_STUDIO_DATABASE_URL") else None
+        )
+        if url_env:
+            target = StudioTarget(db_url_env=url_env, dataset_name=dataset_name)
+        else:
+            db_file = Path(
+                self.studio_db_file or os.environ.get("LIGHTLY_STUDIO_DB_FILE") or outputs_root / "lightly_studio.db"
+            )
+            target = StudioTarget(db_file=db_file.resolve(), dataset_name=dataset_name)
+        result = upload_dataset(target, dataset_dir, frame_index, csv_path)
+        return {
+            "target": result.target,
+            "dataset": result.dataset_name,
+            "dataset_id": str(result.dataset_id),
+            "samples": result.samples,
+            "embeddings": result.embeddings,
+            "browse": result.gui_command,
+            **{k: v for k, v in result.as_metadata().items() if isinstance(v, (int, str))},
+        }
+
+    def _to_bucket(
+        self,
+        dataset_name: str,
+        dataset_dir: Path,
+        file_index: pd.DataFrame,
+        frame_index: pd.DataFrame,
+        csv_path: Path,
+    ) -> dict[str, Any]:
+        from lightly_assets.bucket import BucketTarget, publish_to_bucket
+
+        url = self.bucket_url or os.environ.get("LIGHTLY_ASSETS_BUCKET_URL")
+        if not url:
+            raise ValueError("bucket target needs bucket_url or LIGHTLY_ASSETS_BUCKET_URL")
+        result = publish_to_bucket(BucketTarget(url=url), dataset_name, dataset_dir, frame_index, file_index, csv_path)
+        return {
+            "target": result.url,
+            "dataset": dataset_name,
+            "dataset_id": f"{result.url.rstrip('/')}/{dataset_name}",
+            "samples": result.samples,
+            "embeddings": result.embeddings,
+            "browse": f"{result.url.rstrip('/')}/{dataset_name}/.lightly/embeddings/{dataset_name}.csv",
+        }

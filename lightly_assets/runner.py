@@ -54,16 +54,18 @@ def run_datasets(names: list[str], instance: DagsterInstance | None = None) -> l
     if missing:
         instance.add_dynamic_partitions(datasets_partitions.name, missing)
     job = defs.resolve_job_def(lightly_assets_job.name)
-    return [_summarise(name, job.execute_in_process(instance=instance, partition_key=name, raise_on_error=False))
-            for name in names]
+    return [
+        _summarise(name, job.execute_in_process(instance=instance, partition_key=name, raise_on_error=False))
+        for name in names
+    ]
 
 
 def _summarise(name: str, result) -> RunSummary:
     summary = RunSummary(dataset=name, run_id=result.run_id, success=result.success)
     for evaluation in result.get_asset_check_evaluations():
         check = f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}"
-        summary.checks[check] = "pass" if evaluation.passed else (
-            "warn" if evaluation.severity == AssetCheckSeverity.WARN else "FAIL"
+        summary.checks[check] = (
+            "pass" if evaluation.passed else ("warn" if evaluation.severity == AssetCheckSeverity.WARN else "FAIL")
         )
         if not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR:
             summary.failed_blocking.append(check)

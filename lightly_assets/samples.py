@@ -90,7 +90,7 @@ def build_sample_index(
     """Expand videos into frames (indexed by demuxing, in parallel) and keep images as they are, in file order."""
     video_rows = files[files["kind"] == "video"]
     results = _index_in_chunks([dataset_dir / f for f in video_rows["filename"]], workers, progress)
-    by_name: dict[str, VideoIndex | VideoError] = dict(zip(video_rows["filename"], results))
+    by_name: dict[str, VideoIndex | VideoError] = dict(zip(video_rows["filename"], results, strict=True))
     parts: list[pd.DataFrame] = []
     skipped: list[Skipped] = []
     videos: dict[str, VideoIndex] = {}

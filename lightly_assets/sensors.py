@@ -4,7 +4,6 @@ A folder runs once its fingerprint (names, sizes, modification times) is the sam
 folder still being copied waits. Run keys are `<dataset>:<fingerprint>`, so a repeated tick requests nothing new.
 """
 
-
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -69,8 +68,7 @@ def plan_tick(state: dict[str, Seen], found: dict[str, str], known_partitions: s
             new_state[name] = prev
     removed = sorted(set(state) - set(found))
     notes = [
-        f"dataset folder '{n}' is gone: its partition is deleted; earlier outputs and uploads are kept"
-        for n in removed
+        f"dataset folder '{n}' is gone: its partition is deleted; earlier outputs and uploads are kept" for n in removed
     ]
     add = sorted(n for n in found if n not in known_partitions)
     delete = [n for n in removed if n in known_partitions]

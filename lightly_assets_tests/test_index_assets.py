@@ -28,7 +28,9 @@ def instance(tmp_path_factory):
 
 def _materialize(instance, name: str, tmp_path: Path):
     storage = StorageResource(data_dir=str(EXAMPLE_DATA), output_dir=str(tmp_path / "out"))
-    result = materialize([file_index, frame_index], instance=instance, partition_key=name, resources={"storage": storage})
+    result = materialize(
+        [file_index, frame_index], instance=instance, partition_key=name, resources={"storage": storage}
+    )
     assert result.success
     return result
 
@@ -64,8 +66,11 @@ def test_videos_expand_to_every_frame_with_lightly_names(instance, tmp_path: Pat
     assert samples["filename"].iloc[7] == "my_video_1-07-mp4.png"
     assert samples["time_s"].notna().all() and samples["pts"].notna().all()
     materialization = result.asset_materializations_for_node("frame_index")[0]
-    assert materialization.metadata["frames_per_video"].value == {"my_video_1.mp4": 40, "my_video_2.mov": 30,
-                                                                  "my_video_3.avi": 24}
+    assert materialization.metadata["frames_per_video"].value == {
+        "my_video_1.mp4": 40,
+        "my_video_2.mov": 30,
+        "my_video_3.avi": 24,
+    }
 
 
 def test_dataset_without_usable_files_fails_with_its_path(instance, tmp_path: Path) -> None:
@@ -79,4 +84,7 @@ def test_dataset_without_usable_files_fails_with_its_path(instance, tmp_path: Pa
     )  # fmt: skip
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data
-    assert "empty: no usable image or video file (notes.txt: unsupported file type)" in failure.user_failure_data.description
+    assert (
+        "empty: no usable image or video file (notes.txt: unsupported file type)"
+        in failure.user_failure_data.description
+    )

@@ -85,7 +85,7 @@ def test_mixed_images_and_videos_keep_every_file_and_never_share_labels(image_tr
     (root / "clip.mp4").write_bytes(b"x")
     (root / "cats" / "cat.mov").write_bytes(b"x")
     files = scan_dataset(root).files
-    by_name = dict(zip(files["filename"], files["label"]))
+    by_name = dict(zip(files["filename"], files["label"], strict=True))
     assert by_name == {"cats/cat.mov": 0, "clip.mp4": 1, "cats/a.jpg": 2, "dogs/b.jpg": 3}
 
 

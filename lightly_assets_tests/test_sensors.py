@@ -1,4 +1,4 @@
-"""The dataset sensor against a real (temporary) Dagster instance: new, changed, removed, unstable, restart, bad names."""
+"""The dataset sensor on a real (temporary) instance: new, changed, removed, unstable, restart, bad names."""
 
 from __future__ import annotations
 

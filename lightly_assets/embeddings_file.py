@@ -1,0 +1,187 @@
+"""The Lightly embeddings CSV: `filenames, embedding_0 … embedding_{D-1}, labels`.
+
+Written byte for byte as `lightly.utils.io.save_embeddings` writes a float32 matrix (csv module, excel
+dialect: `\\r\\n` line ends, minimal quoting, floats as numpy's shortest repr of the float32 value), so
+`load_embeddings` gives back the same float32 values and odd filenames (commas, quotes, newlines,
+unicode) survive the round trip.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+_EMBEDDING_COLUMN = re.compile(r"^embedding_(\d+)$")
+
+
+class EmbeddingsFileError(ValueError):
+    """An embeddings CSV (ours or a custom one) that cannot be written, read or merged; names the file."""
+
+
+def header_for(dim: int) -> list[str]:
+    return ["filenames", *(f"embedding_{i}" for i in range(dim)), "labels"]
+
+
+def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.ndarray, labels: Sequence[int]) -> Path:
+    """Write the CSV atomically (temporary file in the same folder, then `os.replace`); returns the path."""
+    path = Path(path)
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[1] == 0:
+        raise EmbeddingsFileError(f"{path}: embeddings must be a non-empty (n, d) matrix, got shape {matrix.shape}")
+    if not (len(filenames) == len(labels) == matrix.shape[0]):
+        raise EmbeddingsFileError(
+            f"{path}: {matrix.shape[0]} embeddings, {len(filenames)} filenames and {len(labels)} labels: "
+            "the counts differ"
+        )
+    # astype(str) on float32 is numpy's shortest round-trip repr, the same text as str(np.float32(x)),
+    # which is what csv.writer prints for lightly's float32 embeddings.
+    values = matrix.astype(np.float32, copy=False).astype(str)
+    rows = (
+        [name, *vals, str(int(label))] for name, vals, label in zip(filenames, values.tolist(), labels, strict=True)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, delimiter=",")
+            writer.writerow(header_for(matrix.shape[1]))
+            writer.writerows(rows)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the CSV is meant to be shared like any output
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f, delimiter=",")
+            header = next(reader, None)
+            rows = list(reader)
+    except FileNotFoundError:
+        raise EmbeddingsFileError(f"{path}: file not found") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise EmbeddingsFileError(f"{path}: not a readable UTF-8 CSV file ({exc})") from None
+    if not header:
+        raise EmbeddingsFileError(f"{path}: empty file, expected a header row")
+    for i, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise EmbeddingsFileError(f"{path}: row {i} has {len(row)} fields, the header has {len(header)}")
+    return header, rows
+
+
+def _to_float32(path: Path, columns: list[str], cells: list[list[str]], n_cols: int) -> np.ndarray:
+    """Parse as float64 then cast, exactly what `load_embeddings(...)` followed by `.astype(float32)` gives."""
+    if not cells:
+        return np.zeros((0, n_cols), dtype=np.float32)
+    try:
+        return np.array(cells, dtype=str).astype(np.float64).astype(np.float32)
+    except ValueError:
+        for j, name in enumerate(columns):
+            for i, row in enumerate(cells, start=2):
+                try:
+                    float(row[j])
+                except ValueError:
+                    raise EmbeddingsFileError(f"{path}: row {i}, column {name!r}: {row[j]!r} is not a number") from None
+        raise
+
+
+def read_embeddings_csv(path: Path | str) -> tuple[list[str], np.ndarray, list[int]]:
+    """Filenames, float32 matrix and labels of a Lightly embeddings CSV (the header is checked first)."""
+    path = Path(path)
+    problems = check_header(path)
+    if problems:
+        raise EmbeddingsFileError(f"{path}: not a Lightly embeddings CSV: {'; '.join(problems)}")
+    header, rows = _read_rows(path)
+    columns = header[1:-1]
+    matrix = _to_float32(path, columns, [row[1:-1] for row in rows], len(columns))
+    try:
+        labels = [int(row[-1]) for row in rows]
+    except ValueError as exc:
+        raise EmbeddingsFileError(f"{path}: a label is not an integer ({exc})") from None
+    return [row[0] for row in rows], matrix, labels
+
+
+def check_header(path: Path | str) -> list[str]:
+    """Problems with the header: `filenames` first, `embedding_0..D-1` consecutive and grouped, `labels` last."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f, delimiter=","), None)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        return [f"cannot read the header: {exc}"]
+    if not header:
+        return ["the file is empty (no header row)"]
+    problems = []
+    if any(col != col.strip() for col in header):
+        problems.append("a column name has leading or trailing whitespace")
+    if header[0] != "filenames":
+        problems.append(f"the first column is {header[0]!r}, not 'filenames'")
+    if header[-1] != "labels":
+        problems.append(f"the last column is {header[-1]!r}, not 'labels'")
+    if header.count("labels") > 1 or header.count("filenames") > 1:
+        problems.append("'filenames' or 'labels' appears more than once")
+    middle = header[1:-1]
+    if not middle:
+        problems.append("no embedding_ columns")
+    expected = [f"embedding_{i}" for i in range(len(middle))]
+    if middle != expected:
+        wrong = [(i + 1, got) for i, (got, want) in enumerate(zip(middle, expected, strict=True)) if got != want]
+        col, got = wrong[0]
+        problems.append(
+            f"embedding columns must be embedding_0..embedding_{len(middle) - 1}, consecutive and grouped "
+            f"between 'filenames' and 'labels'; column {col} is {got!r}"
+        )
+    return problems
+
+
+def merge_custom_embeddings(filenames: Sequence[str], matrix: np.ndarray, custom_csv: Path | str) -> np.ndarray:
+    """Append the custom CSV's embedding columns after the model's; rows are matched by filename.
+
+    The custom CSV has a `filenames` column plus numeric columns (any names; a `labels` column is ignored,
+    so a Lightly CSV works too). Every sample must be there exactly once and nothing else.
+    """
+    path = Path(custom_csv)
+    header, rows = _read_rows(path)
+    if "filenames" not in header:
+        raise EmbeddingsFileError(f"{path}: custom embeddings need a 'filenames' column; header is {header[:6]}")
+    name_col = header.index("filenames")
+    value_cols = [i for i, col in enumerate(header) if col not in ("filenames", "labels")]
+    if not value_cols:
+        raise EmbeddingsFileError(f"{path}: no embedding columns besides 'filenames'/'labels'")
+    names = [row[name_col] for row in rows]
+    position = _unique_positions(path, names)
+    missing = [f for f in filenames if f not in position]
+    wanted = set(filenames)
+    extra = [f for f in names if f not in wanted]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} sample(s) missing from it, e.g. {missing[:3]}")
+        if extra:
+            parts.append(f"{len(extra)} filename(s) that are not samples of the dataset, e.g. {extra[:3]}")
+        raise EmbeddingsFileError(f"{path}: custom embeddings do not match the samples: {'; '.join(parts)}")
+    order = [position[f] for f in filenames]
+    cells = [[rows[i][j] for j in value_cols] for i in order]
+    custom = _to_float32(path, [header[j] for j in value_cols], cells, len(value_cols))
+    return np.concatenate([np.asarray(matrix, dtype=np.float32), custom], axis=1)
+
+
+def _unique_positions(path: Path, names: list[str]) -> dict[str, int]:
+    position: dict[str, int] = {}
+    duplicates = []
+    for i, name in enumerate(names):
+        if name in position:
+            duplicates.append(name)
+        position[name] = i
+    if duplicates:
+        raise EmbeddingsFileError(f"{path}: filenames listed more than once, e.g. {duplicates[:3]}")
+    return position

@@ -1,0 +1,352 @@
+"""The embedding network: Lightly's default ResNet (as `lightly-embed` builds it) or a torchvision ResNet.
+
+Checkpoints written by `lightly-ssl-train` / `lightly-magic` are PyTorch Lightning files whose
+`state_dict` holds `model.backbone.*` and `model.projection_head.*`; they load here unchanged, through
+lightly's own loader. Nothing is ever downloaded: without a checkpoint the weights are a seeded random
+initialisation, and `LoadedModel.random_init` says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from lightly.cli._cli_simclr import _SimCLR
+from lightly.cli._helpers import _filter_state_dict, _fix_projection_head_keys, load_from_state_dict
+from lightly.models import ResNetGenerator
+from lightly.models.batchnorm import get_norm_layer
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PREPROCESSING = "PIL resize (s,s) bilinear + ToTensor + Normalize(ImageNet)"
+_FINGERPRINT_VERSION = "lightly-assets-model/1"
+_PRECISIONS = ("fp32", "bf16", "auto")
+
+# (block type, blocks per stage) -> lightly / torchvision architecture names.
+_LIGHTLY_NAMES = {
+    ("basic", (1, 1, 1, 1)): "resnet-9",
+    ("basic", (2, 2, 2, 2)): "resnet-18",
+    ("basic", (3, 4, 6, 3)): "resnet-34",
+    ("bottleneck", (3, 4, 6, 3)): "resnet-50",
+    ("bottleneck", (3, 4, 23, 3)): "resnet-101",
+    ("bottleneck", (3, 8, 36, 3)): "resnet-152",
+}
+_TORCHVISION_NAMES = {
+    ("basic", (2, 2, 2, 2)): "resnet18",
+    ("basic", (3, 4, 6, 3)): "resnet34",
+    ("bottleneck", (3, 4, 6, 3)): "resnet50",
+    ("bottleneck", (3, 4, 23, 3)): "resnet101",
+    ("bottleneck", (3, 8, 36, 3)): "resnet152",
+}
+
+
+class ModelError(ValueError):
+    """A checkpoint or model setting that cannot be used; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class LightlyArch:
+    """The settings `lightly-embed` takes from its config (`model.name`, `width`, `num_ftrs`, `out_dim`)."""
+
+    name: str = "resnet-18"
+    width: float = 1.0
+    num_ftrs: int = 32
+    out_dim: int = 128
+
+
+class _Backbone(nn.Module):
+    """`model.backbone(x)` flattened, which is exactly what `SelfSupervisedEmbedding.embed` returns per image."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x).flatten(start_dim=1)
+
+
+@dataclass
+class LoadedModel:
+    """A ready embedding network: `module` maps normalised NCHW float batches to (N, dim) vectors."""
+
+    module: nn.Module
+    device: torch.device
+    dim: int
+    description: str
+    checkpoint: str | None
+    random_init: bool
+    precision: str
+    fingerprint: str
+    input_size: int = 64
+    notes: list[str] = field(default_factory=list)
+
+    def preprocess(self, batch: np.ndarray) -> torch.Tensor:
+        """uint8 NHWC pixels (already resized) -> normalised float NCHW, the same arithmetic as lightly's transform.
+
+        The permuted view of an NHWC array is already in channels_last layout, so no copy is made for it.
+        """
+        pixels = batch if batch.flags.writeable else batch.copy()  # torch wants writable memory
+        x = torch.from_numpy(pixels).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        return x.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
+
+    @torch.inference_mode()
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Embed a uint8 NHWC batch of `input_size` x `input_size` images; returns float32 (N, dim)."""
+        x = self.preprocess(batch)
+        if self.precision == "bf16":
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                y = self.module(x)
+        else:
+            y = self.module(x)
+        return y.float().cpu().numpy()
+
+
+def load_model(
+    checkpoint: str | None,
+    input_size: int = 64,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "fp32",
+) -> LoadedModel:
+    """Build the network, load `checkpoint` (or seed a random init) and check it runs, before any data is read."""
+    if input_size < 8:
+        raise ModelError(f"input_size must be at least 8 pixels, got {input_size}")
+    dev = _resolve_device(device)
+    effective, notes = _resolve_precision(precision, dev)
+    if checkpoint:
+        module, description = _from_checkpoint(Path(checkpoint))
+        random_init = False
+    else:
+        module, description = _random_lightly_model(seed)
+        random_init = True
+        notes.append(f"no checkpoint: RANDOM weights (torch seed {seed}), embeddings carry no learned meaning")
+    module.eval().to(dev)
+    module = module.to(memory_format=torch.channels_last)
+    loaded = LoadedModel(
+        module=module,
+        device=dev,
+        dim=0,
+        description=description,
+        checkpoint=str(checkpoint) if checkpoint else None,
+        random_init=random_init,
+        precision=effective,
+        fingerprint=_fingerprint(module, description, input_size, effective),
+        input_size=input_size,
+        notes=notes,
+    )
+    loaded.dim = _probe_dim(loaded, checkpoint)
+    return loaded
+
+
+def build_lightly_model(arch: LightlyArch = LightlyArch()) -> _SimCLR:
+    """The network of `lightly.cli._helpers.get_model_from_config`, built from lightly's own classes."""
+    resnet = ResNetGenerator(arch.name, arch.width)
+    last_conv_channels = list(resnet.children())[-1].in_features
+    features = nn.Sequential(
+        get_norm_layer(3, 0),
+        *list(resnet.children())[:-1],
+        nn.Conv2d(last_conv_channels, arch.num_ftrs, 1),
+        nn.AdaptiveAvgPool2d(1),
+    )
+    return _SimCLR(features, num_ftrs=arch.num_ftrs, out_dim=arch.out_dim)
+
+
+def _random_lightly_model(seed: int) -> tuple[nn.Module, str]:
+    """Seeded without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_lightly_model()
+    return _Backbone(model.backbone), _describe_lightly(LightlyArch(), "random init")
+
+
+def _describe_lightly(arch: LightlyArch, origin: str) -> str:
+    width = f" width {arch.width:g}" if arch.width != 1 else ""
+    return f"lightly {arch.name}{width} SimCLR backbone, {arch.num_ftrs}-d ({origin})"
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but CUDA is not available on this machine")
+    return dev
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Native bf16 maths only: emulated bf16 on an old CPU is slower than fp32."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    return False
+
+
+def _resolve_precision(precision: str, device: torch.device) -> tuple[str, list[str]]:
+    if precision not in _PRECISIONS:
+        raise ModelError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return "fp32", []
+    if bf16_supported(device):
+        return "bf16", []
+    if precision == "auto":
+        return "fp32", [f"auto precision: no native bf16 on {device.type}, using fp32"]
+    return "fp32", [f"bf16 asked for, but {device.type} has no native bf16 support: falling back to fp32"]
+
+
+def _read_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
+    """The tensor mapping inside a checkpoint file: a Lightning `{"state_dict": ...}` file or a bare state dict.
+
+    `weights_only=True` so a checkpoint cannot run code; Lightning files written by lightly's CLI load this way.
+    """
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"{path}: expected a state dict (or a dict with 'state_dict') of tensors")
+    return obj
+
+
+def _from_checkpoint(path: Path) -> tuple[nn.Module, str]:
+    state = _read_checkpoint(path)
+    keys = list(state)
+    if any(k.startswith("module.") for k in keys):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        keys = list(state)
+    if any(re.match(r"^(model\.)?(backbone|features)\.", k) for k in keys):
+        return _load_lightly(path, state)
+    if any(k.startswith("layer1.") for k in keys) and "conv1.weight" in state:
+        return _load_torchvision(path, state)
+    raise ModelError(
+        f"{path}: neither a lightly checkpoint (keys 'model.backbone.*') nor a torchvision ResNet state dict "
+        f"(keys 'conv1.weight', 'layer1.*'); first keys: {keys[:5]}"
+    )
+
+
+def _stage_blocks(keys: list[str], stage_prefixes: list[str]) -> tuple[str, tuple[int, ...]]:
+    """Block type and blocks per stage, read from key names such as `layer3.5.conv2.weight`."""
+    counts = []
+    for prefix in stage_prefixes:
+        found = {int(m.group(1)) for k in keys if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
+        counts.append(max(found) + 1 if found else 0)
+    bottleneck = any(re.match(re.escape(stage_prefixes[0]) + r"\d+\.conv3\.", k) for k in keys)
+    return ("bottleneck" if bottleneck else "basic"), tuple(counts)
+
+
+def _mismatch(path: Path, what: str, expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]) -> None:
+    """Raise ModelError listing missing, unexpected and wrongly shaped keys, if any."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [
+        f"{k} {tuple(got[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in got and got[k].shape != v.shape
+    ]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            parts.append(f"{label}: {items[:5]}{more}")
+    raise ModelError(f"{path}: checkpoint does not fit {what}: " + "; ".join(parts))
+
+
+def _lightly_arch(path: Path, state: Mapping[str, torch.Tensor]) -> LightlyArch:
+    """Recover the `lightly-embed` config (name, width, num_ftrs, out_dim) the checkpoint was trained with."""
+    keys = list(state)
+    block, counts = _stage_blocks(keys, [f"backbone.{i}." for i in (3, 4, 5, 6)])
+    name = _LIGHTLY_NAMES.get((block, counts))
+    conv1, head = state.get("backbone.1.weight"), state.get("backbone.7.weight")
+    if name is None or conv1 is None or head is None:
+        raise ModelError(
+            f"{path}: not a lightly ResNet checkpoint: {block} blocks per stage {counts} "
+            f"(expected one of {sorted(set(_LIGHTLY_NAMES.values()))}); "
+            f"backbone.1.weight {'found' if conv1 is not None else 'missing'}, "
+            f"backbone.7.weight {'found' if head is not None else 'missing'}"
+        )
+    proj = state.get("projection_head.layers.2.weight")
+    return LightlyArch(
+        name=name,
+        width=conv1.shape[0] / 64,
+        num_ftrs=int(head.shape[0]),
+        out_dim=int(proj.shape[0]) if proj is not None else 128,
+    )
+
+
+def _load_lightly(path: Path, state: Mapping[str, torch.Tensor]) -> tuple[nn.Module, str]:
+    """Through lightly's own key fixes (`model.` prefix, old `features`, old projection heads) and loader."""
+    if not all(k.startswith("model.") for k in state):
+        state = {f"model.{k}": v for k, v in state.items()}
+    fixed = _fix_projection_head_keys(_filter_state_dict(dict(state)))
+    arch = _lightly_arch(path, fixed)
+    model = build_lightly_model(arch)
+    expected = model.state_dict()
+    if not any(k.startswith("projection_head.") for k in fixed):
+        # A backbone-only file: the projection head is not used for embedding, keep its init.
+        expected = {k: v for k, v in expected.items() if not k.startswith("projection_head.")}
+        _mismatch(path, _describe_lightly(arch, "backbone"), expected, fixed)
+        model.load_state_dict(fixed, strict=False)
+    else:
+        _mismatch(path, _describe_lightly(arch, "SimCLR"), expected, fixed)
+        load_from_state_dict(model, dict(state))
+    return _Backbone(model.backbone), _describe_lightly(arch, f"checkpoint {path.name}")
+
+
+def _load_torchvision(path: Path, state: Mapping[str, torch.Tensor]) -> tuple[nn.Module, str]:
+    """A torchvision ResNet with `fc` dropped: the output is the pooled feature vector (512 or 2048-d)."""
+    block, counts = _stage_blocks(list(state), [f"layer{i}." for i in (1, 2, 3, 4)])
+    name = _TORCHVISION_NAMES.get((block, counts))
+    if name is None:
+        raise ModelError(
+            f"{path}: not a torchvision ResNet state dict: {block} blocks per stage {counts} "
+            f"(expected one of {sorted(_TORCHVISION_NAMES.values())})"
+        )
+    model = getattr(torchvision.models, name)(weights=None)
+    model.fc = nn.Identity()
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    _mismatch(path, f"torchvision {name}", model.state_dict(), state)
+    model.load_state_dict(state, strict=True)
+    return model, f"torchvision {name} (fc dropped), checkpoint {path.name}"
+
+
+def _fingerprint(module: nn.Module, description: str, input_size: int, precision: str) -> str:
+    """Stable over runs: every tensor's name, dtype, shape and bytes, plus everything that changes the output."""
+    h = hashlib.sha256()
+    arch = re.sub(r"\(.*\)$", "", description)  # the file name is not part of the identity, its weights are
+    h.update(f"{_FINGERPRINT_VERSION}|{arch}|{PREPROCESSING}|{input_size}|{precision}".encode())
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def _probe_dim(model: LoadedModel, checkpoint: str | None) -> int:
+    """Run one blank image: an architecture that cannot take this input size fails now, not mid-dataset."""
+    blank = np.zeros((1, model.input_size, model.input_size, 3), dtype=np.uint8)
+    try:
+        out = model.embed(blank)
+    except RuntimeError as exc:
+        where = checkpoint or "default model"
+        raise ModelError(f"{where}: the network cannot embed {model.input_size}px images: {exc}") from None
+    return int(out.shape[1])

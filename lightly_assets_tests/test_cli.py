@@ -1,0 +1,65 @@
+"""`lightly-assets run`: the whole chain on a dataset, on the instance in DAGSTER_HOME, with a summary and exit code."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from lightly.utils.io import check_embeddings, load_embeddings
+
+from lightly_assets_tests.conftest import EXAMPLE_DATA, REPO
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch) -> dict[str, Path]:
+    paths = {"home": tmp_path / "home", "data": tmp_path / "data", "out": tmp_path / "out"}
+    paths["data"].mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(paths["home"]))
+    monkeypatch.setenv("LIGHTLY_ASSETS_DATA_DIR", str(paths["data"]))
+    monkeypatch.setenv("LIGHTLY_ASSETS_OUTPUT_DIR", str(paths["out"]))
+    return paths
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lightly_assets.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
+    shutil.copytree(EXAMPLE_DATA / "images_weak_labels", env["data"] / "labels")
+    out = run_cli("run")
+    assert out.returncode == 0, out.stdout + out.stderr
+    csv = env["out"] / "labels" / "embeddings.csv"
+    assert "[OK] labels" in out.stdout
+    assert f"csv: {csv}" in out.stdout.replace(str(csv.resolve()), str(csv))
+    assert "samples: 13, dimension: 32" in out.stdout
+    assert "lightly-studio" in out.stdout  # where to browse it
+    check_embeddings(str(csv))
+    embeddings, labels, filenames = load_embeddings(str(csv))
+    assert embeddings.shape == (13, 32) and np.isfinite(embeddings).all()
+    assert filenames[0] == "cats/chelsea-0.jpg" and sorted(set(labels)) == [0, 1, 2]
+    with DagsterInstance.get() as instance:  # the run is on the instance the UI reads
+        runs = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
+        assert [r.dagster_run.tags.get("dagster/partition") for r in runs] == ["labels"]
+
+
+def test_failing_run_exits_non_zero_and_names_the_folder(env) -> None:
+    (env["data"] / "broken").mkdir()
+    (env["data"] / "broken" / "notes.txt").write_text("no images here")
+    out = run_cli("run", "broken")
+    assert out.returncode == 1
+    assert "[FAILED] broken" in out.stdout
+    assert "broken: no usable image or video file (notes.txt: unsupported file type)" in out.stdout
+
+
+def test_unknown_dataset_and_missing_root(env, tmp_path: Path) -> None:
+    out = run_cli("run", "nope")
+    assert out.returncode == 2 and "no dataset folder nope" in out.stderr
+    out = run_cli("run", "--data-dir", str(tmp_path / "missing"))
+    assert out.returncode == 2 and "data root does not exist" in out.stderr

@@ -1,0 +1,202 @@
+"""The data path: same vectors as lightly-embed, rows in frame_index order, bad files listed, cache reuse."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from lightly.cli.embed_cli import _embed_cli
+from PIL import Image
+
+from lightly_assets.embedding import EmbeddingCache, EmbeddingError, embed_samples, load_image
+from lightly_assets.model import LightlyArch, build_lightly_model, load_model
+from lightly_assets.video import frame_name, iter_frames
+
+SIZE = 16  # input size: tiny keeps the tests fast; the network is the real default one
+
+
+def _image(path: Path, w: int, h: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    pixels = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))[:h, :w]  # blocky, so resizing matters
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, quality=90)
+    return path
+
+
+def _video(path: Path, n_frames: int, w: int = 48, h: int = 32) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(n_frames):
+            pixels = np.full((h, w, 3), (i * 20) % 256, dtype=np.uint8)
+            pixels[:, : (i * 5) % w] = 255 - pixels[0, 0]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _frame_index(root: Path, images: list[str], videos: dict[str, int] | None = None) -> pd.DataFrame:
+    """The frame_index contract: one row per image, one per (indexed) video frame, labels by top folder."""
+    rows = []
+    for name in images:
+        st = (root / name).stat()
+        rows.append((name, name, "image", None, int(name.startswith("b/")), st.st_size, st.st_mtime_ns))
+    for name, n in (videos or {}).items():
+        st = (root / name).stat()
+        rows += [(frame_name(name, i, n), name, "video", i, 7, st.st_size, st.st_mtime_ns) for i in range(n)]
+    df = pd.DataFrame(rows, columns=["filename", "source", "kind", "frame", "label", "size", "mtime_ns"])
+    df["frame"] = df["frame"].astype("Int64")
+    df["label_name"] = df["label"].astype(str)
+    return df
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(None, input_size=SIZE, seed=0)
+
+
+def test_same_vectors_as_lightly_embed(tmp_path: Path) -> None:
+    """lightly-embed's own pipeline (LightlyDataset + transform + checkpoint loading) on the same folder."""
+    names = ["a/x.jpg", "a/y.png", "b/z.jpg"]
+    for i, name in enumerate(names):
+        _image(tmp_path / "data" / name, 50 + 10 * i, 40, seed=i)
+    torch.manual_seed(5)
+    net = build_lightly_model()
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, ckpt)
+    cfg = {
+        "input_dir": str(tmp_path / "data"),
+        "checkpoint": str(ckpt),
+        "model": {"name": "resnet-18", "width": 1, "num_ftrs": 32, "out_dim": 128},
+        "collate": {"input_size": SIZE},
+        "loader": {"batch_size": 2, "shuffle": False, "num_workers": 0, "drop_last": False},
+    }
+    expected, labels, filenames = _embed_cli(cfg, is_cli_call=False)
+    m = load_model(str(ckpt), input_size=SIZE)
+    result = embed_samples(_frame_index(tmp_path / "data", names), tmp_path / "data", m, batch_size=2, draft=False)
+    assert result.filenames == filenames == names
+    assert result.labels == labels == [0, 0, 1]
+    np.testing.assert_allclose(result.matrix, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_rows_in_order_unreadable_listed(tmp_path: Path, model) -> None:
+    root = tmp_path / "data"
+    names = [f"a/img{i}.jpg" for i in range(5)] + ["a/zero.jpg", "b/truncated.jpg", "b/last.png", "b/text.png"]
+    for i, name in enumerate(names):
+        _image(root / name, 40, 30, seed=i)
+    (root / "a/zero.jpg").write_bytes(b"")
+    data = (root / "b/truncated.jpg").read_bytes()
+    (root / "b/truncated.jpg").write_bytes(data[: len(data) // 2])
+    (root / "b/text.png").write_text("not an image")
+    seen: list[tuple[int, int]] = []
+    result = embed_samples(
+        _frame_index(root, names), root, model, batch_size=2, workers=3, progress=lambda d, t: seen.append((d, t))
+    )
+    good = [n for n in names if n not in ("a/zero.jpg", "b/truncated.jpg", "b/text.png")]
+    assert result.filenames == good
+    assert result.labels == [0] * 5 + [1]
+    assert result.indices.tolist() == [0, 1, 2, 3, 4, 7]
+    assert result.matrix.shape == (6, 32) and result.matrix.dtype == np.float32
+    one_by_one = np.stack([model.embed(load_image(root / n, SIZE)[None])[0] for n in good])
+    np.testing.assert_allclose(result.matrix, one_by_one, rtol=1e-4, atol=1e-5)
+    reasons = dict(result.unreadable)
+    assert [n for n, _ in result.unreadable] == ["a/zero.jpg", "b/truncated.jpg", "b/text.png"]
+    assert "UnidentifiedImageError" in reasons["a/zero.jpg"]
+    assert "truncated" in reasons["b/truncated.jpg"].lower()
+    assert result.reused == 0 and result.embedded == 6 and result.samples_per_s > 0
+    assert seen[-1] == (9, 9) and seen == sorted(seen)
+
+
+def test_jpeg_draft_matches_full_decode(tmp_path: Path, model) -> None:
+    names = [f"p{i}.jpg" for i in range(4)]
+    for i, name in enumerate(names):
+        _image(tmp_path / name, 320, 240, seed=10 + i)
+    with Image.open(tmp_path / names[0]) as im:
+        im.draft("RGB", (SIZE * 2, SIZE * 2))
+        assert im.size == (80, 60), "draft mode must really decode at a reduced scale here"
+    index = _frame_index(tmp_path, names)
+    full = embed_samples(index, tmp_path, model, draft=False).matrix
+    fast = embed_samples(index, tmp_path, model, draft=True).matrix
+    cosine = (full * fast).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(fast, axis=1)
+    assert cosine.min() > 0.999
+    assert not np.array_equal(full, fast)
+
+
+def test_video_frames_in_order_and_broken_video(tmp_path: Path, model) -> None:
+    root = tmp_path / "data"
+    _image(root / "a/one.jpg", 40, 30, seed=1)
+    _video(root / "clip.avi", n_frames=7)
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(500))
+    index = _frame_index(root, ["a/one.jpg"], {"clip.avi": 9, "broken.mp4": 2})  # 9 indexed, 7 real
+    result = embed_samples(index, root, model, batch_size=4, workers=2)
+    clip = [frame_name("clip.avi", i, 9) for i in range(7)]
+    assert result.filenames == ["a/one.jpg", *clip]
+    assert clip[3] == "clip-3-avi.png"
+    frames = np.stack([np.asarray(im) for _, im in iter_frames(root / "clip.avi", size=(SIZE, SIZE))])
+    np.testing.assert_allclose(result.matrix[1:], model.embed(frames), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(result.matrix[1], result.matrix[4], atol=1e-3)
+    reasons = dict(result.unreadable)
+    assert sorted(reasons) == sorted(
+        [
+            frame_name("clip.avi", 7, 9),
+            frame_name("clip.avi", 8, 9),
+            *(frame_name("broken.mp4", i, 2) for i in range(2)),
+        ]
+    )
+    assert "fewer frames" in reasons[frame_name("clip.avi", 8, 9)]
+    assert "broken.mp4" in reasons[frame_name("broken.mp4", 0, 2)]
+
+
+def test_incremental_reuse(tmp_path: Path, model) -> None:
+    root = tmp_path / "data"
+    names = [f"a/{i}.png" for i in range(4)]
+    for i, name in enumerate(names):
+        _image(root / name, 30, 30, seed=i)
+    _video(root / "v.avi", n_frames=3)
+    cache = EmbeddingCache(tmp_path / "out" / "embedding_cache.npz")
+    first = embed_samples(_frame_index(root, names, {"v.avi": 3}), root, model, cache=cache)
+    assert first.reused == 0 and first.embedded == 7 and cache.path.is_file()
+    again = embed_samples(_frame_index(root, names, {"v.avi": 3}), root, model, cache=cache)
+    assert again.reused == 7 and again.embedded == 0
+    np.testing.assert_array_equal(again.matrix, first.matrix)
+
+    _image(root / "a/1.png", 30, 30, seed=99)  # changed content (size/mtime differ)
+    os.utime(root / "a/1.png", ns=(1, 1))
+    _image(root / "a/new.png", 30, 30, seed=100)
+    names2 = [*names, "a/new.png"]
+    third = embed_samples(_frame_index(root, names2, {"v.avi": 3}), root, model, cache=cache)
+    assert third.reused == 6 and third.embedded == 2
+    assert third.filenames[:5] == names2
+    np.testing.assert_array_equal(third.matrix[[0, 2, 3]], first.matrix[[0, 2, 3]])
+    assert not np.allclose(third.matrix[1], first.matrix[1], atol=1e-3)
+
+    other = load_model(None, input_size=SIZE, seed=1)  # another fingerprint: nothing reused
+    assert embed_samples(_frame_index(root, names2, {"v.avi": 3}), root, other, cache=cache).reused == 0
+    cache.path.write_bytes(b"garbage")  # a broken cache only costs a recomputation
+    assert embed_samples(_frame_index(root, names2), root, model, cache=cache).embedded == 5
+    assert sorted(p.name for p in cache.path.parent.iterdir()) == ["embedding_cache.npz"]
+
+
+def test_bad_frame_index(tmp_path: Path, model) -> None:
+    with pytest.raises(EmbeddingError, match=r"lacks columns \['mtime_ns'\]"):
+        embed_samples(pd.DataFrame(columns=["filename", "source", "kind", "frame", "label", "size"]), tmp_path, model)
+    empty = embed_samples(_frame_index(tmp_path, []), tmp_path, model)
+    assert empty.matrix.shape == (0, 32) and empty.filenames == [] and empty.unreadable == []
+
+
+def test_model_checkpoint_from_lightly_arch_embeds(tmp_path: Path) -> None:
+    """A non-default lightly checkpoint (16-d) goes through the same data path."""
+    torch.manual_seed(0)
+    net = build_lightly_model(LightlyArch(name="resnet-9", num_ftrs=16))
+    torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "m.ckpt")
+    _image(tmp_path / "x.jpg", 20, 20, seed=0)
+    result = embed_samples(_frame_index(tmp_path, ["x.jpg"]), tmp_path, load_model(str(tmp_path / "m.ckpt"), 16))
+    assert result.matrix.shape == (1, 16)

@@ -1,0 +1,144 @@
+"""The Lightly embeddings CSV: byte-identical to lightly's writer, exact float32 round trip, odd filenames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lightly.utils.io import check_embeddings, load_embeddings, save_embeddings
+
+from lightly_assets.embeddings_file import (
+    EmbeddingsFileError,
+    check_header,
+    merge_custom_embeddings,
+    read_embeddings_csv,
+    write_embeddings_csv,
+)
+
+NASTY = [
+    "plain.jpg",
+    "with,comma.jpg",
+    'with"quote".jpg',
+    "with\nnewline.jpg",
+    "with\r\ncrlf.jpg",
+    "ünïcødé/日本語 画像.png",
+    " leading and trailing space .jpg",
+    "sub/dir/deep.png",
+    "NA",
+    "my_video_1-007-mp4.png",
+]
+
+
+def _matrix(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Values over many magnitudes plus the awkward ones: subnormals, extremes, signed zero."""
+    rng = np.random.default_rng(seed)
+    m = (rng.standard_normal((n, d)) * 10.0 ** rng.integers(-30, 30, (n, d))).astype(np.float32)
+    specials = np.array([0.0, -0.0, 1e-45, -1.4e-45, 3.4028235e38, 1.1754944e-38, 0.1, 1 / 3], dtype=np.float32)
+    m.flat[: len(specials)] = specials
+    return m
+
+
+def test_bytes_equal_lightly_save_embeddings(tmp_path: Path) -> None:
+    m = _matrix(len(NASTY), 5)
+    labels = list(range(len(NASTY)))
+    ours = write_embeddings_csv(tmp_path / "ours.csv", NASTY, m, labels)
+    save_embeddings(str(tmp_path / "lightly.csv"), m, labels, NASTY)
+    assert ours.read_bytes() == (tmp_path / "lightly.csv").read_bytes()
+    assert ours.read_bytes().startswith(
+        b"filenames,embedding_0,embedding_1,embedding_2,embedding_3,embedding_4,labels\r\n"
+    )
+
+
+def test_round_trip_exact_float32_through_lightly(tmp_path: Path) -> None:
+    m = _matrix(len(NASTY), 32, seed=1)
+    labels = [i % 3 for i in range(len(NASTY))]
+    path = write_embeddings_csv(tmp_path / "out" / "embeddings.csv", NASTY, m, labels)
+    check_embeddings(str(path))
+    emb, lab, names = load_embeddings(str(path))
+    assert names == NASTY
+    assert lab == labels
+    assert np.array_equal(emb.astype(np.float32).view(np.uint32), m.view(np.uint32))
+    names2, m2, lab2 = read_embeddings_csv(path)
+    assert names2 == NASTY and lab2 == labels
+    assert m2.dtype == np.float32
+    assert np.array_equal(m2.view(np.uint32), m.view(np.uint32))
+
+
+def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    path = write_embeddings_csv(tmp_path / "e.csv", ["a.png"], np.ones((1, 2), np.float32), [0])
+    before = path.read_bytes()
+    with pytest.raises(EmbeddingsFileError, match="counts differ"):
+        write_embeddings_csv(path, ["a.png", "b.png"], np.ones((1, 2), np.float32), [0])
+    with pytest.raises(TypeError):
+        write_embeddings_csv(path, ["a.png"], np.ones((1, 2), np.float32), [object()])  # fails mid-write
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["e.csv"]
+    assert (path.stat().st_mode & 0o777) == 0o644
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8", newline="")
+    return path
+
+
+def test_check_header(tmp_path: Path) -> None:
+    good = write_embeddings_csv(tmp_path / "good.csv", ["a"], np.zeros((1, 3), np.float32), [0])
+    assert check_header(good) == []
+    cases = {
+        "labels,embedding_0,filenames\r\n": ["first column", "last column"],
+        "filenames,embedding_0,embedding_2,labels\r\n": ["column 2 is 'embedding_2'"],
+        "filenames,embedding_0,labels,embedding_1\r\n": ["last column", "column 2 is 'labels'"],
+        "filenames,embedding_1,embedding_0,labels\r\n": ["column 1 is 'embedding_1'"],
+        "filenames,labels\r\n": ["no embedding_ columns"],
+        "filenames, embedding_0,labels\r\n": ["whitespace"],
+        "": ["empty"],
+    }
+    for i, (text, expected) in enumerate(cases.items()):
+        problems = check_header(_write(tmp_path / f"bad{i}.csv", text))
+        for fragment in expected:
+            assert any(fragment in p for p in problems), (text, problems)
+    with pytest.raises(EmbeddingsFileError, match="bad1.csv"):
+        read_embeddings_csv(tmp_path / "bad1.csv")
+
+
+def test_merge_custom_embeddings_appends_in_sample_order(tmp_path: Path) -> None:
+    names = ["a,1.png", "b.png", 'c"q.png']
+    model = np.arange(6, dtype=np.float32).reshape(3, 2)
+    custom = _write(
+        tmp_path / "custom.csv",
+        'filenames,width,height,labels\r\nb.png,0.5,7,9\r\n"c""q.png",1e-3,8,9\r\n"a,1.png",-2.25,6,9\r\n',
+    )
+    merged = merge_custom_embeddings(names, model, custom)
+    expected = np.array([[0, 1, -2.25, 6], [2, 3, 0.5, 7], [4, 5, 1e-3, 8]], dtype=np.float32)
+    assert merged.dtype == np.float32
+    assert np.array_equal(merged, expected)
+    out = write_embeddings_csv(tmp_path / "e.csv", names, merged, [0, 1, 0])
+    assert check_header(out) == []
+    check_embeddings(str(out))
+    assert (
+        out.read_text(encoding="utf-8").splitlines()[0]
+        == "filenames,embedding_0,embedding_1,embedding_2,embedding_3,labels"
+    )
+
+
+def test_merge_custom_embeddings_errors(tmp_path: Path) -> None:
+    names = ["a.png", "b.png"]
+    model = np.zeros((2, 2), np.float32)
+    missing = _write(tmp_path / "missing.csv", "filenames,embedding_0\r\na.png,1\r\n")
+    with pytest.raises(EmbeddingsFileError, match=r"missing\.csv.*1 sample\(s\) missing.*'b\.png'"):
+        merge_custom_embeddings(names, model, missing)
+    extra = _write(tmp_path / "extra.csv", "filenames,embedding_0\r\na.png,1\r\nb.png,2\r\nz.png,3\r\n")
+    with pytest.raises(EmbeddingsFileError, match=r"extra\.csv.*not samples.*'z\.png'"):
+        merge_custom_embeddings(names, model, extra)
+    text = _write(tmp_path / "text.csv", "filenames,score\r\na.png,1\r\nb.png,high\r\n")
+    with pytest.raises(EmbeddingsFileError, match=r"text\.csv: row 3, column 'score': 'high' is not a number"):
+        merge_custom_embeddings(names, model, text)
+    dup = _write(tmp_path / "dup.csv", "filenames,e\r\na.png,1\r\na.png,1\r\nb.png,2\r\n")
+    with pytest.raises(EmbeddingsFileError, match=r"dup\.csv.*more than once"):
+        merge_custom_embeddings(names, model, dup)
+    nocol = _write(tmp_path / "nocol.csv", "name,e\r\na.png,1\r\n")
+    with pytest.raises(EmbeddingsFileError, match=r"nocol\.csv.*'filenames' column"):
+        merge_custom_embeddings(names, model, nocol)
+    with pytest.raises(EmbeddingsFileError, match="absent.csv: file not found"):
+        merge_custom_embeddings(names, model, tmp_path / "absent.csv")

@@ -1,0 +1,546 @@
+"""Publishing into a real LightlyStudio database (DuckDB file), read back by SQL and over its own HTTP API."""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import io
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import av
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from lightly.utils.io import save_embeddings
+from PIL import Image
+
+from lightly_assets.studio import MISSING_TAG, StudioError, StudioTarget, count_in_studio, upload_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+# Raised inside lightly_studio 1.2.0 itself on every dataset creation.
+pytestmark = pytest.mark.filterwarnings("ignore:The `objects` parameter of `Session.flush` is deprecated")
+DIM = 32
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tiny data, and frame_index / CSV built by hand following the shared contract.
+
+
+def make_image(path: Path, shade: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 12), (shade, 90, 200 - shade)).save(path)
+
+
+def make_images(dataset_dir: Path) -> None:
+    for label in ("cats", "dogs"):
+        for i in range(3):
+            make_image(dataset_dir / label / f"{i}.png", 40 * i + (100 if label == "dogs" else 0))
+
+
+def make_video(path: Path, n_frames: int = 10) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(n_frames):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 20 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def image_rows(dataset_dir: Path) -> list[dict[str, Any]]:
+    labels = sorted(p.name for p in dataset_dir.iterdir() if p.is_dir())
+    rows = []
+    for label, label_name in enumerate(labels):
+        for path in sorted((dataset_dir / label_name).iterdir()):
+            stat = path.stat()
+            name = path.relative_to(dataset_dir).as_posix()
+            rows.append(
+                {"filename": name, "source": name, "kind": "image", "frame": None, "pts": None, "time_s": None}
+                | {"label": label, "label_name": label_name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            )
+    return rows
+
+
+def video_rows(dataset_dir: Path, label: int = 0) -> list[dict[str, Any]]:
+    rows = []
+    for path in sorted(dataset_dir.glob("*.mp4")):
+        with av.open(str(path)) as container:
+            pts = [frame.pts for frame in container.decode(video=0)]
+        stat, n = path.stat(), len(pts)
+        for i, frame_pts in enumerate(pts):
+            rows.append(
+                {"filename": f"{path.stem}-{i:0{len(str(n))}d}-mp4.png", "source": path.name, "kind": "video"}
+                | {"frame": i, "pts": frame_pts, "time_s": frame_pts / 10240, "label": label}
+                | {"label_name": path.stem, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            )
+        label += 1
+    return rows
+
+
+def frame_index(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    table = pd.DataFrame(rows)
+    for column in ("frame", "pts"):
+        table[column] = table[column].astype("Int64")
+    table["time_s"] = table["time_s"].astype("Float64")
+    return table
+
+
+def write_csv(index: pd.DataFrame, path: Path, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(len(index), DIM)).astype(np.float32)
+    save_embeddings(str(path), vectors, index["label"].tolist(), index["filename"].tolist())
+    return vectors
+
+
+def stored_vectors(db: Path) -> dict[str, list[float]]:
+    """file path (frames: path#frame) -> stored vector, read with plain DuckDB, not through LightlyStudio."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        images = con.execute(
+            "select i.file_path_abs, e.embedding from image i join sample_embedding e using (sample_id)"
+        ).fetchall()
+        frames = con.execute(
+            "select v.file_path_abs || '#' || f.frame_number, e.embedding from video_frame f "
+            "join video v on v.sample_id = f.parent_sample_id join sample_embedding e on e.sample_id = f.sample_id"
+        ).fetchall()
+    return {key: list(vector) for key, vector in images + frames}
+
+
+def table_count(db: Path, table: str) -> int:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(f"select count(*) from {table}").fetchone()[0]
+
+
+@pytest.fixture(autouse=True)
+def no_builtin_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail loudly if anything asks LightlyStudio for MobileCLIP or another downloadable embedder."""
+    from lightly_assets.studio import _import_studio
+
+    _import_studio()
+    from lightly_studio.embed import embedder_registry
+
+    def refuse(space_key: str) -> None:
+        raise AssertionError(f"built-in embedder {space_key!r} requested")
+
+    monkeypatch.setattr(embedder_registry, "_load_builtin_embedder", refuse)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Two writer processes, then the GUI server reads it all back.
+
+UPLOAD_SCRIPT = """
+import dataclasses, json, sys
+from pathlib import Path
+import pandas as pd
+from lightly_assets.studio import StudioTarget, _import_studio, upload_dataset
+_import_studio()
+args = json.loads(sys.argv[1])
+print("READY", flush=True)
+target = StudioTarget(db_file=Path(args["db"]), dataset_name=args["name"])
+result = upload_dataset(target, Path(args["data"]), pd.read_pickle(args["index"]), Path(args["csv"]))
+print("RESULT " + json.dumps(dataclasses.asdict(result)))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(url: str, body: dict[str, Any] | None = None) -> bytes:
+    request = urllib.request.Request(
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=30) as response:
+        return response.read()
+
+
+def get_json(url: str, body: dict[str, Any] | None = None) -> Any:
+    return json.loads(http(url, body))
+
+
+def embeddings2d(base: str, collection_id: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
+    import pyarrow.ipc
+
+    raw = http(f"{base}/api/collections/{collection_id}/embeddings2d/default", {"filters": filters})
+    return pyarrow.ipc.open_stream(io.BytesIO(raw)).read_all().to_pylist()
+
+
+def start_gui(gui_command: str, port: int, cache: Path) -> subprocess.Popen[bytes]:
+    env = os.environ | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        # Anything that tries the network fails at once instead of downloading.
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "",
+        "HF_HUB_OFFLINE": "1",
+        "LIGHTLY_STUDIO_MODEL_CACHE_DIR": str(cache),
+    }
+    command = f"exec env {gui_command} --host 127.0.0.1 --port {port} --no-browser"
+    return subprocess.Popen(["bash", "-c", command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_healthy(base: str, server: subprocess.Popen[bytes], timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"GUI server exited: {server.stdout.read().decode()[-3000:]}")
+        try:
+            if get_json(f"{base}/healthz") == {"status": "healthy"}:
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("GUI server did not become healthy")
+
+
+def test_two_processes_upload_then_gui_reads_everything_back(tmp_path: Path) -> None:
+    data, db = tmp_path / "data", tmp_path / "studio" / "lightly_studio.db"
+    db.parent.mkdir()
+    make_images(data / "animals")
+    make_video(data / "clips" / "clip.mp4")
+    indexes = {"animals": frame_index(image_rows(data / "animals")), "clips": frame_index(video_rows(data / "clips"))}
+    for name, index in indexes.items():
+        index.to_pickle(tmp_path / f"{name}.pkl")
+        write_csv(index, tmp_path / f"{name}.csv")
+    held = open(f"{db}.lock", "a")  # both writers start while the lock is taken, so they contend for it
+    fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+    # Writer 1: another process.
+    args = {"db": str(db), "name": "clips", "data": str(data / "clips")}
+    args |= {"index": str(tmp_path / "clips.pkl"), "csv": str(tmp_path / "clips.csv")}
+    other = subprocess.Popen(
+        [sys.executable, "-c", UPLOAD_SCRIPT, json.dumps(args)],
+        cwd=REPO,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert other.stdout.readline() == b"READY\n", other.communicate(timeout=60)[1].decode()[-3000:]
+    # Writer 2: this process, in a thread, so both wait on the lock when it is released.
+    target = StudioTarget(db_file=db, dataset_name="animals")
+    outcome: dict[str, Any] = {}
+
+    def write_animals() -> None:
+        try:
+            outcome["result"] = upload_dataset(target, data / "animals", indexes["animals"], tmp_path / "animals.csv")
+        except StudioError as error:
+            outcome["error"] = error
+
+    writer = threading.Thread(target=write_animals)
+    writer.start()
+    time.sleep(0.5)
+    held.close()
+    writer.join(timeout=120)
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 0, err.decode()[-3000:]
+    clips = json.loads(out.decode().split("RESULT ", 1)[1])
+    assert "error" not in outcome, outcome.get("error")
+    animals = dataclasses.asdict(outcome["result"])
+    assert (animals["samples"], animals["embeddings"], animals["added"], animals["unmatched"]) == (6, 6, 6, 0)
+    assert (clips["samples"], clips["embeddings"], clips["videos"], clips["unmatched"]) == (10, 10, 1, 0)
+    assert animals["gui_command"] == f"LIGHTLY_STUDIO_ANALYTICS_ENABLED=false lightly-studio gui --db-file {db}"
+    assert count_in_studio(StudioTarget(db_file=db, dataset_name="animals"), "clips") == (10, 10)
+
+    port, cache = free_port(), tmp_path / "model-cache"
+    base = f"http://127.0.0.1:{port}"
+    server = start_gui(animals["gui_command"], port, cache)
+    try:
+        wait_healthy(base, server)
+        overview = {c["name"]: c for c in get_json(f"{base}/api/collections/overview")}
+        assert overview["animals"]["collection_id"] == animals["collection_id"]
+        assert (overview["animals"]["sample_type"], overview["animals"]["total_sample_count"]) == ("image", 6)
+        assert (overview["clips"]["sample_type"], overview["clips"]["total_sample_count"]) == ("video", 1)
+
+        image_id, video_id = animals["collection_id"], clips["collection_id"]
+        tags = {t["name"]: t["tag_id"] for t in get_json(f"{base}/api/collections/{image_id}/tags")}
+        assert set(tags) == {"cats", "dogs"}
+        points = embeddings2d(base, image_id, {"filter_type": "image"})
+        assert len(points) == 6 and all(np.isfinite([p["x"], p["y"]]).all() for p in points)
+        cats = embeddings2d(base, image_id, {"filter_type": "image", "sample_filter": {"tag_ids": [tags["cats"]]}})
+        assert sum(p["fulfils_filter"] for p in cats) == 3
+
+        assert len(embeddings2d(base, video_id, {"filter_type": "video"})) == 1
+        (frames,) = [c for c in get_json(f"{base}/api/collections") if c["name"] == "clips"][0]["children"]
+        assert get_json(f"{base}/api/collections/{frames['collection_id']}")["total_sample_count"] == 10
+        assert get_json(f"{base}/api/collections/{frames['collection_id']}/has_embeddings") is True
+        frame_tags = [t["name"] for t in get_json(f"{base}/api/collections/{frames['collection_id']}/tags")]
+        assert frame_tags == ["clip"]
+
+        assert "analytics" not in get_json(f"{base}/api/features")
+        # The UI's text search needs a text model; ours has none, so it answers an error and downloads nothing.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            http(f"{base}/api/text_embedding/for_collection/{image_id}?query_text=cat")
+        assert refused.value.code >= 400
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert not cache.exists() or not any(cache.iterdir()), "LightlyStudio downloaded a model"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Re-uploads follow the folder and duplicate nothing.
+
+
+def test_reupload_is_idempotent_adds_new_files_and_flags_removed_ones(tmp_path: Path) -> None:
+    dataset_dir, db, csv = tmp_path / "animals", tmp_path / "s.db", tmp_path / "animals.csv"
+    make_images(dataset_dir)
+    target = StudioTarget(db_file=db, dataset_name="animals")
+    index = frame_index(image_rows(dataset_dir))
+    vectors = write_csv(index, csv)
+    first = upload_dataset(target, dataset_dir, index, csv)
+    assert (first.samples, first.embeddings, first.added, first.removed) == (6, 6, 6, 0)
+    stored = stored_vectors(db)
+    assert np.allclose(stored[(dataset_dir / "cats" / "1.png").as_posix()], vectors[1])
+
+    again = upload_dataset(target, dataset_dir, index, csv)
+    assert (again.samples, again.embeddings, again.added, again.removed) == (6, 6, 0, 0)
+    assert again.collection_id == first.collection_id
+    assert (table_count(db, "sample"), table_count(db, "sample_embedding"), table_count(db, "tag")) == (6, 6, 2)
+
+    make_image(dataset_dir / "dogs" / "3.png", 250)
+    index = frame_index(image_rows(dataset_dir))
+    write_csv(index, csv)
+    grown = upload_dataset(target, dataset_dir, index, csv)
+    assert (grown.samples, grown.embeddings, grown.added, grown.removed) == (7, 7, 1, 0)
+
+    (dataset_dir / "cats" / "0.png").unlink()
+    index = frame_index(image_rows(dataset_dir))
+    vectors = write_csv(index, csv, seed=1)  # a new model run: every vector changes
+    shrunk = upload_dataset(target, dataset_dir, index, csv)
+    assert (shrunk.samples, shrunk.embeddings, shrunk.added, shrunk.removed) == (6, 6, 0, 1)
+    assert count_in_studio(target, "animals") == (6, 6)
+    stored = stored_vectors(db)
+    assert (dataset_dir / "cats" / "0.png").as_posix() not in stored
+    assert np.allclose(stored[(dataset_dir / index["filename"][2]).as_posix()], vectors[2])
+    with duckdb.connect(str(db), read_only=True) as con:
+        flagged = con.execute(
+            "select i.file_path_abs from image i join sampletaglinktable l using (sample_id) "
+            "join tag t using (tag_id) where t.name = ?",
+            [MISSING_TAG],
+        ).fetchall()
+    assert flagged == [((dataset_dir / "cats" / "0.png").as_posix(),)]
+    assert upload_dataset(target, dataset_dir, index, csv).removed == 0
+
+
+def test_video_reupload_and_removal(tmp_path: Path) -> None:
+    dataset_dir, db, csv = tmp_path / "clips", tmp_path / "s.db", tmp_path / "clips.csv"
+    make_video(dataset_dir / "a.mp4", n_frames=10)
+    make_video(dataset_dir / "b.mp4", n_frames=4)
+    target = StudioTarget(db_file=db, dataset_name="clips")
+    index = frame_index(video_rows(dataset_dir))
+    vectors = write_csv(index, csv)
+    first = upload_dataset(target, dataset_dir, index, csv)
+    assert (first.samples, first.embeddings, first.videos, first.added, first.unmatched) == (14, 14, 2, 14, 0)
+    assert [d.sample_type for d in first.datasets] == ["video"]
+    assert np.allclose(stored_vectors(db)[f"{(dataset_dir / 'a.mp4').as_posix()}#7"], vectors[7])
+
+    again = upload_dataset(target, dataset_dir, index, csv)
+    assert (again.samples, again.embeddings, again.videos, again.added, again.removed) == (14, 14, 2, 0, 0)
+    assert (table_count(db, "video"), table_count(db, "video_frame")) == (2, 14)
+    # One vector per frame plus one per video (the mean of its frames, for LightlyStudio's embedding view).
+    assert table_count(db, "sample_embedding") == 16
+
+    (dataset_dir / "b.mp4").unlink()
+    index = frame_index(video_rows(dataset_dir))
+    write_csv(index, csv)
+    shrunk = upload_dataset(target, dataset_dir, index, csv)
+    assert (shrunk.samples, shrunk.embeddings, shrunk.videos, shrunk.added, shrunk.removed) == (10, 10, 1, 0, 4)
+    assert count_in_studio(target, "clips") == (10, 10)
+
+    make_video(dataset_dir / "a.mp4", n_frames=6)  # rewritten in place: its frames are indexed again
+    index = frame_index(video_rows(dataset_dir))
+    vectors = write_csv(index, csv, seed=3)
+    changed = upload_dataset(target, dataset_dir, index, csv)
+    assert (changed.samples, changed.embeddings, changed.videos, changed.added, changed.unmatched) == (6, 6, 1, 6, 0)
+    assert (table_count(db, "video"), table_count(db, "video_frame")) == (2, 10)  # a.mp4: 6, flagged b.mp4: 4
+    assert np.allclose(stored_vectors(db)[f"{(dataset_dir / 'a.mp4').as_posix()}#5"], vectors[5])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A failure in the middle leaves a database that the next run completes.
+
+
+def test_failure_mid_upload_is_completed_by_the_next_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightly_studio.core.image import add_images
+    from lightly_studio.core.video import add_videos
+    from lightly_studio.resolvers import video_frame_resolver
+
+    dataset_dir, db, csv = tmp_path / "mixed", tmp_path / "s.db", tmp_path / "mixed.csv"
+    make_images(dataset_dir)
+    make_video(dataset_dir / "clip.mp4", n_frames=10)
+    rows = image_rows(dataset_dir)
+    index = frame_index(rows + video_rows(dataset_dir, label=len({r["label"] for r in rows})))
+    write_csv(index, csv)
+    target = StudioTarget(db_file=db, dataset_name="mixed")
+
+    # Frames are written in batches of 4; the second batch fails, after one batch was committed.
+    monkeypatch.setattr(add_videos, "SAMPLE_BATCH_SIZE", 4)
+    real_create_many = video_frame_resolver.create_many
+    calls = []
+
+    def fail_second_batch(**kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected disk failure")
+        return real_create_many(**kwargs)
+
+    monkeypatch.setattr(video_frame_resolver, "create_many", fail_second_batch)
+    with pytest.raises(StudioError, match=r"'mixed'.*writing videos into 'mixed \(videos\)'.*injected disk failure"):
+        upload_dataset(target, dataset_dir, index, csv)
+    assert (table_count(db, "video"), table_count(db, "video_frame")) == (1, 4)
+    monkeypatch.setattr(video_frame_resolver, "create_many", real_create_many)
+
+    result = upload_dataset(target, dataset_dir, index, csv)
+    assert (result.samples, result.embeddings, result.videos, result.unmatched) == (16, 16, 1, 0)
+    assert [(d.name, d.sample_type, d.samples) for d in result.datasets] == [
+        ("mixed", "image", 6),
+        ("mixed (videos)", "video", 10),
+    ]
+    assert (table_count(db, "video"), table_count(db, "video_frame")) == (1, 10)
+
+    # Images: two of six are written, then the write fails; the next run adds the rest and embeds all.
+    make_image(dataset_dir / "cats" / "3.png", 7)
+    make_image(dataset_dir / "cats" / "4.png", 9)
+    make_image(dataset_dir / "dogs" / "3.png", 11)
+    rows = image_rows(dataset_dir)
+    index = frame_index(rows + video_rows(dataset_dir, label=2))
+    write_csv(index, csv)
+    monkeypatch.setattr(add_images, "SAMPLE_BATCH_SIZE", 1)
+    real_batch = add_images._create_batch_samples
+    image_calls = []
+
+    def fail_after_two(**kwargs: Any) -> Any:
+        image_calls.append(1)
+        if len(image_calls) == 3:
+            raise OSError("injected")
+        return real_batch(**kwargs)
+
+    monkeypatch.setattr(add_images, "_create_batch_samples", fail_after_two)
+    with pytest.raises(StudioError, match="writing images into 'mixed'.*next run completes it"):
+        upload_dataset(target, dataset_dir, index, csv)
+    assert table_count(db, "image") == 8
+    monkeypatch.setattr(add_images, "_create_batch_samples", real_batch)
+    result = upload_dataset(target, dataset_dir, index, csv)
+    assert (result.samples, result.embeddings, result.added) == (19, 19, 1)
+    assert count_in_studio(target, "mixed") == (19, 19)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Clear errors.
+
+
+def test_csv_that_does_not_match_frame_index_is_refused_before_touching_the_database(tmp_path: Path) -> None:
+    dataset_dir, db, csv = tmp_path / "animals", tmp_path / "s.db", tmp_path / "animals.csv"
+    make_images(dataset_dir)
+    index = frame_index(image_rows(dataset_dir))
+    write_csv(index.iloc[:5], csv)
+    with pytest.raises(StudioError, match=r"'animals'.*animals\.csv does not match frame_index.*dogs/2\.png"):
+        upload_dataset(StudioTarget(db_file=db, dataset_name="animals"), dataset_dir, index, csv)
+    csv.write_text("filenames,labels\na.png,0\n")
+    with pytest.raises(StudioError, match="is not a Lightly embeddings CSV"):
+        upload_dataset(StudioTarget(db_file=db, dataset_name="animals"), dataset_dir, index, csv)
+    assert not db.exists()
+
+
+def test_a_held_lock_times_out_with_a_clear_message(tmp_path: Path) -> None:
+    dataset_dir, db, csv = tmp_path / "animals", tmp_path / "s.db", tmp_path / "animals.csv"
+    make_images(dataset_dir)
+    index = frame_index(image_rows(dataset_dir))
+    write_csv(index, csv)
+    target = StudioTarget(db_file=db, dataset_name="animals", lock_timeout_s=0.3)
+    with open(tmp_path / "s.db.lock", "a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(StudioError, match=r"being written by another upload .*s\.db\.lock"):
+            upload_dataset(target, dataset_dir, index, csv)
+    assert upload_dataset(target, dataset_dir, index, csv).samples == 6
+
+
+def test_a_database_open_in_another_process_gives_a_clear_message(tmp_path: Path) -> None:
+    dataset_dir, db, csv = tmp_path / "animals", tmp_path / "s.db", tmp_path / "animals.csv"
+    make_images(dataset_dir)
+    index = frame_index(image_rows(dataset_dir))
+    write_csv(index, csv)
+    target = StudioTarget(db_file=db, dataset_name="animals")
+    upload_dataset(target, dataset_dir, index, csv)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys; c = duckdb.connect({str(db)!r}); print('open', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout.readline() == b"open\n"
+        with pytest.raises(StudioError, match="another process has it open .*lightly-studio gui"):
+            upload_dataset(target, dataset_dir, index, csv)
+    finally:
+        holder.communicate(b"")
+    assert upload_dataset(target, dataset_dir, index, csv).added == 0
+
+
+def test_postgres_url_stays_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset_dir, csv = tmp_path / "animals", tmp_path / "animals.csv"
+    make_images(dataset_dir)
+    index = frame_index(image_rows(dataset_dir))
+    write_csv(index, csv)
+    monkeypatch.setenv("STUDIO_TEST_DB_URL", f"postgresql://studio:hunter2secret@127.0.0.1:{free_port()}/studio")
+    target = StudioTarget(db_url_env="STUDIO_TEST_DB_URL", dataset_name="animals")
+    assert "hunter2" not in target.describe() + repr(target)
+    assert (
+        target.gui_command()
+        == 'LIGHTLY_STUDIO_ANALYTICS_ENABLED=false lightly-studio gui --db-url "$STUDIO_TEST_DB_URL"'
+    )
+    with pytest.raises(StudioError, match="'animals': cannot open postgresql URL from \\$STUDIO_TEST_DB_URL") as caught:
+        upload_dataset(target, dataset_dir, index, csv)
+    assert "hunter2" not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_lightly_studio_runs_without_analytics() -> None:
+    from lightly_studio.analytics import tracking
+    from lightly_studio.dataset import env
+
+    assert env.LIGHTLY_STUDIO_ANALYTICS_ENABLED is False
+    assert isinstance(tracking._get_tracker(), tracking.NoOpTracker)
+
+
+def test_target_needs_exactly_one_database() -> None:
+    with pytest.raises(StudioError, match="exactly one of db_file and db_url_env"):
+        StudioTarget(dataset_name="animals")
+    with pytest.raises(StudioError, match="exactly one"):
+        StudioTarget(db_file=Path("a.db"), db_url_env="X", dataset_name="animals")
+
+
+def test_result_is_plain_data(tmp_path: Path) -> None:
+    dataset_dir, db, csv = tmp_path / "animals", tmp_path / "s.db", tmp_path / "animals.csv"
+    make_images(dataset_dir)
+    index = frame_index(image_rows(dataset_dir))
+    write_csv(index, csv)
+    result = upload_dataset(StudioTarget(db_file=db, dataset_name="animals"), dataset_dir, index, csv)
+    assert json.loads(json.dumps(dataclasses.asdict(result)))["samples"] == 6
+    metadata = result.as_metadata()
+    assert metadata["studio_embeddings"] == 6 and metadata["studio_target"] == f"duckdb:{db}"
+    assert shlex.split(metadata["studio_gui_command"])[-2:] == ["--db-file", str(db)]
