@@ -13,7 +13,6 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     Config,
-    DynamicPartitionsDefinition,
     Failure,
     MetadataValue,
     Output,
@@ -22,10 +21,9 @@ from dagster import (
 
 from lightly_assets import checks
 from lightly_assets.metadata import column_schema, counts, preview, skipped_table
+from lightly_assets.partitions import datasets_partitions
 from lightly_assets.progress import Progress
 from lightly_assets.resources import EmbeddingModelResource, PublishTargetResource, StorageResource
-
-datasets_partitions = DynamicPartitionsDefinition(name="datasets")
 
 GROUP = "lightly"
 

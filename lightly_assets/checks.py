@@ -6,19 +6,26 @@ without reloading it; blocking ones stop the chain and fail the run when they fa
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, PreviewWarning
 
+from lightly_assets.partitions import datasets_partitions
 from lightly_assets.scan import Skipped
 
 WARN = AssetCheckSeverity.WARN
 
 
 def _spec(name: str, asset: str, description: str, blocking: bool = False) -> AssetCheckSpec:
-    return AssetCheckSpec(name=name, asset=asset, description=description, blocking=blocking)
+    """Checks are partitioned like their asset, so the UI shows each dataset's own results (a preview feature)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)
+        return AssetCheckSpec(
+            name=name, asset=asset, description=description, blocking=blocking, partitions_def=datasets_partitions
+        )
 
 
 FILE_INDEX = [_spec("no_skipped_files", "file_index", "Warns when any file or folder of the dataset is not used.")]

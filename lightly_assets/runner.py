@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 from dagster import AssetCheckSeverity, DagsterInstance
 
-from lightly_assets.assets import datasets_partitions
 from lightly_assets.definitions import defs
 from lightly_assets.jobs import lightly_assets_job
+from lightly_assets.partitions import datasets_partitions
 
 
 @dataclass

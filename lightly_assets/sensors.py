@@ -17,9 +17,9 @@ from dagster import (
     sensor,
 )
 
-from lightly_assets.assets import datasets_partitions
 from lightly_assets.datasets import data_dir, find_datasets, fingerprint
 from lightly_assets.jobs import lightly_assets_job
+from lightly_assets.partitions import datasets_partitions
 from lightly_assets.scan import DatasetError
 
 

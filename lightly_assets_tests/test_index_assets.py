@@ -8,7 +8,8 @@ import av
 import pytest
 from dagster import DagsterInstance, materialize
 
-from lightly_assets.assets import datasets_partitions, file_index, frame_index
+from lightly_assets.assets import file_index, frame_index
+from lightly_assets.partitions import datasets_partitions
 from lightly_assets.resources import StorageResource
 from lightly_assets_tests.conftest import EXAMPLE_DATA
 
