@@ -20,6 +20,7 @@ class RunSummary:
     success: bool
     samples: int | None = None
     dimension: int | None = None
+    reused: int | None = None
     csv: str | None = None
     browse: str | None = None
     checks: dict[str, str] = field(default_factory=dict)
@@ -34,7 +35,7 @@ class RunSummary:
         status = "OK" if self.ok else "FAILED"
         lines = [f"[{status}] {self.dataset} (run {self.run_id})"]
         if self.samples is not None:
-            lines.append(f"  samples: {self.samples}, dimension: {self.dimension}")
+            lines.append(f"  samples: {self.samples}, dimension: {self.dimension}, reused from cache: {self.reused}")
         if self.csv:
             lines.append(f"  csv: {self.csv}")
         if self.browse:
@@ -76,5 +77,6 @@ def _summarise(name: str, result) -> RunSummary:
         csv = result.output_for_node("embeddings_csv")
         upload = result.output_for_node("uploaded_dataset")
         summary.samples, summary.dimension, summary.csv = csv["rows"], csv["dimension"], csv["path"]
+        summary.reused = result.output_for_node("embeddings").reused
         summary.browse = upload.get("browse")
     return summary

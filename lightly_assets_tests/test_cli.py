@@ -38,7 +38,7 @@ def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
     csv = env["out"] / "labels" / "embeddings.csv"
     assert "[OK] labels" in out.stdout
     assert f"csv: {csv}" in out.stdout.replace(str(csv.resolve()), str(csv))
-    assert "samples: 13, dimension: 32" in out.stdout
+    assert "samples: 13, dimension: 32, reused from cache: 0" in out.stdout
     assert "lightly-studio" in out.stdout  # where to browse it
     check_embeddings(str(csv))
     embeddings, labels, filenames = load_embeddings(str(csv))
@@ -47,6 +47,10 @@ def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
     with DagsterInstance.get() as instance:  # the run is on the instance the UI reads
         runs = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
         assert [r.dagster_run.tags.get("dagster/partition") for r in runs] == ["labels"]
+    before = csv.read_bytes()
+    again = run_cli("run", "labels")  # nothing changed: every vector comes from the cache, same CSV
+    assert again.returncode == 0 and "reused from cache: 13" in again.stdout
+    assert csv.read_bytes() == before
 
 
 def test_failing_run_exits_non_zero_and_names_the_folder(env) -> None:
