@@ -67,3 +67,15 @@ def test_unknown_dataset_and_missing_root(env, tmp_path: Path) -> None:
     assert out.returncode == 2 and "no dataset folder nope" in out.stderr
     out = run_cli("run", "--data-dir", str(tmp_path / "missing"))
     assert out.returncode == 2 and "data root does not exist" in out.stderr
+
+
+def test_bucket_target_is_chosen_by_environment(env, tmp_path: Path, monkeypatch) -> None:
+    shutil.copytree(EXAMPLE_DATA / "images_flat", env["data"] / "flat")
+    bucket = tmp_path / "bucket"
+    monkeypatch.setenv("LIGHTLY_ASSETS_TARGET", "bucket")
+    monkeypatch.setenv("LIGHTLY_ASSETS_BUCKET_URL", f"file://{bucket}")
+    out = run_cli("run", "flat")
+    assert out.returncode == 0, out.stdout + out.stderr
+    published = bucket / "flat" / ".lightly" / "embeddings" / "flat.csv"
+    assert published.read_bytes() == (env["out"] / "flat" / "embeddings.csv").read_bytes()
+    assert "uploaded_dataset.target_counts_match_csv=pass" in out.stdout
