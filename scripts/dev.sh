@@ -31,6 +31,7 @@ cmd=${1:-run}; shift || true
 case "$cmd" in
   run)  setup; exec .venv/bin/lightly-assets run "$@" ;;
   test) setup; browser; exec .venv/bin/python -m pytest "$@" ;;
-  ui)   setup; exec .venv/bin/dagster dev -h 127.0.0.1 -p "${PORT:-3000}" ;;
+  ui)   setup; export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"; mkdir -p "$DAGSTER_HOME"
+        exec .venv/bin/dagster dev -h 127.0.0.1 -p "${PORT:-3000}" ;;
   *)    echo "usage: bash scripts/dev.sh run|test|ui" >&2; exit 2 ;;
 esac
