@@ -55,8 +55,12 @@ def run_datasets(names: list[str], instance: DagsterInstance | None = None) -> l
     if missing:
         instance.add_dynamic_partitions(datasets_partitions.name, missing)
     job = defs.resolve_job_def(lightly_assets_job.name)
+    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # progress and warnings, not every event
     return [
-        _summarise(name, job.execute_in_process(instance=instance, partition_key=name, raise_on_error=False))
+        _summarise(
+            name,
+            job.execute_in_process(run_config=quiet, instance=instance, partition_key=name, raise_on_error=False),
+        )
         for name in names
     ]
 
