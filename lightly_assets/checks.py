@@ -72,13 +72,17 @@ def _listing(items: Sequence[str], limit: int = 20) -> str:
     return shown + (f" … (+{len(items) - limit})" if len(items) > limit else "")
 
 
-def no_skipped_files(skipped: Sequence[Skipped]) -> AssetCheckResult:
+def _nothing_skipped(check_name: str, skipped: Sequence[Skipped]) -> AssetCheckResult:
     return AssetCheckResult(
-        check_name="no_skipped_files",
+        check_name=check_name,
         passed=not skipped,
         severity=WARN,
         metadata={"skipped": len(skipped), "paths": _listing([f"{s.path} ({s.reason})" for s in skipped])},
     )
+
+
+def no_skipped_files(skipped: Sequence[Skipped]) -> AssetCheckResult:
+    return _nothing_skipped("no_skipped_files", skipped)
 
 
 def samples_match_files(files: pd.DataFrame, samples: pd.DataFrame, skipped: Sequence[Skipped]) -> AssetCheckResult:
@@ -106,12 +110,7 @@ def samples_match_files(files: pd.DataFrame, samples: pd.DataFrame, skipped: Seq
 
 
 def all_videos_indexed(skipped: Sequence[Skipped]) -> AssetCheckResult:
-    return AssetCheckResult(
-        check_name="all_videos_indexed",
-        passed=not skipped,
-        severity=WARN,
-        metadata={"videos_skipped": len(skipped), "paths": _listing([f"{s.path} ({s.reason})" for s in skipped])},
-    )
+    return _nothing_skipped("all_videos_indexed", skipped)
 
 
 def finite_values(matrix: np.ndarray, filenames: Sequence[str]) -> AssetCheckResult:
