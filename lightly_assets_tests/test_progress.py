@@ -1,0 +1,22 @@
+"""Progress lines: rate-limited, with count, rate and time left, and always a final line."""
+
+from __future__ import annotations
+
+from lightly_assets.progress import Progress
+
+
+def test_progress_is_rate_limited_and_always_reports_the_end(monkeypatch) -> None:
+    clock = iter([0.0, 1.0, 2.0, 12.0, 13.0])
+    monkeypatch.setattr("lightly_assets.progress.time.perf_counter", lambda: next(clock))
+    lines: list[str] = []
+    progress = Progress("embedding", lines.append, every_s=5.0)  # starts at t=0
+    progress(10, 100)  # t=1: too soon
+    progress(20, 100)  # t=2: too soon
+    progress(60, 100)  # t=12: reported
+    progress(100, 100)  # t=13: the end is always reported
+    assert lines == ["embedding: 60/100 (60%), 5.0/s, 8s left", "embedding: 100/100 (100%), 7.7/s, done"]
+
+
+def test_long_durations_read_as_hours_and_minutes() -> None:
+    line = Progress("indexing videos", print).line(1_000, 100_000, 100.0)
+    assert line == "indexing videos: 1,000/100,000 (1%), 10.0/s, 2h45m left"
