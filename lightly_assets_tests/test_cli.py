@@ -79,3 +79,21 @@ def test_bucket_target_is_chosen_by_environment(env, tmp_path: Path, monkeypatch
     published = bucket / "flat" / ".lightly" / "embeddings" / "flat.csv"
     assert published.read_bytes() == (env["out"] / "flat" / "embeddings.csv").read_bytes()
     assert "uploaded_dataset.target_counts_match_csv=pass" in out.stdout
+
+
+def test_custom_embeddings_are_appended_and_renumbered(env) -> None:
+    dataset = env["data"] / "flat"
+    shutil.copytree(EXAMPLE_DATA / "images_flat", dataset)
+    names = sorted(p.name for p in dataset.iterdir())
+    (dataset / ".lightly").mkdir()
+    rows = "\n".join(f"{n},{i}.5,-{i}" for i, n in enumerate(names))
+    (dataset / ".lightly" / "custom_embeddings.csv").write_text(f"filenames,brightness,sharpness\n{rows}\n")
+    out = run_cli("run", "flat")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "dimension: 34" in out.stdout
+    csv = env["out"] / "flat" / "embeddings.csv"
+    header = csv.read_text().splitlines()[0].split(",")
+    assert header == ["filenames", *[f"embedding_{i}" for i in range(34)], "labels"]
+    embeddings, _, filenames = load_embeddings(str(csv))
+    assert filenames == names
+    assert embeddings[:, 32:].tolist() == [[i + 0.5, -i] for i in range(len(names))]
