@@ -80,12 +80,13 @@ def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage:
 @asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.FRAME_INDEX)
 def frame_index(context: AssetExecutionContext, storage: StorageResource, file_index: pd.DataFrame):
     """One row per sample: images as they are, every video frame with its Lightly name and timestamp."""
-    from lightly_assets.samples import build_sample_index
+    from lightly_assets.samples import build_sample_index, require_samples
 
     folder = storage.dataset_dir(context.partition_key)
     start = time.perf_counter()
     with user_errors():
         index = build_sample_index(file_index, folder, progress=Progress("indexing videos", context.log.info))
+        require_samples(index, folder)
     samples = index.samples
     for s in index.skipped:
         context.log.warning(f"skipped {folder / s.path}: {s.reason}")
@@ -116,7 +117,7 @@ def embeddings(
     frame_index: pd.DataFrame,
 ):
     """One float32 vector per sample; only new or changed samples are embedded, the rest come from the cache."""
-    from lightly_assets.embedding import EmbeddingCache, embed_samples
+    from lightly_assets.embedding import EmbeddingCache, EmbeddingError, embed_samples
 
     name = context.partition_key
     with user_errors():
@@ -137,6 +138,10 @@ def embeddings(
         )
     for sample, reason in result.unreadable:
         context.log.warning(f"could not embed {sample}: {reason}")
+    if not result.filenames:
+        with user_errors():
+            detail = "; ".join(f"{n}: {r}" for n, r in result.unreadable[:5])
+            raise EmbeddingError(f"{storage.dataset_dir(name)}: no sample could be decoded ({detail})")
     yield Output(
         result,
         metadata={
@@ -174,7 +179,13 @@ def embeddings_csv(
     frame_index: pd.DataFrame,
 ):
     """The Lightly embeddings CSV at `<outputs>/<dataset>/embeddings.csv`, written atomically."""
-    from lightly_assets.embeddings_file import check_header, merge_custom_embeddings, write_embeddings_csv
+    from lightly_assets.embeddings_file import (
+        EmbeddingsFileError,
+        check_header,
+        merge_custom_embeddings,
+        read_embeddings_csv,
+        write_embeddings_csv,
+    )
     from lightly_assets.projection import write_projection
 
     name = context.partition_key
@@ -183,11 +194,16 @@ def embeddings_csv(
     matrix = embeddings.matrix
     with user_errors():
         if custom is not None:
-            matrix = merge_custom_embeddings(embeddings.filenames, matrix, custom)
+            matrix = merge_custom_embeddings(embeddings.filenames, matrix, custom, frame_index["filename"].tolist())
         path = write_embeddings_csv(out / "embeddings.csv", embeddings.filenames, matrix, embeddings.labels)
     picture = write_projection(matrix, np.asarray(embeddings.labels), out / "embeddings_2d.png")
     yield Output(
-        {"path": str(path), "rows": len(embeddings.filenames), "dimension": int(matrix.shape[1])},
+        {
+            "path": str(path),
+            "rows": len(embeddings.filenames),
+            "dimension": int(matrix.shape[1]),
+            "unreadable": [n for n, _ in embeddings.unreadable],
+        },
         metadata={
             "path": MetadataValue.path(str(path.resolve())),
             "rows": len(embeddings.filenames),
@@ -199,7 +215,11 @@ def embeddings_csv(
         },
     )
     yield checks.column_order(check_header(path))
-    yield checks.label_counts(np.asarray(embeddings.labels), frame_index, [n for n, _ in embeddings.unreadable])
+    try:  # judge the file on disk, not the values we meant to write
+        csv_labels = read_embeddings_csv(path)[2]
+    except EmbeddingsFileError:
+        csv_labels = []
+    yield checks.label_counts(np.asarray(csv_labels), frame_index, [n for n, _ in embeddings.unreadable])
 
 
 def _custom_csv(config: EmbeddingsCsvConfig, dataset_dir: Path) -> Path | None:
@@ -227,13 +247,14 @@ def uploaded_dataset(
 ):
     """The dataset with its embeddings in LightlyStudio (default) or in a bucket datasource, counted after upload."""
     name = context.partition_key
+    embedded = frame_index[~frame_index["filename"].isin(embeddings_csv.get("unreadable", []))]
     with user_errors():
         result = publish_target.publish(
             name,
             storage.dataset_dir(name),
             storage.outputs_for(name).parent,
             file_index,
-            frame_index,
+            embedded,
             Path(embeddings_csv["path"]),
         )
     context.log.info(f"{name}: published to {result['target']}; browse with: {result['browse']}")

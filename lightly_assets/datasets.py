@@ -77,4 +77,8 @@ def fingerprint(dataset_dir: Path | str) -> str:
                 )
             except OSError:
                 digest.update(f"{os.path.relpath(path, root)}\0?\n".encode(errors="replace"))
+    custom = os.path.join(root, ".lightly", "custom_embeddings.csv")  # hidden, yet an input of the chain
+    if os.path.isfile(custom):
+        st = os.stat(custom)
+        digest.update(f".lightly/custom_embeddings.csv\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]

@@ -1,6 +1,6 @@
 """The single Dagster `Definitions` of the project: read it as the table of contents."""
 
-from dagster import Definitions
+from dagster import Definitions, FilesystemIOManager
 
 from lightly_assets.assets import embeddings, embeddings_csv, file_index, frame_index, uploaded_dataset
 from lightly_assets.jobs import lightly_assets_job
@@ -12,6 +12,8 @@ defs = Definitions(
     jobs=[lightly_assets_job],
     sensors=[dataset_folders_sensor],
     resources={
+        # Declared, so `execute_in_process` (the CLI) keeps values on disk like the daemon's runs do.
+        "io_manager": FilesystemIOManager(),
         "storage": StorageResource(),
         "embedding_model": EmbeddingModelResource(),
         "publish_target": PublishTargetResource(),

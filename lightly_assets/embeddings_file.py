@@ -34,6 +34,8 @@ def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[1] == 0:
         raise EmbeddingsFileError(f"{path}: embeddings must be a non-empty (n, d) matrix, got shape {matrix.shape}")
+    if matrix.shape[0] == 0:
+        raise EmbeddingsFileError(f"{path}: no sample was embedded, so the earlier CSV (if any) is kept")
     if not (len(filenames) == len(labels) == matrix.shape[0]):
         raise EmbeddingsFileError(
             f"{path}: {matrix.shape[0]} embeddings, {len(filenames)} filenames and {len(labels)} labels: "
@@ -143,11 +145,17 @@ def check_header(path: Path | str) -> list[str]:
     return problems
 
 
-def merge_custom_embeddings(filenames: Sequence[str], matrix: np.ndarray, custom_csv: Path | str) -> np.ndarray:
+def merge_custom_embeddings(
+    filenames: Sequence[str],
+    matrix: np.ndarray,
+    custom_csv: Path | str,
+    all_samples: Sequence[str] | None = None,
+) -> np.ndarray:
     """Append the custom CSV's embedding columns after the model's; rows are matched by filename.
 
     The custom CSV has a `filenames` column plus numeric columns (any names; a `labels` column is ignored,
-    so a Lightly CSV works too). Every sample must be there exactly once and nothing else.
+    so a Lightly CSV works too). Every embedded sample must be there exactly once; rows for samples that
+    could not be decoded (`all_samples` minus `filenames`) are allowed and dropped.
     """
     path = Path(custom_csv)
     header, rows = _read_rows(path)
@@ -160,7 +168,7 @@ def merge_custom_embeddings(filenames: Sequence[str], matrix: np.ndarray, custom
     names = [row[name_col] for row in rows]
     position = _unique_positions(path, names)
     missing = [f for f in filenames if f not in position]
-    wanted = set(filenames)
+    wanted = set(filenames) | set(all_samples or ())
     extra = [f for f in names if f not in wanted]
     if missing or extra:
         parts = []
@@ -172,6 +180,13 @@ def merge_custom_embeddings(filenames: Sequence[str], matrix: np.ndarray, custom
     order = [position[f] for f in filenames]
     cells = [[rows[i][j] for j in value_cols] for i in order]
     custom = _to_float32(path, [header[j] for j in value_cols], cells, len(value_cols))
+    bad = np.argwhere(~np.isfinite(custom))
+    if len(bad):
+        row, col = bad[0]
+        raise EmbeddingsFileError(
+            f"{path}: {len(bad)} NaN or infinite value(s), e.g. column '{header[value_cols[col]]}' "
+            f"of '{filenames[row]}'"
+        )
     return np.concatenate([np.asarray(matrix, dtype=np.float32), custom], axis=1)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lightly_assets.scan import Skipped
+from lightly_assets.scan import DatasetError, Skipped
 from lightly_assets.video import VideoError, VideoIndex, frame_name, index_videos
 
 FRAME_INDEX_COLUMNS = [
@@ -114,3 +114,11 @@ def build_sample_index(
         parts.append(_image_rows(files.iloc[run]))
     samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FRAME_INDEX_COLUMNS)
     return SampleIndex(samples=samples[FRAME_INDEX_COLUMNS].reset_index(drop=True), skipped=skipped, videos=videos)
+
+
+def require_samples(index: SampleIndex, dataset_dir: Path) -> None:
+    """A dataset whose every file failed indexing is an error, so no empty table flows downstream."""
+    if len(index.samples):
+        return
+    detail = "; ".join(f"{s.path}: {s.reason}" for s in index.skipped[:5])
+    raise DatasetError(dataset_dir, "no usable sample" + (f" ({detail})" if detail else ""))

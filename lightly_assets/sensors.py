@@ -29,6 +29,7 @@ class Seen:
 
     fingerprint: str
     requested: str | None = None
+    runs: int = 0  # part of the run key, so a folder that returns to an earlier state runs again
 
 
 def _load(cursor: str | None) -> dict[str, Seen]:
@@ -51,7 +52,9 @@ class Plan:
     notes: list[str]
 
 
-def plan_tick(state: dict[str, Seen], found: dict[str, str], known_partitions: set[str]) -> Plan:
+def plan_tick(
+    state: dict[str, Seen], found: dict[str, str], known_partitions: set[str], invalid: frozenset[str] = frozenset()
+) -> Plan:
     """Decide from the previous state and this tick's fingerprints (`found`: name → fingerprint)."""
     new_state: dict[str, Seen] = {}
     run: dict[str, str] = {}
@@ -59,19 +62,20 @@ def plan_tick(state: dict[str, Seen], found: dict[str, str], known_partitions: s
     for name, fp in found.items():
         prev = state.get(name)
         if prev is None or prev.fingerprint != fp:
-            new_state[name] = Seen(fp, prev.requested if prev else None)
+            new_state[name] = Seen(fp, prev.requested if prev else None, prev.runs if prev else 0)
             waiting.append(name)
         elif prev.requested != fp:
-            new_state[name] = Seen(fp, fp)
-            run[name] = fp
+            new_state[name] = Seen(fp, fp, prev.runs + 1)
+            run[name] = f"{fp}:{prev.runs + 1}"
         else:
             new_state[name] = prev
     removed = sorted(set(state) - set(found))
+    gone = sorted(set(removed) | (known_partitions - set(found) - set(invalid)))
     notes = [
-        f"dataset folder '{n}' is gone: its partition is deleted; earlier outputs and uploads are kept" for n in removed
+        f"dataset folder '{n}' is gone: its partition is deleted; earlier outputs and uploads are kept" for n in gone
     ]
     add = sorted(n for n in found if n not in known_partitions)
-    delete = [n for n in removed if n in known_partitions]
+    delete = sorted(known_partitions - set(found) - set(invalid))  # also partitions the CLI added
     return Plan(new_state, add, delete, run, waiting, notes)
 
 
@@ -93,13 +97,13 @@ def dataset_folders_sensor(context: SensorEvaluationContext) -> SensorResult | S
         return SkipReason(str(exc))
     found = {name: fingerprint(path) for name, path in data_root.datasets.items()}
     known = set(context.instance.get_dynamic_partitions(datasets_partitions.name))
-    plan = plan_tick(_load(context.cursor), found, known)
+    plan = plan_tick(_load(context.cursor), found, known, frozenset(data_root.invalid))
     bad = [f"'{n}': {why}" for n, why in data_root.invalid.items()]
     for line in plan.notes + [f"skipped folder {b}" for b in bad]:
         context.log.warning(line)
     requests = [
-        RunRequest(run_key=f"{name}:{fp}", partition_key=name, tags={"lightly_assets/fingerprint": fp})
-        for name, fp in plan.run.items()
+        RunRequest(run_key=f"{name}:{key}", partition_key=name, tags={"lightly_assets/fingerprint": key.split(":")[0]})
+        for name, key in plan.run.items()
     ]
     partition_requests = []
     if plan.add:

@@ -97,3 +97,24 @@ def test_custom_embeddings_are_appended_and_renumbered(env) -> None:
     embeddings, _, filenames = load_embeddings(str(csv))
     assert filenames == names
     assert embeddings[:, 32:].tolist() == [[i + 0.5, -i] for i in range(len(names))]
+
+
+def test_corrupt_files_are_skipped_and_a_failed_run_keeps_the_good_csv(env) -> None:
+    dataset = env["data"] / "flat"
+    shutil.copytree(EXAMPLE_DATA / "images_flat", dataset)
+    good = (dataset / "img-0.jpg").read_bytes()
+    (dataset / "half.jpg").write_bytes(good[: len(good) // 2])  # header intact, data cut
+    (dataset / "text.png").write_text("not a png")
+    out = run_cli("run", "flat")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "samples: 8," in out.stdout and "embeddings.all_samples_embedded=warn" in out.stdout
+    assert "uploaded_dataset.target_counts_match_csv=pass" in out.stdout
+    csv = env["out"] / "flat" / "embeddings.csv"
+    before = csv.read_bytes()
+    assert b"half.jpg" not in before and b"text.png" not in before
+    for image in dataset.iterdir():  # now nothing in the dataset can be decoded
+        image.write_bytes(b"garbage")
+    out = run_cli("run", "flat")
+    assert out.returncode == 1
+    assert "no sample could be decoded" in out.stdout
+    assert csv.read_bytes() == before

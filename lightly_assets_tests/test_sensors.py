@@ -58,7 +58,7 @@ def test_new_folder_is_added_then_run_once_stable(instance, root: Path) -> None:
     assert "waiting for cats" in first.skip_reason.skip_message
     second = tick(instance, first.cursor)
     assert requested(second) == ["cats"]
-    assert second.run_requests[0].run_key == f"cats:{fingerprint(root / 'cats')}"
+    assert second.run_requests[0].run_key == f"cats:{fingerprint(root / 'cats')}:1"
     third = tick(instance, second.cursor)
     assert requested(third) == []
 
@@ -130,3 +130,30 @@ def test_missing_data_root_is_a_skip_not_a_crash(instance, tmp_path: Path, monke
     monkeypatch.setenv("LIGHTLY_ASSETS_DATA_DIR", str(tmp_path / "nowhere"))
     result = dataset_folders_sensor(build_sensor_context(instance=instance, definitions=defs))
     assert "data root does not exist" in str(getattr(result, "skip_message", result))
+
+
+def test_a_folder_back_in_an_earlier_state_runs_again(instance, root: Path) -> None:
+    make_image(root / "cats" / "a.jpg")
+    cursor = _settled(instance, root)
+    extra = make_image(root / "cats" / "b.jpg", seed=2)
+    changed = tick(instance, tick(instance, cursor).cursor)
+    extra.unlink()  # back to the first state: a new run key, or Dagster would drop the run as a duplicate
+    back = tick(instance, tick(instance, changed.cursor).cursor)
+    assert requested(back) == ["cats"]
+    assert back.run_requests[0].run_key.endswith(":3")
+
+
+def test_partitions_without_a_folder_are_deleted_even_if_never_seen(instance, root: Path) -> None:
+    instance.add_dynamic_partitions("datasets", ["added_by_cli"])
+    make_image(root / "cats" / "a.jpg")
+    result = tick(instance, None)
+    assert partitions(instance) == ["cats"]
+    assert "'added_by_cli' is gone" in result.skip_reason.skip_message
+
+
+def test_custom_embeddings_file_changes_the_fingerprint(root: Path) -> None:
+    make_image(root / "cats" / "a.jpg")
+    before = fingerprint(root / "cats")
+    (root / "cats" / ".lightly").mkdir()
+    (root / "cats" / ".lightly" / "custom_embeddings.csv").write_text("filenames,x\na.jpg,1\n")
+    assert fingerprint(root / "cats") != before
