@@ -37,6 +37,9 @@ def user_errors() -> Iterator[None]:
         if type(exc).__module__.startswith("lightly_assets"):
             raise Failure(description=str(exc)) from None
         raise
+    except OSError as exc:  # unwritable output folder, disk full: name the path and the reason
+        where = exc.filename or "output"
+        raise Failure(description=f"{where}: {exc.strerror or exc}") from None
 
 
 class FileIndexConfig(Config):
@@ -196,7 +199,8 @@ def embeddings_csv(
         if custom is not None:
             matrix = merge_custom_embeddings(embeddings.filenames, matrix, custom, frame_index["filename"].tolist())
         path = write_embeddings_csv(out / "embeddings.csv", embeddings.filenames, matrix, embeddings.labels)
-    picture = write_projection(matrix, np.asarray(embeddings.labels), out / "embeddings_2d.png")
+    with user_errors():
+        picture = write_projection(matrix, np.asarray(embeddings.labels), out / "embeddings_2d.png")
     yield Output(
         {
             "path": str(path),
