@@ -7,7 +7,11 @@ from collections.abc import Callable
 
 
 class Progress:
-    """Callable `(done, total)` that emits a line through `emit` when enough time passed, and at the end."""
+    """Callable `(done, total)` that emits a line through `emit` when enough time passed, and at the end.
+
+    The first call marks the start: callers report `(already_done, total)` before working, so work done
+    earlier (vectors reused from a cache) does not inflate the rate.
+    """
 
     def __init__(self, what: str, emit: Callable[[str], None], every_s: float = 5.0) -> None:
         self.what = what
@@ -15,9 +19,12 @@ class Progress:
         self.every_s = every_s
         self.start = time.perf_counter()
         self.last = self.start
+        self.base: int | None = None  # the count at the first call (e.g. vectors reused from a cache)
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
+        if self.base is None:
+            self.base, self.start = (done, now) if done < total else (0, self.start)
         if done < total and now - self.last < self.every_s:
             return
         self.last = now
@@ -25,7 +32,7 @@ class Progress:
 
     def line(self, done: int, total: int, elapsed: float) -> str:
         """`embedding: 1,200/5,000 (24%), 61.3/s, 1m02s left`."""
-        rate = done / elapsed if elapsed > 0 else 0.0
+        rate = (done - (self.base or 0)) / elapsed if elapsed > 0 else 0.0
         left = (total - done) / rate if rate > 0 else float("nan")
         pct = 100.0 * done / total if total else 100.0
         eta = "done" if done >= total else (f"{_duration(left)} left" if left == left else "? left")

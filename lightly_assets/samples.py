@@ -74,6 +74,8 @@ def _index_in_chunks(
 ) -> list[VideoIndex | VideoError]:
     """Index videos in parallel, a chunk at a time, so long listings can report progress."""
     results: list[VideoIndex | VideoError] = []
+    if progress and paths:
+        progress(0, len(paths))
     for start in range(0, len(paths), chunk):
         results.extend(index_videos(paths[start : start + chunk], workers=workers))
         if progress:

@@ -133,7 +133,11 @@ def test_browser_shows_the_five_assets(dagster_dev) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail(
+            "Debian's chromium is not installed (`apt-get install chromium`; `bash scripts/dev.sh test` does it)"
+        )
     shot = dagster_dev["base"] / "asset_graph.png"
     with sync_playwright() as p:
         browser = p.chromium.launch(

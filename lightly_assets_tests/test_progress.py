@@ -6,10 +6,11 @@ from lightly_assets.progress import Progress
 
 
 def test_progress_is_rate_limited_and_always_reports_the_end(monkeypatch) -> None:
-    clock = iter([0.0, 1.0, 2.0, 12.0, 13.0])
+    clock = iter([0.0, 0.0, 1.0, 2.0, 12.0, 13.0])
     monkeypatch.setattr("lightly_assets.progress.time.perf_counter", lambda: next(clock))
     lines: list[str] = []
-    progress = Progress("embedding", lines.append, every_s=5.0)  # starts at t=0
+    progress = Progress("embedding", lines.append, every_s=5.0)
+    progress(0, 100)  # t=0: the start
     progress(10, 100)  # t=1: too soon
     progress(20, 100)  # t=2: too soon
     progress(60, 100)  # t=12: reported
@@ -20,3 +21,13 @@ def test_progress_is_rate_limited_and_always_reports_the_end(monkeypatch) -> Non
 def test_long_durations_read_as_hours_and_minutes() -> None:
     line = Progress("indexing videos", print).line(1_000, 100_000, 100.0)
     assert line == "indexing videos: 1,000/100,000 (1%), 10.0/s, 2h45m left"
+
+
+def test_work_done_before_the_start_does_not_count_in_the_rate(monkeypatch) -> None:
+    clock = iter([0.0, 0.0, 10.0])
+    monkeypatch.setattr("lightly_assets.progress.time.perf_counter", lambda: next(clock))
+    lines: list[str] = []
+    progress = Progress("embedding", lines.append, every_s=5.0)
+    progress(900, 1000)  # 900 vectors reused from the cache
+    progress(950, 1000)
+    assert lines == ["embedding: 950/1,000 (95%), 5.0/s, 10s left"]

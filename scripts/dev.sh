@@ -5,7 +5,7 @@
 #   bash scripts/dev.sh ui                  start `dagster dev` on 127.0.0.1:3000
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 export LIGHTLY_STUDIO_ANALYTICS_ENABLED=false
 
 setup() {
@@ -23,7 +23,7 @@ browser() {
   # Headless Chromium from Debian for the UI test; a browser download by a test tool would fail here.
   if ! command -v chromium >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "warning: could not install chromium" >&2
+      || { echo "error: could not install Debian's chromium, needed by the UI test" >&2; exit 1; }
   fi
 }
 
