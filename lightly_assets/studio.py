@@ -596,17 +596,23 @@ class _Outcome:
 # Images.
 
 
-def _image_paths(session: Session, collection_id: UUID) -> dict[str, UUID]:
-    from lightly_studio.models.image import ImageTable
+def _paths_in(session: Session, collection_id: UUID, table: Any) -> dict[str, UUID]:
+    """File path → sample id of the images or videos (`table`) of one collection."""
     from lightly_studio.models.sample import SampleTable
     from sqlmodel import col, select
 
     query = (
-        select(ImageTable.file_path_abs, ImageTable.sample_id)
-        .join(SampleTable, col(SampleTable.sample_id) == col(ImageTable.sample_id))
+        select(table.file_path_abs, table.sample_id)
+        .join(SampleTable, col(SampleTable.sample_id) == col(table.sample_id))
         .where(col(SampleTable.collection_id) == collection_id)
     )
     return dict(session.exec(query).all())
+
+
+def _image_paths(session: Session, collection_id: UUID) -> dict[str, UUID]:
+    from lightly_studio.models.image import ImageTable
+
+    return _paths_in(session, collection_id, ImageTable)
 
 
 def _sync_images(name: str, images: list[_Image], dimension: int) -> _Outcome:
@@ -658,16 +664,9 @@ def _sync_images(name: str, images: list[_Image], dimension: int) -> _Outcome:
 
 
 def _video_samples(session: Session, collection_id: UUID) -> dict[str, UUID]:
-    from lightly_studio.models.sample import SampleTable
     from lightly_studio.models.video import VideoTable
-    from sqlmodel import col, select
 
-    query = (
-        select(VideoTable.file_path_abs, VideoTable.sample_id)
-        .join(SampleTable, col(SampleTable.sample_id) == col(VideoTable.sample_id))
-        .where(col(SampleTable.collection_id) == collection_id)
-    )
-    return dict(session.exec(query).all())
+    return _paths_in(session, collection_id, VideoTable)
 
 
 def _frames_of(session: Session, video_ids: list[UUID]) -> dict[UUID, list[tuple[UUID, int, int]]]:
