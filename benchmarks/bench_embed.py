@@ -40,7 +40,7 @@ def _write_checkpoint(path: Path, seed: int) -> Path:
     """A checkpoint as lightly-ssl-train writes it (`{"state_dict": {"model.backbone...": ...}}`)."""
     import torch
 
-    from lightly_assets.model import build_lightly_model
+    from lightly_assets.embedding.model import build_lightly_model
 
     torch.manual_seed(seed)
     model = build_lightly_model()
@@ -96,11 +96,11 @@ def _run_ours(data: Path, ckpt: Path, work: Path, args: argparse.Namespace, prec
 def _child(job: dict) -> None:
     """One end-to-end run of our pipeline; prints a JSON line with the stage times."""
     t0 = time.perf_counter()
-    from lightly_assets.embedding import embed_samples
-    from lightly_assets.embeddings_file import write_embeddings_csv
-    from lightly_assets.model import load_model
-    from lightly_assets.samples import build_sample_index
-    from lightly_assets.scan import scan_dataset
+    from lightly_assets.dataset.samples import build_sample_index
+    from lightly_assets.dataset.scan import scan_dataset
+    from lightly_assets.embedding.model import load_model
+    from lightly_assets.embedding.pipeline import embed_samples
+    from lightly_assets.lightly_csv import write_embeddings_csv
 
     data = Path(job["data"])
     t1 = time.perf_counter()
@@ -119,7 +119,7 @@ def _child(job: dict) -> None:
 
 
 def _cosine_to(reference: Path, other: Path) -> tuple[float, bool]:
-    from lightly_assets.embeddings_file import read_embeddings_csv
+    from lightly_assets.lightly_csv import read_embeddings_csv
 
     ref_names, ref, ref_labels = read_embeddings_csv(reference)
     names, m, labels = read_embeddings_csv(other)

@@ -61,7 +61,7 @@ def main() -> None:
     make_tree(root, a.files, a.folders)
     from lightly.data import LightlyDataset
 
-    from lightly_assets.scan import scan_dataset
+    from lightly_assets.dataset.scan import scan_dataset
 
     bare_walk(root)  # warm the page cache
     rows = [

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import av
 
-from lightly_assets.video import VIDEO_EXTENSIONS, VideoError, index_videos
+from lightly_assets.dataset.video import VIDEO_EXTENSIONS, VideoError, index_videos
 
 MAKE_DATA = Path("/work/shared/bench/make_data.py")
 

@@ -34,7 +34,7 @@ import numpy as np
 # Run as a script, so this folder is on sys.path: the checkpoint writer and our child run are bench_embed's.
 from bench_embed import _make_data_script, _run_measured, _run_ours, _write_checkpoint
 
-from lightly_assets.embeddings_file import read_embeddings_csv
+from lightly_assets.lightly_csv import read_embeddings_csv
 
 LIGHTLY_REQUIREMENTS = ("torch==2.9.1", "torchvision==0.24.1", "lightly==1.6.0", "av")
 TARGET_SPEEDUP = 3.0

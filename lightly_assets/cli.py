@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["LIGHTLY_ASSETS_DATA_DIR"] = args.data_dir
     if getattr(args, "output_dir", None):
         os.environ["LIGHTLY_ASSETS_OUTPUT_DIR"] = args.output_dir
-    from lightly_assets.datasets import find_datasets
-    from lightly_assets.scan import DatasetError
+    from lightly_assets.dataset.roots import find_datasets
+    from lightly_assets.dataset.scan import DatasetError
 
     try:
         root = find_datasets()
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def root_dir() -> Path:
-    from lightly_assets.datasets import data_dir
+    from lightly_assets.dataset.roots import data_dir
 
     return data_dir()
 

@@ -2,10 +2,10 @@
 
 from dagster import Definitions, FilesystemIOManager
 
-from lightly_assets.assets import embeddings, embeddings_csv, file_index, frame_index, uploaded_dataset
-from lightly_assets.jobs import lightly_assets_job
-from lightly_assets.resources import EmbeddingModelResource, PublishTargetResource, StorageResource
-from lightly_assets.sensors import dataset_folders_sensor
+from lightly_assets.defs.assets import embeddings, embeddings_csv, file_index, frame_index, uploaded_dataset
+from lightly_assets.defs.jobs import lightly_assets_job
+from lightly_assets.defs.resources import EmbeddingModelResource, PublishTargetResource, StorageResource
+from lightly_assets.defs.sensors import dataset_folders_sensor
 
 defs = Definitions(
     assets=[file_index, frame_index, embeddings, embeddings_csv, uploaded_dataset],

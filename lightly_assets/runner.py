@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from dagster import AssetCheckSeverity, DagsterInstance
 
 from lightly_assets.definitions import defs
-from lightly_assets.jobs import lightly_assets_job
-from lightly_assets.partitions import datasets_partitions
+from lightly_assets.defs.jobs import lightly_assets_job
+from lightly_assets.defs.partitions import datasets_partitions
 
 
 @dataclass

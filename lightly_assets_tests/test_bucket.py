@@ -23,7 +23,9 @@ import pytest
 import s3fs
 from lightly.utils.io import save_embeddings
 
-from lightly_assets.bucket import (
+from lightly_assets.dataset.samples import build_sample_index
+from lightly_assets.dataset.scan import scan_dataset
+from lightly_assets.publish.bucket import (
     MANIFEST_KEY,
     SCHEMA_KEY,
     BucketError,
@@ -31,8 +33,6 @@ from lightly_assets.bucket import (
     BucketTarget,
     publish_to_bucket,
 )
-from lightly_assets.samples import build_sample_index
-from lightly_assets.scan import scan_dataset
 from lightly_assets_tests.conftest import make_image
 
 ACCESS_KEY = "AKIALIGHTLYASSETSTEST"
@@ -394,7 +394,7 @@ def test_file_target_is_atomic_and_idempotent(tmp_path, dataset, monkeypatch):
             raise OSError(28, "No space left on device")
         return os.rename(src, dst)
 
-    monkeypatch.setattr("lightly_assets.bucket.os.replace", broken_replace)
+    monkeypatch.setattr("lightly_assets.publish.bucket.session.os.replace", broken_replace)
     with pytest.raises(BucketError, match="writing .lightly/embeddings/pets.csv failed"):
         dataset.publish(target)
     assert (root / ".lightly/embeddings/pets.csv").read_bytes() == old_csv

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from dagster import AssetCheckSeverity
 
-from lightly_assets import checks
-from lightly_assets.scan import Skipped
+from lightly_assets.dataset.scan import Skipped
+from lightly_assets.defs import checks
 
 
 def _samples(rows: list[tuple[str, str, str, int | None, int]]) -> pd.DataFrame:

@@ -13,9 +13,10 @@ import torch
 from lightly.cli.embed_cli import _embed_cli
 from PIL import Image
 
-from lightly_assets.embedding import EmbeddingCache, EmbeddingError, embed_samples, load_image
-from lightly_assets.model import LightlyArch, build_lightly_model, load_model
-from lightly_assets.video import frame_name, iter_frames
+from lightly_assets.columns import ColumnsError
+from lightly_assets.dataset.video import frame_name, iter_frames
+from lightly_assets.embedding.model import LightlyArch, build_lightly_model, load_model
+from lightly_assets.embedding.pipeline import EmbeddingCache, embed_samples, load_image
 
 SIZE = 16  # input size: tiny keeps the tests fast; the network is the real default one
 
@@ -186,7 +187,7 @@ def test_incremental_reuse(tmp_path: Path, model) -> None:
 
 
 def test_bad_frame_index(tmp_path: Path, model) -> None:
-    with pytest.raises(EmbeddingError, match=r"lacks columns \['mtime_ns'\]"):
+    with pytest.raises(ColumnsError, match=r"lacks columns \['mtime_ns'\]"):
         embed_samples(pd.DataFrame(columns=["filename", "source", "kind", "frame", "label", "size"]), tmp_path, model)
     empty = embed_samples(_frame_index(tmp_path, []), tmp_path, model)
     assert empty.matrix.shape == (0, 32) and empty.filenames == [] and empty.unreadable == []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from lightly.utils.io import check_embeddings, load_embeddings, save_embeddings
 
-from lightly_assets.embeddings_file import (
+from lightly_assets.lightly_csv import (
     EmbeddingsFileError,
     check_header,
     merge_custom_embeddings,

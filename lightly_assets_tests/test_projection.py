@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lightly_assets.projection import pca_2d, write_projection
+from lightly_assets.embedding.projection import pca_2d, write_projection
 
 
 def test_pca_separates_two_clusters_and_the_png_uses_label_colours(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from lightly.data import LightlyDataset
 
-from lightly_assets.scan import DatasetError, require_usable, scan_dataset
+from lightly_assets.dataset.scan import DatasetError, require_usable, scan_dataset
 from lightly_assets_tests.conftest import make_image
 
 

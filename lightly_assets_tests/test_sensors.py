@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, SensorResult, build_sensor_context
 
-from lightly_assets.datasets import find_datasets, fingerprint, key_problem
+from lightly_assets.dataset.roots import find_datasets, fingerprint, key_problem
 from lightly_assets.definitions import defs
-from lightly_assets.sensors import dataset_folders_sensor
+from lightly_assets.defs.sensors import dataset_folders_sensor
 from lightly_assets_tests.conftest import make_image
 
 

@@ -26,7 +26,7 @@ import pytest
 from lightly.utils.io import save_embeddings
 from PIL import Image
 
-from lightly_assets.studio import MISSING_TAG, StudioError, StudioTarget, count_in_studio, upload_dataset
+from lightly_assets.publish.studio import MISSING_TAG, StudioError, StudioTarget, count_in_studio, upload_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 # Raised inside lightly_studio 1.2.0 itself on every dataset creation.
@@ -127,9 +127,9 @@ def table_count(db: Path, table: str) -> int:
 @pytest.fixture(autouse=True)
 def no_builtin_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail loudly if anything asks LightlyStudio for MobileCLIP or another downloadable embedder."""
-    from lightly_assets.studio import _import_studio
+    from lightly_assets.publish.studio.database import import_studio
 
-    _import_studio()
+    import_studio()
     from lightly_studio.embed import embedder_registry
 
     def refuse(space_key: str) -> None:
@@ -145,8 +145,9 @@ UPLOAD_SCRIPT = """
 import dataclasses, json, sys
 from pathlib import Path
 import pandas as pd
-from lightly_assets.studio import StudioTarget, _import_studio, upload_dataset
-_import_studio()
+from lightly_assets.publish.studio import StudioTarget, upload_dataset
+from lightly_assets.publish.studio.database import import_studio
+import_studio()
 args = json.loads(sys.argv[1])
 print("READY", flush=True)
 target = StudioTarget(db_file=Path(args["db"]), dataset_name=args["name"])

@@ -1,4 +1,4 @@
-"""Tests for lightly_assets.video on tiny videos encoded with PyAV in tmp_path.
+"""Tests for lightly_assets.dataset.video on tiny videos encoded with PyAV in tmp_path.
 
 Every frame count is checked against what a full PyAV decode of the same file yields,
 since that is the number of frames the embedding step will later produce.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lightly_assets.video import (
+from lightly_assets.dataset.video import (
     VIDEO_EXTENSIONS,
     VideoError,
     VideoIndex,

@@ -23,6 +23,8 @@ import av.container
 import av.video.stream
 from PIL import Image
 
+from lightly_assets.errors import LightlyAssetsError
+
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
 Method = Literal["auto", "decode"]
@@ -60,7 +62,7 @@ _RAW_FORMATS = frozenset({"h264", "hevc", "m4v", "mpegvideo", "h263", "h261", "v
 _LENGTH_IN_HEADER = ("avi", "matroska", "mov")
 
 
-class VideoError(ValueError):
+class VideoError(LightlyAssetsError):
     """A video file cannot be indexed or decoded; names the file and the reason."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:

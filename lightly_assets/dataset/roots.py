@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightly_assets.scan import DatasetError, is_hidden
+from lightly_assets.dataset.scan import DatasetError, is_hidden
 
 # Dagster refuses these in partition keys; a comma also breaks Dagster's multi-key selection syntax in the UI.
 _FORBIDDEN = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0", ",", "[", "]")

@@ -8,7 +8,7 @@ import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
-from lightly_assets import datasets
+from lightly_assets.dataset import roots as datasets
 
 
 class StorageResource(ConfigurableResource):
@@ -41,10 +41,10 @@ class EmbeddingModelResource(ConfigurableResource):
 
     _model: object = PrivateAttr(default=None)
 
-    def load(self):  # -> lightly_assets.model.LoadedModel
+    def load(self):  # -> lightly_assets.embedding.model.LoadedModel
         """Build the model once; a bad checkpoint fails here, before any file is decoded."""
         if self._model is None:
-            from lightly_assets.model import load_model
+            from lightly_assets.embedding.model import load_model
 
             checkpoint = self.checkpoint or os.environ.get("LIGHTLY_ASSETS_CHECKPOINT") or None
             self._model = load_model(
@@ -91,7 +91,7 @@ class PublishTargetResource(ConfigurableResource):
     def _to_studio(
         self, dataset_name: str, dataset_dir: Path, outputs_root: Path, frame_index: pd.DataFrame, csv_path: Path
     ) -> dict[str, Any]:
-        from lightly_assets.studio import StudioTarget, upload_dataset
+        from lightly_assets.publish.studio import StudioTarget, upload_dataset
 
         url_env = self.studio_db_url_env or (
             "LIGHTLY_STUDIO_DATABASE_URL" if os.environ.get("LIGHTLY_STUDIO_DATABASE_URL") else None
@@ -122,11 +122,11 @@ class PublishTargetResource(ConfigurableResource):
         frame_index: pd.DataFrame,
         csv_path: Path,
     ) -> dict[str, Any]:
-        from lightly_assets.bucket import BucketTarget, publish_to_bucket
+        from lightly_assets.publish.bucket import BucketError, BucketTarget, publish_to_bucket
 
         url = self.bucket_url or os.environ.get("LIGHTLY_ASSETS_BUCKET_URL")
         if not url:
-            raise ValueError("bucket target needs bucket_url or LIGHTLY_ASSETS_BUCKET_URL")
+            raise BucketError("bucket target needs bucket_url or LIGHTLY_ASSETS_BUCKET_URL")
         result = publish_to_bucket(BucketTarget(url=url), dataset_name, dataset_dir, frame_index, file_index, csv_path)
         return {
             "target": result.url,

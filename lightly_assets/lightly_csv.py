@@ -9,18 +9,20 @@ unicode) survive the round trip.
 from __future__ import annotations
 
 import csv
-import os
+import io
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from lightly_assets.atomic import atomic_output
+from lightly_assets.errors import LightlyAssetsError
+
 _EMBEDDING_COLUMN = re.compile(r"^embedding_(\d+)$")
 
 
-class EmbeddingsFileError(ValueError):
+class EmbeddingsFileError(LightlyAssetsError):
     """An embeddings CSV (ours or a custom one) that cannot be written, read or merged; names the file."""
 
 
@@ -47,31 +49,36 @@ def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.
     rows = (
         [name, *vals, str(int(label))] for name, vals, label in zip(filenames, values.tolist(), labels, strict=True)
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, delimiter=",")
-            writer.writerow(header_for(matrix.shape[1]))
-            writer.writerows(rows)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the CSV is meant to be shared like any output
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        writer = csv.writer(text, delimiter=",")
+        writer.writerow(header_for(matrix.shape[1]))
+        writer.writerows(rows)
+        text.flush()
+        text.detach()  # leave the binary file to atomic_output, which syncs and renames it
     return path
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+def _read_text(path: Path) -> str:
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f, delimiter=",")
-            header = next(reader, None)
-            rows = list(reader)
+        return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise EmbeddingsFileError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except OSError as exc:
+        raise EmbeddingsFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
         raise EmbeddingsFileError(f"{path}: not a readable UTF-8 CSV file ({exc})") from None
+
+
+def _read_rows(path: Path, text: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV file (or of `text`, named `path` in errors); every row as wide as the header."""
+    text = _read_text(path) if text is None else text
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=",")
+        header = next(reader, None)
+        rows = list(reader)
+    except csv.Error as exc:
+        raise EmbeddingsFileError(f"{path}: not a readable CSV file ({exc})") from None
     if not header:
         raise EmbeddingsFileError(f"{path}: empty file, expected a header row")
     for i, row in enumerate(rows, start=2):
@@ -99,10 +106,16 @@ def _to_float32(path: Path, columns: list[str], cells: list[list[str]], n_cols: 
 def read_embeddings_csv(path: Path | str) -> tuple[list[str], np.ndarray, list[int]]:
     """Filenames, float32 matrix and labels of a Lightly embeddings CSV (the header is checked first)."""
     path = Path(path)
-    problems = check_header(path)
+    return parse_embeddings_csv(_read_text(path), path)
+
+
+def parse_embeddings_csv(text: str, where: Path | str) -> tuple[list[str], np.ndarray, list[int]]:
+    """`read_embeddings_csv` for CSV text already in memory (a bucket object); `where` names it in errors."""
+    path = Path(where)
+    header, rows = _read_rows(path, text)
+    problems = header_problems(header)
     if problems:
-        raise EmbeddingsFileError(f"{path}: not a Lightly embeddings CSV: {'; '.join(problems)}")
-    header, rows = _read_rows(path)
+        raise EmbeddingsFileError(f"{path} is not a Lightly embeddings CSV: {'; '.join(problems)}")
     columns = header[1:-1]
     matrix = _to_float32(path, columns, [row[1:-1] for row in rows], len(columns))
     try:
@@ -120,6 +133,11 @@ def check_header(path: Path | str) -> list[str]:
             header = next(csv.reader(f, delimiter=","), None)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         return [f"cannot read the header: {exc}"]
+    return header_problems(header or [])
+
+
+def header_problems(header: list[str]) -> list[str]:
+    """What is wrong with a header row; empty when it is Lightly's."""
     if not header:
         return ["the file is empty (no header row)"]
     problems = []
@@ -200,3 +218,10 @@ def _unique_positions(path: Path, names: list[str]) -> dict[str, int]:
     if duplicates:
         raise EmbeddingsFileError(f"{path}: filenames listed more than once, e.g. {duplicates[:3]}")
     return position
+
+
+def require_unique_finite(path: Path | str, filenames: Sequence[str], matrix: np.ndarray) -> None:
+    """A CSV that publishing can trust: every filename once, every value finite."""
+    _unique_positions(Path(path), list(filenames))
+    if matrix.size and not np.isfinite(matrix).all():
+        raise EmbeddingsFileError(f"{path}: NaN or infinite embedding values")

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import pandas as pd
 from dagster import MetadataValue, TableColumn, TableSchema
 
-from lightly_assets.scan import Skipped
+from lightly_assets.dataset.scan import Skipped
 
 _DTYPES = {"int64": "int", "Int64": "int", "float64": "float", "Float64": "float", "object": "string"}
 

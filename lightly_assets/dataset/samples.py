@@ -8,21 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from lightly_assets.scan import DatasetError, Skipped
-from lightly_assets.video import VideoError, VideoIndex, frame_name, index_videos
-
-FRAME_INDEX_COLUMNS = [
-    "filename",
-    "source",
-    "kind",
-    "frame",
-    "pts",
-    "time_s",
-    "label",
-    "label_name",
-    "size",
-    "mtime_ns",
-]
+from lightly_assets.columns import FRAME_INDEX_COLUMNS
+from lightly_assets.dataset.scan import DatasetError, Skipped
+from lightly_assets.dataset.video import VideoError, VideoIndex, frame_name, index_videos
 
 
 @dataclass

@@ -23,6 +23,8 @@ from lightly.models import ResNetGenerator
 from lightly.models.batchnorm import get_norm_layer
 from torch import nn
 
+from lightly_assets.errors import LightlyAssetsError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PREPROCESSING = "PIL resize (s,s) bilinear + ToTensor + Normalize(ImageNet)"
@@ -47,7 +49,7 @@ _TORCHVISION_NAMES = {
 }
 
 
-class ModelError(ValueError):
+class ModelError(LightlyAssetsError):
     """A checkpoint or model setting that cannot be used; the message names the file and the reason."""
 
 

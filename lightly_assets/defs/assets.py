@@ -19,11 +19,12 @@ from dagster import (
     asset,
 )
 
-from lightly_assets import checks
-from lightly_assets.metadata import column_schema, counts, preview, skipped_table
-from lightly_assets.partitions import datasets_partitions
+from lightly_assets.defs import checks
+from lightly_assets.defs.metadata import column_schema, counts, preview, skipped_table
+from lightly_assets.defs.partitions import datasets_partitions
+from lightly_assets.defs.resources import EmbeddingModelResource, PublishTargetResource, StorageResource
+from lightly_assets.errors import LightlyAssetsError
 from lightly_assets.progress import Progress
-from lightly_assets.resources import EmbeddingModelResource, PublishTargetResource, StorageResource
 
 GROUP = "lightly"
 
@@ -33,10 +34,8 @@ def user_errors() -> Iterator[None]:
     """Our own errors (bad input, bad checkpoint, unreachable target) become a short Dagster Failure."""
     try:
         yield
-    except ValueError as exc:
-        if type(exc).__module__.startswith("lightly_assets"):
-            raise Failure(description=str(exc)) from None
-        raise
+    except LightlyAssetsError as exc:
+        raise Failure(description=str(exc)) from None
     except OSError as exc:  # unwritable output folder, disk full: name the path and the reason
         where = exc.filename or "output"
         raise Failure(description=f"{where}: {exc.strerror or exc}") from None
@@ -54,7 +53,7 @@ class FileIndexConfig(Config):
 @asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.FILE_INDEX)
 def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage: StorageResource):
     """Every usable image and video of the dataset with its weak label, in Lightly's order."""
-    from lightly_assets.scan import require_usable, scan_dataset
+    from lightly_assets.dataset.scan import require_usable, scan_dataset
 
     folder = storage.dataset_dir(context.partition_key)
     with user_errors():
@@ -83,7 +82,7 @@ def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage:
 @asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.FRAME_INDEX)
 def frame_index(context: AssetExecutionContext, storage: StorageResource, file_index: pd.DataFrame):
     """One row per sample: images as they are, every video frame with its Lightly name and timestamp."""
-    from lightly_assets.samples import build_sample_index, require_samples
+    from lightly_assets.dataset.samples import build_sample_index, require_samples
 
     folder = storage.dataset_dir(context.partition_key)
     start = time.perf_counter()
@@ -120,7 +119,7 @@ def embeddings(
     frame_index: pd.DataFrame,
 ):
     """One float32 vector per sample; only new or changed samples are embedded, the rest come from the cache."""
-    from lightly_assets.embedding import EmbeddingCache, EmbeddingError, embed_samples
+    from lightly_assets.embedding.pipeline import EmbeddingCache, EmbeddingError, embed_samples
 
     name = context.partition_key
     with user_errors():
@@ -182,14 +181,14 @@ def embeddings_csv(
     frame_index: pd.DataFrame,
 ):
     """The Lightly embeddings CSV at `<outputs>/<dataset>/embeddings.csv`, written atomically."""
-    from lightly_assets.embeddings_file import (
+    from lightly_assets.embedding.projection import write_projection
+    from lightly_assets.lightly_csv import (
         EmbeddingsFileError,
         check_header,
         merge_custom_embeddings,
         read_embeddings_csv,
         write_embeddings_csv,
     )
-    from lightly_assets.projection import write_projection
 
     name = context.partition_key
     out = storage.outputs_for(name)

@@ -17,10 +17,10 @@ from dagster import (
     sensor,
 )
 
-from lightly_assets.datasets import data_dir, find_datasets, fingerprint
-from lightly_assets.jobs import lightly_assets_job
-from lightly_assets.partitions import datasets_partitions
-from lightly_assets.scan import DatasetError
+from lightly_assets.dataset.roots import data_dir, find_datasets, fingerprint
+from lightly_assets.dataset.scan import DatasetError
+from lightly_assets.defs.jobs import lightly_assets_job
+from lightly_assets.defs.partitions import datasets_partitions
 
 
 @dataclass

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, PreviewWarning
 
-from lightly_assets.partitions import datasets_partitions
-from lightly_assets.scan import Skipped
+from lightly_assets.dataset.scan import Skipped
+from lightly_assets.defs.partitions import datasets_partitions
 
 WARN = AssetCheckSeverity.WARN
 

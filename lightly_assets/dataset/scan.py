@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from lightly_assets.video import VIDEO_EXTENSIONS
+from lightly_assets.columns import FILE_INDEX_COLUMNS
+from lightly_assets.dataset.video import VIDEO_EXTENSIONS
+from lightly_assets.errors import LightlyAssetsError
 
-FILE_INDEX_COLUMNS = ["filename", "kind", "label", "label_name", "size", "mtime_ns"]
 
-
-class DatasetError(ValueError):
+class DatasetError(LightlyAssetsError):
     """A dataset folder that cannot be used at all; the message names the folder and the reason."""
 
     def __init__(self, path: Path | str, reason: str) -> None:

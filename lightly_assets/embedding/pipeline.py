@@ -8,11 +8,8 @@ in `unreadable` with the reason and the others go on.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,21 +20,21 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from lightly_assets.model import LoadedModel
+from lightly_assets import columns
+from lightly_assets.embedding.cache import EmbeddingCache, Key
+from lightly_assets.embedding.model import LoadedModel
+from lightly_assets.errors import LightlyAssetsError
 
 log = logging.getLogger(__name__)
 
-REQUIRED_COLUMNS = ("filename", "source", "kind", "frame", "label", "size", "mtime_ns")
+REQUIRED_COLUMNS = ("filename", "source", "kind", "frame", "label", "size", "mtime_ns")  # of frame_index
 # JPEG draft decoding is asked for this many times the input size, so the final bilinear resize still
 # averages over several pixels. Measured on 640x480 JPEGs at 64 px (decoded at 160x120): mean pixel
 # difference 0.23/255 and embedding cosine >= 0.99999 against full decoding, decode 1.45x faster.
 DRAFT_FACTOR = 2
-_CACHE_VERSION = 1
-
-Key = tuple[str, int, int, str]  # (source, size, mtime_ns, sample filename)
 
 
-class EmbeddingError(ValueError):
+class EmbeddingError(LightlyAssetsError):
     """The sample table or the cache cannot be used; names what and why."""
 
 
@@ -58,55 +55,6 @@ class EmbedResult:
     samples_per_s: float
     embedded: int = 0
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-
-
-class EmbeddingCache:
-    """Vectors from earlier runs, keyed by (source, size, mtime_ns, sample filename) and the model fingerprint.
-
-    One `.npz` file without pickled objects (keys are stored as UTF-8 JSON), replaced atomically, so a
-    crash leaves the previous cache intact. A cache written by another model or settings is ignored.
-    """
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-
-    def load(self, fingerprint: str) -> dict[Key, np.ndarray]:
-        """Vectors of the previous run with the same fingerprint; empty when none, stale or unreadable."""
-        if not self.path.is_file():
-            return {}
-        try:
-            with np.load(self.path, allow_pickle=False) as data:
-                meta = json.loads(data["meta"].tobytes().decode("utf-8"))
-                if meta.get("version") != _CACHE_VERSION or meta.get("fingerprint") != fingerprint:
-                    return {}
-                keys = [tuple(k) for k in json.loads(data["keys"].tobytes().decode("utf-8"))]
-                vectors = np.asarray(data["vectors"], dtype=np.float32)
-        except Exception as exc:  # noqa: BLE001 - a broken cache only costs a recomputation
-            log.warning("%s: embedding cache unreadable, recomputing (%s)", self.path, exc)
-            return {}
-        if len(keys) != len(vectors):
-            log.warning("%s: embedding cache inconsistent, recomputing", self.path)
-            return {}
-        return {(str(s), int(n), int(m), str(f)): vectors[i] for i, (s, n, m, f) in enumerate(keys)}
-
-    def save(self, fingerprint: str, keys: list[Key], vectors: np.ndarray) -> None:
-        """Replace the cache with exactly these vectors (files that disappeared drop out)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        meta = json.dumps({"version": _CACHE_VERSION, "fingerprint": fingerprint}).encode("utf-8")
-        packed = json.dumps([list(k) for k in keys], ensure_ascii=False).encode("utf-8")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    meta=np.frombuffer(meta, dtype=np.uint8),
-                    keys=np.frombuffer(packed, dtype=np.uint8),
-                    vectors=np.asarray(vectors, dtype=np.float32),
-                )
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 def load_image(path: Path, size: int, draft: bool = True) -> np.ndarray:
@@ -187,7 +135,7 @@ def _decode(task: _Task, data_dir: Path, size: int, draft: bool) -> Iterator[Ite
 
 def _decode_video(path: Path, wanted: dict[int, int], size: int) -> Iterator[Item]:
     """Frames decoded once, in order; frames the video lacks or that follow a decode error are unreadable."""
-    from lightly_assets.video import iter_frames  # PyAV is imported only when a dataset has videos
+    from lightly_assets.dataset.video import iter_frames  # PyAV is imported only when a dataset has videos
 
     reason = "frame not found in the video (it has fewer frames than were indexed)"
     frames: Iterator | None = None
@@ -290,9 +238,7 @@ def embed_samples(
     draft: bool = True,
 ) -> EmbedResult:
     """Embed every sample of `frame_index` (images and video frames) with `model`, reusing cached vectors."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame_index.columns]
-    if missing:
-        raise EmbeddingError(f"frame_index lacks columns {missing}")
+    columns.require(frame_index, REQUIRED_COLUMNS, "frame_index")
     if batch_size < 1:
         raise EmbeddingError(f"batch_size must be at least 1, got {batch_size}")
     start = time.perf_counter()

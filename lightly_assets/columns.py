@@ -1,0 +1,54 @@
+"""The column contracts of the two tables that other tools rely on, with what each column means.
+
+`file_index` and `frame_index` are built, checked, shown in the Dagster UI and consumed by every
+publishing target from these declarations; a consumer states which columns it needs with `require`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+from lightly_assets.errors import LightlyAssetsError
+
+FILE_INDEX: dict[str, str] = {
+    "filename": "POSIX path of the file relative to the dataset folder",
+    "kind": "'image' or 'video'",
+    "label": "weak label (int), as Lightly derives it from the folder layout",
+    "label_name": "name of the weak label: top-level subfolder, video path, or the dataset name",
+    "size": "file size in bytes (part of the incremental-cache key)",
+    "mtime_ns": "modification time in nanoseconds (part of the incremental-cache key)",
+}
+
+FRAME_INDEX: dict[str, str] = {
+    "filename": "sample name written to the CSV: the image path, or Lightly's frame name for a video frame",
+    "source": "the file the sample comes from, relative to the dataset folder",
+    "kind": "'image' or 'video'",
+    "frame": "frame number within the video, 0-based (null for images)",
+    "pts": "presentation timestamp of the frame in stream time-base units (null for images)",
+    "time_s": "presentation time of the frame in seconds (null for images)",
+    "label": "weak label (int) of the source file",
+    "label_name": "name of the weak label",
+    "size": "size of the source file in bytes",
+    "mtime_ns": "modification time of the source file in nanoseconds",
+}
+
+FILE_INDEX_COLUMNS = list(FILE_INDEX)
+FRAME_INDEX_COLUMNS = list(FRAME_INDEX)
+
+
+class ColumnsError(LightlyAssetsError):
+    """A table lacks columns that its consumer needs."""
+
+
+def require(table: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    """Fail with one line naming the table and the missing columns."""
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ColumnsError(f"{what} lacks columns {missing}")
+
+
+def description(column: str) -> str:
+    """What a column of either table means, for the UI's column schema."""
+    return FRAME_INDEX.get(column) or FILE_INDEX.get(column, "")

@@ -1,0 +1,1 @@
+"""How a folder is understood: the data root, the file walk with weak labels, videos and their frames."""

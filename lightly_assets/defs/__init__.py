@@ -1,0 +1,1 @@
+"""The thin Dagster layer: assets, checks, resources, sensors and jobs, each calling one domain package."""

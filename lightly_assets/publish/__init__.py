@@ -1,0 +1,1 @@
+"""Publishing a dataset with its embeddings: LightlyStudio (default) or a bucket datasource."""

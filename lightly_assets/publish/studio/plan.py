@@ -1,0 +1,100 @@
+"""What to upload: frame_index joined with the CSV, without touching LightlyStudio."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from lightly_assets import columns
+from lightly_assets.lightly_csv import EmbeddingsFileError, read_embeddings_csv, require_unique_finite
+from lightly_assets.publish.studio.target import REQUIRED_COLUMNS, StudioError
+
+if TYPE_CHECKING:
+    pass
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What to upload: frame_index joined with the CSV, without touching LightlyStudio.
+
+
+@dataclass
+class ImageRow:
+    path: str
+    label_name: str
+    vector: np.ndarray
+
+
+@dataclass
+class VideoRow:
+    path: str
+    label_name: str
+    size: int
+    mtime_ns: int
+    by_frame: dict[int, np.ndarray] = field(default_factory=dict)
+    by_pts: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def mean(self) -> np.ndarray:
+        return np.mean(np.stack(list(self.by_frame.values())), axis=0).astype(np.float32)
+
+
+@dataclass
+class _Plan:
+    images: list[ImageRow]
+    videos: list[VideoRow]
+    dimension: int
+
+
+def _read_csv(dataset: str, csv_path: Path) -> tuple[list[str], np.ndarray]:
+    """Filenames and float32 vectors of a Lightly embeddings CSV, checked enough to trust the join."""
+    try:
+        filenames, vectors, _ = read_embeddings_csv(csv_path)
+        require_unique_finite(csv_path, filenames, vectors)
+    except EmbeddingsFileError as error:
+        raise StudioError(dataset, str(error)) from None
+    return filenames, vectors
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if pd.isna(value) else int(value)
+
+
+def plan_upload(dataset: str, data_dir: Path, frame_index: pd.DataFrame, csv_path: Path) -> _Plan:
+    """Join frame_index with the CSV; a sample without a vector (or the reverse) means a stale CSV."""
+    columns.require(frame_index, REQUIRED_COLUMNS, f"frame_index of {dataset!r}")
+    filenames, vectors = _read_csv(dataset, csv_path)
+    row_of = {name: i for i, name in enumerate(filenames)}
+    index_names = set(frame_index["filename"])
+    absent = [name for name in frame_index["filename"] if name not in row_of]
+    extra = [name for name in filenames if name not in index_names]
+    if absent or extra:
+        raise StudioError(
+            dataset,
+            f"{csv_path} does not match frame_index ({len(absent)} samples without a CSV row, e.g. "
+            f"{absent[:3]}; {len(extra)} CSV rows without a sample, e.g. {extra[:3]}); rebuild the CSV",
+        )
+    root = Path(data_dir).absolute()
+    images: list[ImageRow] = []
+    videos: dict[str, VideoRow] = {}
+    for row in frame_index.itertuples(index=False):
+        vector = vectors[row_of[row.filename]]
+        path = (root / row.source).as_posix()
+        if row.kind == "image":
+            images.append(ImageRow(path, str(row.label_name), vector))
+            continue
+        if row.kind != "video":
+            raise StudioError(dataset, f"frame_index row {row.filename!r} has unknown kind {row.kind!r}")
+        if _optional_int(row.frame) is None:
+            raise StudioError(dataset, f"frame_index row {row.filename!r} is a video frame without a frame number")
+        video = videos.setdefault(row.source, VideoRow(path, str(row.label_name), int(row.size), int(row.mtime_ns)))
+        video.by_frame[int(row.frame)] = vector
+        pts = _optional_int(row.pts)
+        if pts is not None:
+            video.by_pts[pts] = vector
+    return _Plan(images=images, videos=list(videos.values()), dimension=int(vectors.shape[1]))

@@ -1,0 +1,175 @@
+"""Steps shared by images and videos: default model, tags, embeddings, counts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import numpy as np
+
+from lightly_assets.publish.studio.embedder import space_key
+from lightly_assets.publish.studio.target import MISSING_TAG, StudioDataset
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Steps shared by images and videos.
+
+
+def default_model(session: Session, collection_id: UUID, dataset_id: UUID, dimension: int) -> UUID:
+    """Make our embedding space the collection's default model (what LightlyStudio does on first embed)."""
+    from lightly_studio.models.embedding_model import EmbeddingModelCreate
+    from lightly_studio.resolvers import (
+        collection_embedding_model_resolver,
+        embedding_model_resolver,
+    )
+
+    model = embedding_model_resolver.get_or_create(
+        session=session,
+        embedding_model=EmbeddingModelCreate(
+            name=space_key(dimension), embedding_dimension=dimension, dataset_id=dataset_id
+        ),
+    )
+    model_id = model.embedding_model_id
+    current = collection_embedding_model_resolver.get_default_by_collection_id(
+        session=session, collection_id=collection_id
+    )
+    if current != model_id:
+        collection_embedding_model_resolver.get_or_add_collection_model(
+            session=session, collection_id=collection_id, embedding_model_id=model_id
+        )
+        collection_embedding_model_resolver.set_default(
+            session=session, collection_id=collection_id, embedding_model_id=model_id
+        )
+    return model_id
+
+
+def _tag(session: Session, collection_id: UUID, name: str) -> UUID:
+    from lightly_studio.resolvers import tag_resolver
+
+    return tag_resolver.get_or_create_sample_tag_by_name(
+        session=session, collection_id=collection_id, tag_name=name
+    ).tag_id
+
+
+def tag_samples(session: Session, collection_id: UUID, by_tag: dict[str, list[UUID]]) -> None:
+    """Add samples to tags; LightlyStudio skips links that exist already."""
+    from lightly_studio.resolvers import tag_resolver
+
+    for name, sample_ids in by_tag.items():
+        if sample_ids:
+            tag_resolver.add_sample_ids_to_tag_id(
+                session=session, tag_id=_tag(session, collection_id, name), sample_ids=sample_ids
+            )
+
+
+def _tagged(session: Session, tag_id: UUID) -> set[UUID]:
+    from lightly_studio.models.sample import SampleTagLinkTable
+    from sqlmodel import col, select
+
+    query = select(SampleTagLinkTable.sample_id).where(col(SampleTagLinkTable.tag_id) == tag_id)
+    return {sample_id for sample_id in session.exec(query).all() if sample_id is not None}
+
+
+def _delete_embeddings(session: Session, model_id: UUID, sample_ids: list[UUID]) -> None:
+    from lightly_studio.models.sample_embedding import SampleEmbeddingTable
+    from sqlmodel import col, delete
+
+    for start in range(0, len(sample_ids), 1000):
+        session.exec(
+            delete(SampleEmbeddingTable).where(
+                col(SampleEmbeddingTable.embedding_model_id) == model_id,
+                col(SampleEmbeddingTable.sample_id).in_(sample_ids[start : start + 1000]),
+            )
+        )
+    session.commit()
+
+
+def flag_missing(
+    session: Session, collection_id: UUID, model_id: UUID, missing: list[UUID], present: list[UUID]
+) -> int:
+    """Tag samples whose files are gone (and drop their vectors); untag those that came back."""
+    from lightly_studio.resolvers import tag_resolver
+
+    existing = tag_resolver.get_by_name(session=session, tag_name=MISSING_TAG, collection_id=collection_id)
+    if existing is None and not missing:
+        return 0  # nothing was ever missing: no empty tag in the UI
+    tag_id = existing.tag_id if existing is not None else _tag(session, collection_id, MISSING_TAG)
+    flagged = _tagged(session, tag_id)
+    returned = [sample_id for sample_id in present if sample_id in flagged]
+    if returned:
+        tag_resolver.remove_sample_ids_from_tag_id(session=session, tag_id=tag_id, sample_ids=returned)
+    if missing:
+        tag_resolver.add_sample_ids_to_tag_id(session=session, tag_id=tag_id, sample_ids=missing)
+        _delete_embeddings(session, model_id, missing)
+    return len(set(missing) - flagged)
+
+
+def sync_embeddings(
+    session: Session,
+    model_id: UUID,
+    wanted: dict[UUID, np.ndarray],
+    store: Callable[[list[UUID]], None],
+) -> None:
+    """Store vectors that are absent, replace those that differ from the CSV, leave the rest alone."""
+    from lightly_studio.resolvers import sample_embedding_resolver
+
+    stored = sample_embedding_resolver.get_by_sample_ids(
+        session=session, sample_ids=list(wanted), embedding_model_id=model_id
+    )
+    stale = [
+        row.sample_id
+        for row in stored
+        if not np.allclose(np.asarray(row.embedding, dtype=np.float32), wanted[row.sample_id], atol=1e-6)
+    ]
+    if stale:
+        _delete_embeddings(session, model_id, stale)
+    done = {row.sample_id for row in stored} - set(stale)
+    todo = [sample_id for sample_id in wanted if sample_id not in done]
+    if todo:
+        store(todo)
+
+
+def count_live(session: Session, collection_id: UUID) -> tuple[int, int]:
+    """Samples of a collection not tagged missing, and how many of them have a default-model vector."""
+    from lightly_studio.models.sample import SampleTable, SampleTagLinkTable
+    from lightly_studio.models.sample_embedding import SampleEmbeddingTable
+    from lightly_studio.resolvers import collection_embedding_model_resolver, tag_resolver
+    from sqlmodel import col, func, select
+
+    live = select(SampleTable.sample_id).where(col(SampleTable.collection_id) == collection_id)
+    tag = tag_resolver.get_by_name(session=session, tag_name=MISSING_TAG, collection_id=collection_id)
+    if tag is not None:
+        flagged = select(SampleTagLinkTable.sample_id).where(col(SampleTagLinkTable.tag_id) == tag.tag_id)
+        live = live.where(col(SampleTable.sample_id).notin_(flagged))
+    samples = session.exec(select(func.count()).select_from(live.subquery())).one()
+    model_id = collection_embedding_model_resolver.get_default_by_collection_id(
+        session=session, collection_id=collection_id
+    )
+    if model_id is None:
+        return int(samples), 0
+    embedded = session.exec(
+        select(func.count())
+        .select_from(SampleEmbeddingTable)
+        .where(
+            col(SampleEmbeddingTable.embedding_model_id) == model_id,
+            col(SampleEmbeddingTable.sample_id).in_(live),
+        )
+    ).one()
+    return int(samples), int(embedded)
+
+
+@dataclass
+class Outcome:
+    dataset: StudioDataset
+    added: int = 0
+    removed: int = 0
+    unmatched: int = 0
+    videos: int = 0

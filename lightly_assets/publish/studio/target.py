@@ -1,0 +1,123 @@
+"""Where an upload goes in LightlyStudio, and what it reports back."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lightly_assets.errors import LightlyAssetsError
+
+if TYPE_CHECKING:
+    pass
+
+logger = logging.getLogger(__name__)
+
+
+ANALYTICS_ENV = "LIGHTLY_STUDIO_ANALYTICS_ENABLED"
+MISSING_TAG = "missing-file"
+SPACE_KEY_PREFIX = "lightly-assets/precomputed"
+DEFAULT_LOCK_TIMEOUT_S = 600.0
+# Metadata keys on a video sample, written once all its frames are in: their absence marks a partial load.
+META_SIZE = "source_size"
+META_MTIME = "source_mtime_ns"
+META_FRAMES = "indexed_frames"
+REQUIRED_COLUMNS = ("filename", "source", "kind", "frame", "pts", "label_name", "size", "mtime_ns")
+# The database engine of lightly_studio is process-global: one upload per process at a time.
+PROCESS_LOCK = threading.Lock()
+
+
+class StudioError(LightlyAssetsError):
+    """An upload that cannot be done or completed; the message names the dataset and the reason."""
+
+    def __init__(self, dataset: str, reason: str) -> None:
+        super().__init__(f"LightlyStudio dataset {dataset!r}: {reason}")
+        self.dataset = dataset
+        self.reason = reason
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudioTarget:
+    """Where to publish: a DuckDB file, or a PostgreSQL URL read from the environment variable named here.
+
+    The URL is a secret: it is read only when connecting and never printed, put into errors or results.
+    """
+
+    db_file: Path | None = None
+    db_url_env: str | None = None
+    dataset_name: str
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        if (self.db_file is None) == (self.db_url_env is None):
+            raise StudioError(self.dataset_name, "set exactly one of db_file and db_url_env")
+        if not self.dataset_name.strip():
+            raise StudioError(self.dataset_name, "the dataset name is empty")
+
+    def describe(self) -> str:
+        """The target without secrets, for logs and metadata."""
+        if self.db_file is not None:
+            return f"duckdb:{Path(self.db_file).absolute()}"
+        return f"postgresql URL from ${self.db_url_env}"
+
+    def gui_command(self) -> str:
+        """The shell command that opens LightlyStudio's UI on this database, offline."""
+        if self.db_file is not None:
+            db = f"--db-file {shlex.quote(str(Path(self.db_file).absolute()))}"
+        else:
+            db = f'--db-url "${self.db_url_env}"'
+        return f"{ANALYTICS_ENV}=false lightly-studio gui {db}"
+
+
+@dataclass(frozen=True)
+class StudioDataset:
+    """One LightlyStudio dataset written by an upload (a mixed dataset gives two)."""
+
+    name: str
+    sample_type: str
+    dataset_id: str
+    collection_id: str
+    samples: int
+    embeddings: int
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """What the database holds for the dataset after an upload, read back by query.
+
+    `samples` and `embeddings` count images and video frames (the rows of the CSV) that are not tagged
+    `missing-file`; `videos` counts video samples. `dataset_id` and `collection_id` belong to the
+    LightlyStudio dataset named like ours; its UI and HTTP API address it by `collection_id`.
+    """
+
+    target: str
+    dataset_name: str
+    dataset_id: str
+    collection_id: str
+    samples: int
+    embeddings: int
+    videos: int
+    added: int
+    removed: int
+    unmatched: int
+    gui_command: str
+    datasets: tuple[StudioDataset, ...] = ()
+
+    def as_metadata(self) -> dict[str, str | int]:
+        """Flat values for asset metadata (no secrets)."""
+        return {
+            "studio_target": self.target,
+            "studio_dataset": self.dataset_name,
+            "studio_dataset_id": self.dataset_id,
+            "studio_collection_id": self.collection_id,
+            "studio_samples": self.samples,
+            "studio_embeddings": self.embeddings,
+            "studio_videos": self.videos,
+            "studio_added": self.added,
+            "studio_removed": self.removed,
+            "studio_unmatched": self.unmatched,
+            "studio_gui_command": self.gui_command,
+        }
