@@ -1,4 +1,8 @@
-"""`lightly-assets run [DATASET ...]`: materialize the whole chain with its checks on the instance in DAGSTER_HOME."""
+"""`lightly-assets run [DATASET ...]`: materialize the whole chain with its checks on the instance in DAGSTER_HOME.
+
+Options become run config of the `storage` resource, so one rule holds everywhere: run config (options) >
+environment variable > default.
+"""
 
 from __future__ import annotations
 
@@ -8,39 +12,48 @@ import sys
 from pathlib import Path
 
 DEFAULT_HOME = ".dagster_home"
+# Written only into a dagster.yaml that the CLI creates itself; a user's own dagster.yaml is left as it is.
+NEW_INSTANCE_YAML = """\
+# Created by `lightly-assets run`: the Dagster instance of this project (edit freely, your settings are kept).
+# Telemetry off, so runs do not open with Dagster's telemetry notice.
+telemetry:
+  enabled: false
+"""
 
 
 def _prepare_home() -> Path:
     """Use DAGSTER_HOME, or a project-local folder, so runs show in `dagster dev` started from the same place."""
     home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_HOME).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch(exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
+    if not (home / "dagster.yaml").exists() and not (home / "dagster.yml").exists():
+        from lightly_assets.atomic import write_bytes_atomic
+
+        write_bytes_atomic(home / "dagster.yaml", NEW_INSTANCE_YAML.encode())
+    os.environ["DAGSTER_HOME"] = str(home)  # the instance for this process; the one variable Dagster reads itself
     return home
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lightly-assets", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lightly-assets", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize file_index … uploaded_dataset for datasets under the data root")
     run.add_argument("datasets", nargs="*", help="dataset folder names (default: every dataset under the data root)")
-    run.add_argument("--data-dir", help="data root (default: $LIGHTLY_ASSETS_DATA_DIR or data)")
-    run.add_argument("--output-dir", help="output root (default: $LIGHTLY_ASSETS_OUTPUT_DIR or outputs)")
-    sub.add_parser("list", help="list the datasets under the data root")
+    listing = sub.add_parser("list", help="list the datasets under the data root")
+    for p in (run, listing):
+        p.add_argument("--data-dir", help="data root (default: $LIGHTLY_ASSETS_DATA_DIR, else data)")
+        p.add_argument("--output-dir", help="output root (default: $LIGHTLY_ASSETS_OUTPUT_DIR, else outputs)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if getattr(args, "data_dir", None):
-        os.environ["LIGHTLY_ASSETS_DATA_DIR"] = args.data_dir
-    if getattr(args, "output_dir", None):
-        os.environ["LIGHTLY_ASSETS_OUTPUT_DIR"] = args.output_dir
-    from lightly_assets.dataset.roots import find_datasets
     from lightly_assets.dataset.scan import DatasetError
+    from lightly_assets.runner import open_storage, run_datasets, storage_config
 
+    config = storage_config(data_dir=args.data_dir, output_dir=args.output_dir)
+    storage = open_storage(config)
     try:
-        root = find_datasets()
+        root = storage.datasets()
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -53,24 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     names = args.datasets or list(root.datasets)
     unknown = [n for n in names if n not in root.datasets]
     if unknown:
-        print(f"error: no dataset folder {', '.join(unknown)} under {root_dir()}", file=sys.stderr)
+        print(f"error: no dataset folder {', '.join(unknown)} under {storage.data_root()}", file=sys.stderr)
         return 2
     if not names:
-        print(f"error: no dataset folder under {root_dir()}", file=sys.stderr)
+        print(f"error: no dataset folder under {storage.data_root()}", file=sys.stderr)
         return 2
-    from lightly_assets.runner import run_datasets
-
     _prepare_home()
-    summaries = run_datasets(names)
+    summaries = run_datasets(names, storage=config)
     for s in summaries:
         print(s.render())
     return 0 if all(s.ok for s in summaries) else 1
-
-
-def root_dir() -> Path:
-    from lightly_assets.dataset.roots import data_dir
-
-    return data_dir()
 
 
 if __name__ == "__main__":

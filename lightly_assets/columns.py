@@ -34,6 +34,13 @@ FRAME_INDEX: dict[str, str] = {
     "mtime_ns": "modification time of the source file in nanoseconds",
 }
 
+# Lightly's embeddings CSV (written and read by lightly_csv.py); `embedding_<i>` stands for D columns.
+EMBEDDINGS_CSV: dict[str, str] = {
+    "filenames": "sample name: the image path, or Lightly's frame name for a video frame",
+    "embedding_<i>": "component i of the embedding (float), one column each for i = 0 … D-1, consecutive",
+    "labels": "weak label (int)",
+}
+
 FILE_INDEX_COLUMNS = list(FILE_INDEX)
 FRAME_INDEX_COLUMNS = list(FRAME_INDEX)
 
@@ -51,4 +58,4 @@ def require(table: pd.DataFrame, columns: Iterable[str], what: str) -> None:
 
 def description(column: str) -> str:
     """What a column of either table means, for the UI's column schema."""
-    return FRAME_INDEX.get(column) or FILE_INDEX.get(column, "")
+    return FRAME_INDEX.get(column) or FILE_INDEX.get(column) or EMBEDDINGS_CSV.get(column, "")

@@ -1,21 +1,60 @@
-"""The single Dagster `Definitions` of the project: read it as the table of contents."""
+"""The single Dagster `Definitions` of the project: read it as the table of contents.
 
-from dagster import Definitions, FilesystemIOManager
+Configuration has one precedence rule: run config > environment variable > the resource field's default.
+`ENVIRONMENT` below is the one place where environment variables are bound to resource fields.
+"""
+
+import os
+import warnings
+
+from dagster import BetaWarning, Definitions, EnvVar, FilesystemIOManager, with_source_code_references
 
 from lightly_assets.defs.assets import embeddings, embeddings_csv, file_index, frame_index, uploaded_dataset
 from lightly_assets.defs.jobs import lightly_assets_job
 from lightly_assets.defs.resources import EmbeddingModelResource, PublishTargetResource, StorageResource
 from lightly_assets.defs.sensors import dataset_folders_sensor
 
+# resource key -> {field: environment variable}. `LIGHTLY_STUDIO_DATABASE_URL` is not bound here: it is a secret,
+# so config holds only its NAME (`publish_target.studio_db_url_env`) and the URL is read when connecting.
+# `TORCH_HOME`, `RAY_ADDRESS` and the bucket credentials are read by torch, Ray and fsspec themselves.
+ENVIRONMENT: dict[str, dict[str, str]] = {
+    "storage": {"data_dir": "LIGHTLY_ASSETS_DATA_DIR", "output_dir": "LIGHTLY_ASSETS_OUTPUT_DIR"},
+    "embedding_model": {
+        "checkpoint": "LIGHTLY_ASSETS_CHECKPOINT",
+        "pretrained_url": "LIGHTLY_ASSETS_PRETRAINED_URL",
+        "executor": "LIGHTLY_ASSETS_EXECUTOR",
+    },
+    "publish_target": {
+        "target": "LIGHTLY_ASSETS_TARGET",
+        "bucket_url": "LIGHTLY_ASSETS_BUCKET_URL",
+        "studio_db_file": "LIGHTLY_STUDIO_DB_FILE",
+    },
+}
+
+
+def from_env(resource: str) -> dict[str, EnvVar]:
+    """`EnvVar`s for the fields whose variable is set when the definitions load; the others keep their default.
+
+    Dagster fails a run whose resource names an unset `EnvVar` (an `EnvVar` has no default: dagster#16232),
+    so an unset variable is left out rather than bound. Set values are still resolved by Dagster at launch and
+    shown as environment-sourced in the UI; restart `dagster dev` after changing one.
+    """
+    return {field: EnvVar(name) for field, name in ENVIRONMENT[resource].items() if os.environ.get(name)}
+
+
+with warnings.catch_warnings():  # code references (links from each asset to its source) are a beta feature
+    warnings.simplefilter("ignore", BetaWarning)
+    assets = with_source_code_references([file_index, frame_index, embeddings, embeddings_csv, uploaded_dataset])
+
 defs = Definitions(
-    assets=[file_index, frame_index, embeddings, embeddings_csv, uploaded_dataset],
+    assets=assets,
     jobs=[lightly_assets_job],
     sensors=[dataset_folders_sensor],
     resources={
         # Declared, so `execute_in_process` (the CLI) keeps values on disk like the daemon's runs do.
         "io_manager": FilesystemIOManager(),
-        "storage": StorageResource(),
-        "embedding_model": EmbeddingModelResource(),
-        "publish_target": PublishTargetResource(),
+        "storage": StorageResource(**from_env("storage")),
+        "embedding_model": EmbeddingModelResource(**from_env("embedding_model")),
+        "publish_target": PublishTargetResource(**from_env("publish_target")),
     },
 )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import Any
 
-from dagster import AssetCheckSeverity, DagsterInstance
+from dagster import AssetCheckSeverity, DagsterInstance, build_resources
 
-from lightly_assets.definitions import defs
+from lightly_assets.definitions import ENVIRONMENT, defs
 from lightly_assets.defs.jobs import lightly_assets_job
 from lightly_assets.defs.partitions import datasets_partitions
+from lightly_assets.defs.resources import StorageResource
 
 
 @dataclass
@@ -47,19 +50,43 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def run_datasets(names: list[str], instance: DagsterInstance | None = None) -> list[RunSummary]:
-    """Add the partitions and run the chain for each dataset in turn, on the instance in DAGSTER_HOME."""
+def storage_config(**options: str | None) -> dict[str, Any]:
+    """Run config of the `storage` resource: given options, else the bound environment variable, else the default.
+
+    Run config replaces a resource's bound values as a whole (a field left out falls back to its default, not to
+    its `EnvVar`), so fields without an option name their variable explicitly, in Dagster's `{"env": ...}` form.
+    """
+    config: dict[str, Any] = {f: {"env": v} for f, v in ENVIRONMENT["storage"].items() if os.environ.get(v)}
+    config.update({f: v for f, v in options.items() if v})
+    return config
+
+
+def open_storage(config: dict[str, Any]) -> StorageResource:
+    """The `storage` resource of the definitions, resolved with this run config (the CLI lists datasets with it)."""
+    with build_resources({"storage": defs.resources["storage"]}, resource_config={"storage": {"config": config}}) as r:
+        return r.storage
+
+
+def run_datasets(
+    names: list[str], instance: DagsterInstance | None = None, storage: dict[str, Any] | None = None
+) -> list[RunSummary]:
+    """Add the partitions and run the chain for each dataset in turn, on the instance in DAGSTER_HOME.
+
+    `storage` is the run config of the `storage` resource (see `storage_config`).
+    """
     instance = instance or DagsterInstance.get()
     known = set(instance.get_dynamic_partitions(datasets_partitions.name))
     missing = [n for n in names if n not in known]
     if missing:
         instance.add_dynamic_partitions(datasets_partitions.name, missing)
     job = defs.resolve_job_def(lightly_assets_job.name)
-    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # progress and warnings, not every event
+    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # not every event
+    if storage:
+        run_config["resources"] = {"storage": {"config": storage}}
     return [
         _summarise(
             name,
-            job.execute_in_process(run_config=quiet, instance=instance, partition_key=name, raise_on_error=False),
+            job.execute_in_process(run_config=run_config, instance=instance, partition_key=name, raise_on_error=False),
         )
         for name in names
     ]

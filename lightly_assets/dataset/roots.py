@@ -22,16 +22,6 @@ class DataRoot:
     invalid: dict[str, str]
 
 
-def data_dir() -> Path:
-    """The data root, from `LIGHTLY_ASSETS_DATA_DIR` (default `data`)."""
-    return Path(os.environ.get("LIGHTLY_ASSETS_DATA_DIR", "data"))
-
-
-def output_dir() -> Path:
-    """The output root, from `LIGHTLY_ASSETS_OUTPUT_DIR` (default `outputs`)."""
-    return Path(os.environ.get("LIGHTLY_ASSETS_OUTPUT_DIR", "outputs"))
-
-
 def key_problem(name: str) -> str | None:
     """Why a folder name cannot be a Dagster partition key, or None."""
     bad = [s for s in _FORBIDDEN if s in name]
@@ -44,11 +34,13 @@ def key_problem(name: str) -> str | None:
     return None
 
 
-def find_datasets(root: Path | str | None = None) -> DataRoot:
+def find_datasets(root: Path | str) -> DataRoot:
     """Every immediate, non-hidden subfolder of the data root is a dataset."""
-    root = Path(root) if root is not None else data_dir()
+    root = Path(root)
     if not root.is_dir():
-        raise DatasetError(root, "data root does not exist or is not a folder (set LIGHTLY_ASSETS_DATA_DIR)")
+        raise DatasetError(
+            root, "data root does not exist or is not a folder (set LIGHTLY_ASSETS_DATA_DIR or --data-dir)"
+        )
     datasets: dict[str, Path] = {}
     invalid: dict[str, str] = {}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
     Config,
     Failure,
     MetadataValue,
@@ -19,14 +21,26 @@ from dagster import (
     asset,
 )
 
+from lightly_assets import columns
 from lightly_assets.defs import checks
-from lightly_assets.defs.metadata import column_schema, counts, preview, skipped_table
+from lightly_assets.defs.metadata import (
+    FINGERPRINT,
+    column_schema,
+    contract_schema,
+    counts,
+    csv_preview,
+    location,
+    preview,
+    projection_markdown,
+    skipped_table,
+)
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.defs.resources import EmbeddingModelResource, PublishTargetResource, StorageResource
 from lightly_assets.errors import LightlyAssetsError
 from lightly_assets.progress import Progress
 
 GROUP = "lightly"
+OWNERS = ["team:lightly-assets"]
 
 
 @contextlib.contextmanager
@@ -50,12 +64,21 @@ class FileIndexConfig(Config):
     verify_images: bool = False
 
 
-@asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.FILE_INDEX)
+@asset(
+    partitions_def=datasets_partitions,
+    group_name=GROUP,
+    check_specs=checks.FILE_INDEX,
+    kinds={"pandas"},
+    owners=OWNERS,
+    metadata={"dagster/column_schema": contract_schema(columns.FILE_INDEX)},
+)
 def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage: StorageResource):
     """Every usable image and video of the dataset with its weak label, in Lightly's order."""
+    from lightly_assets.dataset.roots import fingerprint
     from lightly_assets.dataset.scan import require_usable, scan_dataset
 
     folder = storage.dataset_dir(context.partition_key)
+    files_seen = fingerprint(folder)  # taken before the scan: a file changed meanwhile makes the sensor run again
     with user_errors():
         result = scan_dataset(folder, verify=config.verify_images)
         require_usable(result, folder)
@@ -74,12 +97,20 @@ def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage:
             "skipped_files": skipped_table(result.skipped),
             "preview": preview(files),
             "folder": MetadataValue.path(str(folder.resolve())),
+            FINGERPRINT: files_seen,
         },
     )
     yield checks.no_skipped_files(result.skipped)
 
 
-@asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.FRAME_INDEX)
+@asset(
+    partitions_def=datasets_partitions,
+    group_name=GROUP,
+    check_specs=checks.FRAME_INDEX,
+    kinds={"pandas"},
+    owners=OWNERS,
+    metadata={"dagster/column_schema": contract_schema(columns.FRAME_INDEX)},
+)
 def frame_index(context: AssetExecutionContext, storage: StorageResource, file_index: pd.DataFrame):
     """One row per sample: images as they are, every video frame with its Lightly name and timestamp."""
     from lightly_assets.dataset.samples import build_sample_index, require_samples
@@ -111,7 +142,13 @@ def frame_index(context: AssetExecutionContext, storage: StorageResource, file_i
     yield checks.all_videos_indexed(index.skipped)
 
 
-@asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.EMBEDDINGS)
+@asset(
+    partitions_def=datasets_partitions,
+    group_name=GROUP,
+    check_specs=checks.EMBEDDINGS,
+    kinds={"pytorch", "numpy"},
+    owners=OWNERS,
+)
 def embeddings(
     context: AssetExecutionContext,
     storage: StorageResource,
@@ -172,7 +209,14 @@ class EmbeddingsCsvConfig(Config):
     custom_embeddings: str | None = None
 
 
-@asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.EMBEDDINGS_CSV)
+@asset(
+    partitions_def=datasets_partitions,
+    group_name=GROUP,
+    check_specs=checks.EMBEDDINGS_CSV,
+    kinds={"csv"},
+    owners=OWNERS,
+    metadata={"dagster/column_schema": contract_schema(columns.EMBEDDINGS_CSV)},
+)
 def embeddings_csv(
     context: AssetExecutionContext,
     config: EmbeddingsCsvConfig,
@@ -181,7 +225,7 @@ def embeddings_csv(
     frame_index: pd.DataFrame,
 ):
     """The Lightly embeddings CSV at `<outputs>/<dataset>/embeddings.csv`, written atomically."""
-    from lightly_assets.embedding.projection import write_projection
+    from lightly_assets.embedding.projection import legend_markdown, write_projection
     from lightly_assets.lightly_csv import (
         EmbeddingsFileError,
         check_header,
@@ -198,8 +242,12 @@ def embeddings_csv(
         if custom is not None:
             matrix = merge_custom_embeddings(embeddings.filenames, matrix, custom, frame_index["filename"].tolist())
         path = write_embeddings_csv(out / "embeddings.csv", embeddings.filenames, matrix, embeddings.labels)
+    labels = np.asarray(embeddings.labels)
+    names = _label_names(frame_index)
+    model = _upstream_metadata(context, "embeddings", "model") or "unknown model"
+    title = f"{name}: {len(labels)} samples, {model}"
     with user_errors():
-        picture = write_projection(matrix, np.asarray(embeddings.labels), out / "embeddings_2d.png")
+        picture = write_projection(matrix, labels, out / "embeddings_2d.png", names, title)
     yield Output(
         {
             "path": str(path),
@@ -207,13 +255,15 @@ def embeddings_csv(
             "dimension": int(matrix.shape[1]),
             "unreadable": [n for n, _ in embeddings.unreadable],
         },
-        metadata={
-            "path": MetadataValue.path(str(path.resolve())),
+        metadata={  # not `path`: the IO manager writes its pickle's path under that key after us
+            "csv_path": MetadataValue.path(str(path.resolve())),
             "rows": len(embeddings.filenames),
             "dimension": int(matrix.shape[1]),
             "custom_embeddings": str(custom) if custom else "none",
             "bytes": path.stat().st_size,
-            "projection_2d": MetadataValue.md(_image_md(picture)),
+            "preview": csv_preview(embeddings.filenames, matrix, labels),
+            "projection_legend": MetadataValue.md(legend_markdown(labels, names)),
+            "projection_2d": MetadataValue.md(projection_markdown(picture, title)),
             "projection_png": MetadataValue.path(str(picture.resolve())),
         },
     )
@@ -232,14 +282,28 @@ def _custom_csv(config: EmbeddingsCsvConfig, dataset_dir: Path) -> Path | None:
     return default if default.is_file() else None
 
 
-def _image_md(path: Path) -> str:
-    import base64
-
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f"PCA of the embeddings, coloured by weak label:\n\n![projection](data:image/png;base64,{data})"
+def _label_names(frame_index: pd.DataFrame) -> dict[int, str]:
+    pairs = frame_index[["label", "label_name"]].drop_duplicates("label")
+    return {int(k): str(v) for k, v in zip(pairs["label"], pairs["label_name"], strict=True)}
 
 
-@asset(partitions_def=datasets_partitions, group_name=GROUP, check_specs=checks.UPLOADED)
+def _upstream_metadata(context: AssetExecutionContext, asset_key: str, key: str) -> str | None:
+    """A metadata value of the partition's latest materialization of an upstream asset (e.g. its model)."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset_key), asset_partitions=[context.partition_key]), limit=1
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    value = materialization.metadata.get(key) if materialization else None
+    return str(value.value) if value is not None else None
+
+
+@asset(
+    partitions_def=datasets_partitions,
+    group_name=GROUP,
+    check_specs=checks.UPLOADED,
+    kinds={"lightlystudio", "duckdb", "s3"},
+    owners=OWNERS,
+)
 def uploaded_dataset(
     context: AssetExecutionContext,
     storage: StorageResource,
@@ -261,5 +325,8 @@ def uploaded_dataset(
             Path(embeddings_csv["path"]),
         )
     context.log.info(f"{name}: published to {result['target']}; browse with: {result['browse']}")
-    yield Output(result, metadata={k: v for k, v in result.items() if v is not None})
+    metadata = {k: v for k, v in result.items() if v is not None and k != "location"}
+    if result.get("location"):
+        metadata["target"] = location(result["location"])  # the DuckDB file or the bucket URL, clickable
+    yield Output(result, metadata=metadata)
     yield checks.target_counts_match_csv(result["samples"], result["embeddings"], embeddings_csv["rows"])

@@ -1,4 +1,9 @@
-"""Dagster resources: where data lives, which model embeds it, and where datasets are published."""
+"""Dagster resources: where data lives, which model embeds it, and where datasets are published.
+
+Fields hold plain defaults; `definitions.py` binds the environment variables of DESIGN.md to them as `EnvVar`s,
+and run config overrides both. Nothing here reads `os.environ`, except the variables named by a `*_env` field,
+which hold secrets and so are never config values.
+"""
 
 import os
 from pathlib import Path
@@ -6,32 +11,39 @@ from typing import Any, Literal, Optional
 
 import pandas as pd
 from dagster import ConfigurableResource
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
-from lightly_assets.dataset import roots as datasets
+from lightly_assets.dataset.roots import DataRoot, find_datasets
 
 
 class StorageResource(ConfigurableResource):
-    """The data root and output root; unset fields fall back to the environment variables of DESIGN.md."""
+    """The data root (one subfolder per dataset) and the output root (`<output_dir>/<dataset>/embeddings.csv`)."""
 
-    data_dir: Optional[str] = None
-    output_dir: Optional[str] = None
+    data_dir: str = Field(default="data", description="Data root: every immediate subfolder is a dataset.")
+    output_dir: str = Field(default="outputs", description="Output root: `<output_dir>/<dataset>/embeddings.csv`.")
 
     def data_root(self) -> Path:
-        return Path(self.data_dir) if self.data_dir else datasets.data_dir()
+        return Path(self.data_dir)
+
+    def datasets(self) -> DataRoot:
+        """The dataset folders under the data root (raises DatasetError when the root is missing)."""
+        return find_datasets(self.data_root())
 
     def dataset_dir(self, name: str) -> Path:
         return self.data_root() / name
 
     def outputs_for(self, name: str) -> Path:
-        root = Path(self.output_dir) if self.output_dir else datasets.output_dir()
-        return root / name
+        return Path(self.output_dir) / name
 
 
 class EmbeddingModelResource(ConfigurableResource):
     """The embedding network and how it runs; the loaded model is kept for the life of the step."""
 
-    checkpoint: Optional[str] = None
+    checkpoint: Optional[str] = Field(default=None, description="Checkpoint file (lightly-ssl-train or torchvision).")
+    pretrained_url: Optional[str] = Field(
+        default=None, description="URL of the pretrained checkpoint, instead of Lightly's model zoo."
+    )
+    executor: Literal["local", "ray"] = Field(default="local", description="Where embedding runs: here or on Ray.")
     input_size: int = 64
     batch_size: int = 64
     workers: int = 2
@@ -46,9 +58,8 @@ class EmbeddingModelResource(ConfigurableResource):
         if self._model is None:
             from lightly_assets.embedding.model import load_model
 
-            checkpoint = self.checkpoint or os.environ.get("LIGHTLY_ASSETS_CHECKPOINT") or None
             self._model = load_model(
-                checkpoint,
+                self.checkpoint or None,
                 input_size=self.input_size,
                 seed=self.seed,
                 device=self.device,
@@ -64,14 +75,16 @@ class PublishTargetResource(ConfigurableResource):
     named here, so they cannot end up in run config, metadata or logs.
     """
 
-    target: Literal["studio", "bucket"] = "studio"
-    studio_db_file: Optional[str] = None
-    studio_db_url_env: Optional[str] = None
-    bucket_url: Optional[str] = None
+    target: Literal["studio", "bucket"] = Field(default="studio", description="LightlyStudio or a bucket datasource.")
+    studio_db_file: Optional[str] = Field(
+        default=None, description="LightlyStudio DuckDB file (default `<output_dir>/lightly_studio.db`)."
+    )
+    studio_db_url_env: str = Field(
+        default="LIGHTLY_STUDIO_DATABASE_URL",
+        description="NAME of the environment variable holding LightlyStudio's PostgreSQL URL; used when it is set.",
+    )
+    bucket_url: Optional[str] = Field(default=None, description="fsspec URL of the bucket datasource.")
     dataset_id: Optional[str] = None
-
-    def resolved_target(self) -> str:
-        return os.environ.get("LIGHTLY_ASSETS_TARGET", self.target)
 
     def publish(
         self,
@@ -84,7 +97,7 @@ class PublishTargetResource(ConfigurableResource):
     ) -> dict[str, Any]:
         """Publish one dataset and return what was counted in the target afterwards (never a secret)."""
         dataset_name = self.dataset_id or name
-        if self.resolved_target() == "bucket":
+        if self.target == "bucket":
             return self._to_bucket(dataset_name, dataset_dir, file_index, frame_index, csv_path)
         return self._to_studio(dataset_name, dataset_dir, outputs_root, frame_index, csv_path)
 
@@ -93,16 +106,12 @@ class PublishTargetResource(ConfigurableResource):
     ) -> dict[str, Any]:
         from lightly_assets.publish.studio import StudioTarget, upload_dataset
 
-        url_env = self.studio_db_url_env or (
-            "LIGHTLY_STUDIO_DATABASE_URL" if os.environ.get("LIGHTLY_STUDIO_DATABASE_URL") else None
-        )
-        if url_env:
-            target = StudioTarget(db_url_env=url_env, dataset_name=dataset_name)
+        db_file: Path | None = None
+        if os.environ.get(self.studio_db_url_env):  # the secret URL itself never enters config
+            target = StudioTarget(db_url_env=self.studio_db_url_env, dataset_name=dataset_name)
         else:
-            db_file = Path(
-                self.studio_db_file or os.environ.get("LIGHTLY_STUDIO_DB_FILE") or outputs_root / "lightly_studio.db"
-            )
-            target = StudioTarget(db_file=db_file.resolve(), dataset_name=dataset_name)
+            db_file = Path(self.studio_db_file or outputs_root / "lightly_studio.db").resolve()
+            target = StudioTarget(db_file=db_file, dataset_name=dataset_name)
         result = upload_dataset(target, dataset_dir, frame_index, csv_path)
         return {
             "target": result.target,
@@ -111,6 +120,7 @@ class PublishTargetResource(ConfigurableResource):
             "samples": result.samples,
             "embeddings": result.embeddings,
             "browse": result.gui_command,
+            "location": str(db_file) if db_file else None,
             **{k: v for k, v in result.as_metadata().items() if isinstance(v, (int, str))},
         }
 
@@ -124,9 +134,9 @@ class PublishTargetResource(ConfigurableResource):
     ) -> dict[str, Any]:
         from lightly_assets.publish.bucket import BucketError, BucketTarget, publish_to_bucket
 
-        url = self.bucket_url or os.environ.get("LIGHTLY_ASSETS_BUCKET_URL")
+        url = self.bucket_url
         if not url:
-            raise BucketError("bucket target needs bucket_url or LIGHTLY_ASSETS_BUCKET_URL")
+            raise BucketError("bucket target needs bucket_url (LIGHTLY_ASSETS_BUCKET_URL)")
         result = publish_to_bucket(BucketTarget(url=url), dataset_name, dataset_dir, frame_index, file_index, csv_path)
         return {
             "target": result.url,
@@ -135,4 +145,5 @@ class PublishTargetResource(ConfigurableResource):
             "samples": result.samples,
             "embeddings": result.embeddings,
             "browse": f"{result.url.rstrip('/')}/{dataset_name}/.lightly/embeddings/{dataset_name}.csv",
+            "location": f"{result.url.rstrip('/')}/{dataset_name}",
         }

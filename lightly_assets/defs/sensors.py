@@ -1,14 +1,22 @@
 """The dataset sensor: new, changed and removed dataset folders become partitions and runs of the whole chain.
 
 A folder runs once its fingerprint (names, sizes, modification times) is the same on two ticks in a row, so a
-folder still being copied waits. Run keys are `<dataset>:<fingerprint>`, so a repeated tick requests nothing new.
+folder still being copied waits. Each fingerprint is requested at most once: run keys are
+`<dataset>:<fingerprint>:<n>`, and a folder whose run failed runs again only when it changes (or a user asks).
+Before requesting, the sensor reads the instance: a dataset whose latest complete materialization (by the CLI,
+the UI or the sensor) recorded the folder's current fingerprint is not run again.
 """
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -17,10 +25,14 @@ from dagster import (
     sensor,
 )
 
-from lightly_assets.dataset.roots import data_dir, find_datasets, fingerprint
+from lightly_assets.dataset.roots import fingerprint
 from lightly_assets.dataset.scan import DatasetError
 from lightly_assets.defs.jobs import lightly_assets_job
+from lightly_assets.defs.metadata import FINGERPRINT
 from lightly_assets.defs.partitions import datasets_partitions
+from lightly_assets.defs.resources import StorageResource
+
+FIRST_ASSET, LAST_ASSET = AssetKey("file_index"), AssetKey("uploaded_dataset")
 
 
 @dataclass
@@ -50,25 +62,45 @@ class Plan:
     run: dict[str, str]
     waiting: list[str]
     notes: list[str]
+    up_to_date: list[str]
+
+
+def pending(state: Mapping[str, Seen], found: Mapping[str, str]) -> list[str]:
+    """Datasets that would run this tick (stable and not yet requested): the only ones worth asking the instance."""
+    return sorted(
+        name
+        for name, fp in found.items()
+        if (prev := state.get(name)) is not None and prev.fingerprint == fp and prev.requested != fp
+    )
 
 
 def plan_tick(
-    state: dict[str, Seen], found: dict[str, str], known_partitions: set[str], invalid: frozenset[str] = frozenset()
+    state: Mapping[str, Seen],
+    found: Mapping[str, str],
+    known_partitions: set[str],
+    invalid: frozenset[str] = frozenset(),
+    materialized: Mapping[str, str | None] | None = None,
 ) -> Plan:
-    """Decide from the previous state and this tick's fingerprints (`found`: name → fingerprint)."""
+    """Decide from the previous state, this tick's fingerprints (`found`: name → fingerprint) and, per dataset,
+    the fingerprint of its latest complete materialization on the instance (`materialized`)."""
+    materialized = materialized or {}
     new_state: dict[str, Seen] = {}
     run: dict[str, str] = {}
     waiting: list[str] = []
+    up_to_date: list[str] = []
     for name, fp in found.items():
         prev = state.get(name)
         if prev is None or prev.fingerprint != fp:
             new_state[name] = Seen(fp, prev.requested if prev else None, prev.runs if prev else 0)
             waiting.append(name)
-        elif prev.requested != fp:
+        elif prev.requested == fp:
+            new_state[name] = prev
+        elif materialized.get(name) == fp:  # already done by the CLI, the UI or an earlier sensor
+            new_state[name] = Seen(fp, fp, prev.runs)
+            up_to_date.append(name)
+        else:
             new_state[name] = Seen(fp, fp, prev.runs + 1)
             run[name] = f"{fp}:{prev.runs + 1}"
-        else:
-            new_state[name] = prev
     removed = sorted(set(state) - set(found))
     gone = sorted(set(removed) | (known_partitions - set(found) - set(invalid)))
     notes = [
@@ -76,7 +108,27 @@ def plan_tick(
     ]
     add = sorted(n for n in found if n not in known_partitions)
     delete = sorted(known_partitions - set(found) - set(invalid))  # also partitions the CLI added
-    return Plan(new_state, add, delete, run, waiting, notes)
+    return Plan(new_state, add, delete, run, waiting, notes, sorted(up_to_date))
+
+
+def materialized_fingerprint(instance: DagsterInstance, dataset: str) -> str | None:
+    """The fingerprint recorded by the dataset's latest `file_index`, if the chain's last asset materialized after
+    it in a run that did not fail; None when the dataset has no such complete materialization."""
+    first = _latest(instance, FIRST_ASSET, dataset)
+    last = _latest(instance, LAST_ASSET, dataset)
+    if first is None or last is None or last.storage_id < first.storage_id:
+        return None
+    run = instance.get_run_by_id(last.run_id)
+    if run is not None and run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+        return None  # e.g. a blocking check of the last asset failed
+    materialization = first.asset_materialization
+    value = materialization.metadata.get(FINGERPRINT) if materialization else None
+    return str(value.value) if value is not None else None
+
+
+def _latest(instance: DagsterInstance, key: AssetKey, partition: str):
+    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), 1)
+    return records.records[0] if records.records else None
 
 
 def _interval() -> int:
@@ -89,20 +141,23 @@ def _interval() -> int:
     default_status=DefaultSensorStatus.RUNNING,
     description="Adds a partition per dataset folder under the data root and runs the chain when it changes.",
 )
-def dataset_folders_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
-    root = data_dir()
+def dataset_folders_sensor(context: SensorEvaluationContext, storage: StorageResource) -> SensorResult | SkipReason:
     try:
-        data_root = find_datasets(root)
+        data_root = storage.datasets()
     except DatasetError as exc:
         return SkipReason(str(exc))
     found = {name: fingerprint(path) for name, path in data_root.datasets.items()}
     known = set(context.instance.get_dynamic_partitions(datasets_partitions.name))
-    plan = plan_tick(_load(context.cursor), found, known, frozenset(data_root.invalid))
+    state = _load(context.cursor)
+    done = {name: materialized_fingerprint(context.instance, name) for name in pending(state, found)}
+    plan = plan_tick(state, found, known, frozenset(data_root.invalid), done)
     bad = [f"'{n}': {why}" for n, why in data_root.invalid.items()]
     for line in plan.notes + [f"skipped folder {b}" for b in bad]:
         context.log.warning(line)
     requests = [
-        RunRequest(run_key=f"{name}:{key}", partition_key=name, tags={"lightly_assets/fingerprint": key.split(":")[0]})
+        RunRequest(
+            run_key=f"{name}:{key}", partition_key=name, tags={f"lightly_assets/{FINGERPRINT}": key.split(":")[0]}
+        )
         for name, key in plan.run.items()
     ]
     partition_requests = []
@@ -113,6 +168,8 @@ def dataset_folders_sensor(context: SensorEvaluationContext) -> SensorResult | S
     reasons = []
     if plan.waiting:
         reasons.append(f"waiting for {', '.join(plan.waiting)} to be unchanged for one more tick")
+    if plan.up_to_date:
+        reasons.append(f"already materialized with the current files: {', '.join(plan.up_to_date)}")
     if bad:
         reasons.append(f"folders that cannot be partition keys: {'; '.join(bad)}")
     reasons += plan.notes

@@ -1,23 +1,51 @@
-"""A 2-D picture of the embeddings (PCA), coloured by weak label, for a quick look in the Dagster UI."""
+"""A 2-D picture of the embeddings (PCA), coloured by weak label, for a quick look in the Dagster UI.
+
+Drawn with Pillow (no plotting library): a title, the two principal axes with their share of the variance, and a
+legend that names each weak label with its colour and sample count.
+"""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from lightly_assets.atomic import write_bytes_atomic
 
-_PALETTE = [
+PALETTE = [
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
 ]  # fmt: skip
+# Emoji squares closest to PALETTE, for a legend written in Markdown (the UI shows short Markdown inline).
+SQUARES = ["🟦", "🟧", "🟩", "🟥", "🟪", "🟫", "🩷", "⬜", "🟨", "🩵"]
+SIZE = (800, 560)
+LEGEND_ROWS = 24
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The 2-D coordinates of (a subsample of) the rows, and the share of variance each axis explains."""
+
+    xy: np.ndarray
+    rows: np.ndarray
+    explained: tuple[float, float]
+
+
+def colour(label: int) -> tuple[int, int, int]:
+    return PALETTE[int(label) % len(PALETTE)]
 
 
 def pca_2d(matrix: np.ndarray, max_points: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Project onto the two main axes; a seeded subsample keeps it cheap for big datasets. Returns (xy, rows)."""
+    p = project(matrix, max_points, seed)
+    return p.xy, p.rows
+
+
+def project(matrix: np.ndarray, max_points: int = 20_000, seed: int = 0) -> Projection:
     n = len(matrix)
     rows = np.arange(n)
     if n > max_points:
@@ -25,31 +53,97 @@ def pca_2d(matrix: np.ndarray, max_points: int = 20_000, seed: int = 0) -> tuple
     x = matrix[rows].astype(np.float64)
     x -= x.mean(axis=0)
     if len(x) < 2 or not np.isfinite(x).all():
-        return np.zeros((len(x), 2)), rows
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
+        return Projection(np.zeros((len(x), 2)), rows, (0.0, 0.0))
+    _, s, vt = np.linalg.svd(x, full_matrices=False)
     axes = vt[:2].T if vt.shape[0] >= 2 else np.pad(vt.T, ((0, 0), (0, 1)))
-    return x @ axes, rows
+    var = s**2
+    total = float(var.sum()) or 1.0
+    explained = (float(var[0]) / total, float(var[1]) / total if len(var) > 1 else 0.0)
+    return Projection(x @ axes, rows, explained)
 
 
-def render_png(xy: np.ndarray, labels: np.ndarray, size: int = 480) -> bytes:
-    """Scatter plot as PNG bytes, drawn with Pillow so no plotting library is needed."""
-    img = Image.new("RGB", (size, size), "white")
+def legend(labels: np.ndarray, names: Mapping[int, str] | None = None) -> list[tuple[int, str, int]]:
+    """(label, name, count) per weak label present, in label order."""
+    values, counts = np.unique(np.asarray(labels, dtype=np.int64), return_counts=True)
+    names = names or {}
+    return [(int(v), str(names.get(int(v), v)), int(c)) for v, c in zip(values, counts, strict=True)]
+
+
+def legend_markdown(labels: np.ndarray, names: Mapping[int, str] | None = None, limit: int = 12) -> str:
+    """The legend as one short Markdown line: colour square, name and count per label."""
+    entries = legend(labels, names)
+    parts = [f"{SQUARES[label % len(SQUARES)]} {_md(name)} ({n})" for label, name, n in entries[:limit]]
+    if len(entries) > limit:
+        parts.append(f"… +{len(entries) - limit} more")
+    return " · ".join(parts)
+
+
+def render_png(
+    xy: np.ndarray,
+    labels: np.ndarray,
+    names: Mapping[int, str] | None = None,
+    title: str = "",
+    explained: tuple[float, float] = (0.0, 0.0),
+    size: tuple[int, int] = SIZE,
+) -> bytes:
+    """Scatter plot with title, axes and a legend of weak-label names, as PNG bytes."""
+    width, height = size
+    img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
-    pad = 12
+    font, small = ImageFont.load_default(size=16), ImageFont.load_default(size=13)
+    entries = legend(labels, names)
+    legend_w = min(260, width // 3)
+    left, top, right, bottom = 40, 44, width - legend_w - 16, height - 36
+    draw.text((left, 12), _fit(draw, title, font, width - left - 12), fill="black", font=font)
+    draw.rectangle([left, top, right, bottom], outline=(90, 90, 90))
+    draw.text(((left + right) // 2, bottom + 8), f"PC 1 ({explained[0]:.0%} of variance)", fill="black", font=small,
+              anchor="mt")  # fmt: skip
+    axis = Image.new("RGBA", (bottom - top, 18), (255, 255, 255, 0))
+    ImageDraw.Draw(axis).text(((bottom - top) // 2, 0), f"PC 2 ({explained[1]:.0%})", fill="black", font=small,
+                              anchor="mt")  # fmt: skip
+    img.paste(axis.rotate(90, expand=True), (left - 22, top), axis.rotate(90, expand=True))
     if len(xy):
         lo, hi = xy.min(axis=0), xy.max(axis=0)
         span = np.where(hi - lo > 0, hi - lo, 1.0)
-        pts = pad + (xy - lo) / span * (size - 2 * pad)
-        for (px, py), label in zip(pts, labels, strict=True):
-            colour = _PALETTE[int(label) % len(_PALETTE)]
-            draw.ellipse([px - 2, size - py - 2, px + 2, size - py + 2], fill=colour)
+        pad = 8
+        px = left + pad + (xy[:, 0] - lo[0]) / span[0] * (right - left - 2 * pad)
+        py = bottom - pad - (xy[:, 1] - lo[1]) / span[1] * (bottom - top - 2 * pad)
+        r = 3 if len(xy) < 2000 else 2
+        for x, y, label in zip(px, py, labels, strict=True):
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=colour(int(label)))
+    y = top
+    for label, name, n in entries[:LEGEND_ROWS]:
+        draw.rectangle([right + 16, y + 3, right + 28, y + 15], fill=colour(label))
+        draw.text((right + 34, y), _fit(draw, f"{name} ({n})", small, legend_w - 40), fill="black", font=small)
+        y += 20
+    if len(entries) > LEGEND_ROWS:
+        draw.text((right + 16, y), f"… +{len(entries) - LEGEND_ROWS} more labels", fill=(90, 90, 90), font=small)
     out = io.BytesIO()
-    img.save(out, format="PNG")
+    img.save(out, format="PNG", optimize=True)
     return out.getvalue()
 
 
-def write_projection(matrix: np.ndarray, labels: np.ndarray, path: Path) -> Path:
+def write_projection(
+    matrix: np.ndarray,
+    labels: np.ndarray,
+    path: Path,
+    names: Mapping[int, str] | None = None,
+    title: str = "",
+) -> Path:
     """Write the PCA picture to `path` (atomically) and return it."""
-    xy, rows = pca_2d(matrix)
-    data = render_png(xy, np.asarray(labels)[rows])
+    p = project(matrix)
+    data = render_png(p.xy, np.asarray(labels)[p.rows], names, title, p.explained)
     return write_bytes_atomic(path, data)
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont, width: int) -> str:
+    """Shorten `text` with an ellipsis until it fits `width` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("*", "\\*").replace("_", "\\_").replace("\n", " ")
