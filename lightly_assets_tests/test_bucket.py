@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,7 +31,7 @@ from lightly_assets.publish.bucket import (
     BucketTarget,
     publish_to_bucket,
 )
-from lightly_assets_tests.conftest import make_image
+from lightly_assets_tests.conftest import free_port, make_image, make_video
 
 ACCESS_KEY = "AKIALIGHTLYASSETSTEST"
 SECRET = "sEcReT-never-shown-7f3a9c"
@@ -44,12 +42,6 @@ VIDEO_FRAMES = 10
 
 
 # ---------------------------------------------------------------- S3 server
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -75,7 +67,7 @@ class Moto:
 
 
 def start_moto(port: int | None = None, env: dict[str, str] | None = None) -> Moto:
-    port = port or _free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -133,19 +125,6 @@ def make_bucket(endpoint: str, name: str) -> s3fs.S3FileSystem:
 
 
 # ---------------------------------------------------------------- dataset
-
-
-def make_video(path: Path, n_frames: int = VIDEO_FRAMES) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), i * 20, np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 @dataclass

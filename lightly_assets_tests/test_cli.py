@@ -9,9 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    DagsterRunStatus,
+    RunsFilter,
+    build_sensor_context,
+)
 from lightly.utils.io import check_embeddings, load_embeddings
 
+from lightly_assets.cli import NEW_INSTANCE_YAML, _prepare_home
+from lightly_assets.dataset.roots import fingerprint
+from lightly_assets.definitions import defs
+from lightly_assets.defs.resources import StorageResource
+from lightly_assets.defs.sensors import dataset_folders_sensor
 from lightly_assets_tests.conftest import EXAMPLE_DATA, REPO
 
 
@@ -31,6 +43,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.e2e  # the real command in a subprocess (a whole chain takes ~20 s)
 def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
     shutil.copytree(EXAMPLE_DATA / "images_weak_labels", env["data"] / "labels")
     out = run_cli("run")
@@ -44,15 +57,44 @@ def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
     embeddings, labels, filenames = load_embeddings(str(csv))
     assert embeddings.shape == (13, 32) and np.isfinite(embeddings).all()
     assert filenames[0] == "cats/chelsea-0.jpg" and sorted(set(labels)) == [0, 1, 2]
+    assert "Telemetry" not in out.stderr  # Dagster's notice is off in the instance the CLI created
+    assert (env["home"] / "dagster.yaml").read_text() == NEW_INSTANCE_YAML
     with DagsterInstance.get() as instance:  # the run is on the instance the UI reads
         runs = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
         assert [r.dagster_run.tags.get("dagster/partition") for r in runs] == ["labels"]
+        metadata = latest_metadata(instance, "embeddings_csv", "labels")
+        assert metadata["csv_path"].value == str(csv.resolve())  # not overwritten by the IO manager's `path`
+        assert metadata["rows"].value == 13
+        assert [r.data["filenames"] for r in metadata["preview"].value.records][:2] == filenames[:2]
+        assert metadata["projection_2d"].value.startswith("**labels: 13 samples, ")
+        assert "data:image/png;base64," in metadata["projection_2d"].value
+        n = np.bincount(labels)
+        assert metadata["projection_legend"].value == f"🟦 cats ({n[0]}) · 🟧 space ({n[1]}) · 🟩 textures ({n[2]})"
+        upload = latest_metadata(instance, "uploaded_dataset", "labels")
+        assert upload["target"].value == str((env["out"] / "lightly_studio.db").resolve())
+        recorded = latest_metadata(instance, "file_index", "labels")["fingerprint"].value
+        assert recorded == fingerprint(env["data"] / "labels")
+        # `dagster dev` started now: its sensor sees the folder unchanged and already materialized, so no run
+        storage = {"storage": StorageResource(data_dir=str(env["data"]))}
+        context = build_sensor_context(instance=instance, definitions=defs, resources=storage)
+        first = dataset_folders_sensor(context)
+        context = build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs, resources=storage)
+        second = dataset_folders_sensor(context)
+        assert not second.run_requests and "already materialized" in second.skip_reason.skip_message
     before = csv.read_bytes()
     again = run_cli("run", "labels")  # nothing changed: every vector comes from the cache, same CSV
     assert again.returncode == 0 and "reused from cache: 13" in again.stdout
     assert csv.read_bytes() == before
 
 
+def latest_metadata(instance: DagsterInstance, asset: str, partition: str) -> dict:
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    return records[0].asset_materialization.metadata
+
+
+@pytest.mark.e2e  # the real command in a subprocess (a whole chain takes ~20 s)
 def test_failing_run_exits_non_zero_and_names_the_folder(env) -> None:
     (env["data"] / "broken").mkdir()
     (env["data"] / "broken" / "notes.txt").write_text("no images here")
@@ -62,6 +104,7 @@ def test_failing_run_exits_non_zero_and_names_the_folder(env) -> None:
     assert "broken: no usable image or video file (notes.txt: unsupported file type)" in out.stdout
 
 
+@pytest.mark.e2e  # the real command in a subprocess (a whole chain takes ~20 s)
 def test_unknown_dataset_and_missing_root(env, tmp_path: Path) -> None:
     out = run_cli("run", "nope")
     assert out.returncode == 2 and "no dataset folder nope" in out.stderr
@@ -69,18 +112,22 @@ def test_unknown_dataset_and_missing_root(env, tmp_path: Path) -> None:
     assert out.returncode == 2 and "data root does not exist" in out.stderr
 
 
+@pytest.mark.e2e  # the real command in a subprocess (a whole chain takes ~20 s)
 def test_bucket_target_is_chosen_by_environment(env, tmp_path: Path, monkeypatch) -> None:
     shutil.copytree(EXAMPLE_DATA / "images_flat", env["data"] / "flat")
     bucket = tmp_path / "bucket"
     monkeypatch.setenv("LIGHTLY_ASSETS_TARGET", "bucket")
     monkeypatch.setenv("LIGHTLY_ASSETS_BUCKET_URL", f"file://{bucket}")
-    out = run_cli("run", "flat")
+    chosen = tmp_path / "chosen"  # the option beats LIGHTLY_ASSETS_OUTPUT_DIR
+    out = run_cli("run", "flat", "--output-dir", str(chosen))
     assert out.returncode == 0, out.stdout + out.stderr
     published = bucket / "flat" / ".lightly" / "embeddings" / "flat.csv"
-    assert published.read_bytes() == (env["out"] / "flat" / "embeddings.csv").read_bytes()
+    assert published.read_bytes() == (chosen / "flat" / "embeddings.csv").read_bytes()
+    assert not (env["out"] / "flat").exists()
     assert "uploaded_dataset.target_counts_match_csv=pass" in out.stdout
 
 
+@pytest.mark.e2e  # the real command in a subprocess (a whole chain takes ~20 s)
 def test_custom_embeddings_are_appended_and_renumbered(env) -> None:
     dataset = env["data"] / "flat"
     shutil.copytree(EXAMPLE_DATA / "images_flat", dataset)
@@ -99,6 +146,7 @@ def test_custom_embeddings_are_appended_and_renumbered(env) -> None:
     assert embeddings[:, 32:].tolist() == [[i + 0.5, -i] for i in range(len(names))]
 
 
+@pytest.mark.e2e  # the real command in a subprocess (a whole chain takes ~20 s)
 def test_corrupt_files_are_skipped_and_a_failed_run_keeps_the_good_csv(env) -> None:
     dataset = env["data"] / "flat"
     shutil.copytree(EXAMPLE_DATA / "images_flat", dataset)
@@ -118,3 +166,13 @@ def test_corrupt_files_are_skipped_and_a_failed_run_keeps_the_good_csv(env) -> N
     assert out.returncode == 1
     assert "no sample could be decoded" in out.stdout
     assert csv.read_bytes() == before
+
+
+@pytest.mark.parametrize("existing", ["telemetry:\n  enabled: true\n", ""])
+def test_the_users_instance_settings_are_kept(tmp_path: Path, monkeypatch, existing: str) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(existing)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert _prepare_home() == home.resolve()
+    assert (home / "dagster.yaml").read_text() == existing

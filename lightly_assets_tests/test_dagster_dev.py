@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from lightly_assets_tests.conftest import EXAMPLE_DATA, REPO
+from lightly_assets_tests.conftest import EXAMPLE_DATA, REPO, free_port
 
 ASSETS = ["file_index", "frame_index", "embeddings", "embeddings_csv", "uploaded_dataset"]
 DATASET = "images_flat"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:

@@ -1,4 +1,5 @@
-"""The dataset sensor on a real (temporary) instance: new, changed, removed, unstable, restart, bad names."""
+"""The dataset sensor: its pure planning function (table-driven), then the sensor on a real (temporary) instance:
+new, changed, removed, unstable, restart, bad names, and datasets already materialized by someone else."""
 
 from __future__ import annotations
 
@@ -7,12 +8,138 @@ import shutil
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, SensorResult, build_sensor_context
+from dagster import (
+    AssetMaterialization,
+    DagsterInstance,
+    Failure,
+    SensorResult,
+    build_sensor_context,
+    job,
+    op,
+)
 
 from lightly_assets.dataset.roots import find_datasets, fingerprint, key_problem
 from lightly_assets.definitions import defs
-from lightly_assets.defs.sensors import dataset_folders_sensor
+from lightly_assets.defs.resources import StorageResource
+from lightly_assets.defs.sensors import Seen, dataset_folders_sensor, materialized_fingerprint, pending, plan_tick
 from lightly_assets_tests.conftest import make_image
+
+# ------------------------------------------------------------------ the planning function, as data
+
+
+# (case, previous state, found now, materialized on the instance, runs requested, waiting, up to date, new state)
+PLANS = [
+    ("new folder waits one tick", {}, {"a": "f1"}, {}, {}, ["a"], [], {"a": Seen("f1", None, 0)}),
+    ("stable folder runs", {"a": Seen("f1")}, {"a": "f1"}, {}, {"a": "f1:1"}, [], [], {"a": Seen("f1", "f1", 1)}),
+    (
+        "already requested: nothing (also after a failed run)",
+        {"a": Seen("f1", "f1", 1)},
+        {"a": "f1"},
+        {},
+        {},
+        [],
+        [],
+        {"a": Seen("f1", "f1", 1)},
+    ),
+    (
+        "changed folder waits, keeping what was requested",
+        {"a": Seen("f1", "f1", 1)},
+        {"a": "f2"},
+        {},
+        {},
+        ["a"],
+        [],
+        {"a": Seen("f2", "f1", 1)},
+    ),
+    (
+        "changed then stable: runs again with the next number",
+        {"a": Seen("f2", "f1", 1)},
+        {"a": "f2"},
+        {},
+        {"a": "f2:2"},
+        [],
+        [],
+        {"a": Seen("f2", "f2", 2)},
+    ),
+    (
+        "materialized with this fingerprint by the CLI or the UI: no run",
+        {"a": Seen("f1")},
+        {"a": "f1"},
+        {"a": "f1"},
+        {},
+        [],
+        ["a"],
+        {"a": Seen("f1", "f1", 0)},
+    ),
+    (
+        "materialized with an older fingerprint: runs",
+        {"a": Seen("f2", "f1", 1)},
+        {"a": "f2"},
+        {"a": "f1"},
+        {"a": "f2:2"},
+        [],
+        [],
+        {"a": Seen("f2", "f2", 2)},
+    ),
+    (
+        "never completed (None): runs",
+        {"a": Seen("f1")},
+        {"a": "f1"},
+        {"a": None},
+        {"a": "f1:1"},
+        [],
+        [],
+        {"a": Seen("f1", "f1", 1)},
+    ),
+    (
+        "back to an earlier state after a change: a new run key",
+        {"a": Seen("f1", "f2", 2)},
+        {"a": "f1"},
+        {},
+        {"a": "f1:3"},
+        [],
+        [],
+        {"a": Seen("f1", "f1", 3)},
+    ),
+    ("removed folder is forgotten", {"a": Seen("f1", "f1", 1)}, {}, {}, {}, [], [], {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "found", "materialized", "run", "waiting", "up_to_date", "new_state"),
+    [p[1:] for p in PLANS],
+    ids=[p[0] for p in PLANS],
+)
+def test_plan_tick(state, found, materialized, run, waiting, up_to_date, new_state) -> None:
+    plan = plan_tick(state, found, set(found), frozenset(), materialized)
+    assert (plan.run, plan.waiting, plan.up_to_date, plan.state) == (run, waiting, up_to_date, new_state)
+
+
+# (case, partitions known to the instance, folders found, invalid folder names, add, delete)
+PARTITIONS = [
+    ("new folder becomes a partition", set(), {"a": "f"}, frozenset(), ["a"], []),
+    ("partition without a folder is deleted", {"a", "cli"}, {"a": "f"}, frozenset(), [], ["cli"]),
+    ("a folder with a bad name is neither added nor deleted", {"a"}, {"a": "f"}, frozenset({"x,y"}), [], []),
+]
+
+
+@pytest.mark.parametrize(
+    ("known", "found", "invalid", "add", "delete"), [p[1:] for p in PARTITIONS], ids=[p[0] for p in PARTITIONS]
+)
+def test_plan_tick_partitions(known, found, invalid, add, delete) -> None:
+    plan = plan_tick({}, found, known, invalid)
+    assert (plan.add, plan.delete) == (add, delete)
+    assert plan.notes == [
+        f"dataset folder '{n}' is gone: its partition is deleted; earlier outputs and uploads are kept" for n in delete
+    ]
+
+
+def test_pending_lists_only_stable_unrequested_folders() -> None:
+    state = {"new": Seen("x"), "stable": Seen("f"), "done": Seen("f", "f", 1), "moving": Seen("f")}
+    assert pending(state, {"new": "x", "stable": "f", "done": "f", "moving": "g", "unseen": "u"}) == ["new", "stable"]
+
+
+# ------------------------------------------------------------------ the sensor on an instance
 
 
 @pytest.fixture
@@ -22,17 +149,22 @@ def instance():
 
 
 @pytest.fixture
-def root(tmp_path: Path, monkeypatch) -> Path:
+def root(tmp_path: Path) -> Path:
     data = tmp_path / "data"
     data.mkdir()
-    monkeypatch.setenv("LIGHTLY_ASSETS_DATA_DIR", str(data))
     return data
 
 
-def tick(instance: DagsterInstance, cursor: str | None) -> SensorResult:
-    """One evaluation, applying its partition requests to the instance as the daemon does."""
-    context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
-    result = dataset_folders_sensor(context)
+def evaluate(instance: DagsterInstance, cursor: str | None, root: Path) -> SensorResult:
+    """One evaluation with the storage resource pointing at `root` (as definitions.py binds it from the env)."""
+    context = build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, resources={"storage": StorageResource(data_dir=str(root))}
+    )
+    return dataset_folders_sensor(context)
+
+
+def apply(instance: DagsterInstance, result: SensorResult) -> SensorResult:
+    """Apply the result's partition requests to the instance, as the daemon does."""
     for request in result.dynamic_partitions_requests or []:
         if type(request).__name__ == "AddDynamicPartitionsRequest":
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -40,6 +172,14 @@ def tick(instance: DagsterInstance, cursor: str | None) -> SensorResult:
             for key in request.partition_keys:
                 instance.delete_dynamic_partition(request.partitions_def_name, key)
     return result
+
+
+@pytest.fixture
+def tick(instance, root):
+    def run(cursor: str | None, on: DagsterInstance | None = None) -> SensorResult:
+        return apply(on or instance, evaluate(on or instance, cursor, root))
+
+    return run
 
 
 def partitions(instance: DagsterInstance) -> list[str]:
@@ -50,103 +190,102 @@ def requested(result: SensorResult) -> list[str]:
     return sorted(r.partition_key for r in result.run_requests or [])
 
 
-def test_new_folder_is_added_then_run_once_stable(instance, root: Path) -> None:
+def test_new_folder_is_added_then_run_once_stable(instance, root: Path, tick) -> None:
     make_image(root / "cats" / "a.jpg")
-    first = tick(instance, None)
+    first = tick(None)
     assert partitions(instance) == ["cats"]
     assert requested(first) == []
     assert "waiting for cats" in first.skip_reason.skip_message
-    second = tick(instance, first.cursor)
+    second = tick(first.cursor)
     assert requested(second) == ["cats"]
     assert second.run_requests[0].run_key == f"cats:{fingerprint(root / 'cats')}:1"
-    third = tick(instance, second.cursor)
+    third = tick(second.cursor)
     assert requested(third) == []
 
 
-def _settled(instance, root: Path) -> str:
-    result = tick(instance, tick(instance, None).cursor)
+def _settled(tick, root: Path) -> str:
+    result = tick(tick(None).cursor)
     assert requested(result) == sorted(p.name for p in root.iterdir())
     return result.cursor
 
 
-def test_added_and_changed_files_trigger_a_new_run(instance, root: Path) -> None:
+def test_added_and_changed_files_trigger_a_new_run(instance, root: Path, tick) -> None:
     make_image(root / "cats" / "a.jpg")
-    cursor = _settled(instance, root)
+    cursor = _settled(tick, root)
     make_image(root / "cats" / "b.jpg", seed=3)
-    r1 = tick(instance, cursor)
+    r1 = tick(cursor)
     assert requested(r1) == []  # changed since last tick: wait one more
-    r2 = tick(instance, r1.cursor)
+    r2 = tick(r1.cursor)
     assert requested(r2) == ["cats"]
     path = root / "cats" / "a.jpg"
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    r3 = tick(instance, tick(instance, r2.cursor).cursor)
+    r3 = tick(tick(r2.cursor).cursor)
     assert requested(r3) == ["cats"]
     assert r3.run_requests[0].run_key != r2.run_requests[0].run_key
 
 
-def test_removed_file_and_removed_folder(instance, root: Path) -> None:
+def test_removed_file_and_removed_folder(instance, root: Path, tick) -> None:
     make_image(root / "cats" / "a.jpg")
     make_image(root / "cats" / "b.jpg", seed=1)
     make_image(root / "dogs" / "a.jpg")
-    cursor = _settled(instance, root)
+    cursor = _settled(tick, root)
     (root / "cats" / "b.jpg").unlink()
     shutil.rmtree(root / "dogs")
-    r1 = tick(instance, cursor)
+    r1 = tick(cursor)
     assert partitions(instance) == ["cats"]
     assert "'dogs' is gone" in r1.skip_reason.skip_message
-    r2 = tick(instance, r1.cursor)
+    r2 = tick(r1.cursor)
     assert requested(r2) == ["cats"]
 
 
-def test_unstable_folder_waits_until_unchanged(instance, root: Path) -> None:
+def test_unstable_folder_waits_until_unchanged(instance, root: Path, tick) -> None:
     cursor = None
     for i in range(3):  # a copy in progress: one more file every tick
         make_image(root / "big" / f"{i}.jpg", seed=i)
-        result = tick(instance, cursor)
+        result = tick(cursor)
         assert requested(result) == []
         cursor = result.cursor
-    assert requested(tick(instance, cursor)) == ["big"]
+    assert requested(tick(cursor)) == ["big"]
 
 
-def test_cursor_survives_a_restart(instance, root: Path) -> None:
+def test_cursor_survives_a_restart(instance, root: Path, tick) -> None:
     make_image(root / "cats" / "a.jpg")
-    cursor = _settled(instance, root)
+    cursor = _settled(tick, root)
     with DagsterInstance.ephemeral() as fresh:  # a new process: only the stored cursor carries over
         fresh.add_dynamic_partitions("datasets", ["cats"])
-        assert requested(tick(fresh, cursor)) == []
+        assert requested(tick(cursor, on=fresh)) == []
 
 
-def test_folder_names_that_cannot_be_partition_keys_are_reported(instance, root: Path) -> None:
+def test_folder_names_that_cannot_be_partition_keys_are_reported(instance, root: Path, tick) -> None:
     make_image(root / "a...b" / "x.jpg")
     make_image(root / "fine" / "x.jpg")
-    result = tick(instance, None)
+    result = tick(None)
     assert partitions(instance) == ["fine"]
     assert "'a...b'" in result.skip_reason.skip_message
     assert key_problem("tab\tname") and key_problem("ok name") is None
     assert "a...b" in find_datasets(root).invalid
 
 
-def test_missing_data_root_is_a_skip_not_a_crash(instance, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("LIGHTLY_ASSETS_DATA_DIR", str(tmp_path / "nowhere"))
-    result = dataset_folders_sensor(build_sensor_context(instance=instance, definitions=defs))
-    assert "data root does not exist" in str(getattr(result, "skip_message", result))
+def test_missing_data_root_is_a_skip_not_a_crash(instance, tmp_path: Path) -> None:
+    result = evaluate(instance, None, tmp_path / "nowhere")
+    assert "data root does not exist" in result.skip_message
 
 
-def test_a_folder_back_in_an_earlier_state_runs_again(instance, root: Path) -> None:
+def test_a_folder_back_in_an_earlier_state_runs_again(instance, root: Path, tick) -> None:
     make_image(root / "cats" / "a.jpg")
-    cursor = _settled(instance, root)
+    cursor = _settled(tick, root)
     extra = make_image(root / "cats" / "b.jpg", seed=2)
-    changed = tick(instance, tick(instance, cursor).cursor)
+    changed = tick(tick(cursor).cursor)
     extra.unlink()  # back to the first state: a new run key, or Dagster would drop the run as a duplicate
-    back = tick(instance, tick(instance, changed.cursor).cursor)
+    back = tick(tick(changed.cursor).cursor)
     assert requested(back) == ["cats"]
     assert back.run_requests[0].run_key.endswith(":3")
 
 
-def test_partitions_without_a_folder_are_deleted_even_if_never_seen(instance, root: Path) -> None:
+def test_partitions_without_a_folder_are_deleted_even_if_never_seen(instance, root: Path, tick) -> None:
     instance.add_dynamic_partitions("datasets", ["added_by_cli"])
     make_image(root / "cats" / "a.jpg")
-    result = tick(instance, None)
+    result = tick(None)
     assert partitions(instance) == ["cats"]
     assert "'added_by_cli' is gone" in result.skip_reason.skip_message
 
@@ -157,3 +296,56 @@ def test_custom_embeddings_file_changes_the_fingerprint(root: Path) -> None:
     (root / "cats" / ".lightly").mkdir()
     (root / "cats" / ".lightly" / "custom_embeddings.csv").write_text("filenames,x\na.jpg,1\n")
     assert fingerprint(root / "cats") != before
+
+
+# ------------------------------------------------------------------ materializations made elsewhere (CLI, UI)
+
+
+def _materialize(instance: DagsterInstance, dataset: str, fp: str, last: bool = True) -> None:
+    """What a complete run records: file_index with the folder's fingerprint, then the chain's last asset."""
+    instance.report_runless_asset_event(
+        AssetMaterialization("file_index", partition=dataset, metadata={"fingerprint": fp})
+    )
+    if last:
+        instance.report_runless_asset_event(AssetMaterialization("uploaded_dataset", partition=dataset))
+
+
+def test_dataset_materialized_with_the_current_files_is_not_run_again(instance, root: Path, tick) -> None:
+    make_image(root / "cats" / "a.jpg")
+    _materialize(instance, "cats", fingerprint(root / "cats"))  # e.g. `lightly-assets run` before `dagster dev`
+    result = tick(tick(None).cursor)
+    assert requested(result) == []
+    assert "already materialized with the current files: cats" in result.skip_reason.skip_message
+    make_image(root / "dogs" / "a.jpg")
+    _materialize(instance, "dogs", "an-older-fingerprint")
+    result = tick(tick(result.cursor).cursor)
+    assert requested(result) == ["dogs"]
+    make_image(root / "cats" / "b.jpg", seed=1)  # a change afterwards runs as usual
+    assert requested(tick(tick(result.cursor).cursor)) == ["cats"]
+
+
+def test_a_chain_that_stopped_before_its_last_asset_is_not_complete(instance, root: Path) -> None:
+    make_image(root / "cats" / "a.jpg")
+    fp = fingerprint(root / "cats")
+    assert materialized_fingerprint(instance, "cats") is None
+    _materialize(instance, "cats", fp, last=False)
+    assert materialized_fingerprint(instance, "cats") is None
+    _materialize(instance, "cats", fp)
+    assert materialized_fingerprint(instance, "cats") == fp
+    _materialize(instance, "cats", "newer", last=False)  # a later run began and stopped: not complete
+    assert materialized_fingerprint(instance, "cats") is None
+
+
+def test_a_run_that_failed_after_the_last_asset_is_not_complete(instance, root: Path) -> None:
+    @op
+    def last_asset_then_fail(context):
+        context.log_event(AssetMaterialization("uploaded_dataset", partition="cats"))
+        raise Failure("a blocking check failed")
+
+    @job
+    def failing():
+        last_asset_then_fail()
+
+    _materialize(instance, "cats", "fp", last=False)
+    assert not failing.execute_in_process(instance=instance, raise_on_error=False).success
+    assert materialized_fingerprint(instance, "cats") is None

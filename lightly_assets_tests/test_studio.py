@@ -8,7 +8,6 @@ import io
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import threading
@@ -24,9 +23,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from lightly.utils.io import save_embeddings
-from PIL import Image
 
 from lightly_assets.publish.studio import MISSING_TAG, StudioError, StudioTarget, count_in_studio, upload_dataset
+from lightly_assets_tests.conftest import free_port, make_image, make_video
 
 REPO = Path(__file__).resolve().parents[1]
 # Raised inside lightly_studio 1.2.0 itself on every dataset creation.
@@ -38,28 +37,14 @@ DIM = 32
 # Tiny data, and frame_index / CSV built by hand following the shared contract.
 
 
-def make_image(path: Path, shade: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (16, 12), (shade, 90, 200 - shade)).save(path)
+def shaded_image(path: Path, shade: int) -> Path:
+    return make_image(path, size=(16, 12), fill=(shade, 90, 200 - shade))
 
 
 def make_images(dataset_dir: Path) -> None:
     for label in ("cats", "dogs"):
         for i in range(3):
-            make_image(dataset_dir / label / f"{i}.png", 40 * i + (100 if label == "dogs" else 0))
-
-
-def make_video(path: Path, n_frames: int = 10) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 20 * i, np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            shaded_image(dataset_dir / label / f"{i}.png", 40 * i + (100 if label == "dogs" else 0))
 
 
 def image_rows(dataset_dir: Path) -> list[dict[str, Any]]:
@@ -154,12 +139,6 @@ target = StudioTarget(db_file=Path(args["db"]), dataset_name=args["name"])
 result = upload_dataset(target, Path(args["data"]), pd.read_pickle(args["index"]), Path(args["csv"]))
 print("RESULT " + json.dumps(dataclasses.asdict(result)))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http(url: str, body: dict[str, Any] | None = None) -> bytes:
@@ -319,7 +298,7 @@ def test_reupload_is_idempotent_adds_new_files_and_flags_removed_ones(tmp_path: 
     assert again.collection_id == first.collection_id
     assert (table_count(db, "sample"), table_count(db, "sample_embedding"), table_count(db, "tag")) == (6, 6, 2)
 
-    make_image(dataset_dir / "dogs" / "3.png", 250)
+    shaded_image(dataset_dir / "dogs" / "3.png", 250)
     index = frame_index(image_rows(dataset_dir))
     write_csv(index, csv)
     grown = upload_dataset(target, dataset_dir, index, csv)
@@ -421,9 +400,9 @@ def test_failure_mid_upload_is_completed_by_the_next_run(tmp_path: Path, monkeyp
     assert (table_count(db, "video"), table_count(db, "video_frame")) == (1, 10)
 
     # Images: two of six are written, then the write fails; the next run adds the rest and embeds all.
-    make_image(dataset_dir / "cats" / "3.png", 7)
-    make_image(dataset_dir / "cats" / "4.png", 9)
-    make_image(dataset_dir / "dogs" / "3.png", 11)
+    shaded_image(dataset_dir / "cats" / "3.png", 7)
+    shaded_image(dataset_dir / "cats" / "4.png", 9)
+    shaded_image(dataset_dir / "dogs" / "3.png", 11)
     rows = image_rows(dataset_dir)
     index = frame_index(rows + video_rows(dataset_dir, label=2))
     write_csv(index, csv)

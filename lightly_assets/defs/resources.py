@@ -14,6 +14,21 @@ from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
 from lightly_assets.dataset.roots import DataRoot, find_datasets
+from lightly_assets.errors import LightlyAssetsError
+
+TARGETS = ("studio", "bucket")
+EXECUTORS = ("local", "ray")
+
+
+class ConfigurationError(LightlyAssetsError):
+    """A resource field holds a value outside its choices (fields bound to an EnvVar are plain strings)."""
+
+
+def choice(field: str, value: str, allowed: tuple[str, ...]) -> str:
+    """The value if allowed, else one line naming the field, the value and the choices."""
+    if value not in allowed:
+        raise ConfigurationError(f"{field}={value!r} is not one of {', '.join(allowed)}")
+    return value
 
 
 class StorageResource(ConfigurableResource):
@@ -43,7 +58,7 @@ class EmbeddingModelResource(ConfigurableResource):
     pretrained_url: Optional[str] = Field(
         default=None, description="URL of the pretrained checkpoint, instead of Lightly's model zoo."
     )
-    executor: Literal["local", "ray"] = Field(default="local", description="Where embedding runs: here or on Ray.")
+    executor: str = Field(default="local", description="Where embedding runs: `local` or `ray`.")
     input_size: int = 64
     batch_size: int = 64
     workers: int = 2
@@ -58,6 +73,7 @@ class EmbeddingModelResource(ConfigurableResource):
         if self._model is None:
             from lightly_assets.embedding.model import load_model
 
+            choice("embedding_model.executor", self.executor, EXECUTORS)
             self._model = load_model(
                 self.checkpoint or None,
                 input_size=self.input_size,
@@ -75,7 +91,7 @@ class PublishTargetResource(ConfigurableResource):
     named here, so they cannot end up in run config, metadata or logs.
     """
 
-    target: Literal["studio", "bucket"] = Field(default="studio", description="LightlyStudio or a bucket datasource.")
+    target: str = Field(default="studio", description="`studio` (LightlyStudio) or `bucket` (a bucket datasource).")
     studio_db_file: Optional[str] = Field(
         default=None, description="LightlyStudio DuckDB file (default `<output_dir>/lightly_studio.db`)."
     )
@@ -97,7 +113,7 @@ class PublishTargetResource(ConfigurableResource):
     ) -> dict[str, Any]:
         """Publish one dataset and return what was counted in the target afterwards (never a secret)."""
         dataset_name = self.dataset_id or name
-        if self.target == "bucket":
+        if choice("publish_target.target", self.target, TARGETS) == "bucket":
             return self._to_bucket(dataset_name, dataset_dir, file_index, frame_index, csv_path)
         return self._to_studio(dataset_name, dataset_dir, outputs_root, frame_index, csv_path)
 

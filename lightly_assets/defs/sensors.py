@@ -154,6 +154,8 @@ def dataset_folders_sensor(context: SensorEvaluationContext, storage: StorageRes
     bad = [f"'{n}': {why}" for n, why in data_root.invalid.items()]
     for line in plan.notes + [f"skipped folder {b}" for b in bad]:
         context.log.warning(line)
+    if plan.up_to_date:
+        context.log.info(f"not run, already materialized with the current files: {', '.join(plan.up_to_date)}")
     requests = [
         RunRequest(
             run_key=f"{name}:{key}", partition_key=name, tags={f"lightly_assets/{FINGERPRINT}": key.split(":")[0]}

@@ -1,0 +1,123 @@
+"""The Definitions as the UI and `dg` see them, and the one configuration rule: run config > environment > default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, Definitions, EnvVar, build_resources
+
+from lightly_assets import columns
+from lightly_assets.definitions import ENVIRONMENT, defs, from_env
+from lightly_assets.defs.resources import StorageResource
+from lightly_assets.runner import open_storage, storage_config
+
+DESIGN_ASSETS = {"file_index", "frame_index", "embeddings", "embeddings_csv", "uploaded_dataset"}
+
+
+def test_definitions_load_with_the_asset_keys_of_the_design() -> None:
+    Definitions.validate_loadable(defs)
+    specs = {s.key: s for s in defs.resolve_all_asset_specs()}
+    assert set(specs) == {AssetKey(k) for k in DESIGN_ASSETS}
+    assert defs.resolve_job_def("lightly_assets_job") is not None
+    assert defs.resolve_sensor_def("dataset_folders_sensor").required_resource_keys == {"storage"}
+
+
+def test_every_asset_has_kinds_owner_description_and_code_reference() -> None:
+    for spec in defs.resolve_all_asset_specs():
+        name = spec.key.to_user_string()
+        assert spec.kinds and len(spec.kinds) <= 3, name
+        assert spec.owners == ["team:lightly-assets"], name
+        assert spec.description and len(spec.description) > 20, name
+        assert "dagster/code_references" in spec.metadata, name
+    kinds = {s.key.to_user_string(): s.kinds for s in defs.resolve_all_asset_specs()}
+    assert kinds["embeddings"] >= {"pytorch"} and kinds["file_index"] == {"pandas"}
+    assert kinds["embeddings_csv"] == {"csv"} and "duckdb" in kinds["uploaded_dataset"]
+
+
+@pytest.mark.parametrize(
+    ("asset", "contract"),
+    [
+        ("file_index", columns.FILE_INDEX),
+        ("frame_index", columns.FRAME_INDEX),
+        ("embeddings_csv", columns.EMBEDDINGS_CSV),
+    ],
+)
+def test_declared_column_schema_describes_every_column(asset: str, contract: dict[str, str]) -> None:
+    spec = next(s for s in defs.resolve_all_asset_specs() if s.key == AssetKey(asset))
+    schema = spec.metadata["dagster/column_schema"]
+    assert [(c.name, c.description) for c in schema.columns] == list(contract.items())
+    assert all(c.description for c in schema.columns)
+
+
+def test_every_check_is_described() -> None:
+    checks = list(defs.resolve_asset_graph().asset_check_keys)
+    assert len(checks) == 9
+    for key in checks:
+        spec = defs.resolve_asset_graph().get_check_spec(key)
+        assert spec.description, key
+
+
+def test_environment_variables_are_bound_as_envvars_only_when_set(monkeypatch) -> None:
+    for names in ENVIRONMENT.values():
+        for name in names.values():
+            monkeypatch.delenv(name, raising=False)
+    assert from_env("storage") == {}
+    monkeypatch.setenv("LIGHTLY_ASSETS_OUTPUT_DIR", "/env/out")
+    bound = from_env("storage")
+    assert bound == {"output_dir": "LIGHTLY_ASSETS_OUTPUT_DIR"} and isinstance(bound["output_dir"], EnvVar)
+    # the secret URL is never a config value: only the NAME of its variable is
+    flat = {name for names in ENVIRONMENT.values() for name in names.values()}
+    assert "LIGHTLY_STUDIO_DATABASE_URL" not in flat
+    assert "LIGHTLY_ASSETS_PRETRAINED_URL" in flat and "LIGHTLY_ASSETS_EXECUTOR" in flat
+
+
+def _resolved(resource: StorageResource, config: dict | None = None) -> StorageResource:
+    resource_config = {"storage": {"config": config}} if config is not None else None
+    with build_resources({"storage": resource}, resource_config=resource_config) as built:
+        return built.storage
+
+
+def test_precedence_run_config_then_environment_then_default(monkeypatch) -> None:
+    monkeypatch.delenv("LIGHTLY_ASSETS_DATA_DIR", raising=False)
+    monkeypatch.delenv("LIGHTLY_ASSETS_OUTPUT_DIR", raising=False)
+    assert _resolved(StorageResource(**from_env("storage"))).data_dir == "data"  # default
+    monkeypatch.setenv("LIGHTLY_ASSETS_DATA_DIR", "/env/data")
+    monkeypatch.setenv("LIGHTLY_ASSETS_OUTPUT_DIR", "/env/out")
+    bound = StorageResource(**from_env("storage"))
+    assert (_resolved(bound).data_dir, _resolved(bound).output_dir) == ("/env/data", "/env/out")  # environment
+    config = storage_config(data_dir="/option/data", output_dir=None)
+    assert config == {"data_dir": "/option/data", "output_dir": {"env": "LIGHTLY_ASSETS_OUTPUT_DIR"}}
+    chosen = _resolved(bound, config)
+    assert (chosen.data_dir, chosen.output_dir) == ("/option/data", "/env/out")  # run config, env for the rest
+
+
+def test_open_storage_lists_the_datasets_of_the_chosen_root(tmp_path: Path) -> None:
+    (tmp_path / "cats").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    storage = open_storage(storage_config(data_dir=str(tmp_path)))
+    assert list(storage.datasets().datasets) == ["cats"]
+    assert storage.outputs_for("cats").name == "cats"
+
+
+def test_every_bound_variable_resolves_through_dagster(monkeypatch) -> None:
+    from lightly_assets.defs.resources import EmbeddingModelResource, PublishTargetResource
+
+    values = {"LIGHTLY_ASSETS_TARGET": "bucket", "LIGHTLY_ASSETS_EXECUTOR": "ray", "LIGHTLY_ASSETS_CHECKPOINT": "/c"}
+    values |= {"LIGHTLY_ASSETS_PRETRAINED_URL": "http://127.0.0.1:1/w.ckpt", "LIGHTLY_ASSETS_BUCKET_URL": "file:///b"}
+    values |= {"LIGHTLY_STUDIO_DB_FILE": "/s.db", "LIGHTLY_ASSETS_DATA_DIR": "/d", "LIGHTLY_ASSETS_OUTPUT_DIR": "/o"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    classes = {"storage": StorageResource, "embedding_model": EmbeddingModelResource}
+    classes["publish_target"] = PublishTargetResource
+    resources = {key: cls(**from_env(key)) for key, cls in classes.items()}
+    with build_resources(resources) as built:
+        for key, fields in ENVIRONMENT.items():
+            assert {f: getattr(getattr(built, key), f) for f in fields} == {f: values[n] for f, n in fields.items()}
+
+
+def test_a_value_outside_the_choices_is_one_clear_line(tmp_path: Path) -> None:
+    from lightly_assets.defs.resources import ConfigurationError, PublishTargetResource
+
+    with pytest.raises(ConfigurationError, match=r"^publish_target.target='s4' is not one of studio, bucket$"):
+        PublishTargetResource(target="s4").publish("ds", tmp_path, tmp_path, None, None, tmp_path / "e.csv")
