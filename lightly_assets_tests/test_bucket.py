@@ -299,6 +299,7 @@ def test_auth_failure_is_a_clear_error_without_secrets(s3_env, dataset):
     assert_no_secret(message, repr(info.value), "".join(traceback.format_exception(info.value)))
 
 
+@pytest.mark.e2e  # a real server killed or paused mid-way
 def test_server_killed_mid_way_then_next_run_completes(s3_env, dataset):
     server = start_moto()
     try:
@@ -328,6 +329,7 @@ def test_server_killed_mid_way_then_next_run_completes(s3_env, dataset):
         server.stop()
 
 
+@pytest.mark.e2e  # a real server killed or paused mid-way
 def test_server_paused_mid_way_times_out_and_next_run_resumes(moto, s3_env, dataset):
     s3_env(moto.endpoint)
     make_bucket(moto.endpoint, "paused")

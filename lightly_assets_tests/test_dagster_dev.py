@@ -98,19 +98,29 @@ query { assetNodes { assetKey { path } assetChecksOrError { ... on AssetChecks {
 """
 
 
+LATEST_METADATA = """
+query($key: AssetKeyInput!, $partition: String!) {
+  assetNodes(assetKeys: [$key]) {
+    assetMaterializations(partitions: [$partition], limit: 1) {
+      metadataEntries { __typename label ... on PathMetadataEntry { path } }
+    }
+  }
+}"""
+
+
 def _materialized(port: int) -> set[str]:
     data = graphql(port, MATERIALIZATIONS, {"keys": [{"path": [a]} for a in ASSETS], "partition": DATASET})
     return {node["assetKey"]["path"][0] for node in data["assetNodes"] if node["assetMaterializations"]}
 
 
+@pytest.mark.e2e  # `dagster dev` and a whole run: minutes
 def test_sensor_run_materializes_all_assets_with_passing_checks(dagster_dev) -> None:
     port = dagster_dev["port"]
     shutil.copytree(EXAMPLE_DATA / DATASET, dagster_dev["data"] / DATASET)
-    done = wait_for(lambda: _materialized(port) == set(ASSETS) and True, 420, "the sensor's run", interval=3)
-    assert done
+    wait_for(lambda: _materialized(port) == set(ASSETS), 420, "the sensor's run", interval=3)
     nodes = graphql(port, CHECK_NAMES)["assetNodes"]
     checks = [(n["assetKey"]["path"][0], c["name"]) for n in nodes for c in n["assetChecksOrError"]["checks"]]
-    assert len(checks) >= 9
+    assert len(checks) == 9
     results = {}
     for asset, check in checks:
         execution = graphql(port, CHECKS, {"key": {"path": [asset]}, "check": check, "partition": DATASET})
@@ -120,9 +130,19 @@ def test_sensor_run_materializes_all_assets_with_passing_checks(dagster_dev) -> 
         k: "SUCCEEDED" for k in results if k not in expected_warnings
     }
     assert results["embeddings.trained_weights"] == "FAILED"
-    assert (dagster_dev["outputs"] / DATASET / "embeddings.csv").is_file()
+    csv = dagster_dev["outputs"] / DATASET / "embeddings.csv"
+    assert csv.is_file()
+    entries = graphql(port, LATEST_METADATA, {"key": {"path": ["embeddings_csv"]}, "partition": DATASET})
+    paths = {
+        e["label"]: e.get("path")
+        for e in entries["assetNodes"][0]["assetMaterializations"][0]["metadataEntries"]
+        if e["__typename"] == "PathMetadataEntry"
+    }
+    assert paths["csv_path"] == str(csv.resolve())  # the CSV, beside the IO manager's own `path`
+    assert paths["path"] != paths["csv_path"]
 
 
+@pytest.mark.e2e
 def test_browser_shows_the_five_assets(dagster_dev) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright

@@ -191,6 +191,7 @@ def wait_healthy(base: str, server: subprocess.Popen[bytes], timeout_s: float = 
     raise AssertionError("GUI server did not become healthy")
 
 
+@pytest.mark.e2e  # two uploading processes and the LightlyStudio GUI server
 def test_two_processes_upload_then_gui_reads_everything_back(tmp_path: Path) -> None:
     data, db = tmp_path / "data", tmp_path / "studio" / "lightly_studio.db"
     db.parent.mkdir()

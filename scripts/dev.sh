@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set-up and entry points that work on a fresh machine: creates .venv when missing, installs the project.
 #   bash scripts/dev.sh run [DATASET ...]   materialize the whole chain on data/ (lightly-assets run)
-#   bash scripts/dev.sh test                run the test suite
+#   bash scripts/dev.sh test [ARGS]         run the test suite (pytest ARGS; -m "not e2e" for the quick part)
+#   bash scripts/dev.sh check               `dg check defs`: the definitions load and validate
 #   bash scripts/dev.sh ui                  start `dagster dev` on 127.0.0.1:3000
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,8 @@ cmd=${1:-run}; shift || true
 case "$cmd" in
   run)  setup; exec .venv/bin/lightly-assets run "$@" ;;
   test) setup; browser; exec .venv/bin/python -m pytest "$@" ;;
+  check) setup; exec .venv/bin/dg check defs ;;
   ui)   setup; export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"; mkdir -p "$DAGSTER_HOME"
         exec .venv/bin/dagster dev -h 127.0.0.1 -p "${PORT:-3000}" ;;
-  *)    echo "usage: bash scripts/dev.sh run|test|ui" >&2; exit 2 ;;
+  *)    echo "usage: bash scripts/dev.sh run|test|check|ui" >&2; exit 2 ;;
 esac
