@@ -121,10 +121,15 @@ def test_sensor_run_materializes_all_assets_with_passing_checks(dagster_dev) -> 
     nodes = graphql(port, CHECK_NAMES)["assetNodes"]
     checks = [(n["assetKey"]["path"][0], c["name"]) for n in nodes for c in n["assetChecksOrError"]["checks"]]
     assert len(checks) == 9
-    results = {}
-    for asset, check in checks:
-        execution = graphql(port, CHECKS, {"key": {"path": [asset]}, "check": check, "partition": DATASET})
-        results[f"{asset}.{check}"] = execution["assetCheckExecutions"][0]["status"]
+
+    def finished() -> dict[str, str] | None:  # the last asset's check is stored just after its materialization
+        results = {}
+        for asset, check in checks:
+            execution = graphql(port, CHECKS, {"key": {"path": [asset]}, "check": check, "partition": DATASET})
+            results[f"{asset}.{check}"] = execution["assetCheckExecutions"][0]["status"]
+        return None if {"IN_PROGRESS", "PLANNED"} & set(results.values()) else results
+
+    results = wait_for(finished, 120, "the check results")
     expected_warnings = {"embeddings.trained_weights"}  # no checkpoint in tests: random weights, said loudly
     assert {k: v for k, v in results.items() if k not in expected_warnings} == {
         k: "SUCCEEDED" for k in results if k not in expected_warnings
