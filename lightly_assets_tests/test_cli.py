@@ -57,7 +57,7 @@ def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
     embeddings, labels, filenames = load_embeddings(str(csv))
     assert embeddings.shape == (13, 32) and np.isfinite(embeddings).all()
     assert filenames[0] == "cats/chelsea-0.jpg" and sorted(set(labels)) == [0, 1, 2]
-    assert "Telemetry" not in out.stderr  # Dagster's notice is off in the instance the CLI created
+    assert "usage statistics" not in out.stderr  # Dagster's telemetry notice: off in the instance the CLI created
     assert (env["home"] / "dagster.yaml").read_text() == NEW_INSTANCE_YAML
     with DagsterInstance.get() as instance:  # the run is on the instance the UI reads
         runs = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
