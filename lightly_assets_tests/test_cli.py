@@ -66,10 +66,11 @@ def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
         assert metadata["csv_path"].value == str(csv.resolve())  # not overwritten by the IO manager's `path`
         assert metadata["rows"].value == 13
         assert [r.data["filenames"] for r in metadata["preview"].value.records][:2] == filenames[:2]
-        assert metadata["projection_2d"].value.startswith("**labels: 13 samples, ")
+        assert metadata["projection_2d"].value.startswith("![labels: 13 samples, ")
         assert "data:image/png;base64," in metadata["projection_2d"].value
         n = np.bincount(labels)
-        assert metadata["projection_legend"].value == f"🟦 cats ({n[0]}) · 🟧 space ({n[1]}) · 🟩 textures ({n[2]})"
+        legend = f"**blue** cats ({n[0]}) · **orange** space ({n[1]}) · **green** textures ({n[2]})"
+        assert metadata["projection_legend"].value == legend
         upload = latest_metadata(instance, "uploaded_dataset", "labels")
         assert upload["target"].value == str((env["out"] / "lightly_studio.db").resolve())
         recorded = latest_metadata(instance, "file_index", "labels")["fingerprint"].value

@@ -32,7 +32,7 @@ def test_pca_separates_two_clusters_and_the_png_uses_label_colours(tmp_path: Pat
 def test_legend_names_every_label_with_its_count_and_colour(tmp_path: Path) -> None:
     _, labels = _two_clusters()
     assert legend(labels, {0: "cats", 1: "dogs"}) == [(0, "cats", 50), (1, "dogs", 50)]
-    assert legend_markdown(labels, {0: "cats", 1: "dogs"}) == "🟦 cats (50) · 🟧 dogs (50)"
+    assert legend_markdown(labels, {0: "cats", 1: "dogs"}) == "**blue** cats (50) · **orange** dogs (50)"
     many = np.arange(30)
     assert legend_markdown(many, limit=12).endswith("… +18 more")
     assert legend(np.array([3, 3]), None) == [(3, "3", 2)]  # no name known: the label number

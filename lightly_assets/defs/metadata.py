@@ -61,7 +61,8 @@ def location(where: str) -> MetadataValue:
 def projection_markdown(picture: Path, title: str) -> str:
     """The PNG inline in Markdown (Dagster's Markdown allows `data:` images)."""
     data = base64.b64encode(picture.read_bytes()).decode()
-    return f"**{title}** (PCA, coloured by weak label)\n\n![2-D map of the embeddings](data:image/png;base64,{data})"
+    title = title.replace("[", "(").replace("]", ")")  # alt text: a bracket would end it
+    return f"![{title}: 2-D PCA map of the embeddings, coloured by weak label](data:image/png;base64,{data})"
 
 
 def preview(df: pd.DataFrame, rows: int = 10) -> MetadataValue:

@@ -20,8 +20,8 @@ PALETTE = [
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
 ]  # fmt: skip
-# Emoji squares closest to PALETTE, for a legend written in Markdown (the UI shows short Markdown inline).
-SQUARES = ["🟦", "🟧", "🟩", "🟥", "🟪", "🟫", "🩷", "⬜", "🟨", "🩵"]
+# PALETTE's colours by name, for the legend in Markdown (words, since not every browser has colour emoji).
+COLOUR_NAMES = ["blue", "orange", "green", "red", "purple", "brown", "pink", "grey", "olive", "cyan"]
 SIZE = (800, 560)
 LEGEND_ROWS = 24
 
@@ -70,9 +70,9 @@ def legend(labels: np.ndarray, names: Mapping[int, str] | None = None) -> list[t
 
 
 def legend_markdown(labels: np.ndarray, names: Mapping[int, str] | None = None, limit: int = 12) -> str:
-    """The legend as one short Markdown line: colour square, name and count per label."""
+    """The legend as one short Markdown line: colour, name and count per label."""
     entries = legend(labels, names)
-    parts = [f"{SQUARES[label % len(SQUARES)]} {_md(name)} ({n})" for label, name, n in entries[:limit]]
+    parts = [f"**{COLOUR_NAMES[label % len(COLOUR_NAMES)]}** {_md(name)} ({n})" for label, name, n in entries[:limit]]
     if len(entries) > limit:
         parts.append(f"… +{len(entries) - limit} more")
     return " · ".join(parts)
