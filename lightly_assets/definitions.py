@@ -14,9 +14,8 @@ from lightly_assets.defs.jobs import lightly_assets_job
 from lightly_assets.defs.resources import EmbeddingModelResource, PublishTargetResource, StorageResource
 from lightly_assets.defs.sensors import dataset_folders_sensor
 
-# resource key -> {field: environment variable}. `LIGHTLY_STUDIO_DATABASE_URL` is not bound here: it is a secret,
-# so config holds only its NAME (`publish_target.studio_db_url_env`) and the URL is read when connecting.
-# `TORCH_HOME`, `RAY_ADDRESS` and the bucket credentials are read by torch, Ray and fsspec themselves.
+# resource key -> {field: environment variable}. `TORCH_HOME`, `RAY_ADDRESS` and the bucket credentials are read
+# by torch, Ray and fsspec themselves.
 ENVIRONMENT: dict[str, dict[str, str]] = {
     "storage": {"data_dir": "LIGHTLY_ASSETS_DATA_DIR", "output_dir": "LIGHTLY_ASSETS_OUTPUT_DIR"},
     "embedding_model": {
@@ -30,16 +29,20 @@ ENVIRONMENT: dict[str, dict[str, str]] = {
         "studio_db_file": "LIGHTLY_STUDIO_DB_FILE",
     },
 }
+# Secrets: the field gets the variable's NAME (never its value) when the variable is set; the URL is read from it
+# only when connecting, so it cannot reach run config, metadata or logs.
+SECRET_NAMES: dict[str, dict[str, str]] = {"publish_target": {"studio_db_url_env": "LIGHTLY_STUDIO_DATABASE_URL"}}
 
 
-def from_env(resource: str) -> dict[str, EnvVar]:
+def from_env(resource: str) -> dict[str, EnvVar | str]:
     """`EnvVar`s for the fields whose variable is set when the definitions load; the others keep their default.
 
     Dagster fails a run whose resource names an unset `EnvVar` (an `EnvVar` has no default: dagster#16232),
     so an unset variable is left out rather than bound. Set values are still resolved by Dagster at launch and
     shown as environment-sourced in the UI; restart `dagster dev` after changing one.
     """
-    return {field: EnvVar(name) for field, name in ENVIRONMENT[resource].items() if os.environ.get(name)}
+    bound: dict[str, EnvVar | str] = {f: EnvVar(n) for f, n in ENVIRONMENT[resource].items() if os.environ.get(n)}
+    return bound | {f: n for f, n in SECRET_NAMES.get(resource, {}).items() if os.environ.get(n)}
 
 
 with warnings.catch_warnings():  # code references (links from each asset to its source) are a beta feature

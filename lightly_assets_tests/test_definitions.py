@@ -67,10 +67,21 @@ def test_environment_variables_are_bound_as_envvars_only_when_set(monkeypatch) -
     monkeypatch.setenv("LIGHTLY_ASSETS_OUTPUT_DIR", "/env/out")
     bound = from_env("storage")
     assert bound == {"output_dir": "LIGHTLY_ASSETS_OUTPUT_DIR"} and isinstance(bound["output_dir"], EnvVar)
-    # the secret URL is never a config value: only the NAME of its variable is
     flat = {name for names in ENVIRONMENT.values() for name in names.values()}
-    assert "LIGHTLY_STUDIO_DATABASE_URL" not in flat
     assert "LIGHTLY_ASSETS_PRETRAINED_URL" in flat and "LIGHTLY_ASSETS_EXECUTOR" in flat
+    assert "LIGHTLY_STUDIO_DATABASE_URL" not in flat  # a secret: never an EnvVar whose value becomes config
+
+
+def test_the_database_url_is_named_never_copied(monkeypatch) -> None:
+    from lightly_assets.defs.resources import PublishTargetResource
+
+    monkeypatch.delenv("LIGHTLY_STUDIO_DATABASE_URL", raising=False)
+    assert PublishTargetResource(**from_env("publish_target")).studio_db_url_env is None  # DuckDB then
+    secret = "postgresql://user:hunter2@127.0.0.1:1/db"
+    monkeypatch.setenv("LIGHTLY_STUDIO_DATABASE_URL", secret)
+    resource = PublishTargetResource(**from_env("publish_target"))
+    assert resource.studio_db_url_env == "LIGHTLY_STUDIO_DATABASE_URL"
+    assert "hunter2" not in repr(resource) and "hunter2" not in repr(resource._convert_to_config_dictionary())
 
 
 def _resolved(resource: StorageResource, config: dict | None = None) -> StorageResource:

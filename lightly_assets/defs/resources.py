@@ -1,11 +1,10 @@
 """Dagster resources: where data lives, which model embeds it, and where datasets are published.
 
 Fields hold plain defaults; `definitions.py` binds the environment variables of DESIGN.md to them as `EnvVar`s,
-and run config overrides both. Nothing here reads `os.environ`, except the variables named by a `*_env` field,
-which hold secrets and so are never config values.
+and run config overrides both. Nothing here reads `os.environ`: a secret (LightlyStudio's PostgreSQL URL) is
+never a config value, only the NAME of its variable is, read when connecting.
 """
 
-import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -95,9 +94,9 @@ class PublishTargetResource(ConfigurableResource):
     studio_db_file: Optional[str] = Field(
         default=None, description="LightlyStudio DuckDB file (default `<output_dir>/lightly_studio.db`)."
     )
-    studio_db_url_env: str = Field(
-        default="LIGHTLY_STUDIO_DATABASE_URL",
-        description="NAME of the environment variable holding LightlyStudio's PostgreSQL URL; used when it is set.",
+    studio_db_url_env: Optional[str] = Field(
+        default=None,
+        description="NAME of the environment variable holding LightlyStudio's PostgreSQL URL (instead of DuckDB).",
     )
     bucket_url: Optional[str] = Field(default=None, description="fsspec URL of the bucket datasource.")
     dataset_id: Optional[str] = None
@@ -123,7 +122,7 @@ class PublishTargetResource(ConfigurableResource):
         from lightly_assets.publish.studio import StudioTarget, upload_dataset
 
         db_file: Path | None = None
-        if os.environ.get(self.studio_db_url_env):  # the secret URL itself never enters config
+        if self.studio_db_url_env:  # the URL is read from that variable when connecting, and never shown
             target = StudioTarget(db_url_env=self.studio_db_url_env, dataset_name=dataset_name)
         else:
             db_file = Path(self.studio_db_file or outputs_root / "lightly_studio.db").resolve()
