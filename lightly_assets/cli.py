@@ -1,4 +1,7 @@
-"""`lightly-assets run [DATASET ...]`: materialize the whole chain with its checks on the instance in DAGSTER_HOME."""
+"""`lightly-assets run [DATASET ...]`: materialize the whole chain with its checks on the instance in DAGSTER_HOME.
+
+`lightly-assets train DATASET ...` trains Lightly's SimCLR on a dataset; the next `run` embeds with it.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +27,19 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize file_index … uploaded_dataset for datasets under the data root")
     run.add_argument("datasets", nargs="*", help="dataset folder names (default: every dataset under the data root)")
-    run.add_argument("--data-dir", help="data root (default: $LIGHTLY_ASSETS_DATA_DIR or data)")
-    run.add_argument("--output-dir", help="output root (default: $LIGHTLY_ASSETS_OUTPUT_DIR or outputs)")
     sub.add_parser("list", help="list the datasets under the data root")
+    train = sub.add_parser(
+        "train", help="train Lightly's SimCLR on datasets (<outputs>/<dataset>/embedding_model.ckpt; slow on a CPU)"
+    )
+    train.add_argument("datasets", nargs="+", help="dataset folder names")
+    train.add_argument("--epochs", type=int, default=100, help="epochs (default 100, as lightly-ssl-train)")
+    train.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
+    train.add_argument("--learning-rate", type=float, default=1.0, help="SGD learning rate (default 1.0)")
+    train.add_argument("--max-minutes", type=float, default=60.0, help="time budget; stops early (default 60)")
+    train.add_argument("--resume", action="store_true", help="continue from the previous embedding_model.ckpt")
+    for p in (run, train):
+        p.add_argument("--data-dir", help="data root (default: $LIGHTLY_ASSETS_DATA_DIR or data)")
+        p.add_argument("--output-dir", help="output root (default: $LIGHTLY_ASSETS_OUTPUT_DIR or outputs)")
     return parser
 
 
@@ -58,10 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     if not names:
         print(f"error: no dataset folder under {root_dir()}", file=sys.stderr)
         return 2
-    from lightly_assets.runner import run_datasets
-
     _prepare_home()
-    summaries = run_datasets(names)
+    if args.command == "train":
+        from lightly_assets.runner import train_datasets
+
+        config = {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "max_minutes": args.max_minutes,
+            "resume": args.resume,
+        }
+        summaries = train_datasets(names, config)
+    else:
+        from lightly_assets.runner import run_datasets
+
+        summaries = run_datasets(names)
     for s in summaries:
         print(s.render())
     return 0 if all(s.ok for s in summaries) else 1
