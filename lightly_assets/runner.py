@@ -113,6 +113,12 @@ def _provenance(result) -> tuple[str | None, str | None]:
     return weights, str(knn) if knn is not None else None
 
 
+def _start(meta: dict) -> str:
+    if meta.get("start_weights") == "random":
+        return f"random initialisation ({meta.get('start_weights_note')})"
+    return f"{meta.get('start_weights')} weights {meta.get('start_weights_file')}"
+
+
 @dataclass
 class TrainSummary:
     """A training run, for a terminal: where the checkpoint is, what it cost and what it changed."""
@@ -158,11 +164,11 @@ def train_datasets(names: list[str], config: dict, instance: DagsterInstance | N
         if found:
             meta = {k: getattr(v, "value", v) for k, v in found[-1].metadata.items()}
             summary.lines = [
-                f"checkpoint: {meta['path']} (sha256 {str(meta['sha256'])[:16]})",
+                f"checkpoint: {meta['checkpoint']} (sha256 {str(meta['sha256'])[:16]})",
                 f"epochs: {meta['epochs']} ({meta['stopped_by']}), samples: {meta['samples']}, "
                 f"{meta['seconds']} s on {meta['device']} {meta['precision']}, {meta['images_per_second']} img/s",
                 f"loss per epoch: {meta['losses']}",
-                f"started from: {meta['start_weights']} {meta['start_weights_file']}",
+                f"started from: {_start(meta)}",
                 f"kNN agreement before: {meta['knn_before']}",
                 f"kNN agreement after:  {meta['knn_after']}",
                 f"next: lightly-assets run {name}  (re-embeds with the trained weights)",

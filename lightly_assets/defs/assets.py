@@ -258,7 +258,7 @@ def embedding_model(
     yield Output(
         {"path": str(out), "epochs": result.epochs, "losses": result.losses, "seconds": result.seconds},
         metadata={
-            "path": MetadataValue.path(str(out.resolve())),
+            "checkpoint": MetadataValue.path(str(out.resolve())),  # not "path": the IO manager writes that key
             "loss_per_epoch": MetadataValue.md(f"Mean SimCLR loss per epoch:\n\n![loss](data:image/png;base64,{plot})"),
             "losses": [round(v, 5) for v in result.losses],
             "epochs": result.epochs,

@@ -50,8 +50,8 @@ def applicable(labels: np.ndarray, k: int = K) -> str | None:
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
         return "needs at least two weak labels (sub-folders)"
-    if len(labels) < 3:
-        return "needs at least three samples"
+    if len(labels) <= 2 * k:
+        return f"needs more than {2 * k} samples: with fewer, the {k} neighbours are nearly all the others"
     return None
 
 
@@ -145,7 +145,7 @@ def measure(
     rnd = None
     if random_vectors is not None:
         vectors, kept = random_vectors(np.asarray(rows)[pick])
-        if len(kept) >= 3 and applicable(labels[pick][kept]) is None:
+        if applicable(labels[pick][kept]) is None:
             rnd = knn_agreement(vectors, labels[pick][kept], seed=seed)
     return Quality(knn, rnd, None)
 

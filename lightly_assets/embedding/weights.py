@@ -14,6 +14,7 @@ cannot be used is an error naming it, never a silent random model.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import time
 import urllib.error
@@ -135,7 +136,7 @@ def download(
                     raise DownloadFailed(f"{url}: the server sent {got} bytes that are not a PyTorch checkpoint")
     except DownloadFailed:
         raise
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise DownloadFailed(f"{url}: {reason}") from None
     return dest
