@@ -18,7 +18,7 @@ import torch
 from lightly.cli.embed_cli import _embed_cli
 
 from lightly_assets.embedding.model import LightlyArch, build_lightly_model, load_model
-from lightly_assets.embedding.pipeline import EmbeddingCache, embed_samples
+from lightly_assets.embedding.pipeline import embed_samples
 from lightly_assets.embedding.weights import (
     DEFAULT_ZOO_KEY,
     URL_ENV,
@@ -59,10 +59,13 @@ class _Server:
                 if kind == "slow":
                     time.sleep(3)
                 body = b"<html>not found</html>" if kind == "html" else server.payload
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2] if kind == "truncated" else body)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2] if kind == "truncated" else body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting, as it should
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -132,20 +135,6 @@ def test_download_then_offline_cache_and_same_vectors_as_lightly_embed(tmp_path:
     assert not np.allclose(random.embed(np.zeros((1, SIZE, SIZE, 3), np.uint8)), expected[:1], atol=1e-3)
 
 
-def test_cache_key_changes_with_the_weights(tmp_path: Path, served, monkeypatch) -> None:
-    server, _ = served
-    monkeypatch.setenv(URL_ENV, server.url("good"))
-    root = tmp_path / "data"
-    _image(root / "a/x.png", 20, 20, seed=0)
-    cache = EmbeddingCache(tmp_path / "cache.npz")
-    index = _frame_index(root, ["a/x.png"])
-    first = embed_samples(index, root, load_model(None, input_size=SIZE), cache=cache)
-    pretrained = load_chosen(choose_weights(), input_size=SIZE)
-    second = embed_samples(index, root, pretrained, cache=cache)
-    assert first.embedded == 1 and second.reused == 0 and second.embedded == 1
-    assert embed_samples(index, root, pretrained, cache=cache).reused == 1
-
-
 def test_weights_order(tmp_path: Path, served, monkeypatch) -> None:
     server, _ = served
     monkeypatch.setenv(URL_ENV, server.url("good"))
@@ -192,3 +181,48 @@ def test_cached_file_that_is_not_a_checkpoint_or_another_architecture_is_an_erro
         _checkpoint(cached, LightlyArch(name="resnet-9", num_ftrs=16))
         with pytest.raises(WeightsError, match=rf"{cached}: cached pretrained weights do not fit {DEFAULT_ZOO_KEY}"):
             load_chosen(choose_weights(url=url), input_size=SIZE)
+
+
+def test_embeddings_asset_pretrained_then_trained_with_provenance_and_quality(tmp_path: Path, served) -> None:
+    """Through Dagster: the served zoo file embeds, then the dataset's trained checkpoint takes over."""
+    from dagster import DagsterInstance, materialize
+
+    from lightly_assets.defs.assets import embeddings, file_index, frame_index
+    from lightly_assets.defs.partitions import datasets_partitions
+    from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
+    from lightly_assets_tests.conftest import EXAMPLE_DATA
+
+    server, ckpt = served
+    out = tmp_path / "out"
+    resources = {
+        "storage": StorageResource(data_dir=str(EXAMPLE_DATA), output_dir=str(out)),
+        "embedding_model": EmbeddingModelResource(input_size=SIZE, pretrained_url=server.url("good")),
+    }
+
+    def run(instance) -> tuple[dict, dict]:
+        result = materialize(
+            [file_index, frame_index, embeddings], instance=instance, partition_key="images_weak_labels",
+            resources=resources,
+        )  # fmt: skip
+        assert result.success
+        (mat,) = result.asset_materializations_for_node("embeddings")
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        return {k: v.value for k, v in mat.metadata.items()}, checks
+
+    (tmp_path / "home").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "home")) as instance:
+        instance.add_dynamic_partitions(datasets_partitions.name, ["images_weak_labels"])
+        meta, checks = run(instance)
+        assert meta["weights"] == "pretrained" and meta["weights_url"] == server.url("good")
+        assert meta["weights_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+        assert meta["weights_file"] == str(_cache(tmp_path)) and meta["random_init"] is False
+        assert checks["trained_weights"].passed
+        assert meta["knn_samples"] == 13 and 0 <= meta["knn_agreement"] <= 1
+        assert isinstance(meta["knn_agreement_random_network"], float) and 0 < meta["knn_agreement_chance"] < 1
+        assert checks["knn_better_than_chance"].metadata["applicable"].value is True
+        assert (out / "images_weak_labels" / "embedding_cache_random.npz").is_file()
+
+        _checkpoint(out / "images_weak_labels" / "embedding_model.ckpt", seed=11)  # as `train` leaves it
+        meta, checks = run(instance)
+        assert meta["weights"] == "trained" and meta["reused"] == 0 and meta["embedded"] == 13  # new weights: new key
+        assert meta["weights_file"] == str(out / "images_weak_labels" / "embedding_model.ckpt")
