@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -119,6 +121,7 @@ def download(
     A short body (fewer bytes than Content-Length) or a body that is not a PyTorch file is not kept.
     """
     deadline = time.monotonic() + total_timeout
+    _resolve(url, stall_timeout)
     try:
         with urllib.request.urlopen(url, timeout=stall_timeout) as response:  # noqa: S310 - http(s) URL by config
             expected = response.headers.get("Content-Length")
@@ -140,6 +143,29 @@ def download(
         reason = getattr(exc, "reason", None) or exc
         raise DownloadFailed(f"{url}: {reason}") from None
     return dest
+
+
+def _resolve(url: str, timeout: float) -> None:
+    """Name resolution has no timeout in urllib (an offline resolver can block for tens of seconds): bound it."""
+    parts = urllib.parse.urlparse(url)
+    if not parts.hostname:
+        raise DownloadFailed(f"{url}: not an http(s) URL")
+    outcome: list[BaseException | None] = []
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(parts.hostname, parts.port or 443)
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=lookup, name="pretrained-dns", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        raise DownloadFailed(f"{url}: could not resolve {parts.hostname} within {timeout:g} s")
+    if outcome[0] is not None:
+        raise DownloadFailed(f"{url}: {outcome[0]}")
 
 
 def _looks_like_torch_file(head: bytes) -> bool:
