@@ -106,10 +106,9 @@ def _provenance(result) -> tuple[str | None, str | None]:
     weights += f"; {meta.get('model')}, {meta.get('device')}, {meta.get('precision')}"
     knn = meta.get("knn_agreement")
     if isinstance(knn, float):
-        knn = (
-            f"{knn:.3f} (random network {meta.get('knn_agreement_random_network')}, "
-            f"chance {meta.get('knn_agreement_chance')}, {meta.get('knn_samples')} samples)"
-        )
+        rnd, chance = meta.get("knn_agreement_random_network"), meta.get("knn_agreement_chance")
+        rnd = f"{rnd:.3f}" if isinstance(rnd, float) else rnd
+        knn = f"{knn:.3f} (random network {rnd}, chance {chance:.3f}, {meta.get('knn_samples')} samples)"
     return weights, str(knn) if knn is not None else None
 
 
