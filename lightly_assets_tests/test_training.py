@@ -34,6 +34,16 @@ def test_too_few_samples_for_a_batch(tmp_path: Path) -> None:
     assert not (tmp_path / "m.ckpt").exists()
 
 
+def test_time_budget_stops_after_the_current_step(tmp_path: Path) -> None:
+    names = [f"{i}.png" for i in range(4)]
+    for i, name in enumerate(names):
+        _image(tmp_path / name, 20, 20, seed=i)
+    budget = TrainSettings(epochs=50, batch_size=2, input_size=16, max_minutes=1e-5)
+    result = train(_frame_index(tmp_path, names), tmp_path, tmp_path / "m.ckpt", budget)
+    assert result.steps == 1 and result.epochs == 1 and result.partial_last_epoch
+    assert result.stopped_by.startswith("time budget") and (tmp_path / "m.ckpt").is_file()
+
+
 def test_tiny_run_writes_a_checkpoint_that_lightly_embed_loads(tmp_path: Path) -> None:
     root = tmp_path / "data"
     names = sorted(f"{'ab'[i % 2]}/{i}.jpg" for i in range(5))
