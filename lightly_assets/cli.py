@@ -1,5 +1,7 @@
 """`lightly-assets run [DATASET ...]`: materialize the whole chain with its checks on the instance in DAGSTER_HOME.
 
+`lightly-assets train DATASET ...` trains Lightly's SimCLR on a dataset; the next `run` embeds with it.
+
 Options become run config of the `storage` resource, so one rule holds everywhere: run config (options) >
 environment variable > default.
 """
@@ -39,7 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize file_index … uploaded_dataset for datasets under the data root")
     run.add_argument("datasets", nargs="*", help="dataset folder names (default: every dataset under the data root)")
     listing = sub.add_parser("list", help="list the datasets under the data root")
-    for p in (run, listing):
+    train = sub.add_parser(
+        "train", help="train Lightly's SimCLR on datasets (<outputs>/<dataset>/embedding_model.ckpt; slow on a CPU)"
+    )
+    train.add_argument("datasets", nargs="+", help="dataset folder names")
+    train.add_argument("--epochs", type=int, default=100, help="epochs (default 100, as lightly-ssl-train)")
+    train.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
+    train.add_argument("--learning-rate", type=float, default=1.0, help="SGD learning rate (default 1.0)")
+    train.add_argument("--max-minutes", type=float, default=60.0, help="time budget; stops early (default 60)")
+    train.add_argument("--resume", action="store_true", help="continue from the previous embedding_model.ckpt")
+    for p in (run, listing, train):
         p.add_argument("--data-dir", help="data root (default: $LIGHTLY_ASSETS_DATA_DIR, else data)")
         p.add_argument("--output-dir", help="output root (default: $LIGHTLY_ASSETS_OUTPUT_DIR, else outputs)")
     return parser
@@ -72,7 +83,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no dataset folder under {storage.data_root()}", file=sys.stderr)
         return 2
     _prepare_home()
-    summaries = run_datasets(names, storage=config)
+    if args.command == "train":
+        from lightly_assets.runner import train_datasets
+
+        training = {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "max_minutes": args.max_minutes,
+            "resume": args.resume,
+        }
+        summaries = train_datasets(names, training, storage=config)
+    else:
+        summaries = run_datasets(names, storage=config)
     for s in summaries:
         print(s.render())
     return 0 if all(s.ok for s in summaries) else 1

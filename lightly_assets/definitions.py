@@ -9,8 +9,15 @@ import warnings
 
 from dagster import BetaWarning, Definitions, EnvVar, FilesystemIOManager, with_source_code_references
 
-from lightly_assets.defs.assets import embeddings, embeddings_csv, file_index, frame_index, uploaded_dataset
-from lightly_assets.defs.jobs import lightly_assets_job
+from lightly_assets.defs.assets import (
+    embedding_model,
+    embeddings,
+    embeddings_csv,
+    file_index,
+    frame_index,
+    uploaded_dataset,
+)
+from lightly_assets.defs.jobs import embedding_model_job, lightly_assets_job
 from lightly_assets.defs.resources import EmbeddingModelResource, PublishTargetResource, StorageResource
 from lightly_assets.defs.sensors import dataset_folders_sensor
 
@@ -47,11 +54,13 @@ def from_env(resource: str) -> dict[str, EnvVar | str]:
 
 with warnings.catch_warnings():  # code references (links from each asset to its source) are a beta feature
     warnings.simplefilter("ignore", BetaWarning)
-    assets = with_source_code_references([file_index, frame_index, embeddings, embeddings_csv, uploaded_dataset])
+    assets = with_source_code_references(
+        [file_index, frame_index, embeddings, embeddings_csv, uploaded_dataset, embedding_model]
+    )
 
 defs = Definitions(
     assets=assets,
-    jobs=[lightly_assets_job],
+    jobs=[lightly_assets_job, embedding_model_job],
     sensors=[dataset_folders_sensor],
     resources={
         # Declared, so `execute_in_process` (the CLI) keeps values on disk like the daemon's runs do.

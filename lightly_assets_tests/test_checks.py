@@ -50,6 +50,10 @@ def test_warnings_are_warnings_and_blocking_specs_are_blocking() -> None:
     assert not result.passed and result.severity == AssetCheckSeverity.WARN
     assert "x.txt (unsupported file type)" in result.metadata["paths"].value
     assert not checks.trained_weights(True, "random").passed
+    offline = checks.trained_weights(True, "random", "pretrained download failed: http://mirror/x.pth: timed out")
+    assert "RANDOM" in offline.description and "pretrained download failed" in offline.description
+    assert checks.trained_weights(False, "pretrained").passed
+    assert {s.name for s in checks.EMBEDDINGS if not s.blocking} >= {"trained_weights", "knn_better_than_chance"}
     blocking = {s.name for group in (checks.FRAME_INDEX, checks.EMBEDDINGS, checks.EMBEDDINGS_CSV, checks.UPLOADED)
                 for s in group if s.blocking}  # fmt: skip
     assert blocking == {"samples_match_files", "finite_values", "column_order", "label_counts",

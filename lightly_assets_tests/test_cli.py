@@ -53,6 +53,9 @@ def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
     assert f"csv: {csv}" in out.stdout.replace(str(csv.resolve()), str(csv))
     assert "samples: 13, dimension: 32, reused from cache: 0" in out.stdout
     assert "lightly-studio" in out.stdout  # where to browse it
+    assert "weights: RANDOM (pretrained download failed: http://127.0.0.1:9/" in out.stdout  # tests are offline
+    assert "kNN agreement with weak labels: 0." in out.stdout and "13 samples" in out.stdout
+    assert "embeddings.trained_weights=warn" in out.stdout and "embeddings.knn_better_than_chance=" in out.stdout
     check_embeddings(str(csv))
     embeddings, labels, filenames = load_embeddings(str(csv))
     assert embeddings.shape == (13, 32) and np.isfinite(embeddings).all()

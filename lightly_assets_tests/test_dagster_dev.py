@@ -120,7 +120,7 @@ def test_sensor_run_materializes_all_assets_with_passing_checks(dagster_dev) -> 
     wait_for(lambda: _materialized(port) == set(ASSETS), 420, "the sensor's run", interval=3)
     nodes = graphql(port, CHECK_NAMES)["assetNodes"]
     checks = [(n["assetKey"]["path"][0], c["name"]) for n in nodes for c in n["assetChecksOrError"]["checks"]]
-    assert len(checks) == 9
+    assert len(checks) == 10
 
     def finished() -> dict[str, str] | None:  # the last asset's check is stored just after its materialization
         results = {}

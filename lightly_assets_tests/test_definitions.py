@@ -13,12 +13,13 @@ from lightly_assets.defs.resources import StorageResource
 from lightly_assets.runner import open_storage, storage_config
 
 DESIGN_ASSETS = {"file_index", "frame_index", "embeddings", "embeddings_csv", "uploaded_dataset"}
+ON_REQUEST = {"embedding_model"}  # trained only when asked: not in the main job
 
 
 def test_definitions_load_with_the_asset_keys_of_the_design() -> None:
     Definitions.validate_loadable(defs)
     specs = {s.key: s for s in defs.resolve_all_asset_specs()}
-    assert set(specs) == {AssetKey(k) for k in DESIGN_ASSETS}
+    assert set(specs) == {AssetKey(k) for k in DESIGN_ASSETS | ON_REQUEST}
     job_assets = defs.resolve_job_def("lightly_assets_job").asset_layer.selected_asset_keys
     assert job_assets == {AssetKey(k) for k in DESIGN_ASSETS}
     assert defs.resolve_sensor_def("dataset_folders_sensor").required_resource_keys == {"storage"}
@@ -53,7 +54,7 @@ def test_declared_column_schema_describes_every_column(asset: str, contract: dic
 
 def test_every_check_is_described() -> None:
     checks = list(defs.resolve_asset_graph().asset_check_keys)
-    assert len(checks) == 9
+    assert len(checks) == 10
     for key in checks:
         spec = defs.resolve_asset_graph().get_check_spec(key)
         assert spec.description, key

@@ -3,6 +3,7 @@
 Each asset calls one domain module and turns its result into an output, metadata and check results.
 """
 
+import base64
 import contextlib
 import time
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from lightly_assets.progress import Progress
 
 GROUP = "lightly"
 OWNERS = ["team:lightly-assets"]
+TRAINING_GROUP = "training"  # not part of the main job: trained only on request
 
 
 @contextlib.contextmanager
@@ -148,6 +150,7 @@ def frame_index(context: AssetExecutionContext, storage: StorageResource, file_i
     check_specs=checks.EMBEDDINGS,
     kinds={"pytorch", "numpy"},
     owners=OWNERS,
+    deps=["embedding_model"],  # lineage only: the trained checkpoint is used when it exists, never required
 )
 def embeddings(
     context: AssetExecutionContext,
@@ -155,17 +158,27 @@ def embeddings(
     embedding_model: EmbeddingModelResource,
     frame_index: pd.DataFrame,
 ):
-    """One float32 vector per sample; only new or changed samples are embedded, the rest come from the cache."""
+    """One float32 vector per sample; only new or changed samples are embedded, the rest come from the cache.
+
+    Weights: the configured checkpoint, else the dataset's trained `embedding_model.ckpt`, else Lightly's
+    pretrained zoo weights (torch's hub cache), else a seeded random initialisation (said loudly).
+    """
     from lightly_assets.embedding.pipeline import EmbeddingCache, EmbeddingError, embed_samples
+    from lightly_assets.embedding.quality import Quality, measure, sample_embedder
+    from lightly_assets.embedding.weights import TRAINED_NAME
 
     name = context.partition_key
+    out = storage.outputs_for(name)
     with user_errors():
-        model = embedding_model.load()
+        model = embedding_model.load(trained=out / TRAINED_NAME, log=context.log.info)
+        weights = embedding_model.weights
+        context.log.info(f"{name}: weights {weights.describe()}")
         if model.random_init:
             context.log.warning(
-                f"{name}: no checkpoint given, embedding with RANDOM seeded weights ({model.description})"
+                f"{name}: embedding with RANDOM seeded weights ({model.description}): "
+                f"{weights.note or 'pretrained weights switched off'}"
             )
-        cache = EmbeddingCache(storage.outputs_for(name) / "embedding_cache.npz")
+        cache = EmbeddingCache(out / "embedding_cache.npz")
         result = embed_samples(
             frame_index,
             storage.dataset_dir(name),
@@ -181,6 +194,21 @@ def embeddings(
         with user_errors():
             detail = "; ".join(f"{n}: {r}" for n, r in result.unreadable[:5])
             raise EmbeddingError(f"{storage.dataset_dir(name)}: no sample could be decoded ({detail})")
+    with user_errors():
+        baseline = None
+        if not model.random_init:
+            baseline = sample_embedder(
+                frame_index,
+                storage.dataset_dir(name),
+                embedding_model.random_model(),
+                batch_size=embedding_model.batch_size,
+                workers=embedding_model.workers,
+                cache=EmbeddingCache(out / "embedding_cache_random.npz"),
+            )
+        quality = measure(result.matrix, np.asarray(result.labels), result.indices, baseline)
+        if model.random_init and quality.knn is not None:
+            quality = Quality(quality.knn, quality.knn)  # the model is the random network
+    context.log.info(f"{name}: kNN agreement with the weak labels {quality.describe()}")
     yield Output(
         result,
         metadata={
@@ -189,6 +217,7 @@ def embeddings(
             "model": model.description,
             "checkpoint": model.checkpoint or "none (RANDOM seeded initialisation)",
             "random_init": model.random_init,
+            **weights.metadata(),
             "device": str(model.device),
             "precision": model.precision,
             "reused": result.reused,
@@ -196,11 +225,98 @@ def embeddings(
             "unreadable": len(result.unreadable),
             "seconds": round(result.seconds, 3),
             "samples_per_second": round(result.samples_per_s, 1),
+            **quality.metadata(),
         },
     )
     yield checks.finite_values(result.matrix, result.filenames)
     yield checks.all_samples_embedded(result.unreadable, len(frame_index))
-    yield checks.trained_weights(model.random_init, model.description)
+    yield checks.trained_weights(model.random_init, model.description, weights.note)
+    yield checks.knn_better_than_chance(quality)
+
+
+class EmbeddingModelConfig(Config):
+    """A self-supervised training run (lightly-ssl-train's defaults), stopped early by `max_minutes`.
+
+    `resume` continues from the dataset's previous `embedding_model.ckpt` instead of the pretrained weights.
+    """
+
+    epochs: int = 100
+    batch_size: int = 16
+    learning_rate: float = 1.0
+    max_minutes: float = 60.0
+    resume: bool = False
+    workers: int = -1
+
+
+@asset(partitions_def=datasets_partitions, group_name=TRAINING_GROUP, kinds={"pytorch"}, owners=OWNERS)
+def embedding_model(
+    context: AssetExecutionContext,
+    config: EmbeddingModelConfig,
+    storage: StorageResource,
+    embedding_model: EmbeddingModelResource,
+    frame_index: pd.DataFrame,
+):
+    """Lightly's SimCLR trained on this dataset: `<outputs>/<dataset>/embedding_model.ckpt`, which `embeddings` uses.
+
+    Runs only when asked (UI or `lightly-assets train DATASET`): on a CPU it is a long job.
+    """
+    from lightly_assets.embedding.quality import knn_of_model
+    from lightly_assets.embedding.training import TrainSettings, loss_curve_png, train
+    from lightly_assets.embedding.weights import TRAINED_NAME, load_chosen
+
+    name = context.partition_key
+    out = storage.outputs_for(name) / TRAINED_NAME
+    data_dir = storage.dataset_dir(name)
+    settings = TrainSettings(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        max_minutes=config.max_minutes,
+        input_size=embedding_model.input_size,
+        device=embedding_model.device,
+        precision="auto",
+        workers=config.workers,
+        seed=embedding_model.seed,
+    )
+    kwargs = dict(input_size=embedding_model.input_size, device=embedding_model.device, precision="auto")
+    embed = dict(batch_size=embedding_model.batch_size, workers=embedding_model.workers)
+    with user_errors():
+        start = embedding_model.choose(trained=out if config.resume else None, log=context.log.info)
+        context.log.info(f"{name}: training starts from {start.describe()}")
+        before = knn_of_model(frame_index, data_dir, load_chosen(start, seed=embedding_model.seed, **kwargs), **embed)
+        result = train(frame_index, data_dir, out, settings, start=start.path, progress=context.log.info)
+        after = knn_of_model(frame_index, data_dir, load_chosen(_trained(out), **kwargs), **embed)
+    context.log.info(f"{name}: kNN agreement before {before.describe()}, after {after.describe()}")
+    plot = base64.b64encode(loss_curve_png(result.losses)).decode()
+    yield Output(
+        {"path": str(out), "epochs": result.epochs, "losses": result.losses, "seconds": result.seconds},
+        metadata={
+            "checkpoint": MetadataValue.path(str(out.resolve())),  # not "path": the IO manager writes that key
+            "loss_per_epoch": MetadataValue.md(f"Mean SimCLR loss per epoch:\n\n![loss](data:image/png;base64,{plot})"),
+            "losses": [round(v, 5) for v in result.losses],
+            "epochs": result.epochs,
+            "stopped_by": result.stopped_by,
+            "partial_last_epoch": result.partial_last_epoch,
+            "steps": result.steps,
+            "samples": result.samples,
+            "images_seen": result.images_seen,
+            "images_per_second": round(result.images_per_s, 2),
+            "seconds": round(result.seconds, 1),
+            "device": result.device,
+            "precision": result.precision,
+            "unreadable": len(result.unreadable),
+            **{f"start_{k}": v for k, v in start.metadata().items()},
+            "sha256": _trained(out).sha256 or "",
+            "knn_before": before.describe(),
+            "knn_after": after.describe(),
+        },
+    )
+
+
+def _trained(path: Path):  # -> lightly_assets.embedding.weights.Weights
+    from lightly_assets.embedding.weights import Weights, sha256_of
+
+    return Weights("trained", path, sha256_of(path))
 
 
 class EmbeddingsCsvConfig(Config):

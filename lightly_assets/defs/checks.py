@@ -42,6 +42,11 @@ EMBEDDINGS = [
     _spec("finite_values", "embeddings", "No NaN or infinite value in the embedding matrix.", blocking=True),
     _spec("all_samples_embedded", "embeddings", "Warns when a sample could not be decoded and was left out."),
     _spec("trained_weights", "embeddings", "Warns when the model is a seeded random initialisation."),
+    _spec(
+        "knn_better_than_chance",
+        "embeddings",
+        "Warns when the leave-one-out 5-NN agreement with the weak labels is no better than chance.",
+    ),
 ]
 EMBEDDINGS_CSV = [
     _spec(
@@ -135,17 +140,42 @@ def all_samples_embedded(unreadable: Sequence[tuple[str, str]], total: int) -> A
     )
 
 
-def trained_weights(random_init: bool, description: str) -> AssetCheckResult:
+def trained_weights(random_init: bool, description: str, why: str = "") -> AssetCheckResult:
+    """Passes when the weights are not random; `why` says how the run came to use random weights."""
     return AssetCheckResult(
         check_name="trained_weights",
         passed=not random_init,
         severity=WARN,
         description=(
-            "RANDOM seeded weights: embeddings only reflect low-level image statistics. Set a checkpoint."
+            "RANDOM seeded weights: embeddings only reflect low-level image statistics. "
+            + (f"{why}. " if why else "")
+            + "Set a checkpoint, allow the pretrained download, or train one (lightly-assets train)."
             if random_init
             else None
         ),
-        metadata={"model": description},
+        metadata={"model": description, "why_random": why or "n/a"},
+    )
+
+
+def knn_better_than_chance(quality) -> AssetCheckResult:  # quality: lightly_assets.embedding.quality.Quality
+    """Warns when the embeddings' neighbours agree with the weak labels no more than shuffled labels do."""
+    if quality.knn is None:
+        return AssetCheckResult(
+            check_name="knn_better_than_chance",
+            passed=True,
+            severity=WARN,
+            description=f"Not applicable: {quality.reason}.",
+            metadata={"applicable": False, "reason": quality.reason or ""},
+        )
+    knn = quality.knn
+    return AssetCheckResult(
+        check_name="knn_better_than_chance",
+        passed=knn.better_than_chance,
+        severity=WARN,
+        description=None
+        if knn.better_than_chance
+        else f"kNN agreement {knn.agreement:.3f} is not above chance {knn.chance:.3f} (+{knn.margin:.3f} noise).",
+        metadata={"applicable": True, **quality.metadata(), "noise_margin": round(knn.margin, 4)},
     )
 
 

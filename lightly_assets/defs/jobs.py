@@ -9,3 +9,9 @@ lightly_assets_job = define_asset_job(
     selection=AssetSelection.groups(GROUP),
     description="Index, embed, write the Lightly CSV and publish one dataset, with every asset check.",
 )
+
+embedding_model_job = define_asset_job(
+    "embedding_model_job",
+    selection=AssetSelection.assets("embedding_model").upstream(),
+    description="Index one dataset and train Lightly's SimCLR on it (embedding_model.ckpt); runs only on request.",
+)

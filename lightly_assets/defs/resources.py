@@ -51,7 +51,12 @@ class StorageResource(ConfigurableResource):
 
 
 class EmbeddingModelResource(ConfigurableResource):
-    """The embedding network and how it runs; the loaded model is kept for the life of the step."""
+    """The embedding network and how it runs; the loaded model is kept for the life of the step.
+
+    Weights, in this order: `checkpoint` (or LIGHTLY_ASSETS_CHECKPOINT), the dataset's trained
+    `embedding_model.ckpt`, Lightly's pretrained zoo file (`pretrained`, from torch's hub cache; `pretrained_url` or
+    LIGHTLY_ASSETS_PRETRAINED_URL for a mirror), else a seeded random initialisation.
+    """
 
     checkpoint: Optional[str] = Field(default=None, description="Checkpoint file (lightly-ssl-train or torchvision).")
     pretrained_url: Optional[str] = Field(
@@ -64,23 +69,55 @@ class EmbeddingModelResource(ConfigurableResource):
     device: str = "auto"
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
     seed: int = 0
+    pretrained: bool = Field(
+        default=True, description="Use Lightly's pretrained zoo weights when no checkpoint is set."
+    )
+    download_timeout_s: float = 10.0
 
     _model: object = PrivateAttr(default=None)
+    _weights: object = PrivateAttr(default=None)
 
-    def load(self):  # -> lightly_assets.embedding.model.LoadedModel
+    def choose(self, trained: Optional[Path] = None, log=None):  # -> lightly_assets.embedding.weights.Weights
+        """Which weights `load` uses; downloads the pretrained file once when it is the one and not cached."""
+        from lightly_assets.embedding.weights import choose_weights
+
+        return choose_weights(
+            checkpoint=self.checkpoint or None,
+            trained=trained,
+            pretrained=self.pretrained,
+            url=self.pretrained_url,
+            stall_timeout=self.download_timeout_s,
+            log=log,
+        )
+
+    def load(self, trained: Optional[Path] = None, log=None):  # -> lightly_assets.embedding.model.LoadedModel
         """Build the model once; a bad checkpoint fails here, before any file is decoded."""
         if self._model is None:
-            from lightly_assets.embedding.model import load_model
+            from lightly_assets.embedding.weights import load_chosen
 
             choice("embedding_model.executor", self.executor, EXECUTORS)
-            self._model = load_model(
-                self.checkpoint or None,
+            self._weights = self.choose(trained, log)
+            self._model = load_chosen(
+                self._weights,
                 input_size=self.input_size,
                 seed=self.seed,
                 device=self.device,
                 precision=self.precision,
             )
         return self._model
+
+    @property
+    def weights(self):  # -> lightly_assets.embedding.weights.Weights | None
+        """Provenance of the loaded model's weights (None before `load`)."""
+        return self._weights
+
+    def random_model(self):  # -> lightly_assets.embedding.model.LoadedModel
+        """The seeded random network with the same settings: the baseline of the quality figure."""
+        from lightly_assets.embedding.model import load_model
+
+        return load_model(
+            None, input_size=self.input_size, seed=self.seed, device=self.device, precision=self.precision
+        )
 
 
 class PublishTargetResource(ConfigurableResource):

@@ -1,0 +1,258 @@
+"""Which weights embed a dataset, in DESIGN.md's order, and where they came from.
+
+1. a checkpoint the user names; 2. the dataset's own trained `embedding_model.ckpt`; 3. Lightly's pretrained
+model-zoo checkpoint for the architecture, the one `lightly-embed` uses by default, kept in torch's hub cache
+(`$TORCH_HOME/hub/checkpoints/<basename of the URL>`) and downloaded once when the network allows; 4. a seeded
+random initialisation, said loudly.
+
+The download is ours rather than `torch.hub.load_state_dict_from_url`, which has no timeout: an offline machine
+or a stalled mirror must cost seconds, not hang the run. A download that fails for any reason (unreachable,
+slow, truncated, not a checkpoint) falls back to random weights with the reason; a file already in the cache that
+cannot be used is an error naming it, never a silent random model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from lightly_assets.atomic import atomic_output
+from lightly_assets.errors import LightlyAssetsError
+
+URL_ENV = "LIGHTLY_ASSETS_PRETRAINED_URL"
+TRAINED_NAME = "embedding_model.ckpt"
+DEFAULT_ZOO_KEY = "resnet-18/simclr/d32/w1.0"  # lightly-embed's default config: resnet-18, num_ftrs 32, width 1
+STALL_TIMEOUT_S = 10.0  # longest wait for the server to answer or to send more bytes
+TOTAL_TIMEOUT_S = 600.0  # a download still running after this is abandoned, however fast bytes trickle in
+_CHUNK = 1 << 20
+
+Source = Literal["checkpoint", "trained", "pretrained", "random"]
+
+
+class WeightsError(LightlyAssetsError):
+    """A weights file that exists but cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The chosen weights: `path` is None only for the random initialisation; `note` says why, when it matters."""
+
+    source: Source
+    path: Path | None = None
+    sha256: str | None = None
+    zoo_key: str | None = None
+    url: str | None = None
+    note: str = ""
+
+    @property
+    def random(self) -> bool:
+        return self.source == "random"
+
+    def describe(self) -> str:
+        """One line for logs and the run summary."""
+        if self.random:
+            return f"random (seeded initialisation){': ' + self.note if self.note else ''}"
+        where = f"{self.zoo_key} from {self.url}, " if self.source == "pretrained" else ""
+        return f"{self.source} ({where}{self.path}, sha256 {(self.sha256 or '')[:16]})"
+
+    def metadata(self) -> dict[str, str]:
+        """Every field as text, so the UI shows the same provenance whatever the route."""
+        return {
+            "weights": self.source,
+            "weights_file": str(self.path) if self.path else "none",
+            "weights_sha256": self.sha256 or "none",
+            "weights_zoo_key": self.zoo_key or "none",
+            "weights_url": self.url or "none",
+            "weights_note": self.note or "none",
+        }
+
+
+def zoo_url(key: str = DEFAULT_ZOO_KEY) -> str:
+    """The URL lightly's own model zoo lists for `key` (lightly.models.zoo.ZOO)."""
+    from lightly.models.zoo import ZOO
+
+    if key not in ZOO:
+        raise WeightsError(f"no pretrained weights in lightly's model zoo for {key!r}; known: {sorted(ZOO)}")
+    return ZOO[key]
+
+
+def hub_checkpoints_dir() -> Path:
+    """torch's hub cache, as `lightly-embed` uses it (honours TORCH_HOME and XDG_CACHE_HOME)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def cached_path(url: str) -> Path:
+    """Where torch's hub keeps the file of `url`: the URL's basename under the hub's checkpoints folder."""
+    name = Path(urllib.parse.urlparse(url).path).name
+    if not name:
+        raise WeightsError(f"pretrained URL {url!r} names no file")
+    return hub_checkpoints_dir() / name
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class DownloadFailed(Exception):
+    """The pretrained file could not be fetched; the caller falls back to random weights."""
+
+
+def download(
+    url: str, dest: Path, stall_timeout: float = STALL_TIMEOUT_S, total_timeout: float = TOTAL_TIMEOUT_S
+) -> Path:
+    """Fetch `url` into `dest` atomically; raises DownloadFailed (never hangs longer than the timeouts).
+
+    A short body (fewer bytes than Content-Length) or a body that is not a PyTorch file is not kept.
+    """
+    deadline = time.monotonic() + total_timeout
+    _resolve(url, stall_timeout)
+    try:
+        with urllib.request.urlopen(url, timeout=stall_timeout) as response:  # noqa: S310 - http(s) URL by config
+            expected = response.headers.get("Content-Length")
+            with atomic_output(dest) as out:
+                got, head = 0, b""
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    head = head or chunk[:4]
+                    got += len(chunk)
+                    if time.monotonic() > deadline:
+                        raise DownloadFailed(f"{url}: still downloading after {total_timeout:g} s, gave up")
+                if expected is not None and got != int(expected):
+                    raise DownloadFailed(f"{url}: truncated download ({got} of {expected} bytes)")
+                if not _looks_like_torch_file(head):
+                    raise DownloadFailed(f"{url}: the server sent {got} bytes that are not a PyTorch checkpoint")
+    except DownloadFailed:
+        raise
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DownloadFailed(f"{url}: {reason}") from None
+    return dest
+
+
+def _resolve(url: str, timeout: float) -> None:
+    """Name resolution has no timeout in urllib (an offline resolver can block for tens of seconds): bound it."""
+    parts = urllib.parse.urlparse(url)
+    if not parts.hostname:
+        raise DownloadFailed(f"{url}: not an http(s) URL")
+    outcome: list[BaseException | None] = []
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(parts.hostname, parts.port or 443)
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=lookup, name="pretrained-dns", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        raise DownloadFailed(f"{url}: could not resolve {parts.hostname} within {timeout:g} s")
+    if outcome[0] is not None:
+        raise DownloadFailed(f"{url}: {outcome[0]}")
+
+
+def _looks_like_torch_file(head: bytes) -> bool:
+    """torch.save writes a zip archive; the legacy format is a pickle (starts with the PROTO opcode)."""
+    return head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")
+
+
+def choose_weights(
+    checkpoint: str | os.PathLike[str] | None = None,
+    trained: str | os.PathLike[str] | None = None,
+    pretrained: bool = True,
+    url: str | None = None,
+    zoo_key: str = DEFAULT_ZOO_KEY,
+    stall_timeout: float = STALL_TIMEOUT_S,
+    log=None,
+) -> Weights:
+    """Pick the weights in DESIGN.md's order; downloads the pretrained file at most once (then the cache serves it).
+
+    `url` overrides the zoo URL (the resource field); LIGHTLY_ASSETS_PRETRAINED_URL overrides it when unset.
+    """
+    if checkpoint:
+        return _file_weights("checkpoint", Path(checkpoint))
+    if trained and Path(trained).is_file():
+        return _file_weights("trained", Path(trained))
+    if not pretrained:
+        return Weights("random", note="pretrained weights switched off")
+    url = url or os.environ.get(URL_ENV) or zoo_url(zoo_key)
+    path = cached_path(url)
+    if not path.exists():
+        if log:
+            log(f"downloading pretrained weights {zoo_key} from {url} into {path}")
+        try:
+            download(url, path, stall_timeout=stall_timeout)
+        except DownloadFailed as exc:
+            return Weights("random", zoo_key=zoo_key, url=url, note=f"pretrained download failed: {exc}")
+    elif not path.is_file():
+        raise WeightsError(f"{path}: cached pretrained weights are not a file")
+    weights = _file_weights("pretrained", path)
+    return Weights("pretrained", path, weights.sha256, zoo_key, url)
+
+
+def _file_weights(source: Source, path: Path) -> Weights:
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint file not found")
+    return Weights(source, path, sha256_of(path))
+
+
+def zoo_arch(key: str):  # -> lightly_assets.embedding.model.LightlyArch
+    """`resnet-18/simclr/d32/w1.0` -> the LightlyArch lightly-embed builds for that zoo entry."""
+    from lightly_assets.embedding.model import LightlyArch
+
+    name, _, ftrs, width = key.split("/")
+    return LightlyArch(name=name, width=float(width.removeprefix("w")), num_ftrs=int(ftrs.removeprefix("d")))
+
+
+def check_architecture(path: Path, key: str) -> None:
+    """A cached pretrained file must hold exactly the backbone of `key`: anything else is an error naming it."""
+    import torch
+
+    from lightly_assets.embedding.model import build_lightly_model
+
+    hint = "delete it to download the pretrained weights again"
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise WeightsError(
+            f"{path}: cached pretrained weights are not a readable PyTorch checkpoint ({first}); {hint}"
+        ) from None
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: cached pretrained weights hold no state dict; {hint}")
+    got = {k.removeprefix("model."): tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    want = {k: tuple(v.shape) for k, v in build_lightly_model(zoo_arch(key)).state_dict().items()}
+    want = {k: v for k, v in want.items() if k.startswith("backbone.")}
+    wrong = sorted(k for k, v in want.items() if got.get(k) != v)
+    if wrong:
+        raise WeightsError(
+            f"{path}: cached pretrained weights do not fit {key} ({len(wrong)} backbone tensors missing or "
+            f"shaped differently, e.g. {wrong[:3]}); {hint}"
+        )
+
+
+def load_chosen(weights: Weights, **model_kwargs):  # -> lightly_assets.embedding.model.LoadedModel
+    """Load the chosen weights with the project's one model loader (`embedding.model.load_model`)."""
+    from lightly_assets.embedding.model import load_model
+
+    if weights.source == "pretrained" and weights.path is not None and weights.zoo_key:
+        check_architecture(weights.path, weights.zoo_key)
+    return load_model(str(weights.path) if weights.path else None, **model_kwargs)
