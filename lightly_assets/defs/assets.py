@@ -120,9 +120,11 @@ def embeddings(
 ):
     """One float32 vector per sample; only new or changed samples are embedded, the rest come from the cache."""
     from lightly_assets.embedding.pipeline import EmbeddingCache, EmbeddingError, embed_samples
+    from lightly_assets.embedding.ray_executor import choose_executor
 
     name = context.partition_key
     with user_errors():
+        executor = choose_executor(embedding_model.executor)  # LIGHTLY_ASSETS_EXECUTOR: local or ray
         model = embedding_model.load()
         if model.random_init:
             context.log.warning(
@@ -137,6 +139,7 @@ def embeddings(
             workers=embedding_model.workers,
             cache=cache,
             progress=Progress("embedding", context.log.info),
+            executor=executor,
         )
     for sample, reason in result.unreadable:
         context.log.warning(f"could not embed {sample}: {reason}")
@@ -159,6 +162,8 @@ def embeddings(
             "unreadable": len(result.unreadable),
             "seconds": round(result.seconds, 3),
             "samples_per_second": round(result.samples_per_s, 1),
+            "executor": executor.describe() if executor else "local",
+            **({"ray_nodes": len(executor.nodes)} if executor else {}),
         },
     )
     yield checks.finite_values(result.matrix, result.filenames)

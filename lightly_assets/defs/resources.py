@@ -38,6 +38,7 @@ class EmbeddingModelResource(ConfigurableResource):
     device: str = "auto"
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
     seed: int = 0
+    executor: Optional[str] = None  # "local" or "ray"; None: $LIGHTLY_ASSETS_EXECUTOR, else local
 
     _model: object = PrivateAttr(default=None)
 

@@ -1,0 +1,303 @@
+"""Embedding on a Ray cluster: a head and a worker node (1 CPU each) on 127.0.0.1, in a network namespace of
+the test's own with loopback only, so that none of Ray's listeners is reachable from outside.
+
+The pytest process starts `unshare -n --fork --pid --mount-proc python this_file.py WORK`: inside, the script
+starts both nodes, runs `lightly-assets run` with LIGHTLY_ASSETS_EXECUTOR=ray, then embeds again while it kills
+the worker node (its raylet and worker processes, by pid) in the middle of a task, stops every process it
+started by pid, and writes what it saw to WORK. The pid namespace ends with the script, so nothing outlives it.
+The comparison with the local pipeline happens here, in the pytest process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from lightly_assets_tests.conftest import REPO, make_image
+
+PORT = 6390
+ADDRESS = f"127.0.0.1:{PORT}"
+DATASET = "mixed"
+
+
+def make_dataset(root: Path) -> Path:
+    """6 images in two labels and 3 short videos of noise: 6 + 3 x 24 samples."""
+    folder = root / DATASET
+    for i in range(6):
+        make_image(folder / "images" / ("a" if i % 2 else "b") / f"{i}.png", seed=i)
+    rng = np.random.default_rng(7)
+    for v in range(3):
+        path = folder / "videos" / f"clip{v}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("mpeg4", rate=12)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for _ in range(24):
+                pixels = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+            container.mux(stream.encode())
+    return folder
+
+
+def frame_index_of(folder: Path):
+    from lightly_assets.dataset.samples import build_sample_index
+    from lightly_assets.dataset.scan import scan_dataset
+
+    return build_sample_index(scan_dataset(folder).files, folder).samples
+
+
+def local_embeddings(folder: Path):
+    from lightly_assets.embedding.model import load_model
+    from lightly_assets.embedding.pipeline import embed_samples
+
+    model = load_model(None, input_size=64, seed=0, precision="fp32")  # EmbeddingModelResource's defaults
+    return embed_samples(frame_index_of(folder), folder, model)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# In the pytest process.
+
+
+def test_executor_is_chosen_by_environment(monkeypatch) -> None:
+    from lightly_assets.embedding.pipeline import EmbeddingError
+    from lightly_assets.embedding.ray_executor import RayExecutor, choose_executor
+
+    monkeypatch.delenv("LIGHTLY_ASSETS_EXECUTOR", raising=False)
+    assert choose_executor() is None
+    monkeypatch.setenv("LIGHTLY_ASSETS_EXECUTOR", "ray")
+    assert isinstance(choose_executor(), RayExecutor)
+    assert choose_executor("local") is None  # the resource's field wins over the environment
+    with pytest.raises(EmbeddingError, match="LIGHTLY_ASSETS_EXECUTOR must be one of local, ray, got 'spark'"):
+        choose_executor("spark")
+
+
+def test_unreachable_cluster_is_a_clear_error_within_seconds(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+    from lightly_assets.embedding.model import load_model
+    from lightly_assets.embedding.pipeline import embed_samples
+    from lightly_assets.embedding.ray_executor import RayExecutor, RayExecutorError
+
+    folder = tmp_path / "ds"
+    make_image(folder / "a.png")
+    model = load_model(None, input_size=16)
+    with socket_on_free_port() as port:  # bound, not listening: connections are refused
+        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+        start = time.monotonic()
+        with pytest.raises(RayExecutorError, match=rf"Ray cluster 127\.0\.0\.1:{port} cannot be reached") as caught:
+            embed_samples(frame_index_of(folder), folder, model, executor=RayExecutor())
+    assert time.monotonic() - start < 10 and len(str(caught.value).splitlines()) == 1
+    monkeypatch.delenv("RAY_ADDRESS")
+    with pytest.raises(RayExecutorError, match=r"LIGHTLY_ASSETS_EXECUTOR=ray needs \$RAY_ADDRESS"):
+        embed_samples(frame_index_of(folder), folder, model, executor=RayExecutor())
+
+
+class socket_on_free_port:
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return self.sock.getsockname()[1]
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+
+@pytest.mark.e2e
+def test_embeddings_on_a_two_node_ray_cluster_survive_a_dying_worker(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
+        pytest.skip("needs `unshare -n` (root or user namespaces) to keep the test cluster on loopback")
+    folder = make_dataset(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LIGHTLY_STUDIO_ANALYTICS_ENABLED": "false"}
+    inside = subprocess.run(
+        ["unshare", "-n", "--fork", "--pid", "--mount-proc", sys.executable, __file__, str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    facts_file = tmp_path / "facts.json"
+    assert facts_file.is_file(), inside.stdout[-3000:] + inside.stderr[-3000:]
+    facts = json.loads(facts_file.read_text())
+    assert facts["left_running"] == [], facts  # every Ray process was stopped by pid
+    local = local_embeddings(folder)
+
+    # 1. `lightly-assets run` on the cluster: the same rows as the local pipeline, from both nodes.
+    assert facts["cli_rc"] == 0, facts["cli_out"]
+    from lightly.utils.io import load_embeddings
+
+    vectors, labels, names = load_embeddings(str(tmp_path / "out" / DATASET / "embeddings.csv"))
+    assert names == local.filenames and labels == local.labels and len(names) == 6 + 3 * 24
+    assert cosines(np.asarray(vectors, dtype=np.float32), local.matrix).min() >= 0.9999
+    from dagster import AssetKey, DagsterInstance
+
+    os.environ["DAGSTER_HOME"] = str(tmp_path / "home")
+    try:
+        with DagsterInstance.get() as instance:
+            event = instance.get_latest_materialization_event(AssetKey("embeddings"))
+            metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    finally:
+        del os.environ["DAGSTER_HOME"]
+    assert metadata["executor"] == f"ray ({ADDRESS})" and metadata["ray_nodes"] == 2, metadata
+
+    # 2. The worker node died while a task ran there: Ray retried the task and the result is complete.
+    assert facts["killed_while_running"], facts
+    survived = np.load(tmp_path / "after_kill.npz")
+    assert survived["filenames"].tolist() == local.filenames
+    assert cosines(survived["matrix"], local.matrix).min() >= 0.9999
+    assert facts["kill_run_error"] is None, facts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inside the namespace (this file run as a script).
+
+
+def _procs() -> dict[int, str]:
+    """Every process of this pid namespace but ourselves, with its command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if cmdline and state != "Z":
+                found[int(entry.name)] = cmdline
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(entry.name))
+            except OSError:
+                continue
+    return kids
+
+
+def _stop(pids: list[int]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(p in _procs() for p in pids):
+            _reap()
+            time.sleep(0.1)
+    _reap()
+
+
+def _reap() -> None:
+    """We are pid 1 here: collect the exit status of orphans that died."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _kill_worker_node_mid_task(raylet: int, facts: dict, stop: threading.Event) -> None:
+    """As soon as a Ray worker process of the worker node runs an embedding task, kill that node by pid."""
+    while not stop.is_set():
+        running = [p for p in _children(raylet) if "_embed_chunk" in _procs().get(p, "")]
+        if running:
+            node = [*_children(raylet), raylet]
+            for pid in node:
+                os.kill(pid, signal.SIGKILL)
+            facts["killed_while_running"] = True
+            facts["killed_pids"] = node
+            return
+        time.sleep(0.02)
+
+
+def _inside_namespace(work: Path) -> None:
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    facts: dict = {"killed_while_running": False, "kill_run_error": None}
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's unix socket paths must stay short
+    ray = str(Path(sys.executable).parent / "ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    node = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--temp-dir", str(temp), "--disable-usage-stats"]
+    node += ["--object-store-memory", "100000000"]
+    try:
+        start = time.monotonic()
+        head = ["--head", "--port", str(PORT), "--include-dashboard=false"]
+        subprocess.run([ray, "start", *head, *node], env=env, check=True, capture_output=True, timeout=120)
+        head_pids = set(_procs())
+        subprocess.run(
+            [ray, "start", "--address", ADDRESS, *node], env=env, check=True, capture_output=True, timeout=120
+        )
+        raylet = next(p for p, cmd in _procs().items() if p not in head_pids and "raylet/raylet" in cmd)
+        facts["cluster_start_s"] = round(time.monotonic() - start, 1)
+
+        run_env = {
+            **env,
+            "LIGHTLY_ASSETS_EXECUTOR": "ray",
+            "RAY_ADDRESS": ADDRESS,
+            "DAGSTER_HOME": str(work / "home"),
+            "LIGHTLY_ASSETS_DATA_DIR": str(work / "data"),
+            "LIGHTLY_ASSETS_OUTPUT_DIR": str(work / "out"),
+        }
+        start = time.monotonic()
+        cli = subprocess.run(
+            [sys.executable, "-m", "lightly_assets.cli", "run", DATASET],
+            cwd=REPO,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        facts.update(cli_rc=cli.returncode, cli_out=cli.stdout[-4000:] + cli.stderr[-4000:])
+        facts["cli_s"] = round(time.monotonic() - start, 1)
+
+        from lightly_assets.embedding.model import load_model
+        from lightly_assets.embedding.pipeline import embed_samples
+        from lightly_assets.embedding.ray_executor import RayExecutor
+
+        stop = threading.Event()
+        killer = threading.Thread(target=_kill_worker_node_mid_task, args=(raylet, facts, stop), daemon=True)
+        killer.start()
+        folder = work / "data" / DATASET
+        start = time.monotonic()
+        try:
+            model = load_model(None, input_size=64, seed=0, precision="fp32")
+            result = embed_samples(frame_index_of(folder), folder, model, executor=RayExecutor(address=ADDRESS))
+            np.savez(work / "after_kill.npz", filenames=np.asarray(result.filenames), matrix=result.matrix)
+        except Exception as exc:  # noqa: BLE001 - reported to the pytest process
+            facts["kill_run_error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            stop.set()
+            killer.join(5)
+            facts["kill_run_s"] = round(time.monotonic() - start, 1)
+    finally:
+        _stop(list(_procs()))
+        facts["left_running"] = sorted(_procs().values())
+        shutil.rmtree(temp, ignore_errors=True)
+        (work / "facts.json").write_text(json.dumps(facts, indent=1))
+
+
+if __name__ == "__main__":
+    _inside_namespace(Path(sys.argv[1]))
