@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,10 +23,9 @@ import av
 import numpy as np
 import pytest
 
+from lightly_assets_tests import ray_cluster
 from lightly_assets_tests.conftest import REPO, make_image
 
-PORT = 6390
-ADDRESS = f"127.0.0.1:{PORT}"
 DATASET = "mixed"
 
 
@@ -122,12 +119,12 @@ class socket_on_free_port:
 @pytest.mark.e2e
 def test_embeddings_on_a_two_node_ray_cluster_survive_a_dying_worker(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
+    if not ray_cluster.namespaces_available():
         pytest.skip("needs `unshare -n` (root or user namespaces) to keep the test cluster on loopback")
     folder = make_dataset(tmp_path / "data")
     env = {**os.environ, "PYTHONPATH": str(REPO), "LIGHTLY_STUDIO_ANALYTICS_ENABLED": "false"}
     inside = subprocess.run(
-        ["unshare", "-n", "--fork", "--pid", "--mount-proc", sys.executable, __file__, str(tmp_path)],
+        ray_cluster.in_namespace([sys.executable, __file__, str(tmp_path)]),
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -156,7 +153,7 @@ def test_embeddings_on_a_two_node_ray_cluster_survive_a_dying_worker(tmp_path: P
             metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
     finally:
         del os.environ["DAGSTER_HOME"]
-    assert metadata["executor"] == f"ray ({ADDRESS})" and metadata["ray_nodes"] == 2, metadata
+    assert metadata["executor"] == f"ray ({ray_cluster.ADDRESS})" and metadata["ray_nodes"] == 2, metadata
 
     # 2. The worker node died while a task ran there: Ray retried the task and the result is complete.
     assert facts["killed_while_running"], facts
@@ -170,62 +167,11 @@ def test_embeddings_on_a_two_node_ray_cluster_survive_a_dying_worker(tmp_path: P
 # Inside the namespace (this file run as a script).
 
 
-def _procs() -> dict[int, str]:
-    """Every process of this pid namespace but ourselves, with its command line."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if cmdline and state != "Z":
-                found[int(entry.name)] = cmdline
-    return found
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    kids.append(int(entry.name))
-            except OSError:
-                continue
-    return kids
-
-
-def _stop(pids: list[int]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(p in _procs() for p in pids):
-            _reap()
-            time.sleep(0.1)
-    _reap()
-
-
-def _reap() -> None:
-    """We are pid 1 here: collect the exit status of orphans that died."""
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-    except ChildProcessError:
-        pass
-
-
 def _kill_worker_node_mid_task(raylet: int, facts: dict, stop: threading.Event) -> None:
     """As soon as a Ray worker process of the worker node runs an embedding task, kill that node by pid."""
     while not stop.is_set():
-        running = [p for p in _children(raylet) if "_embed_chunk" in _procs().get(p, "")]
-        if running:
-            node = [*_children(raylet), raylet]
+        if any("_embed_chunk" in ray_cluster.processes().get(p, "") for p in ray_cluster.children(raylet)):
+            node = [*ray_cluster.children(raylet), raylet]
             for pid in node:
                 os.kill(pid, signal.SIGKILL)
             facts["killed_while_running"] = True
@@ -235,28 +181,16 @@ def _kill_worker_node_mid_task(raylet: int, facts: dict, stop: threading.Event) 
 
 
 def _inside_namespace(work: Path) -> None:
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     facts: dict = {"killed_while_running": False, "kill_run_error": None}
-    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's unix socket paths must stay short
-    ray = str(Path(sys.executable).parent / "ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    node = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--temp-dir", str(temp), "--disable-usage-stats"]
-    node += ["--object-store-memory", "100000000"]
+    cluster = None
     try:
         start = time.monotonic()
-        head = ["--head", "--port", str(PORT), "--include-dashboard=false"]
-        subprocess.run([ray, "start", *head, *node], env=env, check=True, capture_output=True, timeout=120)
-        head_pids = set(_procs())
-        subprocess.run(
-            [ray, "start", "--address", ADDRESS, *node], env=env, check=True, capture_output=True, timeout=120
-        )
-        raylet = next(p for p, cmd in _procs().items() if p not in head_pids and "raylet/raylet" in cmd)
+        cluster = ray_cluster.start()
         facts["cluster_start_s"] = round(time.monotonic() - start, 1)
-
         run_env = {
-            **env,
+            **os.environ,
             "LIGHTLY_ASSETS_EXECUTOR": "ray",
-            "RAY_ADDRESS": ADDRESS,
+            "RAY_ADDRESS": cluster.address,
             "DAGSTER_HOME": str(work / "home"),
             "LIGHTLY_ASSETS_DATA_DIR": str(work / "data"),
             "LIGHTLY_ASSETS_OUTPUT_DIR": str(work / "out"),
@@ -278,13 +212,15 @@ def _inside_namespace(work: Path) -> None:
         from lightly_assets.embedding.ray_executor import RayExecutor
 
         stop = threading.Event()
-        killer = threading.Thread(target=_kill_worker_node_mid_task, args=(raylet, facts, stop), daemon=True)
+        args = (cluster.worker_raylet, facts, stop)
+        killer = threading.Thread(target=_kill_worker_node_mid_task, args=args, daemon=True)
         killer.start()
         folder = work / "data" / DATASET
         start = time.monotonic()
         try:
             model = load_model(None, input_size=64, seed=0, precision="fp32")
-            result = embed_samples(frame_index_of(folder), folder, model, executor=RayExecutor(address=ADDRESS))
+            executor = RayExecutor(address=cluster.address)
+            result = embed_samples(frame_index_of(folder), folder, model, executor=executor)
             np.savez(work / "after_kill.npz", filenames=np.asarray(result.filenames), matrix=result.matrix)
         except Exception as exc:  # noqa: BLE001 - reported to the pytest process
             facts["kill_run_error"] = f"{type(exc).__name__}: {exc}"
@@ -293,9 +229,7 @@ def _inside_namespace(work: Path) -> None:
             killer.join(5)
             facts["kill_run_s"] = round(time.monotonic() - start, 1)
     finally:
-        _stop(list(_procs()))
-        facts["left_running"] = sorted(_procs().values())
-        shutil.rmtree(temp, ignore_errors=True)
+        facts["left_running"] = ray_cluster.stop_all(cluster)
         (work / "facts.json").write_text(json.dumps(facts, indent=1))
 
 
