@@ -102,6 +102,44 @@ def test_advisory_locks_serialize_writers_of_one_dataset(pg_socket: Path, monkey
     assert sql(pg_socket, "locks", "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == [(0,)]
 
 
+def test_first_uploads_at_once_create_the_schema_once(pg_socket: Path, tmp_path: Path) -> None:
+    """Three processes open a fresh database at the same moment: without the schema lock some fail with
+    `UniqueViolation ... pg_type_typname_nsp_index` (seen here before the lock existed)."""
+    env = {**os.environ, "RACE_URL": url(pg_socket, "race"), "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, str(tmp_path), str(i)], env=env, stdout=subprocess.PIPE, text=True, cwd=REPO
+        )
+        for i in range(3)
+    ]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready-*"))) < 3 and time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.05)
+    (tmp_path / "go").touch()  # all imported: connect at once
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert outputs == ["ok", "ok", "ok"], outputs
+    tables = sql(pg_socket, "race", "SELECT count(*) FROM information_schema.tables WHERE table_name = 'sample'")
+    assert tables == [(1,)]
+
+
+def _connect_when_told(work: Path, index: int) -> None:
+    """Run as a script by the test above: import, say ready, wait for `go`, open the database once."""
+    from lightly_assets.publish.studio import StudioTarget
+    from lightly_assets.publish.studio.database import connected, import_studio
+
+    import_studio()
+    (work / f"ready-{index}").touch()
+    while not (work / "go").exists():
+        time.sleep(0.002)
+    try:
+        with connected(StudioTarget(db_url_env="RACE_URL", dataset_name="race")):
+            pass
+        print("ok")
+    except Exception as error:  # noqa: BLE001 - reported to the test
+        print(f"FAIL {type(error).__name__}: {str(error).splitlines()[0]}")
+
+
 def test_two_runs_at_once_share_dagster_and_lightly_studio_on_postgres(pg_socket: Path, tmp_path: Path) -> None:
     sql(pg_socket, "postgres", "CREATE DATABASE dagster")  # Dagster expects its database; LightlyStudio makes its own
     home, data, out = tmp_path / "home", tmp_path / "data", tmp_path / "out"
@@ -150,3 +188,7 @@ def test_two_runs_at_once_share_dagster_and_lightly_studio_on_postgres(pg_socket
     assert studio == [("alpha", 4), ("beta", 4)]
     vectors = sql(pg_socket, "studio", "SELECT count(*) FROM sample_embedding")
     assert vectors == [(8,)]
+
+
+if __name__ == "__main__":
+    _connect_when_told(Path(sys.argv[1]), int(sys.argv[2]))
