@@ -2,10 +2,10 @@
 the test's own with loopback only, so that none of Ray's listeners is reachable from outside.
 
 The pytest process starts `unshare -n --fork --pid --mount-proc python this_file.py WORK`: inside, the script
-starts both nodes, runs `lightly-assets run` with LIGHTLY_ASSETS_EXECUTOR=ray, then embeds again while it kills
-the worker node (its raylet and worker processes, by pid) in the middle of a task, stops every process it
-started by pid, and writes what it saw to WORK. The pid namespace ends with the script, so nothing outlives it.
-The comparison with the local pipeline happens here, in the pytest process.
+starts both nodes and runs `lightly-assets run first second` with LIGHTLY_ASSETS_EXECUTOR=ray; once `first` is
+embedded, it kills the worker node (its raylet and worker processes, by pid) while that node runs a task of
+`second`. Then it stops every process it started by pid and writes what it saw to WORK. The pid namespace ends
+with the script, so nothing outlives it. The comparison with the local pipeline happens here, in pytest.
 """
 
 from __future__ import annotations
@@ -26,16 +26,17 @@ import pytest
 from lightly_assets_tests import ray_cluster
 from lightly_assets_tests.conftest import REPO, make_image
 
-DATASET = "mixed"
+DATASETS = {"first": (6, 2), "second": (0, 3)}  # name -> (images, videos of 24 frames)
 
 
-def make_dataset(root: Path) -> Path:
-    """6 images in two labels and 3 short videos of noise: 6 + 3 x 24 samples."""
-    folder = root / DATASET
-    for i in range(6):
+def make_dataset(root: Path, name: str) -> Path:
+    """Images in two labels and short videos of noise; each video is one Ray task, the images one more."""
+    images, videos = DATASETS[name]
+    folder = root / name
+    for i in range(images):
         make_image(folder / "images" / ("a" if i % 2 else "b") / f"{i}.png", seed=i)
-    rng = np.random.default_rng(7)
-    for v in range(3):
+    rng = np.random.default_rng(len(name))
+    for v in range(videos):
         path = folder / "videos" / f"clip{v}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
         with av.open(str(path), "w") as container:
@@ -121,7 +122,7 @@ def test_embeddings_on_a_two_node_ray_cluster_survive_a_dying_worker(tmp_path: P
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
     if not ray_cluster.namespaces_available():
         pytest.skip("needs `unshare -n` (root or user namespaces) to keep the test cluster on loopback")
-    folder = make_dataset(tmp_path / "data")
+    folders = {name: make_dataset(tmp_path / "data", name) for name in DATASETS}
     env = {**os.environ, "PYTHONPATH": str(REPO), "LIGHTLY_STUDIO_ANALYTICS_ENABLED": "false"}
     inside = subprocess.run(
         ray_cluster.in_namespace([sys.executable, __file__, str(tmp_path)]),
@@ -135,42 +136,52 @@ def test_embeddings_on_a_two_node_ray_cluster_survive_a_dying_worker(tmp_path: P
     assert facts_file.is_file(), inside.stdout[-3000:] + inside.stderr[-3000:]
     facts = json.loads(facts_file.read_text())
     assert facts["left_running"] == [], facts  # every Ray process was stopped by pid
-    local = local_embeddings(folder)
-
-    # 1. `lightly-assets run` on the cluster: the same rows as the local pipeline, from both nodes.
     assert facts["cli_rc"] == 0, facts["cli_out"]
+    # The worker node died while it ran a task of `second`: Ray retried the task and the run completed.
+    assert facts["killed_while_running"], facts
     from lightly.utils.io import load_embeddings
 
-    vectors, labels, names = load_embeddings(str(tmp_path / "out" / DATASET / "embeddings.csv"))
-    assert names == local.filenames and labels == local.labels and len(names) == 6 + 3 * 24
-    assert cosines(np.asarray(vectors, dtype=np.float32), local.matrix).min() >= 0.9999
-    from dagster import AssetKey, DagsterInstance
+    for name, folder in folders.items():  # the same rows as the local pipeline, both datasets
+        local = local_embeddings(folder)
+        vectors, labels, names = load_embeddings(str(tmp_path / "out" / name / "embeddings.csv"))
+        images, videos = DATASETS[name]
+        assert names == local.filenames and labels == local.labels and len(names) == images + 24 * videos
+        assert cosines(np.asarray(vectors, dtype=np.float32), local.matrix).min() >= 0.9999
+    metadata = embeddings_metadata(tmp_path / "home")
+    assert metadata["first"]["executor"] == f"ray ({ray_cluster.ADDRESS})"
+    assert metadata["first"]["ray_nodes"] == 2, metadata  # both nodes embedded
+    assert metadata["second"]["embedded"] == 3 * 24 and metadata["second"]["ray_nodes"] >= 1, metadata
 
-    os.environ["DAGSTER_HOME"] = str(tmp_path / "home")
+
+def embeddings_metadata(home: Path) -> dict[str, dict]:
+    """The metadata of the latest `embeddings` materialization of each dataset, read from the instance."""
+    from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+
+    os.environ["DAGSTER_HOME"] = str(home)
     try:
         with DagsterInstance.get() as instance:
-            event = instance.get_latest_materialization_event(AssetKey("embeddings"))
-            metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+            found = {}
+            for name in DATASETS:
+                records = instance.fetch_materializations(
+                    AssetRecordsFilter(asset_key=AssetKey("embeddings"), asset_partitions=[name]), limit=1
+                ).records
+                metadata = records[0].asset_materialization.metadata
+                found[name] = {k: v.value for k, v in metadata.items()}
+            return found
     finally:
         del os.environ["DAGSTER_HOME"]
-    assert metadata["executor"] == f"ray ({ray_cluster.ADDRESS})" and metadata["ray_nodes"] == 2, metadata
-
-    # 2. The worker node died while a task ran there: Ray retried the task and the result is complete.
-    assert facts["killed_while_running"], facts
-    survived = np.load(tmp_path / "after_kill.npz")
-    assert survived["filenames"].tolist() == local.filenames
-    assert cosines(survived["matrix"], local.matrix).min() >= 0.9999
-    assert facts["kill_run_error"] is None, facts
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Inside the namespace (this file run as a script).
 
 
-def _kill_worker_node_mid_task(raylet: int, facts: dict, stop: threading.Event) -> None:
-    """As soon as a Ray worker process of the worker node runs an embedding task, kill that node by pid."""
+def _kill_worker_node_mid_task(raylet: int, after: Path, facts: dict, stop: threading.Event) -> None:
+    """Once `after` exists, kill the worker node by pid as soon as one of its Ray workers runs an embedding task."""
     while not stop.is_set():
-        if any("_embed_chunk" in ray_cluster.processes().get(p, "") for p in ray_cluster.children(raylet)):
+        if after.exists() and any(
+            "_embed_chunk" in ray_cluster.processes().get(p, "") for p in ray_cluster.children(raylet)
+        ):
             node = [*ray_cluster.children(raylet), raylet]
             for pid in node:
                 os.kill(pid, signal.SIGKILL)
@@ -181,12 +192,17 @@ def _kill_worker_node_mid_task(raylet: int, facts: dict, stop: threading.Event) 
 
 
 def _inside_namespace(work: Path) -> None:
-    facts: dict = {"killed_while_running": False, "kill_run_error": None}
+    facts: dict = {"killed_while_running": False}
     cluster = None
+    stop = threading.Event()
     try:
         start = time.monotonic()
         cluster = ray_cluster.start()
         facts["cluster_start_s"] = round(time.monotonic() - start, 1)
+        first_done = work / "out" / "first" / "embeddings.csv"
+        args = (cluster.worker_raylet, first_done, facts, stop)
+        killer = threading.Thread(target=_kill_worker_node_mid_task, args=args, daemon=True)
+        killer.start()
         run_env = {
             **os.environ,
             "LIGHTLY_ASSETS_EXECUTOR": "ray",
@@ -197,7 +213,7 @@ def _inside_namespace(work: Path) -> None:
         }
         start = time.monotonic()
         cli = subprocess.run(
-            [sys.executable, "-m", "lightly_assets.cli", "run", DATASET],
+            [sys.executable, "-m", "lightly_assets.cli", "run", *DATASETS],
             cwd=REPO,
             env=run_env,
             capture_output=True,
@@ -206,29 +222,8 @@ def _inside_namespace(work: Path) -> None:
         )
         facts.update(cli_rc=cli.returncode, cli_out=cli.stdout[-4000:] + cli.stderr[-4000:])
         facts["cli_s"] = round(time.monotonic() - start, 1)
-
-        from lightly_assets.embedding.model import load_model
-        from lightly_assets.embedding.pipeline import embed_samples
-        from lightly_assets.embedding.ray_executor import RayExecutor
-
-        stop = threading.Event()
-        args = (cluster.worker_raylet, facts, stop)
-        killer = threading.Thread(target=_kill_worker_node_mid_task, args=args, daemon=True)
-        killer.start()
-        folder = work / "data" / DATASET
-        start = time.monotonic()
-        try:
-            model = load_model(None, input_size=64, seed=0, precision="fp32")
-            executor = RayExecutor(address=cluster.address)
-            result = embed_samples(frame_index_of(folder), folder, model, executor=executor)
-            np.savez(work / "after_kill.npz", filenames=np.asarray(result.filenames), matrix=result.matrix)
-        except Exception as exc:  # noqa: BLE001 - reported to the pytest process
-            facts["kill_run_error"] = f"{type(exc).__name__}: {exc}"
-        finally:
-            stop.set()
-            killer.join(5)
-            facts["kill_run_s"] = round(time.monotonic() - start, 1)
     finally:
+        stop.set()
         facts["left_running"] = ray_cluster.stop_all(cluster)
         (work / "facts.json").write_text(json.dumps(facts, indent=1))
 
