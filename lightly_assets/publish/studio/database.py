@@ -114,6 +114,8 @@ def advisory_lock(target: StudioTarget, name: str, what: str) -> Iterator[None]:
 def _lock_engine(target: StudioTarget):  # -> sqlalchemy.Engine
     """An engine on the database LightlyStudio uses, with its driver (psycopg 3), without a pool."""
     import sqlalchemy as sa
+
+    import_studio()  # offline first: importing any part of lightly_studio runs its package set-up
     from lightly_studio.database.db_url import ensure_psycopg3_driver
 
     url = ensure_psycopg3_driver(engine_url=_db_url(target))
