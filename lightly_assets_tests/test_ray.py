@@ -85,6 +85,20 @@ def test_executor_is_chosen_by_environment(monkeypatch) -> None:
         choose_executor("spark")
 
 
+def test_work_is_cut_into_image_batches_and_whole_videos() -> None:
+    import pandas as pd
+
+    from lightly_assets.embedding.ray_executor import _chunks, gpus_per_task
+
+    kinds = ["image", "video", "image", "video", "image", "video", "image"]
+    sources = ["a.png", "v1.mp4", "b.png", "v1.mp4", "c.png", "v2.mp4", "d.png"]
+    index = pd.DataFrame({"kind": kinds, "source": sources})
+    todo = np.array([0, 1, 2, 3, 5, 6])  # c.png came from the cache
+    assert [c.tolist() for c in _chunks(index, todo, batch_size=2)] == [[0, 2], [6], [1, 3], [5]]
+    assert gpus_per_task(None, {"CPU": 2.0}) == 0 and gpus_per_task(None, {"CPU": 8.0, "GPU": 2.0}) == 1
+    assert gpus_per_task(0.5, {"GPU": 2.0}) == 0.5
+
+
 def test_unreachable_cluster_is_a_clear_error_within_seconds(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
     from lightly_assets.embedding.model import load_model

@@ -90,7 +90,7 @@ class RayExecutor:
         ray = _import_ray()
         address = self.resolved_address()
         with _connected(ray, address):
-            gpus = self.num_gpus if self.num_gpus is not None else (1.0 if ray.cluster_resources().get("GPU") else 0.0)
+            gpus = gpus_per_task(self.num_gpus, ray.cluster_resources())
             remote = ray.remote(_embed_chunk).options(
                 num_cpus=self.num_cpus,
                 num_gpus=gpus,
@@ -124,6 +124,13 @@ class RayExecutor:
                 for ref in pending:
                     with contextlib.suppress(Exception):
                         ray.cancel(ref, force=True)
+
+
+def gpus_per_task(asked: float | None, cluster: dict[str, float]) -> float:
+    """What each task asks for: `asked` when set, else one GPU where the cluster has any, else none."""
+    if asked is not None:
+        return asked
+    return 1.0 if cluster.get("GPU", 0) >= 1 else 0.0
 
 
 def _import_ray():
