@@ -10,13 +10,18 @@ PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 export LIGHTLY_STUDIO_ANALYTICS_ENABLED=false
 
 setup() {
+  # $1: the extras to install (default test); `test` adds the ray extra so the Ray tests run in CI too.
+  extras=${1:-test}
   if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
   stamp=.venv/.lightly-assets-installed
-  want=$(cat pyproject.toml | sha256sum | cut -c1-16)
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    .venv/bin/pip install --disable-pip-version-check -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+  hash=$(sha256sum < pyproject.toml | cut -c1-16)
+  read -r have_hash have_extras 2>/dev/null < "$stamp" || true
+  missing=0
+  for e in ${extras//,/ }; do [[ ",${have_extras:-}," == *",$e,"* ]] || missing=1; done
+  if [ "${have_hash:-}" != "$hash" ] || [ "$missing" = 1 ]; then
+    .venv/bin/pip install --disable-pip-version-check -q -e ".[$extras]" 2>&1 | grep -v "^WARNING: Location" || true
     .venv/bin/python -c "import lightly_assets, torch, lightly, dagster" # fail loudly if the install failed
-    echo "$want" > "$stamp"
+    echo "$hash $extras" > "$stamp"
   fi
 }
 
@@ -31,7 +36,7 @@ browser() {
 cmd=${1:-run}; shift || true
 case "$cmd" in
   run)  setup; exec .venv/bin/lightly-assets run "$@" ;;
-  test) setup; browser; exec .venv/bin/python -m pytest "$@" ;;
+  test) setup test,ray; browser; exec .venv/bin/python -m pytest "$@" ;;
   check) setup; exec .venv/bin/dg check defs ;;
   ui)   setup; export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"; mkdir -p "$DAGSTER_HOME"
         exec .venv/bin/dagster dev -h 127.0.0.1 -p "${PORT:-3000}" ;;

@@ -165,11 +165,13 @@ def embeddings(
     """
     from lightly_assets.embedding.pipeline import EmbeddingCache, EmbeddingError, embed_samples
     from lightly_assets.embedding.quality import Quality, measure, sample_embedder
+    from lightly_assets.embedding.ray_executor import choose_executor
     from lightly_assets.embedding.weights import TRAINED_NAME
 
     name = context.partition_key
     out = storage.outputs_for(name)
     with user_errors():
+        executor = choose_executor(embedding_model.executor)  # LIGHTLY_ASSETS_EXECUTOR: local or ray
         model = embedding_model.load(trained=out / TRAINED_NAME, log=context.log.info)
         weights = embedding_model.weights
         context.log.info(f"{name}: weights {weights.describe()}")
@@ -187,6 +189,7 @@ def embeddings(
             workers=embedding_model.workers,
             cache=cache,
             progress=Progress("embedding", context.log.info),
+            executor=executor,
         )
     for sample, reason in result.unreadable:
         context.log.warning(f"could not embed {sample}: {reason}")
@@ -226,6 +229,8 @@ def embeddings(
             "seconds": round(result.seconds, 3),
             "samples_per_second": round(result.samples_per_s, 1),
             **quality.metadata(),
+            "executor": executor.describe() if executor else "local",
+            **({"ray_nodes": len(executor.nodes)} if executor else {}),
         },
     )
     yield checks.finite_values(result.matrix, result.filenames)

@@ -236,8 +236,13 @@ def embed_samples(
     cache: EmbeddingCache | None = None,
     progress: Callable[[int, int], None] | None = None,
     draft: bool = True,
+    executor: Callable[..., None] | None = None,
 ) -> EmbedResult:
-    """Embed every sample of `frame_index` (images and video frames) with `model`, reusing cached vectors."""
+    """Embed every sample of `frame_index` (images and video frames) with `model`, reusing cached vectors.
+
+    `executor` replaces the local decode-and-embed step for the rows that need it (same arguments as `_run`),
+    e.g. `ray_executor.RayExecutor` to embed them on a Ray cluster.
+    """
     columns.require(frame_index, REQUIRED_COLUMNS, "frame_index")
     if batch_size < 1:
         raise EmbeddingError(f"batch_size must be at least 1, got {batch_size}")
@@ -259,7 +264,8 @@ def embed_samples(
     if progress:
         progress(reused, n)
     if len(todo):
-        _run(frame_index, Path(data_dir), model, todo, batch_size, workers, draft, matrix, done, unreadable, progress)
+        run = executor or _run
+        run(frame_index, Path(data_dir), model, todo, batch_size, workers, draft, matrix, done, unreadable, progress)
     if cache is not None:
         ok = np.flatnonzero(done)
         cache.save(fingerprint, [keys[i] for i in ok.tolist()], matrix[ok])

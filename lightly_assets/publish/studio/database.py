@@ -1,9 +1,18 @@
-"""Database access: lock, offline import, connect, close."""
+"""Database access: locks, offline import, connect, close.
+
+A DuckDB file has one writer at a time: uploads take an exclusive `flock` on `<db file>.lock`. A shared
+PostgreSQL database takes several uploads at once, serialized by PostgreSQL's own advisory locks: one key for
+LightlyStudio's schema creation and migrations (two first uploads into a fresh database would otherwise both
+create it and one fail with `UniqueViolation ... pg_type_typname_nsp_index`), and one key per dataset name for
+its writes. The locks are session locks on a connection of their own, so they are released when the upload
+ends or its process dies.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import time
@@ -18,6 +27,8 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
 logger = logging.getLogger(__name__)
+
+SCHEMA_LOCK = "lightly-assets:studio-schema"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -41,6 +52,88 @@ def scrub(text: str, target: StudioTarget) -> str:
         return text
     url = os.environ.get(target.db_url_env, "")
     return mask(text, [url, *userinfo(url)])
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for `pg_advisory_lock`, the same in every process and on every machine."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big", signed=True)
+
+
+def dataset_lock_name(dataset_name: str) -> str:
+    return f"lightly-assets:studio-dataset:{dataset_name}"
+
+
+@contextlib.contextmanager
+def writer_lock(target: StudioTarget) -> Iterator[None]:
+    """Exclusive right to write this dataset: the file lock for DuckDB, an advisory lock for PostgreSQL."""
+    if target.db_file is not None:
+        with file_lock(target):
+            yield
+        return
+    with advisory_lock(target, dataset_lock_name(target.dataset_name), f"dataset {target.dataset_name!r}"):
+        yield
+
+
+@contextlib.contextmanager
+def advisory_lock(target: StudioTarget, name: str, what: str) -> Iterator[None]:
+    """Hold PostgreSQL's session advisory lock on `advisory_key(name)`, waiting at most `lock_timeout_s`.
+
+    The wait is PostgreSQL's own (`lock_timeout`); the lock lives on a connection of its own, so it is released
+    when the block ends, and by the server when the process dies.
+    """
+    import sqlalchemy as sa
+
+    engine = _lock_engine(target)
+    key = advisory_key(name)
+    try:
+        try:
+            conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except Exception as error:  # unreachable server, bad credentials, missing database: one clear line
+            raise StudioError(target.dataset_name, _connect_problem(error, target)) from None
+        with conn:
+            conn.execute(sa.text(f"SET lock_timeout = {max(1, int(target.lock_timeout_s * 1000))}"))
+            try:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            except sa.exc.OperationalError as error:
+                if getattr(error.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                    raise StudioError(target.dataset_name, _connect_problem(error, target)) from None
+                raise StudioError(
+                    target.dataset_name,
+                    f"{what} in {target.describe()} is being written by another upload (PostgreSQL advisory "
+                    f"lock {key} held for more than {target.lock_timeout_s:g} s); retry when it has finished",
+                ) from None
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    finally:
+        engine.dispose()
+
+
+def _lock_engine(target: StudioTarget):  # -> sqlalchemy.Engine
+    """An engine on the database LightlyStudio uses, with its driver (psycopg 3), without a pool."""
+    import sqlalchemy as sa
+
+    import_studio()  # offline first: importing any part of lightly_studio runs its package set-up
+    from lightly_studio.database.db_url import ensure_psycopg3_driver
+
+    url = ensure_psycopg3_driver(engine_url=_db_url(target))
+    _create_database_if_missing(url, target)
+    return sa.create_engine(url, poolclass=sa.NullPool)
+
+
+def _create_database_if_missing(url: str, target: StudioTarget) -> None:
+    """What LightlyStudio does on first connect, done before the lock, since the lock lives in the database."""
+    import sqlalchemy_utils
+
+    try:
+        if sqlalchemy_utils.database_exists(url):
+            return
+        sqlalchemy_utils.create_database(url)
+    except Exception as error:  # noqa: BLE001 - a concurrent creator won; anything else shows on connect
+        if "already exists" not in str(error):
+            logger.debug("creating the database failed: %s", scrub(str(error), target))
 
 
 @contextlib.contextmanager
@@ -98,10 +191,16 @@ def connected(target: StudioTarget) -> Iterator[Session]:
     import_studio()
     from lightly_studio.database import db_manager
 
+    schema_lock = (
+        advisory_lock(target, SCHEMA_LOCK, "the LightlyStudio schema")
+        if target.db_url_env is not None
+        else contextlib.nullcontext()
+    )
     with PROCESS_LOCK:
         db_manager.close()
         try:
-            db_manager.connect(db_url=_db_url(target))
+            with schema_lock:  # LightlyStudio creates or migrates its schema on connect
+                db_manager.connect(db_url=_db_url(target))
         except StudioError:
             raise
         except Exception as error:  # any driver error becomes one clear message

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from lightly_assets.publish.studio.database import connected, file_lock, scrub
+from lightly_assets.publish.studio.database import connected, file_lock, scrub, writer_lock
 from lightly_assets.publish.studio.images import sync_images
 from lightly_assets.publish.studio.naming import dataset_names, frames_collection, root_type
 from lightly_assets.publish.studio.plan import plan_upload
@@ -30,7 +30,7 @@ def upload_dataset(target: StudioTarget, data_dir: Path, frame_index: pd.DataFra
     """Mirror one dataset with its CSV embeddings into LightlyStudio; safe to repeat and to resume."""
     name = target.dataset_name
     plan = plan_upload(name, Path(data_dir), frame_index, Path(csv_path))
-    with file_lock(target), connected(target) as session:
+    with writer_lock(target), connected(target) as session:
         step = "choosing the LightlyStudio datasets"
         try:
             image_name, video_name = dataset_names(session, name, bool(plan.images))
