@@ -211,6 +211,8 @@ def failure_reason(event) -> str:
     if data.user_failure_data is not None and data.user_failure_data.description:
         return first_line(data.user_failure_data.description)
     info = data.error
+    while info is not None and info.cls_name == "DagsterExecutionStepExecutionError" and info.cause is not None:
+        info = info.cause  # Dagster's wrapper around an exception of the asset's code
     if info is None:
         return "step failed"
     text = info.message.replace(_FAILURE_PREFIX, "").replace(_CHECK_PREFIX, "")

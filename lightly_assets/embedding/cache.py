@@ -90,9 +90,13 @@ class Checkpoint:
             self.save()
 
     def save(self) -> None:
+        """Save now. A cache that cannot be written (full disk) only costs a recomputation later: warn, go on."""
         start = time.monotonic()
         ok = np.flatnonzero(self.done)
-        self.cache.save(self.fingerprint, [self.keys[i] for i in ok.tolist()], self.matrix[ok])
+        try:
+            self.cache.save(self.fingerprint, [self.keys[i] for i in ok.tolist()], self.matrix[ok])
+        except OSError as exc:
+            log.warning("embedding cache not saved: %s: %s", exc.filename or self.cache.path, exc.strerror or exc)
         cost = time.monotonic() - start
         self._due = time.monotonic() + max(self.interval_s, cost / self.max_share)
         self.saves += 1
