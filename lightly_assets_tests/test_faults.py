@@ -84,7 +84,7 @@ def messy_dataset(root: Path, outside: Path) -> dict[str, str]:
     cut(make_video(root / "v" / "tail.mkv", 30, (64, 48)), 0.6)
     cut(make_video(root / "v" / "noindex.mp4", 30), 0.5)  # the moov index is written at the end
     return {
-        "a/bad\ufffd.jpg": "name is not valid UTF-8",
+        "a/bad\\xff.jpg": "name is not valid UTF-8",
         "a/dangling.jpg": "broken symlink",
         "a/loop.jpg": "symlink loop",
         "a/up": "symlink loop",

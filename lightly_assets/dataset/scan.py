@@ -147,7 +147,8 @@ def _walk(root: str, skipped: list[Skipped]) -> list[_Folder]:
                 continue
             rel = prefix + name
             if not _utf8(name):
-                skipped.append(Skipped(rel.encode("utf-8", "replace").decode(), "name is not valid UTF-8"))
+                shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # bad\xff.jpg
+                skipped.append(Skipped(shown, "name is not valid UTF-8"))
                 continue
             try:
                 st = entry.stat()
