@@ -205,14 +205,16 @@ def _image_folder(folder: Path, n: int) -> None:
 def test_kill_during_embedding_and_upload_then_resume(env) -> None:
     """SIGKILL while embedding (after a checkpoint) and while uploading; the rerun resumes and is consistent."""
     _image_folder(env["data"] / "big", 8)
-    make_video(env["data"] / "big" / "long.mp4", 900, (32, 32))
+    make_video(env["data"] / "big" / "long.mp4", 150, (32, 32))
     cache = env["out"] / "big" / "embedding_cache.npz"
+    T0 = time.monotonic()
     proc = start(env, "big")
     assert _wait_for(lambda: cache.exists(), proc), "no checkpoint before the run ended"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    print("killed while embedding", time.monotonic() - T0)
     n_saved = len(np.load(cache)["vectors"])
-    assert 0 < n_saved < 908, n_saved  # the vectors of the killed run are there, not all of them
+    assert 0 < n_saved < 158, n_saved  # the vectors of the killed run are there, not all of them
     db = env["out"] / "lightly_studio.db"
     proc = start(env, "big")
     assert _wait_for(lambda: db.exists(), proc), "the upload never started"
@@ -220,11 +222,12 @@ def test_kill_during_embedding_and_upload_then_resume(env) -> None:
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate()
     assert "reused from cache" not in out  # killed before its summary
+    print("killed while uploading", time.monotonic() - T0)
     code, out = run(env, "big")
     assert code == 0, out
-    assert "samples: 908" in out and "reused from cache: 908" in out, out  # every vector came from the kills
+    assert "samples: 158" in out and "reused from cache: 158" in out, out  # every vector came from the kills
     _, _, filenames = load_embeddings(str(env["out"] / "big" / "embeddings.csv"))
-    assert len(filenames) == 908 and studio_counts(env, "big") == (908, 908)
+    assert len(filenames) == 158 and studio_counts(env, "big") == (158, 158)
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
     os.environ["DAGSTER_HOME"] = str(env["home"])

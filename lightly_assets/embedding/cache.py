@@ -75,7 +75,7 @@ class Checkpoint:
         keys: list[Key],
         matrix: np.ndarray,
         done: np.ndarray,
-        interval_s: float = 5.0,
+        interval_s: float = 2.0,
         max_share: float = 0.1,
     ) -> None:
         self.cache, self.fingerprint, self.keys = cache, fingerprint, keys
