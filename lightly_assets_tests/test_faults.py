@@ -7,20 +7,23 @@ its reason, the same in the summary, the CSV and the target.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import Failure, asset, materialize
+from dagster import DagsterInstance, DagsterRunStatus, Failure, RunsFilter, asset, materialize
 from lightly.utils.io import load_embeddings
 
+from lightly_assets.defs.assets import STUDIO_POOL
 from lightly_assets_tests.conftest import REPO, make_image
 
 TINY = (32, 24)
@@ -207,6 +210,8 @@ def test_kill_during_embedding_and_upload_then_resume(env) -> None:
     _image_folder(env["data"] / "big", 8)
     make_video(env["data"] / "big" / "long.mp4", 150, (32, 32))
     cache = env["out"] / "big" / "embedding_cache.npz"
+    with instance_at(env["home"]) as instance:  # one LightlyStudio writer: a killed upload must not keep the slot
+        instance.event_log_storage.set_concurrency_slots(STUDIO_POOL, 1)
     proc = start(env, "big")
     assert _wait_for(lambda: cache.exists(), proc), "no checkpoint before the run ended"
     proc.send_signal(signal.SIGKILL)
@@ -225,16 +230,26 @@ def test_kill_during_embedding_and_upload_then_resume(env) -> None:
     assert "samples: 158" in out and "reused from cache: 158" in out, out  # every vector came from the kills
     _, _, filenames = load_embeddings(str(env["out"] / "big" / "embeddings.csv"))
     assert len(filenames) == 158 and studio_counts(env, "big") == (158, 158)
-    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
-
-    os.environ["DAGSTER_HOME"] = str(env["home"])
-    try:
-        with DagsterInstance.get() as instance:  # the killed runs are failed, not STARTED forever
-            started = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
-            failed = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
+    with instance_at(env["home"]) as instance:  # the killed runs are failed, not STARTED forever
+        started = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+        failed = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
         assert not started and len(failed) == 2
+        assert not instance.event_log_storage.get_concurrency_info(STUDIO_POOL).claimed_slots
+
+
+@contextlib.contextmanager
+def instance_at(home: Path) -> Iterator[DagsterInstance]:
+    home.mkdir(parents=True, exist_ok=True)
+    before = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with DagsterInstance.get() as instance:
+            yield instance
     finally:
-        del os.environ["DAGSTER_HOME"]
+        if before is None:
+            del os.environ["DAGSTER_HOME"]
+        else:
+            os.environ["DAGSTER_HOME"] = before
 
 
 def _wait_for(condition, proc: subprocess.Popen, timeout: float = 240.0) -> bool:
