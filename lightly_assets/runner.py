@@ -28,8 +28,6 @@ from dagster import (
     logger,
 )
 
-from lightly_assets.definitions import defs
-from lightly_assets.defs.jobs import lightly_assets_job
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.errors import first_line
 
@@ -182,6 +180,9 @@ def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
 
 def run_datasets(names: list[str], instance: DagsterInstance | None = None) -> list[RunSummary]:
     """Add the partitions and run the chain for each dataset in turn, on the instance in DAGSTER_HOME."""
+    from lightly_assets.definitions import defs  # the assets and their imports: only when running
+    from lightly_assets.defs.jobs import lightly_assets_job
+
     instance = instance or open_instance()
     fail_orphaned_runs(instance)
     add_partitions(instance, names)
