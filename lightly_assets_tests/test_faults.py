@@ -391,6 +391,10 @@ def test_a_frame_that_fails_to_convert_skips_its_whole_video(tmp_path: Path, mon
     assert len(bad) == 6 and all(name.startswith("bad-") for name in bad), result.unreadable
     assert all("whole or not at all" in reason or "cannot convert" in reason for _, reason in result.unreadable)
     assert sorted(result.filenames) == sorted(["x.png", *[f"ok-{i}-mp4.png" for i in range(4)]])
+    monkeypatch.setattr(av.VideoFrame, "to_image", real)
+    converted["bad"] = -100  # now every frame converts, and the cached frames of bad.mp4 were not kept
+    again = embed_samples(samples, tmp_path / "ds", load_model(None, input_size=16), workers=1, cache=cache)
+    assert again.reused == 5 and len(again.filenames) == 11 and not again.unreadable
 
 
 def test_checkpoint_cost_is_bounded(tmp_path: Path, monkeypatch) -> None:

@@ -274,7 +274,10 @@ def embed_samples(
             progress,
             checkpoint=checkpoint.maybe_save if checkpoint else None,
         )
+    from_cache = np.ones(n, dtype=bool)
+    from_cache[todo] = False
     _whole_videos(frame_index, done, unreadable)
+    reused = int((done & from_cache).sum())  # a reused frame of a video left out is not reused
     if checkpoint is not None:
         checkpoint.save()
     seconds = time.perf_counter() - start
