@@ -221,10 +221,10 @@ def test_kill_during_embedding_and_upload_then_resume(env) -> None:
     db = env["out"] / "lightly_studio.db"
     proc = start(env, "big")
     assert _wait_for(lambda: db.exists(), proc), "the upload never started"
-    time.sleep(1.0)
+    time.sleep(0.2)  # LightlyStudio has created its database and is writing into it
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate()
-    assert "reused from cache" not in out  # killed before its summary
+    assert proc.returncode == -signal.SIGKILL and "reused from cache" not in out, out  # killed before its summary
     code, out = run(env, "big")
     assert code == 0, out
     assert "samples: 158" in out and "reused from cache: 158" in out, out  # every vector came from the kills
@@ -419,7 +419,7 @@ def test_checkpoint_cost_is_bounded(tmp_path: Path, monkeypatch) -> None:
     for step in range(60):
         clock["t"] = float(step)
         point.maybe_save()
-    assert saves[0] == 5.0 and all(b - a >= 20.0 for a, b in zip(saves, saves[1:], strict=False)), saves
+    assert saves[0] == 0.0 and all(b - a >= 20.0 for a, b in zip(saves, saves[1:], strict=False)), saves
     assert len(store.load("fp")) == 1
 
 

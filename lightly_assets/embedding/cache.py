@@ -63,9 +63,9 @@ class EmbeddingCache:
 class Checkpoint:
     """Saves the vectors computed so far now and then, so a killed run resumes where it was.
 
-    The cost is bounded: a save happens at most every `interval_s` seconds and, when saving gets slow
-    (a big cache), at most `max_share` of the wall time goes into writing. Each save is atomic, so a kill
-    during a save leaves the previous cache.
+    The cost is bounded: after the first batch, a save happens at most every `interval_s` seconds and, when
+    saving gets slow (a big cache), at most `max_share` of the wall time goes into writing. Each save is
+    atomic, so a kill during a save leaves the previous cache.
     """
 
     def __init__(
@@ -81,7 +81,7 @@ class Checkpoint:
         self.cache, self.fingerprint, self.keys = cache, fingerprint, keys
         self.matrix, self.done = matrix, done
         self.interval_s, self.max_share = interval_s, max_share
-        self._due = time.monotonic() + interval_s
+        self._due = time.monotonic()  # the first batch is saved at once: the run is resumable from the start
         self.saves = 0
 
     def maybe_save(self) -> None:
