@@ -172,7 +172,9 @@ def test_messy_folder_every_sample_is_published_or_listed(env) -> None:
     expected_skips = messy_dataset(env["data"] / "messy", env["tmp"] / "outside")
     (env["data"] / "empty").mkdir()
     (env["data"] / "empty" / "notes.txt").write_text("no images here")
+    os.mkdir(os.fsencode(env["data"]) + b"/bad\xfe")  # a dataset folder that cannot be a partition key
     code, out = run(env, "messy", "empty")
+    assert "warning: skipping folder 'bad\\udcfe': folder name is not valid UTF-8" in out, out
     assert code == 1, out  # the empty dataset fails, the messy one does not
     assert "[OK] messy" in out and "[FAILED] empty" in out, out
     assert "error: " + str(env["data"] / "empty") + ": no usable image or video file (notes.txt" in out
