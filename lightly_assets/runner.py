@@ -35,7 +35,7 @@ PID_TAG = "lightly_assets/pid"
 HOST_TAG = "lightly_assets/host"
 _FAILURE_PREFIX = "dagster._core.definitions.events.Failure: "
 _CHECK_PREFIX = "dagster._core.errors.DagsterAssetCheckFailedError: "
-SKIPPED_SHOWN = 10
+SKIPPED_SHOWN = 20
 
 
 @dataclass
