@@ -112,7 +112,7 @@ def cli_console_logger(init_context) -> logging.Logger:
 
 @contextlib.contextmanager
 def _home_lock(home: Path) -> Iterator[None]:
-    """An exclusive lock on DAGSTER_HOME, held only while the instance is opened for the first time."""
+    """An exclusive lock on DAGSTER_HOME, held only while a CLI process opens the instance (cheap once it exists)."""
     home.mkdir(parents=True, exist_ok=True)
     with open(home / ".lightly-assets.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
