@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}\t{path}")
         return 0
     names = args.datasets or list(root.datasets)
+    hidden = [n for n in names if n.startswith(".")]
+    if hidden:
+        print(f"error: {', '.join(hidden)}: hidden folders (names starting with '.') are ignored", file=sys.stderr)
+        return 2
     unknown = [n for n in names if n not in root.datasets]
     if unknown:
         print(f"error: no dataset folder {', '.join(unknown)} under {storage.data_root()}", file=sys.stderr)

@@ -7,7 +7,7 @@ Configuration has one precedence rule: run config > environment variable > the r
 import os
 import warnings
 
-from dagster import BetaWarning, Definitions, EnvVar, FilesystemIOManager, with_source_code_references
+from dagster import BetaWarning, Definitions, EnvVar, with_source_code_references
 
 from lightly_assets.defs.assets import (
     embedding_model,
@@ -17,6 +17,7 @@ from lightly_assets.defs.assets import (
     frame_index,
     uploaded_dataset,
 )
+from lightly_assets.defs.io_manager import AtomicFilesystemIOManager
 from lightly_assets.defs.jobs import embedding_model_job, lightly_assets_job
 from lightly_assets.defs.resources import EmbeddingModelResource, PublishTargetResource, StorageResource
 from lightly_assets.defs.sensors import dataset_folders_sensor
@@ -63,8 +64,9 @@ defs = Definitions(
     jobs=[lightly_assets_job, embedding_model_job],
     sensors=[dataset_folders_sensor],
     resources={
-        # Declared, so `execute_in_process` (the CLI) keeps values on disk like the daemon's runs do.
-        "io_manager": FilesystemIOManager(),
+        # Declared, so `execute_in_process` (the CLI) keeps values on disk like the daemon's runs do; atomic, so
+        # several runs of one dataset at once never read each other's half-written values.
+        "io_manager": AtomicFilesystemIOManager(),
         "storage": StorageResource(**from_env("storage")),
         "embedding_model": EmbeddingModelResource(**from_env("embedding_model")),
         "publish_target": PublishTargetResource(**from_env("publish_target")),

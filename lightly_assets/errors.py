@@ -10,3 +10,16 @@ from __future__ import annotations
 
 class LightlyAssetsError(ValueError):
     """A user-facing error: the message names the file or target and the reason."""
+
+
+# Lines that libraries append to an error message that never say what went wrong.
+_BOILERPLATE = ("(Background on this error at:", "[SQL:", "[parameters:", "Stack Trace:")
+
+
+def first_line(text: str) -> str:
+    """The first line of an error message that says something (not a library's link or SQL echo)."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(_BOILERPLATE):
+            return line
+    return ""

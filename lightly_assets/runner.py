@@ -1,59 +1,146 @@
-"""Running the main job for datasets on the current Dagster instance, and summarising each run for a terminal."""
+"""Running the main job (and training) for datasets on the current Dagster instance.
+
+Several `lightly-assets run` processes may share one DAGSTER_HOME: the first use of a fresh SQLite instance is
+serialised (Dagster creates its tables and alembic stamps without a lock, and two processes doing it at once
+leave an instance that never opens again), a partition added by another process at the same moment is fine,
+and a run whose process was killed is marked failed by the next CLI run on that host, which also frees the
+concurrency-pool slot it held.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
-from dataclasses import dataclass, field
+import socket
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from dagster import AssetCheckSeverity, DagsterInstance, build_resources
+from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
+    Field,
+    RunsFilter,
+    build_resources,
+    colored_console_logger,
+    logger,
+)
 
 from lightly_assets.definitions import ENVIRONMENT, defs
 from lightly_assets.defs.jobs import embedding_model_job, lightly_assets_job
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.defs.resources import StorageResource
+from lightly_assets.summary import (
+    CHECK_PREFIX,
+    FAILURE_PREFIX,
+    RunSummary,
+    TrainSummary,
+    summarise_run,
+    summarise_training,
+)
+
+PID_TAG = "lightly_assets/pid"
+HOST_TAG = "lightly_assets/host"
 
 
-@dataclass
-class RunSummary:
-    """What a user wants to read after a run: where things are and whether the checks passed."""
+class _OneLineUserErrors(logging.Filter):
+    """User errors (a Dagster `Failure` raised by `user_errors`) and failed checks print one line, no stack trace.
 
-    dataset: str
-    run_id: str
-    success: bool
-    samples: int | None = None
-    dimension: int | None = None
-    reused: int | None = None
-    csv: str | None = None
-    browse: str | None = None
-    weights: str | None = None
-    knn: str | None = None
-    checks: dict[str, str] = field(default_factory=dict)
-    failed_blocking: list[str] = field(default_factory=list)
-    error: str | None = None
+    The event log keeps the full error; only the terminal copy is shortened. Our bugs keep their traceback.
+    """
 
-    @property
-    def ok(self) -> bool:
-        return self.success and not self.failed_blocking
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for prefix in (FAILURE_PREFIX, CHECK_PREFIX):
+            if prefix in message:
+                head, _, _ = message.partition("\n\nStack Trace:")
+                record.msg, record.args = head.replace(prefix, "").rstrip(), ()
+        return True
 
-    def render(self) -> str:
-        status = "OK" if self.ok else "FAILED"
-        lines = [f"[{status}] {self.dataset} (run {self.run_id})"]
-        if self.samples is not None:
-            lines.append(f"  samples: {self.samples}, dimension: {self.dimension}, reused from cache: {self.reused}")
-        if self.weights:
-            lines.append(f"  weights: {self.weights}")
-        if self.knn:
-            lines.append(f"  kNN agreement with weak labels: {self.knn}")
-        if self.csv:
-            lines.append(f"  csv: {self.csv}")
-        if self.browse:
-            lines.append(f"  browse: {self.browse}")
-        if self.checks:
-            lines.append("  checks: " + ", ".join(f"{k}={v}" for k, v in sorted(self.checks.items())))
-        if self.error:
-            lines.append(f"  error: {self.error}")
-        return "\n".join(lines)
+
+@logger(
+    Field(
+        {
+            "log_level": Field(str, is_required=False, default_value="INFO"),
+            "name": Field(str, is_required=False, default_value="dagster"),
+        }
+    ),
+    description="Dagster's coloured console logger, with one-line user errors.",
+)
+def cli_console_logger(init_context) -> logging.Logger:
+    log = colored_console_logger.logger_fn(init_context)
+    log.addFilter(_OneLineUserErrors())
+    return log
+
+
+@contextlib.contextmanager
+def _home_lock(home: Path) -> Iterator[None]:
+    """An exclusive lock on DAGSTER_HOME, held only while a CLI process opens the instance (cheap once it exists)."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".lightly-assets.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_instance() -> DagsterInstance:
+    """The instance in DAGSTER_HOME, with its SQLite storages created by one process at a time."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return DagsterInstance.get()
+    with _home_lock(Path(home)):
+        instance = DagsterInstance.get()
+        instance.get_dynamic_partitions(datasets_partitions.name)  # creates the event log's index tables
+        instance.get_runs(limit=1)
+    return instance
+
+
+def add_partitions(instance: DagsterInstance, names: list[str]) -> None:
+    """Add the datasets' partitions; another process adding the same one at the same moment is not an error."""
+    missing = [n for n in names if not instance.has_dynamic_partition(datasets_partitions.name, n)]
+    for name in missing:
+        try:
+            instance.add_dynamic_partitions(datasets_partitions.name, [name])
+        except Exception:  # SQLite storage: a concurrent insert hits the unique constraint
+            if not instance.has_dynamic_partition(datasets_partitions.name, name):
+                raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
+    """Mark runs of this host whose CLI process is gone (killed) as failed, and free their pool slots.
+
+    Without this a killed run stays STARTED forever in the UI and keeps its slot of the LightlyStudio pool.
+    """
+    host = socket.gethostname()
+    records = instance.get_run_records(
+        RunsFilter(
+            statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED],
+            tags={HOST_TAG: host},
+        )
+    )
+    failed = []
+    for record in records:
+        run = record.dagster_run
+        pid = run.tags.get(PID_TAG, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            instance.report_run_failed(run, f"the lightly-assets process {pid} ended without finishing this run")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            failed.append(run.run_id)
+    return failed
 
 
 def storage_config(**options: str | None) -> dict[str, Any]:
@@ -73,135 +160,46 @@ def open_storage(config: dict[str, Any]) -> StorageResource:
         return r.storage
 
 
+def _prepare(instance: DagsterInstance | None, names: list[str]) -> DagsterInstance:
+    """The instance, ready for these datasets: runs of killed processes marked failed, partitions added."""
+    instance = instance or open_instance()
+    fail_orphaned_runs(instance)
+    add_partitions(instance, names)
+    return instance
+
+
+def _run_config(storage: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **extra}  # not every event
+    if storage:
+        config["resources"] = {"storage": {"config": storage}}
+    return config
+
+
+def _execute(job_name: str, name: str, run_config: dict[str, Any], instance: DagsterInstance):
+    """One in-process run, tagged with this process so a later CLI run can tell when it was killed."""
+    job = defs.resolve_job_def(job_name).with_logger_defs({"console": cli_console_logger})
+    tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    return job.execute_in_process(
+        run_config=run_config, instance=instance, partition_key=name, raise_on_error=False, tags=tags
+    )
+
+
 def run_datasets(
     names: list[str], instance: DagsterInstance | None = None, storage: dict[str, Any] | None = None
 ) -> list[RunSummary]:
-    """Add the partitions and run the chain for each dataset in turn, on the instance in DAGSTER_HOME.
+    """Run the chain for each dataset in turn, on the instance in DAGSTER_HOME.
 
     `storage` is the run config of the `storage` resource (see `storage_config`).
     """
-    instance = instance or DagsterInstance.get()
-    known = set(instance.get_dynamic_partitions(datasets_partitions.name))
-    missing = [n for n in names if n not in known]
-    if missing:
-        instance.add_dynamic_partitions(datasets_partitions.name, missing)
-    job = defs.resolve_job_def(lightly_assets_job.name)
-    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # not every event
-    if storage:
-        run_config["resources"] = {"storage": {"config": storage}}
-    return [
-        _summarise(
-            name,
-            job.execute_in_process(run_config=run_config, instance=instance, partition_key=name, raise_on_error=False),
-        )
-        for name in names
-    ]
-
-
-def _summarise(name: str, result) -> RunSummary:
-    summary = RunSummary(dataset=name, run_id=result.run_id, success=result.success)
-    for evaluation in result.get_asset_check_evaluations():
-        check = f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}"
-        summary.checks[check] = (
-            "pass" if evaluation.passed else ("warn" if evaluation.severity == AssetCheckSeverity.WARN else "FAIL")
-        )
-        if not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR:
-            summary.failed_blocking.append(check)
-    for event in result.get_step_failure_events():
-        info = event.step_failure_data.error
-        summary.error = (info.message.strip().splitlines() or ["failed"])[-1] if info else "step failed"
-    if result.success:
-        csv = result.output_for_node("embeddings_csv")
-        upload = result.output_for_node("uploaded_dataset")
-        summary.samples, summary.dimension, summary.csv = csv["rows"], csv["dimension"], csv["path"]
-        summary.reused = result.output_for_node("embeddings").reused
-        summary.browse = upload.get("browse")
-        summary.weights, summary.knn = _provenance(result)
-    return summary
-
-
-def _provenance(result) -> tuple[str | None, str | None]:
-    """Which weights embedded the dataset, and the quality figure, from the `embeddings` materialization."""
-    found = result.asset_materializations_for_node("embeddings")
-    if not found:
-        return None, None
-    meta = {k: getattr(v, "value", v) for k, v in found[-1].metadata.items()}
-    source = meta.get("weights")
-    where = meta.get("weights_url") if source == "pretrained" else meta.get("weights_file")
-    sha = str(meta.get("weights_sha256", ""))[:16]
-    weights = f"{source}, {where}, sha256 {sha}" if source != "random" else f"RANDOM ({meta.get('weights_note')})"
-    weights += f"; {meta.get('model')}, {meta.get('device')}, {meta.get('precision')}"
-    knn = meta.get("knn_agreement")
-    if isinstance(knn, float):
-        rnd, chance = meta.get("knn_agreement_random_network"), meta.get("knn_agreement_chance")
-        rnd = f"{rnd:.3f}" if isinstance(rnd, float) else rnd
-        knn = f"{knn:.3f} (random network {rnd}, chance {chance:.3f}, {meta.get('knn_samples')} samples)"
-    return weights, str(knn) if knn is not None else None
-
-
-def _start(meta: dict) -> str:
-    if meta.get("start_weights") == "random":
-        return f"random initialisation ({meta.get('start_weights_note')})"
-    return f"{meta.get('start_weights')} weights {meta.get('start_weights_file')}"
-
-
-@dataclass
-class TrainSummary:
-    """A training run, for a terminal: where the checkpoint is, what it cost and what it changed."""
-
-    dataset: str
-    run_id: str
-    success: bool
-    lines: list[str] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.success
-
-    def render(self) -> str:
-        head = f"[{'OK' if self.ok else 'FAILED'}] train {self.dataset} (run {self.run_id})"
-        tail = [f"  error: {self.error}"] if self.error else []
-        return "\n".join([head, *(f"  {line}" for line in self.lines), *tail])
+    instance = _prepare(instance, names)
+    run_config = _run_config(storage)
+    return [summarise_run(name, _execute(lightly_assets_job.name, name, run_config, instance)) for name in names]
 
 
 def train_datasets(
     names: list[str], config: dict, instance: DagsterInstance | None = None, storage: dict[str, Any] | None = None
 ) -> list[TrainSummary]:
     """Index each dataset and train its `embedding_model` with `config` (EmbeddingModelConfig fields)."""
-    instance = instance or DagsterInstance.get()
-    known = set(instance.get_dynamic_partitions(datasets_partitions.name))
-    missing = [n for n in names if n not in known]
-    if missing:
-        instance.add_dynamic_partitions(datasets_partitions.name, missing)
-    job = defs.resolve_job_def(embedding_model_job.name)
-    run_config = {
-        "loggers": {"console": {"config": {"log_level": "INFO"}}},
-        "ops": {"embedding_model": {"config": config}},
-    }
-    if storage:
-        run_config["resources"] = {"storage": {"config": storage}}
-    summaries = []
-    for name in names:
-        result = job.execute_in_process(
-            run_config=run_config, instance=instance, partition_key=name, raise_on_error=False
-        )
-        summary = TrainSummary(dataset=name, run_id=result.run_id, success=result.success)
-        for event in result.get_step_failure_events():
-            info = event.step_failure_data.error
-            summary.error = (info.message.strip().splitlines() or ["failed"])[-1] if info else "step failed"
-        found = result.asset_materializations_for_node("embedding_model") if result.success else []
-        if found:
-            meta = {k: getattr(v, "value", v) for k, v in found[-1].metadata.items()}
-            summary.lines = [
-                f"checkpoint: {meta['checkpoint']} (sha256 {str(meta['sha256'])[:16]})",
-                f"epochs: {meta['epochs']} ({meta['stopped_by']}), samples: {meta['samples']}, "
-                f"{meta['seconds']} s on {meta['device']} {meta['precision']}, {meta['images_per_second']} img/s",
-                f"loss per epoch: {meta['losses']}",
-                f"started from: {_start(meta)}",
-                f"kNN agreement before: {meta['knn_before']}",
-                f"kNN agreement after:  {meta['knn_after']}",
-                f"next: lightly-assets run {name}  (re-embeds with the trained weights)",
-            ]
-        summaries.append(summary)
-    return summaries
+    instance = _prepare(instance, names)
+    run_config = _run_config(storage, ops={"embedding_model": {"config": config}})
+    return [summarise_training(name, _execute(embedding_model_job.name, name, run_config, instance)) for name in names]

@@ -414,6 +414,9 @@ def test_bad_input_is_rejected_before_anything_is_written(tmp_path, dataset, cha
     elif change == "collision":
         make_image(dataset.root / "cats/a.jpg")
         files = pd.concat([files, files[files["filename"] == "cats/a.png"].assign(filename="cats/a.jpg")])
+        # Both used (a sample each): an unused file never blocks a dataset.
+        extra = frames[frames["filename"] == "cats/a.png"].assign(filename="cats/a.jpg", source="cats/a.jpg")
+        frames = pd.concat([frames, extra])
     elif change == "missing_file":
         (dataset.root / "dogs/c.png").unlink()
     else:

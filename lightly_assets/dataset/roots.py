@@ -24,6 +24,10 @@ class DataRoot:
 
 def key_problem(name: str) -> str | None:
     """Why a folder name cannot be a Dagster partition key, or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "folder name is not valid UTF-8, which Dagster partition keys must be"
     bad = [s for s in _FORBIDDEN if s in name]
     if bad:
         return f"folder name contains {', '.join(repr(s) for s in bad)}, which Dagster partition keys cannot hold"

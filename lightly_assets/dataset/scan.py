@@ -134,7 +134,7 @@ def _walk(root: str, skipped: list[Skipped]) -> list[_Folder]:
                 continue
             dot = name.rfind(".")
             kind = kinds.get(name[dot:].lower()) if dot > 0 else None
-            if kind is not None and name.isascii() and entry.is_file():  # the common case: one stat, no strings
+            if kind is not None and name.isascii() and _is_file(entry):  # the common case: one stat, no strings
                 try:
                     st = entry.stat()
                 except OSError as exc:
@@ -147,7 +147,8 @@ def _walk(root: str, skipped: list[Skipped]) -> list[_Folder]:
                 continue
             rel = prefix + name
             if not _utf8(name):
-                skipped.append(Skipped(rel.encode("utf-8", "replace").decode(), "name is not valid UTF-8"))
+                shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # bad\xff.jpg
+                skipped.append(Skipped(shown, "name is not valid UTF-8"))
                 continue
             try:
                 st = entry.stat()
@@ -171,6 +172,14 @@ def _walk(root: str, skipped: list[Skipped]) -> list[_Folder]:
             else:
                 append((name, kind, st.st_size, st.st_mtime_ns))
     return folders
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    """`DirEntry.is_file` follows symlinks and raises on a loop (ELOOP); such entries take the slow path."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _stat_problem(entry: os.DirEntry, exc: OSError) -> str:

@@ -33,7 +33,9 @@ from lightly_assets.defs.metadata import (
     location,
     preview,
     projection_markdown,
+    skipped_list,
     skipped_table,
+    unreadable_by_source,
 )
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.defs.resources import EmbeddingModelResource, PublishTargetResource, StorageResource
@@ -53,7 +55,7 @@ def user_errors() -> Iterator[None]:
     except LightlyAssetsError as exc:
         raise Failure(description=str(exc)) from None
     except OSError as exc:  # unwritable output folder, disk full: name the path and the reason
-        where = exc.filename or "output"
+        where = exc.filename or "an output file"
         raise Failure(description=f"{where}: {exc.strerror or exc}") from None
 
 
@@ -97,6 +99,7 @@ def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage:
             "per_label": counts(files["label_name"]),
             "skipped": len(result.skipped),
             "skipped_files": skipped_table(result.skipped),
+            "skipped_list": skipped_list(result.skipped),
             "preview": preview(files),
             "folder": MetadataValue.path(str(folder.resolve())),
             FINGERPRINT: files_seen,
@@ -136,6 +139,7 @@ def frame_index(context: AssetExecutionContext, storage: StorageResource, file_i
             "frames_per_video": videos,
             "skipped": len(index.skipped),
             "skipped_files": skipped_table(index.skipped),
+            "skipped_list": skipped_list(index.skipped),
             "index_seconds": round(time.perf_counter() - start, 3),
             "preview": preview(samples),
         },
@@ -191,8 +195,9 @@ def embeddings(
             progress=Progress("embedding", context.log.info),
             executor=executor,
         )
-    for sample, reason in result.unreadable:
-        context.log.warning(f"could not embed {sample}: {reason}")
+    left_out = unreadable_by_source(result.unreadable, frame_index)
+    for s in left_out:
+        context.log.warning(f"could not embed {s.path}: {s.reason}")
     if not result.filenames:
         with user_errors():
             detail = "; ".join(f"{n}: {r}" for n, r in result.unreadable[:5])
@@ -226,6 +231,7 @@ def embeddings(
             "reused": result.reused,
             "embedded": len(result.filenames) - result.reused,
             "unreadable": len(result.unreadable),
+            "skipped_list": skipped_list(left_out),
             "seconds": round(result.seconds, 3),
             "samples_per_second": round(result.samples_per_s, 1),
             **quality.metadata(),
@@ -418,12 +424,18 @@ def _upstream_metadata(context: AssetExecutionContext, asset_key: str, key: str)
     return str(value.value) if value is not None else None
 
 
+# One writer at a time per target, across runs: set a limit with `dagster instance concurrency set lightly_studio 1`
+# (the DuckDB file is also locked by the upload itself, so without a limit concurrent uploads wait on that lock).
+STUDIO_POOL = "lightly_studio"
+
+
 @asset(
     partitions_def=datasets_partitions,
     group_name=GROUP,
     check_specs=checks.UPLOADED,
     kinds={"lightlystudio", "duckdb", "s3"},
     owners=OWNERS,
+    pool=STUDIO_POOL,
 )
 def uploaded_dataset(
     context: AssetExecutionContext,

@@ -89,3 +89,20 @@ def skipped_table(skipped: Iterable[Skipped], limit: int = 200) -> MetadataValue
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ").replace("`", "'")
+
+
+def skipped_list(skipped: Iterable[Skipped], limit: int = 1000) -> MetadataValue:
+    """The same list as JSON (`path`, `reason`), for tools and the CLI summary."""
+    return MetadataValue.json([{"path": s.path, "reason": s.reason} for s in list(skipped)[:limit]])
+
+
+def unreadable_by_source(unreadable: Iterable[tuple[str, str]], samples: pd.DataFrame) -> list[Skipped]:
+    """Samples that could not be embedded, one entry per file: a video's frames share one line."""
+    source_of = dict(zip(samples["filename"], samples["source"], strict=True))
+    grouped: dict[str, list[str]] = {}
+    for name, reason in unreadable:
+        grouped.setdefault(str(source_of.get(name, name)), []).append(reason)
+    return [
+        Skipped(source, reasons[0] if len(reasons) == 1 else f"{len(reasons)} frames: {reasons[0]}")
+        for source, reasons in grouped.items()
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +58,45 @@ class EmbeddingCache:
                 keys=np.frombuffer(packed, dtype=np.uint8),
                 vectors=np.asarray(vectors, dtype=np.float32),
             )
+
+
+class Checkpoint:
+    """Saves the vectors computed so far now and then, so a killed run resumes where it was.
+
+    The cost is bounded: after the first batch, a save happens at most every `interval_s` seconds and, when
+    saving gets slow (a big cache), at most `max_share` of the wall time goes into writing. Each save is
+    atomic, so a kill during a save leaves the previous cache.
+    """
+
+    def __init__(
+        self,
+        cache: EmbeddingCache,
+        fingerprint: str,
+        keys: list[Key],
+        matrix: np.ndarray,
+        done: np.ndarray,
+        interval_s: float = 2.0,
+        max_share: float = 0.1,
+    ) -> None:
+        self.cache, self.fingerprint, self.keys = cache, fingerprint, keys
+        self.matrix, self.done = matrix, done
+        self.interval_s, self.max_share = interval_s, max_share
+        self._due = time.monotonic()  # the first batch is saved at once: the run is resumable from the start
+        self.saves = 0
+
+    def maybe_save(self) -> None:
+        """Save when due; called after each embedded batch."""
+        if time.monotonic() >= self._due:
+            self.save()
+
+    def save(self) -> None:
+        """Save now. A cache that cannot be written (full disk) only costs a recomputation later: warn, go on."""
+        start = time.monotonic()
+        ok = np.flatnonzero(self.done)
+        try:
+            self.cache.save(self.fingerprint, [self.keys[i] for i in ok.tolist()], self.matrix[ok])
+        except OSError as exc:
+            log.warning("embedding cache not saved: %s: %s", exc.filename or self.cache.path, exc.strerror or exc)
+        cost = time.monotonic() - start
+        self._due = time.monotonic() + max(self.interval_s, cost / self.max_share)
+        self.saves += 1

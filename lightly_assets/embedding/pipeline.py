@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from lightly_assets import columns
-from lightly_assets.embedding.cache import EmbeddingCache, Key
+from lightly_assets.embedding.cache import Checkpoint, EmbeddingCache, Key
 from lightly_assets.embedding.model import LoadedModel
 from lightly_assets.errors import LightlyAssetsError
 
@@ -263,12 +263,29 @@ def embed_samples(
     todo = np.flatnonzero(~done)
     if progress:
         progress(reused, n)
+    checkpoint = Checkpoint(cache, fingerprint, keys, matrix, done) if cache is not None else None
     if len(todo):
-        run = executor or _run
-        run(frame_index, Path(data_dir), model, todo, batch_size, workers, draft, matrix, done, unreadable, progress)
-    if cache is not None:
-        ok = np.flatnonzero(done)
-        cache.save(fingerprint, [keys[i] for i in ok.tolist()], matrix[ok])
+        run = executor or _run  # the Ray executor has `_run`'s contract
+        run(
+            frame_index,
+            Path(data_dir),
+            model,
+            todo,
+            batch_size,
+            workers,
+            draft,
+            matrix,
+            done,
+            unreadable,
+            progress,
+            checkpoint=checkpoint.maybe_save if checkpoint else None,
+        )
+    from_cache = np.ones(n, dtype=bool)
+    from_cache[todo] = False
+    _whole_videos(frame_index, done, unreadable)
+    reused = int((done & from_cache).sum())  # a reused frame of a video left out is not reused
+    if checkpoint is not None:
+        checkpoint.save()
     seconds = time.perf_counter() - start
     ok = np.flatnonzero(done)
     embedded = len(ok) - reused
@@ -287,6 +304,30 @@ def embed_samples(
     )
 
 
+def _whole_videos(frame_index: pd.DataFrame, done: np.ndarray, unreadable: dict[int, str]) -> None:
+    """A video is embedded whole or not at all: one frame that cannot be decoded skips all its frames.
+
+    Why: the targets take a video as one file. LightlyStudio decodes it itself and refuses it when its decoder
+    fails part-way, and a bucket datasource holds the whole file; publishing the frames we could decode would
+    put rows into the CSV that the target never shows. So the CSV, the checks and the target all leave it out,
+    and every one of its frames is listed as unreadable with the first failure as the reason.
+    """
+    if not unreadable:
+        return
+    kinds = frame_index["kind"].to_numpy()
+    sources = frame_index["source"].to_numpy()
+    failed: dict[str, str] = {}
+    for row in sorted(unreadable):
+        if kinds[row] == "video":
+            failed.setdefault(str(sources[row]), unreadable[row])
+    if not failed:
+        return
+    for row in np.flatnonzero(np.isin(sources, list(failed))).tolist():
+        if row not in unreadable:
+            unreadable[row] = f"{failed[str(sources[row])]} (a video is published whole or not at all)"
+        done[row] = False
+
+
 def _run(
     frame_index: pd.DataFrame,
     data_dir: Path,
@@ -299,8 +340,12 @@ def _run(
     done: np.ndarray,
     unreadable: dict[int, str],
     progress: Callable[[int, int], None] | None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> None:
-    """Consume decoded samples in arrival order; each batch's vectors go straight to their rows."""
+    """Consume decoded samples in arrival order; each batch's vectors go straight to their rows.
+
+    `checkpoint` runs after each batch and decides itself whether to save the cache (so a kill loses little).
+    """
     size = model.input_size
     batch = np.empty((batch_size, size, size, 3), dtype=np.uint8)
     rows: list[int] = []
@@ -313,6 +358,8 @@ def _run(
             done[rows] = True
             finished += len(rows)
             rows.clear()
+            if checkpoint:
+                checkpoint()
         if progress:
             progress(finished + len(unreadable), n)
 

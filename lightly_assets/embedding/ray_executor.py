@@ -85,8 +85,12 @@ class RayExecutor:
         done: np.ndarray,
         unreadable: dict[int, str],
         progress: Callable[[int, int], None] | None,
+        checkpoint: Callable[[], None] | None = None,
     ) -> None:
-        """Same contract as `pipeline._run`: fill `matrix`/`done`/`unreadable` for the rows in `todo`."""
+        """Same contract as `pipeline._run`: fill `matrix`/`done`/`unreadable` for the rows in `todo`.
+
+        `checkpoint` runs after each gathered chunk, so a killed run keeps what the cluster already returned.
+        """
         ray = _import_ray()
         address = self.resolved_address()
         with _connected(ray, address):
@@ -120,6 +124,8 @@ class RayExecutor:
                         unreadable[int(rows[local])] = reason
                     if progress:
                         progress(int(done.sum()) + len(unreadable), n)
+                    if checkpoint:
+                        checkpoint()
             finally:
                 for ref in pending:
                     with contextlib.suppress(Exception):

@@ -87,12 +87,21 @@ def _metadata_doc(filename: str, kind: str, label: int, label_name: str) -> dict
 
 
 def read_inputs(data_dir: Path, frame_index: pd.DataFrame, file_index: pd.DataFrame, csv_path: Path) -> Inputs:
+    """The files that have samples in `frame_index`, their metadata documents and the CSV.
+
+    Files of `file_index` without a sample (a video that could not be indexed or decoded) are not published,
+    like they are not in the CSV: so they can neither appear in the target nor block it (e.g. by sharing a
+    metadata name with another file).
+    """
     columns.require(file_index, ("filename", "kind", "label", "label_name"), "file_index")
     columns.require(frame_index, ("filename", "source"), "frame_index")
     items: list[Item] = []
     docs: dict[str, dict[str, Any]] = {}
     owners: dict[str, str] = {}
+    used = {str(source) for source in frame_index["source"]}
     for row in file_index.itertuples(index=False):
+        if str(row.filename) not in used:
+            continue
         name = _check_relative(str(row.filename), "file_index")
         kind = str(row.kind)
         if kind not in {"image", "video"}:

@@ -157,7 +157,7 @@ class PublishSession:
             self._put(item, dest)
             return
         parent, name = dest.rsplit("/", 1)
-        tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
+        tmp = f"{parent}/.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"  # short: `name` may already be 255 bytes long
         try:
             self._put(item, tmp)
             if self.target.scheme in {"file", "local"}:

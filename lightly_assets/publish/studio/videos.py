@@ -130,7 +130,10 @@ def _load_video(session: Session, dataset: Any, video: VideoRow) -> int:
             embed_frames=False,
         )
     except AllInputFilesFailedError:
-        return 0  # LightlyStudio cannot read it: its frames are counted as unmatched
+        # Our decoder read every frame (a video that fails part-way never reaches the CSV), LightlyStudio's did
+        # not: its frames count as unmatched, and target_counts_match_csv fails naming the difference.
+        logger.warning("%s: LightlyStudio could not load this video; its frames are not in the target", video.path)
+        return 0
     for video_id in created.values():
         dataset.update_metadata(
             [(video_id, {META_SIZE: video.size, META_MTIME: video.mtime_ns, META_FRAMES: len(frame_ids)})]

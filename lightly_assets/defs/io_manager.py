@@ -1,0 +1,49 @@
+"""The IO manager of every run: Dagster's filesystem pickles on the instance's storage, written atomically.
+
+Several runs of one dataset at once (two `lightly-assets run` processes, the UI and the CLI) write the same
+pickle. Dagster's `FilesystemIOManager` writes it in place, so a run reading its input at that moment could
+load half a file. Here each value goes through `atomic_output` (a temporary file renamed into place), so a
+reader gets the old value or the new one. Paths are the same as `FilesystemIOManager`'s:
+`<DAGSTER_HOME>/storage/<asset>/<partition>`.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from dagster import ConfigurableIOManagerFactory, InitResourceContext, UPathIOManager
+from pydantic import Field
+
+from lightly_assets.atomic import atomic_output
+
+PICKLE_PROTOCOL = 4  # the protocol Dagster's own filesystem IO manager uses
+
+
+class _AtomicPickles(UPathIOManager):
+    extension: str = ""  # as FilesystemIOManager, so values stored by either are read by the other
+
+    def __init__(self, base_dir: str) -> None:
+        from upath import UPath
+
+        super().__init__(base_path=UPath(base_dir))
+
+    def dump_to_path(self, context: Any, obj: Any, path: Any) -> None:
+        with atomic_output(str(path)) as handle:
+            pickle.dump(obj, handle, PICKLE_PROTOCOL)
+
+    def load_from_path(self, context: Any, path: Any) -> Any:
+        with path.open("rb") as handle:
+            return pickle.load(handle)
+
+
+class AtomicFilesystemIOManager(ConfigurableIOManagerFactory):
+    """`FilesystemIOManager` with atomic writes; `base_dir` defaults to the instance's storage folder."""
+
+    base_dir: str | None = Field(default=None, description="Base directory for storing files.")
+
+    def create_io_manager(self, context: InitResourceContext) -> _AtomicPickles:
+        if self.base_dir:
+            return _AtomicPickles(self.base_dir)
+        assert context.instance is not None, "the IO manager needs a Dagster instance or a base_dir"
+        return _AtomicPickles(context.instance.storage_directory())

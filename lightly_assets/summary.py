@@ -1,0 +1,187 @@
+"""What a terminal shows after a run: where things are, which weights, whether the checks passed, what was skipped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dagster import AssetCheckSeverity
+
+from lightly_assets.errors import first_line
+
+FAILURE_PREFIX = "dagster._core.definitions.events.Failure: "
+CHECK_PREFIX = "dagster._core.errors.DagsterAssetCheckFailedError: "
+SKIPPED_SHOWN = 20
+
+
+@dataclass
+class RunSummary:
+    """What a user wants to read after a run: where things are and whether the checks passed."""
+
+    dataset: str
+    run_id: str
+    success: bool
+    samples: int | None = None
+    dimension: int | None = None
+    reused: int | None = None
+    csv: str | None = None
+    browse: str | None = None
+    weights: str | None = None
+    knn: str | None = None
+    checks: dict[str, str] = field(default_factory=dict)
+    failed_blocking: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.success and not self.failed_blocking
+
+    def render(self) -> str:
+        status = "OK" if self.ok else "FAILED"
+        lines = [f"[{status}] {self.dataset} (run {self.run_id})"]
+        if self.samples is not None:
+            lines.append(f"  samples: {self.samples}, dimension: {self.dimension}, reused from cache: {self.reused}")
+        if self.weights:
+            lines.append(f"  weights: {self.weights}")
+        if self.knn:
+            lines.append(f"  kNN agreement with weak labels: {self.knn}")
+        if self.csv:
+            lines.append(f"  csv: {self.csv}")
+        if self.browse:
+            lines.append(f"  browse: {self.browse}")
+        if self.skipped:
+            lines.append(f"  skipped: {len(self.skipped)} (not in the CSV nor the target)")
+            lines += [f"    {path}: {reason}" for path, reason in self.skipped[:SKIPPED_SHOWN]]
+            if len(self.skipped) > SKIPPED_SHOWN:
+                lines.append(f"    … and {len(self.skipped) - SKIPPED_SHOWN} more (see the run's metadata)")
+        if self.checks:
+            lines.append("  checks: " + ", ".join(f"{k}={v}" for k, v in sorted(self.checks.items())))
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)
+
+
+def summarise_run(name: str, result) -> RunSummary:
+    summary = RunSummary(dataset=name, run_id=result.run_id, success=result.success)
+    for evaluation in result.get_asset_check_evaluations():
+        check = f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}"
+        summary.checks[check] = (
+            "pass" if evaluation.passed else ("warn" if evaluation.severity == AssetCheckSeverity.WARN else "FAIL")
+        )
+        if not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR:
+            summary.failed_blocking.append(check)
+            details = ", ".join(f"{k}={v.value}" for k, v in evaluation.metadata.items())
+            summary.error = f"blocking check {check} failed" + (f" ({details})" if details else "")
+    for event in result.get_step_failure_events():
+        if summary.error is None:  # the first failure is the cause; later ones follow from it
+            summary.error = failure_reason(event)
+    summary.skipped = _skipped(result)
+    if result.success:
+        csv = result.output_for_node("embeddings_csv")
+        upload = result.output_for_node("uploaded_dataset")
+        summary.samples, summary.dimension, summary.csv = csv["rows"], csv["dimension"], csv["path"]
+        summary.reused = result.output_for_node("embeddings").reused
+        summary.browse = upload.get("browse")
+        summary.weights, summary.knn = _provenance(result)
+    return summary
+
+
+def failure_reason(event) -> str:
+    """The line of a step failure that names its cause: a user error's own message, else the error's first line.
+
+    Libraries put their detail first and boilerplate last (SQLAlchemy's "Background on this error" link), so
+    the last line of a message is rarely the reason.
+    """
+    data = event.step_failure_data
+    if data is None:
+        return "step failed"
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return first_line(data.user_failure_data.description)
+    info = data.error
+    while info is not None and info.cls_name == "DagsterExecutionStepExecutionError" and info.cause is not None:
+        info = info.cause  # Dagster's wrapper around an exception of the asset's code
+    if info is None:
+        return "step failed"
+    text = info.message.replace(FAILURE_PREFIX, "").replace(CHECK_PREFIX, "")
+    return first_line(text) or info.cls_name or "step failed"
+
+
+def _skipped(result) -> list[tuple[str, str]]:
+    """Everything left out of the CSV and the target, from the metadata of the steps that ran."""
+    found: list[tuple[str, str]] = []
+    for node in ("file_index", "frame_index", "embeddings"):
+        try:
+            materializations = result.asset_materializations_for_node(node)
+        except Exception:  # noqa: BLE001 - a step that did not run has nothing to list
+            continue
+        for materialization in materializations:
+            value = materialization.metadata.get("skipped_list")
+            found += [(str(item["path"]), str(item["reason"])) for item in (value.value if value else [])]
+    return found
+
+
+def _provenance(result) -> tuple[str | None, str | None]:
+    """Which weights embedded the dataset, and the quality figure, from the `embeddings` materialization."""
+    found = result.asset_materializations_for_node("embeddings")
+    if not found:
+        return None, None
+    meta = {k: getattr(v, "value", v) for k, v in found[-1].metadata.items()}
+    source = meta.get("weights")
+    where = meta.get("weights_url") if source == "pretrained" else meta.get("weights_file")
+    sha = str(meta.get("weights_sha256", ""))[:16]
+    weights = f"{source}, {where}, sha256 {sha}" if source != "random" else f"RANDOM ({meta.get('weights_note')})"
+    weights += f"; {meta.get('model')}, {meta.get('device')}, {meta.get('precision')}"
+    knn = meta.get("knn_agreement")
+    if isinstance(knn, float):
+        rnd, chance = meta.get("knn_agreement_random_network"), meta.get("knn_agreement_chance")
+        rnd = f"{rnd:.3f}" if isinstance(rnd, float) else rnd
+        knn = f"{knn:.3f} (random network {rnd}, chance {chance:.3f}, {meta.get('knn_samples')} samples)"
+    return weights, str(knn) if knn is not None else None
+
+
+def _start(meta: dict) -> str:
+    if meta.get("start_weights") == "random":
+        return f"random initialisation ({meta.get('start_weights_note')})"
+    return f"{meta.get('start_weights')} weights {meta.get('start_weights_file')}"
+
+
+@dataclass
+class TrainSummary:
+    """A training run, for a terminal: where the checkpoint is, what it cost and what it changed."""
+
+    dataset: str
+    run_id: str
+    success: bool
+    lines: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.success
+
+    def render(self) -> str:
+        head = f"[{'OK' if self.ok else 'FAILED'}] train {self.dataset} (run {self.run_id})"
+        tail = [f"  error: {self.error}"] if self.error else []
+        return "\n".join([head, *(f"  {line}" for line in self.lines), *tail])
+
+
+def summarise_training(name: str, result) -> TrainSummary:
+    """The training run's checkpoint, cost and quality change, from the `embedding_model` materialization."""
+    summary = TrainSummary(dataset=name, run_id=result.run_id, success=result.success)
+    failures = result.get_step_failure_events()
+    if failures:
+        summary.error = failure_reason(failures[0])
+    found = result.asset_materializations_for_node("embedding_model") if result.success else []
+    if found:
+        meta = {k: getattr(v, "value", v) for k, v in found[-1].metadata.items()}
+        summary.lines = [
+            f"checkpoint: {meta['checkpoint']} (sha256 {str(meta['sha256'])[:16]})",
+            f"epochs: {meta['epochs']} ({meta['stopped_by']}), samples: {meta['samples']}, "
+            f"{meta['seconds']} s on {meta['device']} {meta['precision']}, {meta['images_per_second']} img/s",
+            f"loss per epoch: {meta['losses']}",
+            f"started from: {_start(meta)}",
+            f"kNN agreement before: {meta['knn_before']}",
+            f"kNN agreement after:  {meta['knn_after']}",
+            f"next: lightly-assets run {name}  (re-embeds with the trained weights)",
+        ]
+    return summary
