@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,8 +15,6 @@ import pandas as pd
 from lightly_assets import columns
 from lightly_assets.lightly_csv import EmbeddingsFileError, parse_embeddings_csv
 from lightly_assets.publish.bucket.target import LABEL_NAME_PATH, LIGHTLY_DIR, TMP_SUFFIX, WEAK_LABEL_PATH, BucketError
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,9 +43,6 @@ class Inputs:
     metadata_docs: dict[str, dict[str, Any]]  # metadata key -> document
     sample_sources: dict[str, str]  # CSV filename -> relative source file
     csv_bytes: bytes
-
-
-# ---------------------------------------------------------------- local inputs
 
 
 def check_dataset_name(name: str) -> None:

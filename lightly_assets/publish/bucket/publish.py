@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pandas as pd
@@ -10,8 +9,6 @@ import pandas as pd
 from lightly_assets.publish.bucket.inputs import check_dataset_name, read_inputs
 from lightly_assets.publish.bucket.session import PublishSession
 from lightly_assets.publish.bucket.target import BucketError, BucketResult, BucketTarget, ProgressCallback
-
-logger = logging.getLogger(__name__)
 
 
 def publish_to_bucket(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,9 +9,6 @@ from typing import Any
 
 from lightly_assets.errors import LightlyAssetsError
 from lightly_assets.publish.secrets import mask_url
-
-logger = logging.getLogger(__name__)
-
 
 LIGHTLY_DIR = ".lightly"
 MANIFEST_KEY = f"{LIGHTLY_DIR}/lightly_assets_manifest.json"

@@ -31,10 +31,6 @@ logger = logging.getLogger(__name__)
 SCHEMA_LOCK = "lightly-assets:studio-schema"
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Database access: lock, import, connect, close.
-
-
 def _db_url(target: StudioTarget) -> str:
     if target.db_file is not None:
         return f"duckdb:///{Path(target.db_file).absolute().as_posix()}"

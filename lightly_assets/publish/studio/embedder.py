@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -14,12 +13,6 @@ from lightly_assets.publish.studio.target import SPACE_KEY_PREFIX
 
 if TYPE_CHECKING:
     pass
-
-logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The embedder LightlyStudio calls to get our vectors.
 
 
 @cache

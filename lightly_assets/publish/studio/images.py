@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -21,12 +20,6 @@ from lightly_assets.publish.studio.target import StudioDataset
 
 if TYPE_CHECKING:
     from sqlmodel import Session
-
-logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Images.
 
 
 def paths_in(session: Session, collection_id: UUID, table: Any) -> dict[str, UUID]:

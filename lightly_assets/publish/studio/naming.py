@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -10,12 +9,6 @@ from lightly_assets.publish.studio.target import StudioError
 
 if TYPE_CHECKING:
     from sqlmodel import Session
-
-logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Naming: which LightlyStudio dataset holds which kind.
 
 
 def root_type(session: Session, name: str) -> str | None:

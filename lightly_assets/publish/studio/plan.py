@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,12 +15,6 @@ from lightly_assets.publish.studio.target import REQUIRED_COLUMNS, StudioError
 
 if TYPE_CHECKING:
     pass
-
-logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# What to upload: frame_index joined with the CSV, without touching LightlyStudio.
 
 
 @dataclass

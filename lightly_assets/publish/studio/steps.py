@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,12 +14,6 @@ from lightly_assets.publish.studio.target import MISSING_TAG, StudioDataset
 
 if TYPE_CHECKING:
     from sqlmodel import Session
-
-logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Steps shared by images and videos.
 
 
 def default_model(session: Session, collection_id: UUID, dataset_id: UUID, dimension: int) -> UUID:

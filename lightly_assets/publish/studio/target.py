@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import shlex
 import threading
 from dataclasses import dataclass
@@ -13,8 +12,6 @@ from lightly_assets.errors import LightlyAssetsError
 
 if TYPE_CHECKING:
     pass
-
-logger = logging.getLogger(__name__)
 
 
 ANALYTICS_ENV = "LIGHTLY_STUDIO_ANALYTICS_ENABLED"

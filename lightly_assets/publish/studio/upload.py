@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,12 +17,6 @@ from lightly_assets.publish.studio.videos import sync_videos
 
 if TYPE_CHECKING:
     pass
-
-logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Public API.
 
 
 def upload_dataset(target: StudioTarget, data_dir: Path, frame_index: pd.DataFrame, csv_path: Path) -> UploadResult:

@@ -27,10 +27,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Videos and their frames.
-
-
 def _video_samples(session: Session, collection_id: UUID) -> dict[str, UUID]:
     from lightly_studio.models.video import VideoTable
 
