@@ -2,8 +2,12 @@
 
 Decoding runs in worker threads (Pillow and PyAV release the GIL while decoding, torch while computing)
 that feed a bounded queue, so the model rarely waits and memory is bounded by a few batches whatever the
-dataset or video length. Rows of the result follow `frame_index`; a sample that cannot be decoded is listed
-in `unreadable` with the reason and the others go on.
+dataset or video length. On a CPU the decode threads run at a lower priority than the network's threads:
+they share the cores, and decoding fills whatever time the network leaves idle instead of preempting
+its threads mid-layer (which stalls all of them at the next barrier); when the queue runs dry the network
+waits and decoding gets every core. On a GPU they run at normal priority on every core.
+Rows of the result follow `frame_index`; a sample that cannot be decoded is listed in `unreadable` with
+the reason and the others go on.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from PIL import Image
 from lightly_assets import columns
 from lightly_assets.embedding.cache import EmbeddingCache, Key
 from lightly_assets.embedding.model import LoadedModel
+from lightly_assets.embedding.runtime import lower_this_thread_priority
 from lightly_assets.errors import LightlyAssetsError
 
 log = logging.getLogger(__name__)
@@ -43,7 +48,9 @@ class EmbedResult:
     """Embeddings of the samples that could be read, in `frame_index` order.
 
     `indices` are the positions of those rows in `frame_index`; `samples_per_s` counts the samples that
-    were embedded in this call (not the ones reused from the cache) over `seconds`.
+    were embedded in this call (not the ones reused from the cache) over the seconds spent embedding them
+    (0 when everything came from the cache). `first_batch_at` is the wall-clock time (`time.time()`) the
+    first batch was embedded, for start-up measurements; None when nothing was embedded.
     """
 
     matrix: np.ndarray
@@ -55,6 +62,8 @@ class EmbedResult:
     samples_per_s: float
     embedded: int = 0
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    first_batch_at: float | None = None
+    workers: int = 0
 
 
 def load_image(path: Path, size: int, draft: bool = True) -> np.ndarray:
@@ -173,8 +182,18 @@ def _reason(exc: BaseException) -> str:
 class _Decoder:
     """Worker threads that decode tasks into a bounded queue; `stop()` lets them exit if the consumer fails."""
 
-    def __init__(self, tasks: list[_Task], data_dir: Path, size: int, draft: bool, workers: int, depth: int) -> None:
+    def __init__(
+        self,
+        tasks: list[_Task],
+        data_dir: Path,
+        size: int,
+        draft: bool,
+        workers: int,
+        depth: int,
+        low_priority: bool = False,
+    ) -> None:
         self.out: queue.Queue = queue.Queue(maxsize=depth)
+        self._low_priority = low_priority
         self._tasks: queue.SimpleQueue[_Task] = queue.SimpleQueue()
         for task in tasks:
             self._tasks.put(task)
@@ -198,6 +217,8 @@ class _Decoder:
         return False
 
     def _work(self, data_dir: Path, size: int, draft: bool) -> None:
+        if self._low_priority:
+            lower_this_thread_priority()  # this thread only (and the codec threads it starts)
         try:
             while not self._stop.is_set():
                 try:
@@ -232,12 +253,15 @@ def embed_samples(
     data_dir: Path,
     model: LoadedModel,
     batch_size: int = 64,
-    workers: int = 2,
+    workers: int | None = None,
     cache: EmbeddingCache | None = None,
     progress: Callable[[int, int], None] | None = None,
     draft: bool = True,
 ) -> EmbedResult:
-    """Embed every sample of `frame_index` (images and video frames) with `model`, reusing cached vectors."""
+    """Embed every sample of `frame_index` (images and video frames) with `model`, reusing cached vectors.
+
+    `workers` decode threads (default: the model's `decode_workers`, sized for its device and threads).
+    """
     columns.require(frame_index, REQUIRED_COLUMNS, "frame_index")
     if batch_size < 1:
         raise EmbeddingError(f"batch_size must be at least 1, got {batch_size}")
@@ -258,8 +282,12 @@ def embed_samples(
     todo = np.flatnonzero(~done)
     if progress:
         progress(reused, n)
+    workers = workers or model.decode_workers
+    run = _Run(model, batch_size, matrix, done, unreadable, progress)
     if len(todo):
-        _run(frame_index, Path(data_dir), model, todo, batch_size, workers, draft, matrix, done, unreadable, progress)
+        run.embed_all(_Decoder(_tasks(frame_index, todo), Path(data_dir), model.input_size, draft, workers,
+                               depth=2 * batch_size, low_priority=model.low_priority_decode))  # fmt: skip
+    embed_seconds = time.perf_counter() - start
     if cache is not None:
         ok = np.flatnonzero(done)
         cache.save(fingerprint, [keys[i] for i in ok.tolist()], matrix[ok])
@@ -275,51 +303,55 @@ def embed_samples(
         unreadable=[(str(names[i]), unreadable[i]) for i in sorted(unreadable)],
         reused=reused,
         seconds=seconds,
-        samples_per_s=embedded / seconds if seconds > 0 else 0.0,
+        samples_per_s=embedded / embed_seconds if embedded and embed_seconds > 0 else 0.0,
         embedded=embedded,
         indices=ok,
+        first_batch_at=run.first_batch_at,
+        workers=workers if len(todo) else 0,
     )
 
 
-def _run(
-    frame_index: pd.DataFrame,
-    data_dir: Path,
-    model: LoadedModel,
-    todo: np.ndarray,
-    batch_size: int,
-    workers: int,
-    draft: bool,
-    matrix: np.ndarray,
-    done: np.ndarray,
-    unreadable: dict[int, str],
-    progress: Callable[[int, int], None] | None,
-) -> None:
-    """Consume decoded samples in arrival order; each batch's vectors go straight to their rows."""
-    size = model.input_size
-    batch = np.empty((batch_size, size, size, 3), dtype=np.uint8)
-    rows: list[int] = []
-    n, finished = len(frame_index), int(done.sum())
+class _Run:
+    """Consumes decoded samples in arrival order; each batch's vectors go straight to their rows."""
 
-    def flush() -> None:
-        nonlocal finished
+    def __init__(
+        self,
+        model: LoadedModel,
+        batch_size: int,
+        matrix: np.ndarray,
+        done: np.ndarray,
+        unreadable: dict[int, str],
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.model, self.matrix, self.done, self.unreadable, self.progress = model, matrix, done, unreadable, progress
+        size = model.input_size
+        self.batch = np.empty((batch_size, size, size, 3), dtype=np.uint8)
+        self.rows: list[int] = []
+        self.finished = int(done.sum())
+        self.first_batch_at: float | None = None
+
+    def embed_all(self, decoder: _Decoder) -> None:
+        try:
+            for row, pixels, reason in decoder.items():
+                if pixels is None:
+                    self.unreadable[row] = reason or "unreadable"
+                    continue
+                self.batch[len(self.rows)] = pixels
+                self.rows.append(row)
+                if len(self.rows) == len(self.batch):
+                    self.flush()
+            self.flush()
+        finally:
+            decoder.stop()
+
+    def flush(self) -> None:
+        rows = self.rows
         if rows:
-            matrix[rows] = model.embed(batch[: len(rows)])
-            done[rows] = True
-            finished += len(rows)
+            self.matrix[rows] = self.model.embed(self.batch[: len(rows)])
+            self.done[rows] = True
+            self.finished += len(rows)
             rows.clear()
-        if progress:
-            progress(finished + len(unreadable), n)
-
-    decoder = _Decoder(_tasks(frame_index, todo), data_dir, size, draft, workers, depth=2 * batch_size)
-    try:
-        for row, pixels, reason in decoder.items():
-            if pixels is None:
-                unreadable[row] = reason or "unreadable"
-                continue
-            batch[len(rows)] = pixels
-            rows.append(row)
-            if len(rows) == batch_size:
-                flush()
-        flush()
-    finally:
-        decoder.stop()
+            if self.first_batch_at is None:
+                self.first_batch_at = time.time()
+        if self.progress:
+            self.progress(self.finished + len(self.unreadable), len(self.matrix))
