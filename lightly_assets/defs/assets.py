@@ -154,6 +154,8 @@ def embeddings(
             "random_init": model.random_init,
             "device": str(model.device),
             "precision": model.precision,
+            "torch_threads": model.threads,
+            "decode_workers": result.workers,
             "reused": result.reused,
             "embedded": len(result.filenames) - result.reused,
             "unreadable": len(result.unreadable),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,8 +165,9 @@ def load_model(
         module, description = _random_lightly_model(seed)
         random_init = True
         notes.append(f"no checkpoint: RANDOM weights (torch seed {seed}), embeddings carry no learned meaning")
-    module.eval().to(dev)
-    module = module.to(memory_format=torch.channels_last)
+    module.eval()
+    fingerprint = _fingerprint(module, description, input_size, effective)  # before the layout change: no copies
+    module = module.to(dev, memory_format=torch.channels_last)
     loaded = LoadedModel(
         module=module,
         device=dev,
@@ -176,14 +176,14 @@ def load_model(
         checkpoint=str(checkpoint) if checkpoint else None,
         random_init=random_init,
         precision=effective,
-        fingerprint=_fingerprint(module, description, input_size, effective),
+        fingerprint=fingerprint,
         input_size=input_size,
         notes=notes,
         threads=torch.get_num_threads(),
         decode_workers=plan.decode_workers,
         low_priority_decode=plan.low_priority_decode,
     )
-    loaded.dim = _probe_dim(loaded, checkpoint)
+    loaded.dim = _known_dim(module) or _probe_dim(loaded, checkpoint)
     return loaded
 
 
@@ -249,9 +249,7 @@ def _read_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
     if not path.is_file():
         raise ModelError(f"{path}: checkpoint file not found")
     try:
-        # Memory-mapped where the file format allows it: no copy of the whole file (optimizer states
-        # included) before the weights are copied into the network.
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
@@ -339,14 +337,16 @@ def _load_lightly(path: Path, state: Mapping[str, torch.Tensor]) -> tuple[nn.Mod
         state = {f"model.{k}": v for k, v in state.items()}
     fixed = lightly_keys(state)
     arch = _lightly_arch(path, fixed)
-    backbone = build_backbone(arch)
+    with torch.device("meta"):  # no random init of weights that the checkpoint replaces
+        backbone = build_backbone(arch)
     expected: dict[str, torch.Tensor] = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     origin = "backbone"
     if any(k.startswith("projection_head.") for k in fixed):
         origin = "SimCLR"
         expected |= {k: torch.empty(shape) for k, shape in _projection_head_shapes(arch).items()}
     _mismatch(path, _describe_lightly(arch, origin), expected, fixed)
-    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in fixed.items() if k.startswith("backbone.")})
+    weights = {k.removeprefix("backbone."): v for k, v in fixed.items() if k.startswith("backbone.")}
+    backbone.load_state_dict(weights, strict=True, assign=True)
     return _Backbone(backbone), _describe_lightly(arch, f"checkpoint {path.name}")
 
 
@@ -379,6 +379,19 @@ def _fingerprint(module: nn.Module, description: str, input_size: int, precision
         h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:32]
+
+
+def _known_dim(module: nn.Module) -> int | None:
+    """The output size of lightly's backbone (its last conv's channels, pooled over any input >= 8 px).
+
+    Known without running the network, so start-up does not pay for a probe batch of another shape than
+    the real batches (the first call of each shape builds the CPU kernels, 0.1-0.5 s).
+    """
+    if isinstance(module, _Backbone) and isinstance(module.backbone, nn.Sequential):
+        last_conv = module.backbone[-2]
+        if isinstance(last_conv, nn.Conv2d) and isinstance(module.backbone[-1], nn.AdaptiveAvgPool2d):
+            return int(last_conv.out_channels)
+    return None
 
 
 def _probe_dim(model: LoadedModel, checkpoint: str | None) -> int:
