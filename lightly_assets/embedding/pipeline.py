@@ -198,6 +198,8 @@ class _Decoder:
         for task in tasks:
             self._tasks.put(task)
         self._stop = threading.Event()
+        self._gate = threading.Event()
+        self._gate.set()
         self.n_workers = max(1, min(workers, len(tasks)))
         args = (data_dir, size, draft)
         self._threads = [
@@ -226,12 +228,38 @@ class _Decoder:
                 except queue.Empty:
                     break
                 items = _decode(task, data_dir, size, draft)
-                for item in items:
-                    if not self._put(item):
-                        items.close()
-                        return
+                try:
+                    while True:
+                        if not self._may_decode():
+                            return
+                        item = next(items, _DONE)
+                        if item is _DONE:
+                            break
+                        if not self._put(item):
+                            return
+                finally:
+                    items.close()
         finally:
             self._put(_DONE)
+
+    def _may_decode(self) -> bool:
+        """Wait while the network runs on the cores we share (see `pause`); False once stopped."""
+        while not self._gate.wait(0.1):
+            if self._stop.is_set():
+                return False
+        return not self._stop.is_set()
+
+    def pause(self) -> None:
+        """Decoding of the next samples waits until `resume` (the ones in progress finish).
+
+        Used when decoding and the network share the cores: a decode thread that preempts one of torch's
+        threads mid-layer stalls all of them at the layer's end, so decoding costs twice its CPU time;
+        decoding between batches, on every core, costs it once.
+        """
+        self._gate.clear()
+
+    def resume(self) -> None:
+        self._gate.set()
 
     def items(self) -> Iterator[Item]:
         done = 0
@@ -329,8 +357,10 @@ class _Run:
         self.rows: list[int] = []
         self.finished = int(done.sum())
         self.first_batch_at: float | None = None
+        self.decoder: _Decoder | None = None
 
     def embed_all(self, decoder: _Decoder) -> None:
+        self.decoder = decoder
         try:
             for row, pixels, reason in decoder.items():
                 if pixels is None:
@@ -347,7 +377,14 @@ class _Run:
     def flush(self) -> None:
         rows = self.rows
         if rows:
-            self.matrix[rows] = self.model.embed(self.batch[: len(rows)])
+            pause = self.decoder is not None and self.model.pause_decode
+            if pause:
+                self.decoder.pause()
+            try:
+                self.matrix[rows] = self.model.embed(self.batch[: len(rows)])
+            finally:
+                if pause:
+                    self.decoder.resume()
             self.done[rows] = True
             self.finished += len(rows)
             rows.clear()

@@ -2,10 +2,10 @@
 
 Choices follow measurements of the default network (lightly resnet-18, 64 px, batch 64): bf16 autocast in
 channels-last is 2x (AVX-512-BF16) to 4x (AMX) faster than fp32 where the CPU does bf16 natively, and
-slower than fp32 where it would be emulated; decoding a 640x480+ photo (JPEG at draft scale, PNG in full)
-costs about a sixth of its bf16 forward pass on such CPUs. So on a CPU the network gets the cores that
-decoding does not need, and decoding fills the gaps at a lower scheduling priority; on a GPU every core
-decodes.
+slower than fp32 where it would be emulated; decoding a 640x480+ photo (JPEG at draft scale ~1.7 ms, PNG
+in full ~8 ms) costs about a sixth of its bf16 forward pass on such CPUs. So on a CPU the network gets the
+cores that decoding does not need (on small machines: all of them, decoding runs between batches); on a
+GPU every core decodes.
 """
 
 from __future__ import annotations
@@ -105,26 +105,31 @@ def usable_cores() -> int:
 
 @dataclass(frozen=True)
 class ThreadPlan:
-    """Intra-op threads for torch and decode threads for the pipeline."""
+    """Intra-op threads for torch, decode threads for the pipeline, and how the two share the cores."""
 
     torch_threads: int
     decode_workers: int
     low_priority_decode: bool
+    pause_decode: bool = False
 
 
 def plan_threads(device_type: str, cores: int, threads: int | None = None, workers: int | None = None) -> ThreadPlan:
     """Cores left after decoding go to the network (CPU); on a GPU every core decodes.
 
-    On a CPU decoding needs `DECODE_SHARE` of the work, so `floor(cores * share)` cores are kept for it and
-    the rest run the network; the decode threads (at least two, so both a JPEG and a PNG can be in flight)
-    run at a lower priority and fill whatever the network leaves idle. Explicit values win.
+    On a CPU decoding needs `DECODE_SHARE` of the work. Where that is at least one core, `floor(cores *
+    share)` cores are kept for it and torch gets the rest; one extra decode thread at a lower priority
+    fills whatever the network leaves idle. On fewer cores (e.g. 2) no core can be spared: torch gets
+    them all, and decoding runs on all of them between batches (`pause_decode`), because a decode thread
+    that preempts one of torch's threads mid-layer makes the others wait at the layer's end. Explicit
+    values win.
     """
     cores = max(1, cores)
     if device_type == "cuda":
         return ThreadPlan(threads or 1, workers or max(2, cores), low_priority_decode=False)
     reserved = math.floor(cores * DECODE_SHARE)
-    auto_workers = max(2, math.ceil(cores * DECODE_SHARE) + 1)
-    return ThreadPlan(threads or max(1, cores - reserved), workers or auto_workers, low_priority_decode=True)
+    if reserved == 0:
+        return ThreadPlan(threads or cores, workers or cores, low_priority_decode=False, pause_decode=True)
+    return ThreadPlan(threads or cores - reserved, workers or reserved + 1, low_priority_decode=True)
 
 
 def apply_torch_threads(n: int) -> None:
