@@ -91,6 +91,7 @@ class LoadedModel:
     low_priority_decode: bool = False
     pause_decode: bool = False
     _pinned: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _copied: torch.cuda.Event | None = field(default=None, init=False, repr=False)
     _norm: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     def preprocess(self, batch: np.ndarray) -> torch.Tensor:
@@ -98,26 +99,33 @@ class LoadedModel:
 
         The permuted view of an NHWC array is already in channels_last layout, so no copy is made for it.
         On CUDA the uint8 batch goes through a reused pinned buffer and is copied without blocking; the
-        float conversion and normalisation then run on the GPU (4x fewer bytes cross the bus).
+        float conversion and normalisation then run on the GPU (4x fewer bytes cross the bus than floats).
         """
-        pixels = batch if batch.flags.writeable else batch.copy()  # torch wants writable memory
-        host = torch.from_numpy(pixels)
         if self.device.type == "cuda":
-            host = self._pin(host)
-        x = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+            x = self._to_gpu(batch)
+        else:
+            pixels = batch if batch.flags.writeable else batch.copy()  # torch wants writable memory
+            x = torch.from_numpy(pixels).permute(0, 3, 1, 2)
         mean, std = self._normalisation()
         return x.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
 
-    def _pin(self, host: torch.Tensor) -> torch.Tensor:
-        """Copy into page-locked memory (allocated once per batch shape) so the transfer can be asynchronous.
+    def _to_gpu(self, batch: np.ndarray) -> torch.Tensor:
+        """uint8 NHWC -> NCHW view on the GPU, through page-locked memory allocated once per batch shape.
 
-        One buffer is enough: `embed` waits for its result, so the previous copy out of it has finished.
+        The copy to the GPU does not block; the next batch waits for it (an event) before it overwrites the
+        shared buffer.
         """
-        if self._pinned is None or self._pinned.shape[1:] != host.shape[1:] or len(self._pinned) < len(host):
-            self._pinned = torch.empty(host.shape, dtype=host.dtype, pin_memory=True)
-        pinned = self._pinned[: len(host)]
-        pinned.copy_(host)
-        return pinned
+        if self._pinned is None or self._pinned.shape[1:] != batch.shape[1:] or len(self._pinned) < len(batch):
+            self._pinned = torch.empty(batch.shape, dtype=torch.uint8, pin_memory=True)
+            self._copied = None
+        if self._copied is not None:
+            self._copied.synchronize()
+        pinned = self._pinned[: len(batch)]
+        pinned.numpy()[...] = batch
+        x = pinned.to(self.device, non_blocking=True)
+        self._copied = torch.cuda.Event()
+        self._copied.record()
+        return x.permute(0, 3, 1, 2)
 
     def _normalisation(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._norm is None:
