@@ -2,10 +2,12 @@
 
 Decoding runs in worker threads (Pillow and PyAV release the GIL while decoding, torch while computing)
 that feed a bounded queue, so the model rarely waits and memory is bounded by a few batches whatever the
-dataset or video length. On a CPU the decode threads run at a lower priority than the network's threads:
-they share the cores, and decoding fills whatever time the network leaves idle instead of preempting
-its threads mid-layer (which stalls all of them at the next barrier); when the queue runs dry the network
-waits and decoding gets every core. On a GPU they run at normal priority on every core.
+dataset or video length. How decoding shares the machine with the network is the model's plan
+(`runtime.plan_threads`): on a CPU with cores to spare for decoding, they decode beside the network (one
+extra thread at a lower priority fills the gaps); on a CPU without (2 cores: decoding is ~15% of the work)
+decoding pauses while a batch runs and uses every core between batches, because a decode thread that
+preempts one of torch's threads mid-layer makes all of them wait at the layer's end; on a GPU every core
+decodes, all the time.
 Rows of the result follow `frame_index`; a sample that cannot be decoded is listed in `unreadable` with
 the reason and the others go on.
 """
