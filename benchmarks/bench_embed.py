@@ -178,13 +178,40 @@ def _forward_child(job: dict) -> None:
                 step()
                 n += len(x)
             results[f"{precision} {layout}"] = n / (time.perf_counter() - start)
-    print(json.dumps(results))
+    print(json.dumps({"forward": results, "decode_ms": _decode_cost(Path(job["data"]), job["input_size"])}))
 
 
-def _forward_only(ckpt: Path, tmp: Path, args: argparse.Namespace) -> dict[str, float]:
+def _decode_cost(data: Path, size: int, limit: int = 120) -> float:
+    """CPU milliseconds to decode one sample as the pipeline does (JPEG draft, PNG, video frames), one thread."""
+    from lightly_assets.dataset.video import iter_frames
+    from lightly_assets.embedding.pipeline import _frame_pixels, load_image
+
+    videos = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+    files = sorted(f for f in data.rglob("*") if f.is_file())
+    images, clips = (
+        [f for f in files if f.suffix.lower() not in videos],
+        [f for f in files if f.suffix.lower() in videos],
+    )
+    step = max(1, len(images) // limit)
+    start, n = time.thread_time(), 0
+    for path in images[::step][:limit]:
+        load_image(path, size)
+        n += 1
+    for path in clips[:1]:
+        for _, image in iter_frames(path, size=(size, size), threads=False):
+            _frame_pixels(image, size)
+            n += 1
+            if n >= limit:
+                break
+    return 1000 * (time.thread_time() - start) / max(1, n)
+
+
+def _forward_only(ckpt: Path, tmp: Path, args: argparse.Namespace, data: Path) -> dict:
+    """{"forward": {setting: samples/s}, "decode_ms": CPU ms per decoded sample}, in a process of its own."""
     work = tmp / "forward"
     work.mkdir()
-    job = {"checkpoint": str(ckpt), "input_size": 64, "batch_size": 64, "seconds": args.forward_seconds}
+    job = {"checkpoint": str(ckpt), "input_size": 64, "batch_size": 64, "seconds": args.forward_seconds,
+           "data": str(data)}  # fmt: skip
     cmd = [sys.executable, str(Path(__file__).resolve()), "--forward-child", json.dumps(job)]
     _, _, text, _ = _run_measured(cmd, work, {**os.environ, "PYTHONPATH": str(REPO)})
     return json.loads(text.strip().splitlines()[-1])
@@ -210,7 +237,7 @@ def _cosine(reference: Path, other: Path) -> float:
     return float(cos.min()) if len(cos) else float("nan")
 
 
-def report(runs: list[dict], base: dict | None, fp32: dict | None, forward: dict[str, float], what: str) -> None:
+def report(runs: list[dict], base: dict | None, fp32: dict | None, measured: dict, what: str) -> None:
     """The side-by-side table, the efficiency line and the goals, shared with bench_video_embed.py."""
     print(f"\n{'run':<24} {'samples':>7} {'wall s':>7} {'x lightly':>9} {'start-up s':>10} {'step/s':>7} "
           f"{'peak RSS MiB':>12} {'prec':>5} {'thr':>4} {'cos lightly':>11} {'cos fp32':>8}")  # fmt: skip
@@ -229,12 +256,18 @@ def report(runs: list[dict], base: dict | None, fp32: dict | None, forward: dict
             print(f"  {run['name']}: import {run['import']:.1f}s, scan+index {run['scan']:.2f}s, "
                   f"model {run['load']:.1f}s, embed {run['embed']:.1f}s, csv {run['csv_s']:.2f}s, "
                   f"unreadable {run['unreadable']}")  # fmt: skip
+    forward = measured["forward"]
     best_key = max(forward, key=forward.get)
     print("forward-only (all cores, batch 64, 64 px): " + ", ".join(f"{k} {v:.1f}/s" for k, v in forward.items()))
     after = next(r for r in runs if r["name"].startswith("ours defaults"))
     efficiency = after["loop"] / forward[best_key]
     print(f"efficiency ({what}): embedding step {after['loop']:.1f}/s over forward-only best ({best_key}) "
           f"{forward[best_key]:.1f}/s = {efficiency:.2f} (goal >= {GOAL_EFFICIENCY})")  # fmt: skip
+    from lightly_assets.embedding.runtime import usable_cores
+
+    f_ms, d_ms = 1000 * usable_cores() / forward[best_key], measured["decode_ms"]
+    print(f"  decoding {d_ms:.2f} CPU ms/sample, forward {f_ms:.2f} CPU ms/sample ({usable_cores()} cores): with "
+          f"decoding on the same cores the step can reach at most F/(F+D) = {f_ms / (f_ms + d_ms):.2f}")  # fmt: skip
     before = next((r for r in runs if r["name"].startswith("ours before")), None)
     if before:
         su = f"{before['startup']:.1f}s -> {after['startup']:.1f}s" if before.get("startup") else "?"
@@ -287,9 +320,9 @@ def main() -> None:
         if not args.no_fp32:
             fp32 = _run_ours(data, ckpt, tmp / "fp32", "ours precision=fp32", {"model": {"precision": "fp32"}})
             runs.append(fp32)
-        forward = _forward_only(ckpt, tmp, args)
+        measured = _forward_only(ckpt, tmp, args, data)
         print(machine_line())
-        report(runs, base, fp32, forward, f"{n_files} images")
+        report(runs, base, fp32, measured, f"{n_files} images")
         if base:
             after = next(r for r in runs if r["name"] == "ours defaults")
             print(f"speed-up whole process, ours defaults over {base['name']}: {base['wall'] / after['wall']:.2f}x "

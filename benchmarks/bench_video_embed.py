@@ -119,9 +119,9 @@ def _speed(args: argparse.Namespace, tmp: Path) -> None:
     fp32 = None if args.no_fp32 else _run_ours(data, ckpt, tmp / "fp32", "ours precision=fp32",
                                                {"model": {"precision": "fp32"}})  # fmt: skip
     runs += [fp32] if fp32 else []
-    forward = _forward_only(ckpt, tmp, args)
+    measured = _forward_only(ckpt, tmp, args, data)
     print(machine_line())
-    report(runs, base, fp32, forward, f"{n_files} videos")
+    report(runs, base, fp32, measured, f"{n_files} videos")
     if base is None:
         return
     for run in runs[1:]:
