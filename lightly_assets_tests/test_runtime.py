@@ -190,3 +190,16 @@ def test_every_decode_schedule_gives_the_same_rows(tmp_path: Path, pause: bool, 
     result = embed_samples(index, tmp_path, model, batch_size=4, workers=3)
     assert result.filenames == reference.filenames == names
     np.testing.assert_allclose(result.matrix, reference.matrix, rtol=1e-5, atol=1e-6)
+
+
+def test_half_precision_checkpoint_loads_as_float32(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    net = build_lightly_model()
+    full, half = tmp_path / "full.ckpt", tmp_path / "half.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, full)
+    torch.save({"state_dict": {f"model.{k}": v.half() if v.is_floating_point() else v
+                               for k, v in net.state_dict().items()}}, half)  # fmt: skip
+    a, b = load_model(str(full), 16, precision="fp32"), load_model(str(half), 16, precision="fp32")
+    assert all(p.dtype == torch.float32 for p in b.module.parameters())
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    np.testing.assert_allclose(a.embed(pixels), b.embed(pixels), rtol=0.05, atol=0.02)

@@ -356,7 +356,11 @@ def _load_lightly(path: Path, state: Mapping[str, torch.Tensor]) -> tuple[nn.Mod
         origin = "SimCLR"
         expected |= {k: torch.empty(shape) for k, shape in _projection_head_shapes(arch).items()}
     _mismatch(path, _describe_lightly(arch, origin), expected, fixed)
-    weights = {k.removeprefix("backbone."): v for k, v in fixed.items() if k.startswith("backbone.")}
+    weights = {  # float32 like the network lightly builds (a half-precision file is converted, as copy_ would)
+        k.removeprefix("backbone."): v.float() if v.is_floating_point() else v
+        for k, v in fixed.items()
+        if k.startswith("backbone.")
+    }
     backbone.load_state_dict(weights, strict=True, assign=True)
     return _Backbone(backbone), _describe_lightly(arch, f"checkpoint {path.name}")
 
