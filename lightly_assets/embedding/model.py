@@ -71,9 +71,8 @@ class LoadedModel:
     """A ready embedding network: `module` maps normalised NCHW float batches to (N, dim) vectors.
 
     `threads` are torch's intra-op threads (set process-wide when the model is loaded), `decode_workers`
-    the decode threads the pipeline runs beside them; `pause_decode`: decoding waits while a batch runs
-    (CPU cores shared by both), `low_priority_decode`: decode threads yield to the network (CPU with cores
-    kept for decoding). On a GPU neither: decoding is the bottleneck there.
+    the decode threads the pipeline runs beside them, `low_priority_decode` whether those threads yield to
+    the network (CPU: the cores are shared) or not (GPU: decoding is the bottleneck).
     """
 
     module: nn.Module
@@ -89,7 +88,6 @@ class LoadedModel:
     threads: int = 0
     decode_workers: int = 2
     low_priority_decode: bool = False
-    pause_decode: bool = False
     _pinned: torch.Tensor | None = field(default=None, init=False, repr=False)
     _copied: torch.cuda.Event | None = field(default=None, init=False, repr=False)
     _norm: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False)
@@ -192,7 +190,6 @@ def load_model(
         threads=torch.get_num_threads(),
         decode_workers=plan.decode_workers,
         low_priority_decode=plan.low_priority_decode,
-        pause_decode=plan.pause_decode,
     )
     loaded.dim = _known_dim(module) or _probe_dim(loaded, checkpoint)
     return loaded

@@ -3,11 +3,10 @@
 Decoding runs in worker threads (Pillow and PyAV release the GIL while decoding, torch while computing)
 that feed a bounded queue, so the model rarely waits and memory is bounded by a few batches whatever the
 dataset or video length. How decoding shares the machine with the network is the model's plan
-(`runtime.plan_threads`): on a CPU with cores to spare for decoding, they decode beside the network (one
-extra thread at a lower priority fills the gaps); on a CPU without (2 cores: decoding is ~15% of the work)
-decoding pauses while a batch runs and uses every core between batches, because a decode thread that
-preempts one of torch's threads mid-layer makes all of them wait at the layer's end; on a GPU every core
-decodes, all the time.
+(`runtime.plan_threads`): on a CPU the decode threads run beside the network's threads at a lower
+priority, so they take the cores kept for them and fill whatever time the network leaves idle without
+preempting its threads mid-layer (which makes all of them wait at the layer's end); on a GPU every core
+decodes, at normal priority.
 Rows of the result follow `frame_index`; a sample that cannot be decoded is listed in `unreadable` with
 the reason and the others go on.
 """
@@ -200,8 +199,6 @@ class _Decoder:
         for task in tasks:
             self._tasks.put(task)
         self._stop = threading.Event()
-        self._gate = threading.Event()
-        self._gate.set()
         self.n_workers = max(1, min(workers, len(tasks)))
         args = (data_dir, size, draft)
         self._threads = [
@@ -230,38 +227,12 @@ class _Decoder:
                 except queue.Empty:
                     break
                 items = _decode(task, data_dir, size, draft)
-                try:
-                    while True:
-                        if not self._may_decode():
-                            return
-                        item = next(items, _DONE)
-                        if item is _DONE:
-                            break
-                        if not self._put(item):
-                            return
-                finally:
-                    items.close()
+                for item in items:
+                    if not self._put(item):
+                        items.close()
+                        return
         finally:
             self._put(_DONE)
-
-    def _may_decode(self) -> bool:
-        """Wait while the network runs on the cores we share (see `pause`); False once stopped."""
-        while not self._gate.wait(0.1):
-            if self._stop.is_set():
-                return False
-        return not self._stop.is_set()
-
-    def pause(self) -> None:
-        """Decoding of the next samples waits until `resume` (the ones in progress finish).
-
-        Used when decoding and the network share the cores: a decode thread that preempts one of torch's
-        threads mid-layer stalls all of them at the layer's end, so decoding costs twice its CPU time;
-        decoding between batches, on every core, costs it once.
-        """
-        self._gate.clear()
-
-    def resume(self) -> None:
-        self._gate.set()
 
     def items(self) -> Iterator[Item]:
         done = 0
@@ -359,10 +330,8 @@ class _Run:
         self.rows: list[int] = []
         self.finished = int(done.sum())
         self.first_batch_at: float | None = None
-        self.decoder: _Decoder | None = None
 
     def embed_all(self, decoder: _Decoder) -> None:
-        self.decoder = decoder
         try:
             for row, pixels, reason in decoder.items():
                 if pixels is None:
@@ -379,14 +348,7 @@ class _Run:
     def flush(self) -> None:
         rows = self.rows
         if rows:
-            pause = self.decoder is not None and self.model.pause_decode
-            if pause:
-                self.decoder.pause()
-            try:
-                self.matrix[rows] = self.model.embed(self.batch[: len(rows)])
-            finally:
-                if pause:
-                    self.decoder.resume()
+            self.matrix[rows] = self.model.embed(self.batch[: len(rows)])
             self.done[rows] = True
             self.finished += len(rows)
             rows.clear()
