@@ -199,3 +199,24 @@ def test_half_precision_checkpoint_loads_as_float32(tmp_path: Path) -> None:
     assert all(p.dtype == torch.float32 for p in b.module.parameters())
     pixels = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
     np.testing.assert_allclose(a.embed(pixels), b.embed(pixels), rtol=0.05, atol=0.02)
+
+
+def test_batchnorms_folded_for_inference_same_vectors(tmp_path: Path) -> None:
+    """The network that runs has no BatchNorm after a convolution, and gives lightly's vectors (fp32)."""
+    torch.manual_seed(4)
+    net = build_lightly_model(LightlyArch("resnet-9", 0.5, 16, 8))
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 1.5)
+    net.eval()
+    ckpt = tmp_path / "m.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, ckpt)
+    m = load_model(str(ckpt), input_size=16, precision="fp32")
+    batchnorms = [mod for mod in m.module.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    assert len(batchnorms) == 1  # only the input normalisation, which no convolution precedes
+    assert not any(mod.training for mod in m.module.modules())
+    pixels = np.random.default_rng(3).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    with torch.no_grad():
+        reference = net.backbone(m.preprocess(pixels).contiguous()).flatten(1).numpy()
+    np.testing.assert_allclose(m.embed(pixels), reference, rtol=1e-4, atol=1e-5 * np.abs(reference).max())
