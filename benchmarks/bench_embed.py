@@ -1,14 +1,26 @@
-"""Embedding throughput and memory: our pipeline beside `lightly-embed`, same model, same images, same input size.
+"""Embedding speed, start-up and memory: our pipeline beside `lightly-embed`, defaults on both sides.
 
 usage:
-  python benchmarks/bench_embed.py --data OUT/images_sub
-  python benchmarks/bench_embed.py --make 1000          # runs shared/bench/make_data.py first (--videos 0)
+  python benchmarks/bench_embed.py --make 600                   # 600 photos 800x600 (JPEG + 1 in 5 PNG)
+  python benchmarks/bench_embed.py --data DIR --before main     # also our code at git ref `main` ("before")
+  python benchmarks/bench_embed.py --make 60 --quick            # validate the script in a minute
 
 Both sides load one checkpoint file written here in lightly's CLI format (a seeded random init), so
-`lightly-embed` downloads nothing and both compute the same network. Each side runs as its own process,
-end to end (imports, folder scan, model load, embedding, CSV), and is timed from the outside; peak RSS is
-the largest single process of its tree (`wait4`), e.g. lightly's main process or one DataLoader worker.
-Our runs cover fp32/bf16 and JPEG draft decoding on/off; every CSV is compared with lightly's (cosine).
+`lightly-embed` downloads nothing and both compute the same network. Each run is its own process, end to
+end (imports, folder scan, model load, embedding, CSV), timed from the outside, one after the other:
+- `lightly-embed` with its defaults and `loader.num_workers=2` (the reference; fp32);
+- ours with defaults ("after": precision auto, threads and decode threads sized for the machine), ours with
+  `precision=fp32` (the bit-level setting), and with `--before REF` our code at that git ref, defaults too.
+Columns: wall time and its ratio to lightly's (whole process to whole process), start-up = process start
+to the first embedded batch (ours; from the child's wall clock), the embedding step's own rate (samples
+embedded / seconds of the step), peak RSS of the largest process of the run's tree (`wait4`), and the
+cosine of every vector to lightly's (fp32) and to ours in fp32.
+Efficiency = the embedding step's rate over the forward-only rate of the same network on random tensors,
+best of fp32/bf16 x contiguous/channels-last with all cores, measured in a process of its own where the
+embedding step (defaults) and that forward-only pass alternate twice over the same data (a change of the
+machine's load then skews both alike); the ratio across processes is printed too.
+The CPU model, its bf16 flags and the load average are printed with the figures: ratios differ between
+machine types, and a loaded machine (load average above the core count) makes every figure noisy.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +39,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, os.environ.get("BENCH_CODE", str(REPO)))  # a child runs the code it was asked for
+
+GOAL_SPEEDUP = 2.5  # whole process, ours (defaults) over lightly-embed (num_workers=2)
+GOAL_EFFICIENCY = 0.85  # embedding step over forward-only
 
 
 def _make_data_script() -> Path:
@@ -34,6 +50,13 @@ def _make_data_script() -> Path:
         if candidate.is_file():
             return candidate
     raise SystemExit("cannot find shared/bench/make_data.py next to the repository; pass --data instead")
+
+
+def machine_line() -> str:
+    from lightly_assets.embedding.runtime import cpu_summary
+
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"machine: {cpu_summary()}; load average {load}"
 
 
 def _write_checkpoint(path: Path, seed: int) -> Path:
@@ -48,19 +71,20 @@ def _write_checkpoint(path: Path, seed: int) -> Path:
     return path
 
 
-def _run_measured(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB) of the largest process in the tree, and the combined output."""
+def _run_measured(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float, str, float]:
+    """Wall seconds, peak RSS (MiB) of the largest process in the tree, the output, and the start time."""
     log = cwd / "output.log"
     with open(log, "wb") as out:
+        started = time.time()
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
     text = log.read_text(errors="replace")
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{text[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, text
+    return wall, usage.ru_maxrss / 1024, text, started
 
 
 def _run_lightly(data: Path, ckpt: Path, work: Path, args: argparse.Namespace) -> dict:
@@ -70,31 +94,31 @@ def _run_lightly(data: Path, ckpt: Path, work: Path, args: argparse.Namespace) -
         str(exe) if exe.exists() else "lightly-embed",
         f"input_dir={data}",
         f"checkpoint={ckpt}",
-        f"collate.input_size={args.input_size}",
-        f"loader.batch_size={args.batch_size}",
-        f"loader.num_workers={args.workers}",
+        f"loader.num_workers={args.lightly_workers}",
         "trainer.gpus=0",
         f"hydra.run.dir={work / 'hydra'}",
     ]
-    wall, rss, text = _run_measured(cmd, work)
+    wall, rss, text, _ = _run_measured(cmd, work)
     rates = re.findall(r"([\d.]+)imgs/s", text)
-    return {"name": "lightly-embed", "wall": wall, "rss": rss, "loop": float(rates[-1]) if rates else None,
-            "csv": work / "embeddings.csv"}  # fmt: skip
+    return {"name": f"lightly-embed w{args.lightly_workers}", "wall": wall, "rss": rss, "csv": work / "embeddings.csv",
+            "loop": float(rates[-1]) if rates else None}  # fmt: skip
 
 
-def _run_ours(data: Path, ckpt: Path, work: Path, args: argparse.Namespace, precision: str, draft: bool) -> dict:
+def _run_ours(data: Path, ckpt: Path, work: Path, name: str, job: dict, code: Path = REPO) -> dict:
+    """Our pipeline in its own process; `code` is the checkout it runs (this one, or `--before`'s)."""
     work.mkdir()
-    job = {"data": str(data), "checkpoint": str(ckpt), "input_size": args.input_size, "precision": precision,
-           "batch_size": args.batch_size, "workers": args.workers, "draft": draft,
-           "csv": str(work / "embeddings.csv")}  # fmt: skip
-    wall, rss, text = _run_measured([sys.executable, __file__, "--child", json.dumps(job)], work)
+    job = {"data": str(data), "checkpoint": str(ckpt), "csv": str(work / "embeddings.csv"), **job}
+    env = {**os.environ, "PYTHONPATH": str(code), "BENCH_CODE": str(code)}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(job)]
+    wall, rss, text, started = _run_measured(cmd, work, env)
     report = json.loads(text.strip().splitlines()[-1])
-    name = f"ours {report['precision']}{' draft' if draft else ''}"
-    return {"name": name, "wall": wall, "rss": rss, "loop": report["loop"], "csv": work / "embeddings.csv", **report}
+    first = report.pop("first_batch_at")
+    return {"name": name, "wall": wall, "rss": rss, "csv": work / "embeddings.csv",
+            "startup": first - started if first else None, **report}  # fmt: skip
 
 
 def _child(job: dict) -> None:
-    """One end-to-end run of our pipeline; prints a JSON line with the stage times."""
+    """One end-to-end run of our pipeline (settings left at their defaults unless the job names them)."""
     t0 = time.perf_counter()
     from lightly_assets.dataset.samples import build_sample_index
     from lightly_assets.dataset.scan import scan_dataset
@@ -106,77 +130,238 @@ def _child(job: dict) -> None:
     t1 = time.perf_counter()
     frames = build_sample_index(scan_dataset(data).files, data).samples
     t2 = time.perf_counter()
-    model = load_model(job["checkpoint"], input_size=job["input_size"], precision=job["precision"])
+    model = load_model(job["checkpoint"], **job.get("model", {}))
     t3 = time.perf_counter()
-    result = embed_samples(frames, data, model, job["batch_size"], job["workers"], draft=job["draft"])
+    first: list[float] = []
+
+    def progress(done: int, total: int) -> None:  # the first call after the start marks the first batch
+        calls.append(done)
+        if len(calls) == 2 and not first:
+            first.append(time.time())
+
+    calls: list[int] = []
+    result = embed_samples(frames, data, model, progress=progress, **job.get("embed", {}))
     t4 = time.perf_counter()
     write_embeddings_csv(job["csv"], result.filenames, result.matrix, result.labels)
     t5 = time.perf_counter()
     report = {"n": len(result.filenames), "unreadable": len(result.unreadable), "precision": model.precision,
+              "threads": getattr(model, "threads", None), "workers": getattr(result, "workers", None),
               "import": t1 - t0, "scan": t2 - t1, "load": t3 - t2, "embed": t4 - t3, "csv_s": t5 - t4,
-              "loop": result.samples_per_s}  # fmt: skip
+              "loop": result.samples_per_s, "first_batch_at": first[0] if first else None}  # fmt: skip
     print(json.dumps(report))
 
 
-def _cosine_to(reference: Path, other: Path) -> tuple[float, bool]:
+def _forward_rate(module, x, precision: str, seconds: float, at_least: int) -> float:  # noqa: ANN001
+    """Samples/s of `module` on the ready batch `x` (2 warm-up calls first)."""
+    import torch
+
+    def step() -> None:
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            module(x)
+
+    step()
+    step()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or n < at_least:
+        step()
+        n += len(x)
+    return n / (time.perf_counter() - start)
+
+
+def _forward_child(job: dict) -> None:
+    """Forward-only throughput on ready tensors (all cores, each precision x memory layout); then the
+    embedding step with default settings and the best forward-only setting, alternated twice in this one
+    process, so that a change of the machine's load between runs does not skew their ratio."""
+    import torch
+
+    from lightly_assets.dataset.samples import build_sample_index
+    from lightly_assets.dataset.scan import scan_dataset
+    from lightly_assets.embedding.model import load_model
+    from lightly_assets.embedding.pipeline import embed_samples
+    from lightly_assets.embedding.runtime import usable_cores
+
+    cores, size = usable_cores(), job["input_size"]
+    x = torch.randn(job["batch_size"], 3, size, size)
+    results, modules = {}, {}
+    for precision in ("fp32", "bf16"):
+        model = load_model(job["checkpoint"], input_size=size, precision=precision, threads=cores)
+        if model.precision != precision:
+            continue
+        for layout in ("contiguous", "channels_last"):
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            module = model.module.to(memory_format=fmt)
+            results[f"{precision} {layout}"] = _forward_rate(module, x.contiguous(memory_format=fmt), precision,
+                                                             job["seconds"], 3 * len(x))  # fmt: skip
+        modules[precision] = model.module
+    best = max(results, key=results.get)
+    precision, layout = best.split()
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    best_module, best_x = modules[precision].to(memory_format=fmt), x.contiguous(memory_format=fmt)
+    data = Path(job["data"])
+    frames = build_sample_index(scan_dataset(data).files, data).samples
+    default = load_model(job["checkpoint"], input_size=size)
+    pairs = []
+    for _ in range(job.get("rounds", 2)):
+        torch.set_num_threads(cores)
+        forward = _forward_rate(best_module, best_x, precision, 0.0, len(frames))
+        torch.set_num_threads(default.threads)
+        pairs.append((embed_samples(frames, data, default).samples_per_s, forward))
+    report = {"forward": results, "decode_ms": _decode_cost(data, size), "interleaved": pairs, "best": best}
+    print(json.dumps(report))
+
+
+def _decode_cost(data: Path, size: int, limit: int = 120) -> float:
+    """CPU milliseconds to decode one sample as the pipeline does (JPEG draft, PNG, video frames), one thread."""
+    from lightly_assets.dataset.video import iter_frames
+    from lightly_assets.embedding.pipeline import _frame_pixels, load_image
+
+    videos = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+    files = sorted(f for f in data.rglob("*") if f.is_file())
+    images, clips = (
+        [f for f in files if f.suffix.lower() not in videos],
+        [f for f in files if f.suffix.lower() in videos],
+    )
+    step = max(1, len(images) // limit)
+    start, n = time.thread_time(), 0
+    for path in images[::step][:limit]:
+        load_image(path, size)
+        n += 1
+    for path in clips[:1]:
+        for _, image in iter_frames(path, size=(size, size), threads=False):
+            _frame_pixels(image, size)
+            n += 1
+            if n >= limit:
+                break
+    return 1000 * (time.thread_time() - start) / max(1, n)
+
+
+def _forward_only(ckpt: Path, tmp: Path, args: argparse.Namespace, data: Path) -> dict:
+    """{"forward": {setting: samples/s}, "decode_ms": CPU ms per decoded sample}, in a process of its own."""
+    work = tmp / "forward"
+    work.mkdir()
+    job = {"checkpoint": str(ckpt), "input_size": 64, "batch_size": 64, "seconds": args.forward_seconds,
+           "data": str(data)}  # fmt: skip
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--forward-child", json.dumps(job)]
+    _, _, text, _ = _run_measured(cmd, work, {**os.environ, "PYTHONPATH": str(REPO)})
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def _checkout(ref: str, dest: Path) -> Path:
+    """Our code at git ref `ref`, extracted (not checked out) so this worktree stays as it is."""
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def _cosine(reference: Path, other: Path) -> float:
     from lightly_assets.lightly_csv import read_embeddings_csv
 
-    ref_names, ref, ref_labels = read_embeddings_csv(reference)
-    names, m, labels = read_embeddings_csv(other)
-    same = names == ref_names and labels == ref_labels
-    if names != ref_names:
-        pos = {n: i for i, n in enumerate(names)}
-        m = m[[pos[n] for n in ref_names]]
-    cos = (ref * m).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(m, axis=1) + 1e-12)
-    return float(cos.min()), same
+    ref_names, ref, _ = read_embeddings_csv(reference)
+    names, m, _ = read_embeddings_csv(other)
+    pos = {n: i for i, n in enumerate(names)}
+    common = [i for i, n in enumerate(ref_names) if n in pos]
+    a, b = ref[common], m[[pos[ref_names[i]] for i in common]]
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    return float(cos.min()) if len(cos) else float("nan")
+
+
+def report(runs: list[dict], base: dict | None, fp32: dict | None, measured: dict, what: str) -> None:
+    """The side-by-side table, the efficiency line and the goals, shared with bench_video_embed.py."""
+    print(f"\n{'run':<24} {'samples':>7} {'wall s':>7} {'x lightly':>9} {'start-up s':>10} {'step/s':>7} "
+          f"{'peak RSS MiB':>12} {'prec':>5} {'thr':>4} {'cos lightly':>11} {'cos fp32':>8}")  # fmt: skip
+    for run in runs:
+        ratio = f"{base['wall'] / run['wall']:.2f}" if base else "-"
+        startup = f"{run['startup']:.1f}" if run.get("startup") else "-"
+        loop = f"{run['loop']:.1f}" if run.get("loop") else "-"
+        cos_l = f"{_cosine(base['csv'], run['csv']):.5f}" if base and run is not base else "-"
+        cos_f = f"{_cosine(fp32['csv'], run['csv']):.5f}" if fp32 and run is not fp32 and "n" in run else "-"
+        threads = f"{run.get('threads')}/{run.get('workers')}" if run.get("threads") else "-"
+        print(f"{run['name']:<24} {run.get('n', '-'):>7} {run['wall']:>7.1f} {ratio:>9} {startup:>10} {loop:>7} "
+              f"{run['rss']:>12.0f} {run.get('precision', 'fp32'):>5} {threads:>4} {cos_l:>11} {cos_f:>8}")  # fmt: skip
+    print("(thr = torch intra-op threads / decode threads)")
+    for run in runs:
+        if "import" in run:
+            print(f"  {run['name']}: import {run['import']:.1f}s, scan+index {run['scan']:.2f}s, "
+                  f"model {run['load']:.1f}s, embed {run['embed']:.1f}s, csv {run['csv_s']:.2f}s, "
+                  f"unreadable {run['unreadable']}")  # fmt: skip
+    forward = measured["forward"]
+    best_key = max(forward, key=forward.get)
+    print("forward-only (all cores, batch 64, 64 px): " + ", ".join(f"{k} {v:.1f}/s" for k, v in forward.items()))
+    after = next(r for r in runs if r["name"].startswith("ours defaults"))
+    efficiency = after["loop"] / forward[best_key]
+    print(f"efficiency ({what}), across processes: embedding step {after['loop']:.1f}/s (run above) over "
+          f"forward-only best ({best_key}) {forward[best_key]:.1f}/s = {efficiency:.2f}")  # fmt: skip
+    pairs = measured["interleaved"]
+    ratios = ", ".join(f"{e:.1f}/{f:.1f}" for e, f in pairs)
+    same = sum(e for e, _ in pairs) / sum(f for _, f in pairs)
+    print(f"efficiency ({what}), alternated in one process (step/s / forward-only {measured['best']}/s: {ratios}): "
+          f"{same:.2f} (goal >= {GOAL_EFFICIENCY})")  # fmt: skip
+    from lightly_assets.embedding.runtime import usable_cores
+
+    f_ms, d_ms = 1000 * usable_cores() / forward[best_key], measured["decode_ms"]
+    print(f"  decoding {d_ms:.2f} CPU ms/sample, forward {f_ms:.2f} CPU ms/sample ({usable_cores()} cores): if the "
+          f"forward kept every core busy, decoding on the same cores would cap the step at F/(F+D) = "
+          f"{f_ms / (f_ms + d_ms):.2f}")  # fmt: skip
+    before = next((r for r in runs if r["name"].startswith("ours before")), None)
+    if before:
+        su = f"{before['startup']:.1f}s -> {after['startup']:.1f}s" if before.get("startup") else "?"
+        print(f"before -> after: wall {before['wall']:.1f}s -> {after['wall']:.1f}s, start-up {su}, "
+              f"peak RSS {before['rss']:.0f} -> {after['rss']:.0f} MiB")  # fmt: skip
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="folder of images (e.g. make_data.py OUT/images_sub)")
-    p.add_argument("--make", type=int, metavar="N", help="make N 640x480 images with shared/bench/make_data.py")
-    p.add_argument("--input-size", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--precisions", default="fp32,bf16")
-    p.add_argument("--draft", choices=["both", "on", "off"], default="both")
+    p.add_argument("--make", type=int, metavar="N", help="make N images with shared/bench/make_data.py")
+    p.add_argument("--size", default="800x600", help="--make: image size")
+    p.add_argument("--before", metavar="GIT_REF", help="also run our code at this git ref (e.g. main)")
+    p.add_argument("--lightly-workers", type=int, default=2)
     p.add_argument("--skip-lightly", action="store_true")
+    p.add_argument("--no-fp32", action="store_true", help="skip our precision=fp32 run")
+    p.add_argument("--forward-seconds", type=float, default=8.0)
+    p.add_argument("--quick", action="store_true", help="validate the script: short forward-only timing")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--forward-child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        _child(json.loads(args.child))
-        return
+        return _child(json.loads(args.child))
+    if args.forward_child:
+        return _forward_child(json.loads(args.forward_child))
+    if args.quick:
+        args.forward_seconds = 1.0
     with tempfile.TemporaryDirectory(prefix="bench_embed_") as tmp_name:
         tmp = Path(tmp_name)
         data = args.data
         if args.make:
             subprocess.run([sys.executable, str(_make_data_script()), str(tmp / "made"), "--images", str(args.make),
-                            "--videos", "0"], check=True)  # fmt: skip
+                            "--videos", "0", "--size", args.size], check=True)  # fmt: skip
             data = tmp / "made" / "images_sub"
         if data is None or not data.is_dir():
             raise SystemExit("give --data DIR (an existing folder) or --make N")
         n_files = sum(1 for f in data.rglob("*") if f.is_file())
         ckpt = _write_checkpoint(tmp / "model.ckpt", seed=0)
-        print(f"data: {data} ({n_files} files), input {args.input_size}px, batch {args.batch_size}, "
-              f"{args.workers} workers, {os.cpu_count()} CPUs")  # fmt: skip
-        runs = [] if args.skip_lightly else [_run_lightly(data, ckpt, tmp / "lightly", args)]
-        drafts = {"both": [False, True], "on": [True], "off": [False]}[args.draft]
-        for precision in args.precisions.split(","):
-            for draft in drafts:
-                runs.append(_run_ours(data, ckpt, tmp / f"ours-{precision}-{int(draft)}", args, precision, draft))
-        base = runs[0] if not args.skip_lightly else None
-        print(f"{'run':<20} {'wall s':>8} {'img/s e2e':>10} {'img/s loop':>11} {'peak RSS MiB':>13} "
-              f"{'x lightly':>10} {'min cos':>8} {'same rows':>10}")  # fmt: skip
-        for run in runs:
-            rate = n_files / run["wall"]
-            ratio = f"{base['wall'] / run['wall']:.2f}" if base else "-"
-            cos, same = _cosine_to(base["csv"], run["csv"]) if base else (float("nan"), False)
-            loop = f"{run['loop']:.1f}" if run["loop"] else "?"
-            print(f"{run['name']:<20} {run['wall']:>8.1f} {rate:>10.1f} {loop:>11} {run['rss']:>13.0f} "
-                  f"{ratio:>10} {cos:>8.5f} {str(same) if base else '-':>10}")  # fmt: skip
-        for run in runs[1 if base else 0 :]:
-            print(f"{run['name']}: import {run['import']:.1f}s, scan+index {run['scan']:.1f}s, "
-                  f"model {run['load']:.1f}s, embed {run['embed']:.1f}s, csv {run['csv_s']:.2f}s")  # fmt: skip
+        print(f"data: {data} ({n_files} files)")
+        print(machine_line())
+        runs = []
+        base = None if args.skip_lightly else _run_lightly(data, ckpt, tmp / "lightly", args)
+        runs += [base] if base else []
+        if args.before:
+            code = _checkout(args.before, tmp / "before-code")
+            runs.append(_run_ours(data, ckpt, tmp / "before", f"ours before ({args.before})", {}, code))
+            shutil.rmtree(code)
+        runs.append(_run_ours(data, ckpt, tmp / "after", "ours defaults", {}))
+        fp32 = None
+        if not args.no_fp32:
+            fp32 = _run_ours(data, ckpt, tmp / "fp32", "ours precision=fp32", {"model": {"precision": "fp32"}})
+            runs.append(fp32)
+        measured = _forward_only(ckpt, tmp, args, data)
+        print(machine_line())
+        report(runs, base, fp32, measured, f"{n_files} images")
+        if base:
+            after = next(r for r in runs if r["name"] == "ours defaults")
+            print(f"speed-up whole process, ours defaults over {base['name']}: {base['wall'] / after['wall']:.2f}x "
+                  f"(goal >= {GOAL_SPEEDUP}x)")  # fmt: skip
 
 
 if __name__ == "__main__":

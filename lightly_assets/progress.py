@@ -10,7 +10,8 @@ class Progress:
     """Callable `(done, total)` that emits a line through `emit` when enough time passed, and at the end.
 
     The first call marks the start: callers report `(already_done, total)` before working, so work done
-    earlier (vectors reused from a cache) does not inflate the rate.
+    earlier (vectors reused from a cache) does not inflate the rate; when everything was done earlier the
+    line says so instead of printing a rate.
     """
 
     def __init__(self, what: str, emit: Callable[[str], None], every_s: float = 5.0) -> None:
@@ -24,7 +25,7 @@ class Progress:
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
         if self.base is None:
-            self.base, self.start = (done, now) if done < total else (0, self.start)
+            self.base, self.start = done, now
         if done < total and now - self.last < self.every_s:
             return
         self.last = now
@@ -32,6 +33,8 @@ class Progress:
 
     def line(self, done: int, total: int, elapsed: float) -> str:
         """`embedding: 1,200/5,000 (24%), 61.3/s, 1m02s left`."""
+        if total and done >= total and done == (self.base or 0):
+            return f"{self.what}: {done:,}/{total:,} (100%), all reused from an earlier run, nothing new to process"
         rate = (done - (self.base or 0)) / elapsed if elapsed > 0 else 0.0
         left = (total - done) / rate if rate > 0 else float("nan")
         pct = 100.0 * done / total if total else 100.0

@@ -81,7 +81,7 @@ def test_same_vectors_as_lightly_embed(tmp_path: Path) -> None:
         "loader": {"batch_size": 2, "shuffle": False, "num_workers": 0, "drop_last": False},
     }
     expected, labels, filenames = _embed_cli(cfg, is_cli_call=False)
-    m = load_model(str(ckpt), input_size=SIZE)
+    m = load_model(str(ckpt), input_size=SIZE, precision="fp32")
     result = embed_samples(_frame_index(tmp_path / "data", names), tmp_path / "data", m, batch_size=2, draft=False)
     assert result.filenames == filenames == names
     assert result.labels == labels == [0, 0, 1]

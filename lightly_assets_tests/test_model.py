@@ -77,7 +77,7 @@ def test_default_model_is_seeded_random_init_and_says_so() -> None:
 
 def test_lightly_cli_checkpoint_loads_unchanged(tmp_path: Path) -> None:
     ckpt = _lightly_cli_checkpoint(tmp_path / "lightly_epoch_1.ckpt")
-    m = load_model(str(ckpt), input_size=32)
+    m = load_model(str(ckpt), input_size=32, precision="fp32")
     assert not m.random_init and m.dim == 32 and m.checkpoint == str(ckpt)
     pixels = _pixels()
     ours = m.embed(pixels)
@@ -90,7 +90,7 @@ def test_lightly_cli_checkpoint_loads_unchanged(tmp_path: Path) -> None:
 def test_lightly_checkpoint_with_other_settings_is_recognised(tmp_path: Path) -> None:
     arch = LightlyArch(name="resnet-9", width=0.5, num_ftrs=16, out_dim=8)
     ckpt = _lightly_cli_checkpoint(tmp_path / "small.ckpt", arch)
-    m = load_model(str(ckpt), input_size=16)
+    m = load_model(str(ckpt), input_size=16, precision="fp32")
     assert m.dim == 16 and "resnet-9" in m.description and "width 0.5" in m.description
     reference = _lightly_reference(ckpt, arch, m.preprocess(_pixels(size=16)))
     np.testing.assert_allclose(m.embed(_pixels(size=16)), reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
@@ -101,7 +101,7 @@ def test_torchvision_resnet18_state_dict(tmp_path: Path) -> None:
     net = torchvision.models.resnet18(weights=None)
     _randomise_batchnorm(net, 1)
     torch.save(net.state_dict(), tmp_path / "resnet18.pth")
-    m = load_model(str(tmp_path / "resnet18.pth"), input_size=32)
+    m = load_model(str(tmp_path / "resnet18.pth"), input_size=32, precision="fp32")
     assert m.dim == 512 and "resnet18" in m.description
     net.fc = torch.nn.Identity()
     net.eval()
@@ -147,7 +147,7 @@ def test_bad_settings() -> None:
 
 
 def test_bf16_close_to_fp32() -> None:
-    fp32 = load_model(None, input_size=32)
+    fp32 = load_model(None, input_size=32, precision="fp32")
     bf16 = load_model(None, input_size=32, precision="bf16")
     assert fp32.fingerprint != bf16.fingerprint or bf16.precision == "fp32"
     if not bf16_supported(bf16.device):

@@ -31,3 +31,21 @@ def test_work_done_before_the_start_does_not_count_in_the_rate(monkeypatch) -> N
     progress(900, 1000)  # 900 vectors reused from the cache
     progress(950, 1000)
     assert lines == ["embedding: 950/1,000 (95%), 5.0/s, 10s left"]
+
+
+def test_a_fully_cached_run_says_so_instead_of_a_rate(monkeypatch) -> None:
+    clock = iter([0.0, 0.001])
+    monkeypatch.setattr("lightly_assets.progress.time.perf_counter", lambda: next(clock))
+    lines: list[str] = []
+    Progress("embedding", lines.append)(5_000, 5_000)  # every vector came from the cache
+    assert lines == ["embedding: 5,000/5,000 (100%), all reused from an earlier run, nothing new to process"]
+
+
+def test_the_rate_counts_only_this_runs_work_to_the_end(monkeypatch) -> None:
+    clock = iter([0.0, 0.0, 4.0])
+    monkeypatch.setattr("lightly_assets.progress.time.perf_counter", lambda: next(clock))
+    lines: list[str] = []
+    progress = Progress("embedding", lines.append)
+    progress(990, 1000)  # 990 reused
+    progress(1000, 1000)  # 10 embedded in 4 s
+    assert lines == ["embedding: 1,000/1,000 (100%), 2.5/s, done"]

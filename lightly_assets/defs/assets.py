@@ -228,6 +228,8 @@ def embeddings(
             **weights.metadata(),
             "device": str(model.device),
             "precision": model.precision,
+            "torch_threads": model.threads,
+            "decode_workers": result.workers,
             "reused": result.reused,
             "embedded": len(result.filenames) - result.reused,
             "unreadable": len(result.unreadable),

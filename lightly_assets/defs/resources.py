@@ -65,9 +65,9 @@ class EmbeddingModelResource(ConfigurableResource):
     executor: str = Field(default="local", description="Where embedding runs: `local` or `ray`.")
     input_size: int = 64
     batch_size: int = 64
-    workers: int = 2
+    workers: Optional[int] = None  # decode threads; None: sized for the device (runtime.plan_threads)
     device: str = "auto"
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where native, else fp32
     seed: int = 0
     pretrained: bool = Field(
         default=True, description="Use Lightly's pretrained zoo weights when no checkpoint is set."

@@ -2,8 +2,13 @@
 
 Decoding runs in worker threads (Pillow and PyAV release the GIL while decoding, torch while computing)
 that feed a bounded queue, so the model rarely waits and memory is bounded by a few batches whatever the
-dataset or video length. Rows of the result follow `frame_index`; a sample that cannot be decoded is listed
-in `unreadable` with the reason and the others go on.
+dataset or video length. How decoding shares the machine with the network is the model's plan
+(`runtime.plan_threads`): on a CPU the decode threads run beside the network's threads at a lower
+priority, so they take the cores kept for them and fill whatever time the network leaves idle without
+preempting its threads mid-layer (which makes all of them wait at the layer's end); on a GPU every core
+decodes, at normal priority.
+Rows of the result follow `frame_index`; a sample that cannot be decoded is listed in `unreadable` with
+the reason and the others go on.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from PIL import Image
 from lightly_assets import columns
 from lightly_assets.embedding.cache import Checkpoint, EmbeddingCache, Key
 from lightly_assets.embedding.model import LoadedModel
+from lightly_assets.embedding.runtime import lower_this_thread_priority
 from lightly_assets.errors import LightlyAssetsError
 
 log = logging.getLogger(__name__)
@@ -43,7 +49,9 @@ class EmbedResult:
     """Embeddings of the samples that could be read, in `frame_index` order.
 
     `indices` are the positions of those rows in `frame_index`; `samples_per_s` counts the samples that
-    were embedded in this call (not the ones reused from the cache) over `seconds`.
+    were embedded in this call (not the ones reused from the cache) over the seconds spent embedding them
+    (0 when everything came from the cache). `first_batch_at` is the wall-clock time (`time.time()`) the
+    first batch was embedded, for start-up measurements; None when nothing was embedded.
     """
 
     matrix: np.ndarray
@@ -55,6 +63,8 @@ class EmbedResult:
     samples_per_s: float
     embedded: int = 0
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    first_batch_at: float | None = None
+    workers: int = 0
 
 
 def load_image(path: Path, size: int, draft: bool = True) -> np.ndarray:
@@ -173,8 +183,18 @@ def _reason(exc: BaseException) -> str:
 class _Decoder:
     """Worker threads that decode tasks into a bounded queue; `stop()` lets them exit if the consumer fails."""
 
-    def __init__(self, tasks: list[_Task], data_dir: Path, size: int, draft: bool, workers: int, depth: int) -> None:
+    def __init__(
+        self,
+        tasks: list[_Task],
+        data_dir: Path,
+        size: int,
+        draft: bool,
+        workers: int,
+        depth: int,
+        low_priority: bool = False,
+    ) -> None:
         self.out: queue.Queue = queue.Queue(maxsize=depth)
+        self._low_priority = low_priority
         self._tasks: queue.SimpleQueue[_Task] = queue.SimpleQueue()
         for task in tasks:
             self._tasks.put(task)
@@ -198,6 +218,8 @@ class _Decoder:
         return False
 
     def _work(self, data_dir: Path, size: int, draft: bool) -> None:
+        if self._low_priority:
+            lower_this_thread_priority()  # this thread only (and the codec threads it starts)
         try:
             while not self._stop.is_set():
                 try:
@@ -232,14 +254,15 @@ def embed_samples(
     data_dir: Path,
     model: LoadedModel,
     batch_size: int = 64,
-    workers: int = 2,
+    workers: int | None = None,
     cache: EmbeddingCache | None = None,
     progress: Callable[[int, int], None] | None = None,
     draft: bool = True,
-    executor: Callable[..., None] | None = None,
+    executor: Callable[..., float | None] | None = None,
 ) -> EmbedResult:
     """Embed every sample of `frame_index` (images and video frames) with `model`, reusing cached vectors.
 
+    `workers` decode threads (default: the model's `decode_workers`, sized for its device and threads).
     `executor` replaces the local decode-and-embed step for the rows that need it (same arguments as `_run`),
     e.g. `ray_executor.RayExecutor` to embed them on a Ray cluster.
     """
@@ -264,9 +287,11 @@ def embed_samples(
     if progress:
         progress(reused, n)
     checkpoint = Checkpoint(cache, fingerprint, keys, matrix, done) if cache is not None else None
+    workers = workers or model.decode_workers
+    first_batch_at = None
     if len(todo):
         run = executor or _run  # the Ray executor has `_run`'s contract
-        run(
+        first_batch_at = run(
             frame_index,
             Path(data_dir),
             model,
@@ -280,6 +305,7 @@ def embed_samples(
             progress,
             checkpoint=checkpoint.maybe_save if checkpoint else None,
         )
+    embed_seconds = time.perf_counter() - start
     from_cache = np.ones(n, dtype=bool)
     from_cache[todo] = False
     _whole_videos(frame_index, done, unreadable)
@@ -298,9 +324,11 @@ def embed_samples(
         unreadable=[(str(names[i]), unreadable[i]) for i in sorted(unreadable)],
         reused=reused,
         seconds=seconds,
-        samples_per_s=embedded / seconds if seconds > 0 else 0.0,
+        samples_per_s=embedded / embed_seconds if embedded and embed_seconds > 0 else 0.0,
         embedded=embedded,
         indices=ok,
+        first_batch_at=first_batch_at,
+        workers=workers if len(todo) else 0,
     )
 
 
@@ -341,38 +369,70 @@ def _run(
     unreadable: dict[int, str],
     progress: Callable[[int, int], None] | None,
     checkpoint: Callable[[], None] | None = None,
-) -> None:
-    """Consume decoded samples in arrival order; each batch's vectors go straight to their rows.
+) -> float | None:
+    """The local decode-and-embed step for the rows in `todo`; returns when its first batch was embedded.
 
     `checkpoint` runs after each batch and decides itself whether to save the cache (so a kill loses little).
     """
-    size = model.input_size
-    batch = np.empty((batch_size, size, size, 3), dtype=np.uint8)
-    rows: list[int] = []
-    n, finished = len(frame_index), int(done.sum())
+    run = _Run(model, batch_size, matrix, done, unreadable, progress, checkpoint)
+    decoder = _Decoder(
+        _tasks(frame_index, todo),
+        Path(data_dir),
+        model.input_size,
+        draft,
+        workers,
+        depth=2 * batch_size,
+        low_priority=model.low_priority_decode,
+    )
+    run.embed_all(decoder)
+    return run.first_batch_at
 
-    def flush() -> None:
-        nonlocal finished
+
+class _Run:
+    """Consumes decoded samples in arrival order; each batch's vectors go straight to their rows."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        batch_size: int,
+        matrix: np.ndarray,
+        done: np.ndarray,
+        unreadable: dict[int, str],
+        progress: Callable[[int, int], None] | None,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> None:
+        self.model, self.matrix, self.done, self.unreadable, self.progress = model, matrix, done, unreadable, progress
+        self.checkpoint = checkpoint
+        size = model.input_size
+        self.batch = np.empty((batch_size, size, size, 3), dtype=np.uint8)
+        self.rows: list[int] = []
+        self.finished = int(done.sum())
+        self.first_batch_at: float | None = None
+
+    def embed_all(self, decoder: _Decoder) -> None:
+        try:
+            for row, pixels, reason in decoder.items():
+                if pixels is None:
+                    self.unreadable[row] = reason or "unreadable"
+                    continue
+                self.batch[len(self.rows)] = pixels
+                self.rows.append(row)
+                if len(self.rows) == len(self.batch):
+                    self.flush()
+            self.flush()
+        finally:
+            decoder.stop()
+
+    def flush(self) -> None:
+        rows = self.rows
         if rows:
-            matrix[rows] = model.embed(batch[: len(rows)])
-            done[rows] = True
-            finished += len(rows)
+            self.matrix[rows] = self.model.embed(self.batch[: len(rows)])
+            self.done[rows] = True
+            self.finished += len(rows)
             rows.clear()
-            if checkpoint:
-                checkpoint()
-        if progress:
-            progress(finished + len(unreadable), n)
-
-    decoder = _Decoder(_tasks(frame_index, todo), data_dir, size, draft, workers, depth=2 * batch_size)
-    try:
-        for row, pixels, reason in decoder.items():
-            if pixels is None:
-                unreadable[row] = reason or "unreadable"
-                continue
-            batch[len(rows)] = pixels
-            rows.append(row)
-            if len(rows) == batch_size:
-                flush()
-        flush()
-    finally:
-        decoder.stop()
+            if self.first_batch_at is None:
+                self.first_batch_at = time.time()
+            if self.checkpoint:
+                self.checkpoint()
+        if self.progress:
+            self.progress(self.finished + len(self.unreadable), len(self.matrix))
