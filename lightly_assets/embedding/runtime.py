@@ -10,6 +10,7 @@ priority); on a GPU every core decodes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -28,24 +29,18 @@ _BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 @lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
     return frozenset()
 
 
 def cpu_summary() -> str:
     """`AMD EPYC; avx512_bf16 yes, amx_bf16 no; 2 cores` — printed next to every speed figure."""
     model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
     flags = ", ".join(f"{flag} {'yes' if flag in cpu_flags() else 'no'}" for flag in reversed(_BF16_FLAGS))
     return f"{model}; {flags}; {usable_cores()} cores"
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from lightly_assets.publish.studio.target import SPACE_KEY_PREFIX
-
-if TYPE_CHECKING:
-    pass
 
 
 @cache

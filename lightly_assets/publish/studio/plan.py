@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,9 +12,6 @@ import pandas as pd
 from lightly_assets import columns
 from lightly_assets.lightly_csv import EmbeddingsFileError, read_embeddings_csv, require_unique_finite
 from lightly_assets.publish.studio.target import REQUIRED_COLUMNS, StudioError
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass

@@ -6,13 +6,8 @@ import shlex
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lightly_assets.errors import LightlyAssetsError
-
-if TYPE_CHECKING:
-    pass
-
 
 ANALYTICS_ENV = "LIGHTLY_STUDIO_ANALYTICS_ENABLED"
 MISSING_TAG = "missing-file"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -14,9 +13,6 @@ from lightly_assets.publish.studio.plan import plan_upload
 from lightly_assets.publish.studio.steps import Outcome, count_live
 from lightly_assets.publish.studio.target import StudioError, StudioTarget, UploadResult
 from lightly_assets.publish.studio.videos import sync_videos
-
-if TYPE_CHECKING:
-    pass
 
 
 def upload_dataset(target: StudioTarget, data_dir: Path, frame_index: pd.DataFrame, csv_path: Path) -> UploadResult:
