@@ -60,7 +60,7 @@ def frame_index_of(folder: Path):
 def serve(directory: Path) -> tuple[ThreadingHTTPServer, int]:
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
-            pass
+            """Quiet: the benchmark's table stays readable."""
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(directory)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()

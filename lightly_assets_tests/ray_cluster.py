@@ -9,6 +9,7 @@ namespace by pid, and whatever is left dies with the namespace when the script e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -90,10 +91,8 @@ def stop_all(cluster: Cluster | None = None) -> list[str]:
     pids = list(processes())
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # already gone
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(p in processes() for p in pids):
             _reap()
@@ -106,8 +105,6 @@ def stop_all(cluster: Cluster | None = None) -> list[str]:
 
 def _reap() -> None:
     """We are pid 1 here: collect the exit status of orphans that died."""
-    try:
+    with contextlib.suppress(ChildProcessError):  # no children left
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-    except ChildProcessError:
-        pass
+            continue

@@ -51,7 +51,7 @@ class _Server:
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args) -> None:
-                pass
+                """Quiet: pytest's output stays readable."""
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 server.hits.append(self.path)

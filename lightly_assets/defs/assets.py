@@ -6,8 +6,9 @@ Each asset calls one domain module and turns its result into an output, metadata
 import base64
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,11 @@ OWNERS = ["team:lightly-assets"]
 TRAINING_GROUP = "training"  # not part of the main job: trained only on request
 
 
+def dataset_asset(**spec: Any) -> Callable:
+    """`@asset` with what every asset here shares: one partition per dataset, the main group, our owners."""
+    return asset(**{"partitions_def": datasets_partitions, "group_name": GROUP, "owners": OWNERS, **spec})
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Our own errors (bad input, bad checkpoint, unreachable target) become a short Dagster Failure."""
@@ -68,12 +74,9 @@ class FileIndexConfig(Config):
     verify_images: bool = False
 
 
-@asset(
-    partitions_def=datasets_partitions,
-    group_name=GROUP,
+@dataset_asset(
     check_specs=checks.FILE_INDEX,
     kinds={"pandas"},
-    owners=OWNERS,
     metadata={"dagster/column_schema": contract_schema(columns.FILE_INDEX)},
 )
 def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage: StorageResource):
@@ -108,12 +111,9 @@ def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage:
     yield checks.no_skipped_files(result.skipped)
 
 
-@asset(
-    partitions_def=datasets_partitions,
-    group_name=GROUP,
+@dataset_asset(
     check_specs=checks.FRAME_INDEX,
     kinds={"pandas"},
-    owners=OWNERS,
     metadata={"dagster/column_schema": contract_schema(columns.FRAME_INDEX)},
 )
 def frame_index(context: AssetExecutionContext, storage: StorageResource, file_index: pd.DataFrame):
@@ -148,12 +148,9 @@ def frame_index(context: AssetExecutionContext, storage: StorageResource, file_i
     yield checks.all_videos_indexed(index.skipped)
 
 
-@asset(
-    partitions_def=datasets_partitions,
-    group_name=GROUP,
+@dataset_asset(
     check_specs=checks.EMBEDDINGS,
     kinds={"pytorch", "numpy"},
-    owners=OWNERS,
     deps=["embedding_model"],  # lineage only: the trained checkpoint is used when it exists, never required
 )
 def embeddings(
@@ -261,7 +258,7 @@ class EmbeddingModelConfig(Config):
     workers: int = -1
 
 
-@asset(partitions_def=datasets_partitions, group_name=TRAINING_GROUP, kinds={"pytorch"}, owners=OWNERS)
+@dataset_asset(group_name=TRAINING_GROUP, kinds={"pytorch"})
 def embedding_model(
     context: AssetExecutionContext,
     config: EmbeddingModelConfig,
@@ -338,12 +335,9 @@ class EmbeddingsCsvConfig(Config):
     custom_embeddings: str | None = None
 
 
-@asset(
-    partitions_def=datasets_partitions,
-    group_name=GROUP,
+@dataset_asset(
     check_specs=checks.EMBEDDINGS_CSV,
     kinds={"csv"},
-    owners=OWNERS,
     metadata={"dagster/column_schema": contract_schema(columns.EMBEDDINGS_CSV)},
 )
 def embeddings_csv(
@@ -431,12 +425,9 @@ def _upstream_metadata(context: AssetExecutionContext, asset_key: str, key: str)
 STUDIO_POOL = "lightly_studio"
 
 
-@asset(
-    partitions_def=datasets_partitions,
-    group_name=GROUP,
+@dataset_asset(
     check_specs=checks.UPLOADED,
     kinds={"lightlystudio", "duckdb", "s3"},
-    owners=OWNERS,
     pool=STUDIO_POOL,
 )
 def uploaded_dataset(
