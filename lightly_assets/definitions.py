@@ -9,18 +9,14 @@ import warnings
 
 from dagster import BetaWarning, Definitions, EnvVar, with_source_code_references
 
-from lightly_assets.defs.assets import (
-    embedding_model,
-    embeddings,
-    embeddings_csv,
-    file_index,
-    frame_index,
-    uploaded_dataset,
-)
+from lightly_assets.defs.embedding import embeddings
+from lightly_assets.defs.indexing import file_index, frame_index
 from lightly_assets.defs.io_manager import AtomicFilesystemIOManager
 from lightly_assets.defs.jobs import embedding_model_job, lightly_assets_job
+from lightly_assets.defs.publishing import embeddings_csv, uploaded_dataset
 from lightly_assets.defs.resources import EmbeddingModelResource, PublishTargetResource, StorageResource
 from lightly_assets.defs.sensors import dataset_folders_sensor
+from lightly_assets.defs.training import embedding_model
 
 # resource key -> {field: environment variable}. `TORCH_HOME`, `RAY_ADDRESS` and the bucket credentials are read
 # by torch, Ray and fsspec themselves.

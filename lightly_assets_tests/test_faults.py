@@ -23,7 +23,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, Failure, RunsFilter, asset, materialize
 from lightly.utils.io import load_embeddings
 
-from lightly_assets.defs.assets import STUDIO_POOL
+from lightly_assets.defs.publishing import STUDIO_POOL
 from lightly_assets_tests.conftest import REPO, make_image
 
 TINY = (32, 24)

@@ -8,7 +8,7 @@ import av
 import pytest
 from dagster import DagsterInstance, materialize
 
-from lightly_assets.defs.assets import file_index, frame_index
+from lightly_assets.defs.indexing import file_index, frame_index
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.defs.resources import StorageResource
 from lightly_assets_tests.conftest import EXAMPLE_DATA

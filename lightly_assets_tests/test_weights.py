@@ -187,7 +187,8 @@ def test_embeddings_asset_pretrained_then_trained_with_provenance_and_quality(tm
     """Through Dagster: the served zoo file embeds, then the dataset's trained checkpoint takes over."""
     from dagster import DagsterInstance, materialize
 
-    from lightly_assets.defs.assets import embeddings, file_index, frame_index
+    from lightly_assets.defs.embedding import embeddings
+    from lightly_assets.defs.indexing import file_index, frame_index
     from lightly_assets.defs.partitions import datasets_partitions
     from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
     from lightly_assets_tests.conftest import EXAMPLE_DATA

@@ -20,6 +20,7 @@ from typing import Literal
 
 import av
 import av.container
+import av.stream
 import av.video.stream
 from PIL import Image
 
@@ -148,7 +149,7 @@ def _video_stream(container: av.container.InputContainer, path: str | os.PathLik
     stream = container.streams.video[0]
     for other in container.streams:
         if other.index != stream.index:
-            other.discard = "all"
+            other.discard = av.stream.Discard.all  # PyAV's enum: the string "all" raises ValueError
     return stream
 
 

@@ -2,7 +2,7 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from lightly_assets.defs.assets import GROUP
+from lightly_assets.defs.common import GROUP
 
 lightly_assets_job = define_asset_job(
     "lightly_assets_job",

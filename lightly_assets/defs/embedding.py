@@ -1,0 +1,113 @@
+"""Embedding the samples: `embeddings`, one float32 vector per sample, with its quality figures."""
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    Output,
+)
+
+from lightly_assets.defs import checks
+from lightly_assets.defs.common import dataset_asset, user_errors
+from lightly_assets.defs.metadata import (
+    skipped_list,
+    unreadable_by_source,
+)
+from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
+from lightly_assets.progress import Progress
+
+
+@dataset_asset(
+    check_specs=checks.EMBEDDINGS,
+    kinds={"pytorch", "numpy"},
+    deps=["embedding_model"],  # lineage only: the trained checkpoint is used when it exists, never required
+)
+def embeddings(
+    context: AssetExecutionContext,
+    storage: StorageResource,
+    embedding_model: EmbeddingModelResource,
+    frame_index: pd.DataFrame,
+):
+    """One float32 vector per sample; only new or changed samples are embedded, the rest come from the cache.
+
+    Weights: the configured checkpoint, else the dataset's trained `embedding_model.ckpt`, else Lightly's
+    pretrained zoo weights (torch's hub cache), else a seeded random initialisation (said loudly).
+    """
+    from lightly_assets.embedding.pipeline import EmbeddingCache, EmbeddingError, embed_samples
+    from lightly_assets.embedding.quality import Quality, measure, sample_embedder
+    from lightly_assets.embedding.ray_executor import choose_executor
+    from lightly_assets.embedding.weights import TRAINED_NAME
+
+    name = context.partition_key
+    out = storage.outputs_for(name)
+    with user_errors():
+        executor = choose_executor(embedding_model.executor)  # LIGHTLY_ASSETS_EXECUTOR: local or ray
+        model = embedding_model.load(trained=out / TRAINED_NAME, log=context.log.info)
+        weights = embedding_model.weights
+        context.log.info(f"{name}: weights {weights.describe()}")
+        if model.random_init:
+            context.log.warning(
+                f"{name}: embedding with RANDOM seeded weights ({model.description}): "
+                f"{weights.note or 'pretrained weights switched off'}"
+            )
+        cache = EmbeddingCache(out / "embedding_cache.npz")
+        result = embed_samples(
+            frame_index,
+            storage.dataset_dir(name),
+            model,
+            batch_size=embedding_model.batch_size,
+            workers=embedding_model.workers,
+            cache=cache,
+            progress=Progress("embedding", context.log.info),
+            executor=executor,
+        )
+    left_out = unreadable_by_source(result.unreadable, frame_index)
+    for s in left_out:
+        context.log.warning(f"could not embed {s.path}: {s.reason}")
+    if not result.filenames:
+        with user_errors():
+            detail = "; ".join(f"{n}: {r}" for n, r in result.unreadable[:5])
+            raise EmbeddingError(f"{storage.dataset_dir(name)}: no sample could be decoded ({detail})")
+    with user_errors():
+        baseline = None
+        if not model.random_init:
+            baseline = sample_embedder(
+                frame_index,
+                storage.dataset_dir(name),
+                embedding_model.random_model(),
+                batch_size=embedding_model.batch_size,
+                workers=embedding_model.workers,
+                cache=EmbeddingCache(out / "embedding_cache_random.npz"),
+            )
+        quality = measure(result.matrix, np.asarray(result.labels), result.indices, baseline)
+        if model.random_init and quality.knn is not None:
+            quality = Quality(quality.knn, quality.knn)  # the model is the random network
+    context.log.info(f"{name}: kNN agreement with the weak labels {quality.describe()}")
+    yield Output(
+        result,
+        metadata={
+            "samples": len(result.filenames),
+            "dimension": int(result.matrix.shape[1]) if result.matrix.ndim == 2 else 0,
+            "model": model.description,
+            "checkpoint": model.checkpoint or "none (RANDOM seeded initialisation)",
+            "random_init": model.random_init,
+            **weights.metadata(),
+            "device": str(model.device),
+            "precision": model.precision,
+            "torch_threads": model.threads,
+            "decode_workers": result.workers,
+            "reused": result.reused,
+            "embedded": len(result.filenames) - result.reused,
+            "unreadable": len(result.unreadable),
+            "skipped_list": skipped_list(left_out),
+            "seconds": round(result.seconds, 3),
+            "samples_per_second": round(result.samples_per_s, 1),
+            **quality.metadata(),
+            "executor": executor.describe() if executor else "local",
+            **({"ray_nodes": len(executor.nodes)} if executor else {}),
+        },
+    )
+    yield checks.finite_values(result.matrix, result.filenames)
+    yield checks.all_samples_embedded(result.unreadable, len(frame_index))
+    yield checks.trained_weights(model.random_init, model.description, weights.note)
+    yield checks.knn_better_than_chance(quality)

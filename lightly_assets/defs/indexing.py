@@ -1,0 +1,109 @@
+"""Indexing a dataset folder: `file_index` (every usable file) and `frame_index` (every sample)."""
+
+import time
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MetadataValue,
+    Output,
+)
+
+from lightly_assets import columns
+from lightly_assets.defs import checks
+from lightly_assets.defs.common import dataset_asset, user_errors
+from lightly_assets.defs.metadata import (
+    FINGERPRINT,
+    column_schema,
+    contract_schema,
+    counts,
+    preview,
+    skipped_list,
+    skipped_table,
+)
+from lightly_assets.defs.resources import StorageResource
+from lightly_assets.progress import Progress
+
+
+class FileIndexConfig(Config):
+    """`verify_images` opens every image header, so unreadable files are reported before embedding.
+
+    Off by default: it costs about 100x the listing on big folders, and embedding reports them anyway.
+    """
+
+    verify_images: bool = False
+
+
+@dataset_asset(
+    check_specs=checks.FILE_INDEX,
+    kinds={"pandas"},
+    metadata={"dagster/column_schema": contract_schema(columns.FILE_INDEX)},
+)
+def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage: StorageResource):
+    """Every usable image and video of the dataset with its weak label, in Lightly's order."""
+    from lightly_assets.dataset.roots import fingerprint
+    from lightly_assets.dataset.scan import require_usable, scan_dataset
+
+    folder = storage.dataset_dir(context.partition_key)
+    files_seen = fingerprint(folder)  # taken before the scan: a file changed meanwhile makes the sensor run again
+    with user_errors():
+        result = scan_dataset(folder, verify=config.verify_images)
+        require_usable(result, folder)
+    files = result.files
+    for s in result.skipped:
+        context.log.warning(f"skipped {folder / s.path}: {s.reason}")
+    yield Output(
+        files,
+        metadata={
+            "dagster/row_count": len(files),
+            "dagster/column_schema": column_schema(files),
+            "layout": result.layout,
+            "per_kind": counts(files["kind"]),
+            "per_label": counts(files["label_name"]),
+            "skipped": len(result.skipped),
+            "skipped_files": skipped_table(result.skipped),
+            "skipped_list": skipped_list(result.skipped),
+            "preview": preview(files),
+            "folder": MetadataValue.path(str(folder.resolve())),
+            FINGERPRINT: files_seen,
+        },
+    )
+    yield checks.no_skipped_files(result.skipped)
+
+
+@dataset_asset(
+    check_specs=checks.FRAME_INDEX,
+    kinds={"pandas"},
+    metadata={"dagster/column_schema": contract_schema(columns.FRAME_INDEX)},
+)
+def frame_index(context: AssetExecutionContext, storage: StorageResource, file_index: pd.DataFrame):
+    """One row per sample: images as they are, every video frame with its Lightly name and timestamp."""
+    from lightly_assets.dataset.samples import build_sample_index, require_samples
+
+    folder = storage.dataset_dir(context.partition_key)
+    start = time.perf_counter()
+    with user_errors():
+        index = build_sample_index(file_index, folder, progress=Progress("indexing videos", context.log.info))
+        require_samples(index, folder)
+    samples = index.samples
+    for s in index.skipped:
+        context.log.warning(f"skipped {folder / s.path}: {s.reason}")
+    videos = {name: v.n_frames for name, v in index.videos.items()}
+    yield Output(
+        samples,
+        metadata={
+            "dagster/row_count": len(samples),
+            "dagster/column_schema": column_schema(samples),
+            "per_kind": counts(samples["kind"]),
+            "per_label": counts(samples["label_name"]),
+            "frames_per_video": videos,
+            "skipped": len(index.skipped),
+            "skipped_files": skipped_table(index.skipped),
+            "skipped_list": skipped_list(index.skipped),
+            "index_seconds": round(time.perf_counter() - start, 3),
+            "preview": preview(samples),
+        },
+    )
+    yield checks.samples_match_files(file_index, samples, index.skipped)
+    yield checks.all_videos_indexed(index.skipped)

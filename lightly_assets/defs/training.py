@@ -1,0 +1,100 @@
+"""Training Lightly's self-supervised model on a dataset: `embedding_model`, run only on request."""
+
+import base64
+from pathlib import Path
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MetadataValue,
+    Output,
+)
+
+from lightly_assets.defs.common import TRAINING_GROUP, dataset_asset, user_errors
+from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
+
+
+class EmbeddingModelConfig(Config):
+    """A self-supervised training run (lightly-ssl-train's defaults), stopped early by `max_minutes`.
+
+    `resume` continues from the dataset's previous `embedding_model.ckpt` instead of the pretrained weights.
+    """
+
+    epochs: int = 100
+    batch_size: int = 16
+    learning_rate: float = 1.0
+    max_minutes: float = 60.0
+    resume: bool = False
+    workers: int = -1
+
+
+@dataset_asset(group_name=TRAINING_GROUP, kinds={"pytorch"})
+def embedding_model(
+    context: AssetExecutionContext,
+    config: EmbeddingModelConfig,
+    storage: StorageResource,
+    embedding_model: EmbeddingModelResource,
+    frame_index: pd.DataFrame,
+):
+    """Lightly's SimCLR trained on this dataset: `<outputs>/<dataset>/embedding_model.ckpt`, which `embeddings` uses.
+
+    Runs only when asked (UI or `lightly-assets train DATASET`): on a CPU it is a long job.
+    """
+    from lightly_assets.embedding.quality import knn_of_model
+    from lightly_assets.embedding.training import TrainSettings, loss_curve_png, train
+    from lightly_assets.embedding.weights import TRAINED_NAME, load_chosen
+
+    name = context.partition_key
+    out = storage.outputs_for(name) / TRAINED_NAME
+    data_dir = storage.dataset_dir(name)
+    settings = TrainSettings(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        max_minutes=config.max_minutes,
+        input_size=embedding_model.input_size,
+        device=embedding_model.device,
+        precision="auto",
+        workers=config.workers,
+        seed=embedding_model.seed,
+    )
+    kwargs = dict(input_size=embedding_model.input_size, device=embedding_model.device, precision="auto")
+    embed = dict(batch_size=embedding_model.batch_size, workers=embedding_model.workers)
+    with user_errors():
+        start = embedding_model.choose(trained=out if config.resume else None, log=context.log.info)
+        context.log.info(f"{name}: training starts from {start.describe()}")
+        before = knn_of_model(frame_index, data_dir, load_chosen(start, seed=embedding_model.seed, **kwargs), **embed)
+        result = train(frame_index, data_dir, out, settings, start=start.path, progress=context.log.info)
+        after = knn_of_model(frame_index, data_dir, load_chosen(_trained(out), **kwargs), **embed)
+    context.log.info(f"{name}: kNN agreement before {before.describe()}, after {after.describe()}")
+    plot = base64.b64encode(loss_curve_png(result.losses)).decode()
+    yield Output(
+        {"path": str(out), "epochs": result.epochs, "losses": result.losses, "seconds": result.seconds},
+        metadata={
+            "checkpoint": MetadataValue.path(str(out.resolve())),  # not "path": the IO manager writes that key
+            "loss_per_epoch": MetadataValue.md(f"Mean SimCLR loss per epoch:\n\n![loss](data:image/png;base64,{plot})"),
+            "losses": [round(v, 5) for v in result.losses],
+            "epochs": result.epochs,
+            "stopped_by": result.stopped_by,
+            "partial_last_epoch": result.partial_last_epoch,
+            "steps": result.steps,
+            "samples": result.samples,
+            "images_seen": result.images_seen,
+            "images_per_second": round(result.images_per_s, 2),
+            "seconds": round(result.seconds, 1),
+            "device": result.device,
+            "precision": result.precision,
+            "unreadable": len(result.unreadable),
+            **{f"start_{k}": v for k, v in start.metadata().items()},
+            "sha256": _trained(out).sha256 or "",
+            "knn_before": before.describe(),
+            "knn_after": after.describe(),
+        },
+    )
+
+
+def _trained(path: Path):  # -> lightly_assets.embedding.weights.Weights
+    from lightly_assets.embedding.weights import Weights, sha256_of
+
+    return Weights("trained", path, sha256_of(path))
