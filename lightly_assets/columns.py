@@ -41,6 +41,13 @@ EMBEDDINGS_CSV: dict[str, str] = {
     "labels": "weak label (int)",
 }
 
+# The type of each contract column, as the UI's column schema shows it before any run.
+TYPES: dict[str, str] = {
+    "filename": "string", "kind": "string", "label": "int", "label_name": "string", "size": "int",
+    "mtime_ns": "int", "source": "string", "frame": "int", "pts": "int", "time_s": "float",
+    "filenames": "string", "embedding_<i>": "float", "labels": "int",
+}  # fmt: skip
+
 FILE_INDEX_COLUMNS = list(FILE_INDEX)
 FRAME_INDEX_COLUMNS = list(FRAME_INDEX)
 

@@ -1,7 +1,8 @@
 """What every dataset asset shares: the partition, the group, the owners, and how user errors reach Dagster."""
 
 import contextlib
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from dagster import (
@@ -17,9 +18,21 @@ OWNERS = ["team:lightly-assets"]
 TRAINING_GROUP = "training"  # not part of the main job: trained only on request
 
 
-def dataset_asset(**spec: Any) -> Callable:
-    """`@asset` with what every asset here shares: one partition per dataset, the main group, our owners."""
-    return asset(**{"partitions_def": datasets_partitions, "group_name": GROUP, "owners": OWNERS, **spec})
+def dataset_asset(facts: Sequence[str] = (), **spec: Any) -> Callable:
+    """`@asset` with what every asset here shares: one partition per dataset, the main group, our owners.
+
+    `facts` are the metadata keys the asset writes: their meanings (metadata.FACTS) end its description, which the
+    Overview tab shows, since Dagster has no description per metadata entry.
+    """
+    from lightly_assets.defs.metadata import facts_markdown
+
+    def decorate(fn: Callable) -> Any:
+        text = spec.get("description") or inspect.cleandoc(fn.__doc__ or "")
+        described = {"description": f"{text}\n\n{facts_markdown(facts)}"} if facts else {}
+        shared = {"partitions_def": datasets_partitions, "group_name": GROUP, "owners": OWNERS}
+        return asset(**{**shared, **spec, **described})(fn)
+
+    return decorate
 
 
 @contextlib.contextmanager

@@ -65,6 +65,7 @@ class EmbedResult:
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     first_batch_at: float | None = None
     workers: int = 0
+    model: str = ""  # the model's description, set by the `embeddings` asset for what comes downstream
 
 
 def load_image(path: Path, size: int, draft: bool = True) -> np.ndarray:
