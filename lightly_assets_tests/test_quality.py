@@ -59,7 +59,7 @@ def test_not_applicable_and_sampling() -> None:
     good = checks.knn_better_than_chance(q)
     assert good.passed and good.metadata["knn_agreement_random_network"].value == round(q.random.agreement, 4)
     bad = checks.knn_better_than_chance(Quality(q.random, None))
-    assert not bad.passed and "not above chance" in bad.description
+    assert not bad.passed and "no better than chance" in bad.description
 
 
 def test_frames_of_one_video_are_not_each_others_neighbours() -> None:
