@@ -190,7 +190,7 @@ def test_embeddings_asset_pretrained_then_trained_with_provenance_and_quality(tm
     from lightly_assets.defs.embedding import embeddings
     from lightly_assets.defs.indexing import file_index, frame_index
     from lightly_assets.defs.partitions import datasets_partitions
-    from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
+    from lightly_assets.defs.resources import EmbeddingModelResource, RayClusterResource, StorageResource
     from lightly_assets_tests.conftest import EXAMPLE_DATA
 
     server, ckpt = served
@@ -198,6 +198,7 @@ def test_embeddings_asset_pretrained_then_trained_with_provenance_and_quality(tm
     resources = {
         "storage": StorageResource(data_dir=str(EXAMPLE_DATA), output_dir=str(out)),
         "embedding_model": EmbeddingModelResource(input_size=SIZE, pretrained_url=server.url("good")),
+        "ray_cluster": RayClusterResource(),
     }
 
     def run(instance) -> tuple[dict, dict]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from lightly_assets.atomic import atomic_output
-from lightly_assets.errors import LightlyAssetsError
+from lightly_assets.errors import LightlyAssetsError, first_line
 
 URL_ENV = "LIGHTLY_ASSETS_PRETRAINED_URL"
 TRAINED_NAME = "embedding_model.ckpt"
@@ -231,9 +231,8 @@ def check_architecture(path: Path, key: str) -> None:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise WeightsError(
-            f"{path}: cached pretrained weights are not a readable PyTorch checkpoint ({first}); {hint}"
+            f"{path}: cached pretrained weights are not a readable PyTorch checkpoint ({first_line(exc)}); {hint}"
         ) from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
