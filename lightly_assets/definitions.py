@@ -1,8 +1,9 @@
 """The single Dagster `Definitions` of the project: the `defs/` folder, autoloaded, plus the resources.
 
 Every asset, check, job and sensor lives in a module of `lightly_assets/defs/` (one per domain: indexing,
-embedding, training, publishing, sensors, jobs) and is found there by `dg.load_from_defs_folder`, so
-`dg scaffold defs ...` writes objects that load. What is bound here: the resources, and the environment.
+embedding, training, publishing, jobs) and is found there by `dg.load_from_defs_folder`, so
+`dg scaffold defs ...` writes objects that load. What is bound here: the environment, into the resources and
+the sensor's interval (the one object built here, since its interval is read from the environment).
 
 Configuration has one precedence rule: run config > environment variable > the resource field's default.
 `ENVIRONMENT` below is the one place where environment variables are bound to resource fields.
@@ -20,6 +21,7 @@ from lightly_assets.defs.resources import (
     RayClusterResource,
     StorageResource,
 )
+from lightly_assets.defs.sensors import DEFAULT_INTERVAL_S, folder_sensor
 
 # resource key -> {field: environment variable}. `TORCH_HOME` and the bucket credentials are read
 # by torch, Ray and fsspec themselves.
@@ -37,6 +39,8 @@ ENVIRONMENT: dict[str, dict[str, str]] = {
         "studio_db_file": "LIGHTLY_STUDIO_DB_FILE",
     },
 }
+# Not a resource field: the sensor's tick interval in seconds (`dagster dev` checks folders this often).
+SENSOR_INTERVAL = "LIGHTLY_ASSETS_SENSOR_INTERVAL"
 # Secrets: the field gets the variable's NAME (never its value) when the variable is set; the URL is read from it
 # only when connecting, so it cannot reach run config, metadata or logs.
 SECRET_NAMES: dict[str, dict[str, str]] = {"publish_target": {"studio_db_url_env": "LIGHTLY_STUDIO_DATABASE_URL"}}
@@ -62,6 +66,8 @@ RESOURCES = {
     "ray_cluster": RayClusterResource(**from_env("ray_cluster")),
     "publish_target": PublishTargetResource(**from_env("publish_target")),
 }
+SENSORS = [folder_sensor(int(os.environ.get(SENSOR_INTERVAL) or DEFAULT_INTERVAL_S))]
 defs = Definitions.merge(
-    load_from_defs_folder(path_within_project=Path(__file__).parent), Definitions(resources=RESOURCES)
+    load_from_defs_folder(path_within_project=Path(__file__).parent),
+    Definitions(sensors=SENSORS, resources=RESOURCES),
 )
