@@ -40,7 +40,7 @@ class FrameSampling:
     def describe(self) -> str:
         if self.target_fps is not None:
             return f"target_fps={self.target_fps:g}"
-        return "every frame" if self.frame_stride == 1 else f"every {self.frame_stride}th frame"
+        return "every frame" if self.frame_stride == 1 else f"frame_stride={self.frame_stride}"
 
     def kept(self, n_frames: int, fps: float | None) -> list[int]:
         """Frame numbers kept out of 0..n_frames-1; a video of unknown rate keeps every frame for `target_fps`."""
