@@ -2,13 +2,11 @@
 
 import contextlib
 import inspect
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from dagster import (
-    Failure,
-    asset,
-)
+from dagster import AssetsDefinition, BetaWarning, Failure, asset, with_source_code_references
 
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.errors import LightlyAssetsError
@@ -18,21 +16,26 @@ OWNERS = ["team:lightly-assets"]
 TRAINING_GROUP = "training"  # not part of the main job: trained only on request
 
 
-def dataset_asset(facts: Sequence[str] = (), **spec: Any) -> Callable:
-    """`@asset` with what every asset here shares: one partition per dataset, the main group, our owners.
+def dataset_asset(facts: Sequence[str] = (), **spec: Any) -> Callable[[Callable], AssetsDefinition]:
+    """`@asset` with what every asset here shares: one partition per dataset, the main group, our owners, and a
+    link from the UI to its source (`dagster/code_references`).
 
     `facts` are the metadata keys the asset writes: their meanings (metadata.FACTS) end its description, which the
     Overview tab shows, since Dagster has no description per metadata entry.
     """
     from lightly_assets.defs.metadata import facts_markdown
 
-    def decorate(fn: Callable) -> Any:
+    def with_source(fn: Callable) -> AssetsDefinition:
         text = spec.get("description") or inspect.cleandoc(fn.__doc__ or "")
         described = {"description": f"{text}\n\n{facts_markdown(facts)}"} if facts else {}
         shared = {"partitions_def": datasets_partitions, "group_name": GROUP, "owners": OWNERS}
-        return asset(**{**shared, **spec, **described})(fn)
+        decorate = asset(**{**shared, **spec, **described})
+        with warnings.catch_warnings():  # code references are a beta feature
+            warnings.simplefilter("ignore", BetaWarning)
+            (linked,) = with_source_code_references([decorate(fn)])
+        return linked
 
-    return decorate
+    return with_source
 
 
 @contextlib.contextmanager

@@ -40,6 +40,8 @@ FACTS: dict[str, str] = {
     FINGERPRINT: "identity of the folder's files (names, sizes, modification times) when the run began; the sensor "
     "compares it to decide whether the folder changed",
     "frames_per_video": "decoded frames per video (only for datasets with videos)",
+    "frame_sampling": "which frames of each video became samples (frame_index config: frame_stride, target_fps)",
+    "sampled_frames_per_video": "frames kept as samples per video",
     "index_seconds": "seconds spent indexing (videos are decoded once to count their frames)",
     "samples": "samples embedded (images and video frames)",
     "dimension": "length of each embedding vector",
