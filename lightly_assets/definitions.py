@@ -9,6 +9,7 @@ import warnings
 
 from dagster import BetaWarning, Definitions, EnvVar, with_source_code_references
 
+from lightly_assets.defs.curation import duplicates, selection
 from lightly_assets.defs.embedding import embeddings
 from lightly_assets.defs.indexing import file_index, frame_index
 from lightly_assets.defs.io_manager import AtomicFilesystemIOManager
@@ -52,7 +53,7 @@ def from_env(resource: str) -> dict[str, EnvVar | str]:
 with warnings.catch_warnings():  # code references (links from each asset to its source) are a beta feature
     warnings.simplefilter("ignore", BetaWarning)
     assets = with_source_code_references(
-        [file_index, frame_index, embeddings, embeddings_csv, uploaded_dataset, embedding_model]
+        [file_index, frame_index, embeddings, embeddings_csv, duplicates, selection, uploaded_dataset, embedding_model]
     )
 
 defs = Definitions(
