@@ -25,13 +25,14 @@ import numpy as np
 import pandas as pd
 
 from lightly_assets.atomic import atomic_output
+from lightly_assets.columns import DUPLICATES_CSV
 from lightly_assets.curation.errors import CurationError
 
 EXACT_LIMIT = 20_000  # above it, an approximate index: 20k x 20k exact inner products take seconds at 768-d
 NEIGHBOURS = 16  # per sample; components link larger groups through chains of neighbours
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 64
 STATE_VERSION = 1
-COLUMNS = ["filenames", "group", "kind", "similarity"]
+COLUMNS = list(DUPLICATES_CSV)  # filenames,group,kind,similarity
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -249,7 +250,7 @@ def find_duplicates(
 ) -> Duplicates:
     """Group the samples: exact copies (equal `keys`) and near-duplicates (cosine >= `similarity`)."""
     n = len(names)
-    unit = unit_rows(matrix.reshape(n, -1))
+    unit = unit_rows(np.asarray(matrix).reshape(n, -1) if n else np.zeros((0, 1), np.float32))
     digests = vector_digests(unit)
     approximate = n > exact_limit
     kept, kept_sims, fresh = _reused_pairs(state, names, digests, model, similarity)

@@ -23,8 +23,10 @@ from dagster import (
 )
 from pydantic import Field
 
+from lightly_assets import columns
 from lightly_assets.defs import checks
 from lightly_assets.defs.common import dataset_asset, user_errors
+from lightly_assets.defs.metadata import contract_schema
 from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
 
 GROUPS_LISTED = 10
@@ -89,7 +91,11 @@ def _groups_table(duplicates, total: int) -> MetadataValue:
     return MetadataValue.table(records=records, schema=schema)
 
 
-@dataset_asset(check_specs=checks.DUPLICATES, kinds={"csv", "faiss"})
+@dataset_asset(
+    check_specs=checks.DUPLICATES,
+    kinds={"csv", "faiss"},
+    metadata={"dagster/column_schema": contract_schema(columns.DUPLICATES_CSV)},
+)
 def duplicates(
     context: AssetExecutionContext,
     config: DuplicatesConfig,
@@ -123,7 +129,7 @@ def duplicates(
         )
         state_path = out / "curation" / "duplicates_state.npz"
         state = State.load(state_path)
-        unit = unit_rows(embeddings.matrix.reshape(len(samples), -1))
+        unit = unit_rows(embeddings.matrix)
         keys, hashes = content_keys(
             samples, storage.dataset_dir(name), vector_digests(unit), state.file_hashes if state else None
         )
