@@ -34,10 +34,11 @@ def static_video(path: Path, still: int = 5, moving: int = 3) -> Path:
     return path
 
 
-def run(instance: DagsterInstance, tmp_path: Path, duplicates: dict, selection: dict):
+def run(instance: DagsterInstance, tmp_path: Path, duplicates: dict, selection: dict, target: dict | None = None):
+    storage = {"data_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "out")}
     config = {
         "ops": {"duplicates": {"config": duplicates}, "selection": {"config": selection}},
-        "resources": {"storage": {"config": {"data_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "out")}}},
+        "resources": {"storage": {"config": storage}, **({"publish_target": {"config": target}} if target else {})},
     }
     job = defs.resolve_job_def("lightly_assets_job")
     return job.execute_in_process(run_config=config, instance=instance, partition_key="ds", raise_on_error=False)
@@ -105,3 +106,21 @@ def test_duplicates_and_selection_in_the_chain(tmp_path: Path) -> None:
         failed = run(instance, tmp_path, *bad)
         assert not failed.success
         assert message in summarise_run("ds", failed).error
+
+
+@pytest.mark.e2e  # the whole chain once, into a bucket datasource (~20 s)
+def test_the_bucket_target_gets_both_files_under_dot_lightly(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "ds"
+    shutil.copytree(EXAMPLE_DATA / "images_weak_labels" / "cats", data)
+    shutil.copy(data / "chelsea-1.jpg", data / "chelsea-1-copy.jpg")
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(datasets_partitions.name, ["ds"])
+    bucket = tmp_path / "bucket"
+    target = {"target": "bucket", "bucket_url": f"file://{bucket}"}
+    result = run(instance, tmp_path, {"similarity": 1.0}, {"proportion": 0.5}, target)
+    assert result.success
+    out, published = tmp_path / "out" / "ds", bucket / "ds" / ".lightly"
+    assert (published / "duplicates.csv").read_bytes() == (out / "duplicates.csv").read_bytes()
+    assert (published / "selection.txt").read_bytes() == (out / "selection.txt").read_bytes()
+    assert len((out / "selection.txt").read_text().splitlines()) == 2  # half of 5, rounded down
+    assert pd.read_csv(out / "duplicates.csv")["filenames"].tolist() == ["chelsea-1-copy.jpg", "chelsea-1.jpg"]
