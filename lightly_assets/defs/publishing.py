@@ -24,7 +24,7 @@ from lightly_assets.defs.metadata import (
     partition_rows,
     projection_markdown,
 )
-from lightly_assets.defs.resources import PublishTargetResource, StorageResource
+from lightly_assets.defs.resources import Curation, PublishTargetResource, StorageResource
 
 
 class EmbeddingsCsvConfig(Config):
@@ -117,6 +117,20 @@ def _label_names(frame_index: pd.DataFrame) -> dict[int, str]:
     return {int(k): str(v) for k, v in zip(pairs["label"], pairs["label_name"], strict=True)}
 
 
+def curation_to_publish(duplicates: dict, selection: dict) -> Curation:
+    """The tags and files that publish `duplicates` and `selection` (as written on disk)."""
+    return Curation(
+        tags={
+            "duplicates": duplicates["table"]["filenames"].tolist(),
+            f"selection-{selection['strategy']}": selection["filenames"],
+        },
+        files={
+            "duplicates.csv": Path(duplicates["path"]).read_bytes(),
+            "selection.txt": Path(selection["path"]).read_bytes(),
+        },
+    )
+
+
 # One writer at a time per target, across runs: set a limit with `dagster instance concurrency set lightly_studio 1`
 # (the DuckDB file is also locked by the upload itself, so without a limit concurrent uploads wait on that lock).
 STUDIO_POOL = "lightly_studio"
@@ -134,7 +148,7 @@ def target_kinds(env: Mapping[str, str] = os.environ) -> set[str]:
     return {"lightlystudio", "postgres" if env.get("LIGHTLY_STUDIO_DATABASE_URL") else "duckdb"}
 
 
-UPLOAD_FACTS = ["target", "dataset", PARTITION_ROW_COUNT, "videos", "added", "removed", "unmatched", "open",
+UPLOAD_FACTS = ["target", "dataset", PARTITION_ROW_COUNT, "videos", "added", "removed", "unmatched", "tags", "open",
                 "browse", "text_search"]  # fmt: skip
 
 
@@ -151,8 +165,11 @@ def uploaded_dataset(
     publish_target: PublishTargetResource,
     frame_index: pd.DataFrame,
     file_index: pd.DataFrame,
+    duplicates: dict,
+    selection: dict,
 ) -> MaterializeResult:
-    """The dataset with its embeddings in LightlyStudio (default) or in a bucket datasource, counted after upload.
+    """The dataset with its embeddings in LightlyStudio (default) or in a bucket datasource, counted after upload;
+    the duplicates and the selection as versioned LightlyStudio tags, or as files under the bucket's `.lightly/`.
 
     `lightly-assets browse DATASET` prints the link of each LightlyStudio dataset and `--open` starts the GUI.
     """
@@ -164,7 +181,13 @@ def uploaded_dataset(
         in_csv = set(read_embeddings_csv(path)[0])  # samples that could not be decoded are not in the CSV
         embedded = frame_index[frame_index["filename"].isin(in_csv)]
         result = publish_target.publish(
-            name, storage.dataset_dir(name), storage.outputs_for(name).parent, file_index, embedded, path
+            name,
+            storage.dataset_dir(name),
+            storage.outputs_for(name).parent,
+            file_index,
+            embedded,
+            path,
+            curation=curation_to_publish(duplicates, selection),
         )
     context.log.info(f"{name}: published to {result['target']}; browse with: {result['browse']}")
     return MaterializeResult(
@@ -183,6 +206,8 @@ def upload_metadata(result: dict) -> dict:
     for key in ("videos", "added", "removed", "unmatched"):
         if result.get(key):
             metadata[key] = result[key]
+    if result.get("tags"):
+        metadata["tags"] = "; ".join(f"{base}: {names}" for base, names in result["tags"].items())
     if result.get("urls"):
         metadata["open"] = MetadataValue.md(result["urls"])
     metadata["browse"] = result["browse"]
