@@ -18,11 +18,12 @@ from lightly_assets.defs.resources import EmbeddingModelResource, PublishTargetR
 from lightly_assets.defs.sensors import dataset_folders_sensor
 from lightly_assets.defs.training import embedding_model
 
-# resource key -> {field: environment variable}. `TORCH_HOME`, `RAY_ADDRESS` and the bucket credentials are read
-# by torch, Ray and fsspec themselves.
+# resource key -> {field: environment variable}. `TORCH_HOME`, `HF_HOME`, `RAY_ADDRESS` and the bucket credentials
+# are read by torch, Hugging Face, Ray and fsspec themselves.
 ENVIRONMENT: dict[str, dict[str, str]] = {
     "storage": {"data_dir": "LIGHTLY_ASSETS_DATA_DIR", "output_dir": "LIGHTLY_ASSETS_OUTPUT_DIR"},
     "embedding_model": {
+        "model": "LIGHTLY_ASSETS_MODEL",
         "checkpoint": "LIGHTLY_ASSETS_CHECKPOINT",
         "pretrained_url": "LIGHTLY_ASSETS_PRETRAINED_URL",
         "executor": "LIGHTLY_ASSETS_EXECUTOR",

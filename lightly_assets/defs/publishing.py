@@ -137,6 +137,7 @@ def uploaded_dataset(
     """The dataset with its embeddings in LightlyStudio (default) or in a bucket datasource, counted after upload."""
     name = context.partition_key
     embedded = frame_index[~frame_index["filename"].isin(embeddings_csv.get("unreadable", []))]
+    space = _upstream_metadata(context, "embeddings", "studio_space")  # one LightlyStudio embedding model per model
     with user_errors():
         result = publish_target.publish(
             name,
@@ -145,6 +146,7 @@ def uploaded_dataset(
             file_index,
             embedded,
             Path(embeddings_csv["path"]),
+            space=space if space and space != "none" else None,
         )
     context.log.info(f"{name}: published to {result['target']}; browse with: {result['browse']}")
     metadata = {k: v for k, v in result.items() if v is not None and k != "location"}
