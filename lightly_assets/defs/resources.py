@@ -55,7 +55,7 @@ class EmbeddingModelResource(ConfigurableResource):
 
     `model` (LIGHTLY_ASSETS_MODEL): `lightly` (default), `torchvision:NAME`, `timm:NAME`, `open_clip:ARCH/TAG`,
     `mobileclip:s0`, `onnx:/path/model.onnx`. A named model's weights come from its library's cache (downloaded
-    once; `pretrained_url` is a mirror of its file) and never fall back to random weights.
+    once; `weights_url` is a mirror of its file) and never fall back to random weights.
 
     Weights of `lightly`, in this order: `checkpoint` (or LIGHTLY_ASSETS_CHECKPOINT), the dataset's trained
     `embedding_model.ckpt`, Lightly's pretrained zoo file (`pretrained`, from torch's hub cache; `pretrained_url` or
@@ -68,6 +68,9 @@ class EmbeddingModelResource(ConfigurableResource):
     )
     mean: Optional[list[float]] = Field(default=None, description="RGB mean for `onnx:` models (default ImageNet's).")
     std: Optional[list[float]] = Field(default=None, description="RGB std for `onnx:` models (default ImageNet's).")
+    weights_url: Optional[str] = Field(
+        default=None, description="URL of a named model's weights file (a mirror), instead of its library's."
+    )
     checkpoint: Optional[str] = Field(default=None, description="Checkpoint file (lightly-ssl-train or torchvision).")
     pretrained_url: Optional[str] = Field(
         default=None, description="URL of the pretrained checkpoint, instead of Lightly's model zoo."
@@ -136,7 +139,7 @@ class EmbeddingModelResource(ConfigurableResource):
                 f"embedding_model.model={self.model!r}; unset one of them"
             )
         options = BuildOptions(
-            mirror=self.pretrained_url,
+            mirror=self.weights_url,
             stall_timeout=self.download_timeout_s,
             log=log,
             input_size=self.input_size,

@@ -329,7 +329,7 @@ def fetch_hf(
     endpoint = constants.ENDPOINT
     reasons = []
     try:
-        _resolve(endpoint, stall_timeout)
+        _reachable(endpoint, stall_timeout)  # HF retries a refused connection for half a minute: ask once first
     except DownloadFailed as exc:
         reasons.append(str(exc))
     else:
@@ -346,6 +346,17 @@ def fetch_hf(
         f"{model}: weights of Hugging Face repo {repo_id} are not in the cache ({hf_cache_dir()}) and could not be "
         f"downloaded ({'; '.join(reasons)}); {NAMED_HINT}"
     )
+
+
+def _reachable(url: str, timeout: float) -> None:
+    """Name resolution and a TCP connection to the server of `url`, each bounded by `timeout`."""
+    _resolve(url, timeout)
+    parts = urllib.parse.urlparse(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise DownloadFailed(f"{url}: {exc.strerror or exc}") from None
 
 
 def _hf_weights(model: str, repo_id: str, name: str, path: Path) -> Weights:
