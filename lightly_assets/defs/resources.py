@@ -13,10 +13,10 @@ from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
 from lightly_assets.dataset.roots import DataRoot, find_datasets
+from lightly_assets.embedding.executor import EXECUTORS
 from lightly_assets.errors import LightlyAssetsError
 
 TARGETS = ("studio", "bucket")
-EXECUTORS = ("local", "ray")
 
 
 class ConfigurationError(LightlyAssetsError):
@@ -129,6 +129,14 @@ class EmbeddingModelResource(ConfigurableResource):
             )
         return self._model
 
+    def executor_for(self, ray_cluster: "RayClusterResource"):  # -> lightly_assets.embedding.executor.Executor
+        """The executor this field names; a bad value is one line naming the field (run config or EnvVar alike)."""
+        from lightly_assets.embedding.pipeline import LocalExecutor
+
+        if choice("embedding_model.executor", self.executor, EXECUTORS) == "ray":
+            return ray_cluster.executor()
+        return LocalExecutor()
+
     def _load_named(self, spec, log):  # -> lightly_assets.embedding.model.LoadedModel
         from lightly_assets.embedding.model import load_network
         from lightly_assets.embedding.models import BuildOptions, build
@@ -161,6 +169,31 @@ class EmbeddingModelResource(ConfigurableResource):
 
         return load_model(
             None, input_size=self.input_size, seed=self.seed, device=self.device, precision=self.precision
+        )
+
+
+class RayClusterResource(ConfigurableResource):
+    """The Ray cluster that embeds when `embedding_model.executor` is `ray`; unused (never joined) otherwise.
+
+    Ours rather than dagster-ray's `RayResource`: that one joins (or starts) a cluster when the step starts,
+    through Ray Client with minutes of retries, whatever the executor; this one joins only for the `ray` executor,
+    at a GCS address (host:port) as `ray start` prints it, after a TCP probe that fails within seconds.
+    """
+
+    address: Optional[str] = Field(
+        default=None, description="Head node as host:port, ray://host:10001 or `auto` (RAY_ADDRESS)."
+    )
+    num_cpus: float = Field(default=1.0, description="CPUs each Ray task asks for.")
+    num_gpus: Optional[float] = Field(
+        default=None, description="GPUs each Ray task asks for; unset: one where the cluster has GPUs, else none."
+    )
+    max_retries: int = Field(default=3, description="Retries of a task whose node or worker dies.")
+
+    def executor(self):  # -> lightly_assets.embedding.distributed.RayExecutor
+        from lightly_assets.embedding.distributed import RayExecutor
+
+        return RayExecutor(
+            address=self.address or "", num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries
         )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from lightly_assets.embedding.models.spec import ModelError
+from lightly_assets.errors import first_line
 
 
 def read_state_dict(path: Path | str, what: str = "", mmap: bool = False) -> dict[str, torch.Tensor]:
@@ -28,7 +29,7 @@ def read_state_dict(path: Path | str, what: str = "", mmap: bool = False) -> dic
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             lead = f"{what} " if what else ""
             raise ModelError(f"{path}: {lead}not a readable PyTorch checkpoint ({first})") from None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Literal
 
 from lightly_assets.atomic import atomic_output
-from lightly_assets.errors import LightlyAssetsError
+from lightly_assets.errors import LightlyAssetsError, first_line
 
-URL_ENV = "LIGHTLY_ASSETS_PRETRAINED_URL"
 TRAINED_NAME = "embedding_model.ckpt"
 DEFAULT_ZOO_KEY = "resnet-18/simclr/d32/w1.0"  # lightly-embed's default config: resnet-18, num_ftrs 32, width 1
 STALL_TIMEOUT_S = 10.0  # longest wait for the server to answer or to send more bytes
@@ -184,7 +183,7 @@ def choose_weights(
 ) -> Weights:
     """Pick the weights in DESIGN.md's order; downloads the pretrained file at most once (then the cache serves it).
 
-    `url` overrides the zoo URL (the resource field); LIGHTLY_ASSETS_PRETRAINED_URL overrides it when unset.
+    `url` overrides the zoo URL (the resource's `pretrained_url`, bound to LIGHTLY_ASSETS_PRETRAINED_URL).
     """
     if checkpoint:
         return _file_weights("checkpoint", Path(checkpoint))
@@ -192,7 +191,7 @@ def choose_weights(
         return _file_weights("trained", Path(trained))
     if not pretrained:
         return Weights("random", note="pretrained weights switched off")
-    url = url or os.environ.get(URL_ENV) or zoo_url(zoo_key)
+    url = url or zoo_url(zoo_key)
     path = cached_path(url)
     if not path.exists():
         if log:
@@ -339,7 +338,7 @@ def fetch_hf(
             try:
                 path = hf_hub_download(repo_id, name, etag_timeout=stall_timeout)
             except Exception as exc:  # noqa: BLE001 - offline, missing file, HTTP error: say which, try the next
-                reasons.append(f"{name}: {_first_line(exc)}")
+                reasons.append(f"{name}: {first_line(exc)}")
                 continue
             return _hf_weights(model, repo_id, name, Path(path))
     raise WeightsError(
@@ -364,8 +363,3 @@ def _hf_weights(model: str, repo_id: str, name: str, path: Path) -> Weights:
     blob = path.resolve().name
     sha = blob if len(blob) == 64 and all(c in "0123456789abcdef" for c in blob) else sha256_of(path)
     return Weights("pretrained", path, sha, model, f"hf://{repo_id}/{name}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -24,6 +24,7 @@ from lightly_assets.embedding.models import BuildOptions, Network
 from lightly_assets.embedding.models.spec import ModelError, ModelSpec
 from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.weights import cached_path, fetch_hf, fetch_named
+from lightly_assets.errors import first_line
 
 MOBILECLIP_SPACE = "mobileclip_s0"  # LightlyStudio's space key and model name
 MOBILECLIP_URL = "https://docs-assets.developer.apple.com/ml-research/datasets/mobileclip/mobileclip_s0.pt"
@@ -70,7 +71,7 @@ def _mobileclip(spec: ModelSpec, options: BuildOptions) -> Network:
     try:
         model, _, _ = mobileclip.create_model_and_transforms(MOBILECLIP_SPACE, pretrained=str(weights.path))
     except RuntimeError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ModelError(f"{weights.path}: not MobileCLIP-S0 weights ({first[:300]})") from None
     prep = Preprocessing.crop(256, 256, interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     tower = ClipImageTower(model, mobileclip.get_tokenizer(MOBILECLIP_SPACE))

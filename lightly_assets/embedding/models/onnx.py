@@ -17,6 +17,7 @@ from lightly_assets.embedding.models import BuildOptions, Network
 from lightly_assets.embedding.models.spec import ModelError, ModelSpec
 from lightly_assets.embedding.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from lightly_assets.embedding.weights import Weights, sha256_of
+from lightly_assets.errors import first_line
 
 _FLOAT_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)")
 
@@ -81,7 +82,7 @@ def build(spec: ModelSpec, options: BuildOptions) -> Network:
     try:
         dim = int(module(torch.zeros(1, 3, height, width)).shape[1])
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors are many; the first line says which
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ModelError(f"{path}: the model does not run on a [1,3,{height},{width}] input ({first})") from None
     weights = Weights("checkpoint", path.resolve(), sha256_of(path), str(spec), str(path.resolve()))
     return Network(module, prep, f"ONNX {path.name}, {dim}-d", weights, dim, onnx_path=path.resolve())
@@ -98,5 +99,5 @@ def _session(path: Path):
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - not ONNX, truncated, unsupported opset
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ModelError(f"{path}: not a usable ONNX model ({first[:300]})") from None
