@@ -5,6 +5,7 @@ and run config overrides both. Nothing here reads `os.environ`: a secret (Lightl
 never a config value, only the NAME of its variable is, read when connecting.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -205,6 +206,14 @@ def _rgb(name: str, values: Optional[list[float]]) -> Optional[tuple[float, floa
     return (float(values[0]), float(values[1]), float(values[2]))
 
 
+@dataclass(frozen=True)
+class Curation:
+    """What `uploaded_dataset` publishes of the curation: tags (base name -> sample names) and files (name -> bytes)."""
+
+    tags: dict[str, list[str]]
+    files: dict[str, bytes]
+
+
 class PublishTargetResource(ConfigurableResource):
     """Where `uploaded_dataset` publishes: LightlyStudio (default) or a bucket datasource through fsspec.
 
@@ -231,16 +240,18 @@ class PublishTargetResource(ConfigurableResource):
         file_index: pd.DataFrame,
         frame_index: pd.DataFrame,
         csv_path: Path,
+        curation: Optional["Curation"] = None,
         space: Optional[str] = None,
     ) -> dict[str, Any]:
         """Publish one dataset and return what was counted in the target afterwards (never a secret).
 
+        `curation`: the duplicates and the selection, as LightlyStudio tags or as files under the bucket's `.lightly/`.
         `space`: LightlyStudio's embedding model for these vectors (one per model; None: the default key).
         """
         dataset_name = self.dataset_id or name
         if choice("publish_target.target", self.target, TARGETS) == "bucket":
-            return self._to_bucket(dataset_name, dataset_dir, file_index, frame_index, csv_path)
-        return self._to_studio(dataset_name, dataset_dir, outputs_root, frame_index, csv_path, space)
+            return self._to_bucket(dataset_name, dataset_dir, file_index, frame_index, csv_path, curation)
+        return self._to_studio(dataset_name, dataset_dir, outputs_root, frame_index, csv_path, curation, space)
 
     def _to_studio(
         self,
@@ -249,9 +260,11 @@ class PublishTargetResource(ConfigurableResource):
         outputs_root: Path,
         frame_index: pd.DataFrame,
         csv_path: Path,
+        curation: Optional["Curation"] = None,
         space: Optional[str] = None,
     ) -> dict[str, Any]:
         from lightly_assets.publish.studio import StudioTarget, upload_dataset
+        from lightly_assets.publish.studio.tags import publish_tags
 
         db_file: Path | None = None
         if self.studio_db_url_env:  # the URL is read from that variable when connecting, and never shown
@@ -260,6 +273,7 @@ class PublishTargetResource(ConfigurableResource):
             db_file = Path(self.studio_db_file or outputs_root / "lightly_studio.db").resolve()
             target = StudioTarget(db_file=db_file, dataset_name=dataset_name)
         result = upload_dataset(target, dataset_dir, frame_index, csv_path, space)
+        tags = publish_tags(target, dataset_dir, frame_index, curation.tags) if curation else {}
         return {
             "target": result.target,
             "dataset": result.dataset_name,
@@ -269,6 +283,7 @@ class PublishTargetResource(ConfigurableResource):
             "browse": result.gui_command,
             "location": str(db_file) if db_file else None,
             **{k: v for k, v in result.as_metadata().items() if isinstance(v, (int, str))},
+            **{f"studio_tag_{base}": names for base, names in tags.items()},
         }
 
     def _to_bucket(
@@ -278,13 +293,22 @@ class PublishTargetResource(ConfigurableResource):
         file_index: pd.DataFrame,
         frame_index: pd.DataFrame,
         csv_path: Path,
+        curation: Optional["Curation"] = None,
     ) -> dict[str, Any]:
         from lightly_assets.publish.bucket import BucketError, BucketTarget, publish_to_bucket
 
         url = self.bucket_url
         if not url:
             raise BucketError("bucket target needs bucket_url (LIGHTLY_ASSETS_BUCKET_URL)")
-        result = publish_to_bucket(BucketTarget(url=url), dataset_name, dataset_dir, frame_index, file_index, csv_path)
+        result = publish_to_bucket(
+            BucketTarget(url=url),
+            dataset_name,
+            dataset_dir,
+            frame_index,
+            file_index,
+            csv_path,
+            curation=curation.files if curation else None,
+        )
         return {
             "target": result.url,
             "dataset": dataset_name,
