@@ -27,6 +27,7 @@ class Published:
     dataset: str
     target: str
     urls: dict[str, str] = field(default_factory=dict)  # LightlyStudio dataset name → URL
+    search: str = ""  # what text search can do for this dataset's vectors
 
 
 def published(instance: DagsterInstance, names: Iterable[str]) -> list[Published]:
@@ -41,7 +42,8 @@ def published(instance: DagsterInstance, names: Iterable[str]) -> list[Published
             continue
         meta = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
         urls = dict(_LINK.findall(str(meta.get("open") or "")))
-        found.append(Published(name, str(meta.get("target", "")), urls))
+        search = str(meta.get("text_search") or text_search_note())
+        found.append(Published(name, str(meta.get("target", "")), urls, search))
     return found
 
 
@@ -58,11 +60,12 @@ def render(items: list[Published], base: str, gui_command: str, opening: bool) -
         lines += [f"  {name}: {rebase(url, base)}" for name, url in item.urls.items()]
         if not item.urls:
             lines.append("  (published to a bucket: no LightlyStudio link)")
+        else:
+            lines.append(f"  search: {item.search}")
     if opening:
         lines.append(f"starting LightlyStudio on {base} (Ctrl+C stops it)")
     else:
         lines.append(f"the links work while LightlyStudio runs: lightly-assets browse --open  (or: {gui_command})")
-    lines.append(f"note: {text_search_note()}")
     return "\n".join(lines)
 
 

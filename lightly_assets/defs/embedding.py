@@ -20,10 +20,10 @@ from lightly_assets.defs.resources import EmbeddingModelResource, RayClusterReso
 from lightly_assets.progress import Progress
 
 EMBEDDINGS_FACTS = [
-    "samples", "dimension", "model", "weights", "weights_sha256", "device", "precision", "torch_threads",
-    "decode_workers", "reused", "embedded", "skipped", "seconds", "samples_per_second", "knn_agreement",
-    "knn_agreement_random_network", "knn_agreement_chance", "knn_samples", "knn_k", "knn_rule", "executor",
-    "ray_nodes",
+    "samples", "dimension", "model", "model_spec", "preprocessing", "studio_space", "weights", "weights_sha256",
+    "device", "precision", "torch_threads", "decode_workers", "reused", "embedded", "skipped", "seconds",
+    "samples_per_second", "knn_agreement", "knn_agreement_random_network", "knn_agreement_chance", "knn_samples",
+    "knn_k", "knn_rule", "executor", "ray_nodes",
 ]  # fmt: skip
 
 
@@ -48,6 +48,7 @@ def embeddings(
     from lightly_assets.embedding.pipeline import EmbeddingCache, EmbeddingError, embed_samples
     from lightly_assets.embedding.quality import measure, sample_embedder
     from lightly_assets.embedding.weights import TRAINED_NAME
+    from lightly_assets.publish.studio.embedder import space_for
 
     name = context.partition_key
     out = storage.outputs_for(name)
@@ -93,12 +94,16 @@ def embeddings(
         sources = frame_index["source"].astype(str).to_numpy()[result.indices]  # same-video rule for frames
         quality = measure(result.matrix, np.asarray(result.labels), result.indices, baseline, groups=sources)
     context.log.info(f"{name}: kNN agreement with the weak labels {quality.describe()}")
+    space = space_for(model.spec, weights.sha256, model.dim, model.space_key)  # one LightlyStudio model per model
     yield Output(
-        dataclasses.replace(result, model=model.description),  # downstream reads the model from the value
+        dataclasses.replace(result, model=model.description, space=space),  # what downstream needs, in the value
         metadata={
             "samples": len(result.filenames),
             "dimension": int(result.matrix.shape[1]) if result.matrix.ndim == 2 else 0,
             "model": model.description,
+            "model_spec": model.spec,
+            "preprocessing": model.prep.describe(),
+            "studio_space": space,
             "weights": weights_fact(weights),
             **({"weights_sha256": weights.sha256} if weights.sha256 else {}),
             "device": str(model.device),

@@ -46,6 +46,9 @@ FACTS: dict[str, str] = {
     "samples": "samples embedded (images and video frames)",
     "dimension": "length of each embedding vector",
     "model": "the network that embedded the samples",
+    "model_spec": "the model as configured (embedding_model.model / LIGHTLY_ASSETS_MODEL)",
+    "preprocessing": "how pixels reach the network: size, crop, normalisation",
+    "studio_space": "the LightlyStudio embedding model these vectors are stored under (one per model and weights)",
     "weights": "which weights the network used and where they came from (DESIGN: checkpoint, trained, pretrained, "
     "random)",
     "weights_sha256": "sha256 of the weights file",

@@ -163,6 +163,7 @@ def uploaded_dataset(
     context: AssetExecutionContext,
     storage: StorageResource,
     publish_target: PublishTargetResource,
+    embeddings,
     frame_index: pd.DataFrame,
     file_index: pd.DataFrame,
     duplicates: dict,
@@ -187,6 +188,7 @@ def uploaded_dataset(
             file_index,
             embedded,
             path,
+            space=embeddings.space,
             curation=curation_to_publish(duplicates, selection),
         )
     context.log.info(f"{name}: published to {result['target']}; browse with: {result['browse']}")

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from lightly_assets.publish.studio.target import ANALYTICS_ENV, StudioDataset
+from lightly_assets.publish.studio.target import ANALYTICS_ENV, SPACE_KEY_PREFIX, StudioDataset
 
 DEFAULT_HOST, DEFAULT_PORT = "localhost", 8001
 ANALYTICS_404 = "Usage tracking is disabled"
@@ -41,8 +41,17 @@ def links_markdown(urls: Mapping[str, str]) -> str:
     return "\n".join(f"- [{name}]({url})" for name, url in urls.items())
 
 
-def text_search_note() -> str:
-    """What LightlyStudio's search box can do with our vectors: the one place this is said (UI, README, browse)."""
+def text_search_note(space: str | None = None) -> str:
+    """What LightlyStudio's search box can do with our vectors: the one place this is said (UI, README, browse).
+
+    `space` is the LightlyStudio embedding model the vectors are stored under: one LightlyStudio knows itself (a
+    CLIP model such as MobileCLIP-S0, `embedder.space_for`) embeds text queries in the same space.
+    """
+    if space and not space.startswith(SPACE_KEY_PREFIX.rsplit("/", 1)[0] + "/"):
+        return (
+            f"Text search works: LightlyStudio embeds a query with {space}, the CLIP model that embedded the images "
+            "(its text encoder's weights must be in LightlyStudio's cache when offline)."
+        )
     return (
         "Text search and search by image need a CLIP model (LIGHTLY_ASSETS_MODEL set to a CLIP family): its text "
         "encoder puts a query in the same space as the images. With other models LightlyStudio's search box "
