@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,9 +28,11 @@ from PIL import Image
 
 from lightly_assets import columns
 from lightly_assets.embedding.cache import Checkpoint, EmbeddingCache, Key
-from lightly_assets.embedding.model import LoadedModel
 from lightly_assets.embedding.runtime import lower_this_thread_priority
 from lightly_assets.errors import LightlyAssetsError
+
+if TYPE_CHECKING:  # a model served from the OpenVINO cache runs without torch, which model.py imports
+    from lightly_assets.embedding.model import LoadedModel
 
 log = logging.getLogger(__name__)
 
