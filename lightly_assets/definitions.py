@@ -26,6 +26,7 @@ ENVIRONMENT: dict[str, dict[str, str]] = {
         "checkpoint": "LIGHTLY_ASSETS_CHECKPOINT",
         "pretrained_url": "LIGHTLY_ASSETS_PRETRAINED_URL",
         "executor": "LIGHTLY_ASSETS_EXECUTOR",
+        "engine_cache_dir": "LIGHTLY_ASSETS_ENGINE_CACHE",
     },
     "publish_target": {
         "target": "LIGHTLY_ASSETS_TARGET",

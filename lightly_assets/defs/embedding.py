@@ -94,6 +94,7 @@ def embeddings(
             **weights.metadata(),
             "device": str(model.device),
             "precision": model.precision,
+            "engine": model.engine,
             "torch_threads": model.threads,
             "decode_workers": result.workers,
             "reused": result.reused,

@@ -11,8 +11,9 @@ Conversion costs seconds (4-13 s for the default network), so its result is cach
 folder per key (weights identity, preprocessing, input shape, precision, engine and OpenVINO versions) holding
 `model.xml`, `model.bin` and `meta.json` (sha256 of both files, plus whatever the caller needs to skip building
 the torch module next time). Entries are written into a temporary folder and renamed into place; an entry whose
-files do not match their recorded sha256 is rebuilt, never trusted. Default place: `$XDG_CACHE_HOME/lightly-assets/
-openvino` (`~/.cache/...`), shared by every project of the user, since an entry depends only on the model.
+files do not match their recorded sha256 is rebuilt, never trusted. Default place: `LIGHTLY_ASSETS_ENGINE_CACHE`,
+else `$XDG_CACHE_HOME/lightly-assets/openvino` (`~/.cache/...`): per user rather than per outputs folder, since an
+entry depends only on the model and its settings, so every project and dataset shares one conversion.
 
 This module imports neither torch nor OpenVINO at import time: a warm run loads only OpenVINO.
 """
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CACHE_ENV_HINT = "XDG_CACHE_HOME"
+CACHE_ENV = "LIGHTLY_ASSETS_ENGINE_CACHE"  # the cache folder itself (the resource's `engine_cache_dir`)
 _CACHE_FORMAT = "lightly-assets-openvino/1"
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: quantised graph, f32 for the rest
 _CHUNK = 1 << 20
@@ -76,8 +77,10 @@ class Engine(Protocol):
 
 
 def default_cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/lightly-assets/openvino`, else `~/.cache/lightly-assets/openvino`."""
-    base = os.environ.get(CACHE_ENV_HINT) or os.path.join(os.path.expanduser("~"), ".cache")
+    """`$LIGHTLY_ASSETS_ENGINE_CACHE`, else `$XDG_CACHE_HOME/lightly-assets/openvino` (`~/.cache/...`)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "lightly-assets" / "openvino"
 
 
