@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import av
+import av.codec.context
 
 from lightly_assets.dataset.video import VIDEO_EXTENSIONS, VideoError, index_videos
 
@@ -61,7 +62,7 @@ def decode_count(paths: list[Path], threads: bool) -> list[int]:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             if threads:
-                stream.thread_type = "AUTO"
+                stream.thread_type = av.codec.context.ThreadType.AUTO
             counts.append(sum(1 for _ in container.decode(stream)))
     return counts
 

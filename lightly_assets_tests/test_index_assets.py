@@ -27,10 +27,15 @@ def instance(tmp_path_factory):
         yield inst
 
 
-def _materialize(instance, name: str, tmp_path: Path):
+def _materialize(instance, name: str, tmp_path: Path, frame_config: dict | None = None):
     storage = StorageResource(data_dir=str(EXAMPLE_DATA), output_dir=str(tmp_path / "out"))
+    run_config = {"ops": {"frame_index": {"config": frame_config}}} if frame_config else None
     result = materialize(
-        [file_index, frame_index], instance=instance, partition_key=name, resources={"storage": storage}
+        [file_index, frame_index],
+        instance=instance,
+        partition_key=name,
+        resources={"storage": storage},
+        run_config=run_config,
     )
     assert result.success
     return result
@@ -89,3 +94,15 @@ def test_dataset_without_usable_files_fails_with_its_path(instance, tmp_path: Pa
         "empty: no usable image or video file (notes.txt: unsupported file type)"
         in failure.user_failure_data.description
     )
+
+
+def test_frame_stride_through_dagster_config(instance, tmp_path: Path) -> None:
+    """Run config `frame_stride` subsamples; the check compares the rows with the frames the sampling keeps."""
+    result = _materialize(instance, "videos", tmp_path, {"frame_stride": 7})
+    samples = result.output_for_node("frame_index")
+    for source, frames in samples.groupby("source")["frame"]:
+        assert frames.tolist() == list(range(0, _decoded_frames(EXAMPLE_DATA / "videos" / source), 7))
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["samples_match_files"]
+    metadata = result.asset_materializations_for_node("frame_index")[0].metadata
+    assert metadata["frame_sampling"].value == "frame_stride=7"

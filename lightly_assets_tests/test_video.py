@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lightly_assets.dataset import video as video_module
 from lightly_assets.dataset.video import (
     VIDEO_EXTENSIONS,
     VideoError,
@@ -26,6 +27,7 @@ from lightly_assets.dataset.video import (
     index_videos,
     iter_frames,
 )
+from lightly_assets_tests.media import EXTRAS, video_with
 
 W, H = 64, 48
 
@@ -416,3 +418,41 @@ def test_iter_frames_decode_error_names_file_and_frame(tmp_path: Path) -> None:
     with pytest.raises(VideoError, match="but the index has 30") as info:
         list(iter_frames(cut, threads=True, expected_frames=30))
     assert str(cut) in str(info.value)
+
+
+# --- the extra streams real files carry ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra", sorted(EXTRAS))
+def test_extra_streams_are_ignored_and_every_frame_counted(tmp_path: Path, extra: str) -> None:
+    """Sound (AAC, AC3, 5.1, two tracks, sound first), subtitles, timecode, cover art, a second picture stream."""
+    path = video_with(tmp_path / extra, extra, n_frames=12)
+    with av.open(str(path)) as container:
+        assert len(container.streams) > 1, "the file has its extra stream"
+    index = index_video(path)
+    assert index.n_frames == len(decoded(path)) == 12
+    assert (index.width, index.height) == (64, 48) and index.codec == "h264"
+    frames = list(iter_frames(path, size=(16, 16), expected_frames=index.n_frames))
+    assert [n for n, _ in frames] == list(range(12))
+
+
+def test_audio_track_kinds_are_what_they_claim(tmp_path: Path) -> None:
+    """The builders write real multichannel AAC and AC3, so the tests above do test what they name."""
+    layouts = {}
+    for extra in ("aac", "aac51", "ac3"):
+        with av.open(str(video_with(tmp_path / extra, extra))) as container:
+            audio = container.streams.audio[0].codec_context
+            layouts[extra] = (audio.name, audio.channels)
+    assert layouts == {"aac": ("aac", 2), "aac51": ("aac", 6), "ac3": ("ac3", 6)}
+
+
+def test_no_pyav_setting_is_a_string_where_pyav_wants_an_enum() -> None:
+    """The class of bug behind `discard = "all"`: PyAV 18 takes its own enums; a string may raise or be ignored."""
+    import ast
+
+    source = Path(video_module.__file__).read_text("utf-8")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            for target in node.targets:
+                if isinstance(target, ast.Attribute):
+                    assert target.attr not in {"discard", "thread_type", "skip_frame"}, ast.unparse(node)

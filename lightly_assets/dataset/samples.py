@@ -9,29 +9,36 @@ from pathlib import Path
 import pandas as pd
 
 from lightly_assets.columns import FRAME_INDEX_COLUMNS
+from lightly_assets.dataset.sampling import FrameSampling
 from lightly_assets.dataset.scan import DatasetError, Skipped
 from lightly_assets.dataset.video import VideoError, VideoIndex, frame_name, index_videos
 
 
 @dataclass
 class SampleIndex:
-    """The `frame_index` table, the videos that could not be indexed, and per-video facts for metadata."""
+    """The `frame_index` table, the videos that could not be indexed, and per-video facts for metadata.
+
+    `kept` holds, per video, the frame numbers that are samples (all of them unless `sampling` subsamples).
+    """
 
     samples: pd.DataFrame
     skipped: list[Skipped] = field(default_factory=list)
     videos: dict[str, VideoIndex] = field(default_factory=dict)
+    kept: dict[str, list[int]] = field(default_factory=dict)
+    sampling: FrameSampling = field(default_factory=FrameSampling)
 
 
-def _video_rows(file_row: pd.Series, index: VideoIndex) -> pd.DataFrame:
+def _video_rows(file_row: pd.Series, index: VideoIndex, kept: list[int]) -> pd.DataFrame:
+    """The kept frames, named with their original number padded to the width of the full count (Lightly's)."""
     n = index.n_frames
     return pd.DataFrame(
         {
-            "filename": [frame_name(file_row.filename, i, n) for i in range(n)],
+            "filename": [frame_name(file_row.filename, i, n) for i in kept],
             "source": file_row.filename,
             "kind": "video",
-            "frame": pd.array(range(n), dtype="Int64"),
-            "pts": pd.array(index.pts, dtype="Int64"),
-            "time_s": pd.array(index.time_s, dtype="Float64"),
+            "frame": pd.array(kept, dtype="Int64"),
+            "pts": pd.array([index.pts[i] for i in kept], dtype="Int64"),
+            "time_s": pd.array([index.time_s[i] for i in kept], dtype="Float64"),
             "label": file_row.label,
             "label_name": file_row.label_name,
             "size": file_row.size,
@@ -76,14 +83,20 @@ def build_sample_index(
     dataset_dir: Path,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    sampling: FrameSampling | None = None,
 ) -> SampleIndex:
-    """Expand videos into frames (indexed by demuxing, in parallel) and keep images as they are, in file order."""
+    """Expand videos into frames (indexed by demuxing, in parallel) and keep images as they are, in file order.
+
+    `sampling` (default: every frame) picks which frames of each video are samples.
+    """
+    sampling = sampling or FrameSampling()
     video_rows = files[files["kind"] == "video"]
     results = _index_in_chunks([dataset_dir / f for f in video_rows["filename"]], workers, progress)
     by_name: dict[str, VideoIndex | VideoError] = dict(zip(video_rows["filename"], results, strict=True))
     parts: list[pd.DataFrame] = []
     skipped: list[Skipped] = []
     videos: dict[str, VideoIndex] = {}
+    kept: dict[str, list[int]] = {}
     run: list[int] = []  # consecutive image rows, turned into one frame at a time
     for pos, row in enumerate(files.itertuples(index=False)):
         if row.kind == "image":
@@ -99,11 +112,13 @@ def build_sample_index(
             skipped.append(Skipped(row.filename, "video has no frames"))
         else:
             videos[row.filename] = result
-            parts.append(_video_rows(row, result))
+            kept[row.filename] = sampling.kept(result.n_frames, result.fps)
+            parts.append(_video_rows(row, result, kept[row.filename]))
     if run:
         parts.append(_image_rows(files.iloc[run]))
     samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FRAME_INDEX_COLUMNS)
-    return SampleIndex(samples=samples[FRAME_INDEX_COLUMNS].reset_index(drop=True), skipped=skipped, videos=videos)
+    samples = samples[FRAME_INDEX_COLUMNS].reset_index(drop=True)
+    return SampleIndex(samples=samples, skipped=skipped, videos=videos, kept=kept, sampling=sampling)
 
 
 def require_samples(index: SampleIndex, dataset_dir: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import av
+import av.codec.context
 import av.container
 import av.stream
 import av.video.stream
@@ -297,7 +298,7 @@ def _decode_pts(
     path: str | os.PathLike[str],
 ) -> list[int | None]:
     """Full decode (threaded), keeping only each frame's pts; the count fallback."""
-    stream.thread_type = "AUTO"
+    stream.thread_type = av.codec.context.ThreadType.AUTO
     pts: list[int | None] = []
     try:
         for frame in container.decode(stream):
@@ -425,7 +426,7 @@ def iter_frames(
     with _open(path) as container:
         stream = _video_stream(container, path)
         if threads:
-            stream.thread_type = "AUTO"
+            stream.thread_type = av.codec.context.ThreadType.AUTO
         kwargs = {} if size is None else {"width": size[0], "height": size[1]}
         number = 0
         try:

@@ -7,7 +7,7 @@ without reloading it; blocking ones stop the chain and fail the run when they fa
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -90,8 +90,13 @@ def no_skipped_files(skipped: Sequence[Skipped]) -> AssetCheckResult:
     return _nothing_skipped("no_skipped_files", skipped)
 
 
-def samples_match_files(files: pd.DataFrame, samples: pd.DataFrame, skipped: Sequence[Skipped]) -> AssetCheckResult:
-    """Images map one to one; each video contributes exactly its frames 0..n-1; nothing else appears."""
+def samples_match_files(
+    files: pd.DataFrame,
+    samples: pd.DataFrame,
+    skipped: Sequence[Skipped],
+    kept: Mapping[str, Sequence[int]] | None = None,
+) -> AssetCheckResult:
+    """Images map one to one; each video contributes exactly its kept frames (0..n-1 when not subsampled)."""
     skipped_paths = {s.path for s in skipped}
     expected = [f for f in files["filename"] if f not in skipped_paths]
     sources = samples["source"].drop_duplicates().tolist()
@@ -102,7 +107,10 @@ def samples_match_files(files: pd.DataFrame, samples: pd.DataFrame, skipped: Seq
         problems.append(f"missing {_listing(missing)}; unexpected {_listing(extra)}; or order differs")
     videos = samples[samples["kind"] == "video"]
     for source, frames in videos.groupby("source", sort=False)["frame"]:
-        if frames.tolist() != list(range(len(frames))):
+        if kept is not None and source in kept:
+            if frames.tolist() != list(kept[source]):
+                problems.append(f"{source}: frames are not the {len(kept[source])} frames its sampling keeps")
+        elif frames.tolist() != list(range(len(frames))):
             problems.append(f"{source}: frames are not 0..{len(frames) - 1}")
     images = samples[samples["kind"] == "image"]
     if not (images["filename"] == images["source"]).all():

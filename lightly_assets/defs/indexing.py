@@ -1,6 +1,7 @@
 """Indexing a dataset folder: `file_index` (every usable file) and `frame_index` (every sample)."""
 
 import time
+from typing import Optional
 
 import pandas as pd
 from dagster import (
@@ -72,24 +73,42 @@ def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage:
     yield checks.no_skipped_files(result.skipped)
 
 
+class FrameIndexConfig(Config):
+    """Which video frames become samples: every frame by default, as Lightly does.
+
+    `frame_stride` n keeps frames 0, n, 2n, ...; `target_fps` (LightlyStudio's name) keeps about that many frames
+    per second, the frames LightlyStudio's own loader would keep. Kept frames keep their original numbers in their
+    names and their timestamps; a video is still decoded once, front to back.
+    """
+
+    frame_stride: int = 1
+    target_fps: Optional[float] = None
+
+
 @dataset_asset(
     check_specs=checks.FRAME_INDEX,
     kinds={"pandas"},
     metadata={"dagster/column_schema": contract_schema(columns.FRAME_INDEX)},
 )
-def frame_index(context: AssetExecutionContext, storage: StorageResource, file_index: pd.DataFrame):
-    """One row per sample: images as they are, every video frame with its Lightly name and timestamp."""
+def frame_index(
+    context: AssetExecutionContext, config: FrameIndexConfig, storage: StorageResource, file_index: pd.DataFrame
+):
+    """One row per sample: images as they are, each kept video frame with its Lightly name and timestamp."""
     from lightly_assets.dataset.samples import build_sample_index, require_samples
+    from lightly_assets.dataset.sampling import FrameSampling
 
     folder = storage.dataset_dir(context.partition_key)
     start = time.perf_counter()
     with user_errors():
-        index = build_sample_index(file_index, folder, progress=Progress("indexing videos", context.log.info))
+        sampling = FrameSampling(frame_stride=config.frame_stride, target_fps=config.target_fps)
+        progress = Progress("indexing videos", context.log.info)
+        index = build_sample_index(file_index, folder, progress=progress, sampling=sampling)
         require_samples(index, folder)
     samples = index.samples
     for s in index.skipped:
         context.log.warning(f"skipped {folder / s.path}: {s.reason}")
     videos = {name: v.n_frames for name, v in index.videos.items()}
+    sampled = {name: len(frames) for name, frames in index.kept.items()}
     yield Output(
         samples,
         metadata={
@@ -98,6 +117,8 @@ def frame_index(context: AssetExecutionContext, storage: StorageResource, file_i
             "per_kind": counts(samples["kind"]),
             "per_label": counts(samples["label_name"]),
             "frames_per_video": videos,
+            "frame_sampling": sampling.describe(),
+            "sampled_frames_per_video": sampled,
             "skipped": len(index.skipped),
             "skipped_files": skipped_table(index.skipped),
             "skipped_list": skipped_list(index.skipped),
@@ -105,5 +126,5 @@ def frame_index(context: AssetExecutionContext, storage: StorageResource, file_i
             "preview": preview(samples),
         },
     )
-    yield checks.samples_match_files(file_index, samples, index.skipped)
+    yield checks.samples_match_files(file_index, samples, index.skipped, index.kept)
     yield checks.all_videos_indexed(index.skipped)

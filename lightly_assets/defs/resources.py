@@ -13,10 +13,10 @@ from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
 from lightly_assets.dataset.roots import DataRoot, find_datasets
+from lightly_assets.embedding.executor import EXECUTORS
 from lightly_assets.errors import LightlyAssetsError
 
 TARGETS = ("studio", "bucket")
-EXECUTORS = ("local", "ray")
 
 
 class ConfigurationError(LightlyAssetsError):
@@ -103,7 +103,6 @@ class EmbeddingModelResource(ConfigurableResource):
         if self._model is None:
             from lightly_assets.embedding.weights import load_chosen
 
-            choice("embedding_model.executor", self.executor, EXECUTORS)
             self._weights = self.choose(trained, log)
             self._model = load_chosen(
                 self._weights,
@@ -121,6 +120,14 @@ class EmbeddingModelResource(ConfigurableResource):
             "cache_dir": self.engine_cache_dir,
         }
 
+    def executor_for(self, ray_cluster: "RayClusterResource"):  # -> lightly_assets.embedding.executor.Executor
+        """The executor this field names; a bad value is one line naming the field (run config or EnvVar alike)."""
+        from lightly_assets.embedding.pipeline import LocalExecutor
+
+        if choice("embedding_model.executor", self.executor, EXECUTORS) == "ray":
+            return ray_cluster.executor()
+        return LocalExecutor()
+
     @property
     def weights(self):  # -> lightly_assets.embedding.weights.Weights | None
         """Provenance of the loaded model's weights (None before `load`)."""
@@ -131,6 +138,31 @@ class EmbeddingModelResource(ConfigurableResource):
         from lightly_assets.embedding.weights import Weights, load_chosen
 
         return load_chosen(Weights("random"), input_size=self.input_size, seed=self.seed, **self._run_settings())
+
+
+class RayClusterResource(ConfigurableResource):
+    """The Ray cluster that embeds when `embedding_model.executor` is `ray`; unused (never joined) otherwise.
+
+    Ours rather than dagster-ray's `RayResource`: that one joins (or starts) a cluster when the step starts,
+    through Ray Client with minutes of retries, whatever the executor; this one joins only for the `ray` executor,
+    at a GCS address (host:port) as `ray start` prints it, after a TCP probe that fails within seconds.
+    """
+
+    address: Optional[str] = Field(
+        default=None, description="Head node as host:port, ray://host:10001 or `auto` (RAY_ADDRESS)."
+    )
+    num_cpus: float = Field(default=1.0, description="CPUs each Ray task asks for.")
+    num_gpus: Optional[float] = Field(
+        default=None, description="GPUs each Ray task asks for; unset: one where the cluster has GPUs, else none."
+    )
+    max_retries: int = Field(default=3, description="Retries of a task whose node or worker dies.")
+
+    def executor(self):  # -> lightly_assets.embedding.distributed.RayExecutor
+        from lightly_assets.embedding.distributed import RayExecutor
+
+        return RayExecutor(
+            address=self.address or "", num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries
+        )
 
 
 class PublishTargetResource(ConfigurableResource):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -25,6 +26,17 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
 logger = logging.getLogger(__name__)
+
+# Marker key: which frames of the video are samples ("all", or a digest of the kept frame numbers when
+# frame_index subsamples), so a change of frame_stride / target_fps reloads the video.
+META_FRAME_SET = "lightly_assets_frame_set"
+
+
+def _frame_set(video: VideoRow) -> str:
+    numbers = sorted(video.by_frame)
+    if numbers == list(range(len(numbers))):
+        return "all"
+    return hashlib.sha256(",".join(map(str, numbers)).encode()).hexdigest()[:16]
 
 
 def _video_samples(session: Session, collection_id: UUID) -> dict[str, UUID]:
@@ -68,6 +80,7 @@ def _is_current(marker: dict[str, Any] | None, video: VideoRow) -> bool:
         and META_FRAMES in marker
         and marker.get(META_SIZE) == video.size
         and marker.get(META_MTIME) == video.mtime_ns
+        and marker.get(META_FRAME_SET, "all") == _frame_set(video)
     )
 
 
@@ -130,11 +143,38 @@ def _load_video(session: Session, dataset: Any, video: VideoRow) -> int:
         # not: its frames count as unmatched, and target_counts_match_csv fails naming the difference.
         logger.warning("%s: LightlyStudio could not load this video; its frames are not in the target", video.path)
         return 0
+    frame_set = _frame_set(video)
+    kept = len(frame_ids)
     for video_id in created.values():
-        dataset.update_metadata(
-            [(video_id, {META_SIZE: video.size, META_MTIME: video.mtime_ns, META_FRAMES: len(frame_ids)})]
-        )
-    return len(frame_ids)
+        if frame_set != "all":
+            kept -= _keep_only_sampled(session, video_id, video)
+        marker = {META_SIZE: video.size, META_MTIME: video.mtime_ns, META_FRAMES: kept, META_FRAME_SET: frame_set}
+        dataset.update_metadata([(video_id, marker)])
+    return kept
+
+
+def _keep_only_sampled(session: Session, video_id: UUID, video: VideoRow) -> int:
+    """Delete the frames LightlyStudio loaded that frame_index did not keep; returns how many.
+
+    Why after loading: LightlyStudio's loader can subsample only by `target_fps`, not every n-th frame; it decodes
+    every frame either way, so loading all and deleting the others costs the same and publishes exactly our frames.
+    Same order of deletes as `video_resolver.delete_with_frames` (no cascading foreign keys; DuckDB checks them
+    against committed state). Nothing else refers to a frame yet: tags and vectors come after loading.
+    """
+    from lightly_studio.models.sample import SampleTable
+    from lightly_studio.models.video import VideoFrameTable
+    from sqlmodel import col, delete
+
+    drop = [
+        sample_id for sample_id, number, _ in _frames_of(session, [video_id])[video_id] if number not in video.by_frame
+    ]
+    for start in range(0, len(drop), 1000):
+        session.exec(delete(VideoFrameTable).where(col(VideoFrameTable.sample_id).in_(drop[start : start + 1000])))
+    session.commit()
+    for start in range(0, len(drop), 1000):
+        session.exec(delete(SampleTable).where(col(SampleTable.sample_id).in_(drop[start : start + 1000])))
+    session.commit()
+    return len(drop)
 
 
 def _match_frames(frames: list[tuple[UUID, int, int]], video: VideoRow) -> dict[UUID, np.ndarray]:

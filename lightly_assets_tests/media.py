@@ -1,0 +1,175 @@
+"""Test media made on the fly: images, videos, and videos carrying the extra streams real files have.
+
+Why the ffmpeg binary: phones, cameras and editors write sound tracks, subtitles, timecode tracks, cover art and
+display rotation; PyAV's muxer API does not cover all of those, the ffmpeg executable that the `imageio-ffmpeg`
+wheel ships does, so the files here are written the way real tools write them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+IMAGE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def make_image(
+    path: Path, seed: int = 0, size: tuple[int, int] = (32, 24), fill: tuple[int, int, int] | None = None
+) -> Path:
+    """A small RGB image (noise from `seed`, or one `fill` colour), saved in the format its extension names."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fill is None:
+        arr = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    else:
+        arr = np.full((size[1], size[0], 3), fill, dtype=np.uint8)
+    Image.fromarray(arr).save(path, format=IMAGE_FORMATS.get(path.suffix.lower(), "PNG"))
+    return path
+
+
+def make_video(path: Path, n_frames: int = 10, size: tuple[int, int] = (32, 32), codec: str = "mpeg4") -> Path:
+    """A short video at 10 fps whose frame i is a flat grey of shade 20*i (mod 256), so frames differ."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(n_frames):
+            pixels = np.full((height, width, 3), (20 * i) % 256, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg executable of the imageio-ffmpeg wheel (a test dependency), so no system ffmpeg is needed."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def ffmpeg(*args: str | Path) -> None:
+    """Runs ffmpeg quietly; its own error text is the failure message."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *map(str, args)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"ffmpeg {' '.join(map(str, args))}: {done.stderr.strip()}")
+
+
+def _video_input(n_frames: int, size: tuple[int, int], rate: int) -> list[str]:
+    return ["-f", "lavfi", "-i", f"testsrc2=size={size[0]}x{size[1]}:rate={rate}:duration={n_frames / rate}"]
+
+
+def _audio_input(n_frames: int, rate: int, layout: str = "stereo") -> list[str]:
+    seconds = n_frames / rate + 0.5  # sound that runs past the last picture, as it often does
+    return [
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency=440:sample_rate=48000:duration={seconds},aformat=channel_layouts={layout}",
+    ]
+
+
+# The extra streams a real file carries, by name: (extra ffmpeg inputs, output options, container extension).
+# Inputs are numbered after the picture (input 0); `{srt}` and `{cover}` are files written beside the video.
+EXTRAS: dict[str, tuple[list[str], list[str], str]] = {
+    "aac": (["audio"], ["-c:a", "aac"], ".mp4"),
+    "aac51": (["audio:5.1"], ["-c:a", "aac"], ".mp4"),
+    "ac3": (["audio:5.1"], ["-c:a", "ac3"], ".avi"),
+    "ac3_mkv": (["audio:5.1"], ["-c:a", "ac3"], ".mkv"),
+    "audio_first": (["audio"], ["-c:a", "aac"], ".mov"),  # the sound track is stream 0
+    "two_audio": (["audio", "audio:mono"], ["-c:a", "aac"], ".mkv"),
+    "subtitles_mkv": (["srt"], ["-c:s", "srt"], ".mkv"),
+    "subtitles_mp4": (["srt"], ["-c:s", "mov_text"], ".mp4"),
+    "timecode": ([], ["-timecode", "01:00:00:00"], ".mov"),  # a tmcd data track
+    "cover_mkv": (["attach"], [], ".mkv"),  # an attachment (image/jpeg): ffmpeg shows it as an attached picture
+    "cover_mp4": (["cover"], ["-c:v:1", "mjpeg", "-disposition:v:1", "attached_pic"], ".mp4"),
+    "second_video": (["video2"], [], ".mkv"),  # a second, smaller picture stream (e.g. a preview)
+}
+
+
+def write_srt(path: Path, seconds: float) -> Path:
+    path.write_text(f"1\n00:00:00,000 --> 00:00:{min(seconds, 59):06.3f}\nhello\n".replace(".", ","), "utf-8")
+    return path
+
+
+def video_with(
+    path_stem: Path,
+    extra: str,
+    n_frames: int = 12,
+    size: tuple[int, int] = (64, 48),
+    rate: int = 10,
+    codec: str = "libx264",
+) -> Path:
+    """A short video (testsrc2 pattern) with one kind of extra stream from EXTRAS; returns its path.
+
+    Mapping is explicit, so the picture is the first video stream unless `extra` says otherwise.
+    """
+    wanted, options, ext = EXTRAS[extra]
+    path = path_stem.with_suffix(ext)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inputs: list[str] = []
+    maps: list[str] = []
+    attach: list[str] = []
+    for i, kind in enumerate(wanted, start=1):
+        if kind.startswith("audio"):
+            layout = kind.partition(":")[2] or "stereo"
+            inputs += _audio_input(n_frames, rate, layout)
+            maps += ["-map", f"{i}:a"]
+        elif kind == "srt":
+            inputs += ["-i", str(write_srt(path.with_suffix(".srt"), n_frames / rate))]
+            maps += ["-map", f"{i}:s"]
+        elif kind == "cover":
+            inputs += ["-i", str(make_image(path.with_name(path.stem + "-cover.jpg"), size=(40, 40)))]
+            maps += ["-map", f"{i}:v"]
+        elif kind == "video2":
+            inputs += _video_input(n_frames, (size[0] // 2, size[1] // 2), rate)
+            maps += ["-map", f"{i}:v"]
+        elif kind == "attach":
+            cover = make_image(path.with_name(path.stem + "-cover.jpg"), size=(40, 40))
+            attach = ["-attach", str(cover), "-metadata:s:t", "mimetype=image/jpeg"]
+    picture = ["-map", "0:v"]
+    order = maps + picture if extra == "audio_first" else picture + maps
+    video_codec = ["-c:v", codec, "-pix_fmt", "yuv420p", "-g", "5"]
+    ffmpeg(*_video_input(n_frames, size, rate), *inputs, *order, *video_codec, *options, *attach, path)
+    return path
+
+
+def rotated_video(path: Path, rotation: int, n_frames: int = 6, size: tuple[int, int] = (64, 32)) -> Path:
+    """An H.264 MP4 whose container asks players to turn it `rotation` degrees counter-clockwise (display matrix).
+
+    The pixels are a flat field with a white block in the stored picture's top-left corner, so which way a frame
+    was turned can be read back; written as phones write it: stored sideways, with display rotation side data.
+    """
+    plain = path.with_name(path.stem + "-stored.mp4")
+    marked = np.zeros((size[1], size[0], 3), np.uint8)
+    marked[: size[1] // 2, : size[0] // 4] = 255
+    source = path.with_name(path.stem + "-marker.png")
+    Image.fromarray(marked).save(source)
+    ffmpeg("-loop", "1", "-i", source, "-frames:v", n_frames, "-r", 10, "-c:v", "libx264", "-pix_fmt", "yuv420p", plain)
+    ffmpeg("-display_rotation", rotation, "-i", plain, "-c", "copy", path)
+    return path
+
+
+def ffmpeg_upright_frame(path: Path, out: Path) -> np.ndarray:
+    """The first frame as the ffmpeg command line shows it (it applies display rotation): the reference picture."""
+    ffmpeg("-i", path, "-frames:v", 1, out)
+    with Image.open(out) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def exif_rotated_jpeg(path: Path, orientation: int, size: tuple[int, int] = (48, 32)) -> Path:
+    """A JPEG stored landscape with a white top-left block and an EXIF Orientation tag (1-8), as phones save them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.zeros((size[1], size[0], 3), np.uint8)
+    arr[: size[1] // 2, : size[0] // 4] = 255
+    image = Image.fromarray(arr)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(path, format="JPEG", exif=exif, quality=95)
+    return path
