@@ -12,7 +12,15 @@ from lightly_assets.definitions import ENVIRONMENT, defs, from_env
 from lightly_assets.defs.resources import StorageResource
 from lightly_assets.runner import open_storage, storage_config
 
-DESIGN_ASSETS = {"file_index", "frame_index", "embeddings", "embeddings_csv", "uploaded_dataset"}
+DESIGN_ASSETS = {
+    "file_index",
+    "frame_index",
+    "embeddings",
+    "embeddings_csv",
+    "duplicates",
+    "selection",
+    "uploaded_dataset",
+}
 ON_REQUEST = {"embedding_model"}  # trained only when asked: not in the main job
 
 
@@ -63,6 +71,7 @@ def test_every_asset_has_kinds_owner_description_and_code_reference() -> None:
         ("file_index", columns.FILE_INDEX),
         ("frame_index", columns.FRAME_INDEX),
         ("embeddings_csv", columns.EMBEDDINGS_CSV),
+        ("duplicates", columns.DUPLICATES_CSV),
     ],
 )
 def test_declared_column_schema_describes_every_column(asset: str, contract: dict[str, str]) -> None:
@@ -74,7 +83,7 @@ def test_declared_column_schema_describes_every_column(asset: str, contract: dic
 
 def test_every_check_is_described() -> None:
     checks = list(defs.resolve_asset_graph().asset_check_keys)
-    assert len(checks) == 10
+    assert len(checks) == 13
     for key in checks:
         spec = defs.resolve_asset_graph().get_check_spec(key)
         assert spec.description, key

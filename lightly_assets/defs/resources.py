@@ -5,6 +5,7 @@ and run config overrides both. Nothing here reads `os.environ`: a secret (Lightl
 never a config value, only the NAME of its variable is, read when connecting.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -165,6 +166,14 @@ class RayClusterResource(ConfigurableResource):
         )
 
 
+@dataclass(frozen=True)
+class Curation:
+    """What `uploaded_dataset` publishes of the curation: tags (base name -> sample names) and files (name -> bytes)."""
+
+    tags: dict[str, list[str]]
+    files: dict[str, bytes]
+
+
 class PublishTargetResource(ConfigurableResource):
     """Where `uploaded_dataset` publishes: LightlyStudio (default) or a bucket datasource through fsspec.
 
@@ -191,17 +200,28 @@ class PublishTargetResource(ConfigurableResource):
         file_index: pd.DataFrame,
         frame_index: pd.DataFrame,
         csv_path: Path,
+        curation: Optional["Curation"] = None,
     ) -> dict[str, Any]:
-        """Publish one dataset and return what was counted in the target afterwards (never a secret)."""
+        """Publish one dataset and return what was counted in the target afterwards (never a secret).
+
+        `curation`: the duplicates and the selection, as LightlyStudio tags or as files under the bucket's `.lightly/`.
+        """
         dataset_name = self.dataset_id or name
         if choice("publish_target.target", self.target, TARGETS) == "bucket":
-            return self._to_bucket(dataset_name, dataset_dir, file_index, frame_index, csv_path)
-        return self._to_studio(dataset_name, dataset_dir, outputs_root, frame_index, csv_path)
+            return self._to_bucket(dataset_name, dataset_dir, file_index, frame_index, csv_path, curation)
+        return self._to_studio(dataset_name, dataset_dir, outputs_root, frame_index, csv_path, curation)
 
     def _to_studio(
-        self, dataset_name: str, dataset_dir: Path, outputs_root: Path, frame_index: pd.DataFrame, csv_path: Path
+        self,
+        dataset_name: str,
+        dataset_dir: Path,
+        outputs_root: Path,
+        frame_index: pd.DataFrame,
+        csv_path: Path,
+        curation: Optional["Curation"] = None,
     ) -> dict[str, Any]:
         from lightly_assets.publish.studio import StudioTarget, upload_dataset
+        from lightly_assets.publish.studio.tags import publish_tags
 
         db_file: Path | None = None
         if self.studio_db_url_env:  # the URL is read from that variable when connecting, and never shown
@@ -210,6 +230,7 @@ class PublishTargetResource(ConfigurableResource):
             db_file = Path(self.studio_db_file or outputs_root / "lightly_studio.db").resolve()
             target = StudioTarget(db_file=db_file, dataset_name=dataset_name)
         result = upload_dataset(target, dataset_dir, frame_index, csv_path)
+        tags = publish_tags(target, dataset_dir, frame_index, curation.tags) if curation else {}
         return {
             "target": result.target,
             "dataset": result.dataset_name,
@@ -219,6 +240,7 @@ class PublishTargetResource(ConfigurableResource):
             "browse": result.gui_command,
             "location": str(db_file) if db_file else None,
             **{k: v for k, v in result.as_metadata().items() if isinstance(v, (int, str))},
+            **{f"studio_tag_{base}": names for base, names in tags.items()},
         }
 
     def _to_bucket(
@@ -228,13 +250,22 @@ class PublishTargetResource(ConfigurableResource):
         file_index: pd.DataFrame,
         frame_index: pd.DataFrame,
         csv_path: Path,
+        curation: Optional["Curation"] = None,
     ) -> dict[str, Any]:
         from lightly_assets.publish.bucket import BucketError, BucketTarget, publish_to_bucket
 
         url = self.bucket_url
         if not url:
             raise BucketError("bucket target needs bucket_url (LIGHTLY_ASSETS_BUCKET_URL)")
-        result = publish_to_bucket(BucketTarget(url=url), dataset_name, dataset_dir, frame_index, file_index, csv_path)
+        result = publish_to_bucket(
+            BucketTarget(url=url),
+            dataset_name,
+            dataset_dir,
+            frame_index,
+            file_index,
+            csv_path,
+            curation=curation.files if curation else None,
+        )
         return {
             "target": result.url,
             "dataset": dataset_name,
