@@ -1,6 +1,6 @@
 """Dagster resources: where data lives, which model embeds it, and where datasets are published.
 
-Fields hold plain defaults; `definitions.py` binds the environment variables of DESIGN.md to them as `EnvVar`s,
+Fields hold plain defaults; `definitions.py` binds the environment variables (README's table) to them as `EnvVar`s,
 and run config overrides both. Nothing here reads `os.environ`: a secret (LightlyStudio's PostgreSQL URL) is
 never a config value, only the NAME of its variable is, read when connecting.
 """

@@ -312,32 +312,3 @@ def train(
         partial_last_epoch=partial,
         unreadable=unreadable,
     )
-
-
-def loss_curve_png(losses: list[float], width: int = 480, height: int = 240) -> bytes:
-    """Mean loss per epoch as a line plot (PNG bytes), drawn with Pillow like the 2-D projection."""
-    import io
-
-    from PIL import ImageDraw
-
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    pad = 28
-    draw.rectangle([pad, pad // 2, width - pad // 2, height - pad], outline=(180, 180, 180))
-    values = np.asarray(losses, dtype=np.float64)
-    if len(values):
-        lo, hi = float(values.min()), float(values.max())
-        span = hi - lo if hi > lo else 1.0
-        xs = pad + np.arange(len(values)) / max(len(values) - 1, 1) * (width - 1.5 * pad)
-        ys = (height - pad) - (values - lo) / span * (height - 1.5 * pad)
-        points = list(zip(xs.tolist(), ys.tolist(), strict=True))
-        if len(points) > 1:
-            draw.line(points, fill=(31, 119, 180), width=2)
-        for x, y in points:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(31, 119, 180))
-        draw.text((pad + 4, pad // 2 + 2), f"max {hi:.4f}", fill=(0, 0, 0))
-        draw.text((pad + 4, height - pad - 14), f"min {lo:.4f}", fill=(0, 0, 0))
-    draw.text((pad, height - pad + 6), f"loss per epoch (1..{len(values)})", fill=(0, 0, 0))
-    out = io.BytesIO()
-    img.save(out, format="PNG")
-    return out.getvalue()

@@ -1,4 +1,4 @@
-"""Which weights embed a dataset, in DESIGN.md's order, and where they came from.
+"""Which weights embed a dataset, in the order below, and where they came from.
 
 1. a checkpoint the user names; 2. the dataset's own trained `embedding_model.ckpt`; 3. Lightly's pretrained
 model-zoo checkpoint for the architecture, the one `lightly-embed` uses by default, kept in torch's hub cache
@@ -193,7 +193,7 @@ def choose_weights(
     stall_timeout: float = STALL_TIMEOUT_S,
     log=None,
 ) -> Weights:
-    """Pick the weights in DESIGN.md's order; downloads the pretrained file at most once (then the cache serves it).
+    """Pick the weights in the module's order; downloads the pretrained file at most once (then the cache serves it).
 
     `url` overrides the zoo URL (the resource's `pretrained_url`, bound to LIGHTLY_ASSETS_PRETRAINED_URL).
     """
