@@ -174,6 +174,8 @@ def _provenance(result) -> tuple[str | None, str | None]:
     sha = str(meta.get("weights_sha256", ""))[:16]
     weights = f"{source}, {where}, sha256 {sha}" if source != "random" else f"RANDOM ({meta.get('weights_note')})"
     weights += f"; {meta.get('model')}, {meta.get('device')}, {meta.get('precision')}"
+    if meta.get("preprocessing"):
+        weights += f"; preprocessing: {meta.get('preprocessing')}"
     knn = meta.get("knn_agreement")
     if isinstance(knn, float):
         rnd, chance = meta.get("knn_agreement_random_network"), meta.get("knn_agreement_chance")

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from lightly_assets.embedding import engine as eng
-from lightly_assets.embedding.engine import EngineError, ModelCache, Preprocessing, TorchEngine, openvino_engine
+from lightly_assets.embedding.engine import EngineError, ModelCache, TorchEngine, openvino_engine
 from lightly_assets.embedding.model import bf16_supported, load_model
+from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.weights import Weights, load_chosen
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def test_openvino_bf16_stays_close_to_torch_fp32(ov_cache: Path) -> None:
 def test_conversion_is_cached_and_a_corrupt_entry_is_rebuilt(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = _SmallNet().eval()
-    pre = Preprocessing(SIZE)
+    pre = Preprocessing.stretch(SIZE)
     identity = "test|weights sha256 " + "0" * 64
     cache = ModelCache(tmp_path)
     engine, meta = openvino_engine(net, identity, pre, "fp32", 1, cache, {"dim": 32})
@@ -108,14 +109,14 @@ def test_conversion_is_cached_and_a_corrupt_entry_is_rebuilt(tmp_path: Path) -> 
 
 
 def test_cache_key_changes_with_what_changes_the_graph() -> None:
-    base = eng.cache_key("w", Preprocessing(64), "fp32")
-    assert base == eng.cache_key("w", Preprocessing(64), "fp32")
+    base = eng.cache_key("w", Preprocessing.stretch(64), "fp32")
+    assert base == eng.cache_key("w", Preprocessing.stretch(64), "fp32")
     others = {
-        eng.cache_key("w2", Preprocessing(64), "fp32"),
-        eng.cache_key("w", Preprocessing(32), "fp32"),
-        eng.cache_key("w", Preprocessing(64, mean=(0.5, 0.5, 0.5)), "fp32"),
-        eng.cache_key("w", Preprocessing(64), "bf16"),
-        eng.cache_key("w", Preprocessing(64), "int8"),
+        eng.cache_key("w2", Preprocessing.stretch(64), "fp32"),
+        eng.cache_key("w", Preprocessing.stretch(32), "fp32"),
+        eng.cache_key("w", Preprocessing.stretch(64, mean=(0.5, 0.5, 0.5)), "fp32"),
+        eng.cache_key("w", Preprocessing.stretch(64), "bf16"),
+        eng.cache_key("w", Preprocessing.stretch(64), "int8"),
     }
     assert base not in others and len(others) == 5
 
@@ -133,7 +134,7 @@ def test_an_onnx_file_runs_on_openvino_like_torch(tmp_path: Path) -> None:
         output_names=["embedding"],
         dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}},
     )
-    pre = Preprocessing(SIZE, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    pre = Preprocessing.stretch(SIZE, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
     engine, _ = openvino_engine(onnx_file, "onnx-test", pre, "fp32", 1, ModelCache(tmp_path / "cache"))
     reference = TorchEngine(net, torch.device("cpu"), "fp32", pre)(_pixels(5))
     ours = engine(_pixels(5))
@@ -145,9 +146,9 @@ def test_a_network_openvino_cannot_take_says_so(tmp_path: Path) -> None:
     bad = tmp_path / "not.onnx"
     bad.write_bytes(b"not an onnx file")
     with pytest.raises(EngineError, match=r"not\.onnx"):
-        openvino_engine(bad, "bad", Preprocessing(SIZE), "fp32", 1, ModelCache(tmp_path / "cache"))
+        openvino_engine(bad, "bad", Preprocessing.stretch(SIZE), "fp32", 1, ModelCache(tmp_path / "cache"))
     with pytest.raises(EngineError, match="int8 needs calibration"):
-        openvino_engine(bad, "bad", Preprocessing(SIZE), "int8", 1, ModelCache(tmp_path / "cache"))
+        openvino_engine(bad, "bad", Preprocessing.stretch(SIZE), "int8", 1, ModelCache(tmp_path / "cache"))
 
 
 @pytest.mark.e2e
@@ -158,7 +159,7 @@ def test_torchvision_resnet18_on_openvino_matches_torch(tmp_path: Path) -> None:
     net = torchvision.models.resnet18(weights=None)
     net.fc = nn.Identity()
     net.eval()
-    pre = Preprocessing(SIZE)
+    pre = Preprocessing.stretch(SIZE)
     engine, _ = openvino_engine(net, "torchvision resnet18 seed 0", pre, "fp32", 0, ModelCache(tmp_path))
     reference = TorchEngine(net, torch.device("cpu"), "fp32", pre)(_pixels())
     assert _cosine(engine(_pixels()), reference).min() >= 0.9999

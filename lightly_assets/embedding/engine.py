@@ -28,12 +28,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.errors import LightlyAssetsError
 
 if TYPE_CHECKING:
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CACHE_ENV = "LIGHTLY_ASSETS_ENGINE_CACHE"  # the cache folder itself (the resource's `engine_cache_dir`)
 _CACHE_FORMAT = "lightly-assets-openvino/1"
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: quantised graph, f32 for the rest
@@ -53,18 +51,6 @@ _CHUNK = 1 << 20
 
 class EngineError(LightlyAssetsError):
     """A network the engine cannot run (conversion failed, wrong input layout); the message names the model."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What the engine does to the resized uint8 RGB pixels before the network: `(x / 255 - mean) / std`."""
-
-    size: int
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    def describe(self) -> str:
-        return f"u8 NHWC {self.size}x{self.size} RGB /255 mean {self.mean} std {self.std}"
 
 
 class Engine(Protocol):
@@ -184,12 +170,16 @@ class OpenVINOEngine:
 
 
 def with_preprocessing(model: ov.Model, pre: Preprocessing) -> ov.Model:
-    """The network behind a uint8 NHWC input of any batch size, normalised inside the graph."""
+    """The network behind a uint8 NHWC input of any batch size, normalised inside the graph, output (N, D).
+
+    An output `[B, D, h, w]` is mean-pooled and `[B, T, D]` gives its first token, as for `onnx:` models.
+    """
     from openvino.preprocess import ColorFormat, PrePostProcessor
 
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise EngineError(f"expected one input [B,3,H,W] and one output [B,D], got {len(model.inputs)} inputs")
-    model.reshape({model.inputs[0]: [-1, 3, pre.size, pre.size]})
+    if len(model.inputs) != 1:
+        raise EngineError(f"expected one input [B,3,H,W], got {len(model.inputs)} inputs")
+    model.reshape({model.inputs[0]: [-1, 3, pre.height, pre.width]})
+    model = _flat_output(model)
     ppp = PrePostProcessor(model)
     ppp.input().tensor().set_element_type(_ov_type("u8")).set_layout(_layout("NHWC")).set_color_format(ColorFormat.RGB)
     ppp.input().model().set_layout(_layout("NCHW"))
@@ -198,6 +188,26 @@ def with_preprocessing(model: ov.Model, pre: Preprocessing) -> ov.Model:
     steps.mean([m * 255.0 for m in pre.mean]).scale([s * 255.0 for s in pre.std])  # = (x / 255 - mean) / std
     ppp.output().tensor().set_element_type(_ov_type("f32"))
     return ppp.build()
+
+
+def _flat_output(model: ov.Model) -> ov.Model:
+    """The first output as (N, D): pooled over space (rank 4), first token (rank 3)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    out = model.outputs[0]
+    rank = out.get_partial_shape().rank.get_length()
+    if rank == 2 and len(model.outputs) == 1:
+        return model
+    if rank == 4:
+        flat = ops.reduce_mean(out, ops.constant(np.array([2, 3], np.int64)), keep_dims=False).output(0)
+    elif rank == 3:
+        flat = ops.gather(out, ops.constant(np.array(0, np.int64)), ops.constant(np.array(1, np.int64))).output(0)
+    elif rank == 2:
+        flat = out  # and the other outputs are dropped
+    else:
+        raise EngineError(f"expected an output [B,D] (or [B,D,h,w], [B,T,D]), got rank {rank}")
+    return ov.Model([flat], model.get_parameters(), model.get_name())
 
 
 def _ov_type(name: str):
@@ -225,7 +235,7 @@ def convert(source: nn.Module | Path | str, pre: Preprocessing, calibration: np.
         else:
             import torch
 
-            example = torch.zeros(1, 3, pre.size, pre.size)
+            example = torch.zeros(1, 3, pre.height, pre.width)
             with torch.inference_mode(False), torch.no_grad():
                 model = ov.convert_model(source.to(memory_format=torch.contiguous_format), example_input=example)
         model = with_preprocessing(model, pre)

@@ -29,6 +29,7 @@ from PIL import Image
 from lightly_assets import columns
 from lightly_assets.embedding.cache import Checkpoint, EmbeddingCache, Key
 from lightly_assets.embedding.executor import DecodeOptions, EmbedJob, Executor, JobResult, Sink
+from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.runtime import lower_this_thread_priority
 from lightly_assets.errors import LightlyAssetsError, exception_line
 
@@ -72,19 +73,25 @@ class EmbedResult:
     nodes: frozenset[str] = frozenset()  # the Ray nodes that embedded (empty locally)
 
 
-def load_image(path: Path, size: int, draft: bool = True) -> np.ndarray:
-    """RGB pixels resized to (size, size), as lightly-embed's `pil_loader` + `Resize((size, size))` give them.
+def load_image(path: Path, size: int | Preprocessing, draft: bool = True) -> np.ndarray:
+    """RGB pixels as the model takes them; an int `size` is lightly-embed's `pil_loader` + `Resize((size, size))`.
 
-    With `draft`, JPEGs are decoded at a reduced DCT scale (still at least DRAFT_FACTOR x size) which
-    is several times cheaper for large photos and nearly identical after the final resize.
+    With `draft`, JPEGs are decoded at a reduced DCT scale (still at least DRAFT_FACTOR x the size the model's
+    resize starts from), which is several times cheaper for large photos and nearly identical after the resize.
     """
+    prep = as_preprocessing(size)
     with Image.open(path) as im:
         if draft and im.format == "JPEG":
-            im.draft("RGB", (size * DRAFT_FACTOR, size * DRAFT_FACTOR))
+            w, h = prep.draft_size()
+            im.draft("RGB", (w * DRAFT_FACTOR, h * DRAFT_FACTOR))
         rgb = im.convert("RGB") if im.mode != "RGB" else im
         rgb.load()
-        small = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(small)
+        return prep.apply(rgb)
+
+
+def as_preprocessing(size: int | Preprocessing) -> Preprocessing:
+    """lightly-embed's preprocessing for a plain size; a model's own otherwise."""
+    return size if isinstance(size, Preprocessing) else Preprocessing.stretch(size)
 
 
 def _cache_fingerprint(model: LoadedModel, decode: DecodeOptions) -> str:
@@ -136,7 +143,7 @@ _DONE = object()
 Item = tuple[int, np.ndarray | None, str | None]  # (row, pixels or None, reason when unreadable)
 
 
-def _decode(task: _Task, data_dir: Path, size: int, draft: bool) -> Iterator[Item]:
+def _decode(task: _Task, data_dir: Path, size: Preprocessing, draft: bool) -> Iterator[Item]:
     path = data_dir / task.source
     if not task.video:
         (row,) = task.rows.values()
@@ -148,14 +155,15 @@ def _decode(task: _Task, data_dir: Path, size: int, draft: bool) -> Iterator[Ite
     yield from _decode_video(path, dict(task.rows), size)
 
 
-def _decode_video(path: Path, wanted: dict[int, int], size: int) -> Iterator[Item]:
+def _decode_video(path: Path, wanted: dict[int, int], size: Preprocessing) -> Iterator[Item]:
     """Frames decoded once, in order; frames the video lacks or that follow a decode error are unreadable."""
     from lightly_assets.dataset.video import iter_frames  # PyAV is imported only when a dataset has videos
 
     reason = "frame not found in the video (it has fewer frames than were indexed)"
     frames: Iterator | None = None
     try:
-        frames = iter_frames(path, size=(size, size))
+        scaled = (size.width, size.height) if size.mode == "stretch" else None  # swscale resizes, far cheaper
+        frames = iter_frames(path, size=scaled)
         for number, image in frames:
             row = wanted.pop(number, None)
             if row is not None:
@@ -172,12 +180,8 @@ def _decode_video(path: Path, wanted: dict[int, int], size: int) -> Iterator[Ite
         yield row, None, reason
 
 
-def _frame_pixels(image: Image.Image, size: int) -> np.ndarray:
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(image)
+def _frame_pixels(image: Image.Image, size: Preprocessing) -> np.ndarray:
+    return size.apply(image)
 
 
 class _Decoder:
@@ -187,7 +191,7 @@ class _Decoder:
         self,
         tasks: list[_Task],
         data_dir: Path,
-        size: int,
+        size: Preprocessing,
         draft: bool,
         workers: int,
         depth: int,
@@ -217,7 +221,7 @@ class _Decoder:
                 continue
         return False
 
-    def _work(self, data_dir: Path, size: int, draft: bool) -> None:
+    def _work(self, data_dir: Path, size: Preprocessing, draft: bool) -> None:
         if self._low_priority:
             lower_this_thread_priority()  # this thread only (and the codec threads it starts)
         try:
@@ -390,7 +394,7 @@ class LocalExecutor:
         decoder = _Decoder(
             _tasks(job.samples, np.arange(len(job.samples))),
             job.data_dir,
-            job.model.input_size,
+            job.model.prep,
             job.decode.draft,
             job.workers,
             depth=2 * job.batch_size,
@@ -406,8 +410,8 @@ class _Batches:
 
     def __init__(self, model: LoadedModel, batch_size: int, sink: Sink) -> None:
         self.model, self.sink = model, sink
-        size = model.input_size
-        self.batch = np.empty((batch_size, size, size, 3), dtype=np.uint8)
+        height, width = model.prep.shape
+        self.batch = np.empty((batch_size, height, width, 3), dtype=np.uint8)
         self.rows: list[int] = []
         self.first_batch_at: float | None = None
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from lightly_assets.embedding import runtime
-from lightly_assets.embedding.engine import ModelCache, OpenVINOEngine, Preprocessing, cache_key, openvino_engine
+from lightly_assets.embedding.engine import ModelCache, OpenVINOEngine, cache_key, openvino_engine
+from lightly_assets.embedding.preprocessing import Preprocessing
 
 # Bump when the way a weights file becomes a network changes (key handling, folded batch norms, ...).
 LOADER_VERSION = "lightly-assets-loader/1"
@@ -86,7 +87,7 @@ def warm_model(
     if not on_cpu or engine not in ("auto", "openvino") or (checkpoint and not weights_sha256):
         return None
     effective, notes = runtime.choose_precision(precision, "cpu", runtime.native_cpu_bf16(), "openvino")
-    pre = Preprocessing(input_size)
+    pre = Preprocessing.stretch(input_size)  # lightly-embed's, as `LoadedModel.prep`
     cache = ModelCache(cache_dir)
     ident = identity(weights_sha256 if checkpoint else None, seed)
     if cache.lookup(cache_key(ident, pre, effective)) is None:
