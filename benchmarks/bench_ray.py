@@ -62,12 +62,12 @@ def embed(folder: Path, executor=None) -> tuple[float, int, set[str]]:
     model = load_model(None, input_size=64, seed=0, precision="fp32")
     start = time.perf_counter()
     result = embed_samples(index, folder, model, executor=executor)
-    return time.perf_counter() - start, len(result.filenames), getattr(executor, "nodes", set())
+    return time.perf_counter() - start, len(result.filenames), result.nodes
 
 
 def inside(work: Path) -> None:
     """In the namespace: start the cluster, time connect, a one-image run and the dataset, stop it all."""
-    from lightly_assets.embedding.ray_executor import RayExecutor
+    from lightly_assets.embedding.distributed import RayExecutor
     from lightly_assets_tests import ray_cluster
 
     out: dict = {}

@@ -41,6 +41,14 @@ EMBEDDINGS_CSV: dict[str, str] = {
     "labels": "weak label (int)",
 }
 
+# duplicates.csv (curation/duplicates.py): one row per sample in a group of two or more.
+DUPLICATES_CSV: dict[str, str] = {
+    "filenames": "sample name, as in the embeddings CSV",
+    "group": "group number (int), shared by the group's members; groups are numbered by their first member",
+    "kind": "'exact' (same file content, or an identical decoded frame) or 'near' (cosine >= similarity)",
+    "similarity": "cosine similarity to the group's first member (its first row)",
+}
+
 FILE_INDEX_COLUMNS = list(FILE_INDEX)
 FRAME_INDEX_COLUMNS = list(FRAME_INDEX)
 

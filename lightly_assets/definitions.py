@@ -1,24 +1,29 @@
-"""The single Dagster `Definitions` of the project: read it as the table of contents.
+"""The single Dagster `Definitions` of the project: the `defs/` folder, autoloaded, plus the resources.
+
+Every asset, check, job and sensor lives in a module of `lightly_assets/defs/` (one per domain: indexing,
+embedding, training, publishing, jobs) and is found there by `dg.load_from_defs_folder`, so
+`dg scaffold defs ...` writes objects that load. What is bound here: the environment, into the resources and
+the sensor's interval (the one object built here, since its interval is read from the environment).
 
 Configuration has one precedence rule: run config > environment variable > the resource field's default.
 `ENVIRONMENT` below is the one place where environment variables are bound to resource fields.
 """
 
 import os
-import warnings
+from pathlib import Path
 
-from dagster import BetaWarning, Definitions, EnvVar, with_source_code_references
+from dagster import Definitions, EnvVar, load_from_defs_folder
 
-from lightly_assets.defs.embedding import embeddings
-from lightly_assets.defs.indexing import file_index, frame_index
 from lightly_assets.defs.io_manager import AtomicFilesystemIOManager
-from lightly_assets.defs.jobs import embedding_model_job, lightly_assets_job
-from lightly_assets.defs.publishing import embeddings_csv, uploaded_dataset
-from lightly_assets.defs.resources import EmbeddingModelResource, PublishTargetResource, StorageResource
-from lightly_assets.defs.sensors import dataset_folders_sensor
-from lightly_assets.defs.training import embedding_model
+from lightly_assets.defs.resources import (
+    EmbeddingModelResource,
+    PublishTargetResource,
+    RayClusterResource,
+    StorageResource,
+)
+from lightly_assets.defs.sensors import DEFAULT_INTERVAL_S, folder_sensor
 
-# resource key -> {field: environment variable}. `TORCH_HOME`, `RAY_ADDRESS` and the bucket credentials are read
+# resource key -> {field: environment variable}. `TORCH_HOME` and the bucket credentials are read
 # by torch, Ray and fsspec themselves.
 ENVIRONMENT: dict[str, dict[str, str]] = {
     "storage": {"data_dir": "LIGHTLY_ASSETS_DATA_DIR", "output_dir": "LIGHTLY_ASSETS_OUTPUT_DIR"},
@@ -27,12 +32,15 @@ ENVIRONMENT: dict[str, dict[str, str]] = {
         "pretrained_url": "LIGHTLY_ASSETS_PRETRAINED_URL",
         "executor": "LIGHTLY_ASSETS_EXECUTOR",
     },
+    "ray_cluster": {"address": "RAY_ADDRESS"},  # read by Ray itself too; bound here so the UI shows it
     "publish_target": {
         "target": "LIGHTLY_ASSETS_TARGET",
         "bucket_url": "LIGHTLY_ASSETS_BUCKET_URL",
         "studio_db_file": "LIGHTLY_STUDIO_DB_FILE",
     },
 }
+# Not a resource field: the sensor's tick interval in seconds (`dagster dev` checks folders this often).
+SENSOR_INTERVAL = "LIGHTLY_ASSETS_SENSOR_INTERVAL"
 # Secrets: the field gets the variable's NAME (never its value) when the variable is set; the URL is read from it
 # only when connecting, so it cannot reach run config, metadata or logs.
 SECRET_NAMES: dict[str, dict[str, str]] = {"publish_target": {"studio_db_url_env": "LIGHTLY_STUDIO_DATABASE_URL"}}
@@ -49,22 +57,17 @@ def from_env(resource: str) -> dict[str, EnvVar | str]:
     return bound | {f: n for f, n in SECRET_NAMES.get(resource, {}).items() if os.environ.get(n)}
 
 
-with warnings.catch_warnings():  # code references (links from each asset to its source) are a beta feature
-    warnings.simplefilter("ignore", BetaWarning)
-    assets = with_source_code_references(
-        [file_index, frame_index, embeddings, embeddings_csv, uploaded_dataset, embedding_model]
-    )
-
-defs = Definitions(
-    assets=assets,
-    jobs=[lightly_assets_job, embedding_model_job],
-    sensors=[dataset_folders_sensor],
-    resources={
-        # Declared, so `execute_in_process` (the CLI) keeps values on disk like the daemon's runs do; atomic, so
-        # several runs of one dataset at once never read each other's half-written values.
-        "io_manager": AtomicFilesystemIOManager(),
-        "storage": StorageResource(**from_env("storage")),
-        "embedding_model": EmbeddingModelResource(**from_env("embedding_model")),
-        "publish_target": PublishTargetResource(**from_env("publish_target")),
-    },
+RESOURCES = {
+    # Declared, so `execute_in_process` (the CLI) keeps values on disk like the daemon's runs do; atomic, so
+    # several runs of one dataset at once never read each other's half-written values.
+    "io_manager": AtomicFilesystemIOManager(),
+    "storage": StorageResource(**from_env("storage")),
+    "embedding_model": EmbeddingModelResource(**from_env("embedding_model")),
+    "ray_cluster": RayClusterResource(**from_env("ray_cluster")),
+    "publish_target": PublishTargetResource(**from_env("publish_target")),
+}
+SENSORS = [folder_sensor(int(os.environ.get(SENSOR_INTERVAL) or DEFAULT_INTERVAL_S))]
+defs = Definitions.merge(
+    load_from_defs_folder(path_within_project=Path(__file__).parent),
+    Definitions(sensors=SENSORS, resources=RESOURCES),
 )

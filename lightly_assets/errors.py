@@ -16,10 +16,19 @@ class LightlyAssetsError(ValueError):
 _BOILERPLATE = ("(Background on this error at:", "[SQL:", "[parameters:", "Stack Trace:")
 
 
-def first_line(text: str) -> str:
-    """The first line of an error message that says something (not a library's link or SQL echo)."""
-    for line in text.splitlines():
+def first_line(error: str | BaseException) -> str:
+    """The first line of an error message that says something (not a library's link or SQL echo).
+
+    For an exception whose message says nothing, its type's name; for such a text, "".
+    """
+    for line in str(error).splitlines():
         line = line.strip()
         if line and not line.startswith(_BOILERPLATE):
             return line
-    return ""
+    return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+def exception_line(exc: BaseException) -> str:
+    """`Type: first line`: for a library's failure, where the type tells which kind it was (OSError, EOFError...)."""
+    line = first_line(str(exc))
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__

@@ -27,6 +27,8 @@ class RunSummary:
     browse: str | None = None
     weights: str | None = None
     knn: str | None = None
+    duplicates: str | None = None
+    selection: str | None = None
     checks: dict[str, str] = field(default_factory=dict)
     failed_blocking: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -47,6 +49,10 @@ class RunSummary:
             lines.append(f"  kNN agreement with weak labels: {self.knn}")
         if self.csv:
             lines.append(f"  csv: {self.csv}")
+        if self.duplicates:
+            lines.append(f"  duplicates: {self.duplicates}")
+        if self.selection:
+            lines.append(f"  selection: {self.selection}")
         if self.browse:
             lines.append(f"  browse: {self.browse}")
         if self.skipped:
@@ -83,7 +89,21 @@ def summarise_run(name: str, result) -> RunSummary:
         summary.reused = result.output_for_node("embeddings").reused
         summary.browse = upload.get("browse")
         summary.weights, summary.knn = _provenance(result)
+        summary.duplicates, summary.selection = _curation(result)
     return summary
+
+
+def _curation(result) -> tuple[str | None, str | None]:
+    """The two curation lines: duplicate groups found, and the selection written."""
+    found, chosen = result.output_for_node("duplicates"), result.output_for_node("selection")
+    duplicates = (
+        f"{found['groups']} groups found ({found['exact']} exact, {found['near']} near copies at cosine >= "
+        f"{found['similarity']}), {found['path']}" + (f"; WARNING: {found['warning']}" if found.get("warning") else "")
+    )
+    selection = (
+        f"{len(chosen['filenames'])} of {chosen['samples']} samples written ({chosen['strategy']}), {chosen['path']}"
+    )
+    return duplicates, selection
 
 
 def failure_reason(event) -> str:

@@ -23,8 +23,10 @@ from lightly_assets.cli import NEW_INSTANCE_YAML, _prepare_home
 from lightly_assets.dataset.roots import fingerprint
 from lightly_assets.definitions import defs
 from lightly_assets.defs.resources import StorageResource
-from lightly_assets.defs.sensors import dataset_folders_sensor
+from lightly_assets.defs.sensors import folder_sensor
 from lightly_assets_tests.conftest import EXAMPLE_DATA, REPO
+
+dataset_folders_sensor = folder_sensor()
 
 
 @pytest.fixture

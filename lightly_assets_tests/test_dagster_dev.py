@@ -19,7 +19,15 @@ import pytest
 
 from lightly_assets_tests.conftest import EXAMPLE_DATA, REPO, free_port
 
-ASSETS = ["file_index", "frame_index", "embeddings", "embeddings_csv", "uploaded_dataset"]
+ASSETS = [
+    "file_index",
+    "frame_index",
+    "embeddings",
+    "embeddings_csv",
+    "duplicates",
+    "selection",
+    "uploaded_dataset",
+]
 DATASET = "images_flat"
 
 

@@ -72,23 +72,23 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # In the pytest process.
 
 
-def test_executor_is_chosen_by_environment(monkeypatch) -> None:
-    from lightly_assets.embedding.pipeline import EmbeddingError
-    from lightly_assets.embedding.ray_executor import RayExecutor, choose_executor
+def test_executor_is_chosen_by_the_resource_field_and_a_bad_one_names_it() -> None:
+    from lightly_assets.defs.resources import ConfigurationError, EmbeddingModelResource, RayClusterResource
+    from lightly_assets.embedding.distributed import RayExecutor
+    from lightly_assets.embedding.pipeline import LocalExecutor
 
-    monkeypatch.delenv("LIGHTLY_ASSETS_EXECUTOR", raising=False)
-    assert choose_executor() is None
-    monkeypatch.setenv("LIGHTLY_ASSETS_EXECUTOR", "ray")
-    assert isinstance(choose_executor(), RayExecutor)
-    assert choose_executor("local") is None  # the resource's field wins over the environment
-    with pytest.raises(EmbeddingError, match="LIGHTLY_ASSETS_EXECUTOR must be one of local, ray, got 'spark'"):
-        choose_executor("spark")
+    cluster = RayClusterResource(address="10.0.0.1:6379", num_cpus=2)
+    assert isinstance(EmbeddingModelResource().executor_for(cluster), LocalExecutor)
+    ray = EmbeddingModelResource(executor="ray").executor_for(cluster)
+    assert ray == RayExecutor(address="10.0.0.1:6379", num_cpus=2) and ray.describe() == "ray (10.0.0.1:6379)"
+    with pytest.raises(ConfigurationError, match=r"^embedding_model.executor='spark' is not one of local, ray$"):
+        EmbeddingModelResource(executor="spark").executor_for(cluster)
 
 
 def test_work_is_cut_into_image_batches_and_whole_videos() -> None:
     import pandas as pd
 
-    from lightly_assets.embedding.ray_executor import _chunks, gpus_per_task
+    from lightly_assets.embedding.distributed import _chunks, gpus_per_task
 
     kinds = ["image", "video", "image", "video", "image", "video", "image"]
     sources = ["a.png", "v1.mp4", "b.png", "v1.mp4", "c.png", "v2.mp4", "d.png"]
@@ -101,21 +101,22 @@ def test_work_is_cut_into_image_batches_and_whole_videos() -> None:
 
 def test_unreachable_cluster_is_a_clear_error_within_seconds(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+    from lightly_assets.embedding.distributed import RayExecutor, RayExecutorError
     from lightly_assets.embedding.model import load_model
     from lightly_assets.embedding.pipeline import embed_samples
-    from lightly_assets.embedding.ray_executor import RayExecutor, RayExecutorError
 
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the executor's address is the only one used
     folder = tmp_path / "ds"
     make_image(folder / "a.png")
     model = load_model(None, input_size=16)
     with socket_on_free_port() as port:  # bound, not listening: connections are refused
-        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
         start = time.monotonic()
         with pytest.raises(RayExecutorError, match=rf"Ray cluster 127\.0\.0\.1:{port} cannot be reached") as caught:
-            embed_samples(frame_index_of(folder), folder, model, executor=RayExecutor())
+            embed_samples(frame_index_of(folder), folder, model, executor=RayExecutor(address=f"127.0.0.1:{port}"))
     assert time.monotonic() - start < 10 and len(str(caught.value).splitlines()) == 1
-    monkeypatch.delenv("RAY_ADDRESS")
-    with pytest.raises(RayExecutorError, match=r"LIGHTLY_ASSETS_EXECUTOR=ray needs \$RAY_ADDRESS"):
+    with pytest.raises(
+        RayExecutorError, match=r"embedding_model.executor=ray needs ray_cluster.address \(RAY_ADDRESS\)"
+    ):
         embed_samples(frame_index_of(folder), folder, model, executor=RayExecutor())
 
 

@@ -21,12 +21,12 @@ from lightly_assets.embedding.model import LightlyArch, build_lightly_model, loa
 from lightly_assets.embedding.pipeline import embed_samples
 from lightly_assets.embedding.weights import (
     DEFAULT_ZOO_KEY,
-    URL_ENV,
     WeightsError,
     choose_weights,
     load_chosen,
     zoo_url,
 )
+from lightly_assets_tests.conftest import OFFLINE_PRETRAINED_URL
 from lightly_assets_tests.test_embedding import _frame_index, _image
 
 SIZE = 16
@@ -96,10 +96,9 @@ def _cache(tmp_path: Path, name: str = ZOO_NAME) -> Path:
     return tmp_path / "torch_home" / "hub" / "checkpoints" / name
 
 
-def test_download_then_offline_cache_and_same_vectors_as_lightly_embed(tmp_path: Path, served, monkeypatch) -> None:
+def test_download_then_offline_cache_and_same_vectors_as_lightly_embed(tmp_path: Path, served) -> None:
     server, ckpt = served
-    monkeypatch.setenv(URL_ENV, server.url("good"))
-    weights = choose_weights()
+    weights = choose_weights(url=server.url("good"))
     assert weights.source == "pretrained" and weights.path == _cache(tmp_path)
     assert weights.path.read_bytes() == ckpt.read_bytes()
     assert weights.sha256 == hashlib.sha256(ckpt.read_bytes()).hexdigest()
@@ -107,7 +106,7 @@ def test_download_then_offline_cache_and_same_vectors_as_lightly_embed(tmp_path:
     assert server.hits == [f"/good/{ZOO_NAME}"]
     assert [p.name for p in weights.path.parent.iterdir()] == [ZOO_NAME]  # no temporary file left
     server.stop()  # from now on there is no network: the cache serves
-    again = choose_weights()
+    again = choose_weights(url=server.url("good"))
     assert again == weights and server.hits == [f"/good/{ZOO_NAME}"]
 
     names = ["a/x.jpg", "a/y.png", "b/z.jpg"]
@@ -135,22 +134,22 @@ def test_download_then_offline_cache_and_same_vectors_as_lightly_embed(tmp_path:
     assert not np.allclose(random.embed(np.zeros((1, SIZE, SIZE, 3), np.uint8)), expected[:1], atol=1e-3)
 
 
-def test_weights_order(tmp_path: Path, served, monkeypatch) -> None:
+def test_weights_order(tmp_path: Path, served) -> None:
     server, _ = served
-    monkeypatch.setenv(URL_ENV, server.url("good"))
+    url = server.url("good")
     named, trained = _checkpoint(tmp_path / "named.ckpt", seed=1), _checkpoint(tmp_path / "trained.ckpt", seed=2)
-    assert choose_weights(checkpoint=named, trained=trained).source == "checkpoint"
-    chosen = choose_weights(trained=trained)
+    assert choose_weights(checkpoint=named, trained=trained, url=url).source == "checkpoint"
+    chosen = choose_weights(trained=trained, url=url)
     assert (chosen.source, chosen.path) == ("trained", trained)
     assert chosen.sha256 == hashlib.sha256(trained.read_bytes()).hexdigest()
-    assert choose_weights(trained=tmp_path / "not-trained-yet.ckpt").source == "pretrained"
-    assert choose_weights(pretrained=False).random and server.hits == [f"/good/{ZOO_NAME}"]
+    assert choose_weights(trained=tmp_path / "not-trained-yet.ckpt", url=url).source == "pretrained"
+    assert choose_weights(pretrained=False, url=url).random and server.hits == [f"/good/{ZOO_NAME}"]
 
 
 def test_unreachable_slow_truncated_or_not_a_checkpoint_falls_back_loudly(tmp_path: Path, served) -> None:
     server, _ = served
     started = time.monotonic()
-    refused = choose_weights()  # conftest's URL: a closed port on 127.0.0.1
+    refused = choose_weights(url=OFFLINE_PRETRAINED_URL)  # a closed port on 127.0.0.1
     assert refused.random and "pretrained download failed" in refused.note and "127.0.0.1:9" in refused.note
     assert time.monotonic() - started < 2
     started = time.monotonic()
@@ -190,7 +189,7 @@ def test_embeddings_asset_pretrained_then_trained_with_provenance_and_quality(tm
     from lightly_assets.defs.embedding import embeddings
     from lightly_assets.defs.indexing import file_index, frame_index
     from lightly_assets.defs.partitions import datasets_partitions
-    from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
+    from lightly_assets.defs.resources import EmbeddingModelResource, RayClusterResource, StorageResource
     from lightly_assets_tests.conftest import EXAMPLE_DATA
 
     server, ckpt = served
@@ -198,6 +197,7 @@ def test_embeddings_asset_pretrained_then_trained_with_provenance_and_quality(tm
     resources = {
         "storage": StorageResource(data_dir=str(EXAMPLE_DATA), output_dir=str(out)),
         "embedding_model": EmbeddingModelResource(input_size=SIZE, pretrained_url=server.url("good")),
+        "ray_cluster": RayClusterResource(),
     }
 
     def run(instance) -> tuple[dict, dict]:

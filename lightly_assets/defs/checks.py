@@ -216,3 +216,51 @@ def target_counts_match_csv(samples: int, embeddings: int, csv_rows: int) -> Ass
         passed=samples == csv_rows and embeddings == csv_rows,
         metadata={"samples_in_target": samples, "embeddings_in_target": embeddings, "csv_rows": csv_rows},
     )
+
+
+DUPLICATES = [
+    _spec("no_duplicates", "duplicates", "Warns when the dataset holds exact or near-duplicate samples."),
+    _spec(
+        "similarities_meaningful",
+        "duplicates",
+        "Warns when the weights are random or random pairs of samples are about as similar as duplicates.",
+    ),
+]
+SELECTION = [
+    _spec("no_duplicates_selected", "selection", "No two samples of selection.txt belong to one duplicate group."),
+]
+
+
+def no_duplicates(groups: int, counts: dict[str, int], similarity: float) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name="no_duplicates",
+        passed=groups == 0,
+        severity=WARN,
+        description=None
+        if groups == 0
+        else f"{groups} duplicate groups: {counts['exact']} exact and {counts['near']} near copies "
+        f"(cosine >= {similarity}); see duplicates.csv and the contact sheet.",
+        metadata={"groups": groups, "exact_copies": counts["exact"], "near_copies": counts["near"]},
+    )
+
+
+def similarities_meaningful(warning: str | None) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name="similarities_meaningful",
+        passed=warning is None,
+        severity=WARN,
+        description=warning,
+        metadata={"warning": warning or "none"},
+    )
+
+
+def no_duplicates_selected(selected: Sequence[str], duplicates: pd.DataFrame) -> AssetCheckResult:
+    """Judged on the written names against duplicates.csv's groups."""
+    groups = duplicates.set_index("filenames")["group"] if len(duplicates) else pd.Series(dtype=int)
+    hit = groups.reindex([n for n in selected if n in groups.index])
+    repeated = sorted(int(g) for g in hit[hit.duplicated()].unique())
+    return AssetCheckResult(
+        check_name="no_duplicates_selected",
+        passed=not repeated,
+        metadata={"selected": len(selected), "groups_selected_twice": _listing([str(g) for g in repeated])},
+    )

@@ -13,7 +13,7 @@ from lightly_assets.defs.metadata import (
     skipped_list,
     unreadable_by_source,
 )
-from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
+from lightly_assets.defs.resources import EmbeddingModelResource, RayClusterResource, StorageResource
 from lightly_assets.progress import Progress
 
 
@@ -26,6 +26,7 @@ def embeddings(
     context: AssetExecutionContext,
     storage: StorageResource,
     embedding_model: EmbeddingModelResource,
+    ray_cluster: RayClusterResource,
     frame_index: pd.DataFrame,
 ):
     """One float32 vector per sample; only new or changed samples are embedded, the rest come from the cache.
@@ -35,13 +36,12 @@ def embeddings(
     """
     from lightly_assets.embedding.pipeline import EmbeddingCache, EmbeddingError, embed_samples
     from lightly_assets.embedding.quality import Quality, measure, sample_embedder
-    from lightly_assets.embedding.ray_executor import choose_executor
     from lightly_assets.embedding.weights import TRAINED_NAME
 
     name = context.partition_key
     out = storage.outputs_for(name)
     with user_errors():
-        executor = choose_executor(embedding_model.executor)  # LIGHTLY_ASSETS_EXECUTOR: local or ray
+        executor = embedding_model.executor_for(ray_cluster)  # local, or the Ray cluster
         model = embedding_model.load(trained=out / TRAINED_NAME, log=context.log.info)
         weights = embedding_model.weights
         context.log.info(f"{name}: weights {weights.describe()}")
@@ -103,8 +103,8 @@ def embeddings(
             "seconds": round(result.seconds, 3),
             "samples_per_second": round(result.samples_per_s, 1),
             **quality.metadata(),
-            "executor": executor.describe() if executor else "local",
-            **({"ray_nodes": len(executor.nodes)} if executor else {}),
+            "executor": executor.describe(),
+            **({"ray_nodes": len(result.nodes)} if embedding_model.executor == "ray" else {}),
         },
     )
     yield checks.finite_values(result.matrix, result.filenames)

@@ -7,7 +7,10 @@ from lightly_assets.defs.common import GROUP
 lightly_assets_job = define_asset_job(
     "lightly_assets_job",
     selection=AssetSelection.groups(GROUP),
-    description="Index, embed, write the Lightly CSV and publish one dataset, with every asset check.",
+    description=(
+        "Index, embed, write the Lightly CSV, find duplicates, select a diverse subset and publish one dataset, "
+        "with every asset check."
+    ),
 )
 
 embedding_model_job = define_asset_job(

@@ -22,7 +22,7 @@ from lightly_assets.defs.metadata import (
     location,
     projection_markdown,
 )
-from lightly_assets.defs.resources import PublishTargetResource, StorageResource
+from lightly_assets.defs.resources import Curation, PublishTargetResource, StorageResource
 
 
 class EmbeddingsCsvConfig(Config):
@@ -116,6 +116,20 @@ def _upstream_metadata(context: AssetExecutionContext, asset_key: str, key: str)
     return str(value.value) if value is not None else None
 
 
+def curation_to_publish(duplicates: dict, selection: dict) -> Curation:
+    """The tags and files that publish `duplicates` and `selection` (as written on disk)."""
+    return Curation(
+        tags={
+            "duplicates": duplicates["table"]["filenames"].tolist(),
+            f"selection-{selection['strategy']}": selection["filenames"],
+        },
+        files={
+            "duplicates.csv": Path(duplicates["path"]).read_bytes(),
+            "selection.txt": Path(selection["path"]).read_bytes(),
+        },
+    )
+
+
 # One writer at a time per target, across runs: set a limit with `dagster instance concurrency set lightly_studio 1`
 # (the DuckDB file is also locked by the upload itself, so without a limit concurrent uploads wait on that lock).
 STUDIO_POOL = "lightly_studio"
@@ -133,8 +147,11 @@ def uploaded_dataset(
     embeddings_csv: dict,
     frame_index: pd.DataFrame,
     file_index: pd.DataFrame,
+    duplicates: dict,
+    selection: dict,
 ):
-    """The dataset with its embeddings in LightlyStudio (default) or in a bucket datasource, counted after upload."""
+    """The dataset with its embeddings in LightlyStudio (default) or in a bucket datasource, counted after upload;
+    the duplicates and the selection as versioned LightlyStudio tags, or as files under the bucket's `.lightly/`."""
     name = context.partition_key
     embedded = frame_index[~frame_index["filename"].isin(embeddings_csv.get("unreadable", []))]
     with user_errors():
@@ -145,6 +162,7 @@ def uploaded_dataset(
             file_index,
             embedded,
             Path(embeddings_csv["path"]),
+            curation=curation_to_publish(duplicates, selection),
         )
     context.log.info(f"{name}: published to {result['target']}; browse with: {result['browse']}")
     metadata = {k: v for k, v in result.items() if v is not None and k != "location"}

@@ -5,6 +5,7 @@ and run config overrides both. Nothing here reads `os.environ`: a secret (Lightl
 never a config value, only the NAME of its variable is, read when connecting.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -13,10 +14,10 @@ from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
 from lightly_assets.dataset.roots import DataRoot, find_datasets
+from lightly_assets.embedding.executor import EXECUTORS
 from lightly_assets.errors import LightlyAssetsError
 
 TARGETS = ("studio", "bucket")
-EXECUTORS = ("local", "ray")
 
 
 class ConfigurationError(LightlyAssetsError):
@@ -95,7 +96,6 @@ class EmbeddingModelResource(ConfigurableResource):
         if self._model is None:
             from lightly_assets.embedding.weights import load_chosen
 
-            choice("embedding_model.executor", self.executor, EXECUTORS)
             self._weights = self.choose(trained, log)
             self._model = load_chosen(
                 self._weights,
@@ -105,6 +105,14 @@ class EmbeddingModelResource(ConfigurableResource):
                 precision=self.precision,
             )
         return self._model
+
+    def executor_for(self, ray_cluster: "RayClusterResource"):  # -> lightly_assets.embedding.executor.Executor
+        """The executor this field names; a bad value is one line naming the field (run config or EnvVar alike)."""
+        from lightly_assets.embedding.pipeline import LocalExecutor
+
+        if choice("embedding_model.executor", self.executor, EXECUTORS) == "ray":
+            return ray_cluster.executor()
+        return LocalExecutor()
 
     @property
     def weights(self):  # -> lightly_assets.embedding.weights.Weights | None
@@ -118,6 +126,39 @@ class EmbeddingModelResource(ConfigurableResource):
         return load_model(
             None, input_size=self.input_size, seed=self.seed, device=self.device, precision=self.precision
         )
+
+
+class RayClusterResource(ConfigurableResource):
+    """The Ray cluster that embeds when `embedding_model.executor` is `ray`; unused (never joined) otherwise.
+
+    Ours rather than dagster-ray's `RayResource`: that one joins (or starts) a cluster when the step starts,
+    through Ray Client with minutes of retries, whatever the executor; this one joins only for the `ray` executor,
+    at a GCS address (host:port) as `ray start` prints it, after a TCP probe that fails within seconds.
+    """
+
+    address: Optional[str] = Field(
+        default=None, description="Head node as host:port, ray://host:10001 or `auto` (RAY_ADDRESS)."
+    )
+    num_cpus: float = Field(default=1.0, description="CPUs each Ray task asks for.")
+    num_gpus: Optional[float] = Field(
+        default=None, description="GPUs each Ray task asks for; unset: one where the cluster has GPUs, else none."
+    )
+    max_retries: int = Field(default=3, description="Retries of a task whose node or worker dies.")
+
+    def executor(self):  # -> lightly_assets.embedding.distributed.RayExecutor
+        from lightly_assets.embedding.distributed import RayExecutor
+
+        return RayExecutor(
+            address=self.address or "", num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries
+        )
+
+
+@dataclass(frozen=True)
+class Curation:
+    """What `uploaded_dataset` publishes of the curation: tags (base name -> sample names) and files (name -> bytes)."""
+
+    tags: dict[str, list[str]]
+    files: dict[str, bytes]
 
 
 class PublishTargetResource(ConfigurableResource):
@@ -146,17 +187,28 @@ class PublishTargetResource(ConfigurableResource):
         file_index: pd.DataFrame,
         frame_index: pd.DataFrame,
         csv_path: Path,
+        curation: Optional["Curation"] = None,
     ) -> dict[str, Any]:
-        """Publish one dataset and return what was counted in the target afterwards (never a secret)."""
+        """Publish one dataset and return what was counted in the target afterwards (never a secret).
+
+        `curation`: the duplicates and the selection, as LightlyStudio tags or as files under the bucket's `.lightly/`.
+        """
         dataset_name = self.dataset_id or name
         if choice("publish_target.target", self.target, TARGETS) == "bucket":
-            return self._to_bucket(dataset_name, dataset_dir, file_index, frame_index, csv_path)
-        return self._to_studio(dataset_name, dataset_dir, outputs_root, frame_index, csv_path)
+            return self._to_bucket(dataset_name, dataset_dir, file_index, frame_index, csv_path, curation)
+        return self._to_studio(dataset_name, dataset_dir, outputs_root, frame_index, csv_path, curation)
 
     def _to_studio(
-        self, dataset_name: str, dataset_dir: Path, outputs_root: Path, frame_index: pd.DataFrame, csv_path: Path
+        self,
+        dataset_name: str,
+        dataset_dir: Path,
+        outputs_root: Path,
+        frame_index: pd.DataFrame,
+        csv_path: Path,
+        curation: Optional["Curation"] = None,
     ) -> dict[str, Any]:
         from lightly_assets.publish.studio import StudioTarget, upload_dataset
+        from lightly_assets.publish.studio.tags import publish_tags
 
         db_file: Path | None = None
         if self.studio_db_url_env:  # the URL is read from that variable when connecting, and never shown
@@ -165,6 +217,7 @@ class PublishTargetResource(ConfigurableResource):
             db_file = Path(self.studio_db_file or outputs_root / "lightly_studio.db").resolve()
             target = StudioTarget(db_file=db_file, dataset_name=dataset_name)
         result = upload_dataset(target, dataset_dir, frame_index, csv_path)
+        tags = publish_tags(target, dataset_dir, frame_index, curation.tags) if curation else {}
         return {
             "target": result.target,
             "dataset": result.dataset_name,
@@ -174,6 +227,7 @@ class PublishTargetResource(ConfigurableResource):
             "browse": result.gui_command,
             "location": str(db_file) if db_file else None,
             **{k: v for k, v in result.as_metadata().items() if isinstance(v, (int, str))},
+            **{f"studio_tag_{base}": names for base, names in tags.items()},
         }
 
     def _to_bucket(
@@ -183,13 +237,22 @@ class PublishTargetResource(ConfigurableResource):
         file_index: pd.DataFrame,
         frame_index: pd.DataFrame,
         csv_path: Path,
+        curation: Optional["Curation"] = None,
     ) -> dict[str, Any]:
         from lightly_assets.publish.bucket import BucketError, BucketTarget, publish_to_bucket
 
         url = self.bucket_url
         if not url:
             raise BucketError("bucket target needs bucket_url (LIGHTLY_ASSETS_BUCKET_URL)")
-        result = publish_to_bucket(BucketTarget(url=url), dataset_name, dataset_dir, frame_index, file_index, csv_path)
+        result = publish_to_bucket(
+            BucketTarget(url=url),
+            dataset_name,
+            dataset_dir,
+            frame_index,
+            file_index,
+            csv_path,
+            curation=curation.files if curation else None,
+        )
         return {
             "target": result.url,
             "dataset": dataset_name,

@@ -8,7 +8,6 @@ the UI or the sensor) recorded the folder's current fingerprint is not run again
 """
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
@@ -19,6 +18,7 @@ from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -131,17 +131,23 @@ def _latest(instance: DagsterInstance, key: AssetKey, partition: str):
     return records.records[0] if records.records else None
 
 
-def _interval() -> int:
-    return int(os.environ.get("LIGHTLY_ASSETS_SENSOR_INTERVAL", "30"))
+DEFAULT_INTERVAL_S = 30
 
 
-@sensor(
-    job=lightly_assets_job,
-    minimum_interval_seconds=_interval(),
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Adds a partition per dataset folder under the data root and runs the chain when it changes.",
-)
-def dataset_folders_sensor(context: SensorEvaluationContext, storage: StorageResource) -> SensorResult | SkipReason:
+def folder_sensor(interval_s: int = DEFAULT_INTERVAL_S) -> SensorDefinition:
+    """The sensor, ticking every `interval_s` seconds: built by `definitions.py`, which reads the interval from
+    the environment (LIGHTLY_ASSETS_SENSOR_INTERVAL), so it is not a module-level object of this folder."""
+    return sensor(
+        name="dataset_folders_sensor",
+        job=lightly_assets_job,
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Adds a partition per dataset folder under the data root and runs the chain when it changes.",
+    )(dataset_folders)
+
+
+def dataset_folders(context: SensorEvaluationContext, storage: StorageResource) -> SensorResult | SkipReason:
+    """One tick: new, changed and removed folders under the data root become partitions and run requests."""
     try:
         data_root = storage.datasets()
     except DatasetError as exc:

@@ -25,7 +25,7 @@ from lightly_assets.embedding import runtime
 from lightly_assets.embedding.network import LIGHTLY_RESNETS, LightlyArch, build_backbone, lightly_keys
 from lightly_assets.embedding.network import projection_head_shapes as _projection_head_shapes
 from lightly_assets.embedding.runtime import bf16_supported
-from lightly_assets.errors import LightlyAssetsError
+from lightly_assets.errors import LightlyAssetsError, first_line
 
 if TYPE_CHECKING:
     from lightly.cli._cli_simclr import _SimCLR
@@ -260,8 +260,7 @@ def _read_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({first_line(exc)})") from None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):

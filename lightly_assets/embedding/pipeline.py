@@ -27,9 +27,10 @@ from PIL import Image
 
 from lightly_assets import columns
 from lightly_assets.embedding.cache import Checkpoint, EmbeddingCache, Key
+from lightly_assets.embedding.executor import DecodeOptions, EmbedJob, Executor, JobResult, Sink
 from lightly_assets.embedding.model import LoadedModel
 from lightly_assets.embedding.runtime import lower_this_thread_priority
-from lightly_assets.errors import LightlyAssetsError
+from lightly_assets.errors import LightlyAssetsError, exception_line
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class EmbedResult:
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     first_batch_at: float | None = None
     workers: int = 0
+    nodes: frozenset[str] = frozenset()  # the Ray nodes that embedded (empty locally)
 
 
 def load_image(path: Path, size: int, draft: bool = True) -> np.ndarray:
@@ -82,8 +84,8 @@ def load_image(path: Path, size: int, draft: bool = True) -> np.ndarray:
     return np.asarray(small)
 
 
-def _cache_fingerprint(model: LoadedModel, draft: bool) -> str:
-    return f"{model.fingerprint}|draft={int(draft) * DRAFT_FACTOR}"
+def _cache_fingerprint(model: LoadedModel, decode: DecodeOptions) -> str:
+    return f"{model.fingerprint}|draft={int(decode.draft) * DRAFT_FACTOR}"
 
 
 def _keys(frame_index: pd.DataFrame) -> list[Key]:
@@ -138,7 +140,7 @@ def _decode(task: _Task, data_dir: Path, size: int, draft: bool) -> Iterator[Ite
         try:
             yield row, load_image(path, size, draft), None
         except Exception as exc:  # noqa: BLE001 - any decoder failure makes this one sample unreadable
-            yield row, None, _reason(exc)
+            yield row, None, exception_line(exc)
         return
     yield from _decode_video(path, dict(task.rows), size)
 
@@ -158,7 +160,7 @@ def _decode_video(path: Path, wanted: dict[int, int], size: int) -> Iterator[Ite
             if not wanted:
                 break
     except Exception as exc:  # noqa: BLE001 - VideoError or a decoder error: keep the frames already decoded
-        reason = f"video decoding failed: {_reason(exc)}"
+        reason = f"video decoding failed: {exception_line(exc)}"
     finally:
         close = getattr(frames, "close", None)
         if close is not None:
@@ -173,11 +175,6 @@ def _frame_pixels(image: Image.Image, size: int) -> np.ndarray:
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(image)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _Decoder:
@@ -258,13 +255,13 @@ def embed_samples(
     cache: EmbeddingCache | None = None,
     progress: Callable[[int, int], None] | None = None,
     draft: bool = True,
-    executor: Callable[..., float | None] | None = None,
+    executor: Executor | None = None,
 ) -> EmbedResult:
     """Embed every sample of `frame_index` (images and video frames) with `model`, reusing cached vectors.
 
     `workers` decode threads (default: the model's `decode_workers`, sized for its device and threads).
-    `executor` replaces the local decode-and-embed step for the rows that need it (same arguments as `_run`),
-    e.g. `ray_executor.RayExecutor` to embed them on a Ray cluster.
+    The rows the cache lacks go to `executor` as one `EmbedJob` (default `LocalExecutor()`, this process;
+    `distributed.RayExecutor` embeds them on a Ray cluster).
     """
     columns.require(frame_index, REQUIRED_COLUMNS, "frame_index")
     if batch_size < 1:
@@ -272,7 +269,8 @@ def embed_samples(
     start = time.perf_counter()
     n = len(frame_index)
     keys = _keys(frame_index)
-    fingerprint = _cache_fingerprint(model, draft)
+    decode = DecodeOptions(draft=draft)
+    fingerprint = _cache_fingerprint(model, decode)
     matrix = np.zeros((n, model.dim), dtype=np.float32)
     done = np.zeros(n, dtype=bool)
     cached = cache.load(fingerprint) if cache is not None else {}
@@ -288,23 +286,14 @@ def embed_samples(
         progress(reused, n)
     checkpoint = Checkpoint(cache, fingerprint, keys, matrix, done) if cache is not None else None
     workers = workers or model.decode_workers
-    first_batch_at = None
+    outcome = JobResult()
     if len(todo):
-        run = executor or _run  # the Ray executor has `_run`'s contract
-        first_batch_at = run(
-            frame_index,
-            Path(data_dir),
-            model,
-            todo,
-            batch_size,
-            workers,
-            draft,
-            matrix,
-            done,
-            unreadable,
-            progress,
-            checkpoint=checkpoint.maybe_save if checkpoint else None,
+        job = EmbedJob(
+            frame_index.iloc[todo].reset_index(drop=True), Path(data_dir), model, batch_size, workers, decode
         )
+        sink = _IntoRows(todo, matrix, done, unreadable, progress, checkpoint.maybe_save if checkpoint else None)
+        outcome = (executor or LocalExecutor()).run(job, sink)
+        sink.report_progress()
     embed_seconds = time.perf_counter() - start
     from_cache = np.ones(n, dtype=bool)
     from_cache[todo] = False
@@ -327,9 +316,41 @@ def embed_samples(
         samples_per_s=embedded / embed_seconds if embedded and embed_seconds > 0 else 0.0,
         embedded=embedded,
         indices=ok,
-        first_batch_at=first_batch_at,
+        first_batch_at=outcome.first_batch_at,
         workers=workers if len(todo) else 0,
+        nodes=outcome.nodes,
     )
+
+
+class _IntoRows:
+    """The sink of `embed_samples`: job rows are `todo`'s positions; progress and the checkpoint follow each batch."""
+
+    def __init__(
+        self,
+        todo: np.ndarray,
+        matrix: np.ndarray,
+        done: np.ndarray,
+        unreadable: dict[int, str],
+        progress: Callable[[int, int], None] | None,
+        checkpoint: Callable[[], None] | None,
+    ) -> None:
+        self.todo, self.matrix, self.done, self.reasons = todo, matrix, done, unreadable
+        self.progress, self.checkpoint = progress, checkpoint
+
+    def vectors(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        rows = self.todo[rows]
+        self.matrix[rows] = vectors
+        self.done[rows] = True
+        if self.checkpoint:
+            self.checkpoint()  # decides itself whether to save the cache (so a kill loses little)
+        self.report_progress()
+
+    def unreadable(self, row: int, reason: str) -> None:
+        self.reasons[int(self.todo[row])] = reason
+
+    def report_progress(self) -> None:
+        if self.progress:
+            self.progress(int(self.done.sum()) + len(self.reasons), len(self.matrix))
 
 
 def _whole_videos(frame_index: pd.DataFrame, done: np.ndarray, unreadable: dict[int, str]) -> None:
@@ -356,64 +377,42 @@ def _whole_videos(frame_index: pd.DataFrame, done: np.ndarray, unreadable: dict[
         done[row] = False
 
 
-def _run(
-    frame_index: pd.DataFrame,
-    data_dir: Path,
-    model: LoadedModel,
-    todo: np.ndarray,
-    batch_size: int,
-    workers: int,
-    draft: bool,
-    matrix: np.ndarray,
-    done: np.ndarray,
-    unreadable: dict[int, str],
-    progress: Callable[[int, int], None] | None,
-    checkpoint: Callable[[], None] | None = None,
-) -> float | None:
-    """The local decode-and-embed step for the rows in `todo`; returns when its first batch was embedded.
+class LocalExecutor:
+    """The decode-and-embed step in this process: decoder threads feeding the model, batch after batch."""
 
-    `checkpoint` runs after each batch and decides itself whether to save the cache (so a kill loses little).
-    """
-    run = _Run(model, batch_size, matrix, done, unreadable, progress, checkpoint)
-    decoder = _Decoder(
-        _tasks(frame_index, todo),
-        Path(data_dir),
-        model.input_size,
-        draft,
-        workers,
-        depth=2 * batch_size,
-        low_priority=model.low_priority_decode,
-    )
-    run.embed_all(decoder)
-    return run.first_batch_at
+    def describe(self) -> str:
+        return "local"
+
+    def run(self, job: EmbedJob, sink: Sink) -> JobResult:
+        decoder = _Decoder(
+            _tasks(job.samples, np.arange(len(job.samples))),
+            job.data_dir,
+            job.model.input_size,
+            job.decode.draft,
+            job.workers,
+            depth=2 * job.batch_size,
+            low_priority=job.model.low_priority_decode,
+        )
+        batches = _Batches(job.model, job.batch_size, sink)
+        batches.embed_all(decoder)
+        return JobResult(first_batch_at=batches.first_batch_at)
 
 
-class _Run:
-    """Consumes decoded samples in arrival order; each batch's vectors go straight to their rows."""
+class _Batches:
+    """Consumes decoded samples in arrival order; each batch's vectors go straight to the sink."""
 
-    def __init__(
-        self,
-        model: LoadedModel,
-        batch_size: int,
-        matrix: np.ndarray,
-        done: np.ndarray,
-        unreadable: dict[int, str],
-        progress: Callable[[int, int], None] | None,
-        checkpoint: Callable[[], None] | None = None,
-    ) -> None:
-        self.model, self.matrix, self.done, self.unreadable, self.progress = model, matrix, done, unreadable, progress
-        self.checkpoint = checkpoint
+    def __init__(self, model: LoadedModel, batch_size: int, sink: Sink) -> None:
+        self.model, self.sink = model, sink
         size = model.input_size
         self.batch = np.empty((batch_size, size, size, 3), dtype=np.uint8)
         self.rows: list[int] = []
-        self.finished = int(done.sum())
         self.first_batch_at: float | None = None
 
     def embed_all(self, decoder: _Decoder) -> None:
         try:
             for row, pixels, reason in decoder.items():
                 if pixels is None:
-                    self.unreadable[row] = reason or "unreadable"
+                    self.sink.unreadable(row, reason or "unreadable")
                     continue
                 self.batch[len(self.rows)] = pixels
                 self.rows.append(row)
@@ -426,13 +425,8 @@ class _Run:
     def flush(self) -> None:
         rows = self.rows
         if rows:
-            self.matrix[rows] = self.model.embed(self.batch[: len(rows)])
-            self.done[rows] = True
-            self.finished += len(rows)
-            rows.clear()
+            vectors = self.model.embed(self.batch[: len(rows)])
             if self.first_batch_at is None:
                 self.first_batch_at = time.time()
-            if self.checkpoint:
-                self.checkpoint()
-        if self.progress:
-            self.progress(self.finished + len(self.unreadable), len(self.matrix))
+            self.sink.vectors(np.asarray(rows, dtype=np.int64), vectors)
+            rows.clear()

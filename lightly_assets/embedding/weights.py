@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Literal
 
 from lightly_assets.atomic import atomic_output
-from lightly_assets.errors import LightlyAssetsError
+from lightly_assets.errors import LightlyAssetsError, first_line
 
-URL_ENV = "LIGHTLY_ASSETS_PRETRAINED_URL"
 TRAINED_NAME = "embedding_model.ckpt"
 DEFAULT_ZOO_KEY = "resnet-18/simclr/d32/w1.0"  # lightly-embed's default config: resnet-18, num_ftrs 32, width 1
 STALL_TIMEOUT_S = 10.0  # longest wait for the server to answer or to send more bytes
@@ -184,7 +183,7 @@ def choose_weights(
 ) -> Weights:
     """Pick the weights in DESIGN.md's order; downloads the pretrained file at most once (then the cache serves it).
 
-    `url` overrides the zoo URL (the resource field); LIGHTLY_ASSETS_PRETRAINED_URL overrides it when unset.
+    `url` overrides the zoo URL (the resource's `pretrained_url`, bound to LIGHTLY_ASSETS_PRETRAINED_URL).
     """
     if checkpoint:
         return _file_weights("checkpoint", Path(checkpoint))
@@ -192,7 +191,7 @@ def choose_weights(
         return _file_weights("trained", Path(trained))
     if not pretrained:
         return Weights("random", note="pretrained weights switched off")
-    url = url or os.environ.get(URL_ENV) or zoo_url(zoo_key)
+    url = url or zoo_url(zoo_key)
     path = cached_path(url)
     if not path.exists():
         if log:
@@ -231,9 +230,8 @@ def check_architecture(path: Path, key: str) -> None:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise WeightsError(
-            f"{path}: cached pretrained weights are not a readable PyTorch checkpoint ({first}); {hint}"
+            f"{path}: cached pretrained weights are not a readable PyTorch checkpoint ({first_line(exc)}); {hint}"
         ) from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):

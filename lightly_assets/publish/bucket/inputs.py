@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -43,6 +43,7 @@ class Inputs:
     metadata_docs: dict[str, dict[str, Any]]  # metadata key -> document
     sample_sources: dict[str, str]  # CSV filename -> relative source file
     csv_bytes: bytes
+    curation: dict[str, bytes] = field(default_factory=dict)  # `.lightly/duplicates.csv`, `.lightly/selection.txt`
 
 
 def check_dataset_name(name: str) -> None:
@@ -65,6 +66,11 @@ def _check_relative(name: str, where: str) -> str:
 def metadata_key(filename: str) -> str:
     """Lightly's metadata key of a file: same relative path, extension replaced by .json."""
     return f"{LIGHTLY_DIR}/metadata/{PurePosixPath(filename).with_suffix('.json')}"
+
+
+def curation_key(filename: str) -> str:
+    """Key of a curation output (`duplicates.csv`, `selection.txt`) beside Lightly's own files."""
+    return f"{LIGHTLY_DIR}/{filename}"
 
 
 def csv_key(dataset_name: str) -> str:

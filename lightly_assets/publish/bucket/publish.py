@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -20,16 +22,21 @@ def publish_to_bucket(
     csv_path: Path,
     copy_files: bool = True,
     on_progress: ProgressCallback | None = None,
+    curation: Mapping[str, bytes] | None = None,
 ) -> BucketResult:
     """Publish one dataset under ``<target.url>/<dataset_name>/`` and verify it by reading back.
 
     ``data_dir`` is the dataset folder that ``file_index`` filenames are relative to.
     ``copy_files=False`` writes only ``.lightly/`` (the files are already in the input
     datasource). ``on_progress(event, key)`` is called with ``written`` / ``skipped`` /
-    ``removed`` for every key. Raises ``BucketError`` for bad input and storage failures.
+    ``removed`` for every key. ``curation`` maps a file name (``duplicates.csv``,
+    ``selection.txt``) to its bytes, written under ``.lightly/``.
+    Raises ``BucketError`` for bad input and storage failures.
     """
     check_dataset_name(dataset_name)
     inputs = read_inputs(Path(data_dir), frame_index, file_index, Path(csv_path))
+    if curation:
+        inputs = replace(inputs, curation=dict(curation))
     session = PublishSession(target, dataset_name, on_progress)
     try:
         return session.publish(inputs, copy_files)

@@ -12,7 +12,16 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from lightly_assets.publish.bucket.inputs import Inputs, Item, csv_key, is_our_tmp, json_bytes, metadata_key, parse_csv
+from lightly_assets.publish.bucket.inputs import (
+    Inputs,
+    Item,
+    csv_key,
+    curation_key,
+    is_our_tmp,
+    json_bytes,
+    metadata_key,
+    parse_csv,
+)
 from lightly_assets.publish.bucket.target import (
     CLIENT_KWARGS,
     MANIFEST_FORMAT,
@@ -188,6 +197,10 @@ class PublishSession:
         lightly_items = [
             Item(key=k, size=len(b), payload=b)
             for k, b in [(k, json_bytes(d)) for k, d in inputs.metadata_docs.items()]
+        ]
+        lightly_items += [
+            Item(key=curation_key(name), size=len(payload), payload=payload)
+            for name, payload in inputs.curation.items()
         ]
         schema_bytes = json_bytes(schema)
         lightly_items.append(Item(key=SCHEMA_KEY, size=len(schema_bytes), payload=schema_bytes))

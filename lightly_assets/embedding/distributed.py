@@ -1,15 +1,16 @@
-"""Embedding on a Ray cluster: the samples that still need a vector go to Ray tasks, the vectors come back in order.
+"""Embedding on a Ray cluster: the samples that still need a vector go to Ray tasks, the vectors come back.
 
-`embed_samples` decides what needs embedding (the cache comes first); this executor replaces only its local
-decode-and-embed step. Each Ray task runs that same step (`pipeline._run`: decoder threads feeding the model)
-on a chunk of rows: up to `batch_size` images, or all needed frames of one video, so every video is decoded
-sequentially, once, by one task. The model travels once per run as an object in Ray's object store (the
+`RayExecutor` is an `executor.Executor`: `embed_samples` decides what needs embedding (the cache comes first) and
+hands the rest over as one `EmbedJob`. Each Ray task runs `pipeline.LocalExecutor` (decoder threads feeding the
+model) on a chunk of the job: up to `batch_size` images, or all needed frames of one video, so every video is
+decoded sequentially, once, by one task. The model travels once per run as an object in Ray's object store (the
 network with its weights) and is kept by each Ray worker process for the tasks that follow.
 
 Tasks ask Ray for resources (`num_cpus`, and `num_gpus` where the cluster has GPUs) and are spread over the
-nodes; a task whose node or worker dies is retried by Ray (`max_retries`). The cluster address is Ray's own
-`RAY_ADDRESS`; an address that does not answer is a one-line error within seconds. The input folder must be
-readable at the same path on every node (a shared volume), as it is for Dagster's run workers.
+nodes; a task whose node or worker dies is retried by Ray (`max_retries`). The cluster address is given by the
+`ray_cluster` resource (`RAY_ADDRESS`, bound in `definitions.py`); an address that does not answer is a one-line
+error within seconds. The input folder must be readable at the same path on every node (a shared volume), as it
+is for Dagster's run workers.
 """
 
 from __future__ import annotations
@@ -18,26 +19,24 @@ import contextlib
 import copy
 import dataclasses
 import logging
-import os
 import socket
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from lightly_assets.embedding.executor import Collected, EmbedJob, JobResult, Sink
 from lightly_assets.embedding.model import LoadedModel, bf16_supported
-from lightly_assets.embedding.pipeline import REQUIRED_COLUMNS, EmbeddingError, _run
+from lightly_assets.embedding.pipeline import REQUIRED_COLUMNS, EmbeddingError, LocalExecutor
+from lightly_assets.errors import exception_line
 from lightly_assets.publish.secrets import mask_url
 
 log = logging.getLogger(__name__)
 
-EXECUTOR_ENV = "LIGHTLY_ASSETS_EXECUTOR"
-ADDRESS_ENV = "RAY_ADDRESS"
-EXECUTORS = ("local", "ray")
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -45,55 +44,26 @@ class RayExecutorError(EmbeddingError):
     """The Ray cluster cannot be used or failed the work; one line naming the cluster and the reason."""
 
 
-def choose_executor(name: str | None = None) -> RayExecutor | None:
-    """The executor named here or in LIGHTLY_ASSETS_EXECUTOR: None for `local` (the in-process pipeline)."""
-    chosen = (name or os.environ.get(EXECUTOR_ENV) or "local").strip().lower()
-    if chosen not in EXECUTORS:
-        raise EmbeddingError(f"{EXECUTOR_ENV} must be one of {', '.join(EXECUTORS)}, got {chosen!r}")
-    return RayExecutor() if chosen == "ray" else None
-
-
-@dataclass
+@dataclass(frozen=True)
 class RayExecutor:
-    """Runs the decode-and-embed step of `embed_samples` as Ray tasks; after a run, `nodes` names the nodes used.
+    """Runs an `EmbedJob` as Ray tasks on the cluster at `address` (host:port, ray://host:port, or `auto`).
 
-    `num_gpus=None` asks for one GPU per task when the cluster has GPUs and none otherwise.
+    `num_gpus=None` asks for one GPU per task when the cluster has GPUs and none otherwise. An empty address
+    joins a cluster this process is already connected to (`ray.init` done by the caller), else fails.
     """
 
-    address: str | None = None
+    address: str = ""
     num_cpus: float = 1.0
     num_gpus: float | None = None
     max_retries: int = 3
-    nodes: set[str] = field(default_factory=set)
 
     def describe(self) -> str:
-        return f"ray ({mask_url(self.resolved_address())})"
+        return f"ray ({mask_url(self.address)})"
 
-    def resolved_address(self) -> str:
-        return self.address or os.environ.get(ADDRESS_ENV, "")
-
-    def __call__(
-        self,
-        frame_index: pd.DataFrame,
-        data_dir: Path,
-        model: LoadedModel,
-        todo: np.ndarray,
-        batch_size: int,
-        workers: int,
-        draft: bool,
-        matrix: np.ndarray,
-        done: np.ndarray,
-        unreadable: dict[int, str],
-        progress: Callable[[int, int], None] | None,
-        checkpoint: Callable[[], None] | None = None,
-    ) -> None:
-        """Same contract as `pipeline._run`: fill `matrix`/`done`/`unreadable` for the rows in `todo`.
-
-        `checkpoint` runs after each gathered chunk, so a killed run keeps what the cluster already returned.
-        """
+    def run(self, job: EmbedJob, sink: Sink) -> JobResult:
+        """Every chunk's vectors go to the sink as it returns, so a killed run keeps what the cluster sent back."""
         ray = _import_ray()
-        address = self.resolved_address()
-        with _connected(ray, address):
+        with _connected(ray, self.address):
             gpus = gpus_per_task(self.num_gpus, ray.cluster_resources())
             remote = ray.remote(_embed_chunk).options(
                 num_cpus=self.num_cpus,
@@ -102,34 +72,31 @@ class RayExecutor:
                 retry_exceptions=False,
                 scheduling_strategy="SPREAD",
             )
-            model_ref = ray.put(_portable(model))
+            model_ref = ray.put(_portable(job.model))
             columns = list(REQUIRED_COLUMNS)
             pending: dict[Any, np.ndarray] = {}
-            for rows in _chunks(frame_index, todo, batch_size):
-                rows_table = frame_index.iloc[rows][columns].reset_index(drop=True)
-                ref = remote.remote(
-                    [model_ref], model.fingerprint, rows_table, str(data_dir), batch_size, workers, draft
-                )
-                pending[ref] = rows
-            n = len(frame_index)
+            samples = job.samples
+            for rows in _chunks(samples, np.arange(len(samples)), job.batch_size):
+                chunk = dataclasses.replace(job, samples=samples.iloc[rows][columns].reset_index(drop=True))
+                pending[remote.remote([model_ref], job.model.fingerprint, _Shipped.of(chunk))] = rows
+            nodes: set[str] = set()
+            first_batch_at: float | None = None
             try:
                 while pending:
                     ready, _ = ray.wait(list(pending), num_returns=1)
                     rows = pending.pop(ready[0])
-                    node, ok, vectors, reasons = _result(ray, ready[0], address, frame_index, rows)
-                    self.nodes.add(node)
-                    matrix[rows[ok]] = vectors
-                    done[rows[ok]] = True
+                    node, ok, vectors, reasons = _result(ray, ready[0], self.address, samples, rows)
+                    nodes.add(node)
                     for local, reason in reasons.items():
-                        unreadable[int(rows[local])] = reason
-                    if progress:
-                        progress(int(done.sum()) + len(unreadable), n)
-                    if checkpoint:
-                        checkpoint()
+                        sink.unreadable(int(rows[local]), reason)
+                    if len(ok):
+                        first_batch_at = first_batch_at or time.time()
+                        sink.vectors(rows[ok], vectors)
             finally:
                 for ref in pending:
                     with contextlib.suppress(Exception):
                         ray.cancel(ref, force=True)
+        return JobResult(first_batch_at=first_batch_at, nodes=frozenset(nodes))
 
 
 def gpus_per_task(asked: float | None, cluster: dict[str, float]) -> float:
@@ -144,7 +111,7 @@ def _import_ray():
         import ray
     except ImportError:
         raise RayExecutorError(
-            f"{EXECUTOR_ENV}=ray needs Ray: install the extra with pip install -e '.[ray]'"
+            "embedding_model.executor=ray needs Ray: install the extra with pip install -e '.[ray]'"
         ) from None
     return ray
 
@@ -157,13 +124,14 @@ def _connected(ray, address: str) -> Iterator[None]:
         return
     if not address:
         raise RayExecutorError(
-            f"{EXECUTOR_ENV}=ray needs ${ADDRESS_ENV}: the head node as host:port (or ray://host:10001)"
+            "embedding_model.executor=ray needs ray_cluster.address (RAY_ADDRESS): the head node as host:port "
+            "(or ray://host:10001)"
         )
     _probe(address)
     try:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, configure_logging=False)
     except Exception as exc:  # noqa: BLE001 - a cluster that answers but cannot be joined
-        raise RayExecutorError(f"Ray cluster {mask_url(address)}: cannot connect: {_first_line(exc)}") from None
+        raise RayExecutorError(f"Ray cluster {mask_url(address)}: cannot connect: {exception_line(exc)}") from None
     try:
         yield
     finally:
@@ -177,13 +145,13 @@ def _probe(address: str) -> None:
     hostport = address.split("://", 1)[-1].rsplit("@", 1)[-1].split("/", 1)[0]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise RayExecutorError(f"${ADDRESS_ENV}={mask_url(address)!r} is not host:port or ray://host:port")
+        raise RayExecutorError(f"ray_cluster.address={mask_url(address)!r} is not host:port or ray://host:port")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise RayExecutorError(
             f"Ray cluster {mask_url(address)} cannot be reached ({exc.strerror or type(exc).__name__}); "
-            f"is the head node up and ${ADDRESS_ENV} right?"
+            "is the head node up and ray_cluster.address (RAY_ADDRESS) right?"
         ) from None
 
 
@@ -217,13 +185,8 @@ def _result(ray, ref, address: str, frame_index: pd.DataFrame, rows: np.ndarray)
     except Exception as exc:  # noqa: BLE001 - retries are exhausted: name the work and the cluster's reason
         first = str(frame_index["source"].iloc[int(rows[0])])
         raise RayExecutorError(
-            f"Ray cluster {mask_url(address)}: embedding {len(rows)} samples from {first} failed: {_first_line(exc)}"
+            f"Ray cluster {mask_url(address)}: embedding {len(rows)} samples from {first} failed: {exception_line(exc)}"
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -248,25 +211,32 @@ def _worker_model(model_box: list, fingerprint: str) -> LoadedModel:
     return model
 
 
+@dataclass(frozen=True)
+class _Shipped:
+    """A chunk of the job as it travels to a Ray task: everything but the model, which goes by object ref."""
+
+    samples: pd.DataFrame
+    data_dir: str
+    batch_size: int
+    workers: int
+    decode: Any
+
+    @classmethod
+    def of(cls, job: EmbedJob) -> _Shipped:
+        return cls(job.samples, str(job.data_dir), job.batch_size, job.workers, job.decode)
+
+
 def _embed_chunk(
-    model_box: list,
-    fingerprint: str,
-    rows: pd.DataFrame,
-    data_dir: str,
-    batch_size: int,
-    workers: int,
-    draft: bool,
+    model_box: list, fingerprint: str, chunk: _Shipped
 ) -> tuple[str, np.ndarray, np.ndarray, dict[int, str]]:
-    """One Ray task: the local decode-and-embed step on these rows; (node id, rows done, their vectors, unreadable)."""
+    """One Ray task: the local executor on this chunk; (node id, chunk rows done, their vectors, unreadable)."""
     import ray
 
     start = time.perf_counter()
     model = _worker_model(model_box, fingerprint)
-    matrix = np.zeros((len(rows), model.dim), dtype=np.float32)
-    done = np.zeros(len(rows), dtype=bool)
-    unreadable: dict[int, str] = {}
-    todo = np.arange(len(rows), dtype=np.int64)
-    _run(rows, Path(data_dir), model, todo, batch_size, workers, draft, matrix, done, unreadable, None)
-    ok = np.flatnonzero(done)
+    job = EmbedJob(chunk.samples, Path(chunk.data_dir), model, chunk.batch_size, chunk.workers, chunk.decode)
+    collected = Collected(dim=model.dim, n=len(chunk.samples))
+    LocalExecutor().run(job, collected)
+    ok = np.flatnonzero(collected.done)
     log.debug("embedded %d samples in %.2f s", len(ok), time.perf_counter() - start)
-    return ray.get_runtime_context().get_node_id(), ok, matrix[ok], unreadable
+    return ray.get_runtime_context().get_node_id(), ok, collected.matrix[ok], collected.reasons

@@ -1,0 +1,73 @@
+"""A contact sheet of the largest duplicate groups: one row per group, its members side by side.
+
+It is the first thing a user looks at to judge a threshold, so it stays small (64-px thumbnails, a few groups)
+to be inlined in Dagster's Markdown as a `data:` image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from lightly_assets.atomic import atomic_output
+
+THUMB = 64
+GROUPS_SHOWN = 6
+MEMBERS_SHOWN = 6
+LABEL_WIDTH = 120
+
+
+def _thumbnails(samples: pd.DataFrame, data_dir: Path) -> dict[str, Image.Image]:
+    """Thumbnails by sample name; a video is decoded once, front to back, up to its last wanted frame."""
+    out: dict[str, Image.Image] = {}
+    for source, rows in samples.groupby("source", sort=False):
+        path = Path(data_dir) / str(source)
+        try:
+            if rows["kind"].iloc[0] == "image":
+                with Image.open(path) as image:
+                    image.draft("RGB", (THUMB * 2, THUMB * 2))
+                    out[str(rows["filename"].iloc[0])] = _fit(image.convert("RGB"))
+                continue
+            from lightly_assets.dataset.video import iter_frames
+
+            wanted = {int(f): str(n) for f, n in zip(rows["frame"], rows["filename"], strict=True)}
+            for number, image in iter_frames(path, size=(THUMB, THUMB)):
+                if number in wanted:
+                    out[wanted.pop(number)] = _fit(image.convert("RGB"))
+                if not wanted:
+                    break
+        except Exception:  # noqa: BLE001 - a file that cannot be shown gets a grey tile; the groups stay right
+            continue
+    return out
+
+
+def _fit(image: Image.Image) -> Image.Image:
+    image.thumbnail((THUMB, THUMB))
+    tile = Image.new("RGB", (THUMB, THUMB), (240, 240, 240))
+    tile.paste(image, ((THUMB - image.width) // 2, (THUMB - image.height) // 2))
+    return tile
+
+
+def write_contact_sheet(path: Path, groups: Sequence[pd.DataFrame], samples: pd.DataFrame, data_dir: Path) -> Path:
+    """The PNG: per group its number, size and kinds, then up to MEMBERS_SHOWN members with their similarity."""
+    shown = [g.head(MEMBERS_SHOWN) for g in groups[:GROUPS_SHOWN]]
+    names = {str(n) for g in shown for n in g["filenames"]}
+    thumbs = _thumbnails(samples[samples["filename"].isin(names)], data_dir)
+    row_h = THUMB + 14
+    sheet = Image.new("RGB", (LABEL_WIDTH + MEMBERS_SHOWN * (THUMB + 4), max(1, len(shown)) * row_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (group, members) in enumerate(zip(groups, shown, strict=False)):
+        y = r * row_h
+        kinds = "/".join(sorted(set(group["kind"])))
+        draw.text((4, y + 4), f"group {int(group['group'].iloc[0])}\n{len(group)} samples\n{kinds}", fill="black")
+        for c, member in enumerate(members.itertuples(index=False)):
+            x = LABEL_WIDTH + c * (THUMB + 4)
+            tile = thumbs.get(str(member.filenames)) or Image.new("RGB", (THUMB, THUMB), (200, 200, 200))
+            sheet.paste(tile, (x, y))
+            draw.text((x, y + THUMB), f"{member.similarity:.3f}", fill="black")
+    with atomic_output(path) as handle:
+        sheet.save(handle, format="PNG", optimize=True)
+    return Path(path)

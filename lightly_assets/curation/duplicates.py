@@ -1,0 +1,305 @@
+"""Exact and near-duplicate groups of samples, as connected components, computed incrementally.
+
+- Exact: images with the same file content (sha256 of the bytes), video frames whose decoded pixels are
+  identical. Frames are decoded once, by the embedding step, straight to the model's input; identical frames
+  there give bit-identical vectors, so a frame's content key is the digest of its vector. That costs no second
+  decode (the least invasive way: nothing in the decoder changes), at the price of calling two frames that differ
+  only below the model's input resolution identical.
+- Near: cosine similarity at or above the threshold, searched as each sample's k nearest neighbours (bounded
+  memory even when everything is similar); exact search (faiss `IndexFlatIP`) up to `EXACT_LIMIT` samples, an
+  HNSW graph (faiss `IndexHNSWFlat`) above it.
+- Incremental: the pairs found are kept in a small state file keyed by the model's fingerprint and the vectors'
+  digests; the next run searches only for the neighbours of new or changed samples and keeps the old pairs
+  (valid while the model is the same and the threshold is not lower than the one they were found at).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lightly_assets.atomic import atomic_output
+from lightly_assets.columns import DUPLICATES_CSV
+from lightly_assets.curation.errors import CurationError
+
+EXACT_LIMIT = 20_000  # above it, an approximate index: 20k x 20k exact inner products take seconds at 768-d
+NEIGHBOURS = 16  # per sample; components link larger groups through chains of neighbours
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 64
+STATE_VERSION = 1
+COLUMNS = list(DUPLICATES_CSV)  # filenames,group,kind,similarity
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (a zero row stays zero), float32 and C-contiguous for faiss."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.ascontiguousarray(matrix / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
+def vector_digests(unit: np.ndarray) -> list[str]:
+    """One short digest per row: equal digests mean bit-identical vectors."""
+    return [hashlib.blake2b(row.tobytes(), digest_size=12).hexdigest() for row in unit]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_keys(
+    samples: pd.DataFrame, data_dir: Path, digests: Sequence[str], known: Mapping[tuple, str] | None = None
+) -> tuple[list[str], dict[tuple, str]]:
+    """Per sample the key that exact copies share: `file:<sha256>` for images, `frame:<vector digest>` for
+    video frames. `known` maps (source, size, mtime_ns) to an earlier hash, so unchanged files are not re-read.
+    Returns the keys and the updated hash map."""
+    known = dict(known or {})
+    hashes: dict[tuple, str] = {}
+    keys: list[str] = []
+    for row, digest in zip(samples.itertuples(index=False), digests, strict=True):
+        if row.kind != "image":
+            keys.append(f"frame:{digest}")
+            continue
+        stamp = (str(row.source), int(row.size), int(row.mtime_ns))
+        if stamp not in hashes:
+            hashes[stamp] = known.get(stamp) or file_sha256(Path(data_dir) / str(row.source))
+        keys.append(f"file:{hashes[stamp]}")
+    return keys, hashes
+
+
+@dataclass
+class State:
+    """What one run leaves for the next: the samples it saw, their vectors' digests and the pairs it found."""
+
+    model: str
+    similarity: float
+    names: list[str]
+    digests: list[str]
+    pairs: np.ndarray  # (m, 2) int64 positions into names
+    pair_similarity: np.ndarray  # (m,) float32
+    file_hashes: dict[tuple, str] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        stamps = list(self.file_hashes)
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            version=np.int64(STATE_VERSION),
+            model=np.str_(self.model),
+            similarity=np.float64(self.similarity),
+            names=np.array(self.names, dtype=np.str_),
+            digests=np.array(self.digests, dtype=np.str_),
+            pairs=self.pairs.astype(np.int64).reshape(-1, 2),
+            pair_similarity=self.pair_similarity.astype(np.float32),
+            hash_sources=np.array([s[0] for s in stamps], dtype=np.str_),
+            hash_stamps=np.array([[s[1], s[2]] for s in stamps], dtype=np.int64).reshape(-1, 2),
+            hash_values=np.array(list(self.file_hashes.values()), dtype=np.str_),
+        )
+        with atomic_output(path) as handle:
+            handle.write(buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> State | None:
+        """The saved state, or None when there is none or it is from another version (then everything is new)."""
+        if not Path(path).is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if int(data["version"]) != STATE_VERSION:
+                    return None
+                stamps = data["hash_stamps"].tolist()
+                hashes = {
+                    (str(s), int(st[0]), int(st[1])): str(h)
+                    for s, st, h in zip(data["hash_sources"], stamps, data["hash_values"], strict=True)
+                }
+                return cls(
+                    model=str(data["model"]),
+                    similarity=float(data["similarity"]),
+                    names=[str(n) for n in data["names"]],
+                    digests=[str(d) for d in data["digests"]],
+                    pairs=data["pairs"].astype(np.int64).reshape(-1, 2),
+                    pair_similarity=data["pair_similarity"].astype(np.float32),
+                    file_hashes=hashes,
+                )
+        except (OSError, KeyError, ValueError) as exc:
+            raise CurationError(f"{path}: unreadable duplicates state ({exc}); delete it to start over") from None
+
+
+@dataclass
+class Duplicates:
+    """The groups (one row per member, first member first) and how they were found."""
+
+    table: pd.DataFrame  # columns COLUMNS, plus `row` (position in the input)
+    samples: int
+    similarity: float
+    method: str  # "exact" or "approximate (HNSW)"
+    searched: int  # samples whose neighbours were searched in this run (the rest came from the state)
+    state: State
+
+    @property
+    def groups(self) -> int:
+        return int(self.table["group"].nunique()) if len(self.table) else 0
+
+    def counts(self) -> dict[str, int]:
+        """Samples per kind, beyond each group's first member (what a user would drop)."""
+        rest = self.table[self.table["row"] != self.table.groupby("group")["row"].transform("min")]
+        return {kind: int((rest["kind"] == kind).sum()) for kind in ("exact", "near")}
+
+    def group_of(self) -> np.ndarray:
+        """Per input row its group, -1 for samples in no group."""
+        out = np.full(self.samples, -1, dtype=np.int64)
+        out[self.table["row"].to_numpy(dtype=np.int64)] = self.table["group"].to_numpy(dtype=np.int64)
+        return out
+
+    def largest(self, n: int) -> list[pd.DataFrame]:
+        """The n largest groups (ties: lower group number first)."""
+        if not len(self.table):
+            return []
+        sizes = self.table.groupby("group").size().sort_index()
+        order = sorted(sizes.index, key=lambda g: (-int(sizes[g]), int(g)))[:n]
+        return [self.table[self.table["group"] == g] for g in order]
+
+
+def _index(unit: np.ndarray, approximate: bool):
+    import faiss
+
+    if approximate:
+        index = faiss.IndexHNSWFlat(unit.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    else:
+        index = faiss.IndexFlatIP(unit.shape[1])
+    index.add(unit)
+    return index
+
+
+def neighbour_pairs(unit: np.ndarray, queries: np.ndarray, similarity: float, approximate: bool):
+    """(pairs, similarities) of each query row with its nearest rows at or above `similarity`, i < j."""
+    if len(queries) == 0 or len(unit) < 2:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float32)
+    k = min(NEIGHBOURS + 1, len(unit))
+    sims, ids = _index(unit, approximate).search(unit[queries], k)
+    q = np.repeat(queries.astype(np.int64), k)
+    ids, sims = ids.reshape(-1).astype(np.int64), sims.reshape(-1)
+    keep = (ids >= 0) & (ids != q) & (sims >= similarity - 1e-6)
+    pairs = np.sort(np.stack([q[keep], ids[keep]], axis=1), axis=1)
+    return _unique_pairs(pairs, np.minimum(sims[keep], 1.0))
+
+
+def _unique_pairs(pairs: np.ndarray, sims: np.ndarray):
+    if not len(pairs):
+        return pairs.reshape(0, 2), sims
+    _, first = np.unique(pairs, axis=0, return_index=True)
+    return pairs[first], sims[first]
+
+
+def _exact_pairs(keys: Sequence[str]) -> np.ndarray:
+    """Each sample linked to the previous one with the same content key."""
+    last: dict[str, int] = {}
+    pairs = []
+    for row, key in enumerate(keys):
+        if key in last:
+            pairs.append((last[key], row))
+        last[key] = row
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def _reused_pairs(state: State | None, names, digests, model: str, similarity: float):
+    """Old pairs whose two samples are unchanged, and the rows whose neighbours must be searched anew."""
+    n = len(names)
+    if state is None or state.model != model or state.similarity > similarity:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float32), np.arange(n)
+    position = {name: i for i, name in enumerate(state.names)}
+    old_to_new = np.full(len(state.names), -1, dtype=np.int64)
+    fresh = []
+    for row, (name, digest) in enumerate(zip(names, digests, strict=True)):
+        old = position.get(name)
+        if old is not None and state.digests[old] == digest:
+            old_to_new[old] = row
+        else:
+            fresh.append(row)
+    mapped = old_to_new[state.pairs.reshape(-1, 2)]
+    keep = (mapped >= 0).all(axis=1) & (state.pair_similarity >= similarity - 1e-6)
+    return np.sort(mapped[keep], axis=1), state.pair_similarity[keep], np.array(fresh, dtype=np.int64)
+
+
+def _components(n: int, pairs: np.ndarray) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def find_duplicates(
+    names: Sequence[str],
+    matrix: np.ndarray,
+    keys: Sequence[str],
+    similarity: float,
+    model: str = "",
+    state: State | None = None,
+    exact_limit: int = EXACT_LIMIT,
+) -> Duplicates:
+    """Group the samples: exact copies (equal `keys`) and near-duplicates (cosine >= `similarity`)."""
+    n = len(names)
+    unit = unit_rows(np.asarray(matrix).reshape(n, -1) if n else np.zeros((0, 1), np.float32))
+    digests = vector_digests(unit)
+    approximate = n > exact_limit
+    kept, kept_sims, fresh = _reused_pairs(state, names, digests, model, similarity)
+    found, found_sims = neighbour_pairs(unit, fresh, similarity, approximate)
+    near, near_sims = _unique_pairs(np.concatenate([kept, found]), np.concatenate([kept_sims, found_sims]))
+    exact = _exact_pairs(keys)
+    table = _table(names, unit, keys, _components(n, np.concatenate([near, exact])) if n else np.zeros(0, int))
+    new_state = State(model, similarity, list(names), digests, near, near_sims.astype(np.float32))
+    method = "approximate (faiss HNSW)" if approximate else "exact (faiss flat inner product)"
+    return Duplicates(table, n, similarity, method, len(fresh), new_state)
+
+
+def _table(names: Sequence[str], unit: np.ndarray, keys: Sequence[str], labels: np.ndarray) -> pd.DataFrame:
+    """One row per member of a component of two or more, groups numbered by their first member's position."""
+    sizes = np.bincount(labels) if len(labels) else np.zeros(0, int)
+    rows = np.flatnonzero(sizes[labels] >= 2) if len(labels) else np.zeros(0, int)
+    records = []
+    groups: dict[int, int] = {}
+    first: dict[int, int] = {}
+    for row in rows.tolist():  # ascending: the first member of each component comes first
+        component = int(labels[row])
+        if component not in groups:
+            groups[component], first[component] = len(groups), row
+        head = first[component]
+        records.append((row, groups[component], head))
+    heads_with_copy = {head for row, _, head in records if row != head and keys[row] == keys[head]}
+    out = [
+        {
+            "filenames": str(names[row]),
+            "group": group,
+            "kind": "exact" if (keys[row] == keys[head] and (row != head or head in heads_with_copy)) else "near",
+            "similarity": round(float(np.clip(unit[row] @ unit[head], -1.0, 1.0)), 6),
+            "row": row,
+        }
+        for row, group, head in records
+    ]
+    table = pd.DataFrame(out, columns=[*COLUMNS, "row"])
+    return table.sort_values(["group", "row"], kind="stable").reset_index(drop=True)
+
+
+def write_duplicates_csv(path: Path, table: pd.DataFrame) -> Path:
+    """`duplicates.csv`: filenames,group,kind,similarity; a header only when there is no group."""
+    with atomic_output(path) as handle:
+        handle.write(table[COLUMNS].to_csv(index=False).encode("utf-8"))
+    return Path(path)
+
+
+def read_duplicates_csv(path: Path) -> pd.DataFrame:
+    table = pd.read_csv(path, dtype={"filenames": str, "kind": str})
+    if list(table.columns) != COLUMNS:
+        raise CurationError(f"{path}: columns {list(table.columns)}, expected {COLUMNS}")
+    return table

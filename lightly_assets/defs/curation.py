@@ -1,0 +1,283 @@
+"""Curation: `duplicates` (exact and near-duplicate groups) and `selection` (a subset to label, no two duplicates).
+
+Both run in the main job after `embeddings`, so the dataset sensor re-curates whenever a folder changes;
+`uploaded_dataset` depends on them to publish their tags. The work is done by `lightly_assets.curation`.
+"""
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    Config,
+    MetadataValue,
+    Output,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
+from pydantic import Field
+
+from lightly_assets import columns
+from lightly_assets.defs import checks
+from lightly_assets.defs.common import dataset_asset, user_errors
+from lightly_assets.defs.metadata import contract_schema
+from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
+
+GROUPS_LISTED = 10
+
+
+class DuplicatesConfig(Config):
+    """Near-duplicates are pairs at or above `similarity` (cosine); unset: the model's default (thresholds.py)."""
+
+    similarity: float | None = Field(
+        default=None, description="Cosine threshold in (0, 1]; unset: the default for the model setting."
+    )
+
+
+class SelectionConfig(Config):
+    """How many samples to select (`n_samples`, or `proportion` of the samples) and how."""
+
+    n_samples: int | None = Field(default=None, description="Samples to select; unset: `proportion`.")
+    proportion: float | None = Field(default=None, description="Share of the samples (unset with n_samples: 0.1).")
+    strategy: str = Field(default="diverse", description="`diverse` (k-center), `typicality` or `balance`.")
+
+
+def _embedding_metadata(context: AssetExecutionContext) -> dict[str, Any]:
+    """The metadata of this partition's latest `embeddings` (model, weights' sha256, random_init)."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("embeddings"), asset_partitions=[context.partition_key]), limit=1
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    return {k: getattr(v, "value", v) for k, v in (materialization.metadata if materialization else {}).items()}
+
+
+def _samples(embeddings, frame_index: pd.DataFrame) -> pd.DataFrame:
+    """The frame_index rows that were embedded, in the embeddings' order."""
+    indices = np.asarray(getattr(embeddings, "indices", []), dtype=np.int64)
+    if len(indices) != len(embeddings.filenames):
+        return frame_index.set_index("filename").loc[embeddings.filenames].reset_index()
+    return frame_index.iloc[indices].reset_index(drop=True)
+
+
+def _groups_table(duplicates, total: int) -> MetadataValue:
+    largest = duplicates.largest(GROUPS_LISTED)
+    records = [
+        TableRecord(
+            {
+                "group": int(g["group"].iloc[0]),
+                "samples": len(g),
+                "kinds": "/".join(sorted(set(g["kind"]))),
+                "lowest_similarity": round(float(g["similarity"].min()), 4),
+                "first_member": str(g["filenames"].iloc[0]),
+            }
+        )
+        for g in largest
+    ]
+    schema = TableSchema(
+        columns=[
+            TableColumn("group", "int", description="group number in duplicates.csv"),
+            TableColumn("samples", "int", description="members of the group"),
+            TableColumn("kinds", "string", description="exact (same content) and/or near (cosine)"),
+            TableColumn("lowest_similarity", "float", description="lowest cosine of a member to the first"),
+            TableColumn("first_member", "string", description="the member kept by the selection"),
+        ]
+    )
+    return MetadataValue.table(records=records, schema=schema)
+
+
+@dataset_asset(
+    check_specs=checks.DUPLICATES,
+    kinds={"csv", "faiss"},
+    metadata={"dagster/column_schema": contract_schema(columns.DUPLICATES_CSV)},
+)
+def duplicates(
+    context: AssetExecutionContext,
+    config: DuplicatesConfig,
+    storage: StorageResource,
+    embedding_model: EmbeddingModelResource,
+    embeddings,
+    frame_index: pd.DataFrame,
+):
+    """Exact copies and near-duplicates (cosine >= `similarity`) grouped as connected components, at
+    `<outputs>/<dataset>/duplicates.csv` (filenames,group,kind,similarity); only new samples are searched."""
+    from lightly_assets.curation.contact_sheet import write_contact_sheet
+    from lightly_assets.curation.duplicates import (
+        State,
+        content_keys,
+        find_duplicates,
+        unit_rows,
+        vector_digests,
+        write_duplicates_csv,
+    )
+    from lightly_assets.curation.thresholds import check_similarity, default_similarity, uniformity_warning
+
+    name = context.partition_key
+    out = storage.outputs_for(name)
+    setting = str(getattr(embedding_model, "model", None) or "lightly")
+    upstream = _embedding_metadata(context)
+    model_key = f"{upstream.get('model', setting)}|{upstream.get('weights_sha256', '')}"
+    samples = _samples(embeddings, frame_index)
+    with user_errors():
+        similarity = check_similarity(
+            config.similarity if config.similarity is not None else default_similarity(setting)
+        )
+        state_path = out / "curation" / "duplicates_state.npz"
+        state = State.load(state_path)
+        unit = unit_rows(embeddings.matrix)
+        keys, hashes = content_keys(
+            samples, storage.dataset_dir(name), vector_digests(unit), state.file_hashes if state else None
+        )
+        found = find_duplicates(samples["filename"].tolist(), unit, keys, similarity, model_key, state)
+        found.state.file_hashes = hashes
+        found.state.save(state_path)
+        path = write_duplicates_csv(out / "duplicates.csv", found.table)
+        warning = uniformity_warning(unit, similarity, bool(upstream.get("random_init", False)))
+        sheet = write_contact_sheet(
+            out / "duplicates_contact_sheet.png", found.largest(6), samples, storage.dataset_dir(name)
+        )
+    if warning:
+        context.log.warning(f"{name}: {warning}")
+    counts = found.counts()
+    context.log.info(
+        f"{name}: {found.groups} duplicate groups ({counts['exact']} exact, {counts['near']} near copies) "
+        f"at similarity {similarity}, {found.method}; searched {found.searched} of {found.samples} samples"
+    )
+    title = f"{name}: the {min(6, found.groups)} largest of {found.groups} duplicate groups"
+    yield Output(
+        {
+            "path": str(path),
+            "table": found.table,
+            "groups": found.groups,
+            "exact": counts["exact"],
+            "near": counts["near"],
+            "similarity": similarity,
+            "warning": warning,
+        },
+        metadata={
+            "duplicates_csv": MetadataValue.path(str(path.resolve())),
+            "groups": MetadataValue.int(found.groups),
+            "exact_copies": MetadataValue.int(counts["exact"]),
+            "near_copies": MetadataValue.int(counts["near"]),
+            "samples_in_groups": MetadataValue.int(len(found.table)),
+            "samples": MetadataValue.int(found.samples),
+            "similarity": MetadataValue.float(similarity),
+            "similarity_source": "config" if config.similarity is not None else f"default for model {setting!r}",
+            "search": found.method,
+            "searched_samples": MetadataValue.int(found.searched),
+            "reused_samples": MetadataValue.int(found.samples - found.searched),
+            "similarity_warning": warning or "none",
+            f"largest_groups (first {min(GROUPS_LISTED, found.groups)} of {found.groups})": _groups_table(
+                found, found.samples
+            ),
+            "contact_sheet": MetadataValue.md(image_markdown(sheet, title)),
+        },
+    )
+    yield checks.no_duplicates(found.groups, counts, similarity)
+    yield checks.similarities_meaningful(warning)
+
+
+@dataset_asset(check_specs=checks.SELECTION, kinds={"text"})
+def selection(
+    context: AssetExecutionContext,
+    config: SelectionConfig,
+    storage: StorageResource,
+    embeddings,
+    duplicates: dict,
+    frame_index: pd.DataFrame,
+):
+    """A subset with no two members of a duplicate group, at `<outputs>/<dataset>/selection.txt` (one Lightly
+    filename per line, `frame_index` order); its coverage radius beside a random selection's of the same size."""
+    from lightly_assets.curation.selection import (
+        candidates,
+        check_strategy,
+        coverage_radius,
+        random_rows,
+        requested_count,
+        select,
+        write_selection,
+    )
+
+    name = context.partition_key
+    out = storage.outputs_for(name)
+    samples = _samples(embeddings, frame_index)
+    table: pd.DataFrame = duplicates["table"]
+    group_of = np.full(len(samples), -1, dtype=np.int64)
+    row_of = {n: i for i, n in enumerate(samples["filename"])}
+    for filename, group in zip(table["filenames"], table["group"], strict=True):
+        if filename in row_of:
+            group_of[row_of[filename]] = int(group)
+    with user_errors():
+        strategy = check_strategy(config.strategy)
+        n = requested_count(len(samples), config.n_samples, config.proportion)
+        chosen = select(embeddings.matrix, embeddings.labels, group_of, n, strategy)
+        names = samples["filename"].iloc[chosen.rows].tolist()
+        path = out / "selection.txt"
+        write_selection(path, names)
+    for note in chosen.notes:
+        context.log.info(f"{name}: {note}")
+    radius = coverage_radius(embeddings.matrix, chosen.rows)
+    baseline = coverage_radius(embeddings.matrix, random_rows(candidates(group_of), len(chosen.rows)))
+    context.log.info(f"{name}: selected {len(names)} of {len(samples)} samples ({strategy})")
+    yield Output(
+        {"path": str(path), "filenames": names, "strategy": strategy, "samples": len(samples)},
+        metadata={
+            f"per_label (all {samples['label'].nunique()} labels)": _per_label(samples, chosen.rows),
+            "selected": MetadataValue.int(len(names)),
+            "samples": MetadataValue.int(len(samples)),
+            "requested": MetadataValue.int(n),
+            "candidates": MetadataValue.int(chosen.candidates),
+            "strategy": strategy,
+            "engine": "lightly_mundig (LightlyStudio's sampling engine)",
+            "coverage_radius": _rounded(radius),
+            "coverage_radius_random": _rounded(baseline),
+            "coverage_radius_unit": "cosine distance (1 - cosine) from the farthest sample to its nearest selected one",
+            "notes": "; ".join(chosen.notes) or "none",
+            "selection_txt": MetadataValue.path(str(path.resolve())),
+        },
+    )
+    yield checks.no_duplicates_selected(names, table)
+
+
+def image_markdown(picture: Path, title: str) -> str:
+    """A small PNG inline in Markdown (Dagster's Markdown allows `data:` images)."""
+    data = base64.b64encode(Path(picture).read_bytes()).decode()
+    title = title.replace("[", "(").replace("]", ")")
+    return f"![{title}](data:image/png;base64,{data})"
+
+
+def _rounded(value: float | None) -> MetadataValue:
+    return MetadataValue.float(round(value, 4)) if value is not None else MetadataValue.text("n/a (nothing selected)")
+
+
+def _per_label(samples: pd.DataFrame, rows: np.ndarray) -> MetadataValue:
+    chosen = samples.iloc[rows]
+    records = []
+    for (label, label_name), group in samples.groupby(["label", "label_name"], sort=True):
+        picked = int((chosen["label"] == label).sum())
+        records.append(
+            TableRecord(
+                {
+                    "label": int(label),
+                    "label_name": str(label_name),
+                    "samples": len(group),
+                    "selected": picked,
+                    "selected_share": round(picked / len(group), 4) if len(group) else 0.0,
+                }
+            )
+        )
+    schema = TableSchema(
+        columns=[
+            TableColumn("label", "int", description="weak label"),
+            TableColumn("label_name", "string", description="name of the weak label"),
+            TableColumn("samples", "int", description="samples with this label"),
+            TableColumn("selected", "int", description="of them in selection.txt"),
+            TableColumn("selected_share", "float", description="selected / samples"),
+        ]
+    )
+    return MetadataValue.table(records=records, schema=schema)

@@ -1,0 +1,123 @@
+"""Curation results as LightlyStudio tags: the duplicates, and each selection, under a versioned name.
+
+LightlyStudio's own sampling writes its result into a tag whose name must be new; we follow that rule: a result
+goes into `<base>-v<k>`, the next version after the highest one the collection has. A run whose result equals the
+latest version's members reuses that tag, so re-running an unchanged dataset does not pile up identical tags.
+Images are tagged in the image dataset, video frames in the video dataset's frame collection (a selection over
+videos is a frame selection).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import pandas as pd
+
+from lightly_assets.publish.studio.database import connected, scrub, writer_lock
+from lightly_assets.publish.studio.naming import dataset_names, frames_collection
+from lightly_assets.publish.studio.target import StudioError, StudioTarget
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+
+def versioned(base: str, existing: Sequence[str]) -> tuple[str | None, str]:
+    """(latest existing `<base>-v<k>` or None, the next new name)."""
+    pattern = re.compile(rf"^{re.escape(base)}-v(\d+)$")
+    versions = sorted(int(m.group(1)) for name in existing if (m := pattern.match(name)))
+    latest = f"{base}-v{versions[-1]}" if versions else None
+    return latest, f"{base}-v{(versions[-1] if versions else 0) + 1}"
+
+
+def _collection(session: Session, name: str) -> UUID | None:
+    from lightly_studio.resolvers import collection_resolver
+
+    return collection_resolver.get_by_name(session=session, name=name, parent_collection_id=None)
+
+
+def _image_ids(session: Session, collection_id: UUID, root: Path, images: pd.DataFrame) -> dict[str, UUID]:
+    from lightly_studio.models.image import ImageTable
+
+    from lightly_assets.publish.studio.images import paths_in
+
+    by_path = paths_in(session, collection_id, ImageTable)
+    names = {(root / str(s)).as_posix(): str(n) for s, n in zip(images["source"], images["filename"], strict=True)}
+    return {names[path]: sample_id for path, sample_id in by_path.items() if path in names}
+
+
+def _frame_ids(session: Session, collection_id: UUID, root: Path, frames: pd.DataFrame) -> dict[str, UUID]:
+    """Frame sample name -> LightlyStudio frame id, matched like the upload does (pts, else frame number)."""
+    from lightly_studio.models.video import VideoTable
+
+    from lightly_assets.publish.studio.images import paths_in
+    from lightly_assets.publish.studio.videos import _frames_of
+
+    videos = paths_in(session, collection_id, VideoTable)
+    stored = _frames_of(session, list(videos.values()))
+    out: dict[str, UUID] = {}
+    for source, rows in frames.groupby("source", sort=False):
+        video_id = videos.get((root / str(source)).as_posix())
+        if video_id is None:
+            continue
+        by_pts = {int(p): str(n) for p, n in zip(rows["pts"], rows["filename"], strict=True) if not pd.isna(p)}
+        by_frame = {int(f): str(n) for f, n in zip(rows["frame"], rows["filename"], strict=True)}
+        ours = stored[video_id]
+        pts = [p for _, _, p in ours]
+        if ours and by_pts and len(set(pts)) == len(pts) and all(p in by_pts for p in pts):
+            out.update({by_pts[p]: sample_id for sample_id, _, p in ours})
+        else:
+            out.update({by_frame[n]: sample_id for sample_id, n, _ in ours if n in by_frame})
+    return out
+
+
+def _write_tag(session: Session, collection_id: UUID, base: str, sample_ids: list[UUID]) -> str:
+    from lightly_studio.resolvers import tag_resolver
+
+    existing = {t.name: t.tag_id for t in tag_resolver.get_all_by_collection_id(session, collection_id)}
+    latest, new = versioned(base, list(existing))
+    if latest is not None and set(tag_resolver.get_sample_ids_by_tag_id(session, existing[latest])) == set(sample_ids):
+        return latest
+    tag_id = tag_resolver.get_or_create_sample_tag_by_name(
+        session=session, collection_id=collection_id, tag_name=new
+    ).tag_id
+    tag_resolver.add_sample_ids_to_tag_id(session=session, tag_id=tag_id, sample_ids=sample_ids)
+    return new
+
+
+def publish_tags(
+    target: StudioTarget, data_dir: Path, frame_index: pd.DataFrame, tags: Mapping[str, Sequence[str]]
+) -> dict[str, str]:
+    """Tag samples (by Lightly filename) under versioned names; returns base name -> tag names written or kept.
+
+    Call after `upload_dataset`: the samples must be in LightlyStudio already. An empty list writes no tag.
+    """
+    root = Path(data_dir).absolute()
+    images = frame_index[frame_index["kind"] == "image"]
+    frames = frame_index[frame_index["kind"] == "video"]
+    written: dict[str, list[str]] = {}
+    with writer_lock(target), connected(target) as session:
+        try:
+            image_name, video_name = dataset_names(session, target.dataset_name, not images.empty)
+            ids: list[tuple[UUID, dict[str, UUID]]] = []
+            if not images.empty and (image_id := _collection(session, image_name)) is not None:
+                ids.append((image_id, _image_ids(session, image_id, root, images)))
+            if not frames.empty and (video_id := _collection(session, video_name)) is not None:
+                frames_id = frames_collection(session, video_id)
+                if frames_id is not None:
+                    ids.append((frames_id, _frame_ids(session, video_id, root, frames)))
+            for base, names in tags.items():
+                for collection_id, by_name in ids:
+                    members = [by_name[n] for n in names if n in by_name]
+                    if members:
+                        written.setdefault(base, []).append(_write_tag(session, collection_id, base, members))
+            session.commit()
+        except StudioError:
+            raise
+        except Exception as error:
+            reason = f"{type(error).__name__}: {scrub(str(error), target)}"
+            raise StudioError(target.dataset_name, f"tagging curation results failed: {reason}") from error
+    return {base: ", ".join(names) for base, names in written.items()}

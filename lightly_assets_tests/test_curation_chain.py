@@ -1,0 +1,126 @@
+"""The curation assets in the main job: planted duplicates found, a selection without them, tags in LightlyStudio."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import av
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import DagsterInstance
+
+from lightly_assets.definitions import defs
+from lightly_assets.defs.partitions import datasets_partitions
+from lightly_assets.summary import summarise_run
+from lightly_assets_tests.conftest import EXAMPLE_DATA
+
+
+def static_video(path: Path, still: int = 5, moving: int = 3) -> Path:
+    """A static scene (`still` identical frames), then `moving` frames that all differ."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(still + moving):
+            shade = 128 if i < still else 30 * (i - still)
+            pixels = np.full((32, 32, 3), shade, np.uint8)
+            pixels[:, : 4 + 4 * max(0, i - still + 1)] = 255 - shade
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def run(instance: DagsterInstance, tmp_path: Path, duplicates: dict, selection: dict, target: dict | None = None):
+    storage = {"data_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "out")}
+    config = {
+        "ops": {"duplicates": {"config": duplicates}, "selection": {"config": selection}},
+        "resources": {"storage": {"config": storage}, **({"publish_target": {"config": target}} if target else {})},
+    }
+    job = defs.resolve_job_def("lightly_assets_job")
+    return job.execute_in_process(run_config=config, instance=instance, partition_key="ds", raise_on_error=False)
+
+
+def tags(db: Path) -> dict[str, int]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.sql(
+            "select t.name, count(*) from tag t join sampletaglinktable l on l.tag_id = t.tag_id group by 1"
+        ).fetchall()
+    return {name: n for name, n in rows}
+
+
+@pytest.mark.e2e  # the whole chain, three times (~40 s)
+def test_duplicates_and_selection_in_the_chain(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "ds"
+    shutil.copytree(EXAMPLE_DATA / "images_weak_labels" / "cats", data / "cats")
+    shutil.copy(data / "cats" / "chelsea-0.jpg", data / "cats" / "copy-of-chelsea-0.jpg")
+    static_video((data / "clips").mkdir(parents=True) or data / "clips" / "still.mp4")
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(datasets_partitions.name, ["ds"])
+
+    result = run(instance, tmp_path, {"similarity": 1.0}, {"n_samples": 100})
+    assert result.success
+    out = tmp_path / "out" / "ds"
+    table = pd.read_csv(out / "duplicates.csv")
+    assert list(table.columns) == ["filenames", "group", "kind", "similarity"]
+    groups = table.groupby("group")["filenames"].apply(list).tolist()
+    assert ["cats/chelsea-0.jpg", "cats/copy-of-chelsea-0.jpg"] in groups  # the same file content
+    frames = [g for g in groups if g[0].startswith("clips/")]
+    assert frames == [[f"clips/still-{i}-mp4.png" for i in range(5)]]  # the static scene, frame by frame
+    assert set(table["kind"]) == {"exact"}
+    selected = (out / "selection.txt").read_text().splitlines()
+    assert len(selected) == 5 + 8 - 1 - 4  # 5 images and 8 frames, less one copy and four still frames
+    assert "cats/copy-of-chelsea-0.jpg" not in selected and "clips/still-0-mp4.png" in selected
+    order = {name: i for i, name in enumerate(result.output_for_node("frame_index")["filename"])}
+    assert [order[n] for n in selected] == sorted(order[n] for n in selected)  # frame_index order
+    summary = summarise_run("ds", result).render()
+    assert "duplicates: 2 groups found (5 exact, 0 near copies at cosine >= 1.0)" in summary
+    assert "selection: 8 of 13 samples written (diverse)" in summary
+    [meta] = [m.metadata for m in result.asset_materializations_for_node("duplicates")]
+    assert meta["contact_sheet"].value.startswith("![ds: the 2 largest of 2 duplicate groups](data:image/png;base64,")
+    assert meta["searched_samples"].value == 13
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["no_duplicates"] is False and checks["no_duplicates_selected"] is True
+    assert checks["similarities_meaningful"] is False  # the tests' weights are random
+    db = tmp_path / "out" / "lightly_studio.db"
+    assert {k: tags(db).get(k) for k in ("duplicates-v1", "selection-diverse-v1")} == {
+        "duplicates-v1": 7,
+        "selection-diverse-v1": 8,
+    }
+
+    again = run(instance, tmp_path, {"similarity": 1.0}, {"n_samples": 100})  # unchanged: nothing searched again
+    [meta] = [m.metadata for m in again.asset_materializations_for_node("duplicates")]
+    assert meta["searched_samples"].value == 0 and meta["reused_samples"].value == 13
+    assert "duplicates-v2" not in tags(db) and "selection-diverse-v2" not in tags(db)
+
+    smaller = run(instance, tmp_path, {"similarity": 1.0}, {"n_samples": 3})  # a new selection: a new tag
+    assert smaller.success and tags(db)["selection-diverse-v2"] == 3 and tags(db)["selection-diverse-v1"] == 8
+
+    for bad, message in [
+        (({"similarity": 1.5}, {}), "similarity must be in (0, 1]"),
+        (({}, {"n_samples": -1}), "n_samples must be 0 or more"),
+    ]:
+        failed = run(instance, tmp_path, *bad)
+        assert not failed.success
+        assert message in summarise_run("ds", failed).error
+
+
+@pytest.mark.e2e  # the whole chain once, into a bucket datasource (~20 s)
+def test_the_bucket_target_gets_both_files_under_dot_lightly(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "ds"
+    shutil.copytree(EXAMPLE_DATA / "images_weak_labels" / "cats", data)
+    shutil.copy(data / "chelsea-1.jpg", data / "chelsea-1-copy.jpg")
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(datasets_partitions.name, ["ds"])
+    bucket = tmp_path / "bucket"
+    target = {"target": "bucket", "bucket_url": f"file://{bucket}"}
+    result = run(instance, tmp_path, {"similarity": 1.0}, {"proportion": 0.5}, target)
+    assert result.success
+    out, published = tmp_path / "out" / "ds", bucket / "ds" / ".lightly"
+    assert (published / "duplicates.csv").read_bytes() == (out / "duplicates.csv").read_bytes()
+    assert (published / "selection.txt").read_bytes() == (out / "selection.txt").read_bytes()
+    assert len((out / "selection.txt").read_text().splitlines()) == 2  # half of 5, rounded down
+    assert pd.read_csv(out / "duplicates.csv")["filenames"].tolist() == ["chelsea-1-copy.jpg", "chelsea-1.jpg"]
