@@ -69,6 +69,11 @@ class EmbeddingModelResource(ConfigurableResource):
     workers: Optional[int] = None  # decode threads; None: sized for the device (runtime.plan_threads)
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where native, else fp32
+    orientation: Literal["upright", "raw"] = Field(
+        default="upright",
+        description="`upright`: photos and frames as viewers show them (EXIF orientation, video display rotation); "
+        "`raw`: the stored pixels, as lightly-embed embeds them.",
+    )
     seed: int = 0
     pretrained: bool = Field(
         default=True, description="Use Lightly's pretrained zoo weights when no checkpoint is set."

@@ -26,6 +26,7 @@ import pandas as pd
 from PIL import Image
 
 from lightly_assets import columns
+from lightly_assets.dataset.orientation import check_orientation, exif_upright
 from lightly_assets.embedding.cache import Checkpoint, EmbeddingCache, Key
 from lightly_assets.embedding.executor import DecodeOptions, EmbedJob, Executor, JobResult, Sink
 from lightly_assets.embedding.model import LoadedModel
@@ -69,23 +70,25 @@ class EmbedResult:
     nodes: frozenset[str] = frozenset()  # the Ray nodes that embedded (empty locally)
 
 
-def load_image(path: Path, size: int, draft: bool = True) -> np.ndarray:
+def load_image(path: Path, size: int, draft: bool = True, upright: bool = True) -> np.ndarray:
     """RGB pixels resized to (size, size), as lightly-embed's `pil_loader` + `Resize((size, size))` give them.
 
     With `draft`, JPEGs are decoded at a reduced DCT scale (still at least DRAFT_FACTOR x size) which
-    is several times cheaper for large photos and nearly identical after the final resize.
+    is several times cheaper for large photos and nearly identical after the final resize. `upright` turns
+    the photo by its EXIF orientation first, as viewers show it (lightly-embed does not: `upright=False`).
     """
     with Image.open(path) as im:
         if draft and im.format == "JPEG":
             im.draft("RGB", (size * DRAFT_FACTOR, size * DRAFT_FACTOR))
-        rgb = im.convert("RGB") if im.mode != "RGB" else im
+        shown = exif_upright(im) if upright else im
+        rgb = shown.convert("RGB") if shown.mode != "RGB" else shown
         rgb.load()
         small = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(small)
 
 
 def _cache_fingerprint(model: LoadedModel, decode: DecodeOptions) -> str:
-    return f"{model.fingerprint}|draft={int(decode.draft) * DRAFT_FACTOR}"
+    return f"{model.fingerprint}|draft={int(decode.draft) * DRAFT_FACTOR}|orientation={decode.orientation}"
 
 
 def _keys(frame_index: pd.DataFrame) -> list[Key]:
@@ -133,26 +136,27 @@ _DONE = object()
 Item = tuple[int, np.ndarray | None, str | None]  # (row, pixels or None, reason when unreadable)
 
 
-def _decode(task: _Task, data_dir: Path, size: int, draft: bool) -> Iterator[Item]:
+def _decode(task: _Task, data_dir: Path, size: int, decode: DecodeOptions) -> Iterator[Item]:
     path = data_dir / task.source
+    upright = decode.orientation == "upright"
     if not task.video:
         (row,) = task.rows.values()
         try:
-            yield row, load_image(path, size, draft), None
+            yield row, load_image(path, size, decode.draft, upright), None
         except Exception as exc:  # noqa: BLE001 - any decoder failure makes this one sample unreadable
             yield row, None, exception_line(exc)
         return
-    yield from _decode_video(path, dict(task.rows), size)
+    yield from _decode_video(path, dict(task.rows), size, upright)
 
 
-def _decode_video(path: Path, wanted: dict[int, int], size: int) -> Iterator[Item]:
+def _decode_video(path: Path, wanted: dict[int, int], size: int, upright: bool = True) -> Iterator[Item]:
     """Frames decoded once, in order; frames the video lacks or that follow a decode error are unreadable."""
     from lightly_assets.dataset.video import iter_frames  # PyAV is imported only when a dataset has videos
 
     reason = "frame not found in the video (it has fewer frames than were indexed)"
     frames: Iterator | None = None
     try:
-        frames = iter_frames(path, size=(size, size))
+        frames = iter_frames(path, size=(size, size), upright=upright)
         for number, image in frames:
             row = wanted.pop(number, None)
             if row is not None:
@@ -185,7 +189,7 @@ class _Decoder:
         tasks: list[_Task],
         data_dir: Path,
         size: int,
-        draft: bool,
+        decode: DecodeOptions,
         workers: int,
         depth: int,
         low_priority: bool = False,
@@ -197,7 +201,7 @@ class _Decoder:
             self._tasks.put(task)
         self._stop = threading.Event()
         self.n_workers = max(1, min(workers, len(tasks)))
-        args = (data_dir, size, draft)
+        args = (data_dir, size, decode)
         self._threads = [
             threading.Thread(target=self._work, args=args, name=f"embed-decode-{i}", daemon=True)
             for i in range(self.n_workers)
@@ -214,7 +218,7 @@ class _Decoder:
                 continue
         return False
 
-    def _work(self, data_dir: Path, size: int, draft: bool) -> None:
+    def _work(self, data_dir: Path, size: int, decode: DecodeOptions) -> None:
         if self._low_priority:
             lower_this_thread_priority()  # this thread only (and the codec threads it starts)
         try:
@@ -223,7 +227,7 @@ class _Decoder:
                     task = self._tasks.get_nowait()
                 except queue.Empty:
                     break
-                items = _decode(task, data_dir, size, draft)
+                items = _decode(task, data_dir, size, decode)
                 for item in items:
                     if not self._put(item):
                         items.close()
@@ -256,12 +260,14 @@ def embed_samples(
     progress: Callable[[int, int], None] | None = None,
     draft: bool = True,
     executor: Executor | None = None,
+    orientation: str = "upright",
 ) -> EmbedResult:
     """Embed every sample of `frame_index` (images and video frames) with `model`, reusing cached vectors.
 
     `workers` decode threads (default: the model's `decode_workers`, sized for its device and threads).
     The rows the cache lacks go to `executor` as one `EmbedJob` (default `LocalExecutor()`, this process;
-    `distributed.RayExecutor` embeds them on a Ray cluster).
+    `distributed.RayExecutor` embeds them on a Ray cluster). `orientation` `upright` (default) embeds photos and
+    frames as viewers show them (EXIF orientation, display rotation); `raw` embeds the stored pixels, as lightly-embed.
     """
     columns.require(frame_index, REQUIRED_COLUMNS, "frame_index")
     if batch_size < 1:
@@ -269,7 +275,7 @@ def embed_samples(
     start = time.perf_counter()
     n = len(frame_index)
     keys = _keys(frame_index)
-    decode = DecodeOptions(draft=draft)
+    decode = DecodeOptions(draft=draft, orientation=check_orientation(orientation))
     fingerprint = _cache_fingerprint(model, decode)
     matrix = np.zeros((n, model.dim), dtype=np.float32)
     done = np.zeros(n, dtype=bool)
@@ -388,7 +394,7 @@ class LocalExecutor:
             _tasks(job.samples, np.arange(len(job.samples))),
             job.data_dir,
             job.model.input_size,
-            job.decode.draft,
+            job.decode,
             job.workers,
             depth=2 * job.batch_size,
             low_priority=job.model.low_priority_decode,
