@@ -94,12 +94,10 @@ class VideoIndex:
     n_frames: int
     pts: tuple[int | None, ...]
     time_s: tuple[float | None, ...]
-    time_base: Fraction | None
     fps: float | None
     width: int
     height: int
     codec: str
-    container: str
     method: Literal["demux", "decode"]
     timestamps: Literal["pts", "dts", "synthesized", "none"]
     note: str = ""
@@ -375,12 +373,10 @@ def index_video(path: str | os.PathLike[str], method: Method = "auto") -> VideoI
             n_frames=len(pts),
             pts=stamps,
             time_s=seconds,
-            time_base=stream.time_base,
             fps=fps,
             width=ctx.width,
             height=ctx.height,
             codec=codec,
-            container=container.format.name,
             method="decode" if note else "demux",
             timestamps=source,  # type: ignore[arg-type]
             note=note,

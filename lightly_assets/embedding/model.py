@@ -22,18 +22,27 @@ import torch
 from torch import nn
 
 from lightly_assets.embedding import runtime
+from lightly_assets.embedding.checkpoint import check_fit, read_state_dict
+from lightly_assets.embedding.models.spec import ModelError
 from lightly_assets.embedding.network import LIGHTLY_RESNETS, LightlyArch, build_backbone, lightly_keys
 from lightly_assets.embedding.network import projection_head_shapes as _projection_head_shapes
+from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.runtime import bf16_supported
-from lightly_assets.errors import LightlyAssetsError, first_line
 
 if TYPE_CHECKING:
     from lightly.cli._cli_simclr import _SimCLR
 
-__all__ = ["LightlyArch", "LoadedModel", "ModelError", "bf16_supported", "build_lightly_model", "load_model"]
+__all__ = [
+    "LightlyArch",
+    "LoadedModel",
+    "ModelError",
+    "bf16_supported",
+    "build_lightly_model",
+    "load_model",
+    "load_network",
+    "resolve_device",
+]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PREPROCESSING = "PIL resize (s,s) bilinear + ToTensor + Normalize(ImageNet)"
 _FINGERPRINT_VERSION = "lightly-assets-model/2"  # 2: batch norms folded into the convolutions
 _PRECISIONS = runtime.PRECISIONS
@@ -49,10 +58,6 @@ _TORCHVISION_NAMES = {
     ("bottleneck", (3, 4, 23, 3)): "resnet101",
     ("bottleneck", (3, 8, 36, 3)): "resnet152",
 }
-
-
-class ModelError(LightlyAssetsError):
-    """A checkpoint or model setting that cannot be used; the message names the file and the reason."""
 
 
 class _Backbone(nn.Module):
@@ -88,9 +93,18 @@ class LoadedModel:
     threads: int = 0
     decode_workers: int = 2
     low_priority_decode: bool = False
+    preprocessing: Preprocessing | None = None  # None: lightly-embed's (whole image to input_size, ImageNet stats)
+    spec: str = "lightly"  # what the user asked for (`LIGHTLY_ASSETS_MODEL`)
+    space_key: str | None = None  # LightlyStudio's embedding space of these vectors; None: ours per dimension
+    onnx_path: str | None = None  # for `onnx:` models: the file, for an engine that runs ONNX itself
     _pinned: torch.Tensor | None = field(default=None, init=False, repr=False)
     _copied: torch.cuda.Event | None = field(default=None, init=False, repr=False)
     _norm: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def prep(self) -> Preprocessing:
+        """How the pipeline turns a decoded image into this model's uint8 input."""
+        return self.preprocessing or Preprocessing.stretch(self.input_size)
 
     def preprocess(self, batch: np.ndarray) -> torch.Tensor:
         """uint8 NHWC pixels (already resized) -> normalised float NCHW, the same arithmetic as lightly's transform.
@@ -127,14 +141,26 @@ class LoadedModel:
 
     def _normalisation(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._norm is None:
-            mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-            std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+            prep = self.prep
+            mean = torch.tensor(prep.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+            std = torch.tensor(prep.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
             self._norm = (mean, std)
         return self._norm
 
+    @property
+    def has_text(self) -> bool:
+        """Whether the model has a text tower (CLIP): phrases and images share one space."""
+        return hasattr(self.module, "embed_text")
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """float32 (len(texts), dim) text embeddings of a CLIP model."""
+        if not self.has_text:
+            raise ModelError(f"{self.description}: this model has no text tower (use a CLIP model for text search)")
+        return self.module.embed_text(texts)
+
     @torch.inference_mode()
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        """Embed a uint8 NHWC batch of `input_size` x `input_size` images; returns float32 (N, dim)."""
+        """Embed a uint8 NHWC batch of `prep.shape` images; returns float32 (N, dim)."""
         x = self.preprocess(batch)
         dtype = _AUTOCAST.get(self.precision)
         if dtype is not None:
@@ -162,7 +188,7 @@ def load_model(
     """
     if input_size < 8:
         raise ModelError(f"input_size must be at least 8 pixels, got {input_size}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     effective, notes = _resolve_precision(precision, dev)
     plan = runtime.plan_threads(dev.type, runtime.usable_cores(), threads, decode_workers)
     runtime.apply_torch_threads(plan.torch_threads)
@@ -194,6 +220,52 @@ def load_model(
     )
     loaded.dim = dim or _probe_dim(loaded, checkpoint)
     return loaded
+
+
+def load_network(
+    network,  # lightly_assets.embedding.models.Network
+    spec: str,
+    device: str = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
+    decode_workers: int | None = None,
+) -> LoadedModel:
+    """Hand a named model's network to the engine: device, precision and threads as for `load_model`.
+
+    The fingerprint (the embedding cache's key) covers the spec, the weights file's sha256, the preprocessing
+    and the precision: switching any of them re-embeds.
+    """
+    dev = resolve_device(device)
+    effective, notes = _resolve_precision(precision, dev)
+    if network.onnx_path is not None and effective != "fp32":
+        notes.append(f"{spec}: the ONNX file runs in its own precision (fp32 here), not {effective}")
+        effective = "fp32"
+    plan = runtime.plan_threads(dev.type, runtime.usable_cores(), threads, decode_workers)
+    runtime.apply_torch_threads(plan.torch_threads)
+    prep = network.preprocessing
+    identity = f"{_FINGERPRINT_VERSION}|{spec}|{network.weights.sha256}|{prep.describe()}|{effective}"
+    module = (
+        network.module if network.onnx_path is not None else network.module.to(dev, memory_format=torch.channels_last)
+    )
+    return LoadedModel(
+        module=module,
+        device=dev if network.onnx_path is None else torch.device("cpu"),
+        dim=network.dim,
+        description=network.description,
+        checkpoint=str(network.weights.path) if network.weights.path else None,
+        random_init=False,
+        precision=effective,
+        fingerprint=hashlib.sha256(identity.encode()).hexdigest()[:32],
+        input_size=prep.height,
+        notes=notes,
+        threads=torch.get_num_threads(),
+        decode_workers=plan.decode_workers,
+        low_priority_decode=plan.low_priority_decode,
+        preprocessing=prep,
+        spec=spec,
+        space_key=network.space_key,
+        onnx_path=str(network.onnx_path) if network.onnx_path else None,
+    )
 
 
 def build_lightly_model(arch: LightlyArch = _DEFAULT_ARCH) -> _SimCLR:
@@ -230,7 +302,8 @@ def _describe_lightly(arch: LightlyArch, origin: str) -> str:
     return f"lightly {arch.name}{width} SimCLR backbone, {arch.num_ftrs}-d ({origin})"
 
 
-def _resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
+    """The one place a device is chosen: `auto` is CUDA when there is one, else the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -250,26 +323,8 @@ def _resolve_precision(precision: str, device: torch.device) -> tuple[str, list[
     return runtime.choose_precision(precision, device.type, bf16_supported(device))
 
 
-def _read_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
-    """The tensor mapping inside a checkpoint file: a Lightning `{"state_dict": ...}` file or a bare state dict.
-
-    `weights_only=True` so a checkpoint cannot run code; Lightning files written by lightly's CLI load this way.
-    """
-    if not path.is_file():
-        raise ModelError(f"{path}: checkpoint file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
-        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({first_line(exc)})") from None
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f"{path}: expected a state dict (or a dict with 'state_dict') of tensors")
-    return obj
-
-
 def _from_checkpoint(path: Path) -> tuple[nn.Module, str]:
-    state = _read_checkpoint(path)
+    state = read_state_dict(path)
     keys = list(state)
     if any(k.startswith("module.") for k in keys):
         state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -292,25 +347,6 @@ def _stage_blocks(keys: list[str], stage_prefixes: list[str]) -> tuple[str, tupl
         counts.append(max(found) + 1 if found else 0)
     bottleneck = any(re.match(re.escape(stage_prefixes[0]) + r"\d+\.conv3\.", k) for k in keys)
     return ("bottleneck" if bottleneck else "basic"), tuple(counts)
-
-
-def _mismatch(path: Path, what: str, expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]) -> None:
-    """Raise ModelError listing missing, unexpected and wrongly shaped keys, if any."""
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    shapes = [
-        f"{k} {tuple(got[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in got and got[k].shape != v.shape
-    ]
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if items:
-            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-            parts.append(f"{label}: {items[:5]}{more}")
-    raise ModelError(f"{path}: checkpoint does not fit {what}: " + "; ".join(parts))
 
 
 def _lightly_arch(path: Path, state: Mapping[str, torch.Tensor]) -> LightlyArch:
@@ -352,7 +388,7 @@ def _load_lightly(path: Path, state: Mapping[str, torch.Tensor]) -> tuple[nn.Mod
     if any(k.startswith("projection_head.") for k in fixed):
         origin = "SimCLR"
         expected |= {k: torch.empty(shape) for k, shape in _projection_head_shapes(arch).items()}
-    _mismatch(path, _describe_lightly(arch, origin), expected, fixed)
+    check_fit(path, _describe_lightly(arch, origin), expected, fixed)
     weights = {  # float32 like the network lightly builds (a half-precision file is converted, as copy_ would)
         k.removeprefix("backbone."): v.float() if v.is_floating_point() else v
         for k, v in fixed.items()
@@ -376,7 +412,7 @@ def _load_torchvision(path: Path, state: Mapping[str, torch.Tensor]) -> tuple[nn
     model = getattr(torchvision.models, name)(weights=None)
     model.fc = nn.Identity()
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    _mismatch(path, f"torchvision {name}", model.state_dict(), state)
+    check_fit(path, f"torchvision {name}", model.state_dict(), state)
     model.load_state_dict(state, strict=True)
     return model, f"torchvision {name} (fc dropped), checkpoint {path.name}"
 

@@ -30,6 +30,7 @@ from lightly_assets.dataset.orientation import check_orientation, exif_upright
 from lightly_assets.embedding.cache import Checkpoint, EmbeddingCache, Key
 from lightly_assets.embedding.executor import DecodeOptions, EmbedJob, Executor, JobResult, Sink
 from lightly_assets.embedding.model import LoadedModel
+from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.runtime import lower_this_thread_priority
 from lightly_assets.errors import LightlyAssetsError, exception_line
 
@@ -70,21 +71,28 @@ class EmbedResult:
     nodes: frozenset[str] = frozenset()  # the Ray nodes that embedded (empty locally)
 
 
-def load_image(path: Path, size: int, draft: bool = True, upright: bool = True) -> np.ndarray:
-    """RGB pixels resized to (size, size), as lightly-embed's `pil_loader` + `Resize((size, size))` give them.
+def load_image(path: Path, size: int | Preprocessing, draft: bool = True, upright: bool = True) -> np.ndarray:
+    """RGB pixels as the model takes them; an int `size` is lightly-embed's `pil_loader` + `Resize((size, size))`.
 
-    With `draft`, JPEGs are decoded at a reduced DCT scale (still at least DRAFT_FACTOR x size) which
-    is several times cheaper for large photos and nearly identical after the final resize. `upright` turns
-    the photo by its EXIF orientation first, as viewers show it (lightly-embed does not: `upright=False`).
+    With `draft`, JPEGs are decoded at a reduced DCT scale (still at least DRAFT_FACTOR x the size the model's
+    resize starts from), which is several times cheaper for large photos and nearly identical after the resize.
+    `upright` turns the photo by its EXIF orientation first, as viewers show it (lightly-embed does not:
+    `upright=False`).
     """
+    prep = as_preprocessing(size)
     with Image.open(path) as im:
         if draft and im.format == "JPEG":
-            im.draft("RGB", (size * DRAFT_FACTOR, size * DRAFT_FACTOR))
+            w, h = prep.draft_size()
+            im.draft("RGB", (w * DRAFT_FACTOR, h * DRAFT_FACTOR))
         shown = exif_upright(im) if upright else im
         rgb = shown.convert("RGB") if shown.mode != "RGB" else shown
         rgb.load()
-        small = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(small)
+        return prep.apply(rgb)
+
+
+def as_preprocessing(size: int | Preprocessing) -> Preprocessing:
+    """lightly-embed's preprocessing for a plain size; a model's own otherwise."""
+    return size if isinstance(size, Preprocessing) else Preprocessing.stretch(size)
 
 
 def _cache_fingerprint(model: LoadedModel, decode: DecodeOptions) -> str:
@@ -136,7 +144,7 @@ _DONE = object()
 Item = tuple[int, np.ndarray | None, str | None]  # (row, pixels or None, reason when unreadable)
 
 
-def _decode(task: _Task, data_dir: Path, size: int, decode: DecodeOptions) -> Iterator[Item]:
+def _decode(task: _Task, data_dir: Path, size: Preprocessing, decode: DecodeOptions) -> Iterator[Item]:
     path = data_dir / task.source
     upright = decode.orientation == "upright"
     if not task.video:
@@ -149,14 +157,15 @@ def _decode(task: _Task, data_dir: Path, size: int, decode: DecodeOptions) -> It
     yield from _decode_video(path, dict(task.rows), size, upright)
 
 
-def _decode_video(path: Path, wanted: dict[int, int], size: int, upright: bool = True) -> Iterator[Item]:
+def _decode_video(path: Path, wanted: dict[int, int], size: Preprocessing, upright: bool = True) -> Iterator[Item]:
     """Frames decoded once, in order; frames the video lacks or that follow a decode error are unreadable."""
     from lightly_assets.dataset.video import iter_frames  # PyAV is imported only when a dataset has videos
 
     reason = "frame not found in the video (it has fewer frames than were indexed)"
     frames: Iterator | None = None
     try:
-        frames = iter_frames(path, size=(size, size), upright=upright)
+        scaled = (size.width, size.height) if size.mode == "stretch" else None  # swscale resizes, far cheaper
+        frames = iter_frames(path, size=scaled, upright=upright)  # turned before the model's crop, if any
         for number, image in frames:
             row = wanted.pop(number, None)
             if row is not None:
@@ -173,12 +182,8 @@ def _decode_video(path: Path, wanted: dict[int, int], size: int, upright: bool =
         yield row, None, reason
 
 
-def _frame_pixels(image: Image.Image, size: int) -> np.ndarray:
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(image)
+def _frame_pixels(image: Image.Image, size: Preprocessing) -> np.ndarray:
+    return size.apply(image)
 
 
 class _Decoder:
@@ -188,7 +193,7 @@ class _Decoder:
         self,
         tasks: list[_Task],
         data_dir: Path,
-        size: int,
+        size: Preprocessing,
         decode: DecodeOptions,
         workers: int,
         depth: int,
@@ -218,7 +223,7 @@ class _Decoder:
                 continue
         return False
 
-    def _work(self, data_dir: Path, size: int, decode: DecodeOptions) -> None:
+    def _work(self, data_dir: Path, size: Preprocessing, decode: DecodeOptions) -> None:
         if self._low_priority:
             lower_this_thread_priority()  # this thread only (and the codec threads it starts)
         try:
@@ -393,7 +398,7 @@ class LocalExecutor:
         decoder = _Decoder(
             _tasks(job.samples, np.arange(len(job.samples))),
             job.data_dir,
-            job.model.input_size,
+            job.model.prep,
             job.decode,
             job.workers,
             depth=2 * job.batch_size,
@@ -409,8 +414,8 @@ class _Batches:
 
     def __init__(self, model: LoadedModel, batch_size: int, sink: Sink) -> None:
         self.model, self.sink = model, sink
-        size = model.input_size
-        self.batch = np.empty((batch_size, size, size, 3), dtype=np.uint8)
+        height, width = model.prep.shape
+        self.batch = np.empty((batch_size, height, width, 3), dtype=np.uint8)
         self.rows: list[int] = []
         self.first_batch_at: float | None = None
 
