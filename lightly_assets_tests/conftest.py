@@ -42,3 +42,14 @@ def image_tree(tmp_path: Path):
         return base
 
     return build
+
+
+@pytest.fixture(scope="session")
+def real_media() -> dict[str, Path]:
+    """The real-media corpus from its cache (scripts/fetch_real_media.sh fills it); skips with the reason if absent."""
+    from lightly_assets_tests.real_media import Unavailable, corpus
+
+    try:
+        return corpus()
+    except Unavailable as exc:
+        pytest.skip(str(exc))

@@ -90,6 +90,11 @@ class EmbeddingModelResource(ConfigurableResource):
     engine_cache_dir: Optional[str] = Field(
         default=None, description="Converted OpenVINO models (default `~/.cache/lightly-assets/openvino`)."
     )
+    orientation: Literal["upright", "raw"] = Field(
+        default="upright",
+        description="`upright`: photos and frames as viewers show them (EXIF orientation, video display rotation); "
+        "`raw`: the stored pixels, as lightly-embed embeds them.",
+    )
     seed: int = 0
     pretrained: bool = Field(
         default=True, description="Use Lightly's pretrained zoo weights when no checkpoint is set."
