@@ -72,6 +72,7 @@ def embeddings(
             cache=cache,
             progress=Progress("embedding", context.log.info),
             executor=executor,
+            orientation=embedding_model.orientation,
         )
     left_out = unreadable_by_source(result.unreadable, frame_index)
     for s in left_out:
@@ -108,6 +109,8 @@ def embeddings(
             **({"weights_sha256": weights.sha256} if weights.sha256 else {}),
             "device": str(model.device),
             "precision": model.precision,
+            "engine": model.engine,
+            "orientation": embedding_model.orientation,
             "torch_threads": model.threads,
             "decode_workers": result.workers,
             "reused": result.reused,
