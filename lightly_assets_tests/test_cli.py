@@ -22,7 +22,7 @@ from lightly.utils.io import check_embeddings, load_embeddings
 from lightly_assets.cli import NEW_INSTANCE_YAML, _prepare_home, main
 from lightly_assets.dataset.roots import fingerprint
 from lightly_assets.definitions import defs
-from lightly_assets.defs.metadata import INLINE_MARKDOWN_LIMIT
+from lightly_assets.defs.metadata import FACTS, INLINE_MARKDOWN_LIMIT
 from lightly_assets.defs.resources import StorageResource
 from lightly_assets.defs.sensors import folder_sensor
 from lightly_assets_tests.conftest import EXAMPLE_DATA, REPO
@@ -79,7 +79,11 @@ def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
         n = np.bincount(labels)
         legend = f"**blue** cats ({n[0]}) · **orange** space ({n[1]}) · **green** textures ({n[2]})"
         assert metadata["map_legend"].value == legend
+        for asset in ("file_index", "frame_index", "embeddings", "embeddings_csv", "duplicates", "selection"):
+            undescribed = set(latest_metadata(instance, asset, "labels")) - set(FACTS) - {"dagster/column_schema"}
+            assert asset in ("duplicates", "selection") or not undescribed, (asset, undescribed)  # curation's own
         upload = latest_metadata(instance, "uploaded_dataset", "labels")
+        assert not set(upload) - set(FACTS)
         assert upload["target"].value == str((env["out"] / "lightly_studio.db").resolve())
         assert upload["browse"].value == "lightly-assets browse labels"
         assert "/datasets/" in upload["open"].value and "CLIP" in upload["text_search"].value

@@ -21,9 +21,9 @@ from lightly_assets.progress import Progress
 
 EMBEDDINGS_FACTS = [
     "samples", "dimension", "model", "model_spec", "preprocessing", "studio_space", "weights", "weights_sha256",
-    "device", "precision", "torch_threads", "decode_workers", "reused", "embedded", "skipped", "seconds",
-    "samples_per_second", "knn_agreement", "knn_agreement_random_network", "knn_agreement_chance", "knn_samples",
-    "knn_k", "knn_rule", "executor", "ray_nodes",
+    "device", "precision", "engine", "orientation", "torch_threads", "decode_workers", "reused", "embedded",
+    "skipped", "seconds", "samples_per_second", "knn_agreement", "knn_agreement_random_network",
+    "knn_agreement_chance", "knn_samples", "knn_k", "knn_rule", "executor", "ray_nodes",
 ]  # fmt: skip
 
 

@@ -54,6 +54,8 @@ FACTS: dict[str, str] = {
     "weights_sha256": "sha256 of the weights file",
     "device": "where the network ran, and in which precision (`precision`)",
     "precision": "numeric precision of the forward pass (bf16 where the hardware has it natively)",
+    "engine": "what ran the network: OpenVINO (CPU, converted once and cached) or torch",
+    "orientation": "`upright` (EXIF orientation and video rotation applied, as viewers show them) or `raw` pixels",
     "torch_threads": "CPU threads of the forward pass",
     "decode_workers": "threads decoding images and video frames",
     "reused": "samples whose vectors came from the cache (unchanged files)",
