@@ -61,6 +61,7 @@ def embeddings(
             cache=cache,
             progress=Progress("embedding", context.log.info),
             executor=executor,
+            orientation=embedding_model.orientation,
         )
     left_out = unreadable_by_source(result.unreadable, frame_index)
     for s in left_out:
@@ -98,6 +99,8 @@ def embeddings(
             **weights.metadata(),
             "device": str(model.device),
             "precision": model.precision,
+            "engine": model.engine,
+            "orientation": embedding_model.orientation,
             "torch_threads": model.threads,
             "decode_workers": result.workers,
             "reused": result.reused,
