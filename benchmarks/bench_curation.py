@@ -11,7 +11,9 @@
    copies (resized to 60% + JPEG q70; cropped 95% + JPEG q85). Embedded with the project's default network (its
    pretrained weights when the zoo file is in torch's cache, else random, which the asset warns about) and with a
    weight-free reference (16x16 grey thumbnails, mean-removed): copies found, false groups (two distinct photos in
-   one group), cosine of copies vs distinct pairs, coverage radius vs random.
+   one group), cosine of copies vs distinct pairs, coverage radius vs random. The same on the real-media corpus's
+   photos (lightly_assets_tests/real_media.py; its calibration series are near-duplicates of each other already,
+   so some "false" groups there are true ones).
 """
 
 from __future__ import annotations
@@ -81,8 +83,35 @@ def run_child(kind: str, n: int, dim: int, select_n: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def photos() -> list[tuple[str, object]]:
-    """scikit-image's bundled photos (RGB), quadrants of those at least 256 px, as distinct photos."""
+def corpus_photos(limit: int) -> list[tuple[str, object]]:
+    """Photos of the real-media corpus (lightly_assets_tests/real_media.py), at most 512 px; [] when not fetched."""
+    from lightly_assets_tests.real_media import IMAGE_SUFFIXES, Unavailable, corpus
+    from PIL import Image
+
+    try:
+        folders = corpus()
+    except Unavailable:
+        return []
+    out = []
+    for folder in sorted(folders.values()):
+        for path in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+            try:
+                with Image.open(path) as image:
+                    image.draft("RGB", (512, 512))
+                    picture = image.convert("RGB")
+            except Exception:  # noqa: BLE001 - the corpus holds damaged files on purpose
+                continue
+            if min(picture.size) >= 64:
+                picture.thumbnail((512, 512))
+                out.append((str(path.relative_to(folder.parent)), picture))
+    return out[:limit]
+
+
+def photos(source: str = "skimage") -> list[tuple[str, object]]:
+    """scikit-image's bundled photos (RGB), quadrants of those at least 256 px, as distinct photos; or, with
+    `corpus`, the real-media corpus's photos as they are."""
+    if source == "corpus":
+        return corpus_photos(400)
     import skimage.data
     from PIL import Image
 
@@ -116,10 +145,10 @@ def _jpeg(image, quality: int):
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
-def planted_photos():
+def planted_photos(source: str):
     """(names, images, original index per image): every photo, then its two planted copies."""
     names, images, origin = [], [], []
-    for i, (name, image) in enumerate(photos()):
+    for i, (name, image) in enumerate(photos(source)):
         w, h = image.size
         small = _jpeg(image.resize((max(8, int(w * 0.6)), max(8, int(h * 0.6)))), 70)
         crop = _jpeg(image.crop((int(w * 0.025), int(h * 0.025), int(w * 0.975), int(h * 0.975))), 85)
@@ -159,12 +188,14 @@ def score(names: list[str], unit: np.ndarray, origin: np.ndarray, similarity: fl
     return {"planted_copies_found": f"{hits}/{len(copy_rows)}", "false_groups": false_groups, "groups": found.groups}
 
 
-def real_photos(select_n: int) -> list[dict]:
+def real_photos(select_n: int, source: str = "skimage") -> list[dict]:
     from lightly_assets.curation.duplicates import find_duplicates, unit_rows
     from lightly_assets.curation.selection import candidates, coverage_radius, random_rows, select
     from lightly_assets.curation.thresholds import default_similarity, uniformity_warning
 
-    names, images, origin = planted_photos()
+    names, images, origin = planted_photos(source)
+    if not names:
+        return [{"photos": source, "skipped": "the real-media corpus is not fetched (scripts/fetch_real_media.sh)"}]
     rows = []
     for embed in (embed_network, embed_thumbnails):
         vectors, what = embed(images)
@@ -187,6 +218,7 @@ def real_photos(select_n: int) -> list[dict]:
         chosen = select(unit, np.zeros(len(unit), int), group, k, "diverse").rows
         rows.append(
             {
+                "photos_from": source,
                 "embedding": what,
                 "samples": len(names),
                 "photos": int(origin.max()) + 1,
@@ -213,6 +245,7 @@ def main() -> None:
     parser.add_argument("--select", type=int, default=100)
     parser.add_argument("--exact-768", type=int, default=20_000)
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--only-real", action="store_true")
     parser.add_argument("--child", nargs=4)
     args = parser.parse_args()
     if args.child:
@@ -220,19 +253,24 @@ def main() -> None:
         print(json.dumps(case(kind, int(n), int(dim), int(select_n))))
         return
     print(f"CPU flags: {cpu_flags()}; cores: {len(__import__('os').sched_getaffinity(0))}")
-    for kind, n, dim in [
-        ("exact", args.n, 32),
-        ("approximate", args.n, 32),
-        ("exact", args.exact_768, 768),
-        ("approximate", args.exact_768, 768),
-        ("approximate", args.n, 768),
-        ("selection", args.n, 32),
-        ("selection", args.n, 768),
-    ]:
+    for kind, n, dim in (
+        []
+        if args.only_real
+        else [
+            ("exact", args.n, 32),
+            ("approximate", args.n, 32),
+            ("exact", args.exact_768, 768),
+            ("approximate", args.exact_768, 768),
+            ("approximate", args.n, 768),
+            ("selection", args.n, 32),
+            ("selection", args.n, 768),
+        ]
+    ):
         print(json.dumps(run_child(kind, n, dim, args.select)), flush=True)
     if not args.skip_real:
-        for row in real_photos(args.select):
-            print(json.dumps(row), flush=True)
+        for source in ("skimage", "corpus"):
+            for row in real_photos(args.select, source):
+                print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
