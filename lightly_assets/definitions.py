@@ -23,14 +23,16 @@ from lightly_assets.defs.resources import (
 )
 from lightly_assets.defs.sensors import DEFAULT_INTERVAL_S, folder_sensor
 
-# resource key -> {field: environment variable}. `TORCH_HOME` and the bucket credentials are read
-# by torch, Ray and fsspec themselves.
+# resource key -> {field: environment variable}. `TORCH_HOME`, `HF_HOME` and the bucket credentials are read
+# by torch, Hugging Face and fsspec themselves.
 ENVIRONMENT: dict[str, dict[str, str]] = {
     "storage": {"data_dir": "LIGHTLY_ASSETS_DATA_DIR", "output_dir": "LIGHTLY_ASSETS_OUTPUT_DIR"},
     "embedding_model": {
+        "model": "LIGHTLY_ASSETS_MODEL",
         "checkpoint": "LIGHTLY_ASSETS_CHECKPOINT",
         "pretrained_url": "LIGHTLY_ASSETS_PRETRAINED_URL",
         "executor": "LIGHTLY_ASSETS_EXECUTOR",
+        "engine_cache_dir": "LIGHTLY_ASSETS_ENGINE_CACHE",
     },
     "ray_cluster": {"address": "RAY_ADDRESS"},  # read by Ray itself too; bound here so the UI shows it
     "publish_target": {

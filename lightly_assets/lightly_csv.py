@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,8 +17,6 @@ import numpy as np
 
 from lightly_assets.atomic import atomic_output
 from lightly_assets.errors import LightlyAssetsError
-
-_EMBEDDING_COLUMN = re.compile(r"^embedding_(\d+)$")
 
 
 class EmbeddingsFileError(LightlyAssetsError):

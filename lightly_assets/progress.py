@@ -36,9 +36,9 @@ class Progress:
         if total and done >= total and done == (self.base or 0):
             return f"{self.what}: {done:,}/{total:,} (100%), all reused from an earlier run, nothing new to process"
         rate = (done - (self.base or 0)) / elapsed if elapsed > 0 else 0.0
-        left = (total - done) / rate if rate > 0 else float("nan")
+        left = (total - done) / rate if rate > 0 else None  # no rate yet: no estimate
         pct = 100.0 * done / total if total else 100.0
-        eta = "done" if done >= total else (f"{_duration(left)} left" if left == left else "? left")
+        eta = "done" if done >= total else (f"{_duration(left)} left" if left is not None else "? left")
         return f"{self.what}: {done:,}/{total:,} ({pct:.0f}%), {rate:,.1f}/s, {eta}"
 
 

@@ -10,7 +10,6 @@ concurrency-pool slot it held.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import socket
@@ -32,14 +31,8 @@ from lightly_assets.definitions import ENVIRONMENT, defs
 from lightly_assets.defs.jobs import embedding_model_job, lightly_assets_job
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.defs.resources import StorageResource
-from lightly_assets.summary import (
-    CHECK_PREFIX,
-    FAILURE_PREFIX,
-    RunSummary,
-    TrainSummary,
-    summarise_run,
-    summarise_training,
-)
+from lightly_assets.locks import exclusive
+from lightly_assets.summary import RunSummary, TrainSummary, summarise_run, summarise_training, user_error_in_log
 
 PID_TAG = "lightly_assets/pid"
 HOST_TAG = "lightly_assets/host"
@@ -52,11 +45,9 @@ class _OneLineUserErrors(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        for prefix in (FAILURE_PREFIX, CHECK_PREFIX):
-            if prefix in message:
-                head, _, _ = message.partition("\n\nStack Trace:")
-                record.msg, record.args = head.replace(prefix, "").rstrip(), ()
+        short = user_error_in_log(record.getMessage())
+        if short is not None:
+            record.msg, record.args = short, ()
         return True
 
 
@@ -78,13 +69,8 @@ def cli_console_logger(init_context) -> logging.Logger:
 @contextlib.contextmanager
 def _home_lock(home: Path) -> Iterator[None]:
     """An exclusive lock on DAGSTER_HOME, held only while a CLI process opens the instance (cheap once it exists)."""
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".lightly-assets.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(home / ".lightly-assets.lock"):
+        yield
 
 
 def open_instance() -> DagsterInstance:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-from dagster import AssetCheckSeverity
+from dagster import AssetCheckSeverity, DagsterEvent, DagsterEventType
 
 from lightly_assets.errors import first_line
 
-FAILURE_PREFIX = "dagster._core.definitions.events.Failure: "
-CHECK_PREFIX = "dagster._core.errors.DagsterAssetCheckFailedError: "
 SKIPPED_SHOWN = 20
+# Errors whose message is the user's own text (a Failure's description, a blocking check's verdict): shown without
+# their class; any other error keeps it (`OperationalError: ...` says which library failed).
+USER_TEXT = ("Failure", "DagsterAssetCheckFailedError")
+# How such an error is printed in a log line: `package.module.ClassName: text`, whatever the module path.
+_USER_TEXT_HEAD = re.compile(rf"(?<![\w.])(?:[A-Za-z_]\w*\.)*(?:{'|'.join(USER_TEXT)}): ")
 
 
 @dataclass
@@ -106,13 +110,15 @@ def _curation(result) -> tuple[str | None, str | None]:
     return duplicates, selection
 
 
-def failure_reason(event) -> str:
-    """The line of a step failure that names its cause: a user error's own message, else the error's first line.
+def failure_reason(event: DagsterEvent) -> str:
+    """The line of a step failure that names its cause: a `dagster.Failure`'s description, else the first line
+    of the error's own message.
 
-    Libraries put their detail first and boilerplate last (SQLAlchemy's "Background on this error" link), so
-    the last line of a message is rarely the reason.
+    Read from the `STEP_FAILURE` event's public data (`user_failure_data`, and `error` with its `cls_name` and
+    `cause`), never from Dagster's module paths. Libraries put their detail first and boilerplate last
+    (SQLAlchemy's "Background on this error" link), so the last line of a message is rarely the reason.
     """
-    data = event.step_failure_data
+    data = event.step_failure_data if event.event_type == DagsterEventType.STEP_FAILURE else None
     if data is None:
         return "step failed"
     if data.user_failure_data is not None and data.user_failure_data.description:
@@ -122,8 +128,25 @@ def failure_reason(event) -> str:
         info = info.cause  # Dagster's wrapper around an exception of the asset's code
     if info is None:
         return "step failed"
-    text = info.message.replace(FAILURE_PREFIX, "").replace(CHECK_PREFIX, "")
+    text = _own_message(info.message, info.cls_name) if info.cls_name in USER_TEXT else info.message
     return first_line(text) or info.cls_name or "step failed"
+
+
+def user_error_in_log(message: str) -> str | None:
+    """A log line of a step failure whose error is the user's text, without the class and the stack trace;
+    None for any other line (our bugs keep their traceback)."""
+    head, _, _ = message.partition("\n\nStack Trace:")
+    if not _USER_TEXT_HEAD.search(head):
+        return None
+    return _USER_TEXT_HEAD.sub("", head).rstrip()
+
+
+def _own_message(message: str, cls_name: str) -> str:
+    """The message without the `package.module.ClassName: ` that `traceback.format_exception_only` puts first."""
+    head, sep, rest = message.partition(f"{cls_name}: ")
+    if sep and (not head or head.endswith(".")) and not any(c.isspace() for c in head):
+        return rest
+    return message
 
 
 def _skipped(result) -> list[tuple[str, str]]:
@@ -151,6 +174,8 @@ def _provenance(result) -> tuple[str | None, str | None]:
     sha = str(meta.get("weights_sha256", ""))[:16]
     weights = f"{source}, {where}, sha256 {sha}" if source != "random" else f"RANDOM ({meta.get('weights_note')})"
     weights += f"; {meta.get('model')}, {meta.get('device')}, {meta.get('precision')}"
+    if meta.get("preprocessing"):
+        weights += f"; preprocessing: {meta.get('preprocessing')}"
     knn = meta.get("knn_agreement")
     if isinstance(knn, float):
         rnd, chance = meta.get("knn_agreement_random_network"), meta.get("knn_agreement_chance")

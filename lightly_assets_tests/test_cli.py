@@ -19,7 +19,7 @@ from dagster import (
 )
 from lightly.utils.io import check_embeddings, load_embeddings
 
-from lightly_assets.cli import NEW_INSTANCE_YAML, _prepare_home
+from lightly_assets.cli import NEW_INSTANCE_YAML, _prepare_home, main
 from lightly_assets.dataset.roots import fingerprint
 from lightly_assets.definitions import defs
 from lightly_assets.defs.resources import StorageResource
@@ -110,12 +110,15 @@ def test_failing_run_exits_non_zero_and_names_the_folder(env) -> None:
     assert "broken: no usable image or video file (notes.txt: unsupported file type)" in out.stdout
 
 
-@pytest.mark.e2e  # the real command in a subprocess (a whole chain takes ~20 s)
-def test_unknown_dataset_and_missing_root(env, tmp_path: Path) -> None:
-    out = run_cli("run", "nope")
-    assert out.returncode == 2 and "no dataset folder nope" in out.stderr
-    out = run_cli("run", "--data-dir", str(tmp_path / "missing"))
-    assert out.returncode == 2 and "data root does not exist" in out.stderr
+def test_unknown_dataset_and_missing_root(env, tmp_path: Path, capsys) -> None:
+    """Argument errors are found before any run starts: in-process, in milliseconds."""
+    assert main(["run", "nope"]) == 2 and "no dataset folder nope" in capsys.readouterr().err
+    assert main(["run", "--data-dir", str(tmp_path / "missing")]) == 2
+    assert "data root does not exist" in capsys.readouterr().err
+    (env["data"] / ".hidden").mkdir()
+    assert main(["run", ".hidden"]) == 2 and "hidden folders" in capsys.readouterr().err
+    assert main(["run"]) == 2 and "no dataset folder under" in capsys.readouterr().err
+    assert not env["home"].exists()  # no instance was touched
 
 
 @pytest.mark.e2e  # the real command in a subprocess (a whole chain takes ~20 s)

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pandas as pd
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, Failure, RunsFilter, asset, materialize
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from lightly.utils.io import load_embeddings
 
 from lightly_assets.defs.publishing import STUDIO_POOL
@@ -345,29 +344,6 @@ def test_full_disk_names_the_file(env) -> None:
 # --- units on the real assets and domain code ---------------------------------------------------------
 
 
-def test_summary_shows_the_line_that_names_the_cause(tmp_path: Path) -> None:
-    """A SQLAlchemy error ends with a "Background on this error" link; the summary shows its first line."""
-    from sqlalchemy import create_engine
-
-    from lightly_assets.summary import RunSummary, failure_reason
-
-    @asset
-    def unreachable() -> None:
-        create_engine(f"sqlite:///{tmp_path}/missing/folder/x.db").connect()
-
-    @asset
-    def user_error() -> None:
-        raise Failure(description="/data/x: no usable image or video file\nmore detail")
-
-    for target, expected in ((unreachable, "unable to open database file"), (user_error, "no usable image")):
-        result = materialize([target], raise_on_error=False)
-        (event,) = result.get_step_failure_events()
-        reason = failure_reason(event)
-        assert expected in reason and "Background" not in reason and "\n" not in reason, reason
-        assert not reason.startswith("dagster._core"), reason
-    assert "error: x" in RunSummary("d", "r", False, error="x").render()
-
-
 def test_a_frame_that_fails_to_convert_skips_its_whole_video(tmp_path: Path, monkeypatch) -> None:
     from lightly_assets.dataset.samples import build_sample_index
     from lightly_assets.dataset.scan import scan_dataset
@@ -401,90 +377,3 @@ def test_a_frame_that_fails_to_convert_skips_its_whole_video(tmp_path: Path, mon
     converted["bad"] = -100  # now every frame converts, and the cached frames of bad.mp4 were not kept
     again = embed_samples(samples, tmp_path / "ds", load_model(None, input_size=16), workers=1, cache=cache)
     assert again.reused == 5 and len(again.filenames) == 11 and not again.unreadable
-
-
-def test_checkpoint_cost_is_bounded(tmp_path: Path, monkeypatch) -> None:
-    from lightly_assets.embedding import cache as cache_module
-    from lightly_assets.embedding.cache import Checkpoint, EmbeddingCache
-
-    clock = {"t": 0.0}
-    monkeypatch.setattr(cache_module.time, "monotonic", lambda: clock["t"])
-    keys = [("a.png", 1, 1, "a.png"), ("b.png", 1, 1, "b.png")]
-    matrix, done = np.ones((2, 4), dtype=np.float32), np.array([True, False])
-    store = EmbeddingCache(tmp_path / "c.npz")
-    saves: list[float] = []
-    real_save = store.save
-
-    def slow_save(*args) -> None:
-        real_save(*args)
-        saves.append(clock["t"])
-        clock["t"] += 2.0  # a save that takes 2 s: the next one waits 20 s (10 % of the time at most)
-
-    store.save = slow_save  # type: ignore[method-assign]
-    point = Checkpoint(store, "fp", keys, matrix, done, interval_s=5.0)
-    for step in range(60):
-        clock["t"] = float(step)
-        point.maybe_save()
-    assert saves[0] == 0.0 and all(b - a >= 20.0 for a, b in zip(saves, saves[1:], strict=False)), saves
-    assert len(store.load("fp")) == 1
-
-
-def test_bucket_temporary_name_fits_name_max(tmp_path: Path) -> None:
-    from lightly_assets.atomic import tmp_prefix, write_bytes_atomic
-    from lightly_assets.publish.bucket import publish_to_bucket
-    from lightly_assets.publish.bucket.target import BucketTarget
-
-    long_name = "é" * 100 + "x" * 46 + ".csv"  # 250 bytes in UTF-8
-    assert len(tmp_prefix(long_name).encode()) <= 200
-    write_bytes_atomic(tmp_path / long_name, b"ok")
-    assert (tmp_path / long_name).read_bytes() == b"ok"
-    data = tmp_path / "ds"
-    image = make_image(data / ("n" * 246 + ".png"), 0, TINY)
-    files = pd.DataFrame(
-        {"filename": [image.name], "kind": ["image"], "label": [0], "label_name": ["ds"], "size": [1], "mtime_ns": [1]}
-    )
-    samples = pd.DataFrame({"filename": [image.name], "source": [image.name]})
-    csv = tmp_path / "e.csv"
-    csv.write_text(f"filenames,embedding_0,labels\n{image.name},0.5,0\n")
-    result = publish_to_bucket(BucketTarget(url=f"file://{tmp_path / 'bucket'}"), "ds", data, samples, files, csv)
-    assert result.embeddings == 1
-    assert (tmp_path / "bucket" / "ds" / image.name).read_bytes() == image.read_bytes()
-
-
-def test_unwritable_output_names_the_file(tmp_path: Path) -> None:
-    from lightly_assets.atomic import write_bytes_atomic
-
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    with pytest.raises(OSError) as info:
-        write_bytes_atomic(blocker / "sub" / "embeddings.csv", b"x")
-    assert str(blocker / "sub") in str(info.value.filename)
-
-
-def test_io_manager_never_leaves_half_a_value(tmp_path: Path, monkeypatch) -> None:
-    """Two runs of one dataset write the same pickle: a failed or concurrent write leaves the old value whole."""
-    from dagster import AssetIn
-
-    from lightly_assets.defs import io_manager
-    from lightly_assets.defs.io_manager import AtomicFilesystemIOManager
-
-    @asset
-    def table() -> dict:
-        return {"rows": list(range(1000))}
-
-    @asset(ins={"table": AssetIn()})
-    def count(table: dict) -> int:
-        return len(table["rows"])
-
-    resources = {"io_manager": AtomicFilesystemIOManager(base_dir=str(tmp_path))}
-    assert materialize([table, count], resources=resources).output_for_node("count") == 1000
-    stored = tmp_path / "table"
-    before = stored.read_bytes()
-
-    def half_then_fail(obj, handle, protocol) -> None:
-        handle.write(before[: len(before) // 2])
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(io_manager.pickle, "dump", half_then_fail)
-    assert not materialize([table], resources=resources, raise_on_error=False).success
-    assert stored.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["count", "table"]

@@ -107,9 +107,7 @@ def build_sample_index(
             run = []
         result = by_name[row.filename]
         if isinstance(result, VideoError):
-            skipped.append(Skipped(row.filename, result.reason))
-        elif result.n_frames == 0:
-            skipped.append(Skipped(row.filename, "video has no frames"))
+            skipped.append(Skipped(row.filename, result.reason))  # a video with no frames is a VideoError too
         else:
             videos[row.filename] = result
             kept[row.filename] = sampling.kept(result.n_frames, result.fps)

@@ -80,16 +80,6 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def file_kind(name: str) -> str | None:
-    """'image', 'video' or None, by case-insensitive extension."""
-    ext = os.path.splitext(name)[1].lower()
-    if ext in VIDEO_EXTENSIONS:
-        return "video"
-    if ext in image_extensions():
-        return "image"
-    return None
-
-
 def _kinds() -> dict[str, str]:
     kinds = dict.fromkeys(image_extensions(), "image")
     kinds.update(dict.fromkeys(VIDEO_EXTENSIONS, "video"))

@@ -25,6 +25,7 @@ import av.stream
 import av.video.stream
 from PIL import Image
 
+from lightly_assets.dataset.orientation import display_upright
 from lightly_assets.errors import LightlyAssetsError
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
@@ -93,12 +94,10 @@ class VideoIndex:
     n_frames: int
     pts: tuple[int | None, ...]
     time_s: tuple[float | None, ...]
-    time_base: Fraction | None
     fps: float | None
     width: int
     height: int
     codec: str
-    container: str
     method: Literal["demux", "decode"]
     timestamps: Literal["pts", "dts", "synthesized", "none"]
     note: str = ""
@@ -374,12 +373,10 @@ def index_video(path: str | os.PathLike[str], method: Method = "auto") -> VideoI
             n_frames=len(pts),
             pts=stamps,
             time_s=seconds,
-            time_base=stream.time_base,
             fps=fps,
             width=ctx.width,
             height=ctx.height,
             codec=codec,
-            container=container.format.name,
             method="decode" if note else "demux",
             timestamps=source,  # type: ignore[arg-type]
             note=note,
@@ -410,11 +407,26 @@ def index_videos(paths: Iterable[str | os.PathLike[str]], workers: int | None = 
         return list(pool.map(_index_or_error, items))
 
 
+def _upright_image(frame: av.VideoFrame, size: tuple[int, int] | None) -> Image.Image:
+    """The frame as players show it (display rotation applied), at `size` (width, height) when given.
+
+    swscale resizes before the turn (cheap), so a quarter turn scales to the transposed size first.
+    """
+    rotation = getattr(frame, "rotation", 0) or 0  # PyAV's reading of the DISPLAYMATRIX side data
+    if size is None:
+        return display_upright(frame.to_image(), rotation)
+    width, height = size
+    if round(rotation) % 180 == 90:
+        width, height = height, width
+    return display_upright(frame.to_image(width=width, height=height), rotation)
+
+
 def iter_frames(
     path: str | os.PathLike[str],
     size: tuple[int, int] | None = None,
     threads: bool = True,
     expected_frames: int | None = None,
+    upright: bool = True,
 ) -> Iterator[tuple[int, Image.Image]]:
     """Decodes a video once, front to back, yielding (frame number, RGB PIL image).
 
@@ -422,6 +434,8 @@ def iter_frames(
     which is far cheaper than resizing the full-size PIL image. Only the frame being
     yielded (plus the decoder's few reference frames) is held in memory. When
     `expected_frames` is given (index_video's n_frames), a different count raises.
+    `upright` turns each frame by the video's display rotation, as players and LightlyStudio show it;
+    False gives the stored pixels (lightly-embed's).
     """
     with _open(path) as container:
         stream = _video_stream(container, path)
@@ -431,7 +445,7 @@ def iter_frames(
         number = 0
         try:
             for frame in container.decode(stream):
-                yield number, frame.to_image(**kwargs)
+                yield number, _upright_image(frame, size) if upright else frame.to_image(**kwargs)
                 number += 1
         except av.FFmpegError as exc:
             raise VideoError(path, f"decoding failed at frame {number}: {_why(exc)}") from None

@@ -37,6 +37,7 @@ def embeddings(
     from lightly_assets.embedding.pipeline import EmbeddingCache, EmbeddingError, embed_samples
     from lightly_assets.embedding.quality import Quality, measure, sample_embedder
     from lightly_assets.embedding.weights import TRAINED_NAME
+    from lightly_assets.publish.studio.embedder import space_for
 
     name = context.partition_key
     out = storage.outputs_for(name)
@@ -60,6 +61,7 @@ def embeddings(
             cache=cache,
             progress=Progress("embedding", context.log.info),
             executor=executor,
+            orientation=embedding_model.orientation,
         )
     left_out = unreadable_by_source(result.unreadable, frame_index)
     for s in left_out:
@@ -89,11 +91,16 @@ def embeddings(
             "samples": len(result.filenames),
             "dimension": int(result.matrix.shape[1]) if result.matrix.ndim == 2 else 0,
             "model": model.description,
+            "model_spec": model.spec,
+            "preprocessing": model.prep.describe(),
+            "studio_space": space_for(model.spec, weights.sha256, model.dim, model.space_key),
             "checkpoint": model.checkpoint or "none (RANDOM seeded initialisation)",
             "random_init": model.random_init,
             **weights.metadata(),
             "device": str(model.device),
             "precision": model.precision,
+            "engine": model.engine,
+            "orientation": embedding_model.orientation,
             "torch_threads": model.threads,
             "decode_workers": result.workers,
             "reused": result.reused,

@@ -154,6 +154,7 @@ def uploaded_dataset(
     the duplicates and the selection as versioned LightlyStudio tags, or as files under the bucket's `.lightly/`."""
     name = context.partition_key
     embedded = frame_index[~frame_index["filename"].isin(embeddings_csv.get("unreadable", []))]
+    space = _upstream_metadata(context, "embeddings", "studio_space")  # one LightlyStudio embedding model per model
     with user_errors():
         result = publish_target.publish(
             name,
@@ -162,6 +163,7 @@ def uploaded_dataset(
             file_index,
             embedded,
             Path(embeddings_csv["path"]),
+            space=space if space and space != "none" else None,
             curation=curation_to_publish(duplicates, selection),
         )
     context.log.info(f"{name}: published to {result['target']}; browse with: {result['browse']}")

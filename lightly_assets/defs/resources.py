@@ -1,6 +1,6 @@
 """Dagster resources: where data lives, which model embeds it, and where datasets are published.
 
-Fields hold plain defaults; `definitions.py` binds the environment variables of DESIGN.md to them as `EnvVar`s,
+Fields hold plain defaults; `definitions.py` binds the environment variables (README's table) to them as `EnvVar`s,
 and run config overrides both. Nothing here reads `os.environ`: a secret (LightlyStudio's PostgreSQL URL) is
 never a config value, only the NAME of its variable is, read when connecting.
 """
@@ -54,11 +54,24 @@ class StorageResource(ConfigurableResource):
 class EmbeddingModelResource(ConfigurableResource):
     """The embedding network and how it runs; the loaded model is kept for the life of the step.
 
-    Weights, in this order: `checkpoint` (or LIGHTLY_ASSETS_CHECKPOINT), the dataset's trained
+    `model` (LIGHTLY_ASSETS_MODEL): `lightly` (default), `torchvision:NAME`, `timm:NAME`, `open_clip:ARCH/TAG`,
+    `mobileclip:s0`, `onnx:/path/model.onnx`. A named model's weights come from its library's cache (downloaded
+    once; `weights_url` is a mirror of its file) and never fall back to random weights.
+
+    Weights of `lightly`, in this order: `checkpoint` (or LIGHTLY_ASSETS_CHECKPOINT), the dataset's trained
     `embedding_model.ckpt`, Lightly's pretrained zoo file (`pretrained`, from torch's hub cache; `pretrained_url` or
     LIGHTLY_ASSETS_PRETRAINED_URL for a mirror), else a seeded random initialisation.
     """
 
+    model: str = Field(
+        default="lightly",
+        description="`lightly`, `torchvision:NAME`, `timm:NAME`, `open_clip:ARCH/TAG`, `mobileclip:s0` or `onnx:PATH`.",
+    )
+    mean: Optional[list[float]] = Field(default=None, description="RGB mean for `onnx:` models (default ImageNet's).")
+    std: Optional[list[float]] = Field(default=None, description="RGB std for `onnx:` models (default ImageNet's).")
+    weights_url: Optional[str] = Field(
+        default=None, description="URL of a named model's weights file (a mirror), instead of its library's."
+    )
     checkpoint: Optional[str] = Field(default=None, description="Checkpoint file (lightly-ssl-train or torchvision).")
     pretrained_url: Optional[str] = Field(
         default=None, description="URL of the pretrained checkpoint, instead of Lightly's model zoo."
@@ -68,7 +81,20 @@ class EmbeddingModelResource(ConfigurableResource):
     batch_size: int = 64
     workers: Optional[int] = None  # decode threads; None: sized for the device (runtime.plan_threads)
     device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where native, else fp32
+    engine: Literal["auto", "openvino", "torch"] = Field(
+        default="auto", description="`auto`: OpenVINO on a CPU (converted once, cached), torch on CUDA."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
+        default="auto", description="auto: bf16 where native, else fp32; int8 (OpenVINO, opt-in) quantises."
+    )
+    engine_cache_dir: Optional[str] = Field(
+        default=None, description="Converted OpenVINO models (default `~/.cache/lightly-assets/openvino`)."
+    )
+    orientation: Literal["upright", "raw"] = Field(
+        default="upright",
+        description="`upright`: photos and frames as viewers show them (EXIF orientation, video display rotation); "
+        "`raw`: the stored pixels, as lightly-embed embeds them.",
+    )
     seed: int = 0
     pretrained: bool = Field(
         default=True, description="Use Lightly's pretrained zoo weights when no checkpoint is set."
@@ -77,6 +103,12 @@ class EmbeddingModelResource(ConfigurableResource):
 
     _model: object = PrivateAttr(default=None)
     _weights: object = PrivateAttr(default=None)
+
+    def spec(self):  # -> lightly_assets.embedding.models.ModelSpec
+        """What `model` asks for; an unknown value is one line listing what is accepted."""
+        from lightly_assets.embedding.models.spec import parse_spec
+
+        return parse_spec(self.model)
 
     def choose(self, trained: Optional[Path] = None, log=None):  # -> lightly_assets.embedding.weights.Weights
         """Which weights `load` uses; downloads the pretrained file once when it is the one and not cached."""
@@ -96,15 +128,27 @@ class EmbeddingModelResource(ConfigurableResource):
         if self._model is None:
             from lightly_assets.embedding.weights import load_chosen
 
+            choice("embedding_model.executor", self.executor, EXECUTORS)
+            spec = self.spec()
+            if spec.named:
+                self._model = self._load_named(spec, log)
+                return self._model
             self._weights = self.choose(trained, log)
             self._model = load_chosen(
                 self._weights,
                 input_size=self.input_size,
                 seed=self.seed,
-                device=self.device,
-                precision=self.precision,
+                **self._run_settings(),
             )
         return self._model
+
+    def _run_settings(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "precision": self.precision,
+            "engine": self.engine,
+            "cache_dir": self.engine_cache_dir,
+        }
 
     def executor_for(self, ray_cluster: "RayClusterResource"):  # -> lightly_assets.embedding.executor.Executor
         """The executor this field names; a bad value is one line naming the field (run config or EnvVar alike)."""
@@ -114,6 +158,27 @@ class EmbeddingModelResource(ConfigurableResource):
             return ray_cluster.executor()
         return LocalExecutor()
 
+    def _load_named(self, spec, log):  # -> lightly_assets.embedding.model.LoadedModel
+        from lightly_assets.embedding.model import load_network
+        from lightly_assets.embedding.models import BuildOptions, build
+
+        if self.checkpoint:
+            raise ConfigurationError(
+                f"embedding_model.checkpoint={self.checkpoint!r} is a checkpoint of the lightly model, but "
+                f"embedding_model.model={self.model!r}; unset one of them"
+            )
+        options = BuildOptions(
+            mirror=self.weights_url,
+            stall_timeout=self.download_timeout_s,
+            log=log,
+            input_size=self.input_size,
+            mean=_rgb("mean", self.mean),
+            std=_rgb("std", self.std),
+        )
+        network = build(spec, options)
+        self._weights = network.weights
+        return load_network(network, str(spec), **self._run_settings())
+
     @property
     def weights(self):  # -> lightly_assets.embedding.weights.Weights | None
         """Provenance of the loaded model's weights (None before `load`)."""
@@ -121,11 +186,9 @@ class EmbeddingModelResource(ConfigurableResource):
 
     def random_model(self):  # -> lightly_assets.embedding.model.LoadedModel
         """The seeded random network with the same settings: the baseline of the quality figure."""
-        from lightly_assets.embedding.model import load_model
+        from lightly_assets.embedding.weights import Weights, load_chosen
 
-        return load_model(
-            None, input_size=self.input_size, seed=self.seed, device=self.device, precision=self.precision
-        )
+        return load_chosen(Weights("random"), input_size=self.input_size, seed=self.seed, **self._run_settings())
 
 
 class RayClusterResource(ConfigurableResource):
@@ -151,6 +214,14 @@ class RayClusterResource(ConfigurableResource):
         return RayExecutor(
             address=self.address or "", num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries
         )
+
+
+def _rgb(name: str, values: Optional[list[float]]) -> Optional[tuple[float, float, float]]:
+    if values is None:
+        return None
+    if len(values) != 3 or (name == "std" and any(v <= 0 for v in values)):
+        raise ConfigurationError(f"embedding_model.{name}={values!r} must be three numbers (R, G, B), std above 0")
+    return (float(values[0]), float(values[1]), float(values[2]))
 
 
 @dataclass(frozen=True)
@@ -188,15 +259,17 @@ class PublishTargetResource(ConfigurableResource):
         frame_index: pd.DataFrame,
         csv_path: Path,
         curation: Optional["Curation"] = None,
+        space: Optional[str] = None,
     ) -> dict[str, Any]:
         """Publish one dataset and return what was counted in the target afterwards (never a secret).
 
         `curation`: the duplicates and the selection, as LightlyStudio tags or as files under the bucket's `.lightly/`.
+        `space`: LightlyStudio's embedding model for these vectors (one per model; None: the default key).
         """
         dataset_name = self.dataset_id or name
         if choice("publish_target.target", self.target, TARGETS) == "bucket":
             return self._to_bucket(dataset_name, dataset_dir, file_index, frame_index, csv_path, curation)
-        return self._to_studio(dataset_name, dataset_dir, outputs_root, frame_index, csv_path, curation)
+        return self._to_studio(dataset_name, dataset_dir, outputs_root, frame_index, csv_path, curation, space)
 
     def _to_studio(
         self,
@@ -206,6 +279,7 @@ class PublishTargetResource(ConfigurableResource):
         frame_index: pd.DataFrame,
         csv_path: Path,
         curation: Optional["Curation"] = None,
+        space: Optional[str] = None,
     ) -> dict[str, Any]:
         from lightly_assets.publish.studio import StudioTarget, upload_dataset
         from lightly_assets.publish.studio.tags import publish_tags
@@ -216,7 +290,7 @@ class PublishTargetResource(ConfigurableResource):
         else:
             db_file = Path(self.studio_db_file or outputs_root / "lightly_studio.db").resolve()
             target = StudioTarget(db_file=db_file, dataset_name=dataset_name)
-        result = upload_dataset(target, dataset_dir, frame_index, csv_path)
+        result = upload_dataset(target, dataset_dir, frame_index, csv_path, space)
         tags = publish_tags(target, dataset_dir, frame_index, curation.tags) if curation else {}
         return {
             "target": result.target,

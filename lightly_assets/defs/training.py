@@ -42,8 +42,9 @@ def embedding_model(
     Runs only when asked (UI or `lightly-assets train DATASET`): on a CPU it is a long job.
     """
     from lightly_assets.embedding.quality import knn_of_model
-    from lightly_assets.embedding.training import TrainSettings, loss_curve_png, train
+    from lightly_assets.embedding.training import TrainSettings, train
     from lightly_assets.embedding.weights import TRAINED_NAME, load_chosen
+    from lightly_assets.plots import loss_curve_png
 
     name = context.partition_key
     out = storage.outputs_for(name) / TRAINED_NAME

@@ -26,9 +26,12 @@ class DecodeOptions:
     """How samples are decoded; part of the cache fingerprint, so a change re-embeds.
 
     `draft`: JPEGs are decoded at a reduced DCT scale before the resize (see `pipeline.DRAFT_FACTOR`).
+    `orientation`: `upright` turns photos by their EXIF orientation and frames by their display rotation;
+    `raw` keeps the stored pixels (lightly-embed's).
     """
 
     draft: bool = True
+    orientation: str = "upright"
 
 
 @dataclass(frozen=True)

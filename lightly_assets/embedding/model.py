@@ -21,19 +21,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightly_assets.embedding import runtime
+from lightly_assets.embedding import runtime, warm
+from lightly_assets.embedding.checkpoint import check_fit, read_state_dict
+from lightly_assets.embedding.engine import Engine, EngineError, ModelCache, openvino_engine
+from lightly_assets.embedding.models.spec import ModelError
 from lightly_assets.embedding.network import LIGHTLY_RESNETS, LightlyArch, build_backbone, lightly_keys
 from lightly_assets.embedding.network import projection_head_shapes as _projection_head_shapes
+from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.runtime import bf16_supported
-from lightly_assets.errors import LightlyAssetsError, first_line
 
 if TYPE_CHECKING:
     from lightly.cli._cli_simclr import _SimCLR
 
-__all__ = ["LightlyArch", "LoadedModel", "ModelError", "bf16_supported", "build_lightly_model", "load_model"]
+__all__ = [
+    "LightlyArch",
+    "LoadedModel",
+    "ModelError",
+    "bf16_supported",
+    "build_lightly_model",
+    "load_model",
+    "load_network",
+    "resolve_device",
+]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PREPROCESSING = "PIL resize (s,s) bilinear + ToTensor + Normalize(ImageNet)"
 _FINGERPRINT_VERSION = "lightly-assets-model/2"  # 2: batch norms folded into the convolutions
 _PRECISIONS = runtime.PRECISIONS
@@ -51,10 +61,6 @@ _TORCHVISION_NAMES = {
 }
 
 
-class ModelError(LightlyAssetsError):
-    """A checkpoint or model setting that cannot be used; the message names the file and the reason."""
-
-
 class _Backbone(nn.Module):
     """`model.backbone(x)` flattened, which is exactly what `SelfSupervisedEmbedding.embed` returns per image."""
 
@@ -70,9 +76,10 @@ class _Backbone(nn.Module):
 class LoadedModel:
     """A ready embedding network: `module` maps normalised NCHW float batches to (N, dim) vectors.
 
-    `threads` are torch's intra-op threads (set process-wide when the model is loaded), `decode_workers`
-    the decode threads the pipeline runs beside them, `low_priority_decode` whether those threads yield to
-    the network (CPU: the cores are shared) or not (GPU: decoding is the bottleneck).
+    `threads` are the network's threads (torch's intra-op threads, set process-wide when the model is loaded,
+    or OpenVINO's), `decode_workers` the decode threads the pipeline runs beside them, `low_priority_decode`
+    whether those threads yield to the network (CPU: the cores are shared) or not (GPU: decoding is the
+    bottleneck). `engine` names what runs `embed`: `openvino` (then `compiled` runs it on the CPU) or `torch`.
     """
 
     module: nn.Module
@@ -88,9 +95,20 @@ class LoadedModel:
     threads: int = 0
     decode_workers: int = 2
     low_priority_decode: bool = False
+    preprocessing: Preprocessing | None = None  # None: lightly-embed's (whole image to input_size, ImageNet stats)
+    spec: str = "lightly"  # what the user asked for (`LIGHTLY_ASSETS_MODEL`)
+    space_key: str | None = None  # LightlyStudio's embedding space of these vectors; None: ours per dimension
+    onnx_path: str | None = None  # for `onnx:` models: the file, for an engine that runs ONNX itself
+    engine: str = "torch"
+    compiled: Engine | None = None
     _pinned: torch.Tensor | None = field(default=None, init=False, repr=False)
     _copied: torch.cuda.Event | None = field(default=None, init=False, repr=False)
     _norm: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def prep(self) -> Preprocessing:
+        """How the pipeline turns a decoded image into this model's uint8 input."""
+        return self.preprocessing or Preprocessing.stretch(self.input_size)
 
     def preprocess(self, batch: np.ndarray) -> torch.Tensor:
         """uint8 NHWC pixels (already resized) -> normalised float NCHW, the same arithmetic as lightly's transform.
@@ -127,14 +145,31 @@ class LoadedModel:
 
     def _normalisation(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._norm is None:
-            mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-            std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+            prep = self.prep
+            mean = torch.tensor(prep.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+            std = torch.tensor(prep.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
             self._norm = (mean, std)
         return self._norm
 
-    @torch.inference_mode()
+    @property
+    def has_text(self) -> bool:
+        """Whether the model has a text tower (CLIP): phrases and images share one space."""
+        return hasattr(self.module, "embed_text")
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """float32 (len(texts), dim) text embeddings of a CLIP model."""
+        if not self.has_text:
+            raise ModelError(f"{self.description}: this model has no text tower (use a CLIP model for text search)")
+        return self.module.embed_text(texts)
+
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        """Embed a uint8 NHWC batch of `input_size` x `input_size` images; returns float32 (N, dim)."""
+        """Embed a uint8 NHWC batch of `prep.shape` images; returns float32 (N, dim)."""
+        if self.compiled is not None and self.device.type == "cpu":
+            return self.compiled(batch)
+        return self._torch_embed(batch)
+
+    @torch.inference_mode()
+    def _torch_embed(self, batch: np.ndarray) -> np.ndarray:
         x = self.preprocess(batch)
         dtype = _AUTOCAST.get(self.precision)
         if dtype is not None:
@@ -153,19 +188,29 @@ def load_model(
     precision: str = "auto",
     threads: int | None = None,
     decode_workers: int | None = None,
+    engine: str = "torch",
+    cache_dir: str | Path | None = None,
+    calibration: np.ndarray | None = None,
 ) -> LoadedModel:
     """Build the network, load `checkpoint` (or seed a random init) and check it runs, before any data is read.
 
     `precision="auto"` is bf16 where the hardware computes it natively (AMX / AVX-512-BF16 CPUs, CUDA),
     else fp32; `"fp32"` gives bit-level reproducibility. `threads` / `decode_workers` default to the
     split of `runtime.plan_threads`; torch's intra-op thread count is set process-wide here.
+    `engine` `auto`/`openvino` runs the network with OpenVINO on a CPU, converted once into the cache
+    (`cache_dir`, default `engine.default_cache_dir()`); `precision="int8"` quantises it on `calibration`.
     """
     if input_size < 8:
         raise ModelError(f"input_size must be at least 8 pixels, got {input_size}")
-    dev = _resolve_device(device)
-    effective, notes = _resolve_precision(precision, dev)
-    plan = runtime.plan_threads(dev.type, runtime.usable_cores(), threads, decode_workers)
-    runtime.apply_torch_threads(plan.torch_threads)
+    dev = resolve_device(device)
+    try:
+        engine_name = runtime.choose_engine(engine, dev.type)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
+    effective, notes = _resolve_precision(precision, dev, engine_name)
+    plan = runtime.plan_threads(dev.type, runtime.usable_cores(), threads, decode_workers, engine=engine_name)
+    if engine_name == "torch":
+        runtime.apply_torch_threads(plan.network_threads)
     if checkpoint:
         module, description = _from_checkpoint(Path(checkpoint))
         random_init = False
@@ -174,7 +219,8 @@ def load_model(
         random_init = True
         notes.append(f"no checkpoint: RANDOM weights (torch seed {seed}), embeddings carry no learned meaning")
     module.eval()
-    fingerprint = _fingerprint(module, description, input_size, effective)  # the weights as loaded
+    tag = effective if engine_name == "torch" else f"{effective} openvino"
+    fingerprint = _fingerprint(module, description, input_size, tag)  # the weights as loaded
     dim = _known_dim(module)
     module = _fold_batchnorms(module).to(dev, memory_format=torch.channels_last)
     loaded = LoadedModel(
@@ -188,11 +234,114 @@ def load_model(
         fingerprint=fingerprint,
         input_size=input_size,
         notes=notes,
-        threads=torch.get_num_threads(),
+        threads=torch.get_num_threads() if engine_name == "torch" else plan.network_threads,
         decode_workers=plan.decode_workers,
         low_priority_decode=plan.low_priority_decode,
     )
     loaded.dim = dim or _probe_dim(loaded, checkpoint)
+    if engine_name == "openvino":
+        _compile(loaded, warm.identity(warm_sha256(checkpoint), seed), cache_dir, calibration, None, engine == "auto")
+    return loaded
+
+
+def warm_sha256(checkpoint: str | Path | None) -> str | None:
+    """The sha256 of the checkpoint file, which keys its converted model (None for the random init)."""
+    from lightly_assets.embedding.weights import sha256_of
+
+    return sha256_of(Path(checkpoint)) if checkpoint else None
+
+
+def _compile(
+    loaded: LoadedModel,
+    identity: str,
+    cache_dir,
+    calibration: np.ndarray | None,
+    source: Path | None = None,
+    fallback: bool = False,
+) -> None:
+    """Attach the OpenVINO engine (converted now, or read from the cache) to a CPU model.
+
+    `source`: an ONNX file that OpenVINO reads itself; else the torch module is converted. `fallback`
+    (engine `auto`): a network OpenVINO cannot convert runs with torch, with a note, instead of failing.
+    """
+    module = source if source is not None else loaded.module.to(memory_format=torch.contiguous_format)
+    meta = {
+        "fingerprint": loaded.fingerprint,
+        "dim": loaded.dim,
+        "description": loaded.description,
+        "random_init": loaded.random_init,
+        "notes": [n for n in loaded.notes if "RANDOM" in n],
+    }
+    try:
+        loaded.compiled, _ = openvino_engine(
+            module, identity, loaded.prep, loaded.precision, loaded.threads, ModelCache(cache_dir), meta, calibration
+        )
+    except EngineError as exc:
+        if not fallback:
+            raise
+        loaded.notes.append(f"engine auto: {exc}; running with torch instead")
+        loaded.precision = "fp32" if loaded.precision == "int8" else loaded.precision
+        runtime.apply_torch_threads(loaded.threads)
+        return
+    loaded.engine = "openvino"
+
+
+def load_network(
+    network,  # lightly_assets.embedding.models.Network
+    spec: str,
+    device: str = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
+    decode_workers: int | None = None,
+    engine: str = "torch",
+    cache_dir: str | Path | None = None,
+    calibration: np.ndarray | None = None,
+) -> LoadedModel:
+    """Hand a named model's network to the engine: device, precision and threads as for `load_model`.
+
+    The fingerprint (the embedding cache's key) covers the spec, the weights file's sha256, the preprocessing
+    and the precision: switching any of them re-embeds. With OpenVINO an `onnx:` file is read by OpenVINO itself.
+    """
+    dev = resolve_device(device)
+    try:
+        engine_name = runtime.choose_engine(engine, dev.type)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
+    effective, notes = _resolve_precision(precision, dev, engine_name)
+    if network.onnx_path is not None and effective != "fp32" and engine_name == "torch":
+        notes.append(f"{spec}: the ONNX file runs in its own precision (fp32 here), not {effective}")
+        effective = "fp32"
+    plan = runtime.plan_threads(dev.type, runtime.usable_cores(), threads, decode_workers, engine=engine_name)
+    if engine_name == "torch":
+        runtime.apply_torch_threads(plan.network_threads)
+    prep = network.preprocessing
+    tag = effective if engine_name == "torch" else f"{effective} openvino"
+    identity = f"{_FINGERPRINT_VERSION}|{spec}|{network.weights.sha256}|{prep.describe()}|{tag}"
+    module = (
+        network.module if network.onnx_path is not None else network.module.to(dev, memory_format=torch.channels_last)
+    )
+    loaded = LoadedModel(
+        module=module,
+        device=dev if network.onnx_path is None else torch.device("cpu"),
+        dim=network.dim,
+        description=network.description,
+        checkpoint=str(network.weights.path) if network.weights.path else None,
+        random_init=False,
+        precision=effective,
+        fingerprint=hashlib.sha256(identity.encode()).hexdigest()[:32],
+        input_size=prep.height,
+        notes=notes,
+        threads=torch.get_num_threads() if engine_name == "torch" else plan.network_threads,
+        decode_workers=plan.decode_workers,
+        low_priority_decode=plan.low_priority_decode,
+        preprocessing=prep,
+        spec=spec,
+        space_key=network.space_key,
+        onnx_path=str(network.onnx_path) if network.onnx_path else None,
+    )
+    if engine_name == "openvino":
+        source = Path(network.onnx_path) if network.onnx_path is not None else None
+        _compile(loaded, f"{identity}|{warm.LOADER_VERSION}", cache_dir, calibration, source, engine == "auto")
     return loaded
 
 
@@ -230,7 +379,8 @@ def _describe_lightly(arch: LightlyArch, origin: str) -> str:
     return f"lightly {arch.name}{width} SimCLR backbone, {arch.num_ftrs}-d ({origin})"
 
 
-def _resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
+    """The one place a device is chosen: `auto` is CUDA when there is one, else the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -242,34 +392,16 @@ def _resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _resolve_precision(precision: str, device: torch.device) -> tuple[str, list[str]]:
+def _resolve_precision(precision: str, device: torch.device, engine: str = "torch") -> tuple[str, list[str]]:
     if precision not in _PRECISIONS:
         raise ModelError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
-    if precision == "fp32":
-        return "fp32", []
-    return runtime.choose_precision(precision, device.type, bf16_supported(device))
-
-
-def _read_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
-    """The tensor mapping inside a checkpoint file: a Lightning `{"state_dict": ...}` file or a bare state dict.
-
-    `weights_only=True` so a checkpoint cannot run code; Lightning files written by lightly's CLI load this way.
-    """
-    if not path.is_file():
-        raise ModelError(f"{path}: checkpoint file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
-        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({first_line(exc)})") from None
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f"{path}: expected a state dict (or a dict with 'state_dict') of tensors")
-    return obj
+    if precision in ("fp32", "int8"):
+        return runtime.choose_precision(precision, device.type, False, engine)
+    return runtime.choose_precision(precision, device.type, bf16_supported(device), engine)
 
 
 def _from_checkpoint(path: Path) -> tuple[nn.Module, str]:
-    state = _read_checkpoint(path)
+    state = read_state_dict(path)
     keys = list(state)
     if any(k.startswith("module.") for k in keys):
         state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -292,25 +424,6 @@ def _stage_blocks(keys: list[str], stage_prefixes: list[str]) -> tuple[str, tupl
         counts.append(max(found) + 1 if found else 0)
     bottleneck = any(re.match(re.escape(stage_prefixes[0]) + r"\d+\.conv3\.", k) for k in keys)
     return ("bottleneck" if bottleneck else "basic"), tuple(counts)
-
-
-def _mismatch(path: Path, what: str, expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]) -> None:
-    """Raise ModelError listing missing, unexpected and wrongly shaped keys, if any."""
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    shapes = [
-        f"{k} {tuple(got[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in got and got[k].shape != v.shape
-    ]
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if items:
-            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-            parts.append(f"{label}: {items[:5]}{more}")
-    raise ModelError(f"{path}: checkpoint does not fit {what}: " + "; ".join(parts))
 
 
 def _lightly_arch(path: Path, state: Mapping[str, torch.Tensor]) -> LightlyArch:
@@ -352,7 +465,7 @@ def _load_lightly(path: Path, state: Mapping[str, torch.Tensor]) -> tuple[nn.Mod
     if any(k.startswith("projection_head.") for k in fixed):
         origin = "SimCLR"
         expected |= {k: torch.empty(shape) for k, shape in _projection_head_shapes(arch).items()}
-    _mismatch(path, _describe_lightly(arch, origin), expected, fixed)
+    check_fit(path, _describe_lightly(arch, origin), expected, fixed)
     weights = {  # float32 like the network lightly builds (a half-precision file is converted, as copy_ would)
         k.removeprefix("backbone."): v.float() if v.is_floating_point() else v
         for k, v in fixed.items()
@@ -376,7 +489,7 @@ def _load_torchvision(path: Path, state: Mapping[str, torch.Tensor]) -> tuple[nn
     model = getattr(torchvision.models, name)(weights=None)
     model.fc = nn.Identity()
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    _mismatch(path, f"torchvision {name}", model.state_dict(), state)
+    check_fit(path, f"torchvision {name}", model.state_dict(), state)
     model.load_state_dict(state, strict=True)
     return model, f"torchvision {name} (fc dropped), checkpoint {path.name}"
 

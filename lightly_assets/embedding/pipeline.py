@@ -20,17 +20,22 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from lightly_assets import columns
+from lightly_assets.dataset.orientation import check_orientation, exif_upright
 from lightly_assets.embedding.cache import Checkpoint, EmbeddingCache, Key
 from lightly_assets.embedding.executor import DecodeOptions, EmbedJob, Executor, JobResult, Sink
-from lightly_assets.embedding.model import LoadedModel
+from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.runtime import lower_this_thread_priority
 from lightly_assets.errors import LightlyAssetsError, exception_line
+
+if TYPE_CHECKING:  # a model served from the OpenVINO cache runs without torch, which model.py imports
+    from lightly_assets.embedding.model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +74,32 @@ class EmbedResult:
     nodes: frozenset[str] = frozenset()  # the Ray nodes that embedded (empty locally)
 
 
-def load_image(path: Path, size: int, draft: bool = True) -> np.ndarray:
-    """RGB pixels resized to (size, size), as lightly-embed's `pil_loader` + `Resize((size, size))` give them.
+def load_image(path: Path, size: int | Preprocessing, draft: bool = True, upright: bool = True) -> np.ndarray:
+    """RGB pixels as the model takes them; an int `size` is lightly-embed's `pil_loader` + `Resize((size, size))`.
 
-    With `draft`, JPEGs are decoded at a reduced DCT scale (still at least DRAFT_FACTOR x size) which
-    is several times cheaper for large photos and nearly identical after the final resize.
+    With `draft`, JPEGs are decoded at a reduced DCT scale (still at least DRAFT_FACTOR x the size the model's
+    resize starts from), which is several times cheaper for large photos and nearly identical after the resize.
+    `upright` turns the photo by its EXIF orientation first, as viewers show it (lightly-embed does not:
+    `upright=False`).
     """
+    prep = as_preprocessing(size)
     with Image.open(path) as im:
         if draft and im.format == "JPEG":
-            im.draft("RGB", (size * DRAFT_FACTOR, size * DRAFT_FACTOR))
-        rgb = im.convert("RGB") if im.mode != "RGB" else im
+            w, h = prep.draft_size()
+            im.draft("RGB", (w * DRAFT_FACTOR, h * DRAFT_FACTOR))
+        shown = exif_upright(im) if upright else im
+        rgb = shown.convert("RGB") if shown.mode != "RGB" else shown
         rgb.load()
-        small = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(small)
+        return prep.apply(rgb)
+
+
+def as_preprocessing(size: int | Preprocessing) -> Preprocessing:
+    """lightly-embed's preprocessing for a plain size; a model's own otherwise."""
+    return size if isinstance(size, Preprocessing) else Preprocessing.stretch(size)
 
 
 def _cache_fingerprint(model: LoadedModel, decode: DecodeOptions) -> str:
-    return f"{model.fingerprint}|draft={int(decode.draft) * DRAFT_FACTOR}"
+    return f"{model.fingerprint}|draft={int(decode.draft) * DRAFT_FACTOR}|orientation={decode.orientation}"
 
 
 def _keys(frame_index: pd.DataFrame) -> list[Key]:
@@ -133,26 +147,28 @@ _DONE = object()
 Item = tuple[int, np.ndarray | None, str | None]  # (row, pixels or None, reason when unreadable)
 
 
-def _decode(task: _Task, data_dir: Path, size: int, draft: bool) -> Iterator[Item]:
+def _decode(task: _Task, data_dir: Path, size: Preprocessing, decode: DecodeOptions) -> Iterator[Item]:
     path = data_dir / task.source
+    upright = decode.orientation == "upright"
     if not task.video:
         (row,) = task.rows.values()
         try:
-            yield row, load_image(path, size, draft), None
+            yield row, load_image(path, size, decode.draft, upright), None
         except Exception as exc:  # noqa: BLE001 - any decoder failure makes this one sample unreadable
             yield row, None, exception_line(exc)
         return
-    yield from _decode_video(path, dict(task.rows), size)
+    yield from _decode_video(path, dict(task.rows), size, upright)
 
 
-def _decode_video(path: Path, wanted: dict[int, int], size: int) -> Iterator[Item]:
+def _decode_video(path: Path, wanted: dict[int, int], size: Preprocessing, upright: bool = True) -> Iterator[Item]:
     """Frames decoded once, in order; frames the video lacks or that follow a decode error are unreadable."""
     from lightly_assets.dataset.video import iter_frames  # PyAV is imported only when a dataset has videos
 
     reason = "frame not found in the video (it has fewer frames than were indexed)"
     frames: Iterator | None = None
     try:
-        frames = iter_frames(path, size=(size, size))
+        scaled = (size.width, size.height) if size.mode == "stretch" else None  # swscale resizes, far cheaper
+        frames = iter_frames(path, size=scaled, upright=upright)  # turned before the model's crop, if any
         for number, image in frames:
             row = wanted.pop(number, None)
             if row is not None:
@@ -169,12 +185,8 @@ def _decode_video(path: Path, wanted: dict[int, int], size: int) -> Iterator[Ite
         yield row, None, reason
 
 
-def _frame_pixels(image: Image.Image, size: int) -> np.ndarray:
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(image)
+def _frame_pixels(image: Image.Image, size: Preprocessing) -> np.ndarray:
+    return size.apply(image)
 
 
 class _Decoder:
@@ -184,8 +196,8 @@ class _Decoder:
         self,
         tasks: list[_Task],
         data_dir: Path,
-        size: int,
-        draft: bool,
+        size: Preprocessing,
+        decode: DecodeOptions,
         workers: int,
         depth: int,
         low_priority: bool = False,
@@ -197,7 +209,7 @@ class _Decoder:
             self._tasks.put(task)
         self._stop = threading.Event()
         self.n_workers = max(1, min(workers, len(tasks)))
-        args = (data_dir, size, draft)
+        args = (data_dir, size, decode)
         self._threads = [
             threading.Thread(target=self._work, args=args, name=f"embed-decode-{i}", daemon=True)
             for i in range(self.n_workers)
@@ -214,7 +226,7 @@ class _Decoder:
                 continue
         return False
 
-    def _work(self, data_dir: Path, size: int, draft: bool) -> None:
+    def _work(self, data_dir: Path, size: Preprocessing, decode: DecodeOptions) -> None:
         if self._low_priority:
             lower_this_thread_priority()  # this thread only (and the codec threads it starts)
         try:
@@ -223,7 +235,7 @@ class _Decoder:
                     task = self._tasks.get_nowait()
                 except queue.Empty:
                     break
-                items = _decode(task, data_dir, size, draft)
+                items = _decode(task, data_dir, size, decode)
                 for item in items:
                     if not self._put(item):
                         items.close()
@@ -256,12 +268,14 @@ def embed_samples(
     progress: Callable[[int, int], None] | None = None,
     draft: bool = True,
     executor: Executor | None = None,
+    orientation: str = "upright",
 ) -> EmbedResult:
     """Embed every sample of `frame_index` (images and video frames) with `model`, reusing cached vectors.
 
     `workers` decode threads (default: the model's `decode_workers`, sized for its device and threads).
     The rows the cache lacks go to `executor` as one `EmbedJob` (default `LocalExecutor()`, this process;
-    `distributed.RayExecutor` embeds them on a Ray cluster).
+    `distributed.RayExecutor` embeds them on a Ray cluster). `orientation` `upright` (default) embeds photos and
+    frames as viewers show them (EXIF orientation, display rotation); `raw` embeds the stored pixels, as lightly-embed.
     """
     columns.require(frame_index, REQUIRED_COLUMNS, "frame_index")
     if batch_size < 1:
@@ -269,7 +283,7 @@ def embed_samples(
     start = time.perf_counter()
     n = len(frame_index)
     keys = _keys(frame_index)
-    decode = DecodeOptions(draft=draft)
+    decode = DecodeOptions(draft=draft, orientation=check_orientation(orientation))
     fingerprint = _cache_fingerprint(model, decode)
     matrix = np.zeros((n, model.dim), dtype=np.float32)
     done = np.zeros(n, dtype=bool)
@@ -387,8 +401,8 @@ class LocalExecutor:
         decoder = _Decoder(
             _tasks(job.samples, np.arange(len(job.samples))),
             job.data_dir,
-            job.model.input_size,
-            job.decode.draft,
+            job.model.prep,
+            job.decode,
             job.workers,
             depth=2 * job.batch_size,
             low_priority=job.model.low_priority_decode,
@@ -403,8 +417,8 @@ class _Batches:
 
     def __init__(self, model: LoadedModel, batch_size: int, sink: Sink) -> None:
         self.model, self.sink = model, sink
-        size = model.input_size
-        self.batch = np.empty((batch_size, size, size, 3), dtype=np.uint8)
+        height, width = model.prep.shape
+        self.batch = np.empty((batch_size, height, width, 3), dtype=np.uint8)
         self.rows: list[int] = []
         self.first_batch_at: float | None = None
 

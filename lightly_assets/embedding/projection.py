@@ -1,12 +1,11 @@
 """A 2-D picture of the embeddings (PCA), coloured by weak label, for a quick look in the Dagster UI.
 
-Drawn with Pillow (no plotting library): a title, the two principal axes with their share of the variance, and a
-legend that names each weak label with its colour and sample count.
+Drawn on a `plots.Canvas` (Pillow): a title, the two principal axes with their share of the variance, and a legend
+that names each weak label with its colour and sample count.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +14,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from lightly_assets.atomic import write_bytes_atomic
+from lightly_assets.plots import COLOUR_NAMES, PALETTE, Canvas, colour
 
-PALETTE = [
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-]  # fmt: skip
-# PALETTE's colours by name, for the legend in Markdown (words, since not every browser has colour emoji).
-COLOUR_NAMES = ["blue", "orange", "green", "red", "purple", "brown", "pink", "grey", "olive", "cyan"]
+__all__ = ["PALETTE", "colour", "legend", "legend_markdown", "pca_2d", "project", "render_png", "write_projection"]
 SIZE = (800, 560)
 LEGEND_ROWS = 24
 
@@ -33,10 +28,6 @@ class Projection:
     xy: np.ndarray
     rows: np.ndarray
     explained: tuple[float, float]
-
-
-def colour(label: int) -> tuple[int, int, int]:
-    return PALETTE[int(label) % len(PALETTE)]
 
 
 def pca_2d(matrix: np.ndarray, max_points: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -88,39 +79,30 @@ def render_png(
 ) -> bytes:
     """Scatter plot with title, axes and a legend of weak-label names, as PNG bytes."""
     width, height = size
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
     font, small = ImageFont.load_default(size=16), ImageFont.load_default(size=13)
     entries = legend(labels, names)
     legend_w = min(260, width // 3)
     left, top, right, bottom = 40, 44, width - legend_w - 16, height - 36
-    draw.text((left, 12), _fit(draw, title, font, width - left - 12), fill="black", font=font)
-    draw.rectangle([left, top, right, bottom], outline=(90, 90, 90))
+    canvas = Canvas(size, (left, top, right, bottom), outline=(90, 90, 90))
+    draw = canvas.draw
+    draw.text((left, 12), canvas.fit(title, font, width - left - 12), fill="black", font=font)
     draw.text(((left + right) // 2, bottom + 8), f"PC 1 ({explained[0]:.0%} of variance)", fill="black", font=small,
               anchor="mt")  # fmt: skip
     axis = Image.new("RGBA", (bottom - top, 18), (255, 255, 255, 0))
     ImageDraw.Draw(axis).text(((bottom - top) // 2, 0), f"PC 2 ({explained[1]:.0%})", fill="black", font=small,
                               anchor="mt")  # fmt: skip
-    img.paste(axis.rotate(90, expand=True), (left - 22, top), axis.rotate(90, expand=True))
+    canvas.image.paste(axis.rotate(90, expand=True), (left - 22, top), axis.rotate(90, expand=True))
     if len(xy):
-        lo, hi = xy.min(axis=0), xy.max(axis=0)
-        span = np.where(hi - lo > 0, hi - lo, 1.0)
-        pad = 8
-        px = left + pad + (xy[:, 0] - lo[0]) / span[0] * (right - left - 2 * pad)
-        py = bottom - pad - (xy[:, 1] - lo[1]) / span[1] * (bottom - top - 2 * pad)
-        r = 3 if len(xy) < 2000 else 2
-        for x, y, label in zip(px, py, labels, strict=True):
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=colour(int(label)))
+        fills = [colour(int(label)) for label in labels]
+        canvas.dots(canvas.to_pixels(xy, pad=8), fills, radius=3 if len(xy) < 2000 else 2)
     y = top
     for label, name, n in entries[:LEGEND_ROWS]:
         draw.rectangle([right + 16, y + 3, right + 28, y + 15], fill=colour(label))
-        draw.text((right + 34, y), _fit(draw, f"{name} ({n})", small, legend_w - 40), fill="black", font=small)
+        draw.text((right + 34, y), canvas.fit(f"{name} ({n})", small, legend_w - 40), fill="black", font=small)
         y += 20
     if len(entries) > LEGEND_ROWS:
         draw.text((right + 16, y), f"… +{len(entries) - LEGEND_ROWS} more labels", fill=(90, 90, 90), font=small)
-    out = io.BytesIO()
-    img.save(out, format="PNG", optimize=True)
-    return out.getvalue()
+    return canvas.png(optimize=True)
 
 
 def write_projection(
@@ -134,15 +116,6 @@ def write_projection(
     p = project(matrix)
     data = render_png(p.xy, np.asarray(labels)[p.rows], names, title, p.explained)
     return write_bytes_atomic(path, data)
-
-
-def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont, width: int) -> str:
-    """Shorten `text` with an ellipsis until it fits `width` pixels."""
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text + "…"
 
 
 def _md(text: str) -> str:

@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lightly_assets import columns
 from lightly_assets.atomic import atomic_output
-from lightly_assets.embedding.model import LightlyArch, ModelError, bf16_supported, build_lightly_model
+from lightly_assets.embedding.checkpoint import check_shapes, read_state_dict
+from lightly_assets.embedding.model import LightlyArch, bf16_supported, build_lightly_model, resolve_device
 from lightly_assets.errors import LightlyAssetsError
 
 log = logging.getLogger(__name__)
@@ -161,15 +162,6 @@ def _collate(batch: list[list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tenso
     return torch.stack([views[0] for views in batch]), torch.stack([views[1] for views in batch])
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"device {name!r} asked for, but CUDA is not available on this machine")
-    return dev
-
-
 def _precision(name: str, device: torch.device) -> str:
     if name not in ("fp32", "bf16", "auto"):
         raise TrainingError(f"precision must be fp32, bf16 or auto, got {name!r}")
@@ -183,18 +175,10 @@ def initial_model(start: Path | None, seed: int) -> torch.nn.Module:
         model = build_lightly_model(LightlyArch())
     if start is None:
         return model
-    state = torch.load(start, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    state = {k.removeprefix("model."): v for k, v in state.items()}
+    state = {k.removeprefix("model."): v for k, v in read_state_dict(start).items()}
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    check_shapes(start, "lightly's default resnet-18 SimCLR network, where training starts", expected, state)
     expected = model.state_dict()
-    wrong = [
-        k for k, v in expected.items() if k.startswith("backbone.") and getattr(state.get(k), "shape", None) != v.shape
-    ]
-    if wrong:
-        raise ModelError(
-            f"{start}: training starts from lightly's default resnet-18 SimCLR network, and this checkpoint does "
-            f"not fit it ({len(wrong)} backbone tensors missing or shaped differently, e.g. {wrong[:3]})"
-        )
     head_ok = all(
         getattr(state.get(k), "shape", None) == v.shape for k, v in expected.items() if k.startswith("projection_head.")
     )
@@ -244,7 +228,7 @@ def train(
         )
     if settings.epochs < 1:
         raise TrainingError(f"epochs must be at least 1, got {settings.epochs}")
-    device = _device(settings.device)
+    device = resolve_device(settings.device)
     precision = _precision(settings.precision, device)
     workers = settings.workers if settings.workers >= 0 else (4 if device.type == "cuda" else 0)
     model = initial_model(start, settings.seed).to(device).train()
@@ -312,32 +296,3 @@ def train(
         partial_last_epoch=partial,
         unreadable=unreadable,
     )
-
-
-def loss_curve_png(losses: list[float], width: int = 480, height: int = 240) -> bytes:
-    """Mean loss per epoch as a line plot (PNG bytes), drawn with Pillow like the 2-D projection."""
-    import io
-
-    from PIL import ImageDraw
-
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    pad = 28
-    draw.rectangle([pad, pad // 2, width - pad // 2, height - pad], outline=(180, 180, 180))
-    values = np.asarray(losses, dtype=np.float64)
-    if len(values):
-        lo, hi = float(values.min()), float(values.max())
-        span = hi - lo if hi > lo else 1.0
-        xs = pad + np.arange(len(values)) / max(len(values) - 1, 1) * (width - 1.5 * pad)
-        ys = (height - pad) - (values - lo) / span * (height - 1.5 * pad)
-        points = list(zip(xs.tolist(), ys.tolist(), strict=True))
-        if len(points) > 1:
-            draw.line(points, fill=(31, 119, 180), width=2)
-        for x, y in points:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(31, 119, 180))
-        draw.text((pad + 4, pad // 2 + 2), f"max {hi:.4f}", fill=(0, 0, 0))
-        draw.text((pad + 4, height - pad - 14), f"min {lo:.4f}", fill=(0, 0, 0))
-    draw.text((pad, height - pad + 6), f"loss per epoch (1..{len(values)})", fill=(0, 0, 0))
-    out = io.BytesIO()
-    img.save(out, format="PNG")
-    return out.getvalue()

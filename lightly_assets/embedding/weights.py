@@ -1,4 +1,4 @@
-"""Which weights embed a dataset, in DESIGN.md's order, and where they came from.
+"""Which weights embed a dataset, in the order below, and where they came from.
 
 1. a checkpoint the user names; 2. the dataset's own trained `embedding_model.ckpt`; 3. Lightly's pretrained
 model-zoo checkpoint for the architecture, the one `lightly-embed` uses by default, kept in torch's hub cache
@@ -34,6 +34,9 @@ DEFAULT_ZOO_KEY = "resnet-18/simclr/d32/w1.0"  # lightly-embed's default config:
 STALL_TIMEOUT_S = 10.0  # longest wait for the server to answer or to send more bytes
 TOTAL_TIMEOUT_S = 600.0  # a download still running after this is abandoned, however fast bytes trickle in
 _CHUNK = 1 << 20
+# lightly.models.zoo.ZOO's entry for lightly-embed's default network: importing the zoo (torchvision) for this
+# string cost 1.4 s of start-up; a test checks it against lightly's ZOO. Other keys still ask lightly.
+DEFAULT_ZOO_URL = "https://storage.googleapis.com/models_boris/whattolabel-resnet18-simclr-d32-w1.0-i-085d0693.pth"
 
 Source = Literal["checkpoint", "trained", "pretrained", "random"]
 
@@ -78,6 +81,8 @@ class Weights:
 
 def zoo_url(key: str = DEFAULT_ZOO_KEY) -> str:
     """The URL lightly's own model zoo lists for `key` (lightly.models.zoo.ZOO)."""
+    if key == DEFAULT_ZOO_KEY:
+        return DEFAULT_ZOO_URL
     from lightly.models.zoo import ZOO
 
     if key not in ZOO:
@@ -86,10 +91,17 @@ def zoo_url(key: str = DEFAULT_ZOO_KEY) -> str:
 
 
 def hub_checkpoints_dir() -> Path:
-    """torch's hub cache, as `lightly-embed` uses it (honours TORCH_HOME and XDG_CACHE_HOME)."""
-    import torch.hub
+    """torch's hub cache, as `lightly-embed` uses it (honours TORCH_HOME and XDG_CACHE_HOME).
 
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    `torch.hub.get_dir()`'s rule, written out so that choosing the weights does not import torch; when torch is
+    already imported, its answer (which `torch.hub.set_dir` may have changed) wins.
+    """
+    import sys
+
+    if "torch.hub" in sys.modules:
+        return Path(sys.modules["torch.hub"].get_dir()) / "checkpoints"
+    xdg = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return Path(os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(xdg, "torch")))) / "hub" / "checkpoints"
 
 
 def cached_path(url: str) -> Path:
@@ -181,7 +193,7 @@ def choose_weights(
     stall_timeout: float = STALL_TIMEOUT_S,
     log=None,
 ) -> Weights:
-    """Pick the weights in DESIGN.md's order; downloads the pretrained file at most once (then the cache serves it).
+    """Pick the weights in the module's order; downloads the pretrained file at most once (then the cache serves it).
 
     `url` overrides the zoo URL (the resource's `pretrained_url`, bound to LIGHTLY_ASSETS_PRETRAINED_URL).
     """
@@ -222,21 +234,15 @@ def zoo_arch(key: str):  # -> lightly_assets.embedding.model.LightlyArch
 
 def check_architecture(path: Path, key: str) -> None:
     """A cached pretrained file must hold exactly the backbone of `key`: anything else is an error naming it."""
-    import torch
-
-    from lightly_assets.embedding.model import build_lightly_model
+    from lightly_assets.embedding.checkpoint import read_state_dict
+    from lightly_assets.embedding.model import ModelError, build_lightly_model
 
     hint = "delete it to download the pretrained weights again"
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise WeightsError(
-            f"{path}: cached pretrained weights are not a readable PyTorch checkpoint ({first_line(exc)}); {hint}"
-        ) from None
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path}: cached pretrained weights hold no state dict; {hint}")
-    got = {k.removeprefix("model."): tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+        state = read_state_dict(path, "cached pretrained weights are", mmap=True)
+    except ModelError as exc:
+        raise WeightsError(f"{exc}; {hint}") from None
+    got = {k.removeprefix("model."): tuple(v.shape) for k, v in state.items()}
     want = {k: tuple(v.shape) for k, v in build_lightly_model(zoo_arch(key)).state_dict().items()}
     want = {k: v for k, v in want.items() if k.startswith("backbone.")}
     wrong = sorted(k for k, v in want.items() if got.get(k) != v)
@@ -248,9 +254,133 @@ def check_architecture(path: Path, key: str) -> None:
 
 
 def load_chosen(weights: Weights, **model_kwargs):  # -> lightly_assets.embedding.model.LoadedModel
-    """Load the chosen weights with the project's one model loader (`embedding.model.load_model`)."""
+    """Load the chosen weights with the project's one model loader (`embedding.model.load_model`).
+
+    With engine `auto`/`openvino` on a CPU, a model converted before is served from the engine cache
+    (`embedding.warm`): no torch import, no architecture check (it passed when the entry was written).
+    """
+    from lightly_assets.embedding.warm import warm_model
+
+    cached = warm_model(weights.path, weights.sha256, **model_kwargs)
+    if cached is not None:
+        return cached
     from lightly_assets.embedding.model import load_model
 
     if weights.source == "pretrained" and weights.path is not None and weights.zoo_key:
         check_architecture(weights.path, weights.zoo_key)
     return load_model(str(weights.path) if weights.path else None, **model_kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Named models (torchvision:, timm:, open_clip:, mobileclip:): their weights, in the library's own cache.
+
+NAMED_HINT = "a named model never falls back to random weights"
+
+
+def fetch_named(
+    model: str,
+    url: str,
+    dest: Path,
+    mirror: str | None = None,
+    stall_timeout: float = STALL_TIMEOUT_S,
+    log=None,
+    torch_file: bool = True,
+) -> Weights:
+    """The weights file of a named model at `dest` (the library's cache), downloaded once and atomically.
+
+    `mirror` replaces `url` as the download address (the resource's `pretrained_url`); the file keeps the cache
+    name the library uses, so the library itself finds it too. Unreachable: one line naming the model and `dest`.
+    """
+    if dest.exists() and not dest.is_file():
+        raise WeightsError(f"{model}: {dest} is not a weights file")
+    source = mirror or url
+    if not dest.exists():
+        if log:
+            log(f"{model}: downloading weights from {source} into {dest}")
+        try:
+            if torch_file:
+                download(source, dest, stall_timeout=stall_timeout)
+            else:
+                _download_any(source, dest, stall_timeout)
+        except DownloadFailed as exc:
+            raise WeightsError(
+                f"{model}: weights are not in the cache ({dest}) and could not be downloaded ({exc}); {NAMED_HINT}"
+            ) from None
+    return Weights("pretrained", dest, sha256_of(dest), model, source)
+
+
+def _download_any(url: str, dest: Path, stall_timeout: float) -> None:
+    """`download` without the PyTorch-file check (ONNX, safetensors)."""
+    _resolve(url, stall_timeout)
+    try:
+        with urllib.request.urlopen(url, timeout=stall_timeout) as response, atomic_output(dest) as out:  # noqa: S310
+            expected, got = response.headers.get("Content-Length"), 0
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                got += len(chunk)
+            if expected is not None and got != int(expected):
+                raise DownloadFailed(f"{url}: truncated download ({got} of {expected} bytes)")
+    except DownloadFailed:
+        raise
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        raise DownloadFailed(f"{url}: {getattr(exc, 'reason', None) or exc}") from None
+
+
+def hf_cache_dir() -> Path:
+    """Hugging Face's hub cache (honours HF_HOME / HF_HUB_CACHE)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def fetch_hf(
+    model: str, repo_id: str, filenames: tuple[str, ...], stall_timeout: float = STALL_TIMEOUT_S, log=None
+) -> Weights:
+    """The first of `filenames` in the Hugging Face repo, from HF's cache, else downloaded into it (HF writes it
+    atomically); used offline when cached. Unreachable: one line naming the model and the cache folder."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    for name in filenames:
+        cached = try_to_load_from_cache(repo_id, name)
+        if isinstance(cached, str):
+            return _hf_weights(model, repo_id, name, Path(cached))
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT
+    reasons = []
+    try:
+        _reachable(endpoint, stall_timeout)  # HF retries a refused connection for half a minute: ask once first
+    except DownloadFailed as exc:
+        reasons.append(str(exc))
+    else:
+        for name in filenames:
+            if log:
+                log(f"{model}: downloading {repo_id}/{name} into {hf_cache_dir()}")
+            try:
+                path = hf_hub_download(repo_id, name, etag_timeout=stall_timeout)
+            except Exception as exc:  # noqa: BLE001 - offline, missing file, HTTP error: say which, try the next
+                reasons.append(f"{name}: {first_line(exc)}")
+                continue
+            return _hf_weights(model, repo_id, name, Path(path))
+    raise WeightsError(
+        f"{model}: weights of Hugging Face repo {repo_id} are not in the cache ({hf_cache_dir()}) and could not be "
+        f"downloaded ({'; '.join(reasons)}); {NAMED_HINT}"
+    )
+
+
+def _reachable(url: str, timeout: float) -> None:
+    """Name resolution and a TCP connection to the server of `url`, each bounded by `timeout`."""
+    _resolve(url, timeout)
+    parts = urllib.parse.urlparse(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise DownloadFailed(f"{url}: {exc.strerror or exc}") from None
+
+
+def _hf_weights(model: str, repo_id: str, name: str, path: Path) -> Weights:
+    """HF's cache keeps large files as blobs named by their sha256: no need to hash them again."""
+    blob = path.resolve().name
+    sha = blob if len(blob) == 64 and all(c in "0123456789abcdef" for c in blob) else sha256_of(path)
+    return Weights("pretrained", path, sha, model, f"hf://{repo_id}/{name}")

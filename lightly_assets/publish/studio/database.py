@@ -11,15 +11,14 @@ ends or its process dies.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lightly_assets.locks import LockTimeout, exclusive
 from lightly_assets.publish.secrets import mask, userinfo
 from lightly_assets.publish.studio.target import ANALYTICS_ENV, PROCESS_LOCK, StudioError, StudioTarget
 
@@ -139,26 +138,20 @@ def file_lock(target: StudioTarget) -> Iterator[None]:
         yield
         return
     db_file = Path(target.db_file).absolute()
-    db_file.parent.mkdir(parents=True, exist_ok=True)
     lock_path = db_file.with_name(db_file.name + ".lock")
-    deadline = time.monotonic() + target.lock_timeout_s
-    with open(lock_path, "a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StudioError(
-                        target.dataset_name,
-                        f"{db_file} is being written by another upload (lock {lock_path} held for more "
-                        f"than {target.lock_timeout_s:g} s); retry when it has finished",
-                    ) from None
-                time.sleep(0.1)
-        try:
+    acquired = False
+    try:
+        with exclusive(lock_path, timeout_s=target.lock_timeout_s):
+            acquired = True
             yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    except LockTimeout:
+        if acquired:  # not ours: raised by the block
+            raise
+        raise StudioError(
+            target.dataset_name,
+            f"{db_file} is being written by another upload (lock {lock_path} held for more "
+            f"than {target.lock_timeout_s:g} s); retry when it has finished",
+        ) from None
 
 
 def import_studio() -> None:

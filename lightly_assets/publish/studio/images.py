@@ -41,7 +41,7 @@ def _image_paths(session: Session, collection_id: UUID) -> dict[str, UUID]:
     return paths_in(session, collection_id, ImageTable)
 
 
-def sync_images(name: str, images: list[ImageRow], dimension: int) -> Outcome:
+def sync_images(name: str, images: list[ImageRow], dimension: int, space: str | None = None) -> Outcome:
     import lightly_studio as ls
     from lightly_studio.core.file_outcome_report import AllInputFilesFailedError
     from lightly_studio.core.image import add_images
@@ -49,7 +49,7 @@ def sync_images(name: str, images: list[ImageRow], dimension: int) -> Outcome:
 
     dataset = ls.ImageDataset.load_or_create(name=name)
     session, collection_id = dataset.session, dataset.collection_id
-    model_id = default_model(session, collection_id, dataset.dataset_id, dimension)
+    model_id = default_model(session, collection_id, dataset.dataset_id, dimension, space)
     wanted = {image.path: image for image in images}
     before = _image_paths(session, collection_id)
     new_paths = [path for path in wanted if path not in before]
@@ -67,7 +67,7 @@ def sync_images(name: str, images: list[ImageRow], dimension: int) -> Outcome:
     missing = [sample_id for path, sample_id in present.items() if path not in wanted]
     removed = flag_missing(session, collection_id, model_id, missing, list(live.values()))
 
-    with serving(dimension, {path: wanted[path].vector for path in live}):
+    with serving(dimension, {path: wanted[path].vector for path in live}, space):
         sync_embeddings(
             session,
             model_id,

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
 
-def default_model(session: Session, collection_id: UUID, dataset_id: UUID, dimension: int) -> UUID:
+def default_model(
+    session: Session, collection_id: UUID, dataset_id: UUID, dimension: int, space: str | None = None
+) -> UUID:
     """Make our embedding space the collection's default model (what LightlyStudio does on first embed)."""
     from lightly_studio.models.embedding_model import EmbeddingModelCreate
     from lightly_studio.resolvers import (
@@ -27,7 +29,7 @@ def default_model(session: Session, collection_id: UUID, dataset_id: UUID, dimen
     model = embedding_model_resolver.get_or_create(
         session=session,
         embedding_model=EmbeddingModelCreate(
-            name=space_key(dimension), embedding_dimension=dimension, dataset_id=dataset_id
+            name=space_key(dimension, space), embedding_dimension=dimension, dataset_id=dataset_id
         ),
     )
     model_id = model.embedding_model_id

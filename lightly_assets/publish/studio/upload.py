@@ -15,8 +15,13 @@ from lightly_assets.publish.studio.target import StudioError, StudioTarget, Uplo
 from lightly_assets.publish.studio.videos import sync_videos
 
 
-def upload_dataset(target: StudioTarget, data_dir: Path, frame_index: pd.DataFrame, csv_path: Path) -> UploadResult:
-    """Mirror one dataset with its CSV embeddings into LightlyStudio; safe to repeat and to resume."""
+def upload_dataset(
+    target: StudioTarget, data_dir: Path, frame_index: pd.DataFrame, csv_path: Path, space: str | None = None
+) -> UploadResult:
+    """Mirror one dataset with its CSV embeddings into LightlyStudio; safe to repeat and to resume.
+
+    `space` names the embedding model the vectors are stored under (one per model: `embedder.space_for`).
+    """
     name = target.dataset_name
     plan = plan_upload(name, Path(data_dir), frame_index, Path(csv_path))
     with writer_lock(target), connected(target) as session:
@@ -26,10 +31,10 @@ def upload_dataset(target: StudioTarget, data_dir: Path, frame_index: pd.DataFra
             outcomes: list[Outcome] = []
             if plan.images or root_type(session, image_name) == "image":
                 step = f"writing images into {image_name!r}"
-                outcomes.append(sync_images(image_name, plan.images, plan.dimension))
+                outcomes.append(sync_images(image_name, plan.images, plan.dimension, space))
             if plan.videos or root_type(session, video_name) == "video":
                 step = f"writing videos into {video_name!r}"
-                outcomes.append(sync_videos(video_name, plan.videos, plan.dimension))
+                outcomes.append(sync_videos(video_name, plan.videos, plan.dimension, space))
         except StudioError:
             raise
         except Exception as error:

@@ -228,6 +228,7 @@ def _embed_videos(
     frame_vectors: dict[UUID, np.ndarray],
     video_vectors: dict[str, tuple[UUID, np.ndarray]],
     dimension: int,
+    space: str | None = None,
 ) -> None:
     """Frames: vectors stored as LightlyStudio's frame embedding does. Videos: through the registered embedder."""
     from lightly_studio.embed import embed_samples, embedding_storage
@@ -244,7 +245,7 @@ def _embed_videos(
             show_progress=False,
         ),
     )
-    with serving(dimension, {path: vector for path, (_, vector) in video_vectors.items()}):
+    with serving(dimension, {path: vector for path, (_, vector) in video_vectors.items()}, space):
         sync_embeddings(
             session,
             models[0],
@@ -255,7 +256,7 @@ def _embed_videos(
         )
 
 
-def sync_videos(name: str, videos: list[VideoRow], dimension: int) -> Outcome:
+def sync_videos(name: str, videos: list[VideoRow], dimension: int, space: str | None = None) -> Outcome:
     import lightly_studio as ls
     from lightly_studio.models.collection import SampleType
     from lightly_studio.resolvers import collection_resolver
@@ -266,8 +267,8 @@ def sync_videos(name: str, videos: list[VideoRow], dimension: int) -> Outcome:
         session=session, collection_id=collection_id, sample_type=SampleType.VIDEO_FRAME
     )
     models = (
-        default_model(session, collection_id, dataset.dataset_id, dimension),
-        default_model(session, frames_id, dataset.dataset_id, dimension),
+        default_model(session, collection_id, dataset.dataset_id, dimension, space),
+        default_model(session, frames_id, dataset.dataset_id, dimension, space),
     )
     wanted = {video.path: video for video in videos}
     added = _load_videos(session, dataset, wanted)
@@ -288,7 +289,7 @@ def sync_videos(name: str, videos: list[VideoRow], dimension: int) -> Outcome:
     for path, video_id in live.items():
         frame_vectors.update(_match_frames(frames[video_id], wanted[path]))
     video_vectors = {path: (video_id, wanted[path].mean()) for path, video_id in live.items()}
-    _embed_videos(session, collection_id, models, frame_vectors, video_vectors, dimension)
+    _embed_videos(session, collection_id, models, frame_vectors, video_vectors, dimension, space)
     samples, embeddings = count_live(session, frames_id)
     return Outcome(
         dataset=StudioDataset(name, "video", str(dataset.dataset_id), str(collection_id), samples, embeddings),
