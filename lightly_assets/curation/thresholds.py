@@ -22,6 +22,7 @@ DEFAULT_SIMILARITY: dict[str, float] = {
     "timm:": 0.85,
     "clip": 0.92,
     "open_clip:": 0.92,
+    "mobileclip:": 0.92,
     "onnx:": 0.9,
 }
 FALLBACK_SIMILARITY = 0.9
