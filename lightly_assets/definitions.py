@@ -32,6 +32,7 @@ ENVIRONMENT: dict[str, dict[str, str]] = {
         "checkpoint": "LIGHTLY_ASSETS_CHECKPOINT",
         "pretrained_url": "LIGHTLY_ASSETS_PRETRAINED_URL",
         "executor": "LIGHTLY_ASSETS_EXECUTOR",
+        "engine_cache_dir": "LIGHTLY_ASSETS_ENGINE_CACHE",
     },
     "ray_cluster": {"address": "RAY_ADDRESS"},  # read by Ray itself too; bound here so the UI shows it
     "publish_target": {

@@ -13,6 +13,8 @@ os.environ.setdefault("LIGHTLY_STUDIO_ANALYTICS_ENABLED", "false")
 # Nothing downloads at test time: the pretrained weights come from an empty hub cache and a refused local URL
 # (port 9 is closed here), so every run falls back to random weights in milliseconds unless a test serves a file.
 os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="lightly-assets-torch-home-")
+# Converted OpenVINO models: one cache for the session (its subprocesses too), never the user's.
+os.environ["LIGHTLY_ASSETS_ENGINE_CACHE"] = tempfile.mkdtemp(prefix="lightly-assets-engine-cache-")
 OFFLINE_PRETRAINED_URL = "http://127.0.0.1:9/offline/no-pretrained-weights-in-tests.pth"
 os.environ["LIGHTLY_ASSETS_PRETRAINED_URL"] = OFFLINE_PRETRAINED_URL  # bound to the resource by definitions.py
 

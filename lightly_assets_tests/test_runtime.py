@@ -79,7 +79,73 @@ def test_default_precision_is_auto_and_fp32_stays_exact() -> None:
 def test_thread_plan(device: str, cores: int, expected: runtime.ThreadPlan) -> None:
     assert runtime.plan_threads(device, cores) == expected
     explicit = runtime.plan_threads(device, cores, threads=3, workers=5)
-    assert (explicit.torch_threads, explicit.decode_workers) == (3, 5)
+    assert (explicit.network_threads, explicit.decode_workers) == (3, 5)
+
+
+@pytest.mark.parametrize(
+    ("cores", "expected"),
+    [
+        (2, runtime.ThreadPlan(2, 2, low_priority_decode=True)),
+        (8, runtime.ThreadPlan(6, 3, low_priority_decode=True)),  # the faster network leaves decoding more
+        (16, runtime.ThreadPlan(12, 5, low_priority_decode=True)),
+    ],
+)
+def test_thread_plan_for_openvino(cores: int, expected: runtime.ThreadPlan) -> None:
+    assert runtime.plan_threads("cpu", cores, engine="openvino") == expected
+
+
+@pytest.mark.parametrize(
+    ("asked", "device", "expected"),
+    [
+        ("auto", "cpu", "openvino"),
+        ("auto", "cuda", "torch"),
+        ("torch", "cpu", "torch"),
+        ("openvino", "cpu", "openvino"),
+    ],
+)
+def test_engine_choice(asked: str, device: str, expected: str) -> None:
+    assert runtime.choose_engine(asked, device) == expected
+
+
+def test_engine_choice_refuses_what_cannot_run() -> None:
+    with pytest.raises(ValueError, match="openvino runs on the CPU"):
+        runtime.choose_engine("openvino", "cuda")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        runtime.choose_engine("tensorrt", "cpu")
+
+
+def test_int8_is_opt_in_and_only_on_openvino() -> None:
+    assert runtime.choose_precision("int8", "cpu", True, "openvino") == ("int8", [])
+    chosen, notes = runtime.choose_precision("int8", "cpu", True, "torch")
+    assert chosen == "fp32" and "int8" in notes[0]
+    assert runtime.choose_precision("auto", "cpu", False, "openvino")[0] == "fp32"  # never int8 by default
+    assert runtime.choose_precision("auto", "cpu", True, "openvino")[0] == "bf16"
+
+
+def test_zoo_url_is_lightlys_without_importing_the_zoo() -> None:
+    from lightly.models.zoo import ZOO
+
+    from lightly_assets.embedding import weights
+
+    assert weights.zoo_url() == weights.DEFAULT_ZOO_URL == ZOO[weights.DEFAULT_ZOO_KEY]
+    assert weights.zoo_url("resnet-34/simclr/d16/w1.0") == ZOO["resnet-34/simclr/d16/w1.0"]
+    code = (
+        "import sys, os\n"
+        "os.environ['TORCH_HOME'] = '/tmp/th'\n"
+        "from lightly_assets.embedding import weights\n"
+        "weights.zoo_url(); print(weights.hub_checkpoints_dir(), 'torch' in sys.modules, 'lightly' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["/tmp/th/hub/checkpoints", "False", "False"]
+
+
+def test_hub_dir_is_torchs() -> None:
+    import torch.hub
+
+    from lightly_assets.embedding import weights
+
+    assert weights.hub_checkpoints_dir() == Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def test_load_model_sets_torch_threads() -> None:
@@ -89,7 +155,7 @@ def test_load_model_sets_torch_threads() -> None:
         assert torch.get_num_threads() == m.threads == 1 and m.decode_workers == 3
         m = load_model(None, input_size=16)
         plan = runtime.plan_threads("cpu", runtime.usable_cores())
-        assert m.threads == torch.get_num_threads() == plan.torch_threads
+        assert m.threads == torch.get_num_threads() == plan.network_threads
         assert (m.decode_workers, m.low_priority_decode) == (plan.decode_workers, plan.low_priority_decode)
     finally:
         torch.set_num_threads(before)

@@ -81,7 +81,15 @@ class EmbeddingModelResource(ConfigurableResource):
     batch_size: int = 64
     workers: Optional[int] = None  # decode threads; None: sized for the device (runtime.plan_threads)
     device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where native, else fp32
+    engine: Literal["auto", "openvino", "torch"] = Field(
+        default="auto", description="`auto`: OpenVINO on a CPU (converted once, cached), torch on CUDA."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
+        default="auto", description="auto: bf16 where native, else fp32; int8 (OpenVINO, opt-in) quantises."
+    )
+    engine_cache_dir: Optional[str] = Field(
+        default=None, description="Converted OpenVINO models (default `~/.cache/lightly-assets/openvino`)."
+    )
     orientation: Literal["upright", "raw"] = Field(
         default="upright",
         description="`upright`: photos and frames as viewers show them (EXIF orientation, video display rotation); "
@@ -130,10 +138,17 @@ class EmbeddingModelResource(ConfigurableResource):
                 self._weights,
                 input_size=self.input_size,
                 seed=self.seed,
-                device=self.device,
-                precision=self.precision,
+                **self._run_settings(),
             )
         return self._model
+
+    def _run_settings(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "precision": self.precision,
+            "engine": self.engine,
+            "cache_dir": self.engine_cache_dir,
+        }
 
     def executor_for(self, ray_cluster: "RayClusterResource"):  # -> lightly_assets.embedding.executor.Executor
         """The executor this field names; a bad value is one line naming the field (run config or EnvVar alike)."""
@@ -162,7 +177,7 @@ class EmbeddingModelResource(ConfigurableResource):
         )
         network = build(spec, options)
         self._weights = network.weights
-        return load_network(network, str(spec), device=self.device, precision=self.precision)
+        return load_network(network, str(spec), **self._run_settings())
 
     @property
     def weights(self):  # -> lightly_assets.embedding.weights.Weights | None
@@ -171,11 +186,9 @@ class EmbeddingModelResource(ConfigurableResource):
 
     def random_model(self):  # -> lightly_assets.embedding.model.LoadedModel
         """The seeded random network with the same settings: the baseline of the quality figure."""
-        from lightly_assets.embedding.model import load_model
+        from lightly_assets.embedding.weights import Weights, load_chosen
 
-        return load_model(
-            None, input_size=self.input_size, seed=self.seed, device=self.device, precision=self.precision
-        )
+        return load_chosen(Weights("random"), input_size=self.input_size, seed=self.seed, **self._run_settings())
 
 
 class RayClusterResource(ConfigurableResource):
@@ -279,16 +292,23 @@ class PublishTargetResource(ConfigurableResource):
             target = StudioTarget(db_file=db_file, dataset_name=dataset_name)
         result = upload_dataset(target, dataset_dir, frame_index, csv_path, space)
         tags = publish_tags(target, dataset_dir, frame_index, curation.tags) if curation else {}
+        from lightly_assets.publish.studio.browse import gui_base_url, links, links_markdown, text_search_note
+
         return {
             "target": result.target,
             "dataset": result.dataset_name,
-            "dataset_id": str(result.dataset_id),
             "samples": result.samples,
             "embeddings": result.embeddings,
-            "browse": result.gui_command,
+            "videos": result.videos,
+            "added": result.added,
+            "removed": result.removed,
+            "unmatched": result.unmatched,
+            "urls": links_markdown(links(result.datasets, gui_base_url())),
+            "browse": f"lightly-assets browse {dataset_name}",
+            "gui_command": result.gui_command,
+            "text_search": text_search_note(space),
             "location": str(db_file) if db_file else None,
-            **{k: v for k, v in result.as_metadata().items() if isinstance(v, (int, str))},
-            **{f"studio_tag_{base}": names for base, names in tags.items()},
+            "tags": tags,
         }
 
     def _to_bucket(

@@ -24,16 +24,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from lightly_assets.embedding.executor import Collected, EmbedJob, JobResult, Sink
-from lightly_assets.embedding.model import LoadedModel, bf16_supported
 from lightly_assets.embedding.pipeline import REQUIRED_COLUMNS, EmbeddingError, LocalExecutor
+from lightly_assets.embedding.runtime import bf16_supported
 from lightly_assets.errors import exception_line
 from lightly_assets.publish.secrets import mask_url
+
+if TYPE_CHECKING:  # model.py imports torch; a warm OpenVINO run does without it
+    from lightly_assets.embedding.model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +203,14 @@ def _worker_model(model_box: list, fingerprint: str) -> LoadedModel:
     model = _WORKER_MODEL.get(fingerprint)
     if model is None:
         import ray
-        import torch
 
         model = ray.get(model_box[0])
+        if getattr(model, "compiled", None) is not None and not ray.get_gpu_ids():
+            _WORKER_MODEL.clear()  # OpenVINO on this worker's CPU (recompiled from the cache when unpickled)
+            _WORKER_MODEL[fingerprint] = model
+            return model
+        import torch
+
         device = torch.device("cuda") if ray.get_gpu_ids() else torch.device("cpu")
         precision = model.precision if model.precision != "bf16" or bf16_supported(device) else "fp32"
         model = dataclasses.replace(model, module=model.module.to(device), device=device, precision=precision)

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightly_assets.embedding import runtime
+from lightly_assets.embedding import runtime, warm
 from lightly_assets.embedding.checkpoint import check_fit, read_state_dict
+from lightly_assets.embedding.engine import Engine, EngineError, ModelCache, openvino_engine
 from lightly_assets.embedding.models.spec import ModelError
 from lightly_assets.embedding.network import LIGHTLY_RESNETS, LightlyArch, build_backbone, lightly_keys
 from lightly_assets.embedding.network import projection_head_shapes as _projection_head_shapes
@@ -75,9 +76,10 @@ class _Backbone(nn.Module):
 class LoadedModel:
     """A ready embedding network: `module` maps normalised NCHW float batches to (N, dim) vectors.
 
-    `threads` are torch's intra-op threads (set process-wide when the model is loaded), `decode_workers`
-    the decode threads the pipeline runs beside them, `low_priority_decode` whether those threads yield to
-    the network (CPU: the cores are shared) or not (GPU: decoding is the bottleneck).
+    `threads` are the network's threads (torch's intra-op threads, set process-wide when the model is loaded,
+    or OpenVINO's), `decode_workers` the decode threads the pipeline runs beside them, `low_priority_decode`
+    whether those threads yield to the network (CPU: the cores are shared) or not (GPU: decoding is the
+    bottleneck). `engine` names what runs `embed`: `openvino` (then `compiled` runs it on the CPU) or `torch`.
     """
 
     module: nn.Module
@@ -97,6 +99,8 @@ class LoadedModel:
     spec: str = "lightly"  # what the user asked for (`LIGHTLY_ASSETS_MODEL`)
     space_key: str | None = None  # LightlyStudio's embedding space of these vectors; None: ours per dimension
     onnx_path: str | None = None  # for `onnx:` models: the file, for an engine that runs ONNX itself
+    engine: str = "torch"
+    compiled: Engine | None = None
     _pinned: torch.Tensor | None = field(default=None, init=False, repr=False)
     _copied: torch.cuda.Event | None = field(default=None, init=False, repr=False)
     _norm: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False)
@@ -158,9 +162,14 @@ class LoadedModel:
             raise ModelError(f"{self.description}: this model has no text tower (use a CLIP model for text search)")
         return self.module.embed_text(texts)
 
-    @torch.inference_mode()
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Embed a uint8 NHWC batch of `prep.shape` images; returns float32 (N, dim)."""
+        if self.compiled is not None and self.device.type == "cpu":
+            return self.compiled(batch)
+        return self._torch_embed(batch)
+
+    @torch.inference_mode()
+    def _torch_embed(self, batch: np.ndarray) -> np.ndarray:
         x = self.preprocess(batch)
         dtype = _AUTOCAST.get(self.precision)
         if dtype is not None:
@@ -179,19 +188,29 @@ def load_model(
     precision: str = "auto",
     threads: int | None = None,
     decode_workers: int | None = None,
+    engine: str = "torch",
+    cache_dir: str | Path | None = None,
+    calibration: np.ndarray | None = None,
 ) -> LoadedModel:
     """Build the network, load `checkpoint` (or seed a random init) and check it runs, before any data is read.
 
     `precision="auto"` is bf16 where the hardware computes it natively (AMX / AVX-512-BF16 CPUs, CUDA),
     else fp32; `"fp32"` gives bit-level reproducibility. `threads` / `decode_workers` default to the
     split of `runtime.plan_threads`; torch's intra-op thread count is set process-wide here.
+    `engine` `auto`/`openvino` runs the network with OpenVINO on a CPU, converted once into the cache
+    (`cache_dir`, default `engine.default_cache_dir()`); `precision="int8"` quantises it on `calibration`.
     """
     if input_size < 8:
         raise ModelError(f"input_size must be at least 8 pixels, got {input_size}")
     dev = resolve_device(device)
-    effective, notes = _resolve_precision(precision, dev)
-    plan = runtime.plan_threads(dev.type, runtime.usable_cores(), threads, decode_workers)
-    runtime.apply_torch_threads(plan.torch_threads)
+    try:
+        engine_name = runtime.choose_engine(engine, dev.type)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
+    effective, notes = _resolve_precision(precision, dev, engine_name)
+    plan = runtime.plan_threads(dev.type, runtime.usable_cores(), threads, decode_workers, engine=engine_name)
+    if engine_name == "torch":
+        runtime.apply_torch_threads(plan.network_threads)
     if checkpoint:
         module, description = _from_checkpoint(Path(checkpoint))
         random_init = False
@@ -200,7 +219,8 @@ def load_model(
         random_init = True
         notes.append(f"no checkpoint: RANDOM weights (torch seed {seed}), embeddings carry no learned meaning")
     module.eval()
-    fingerprint = _fingerprint(module, description, input_size, effective)  # the weights as loaded
+    tag = effective if engine_name == "torch" else f"{effective} openvino"
+    fingerprint = _fingerprint(module, description, input_size, tag)  # the weights as loaded
     dim = _known_dim(module)
     module = _fold_batchnorms(module).to(dev, memory_format=torch.channels_last)
     loaded = LoadedModel(
@@ -214,12 +234,56 @@ def load_model(
         fingerprint=fingerprint,
         input_size=input_size,
         notes=notes,
-        threads=torch.get_num_threads(),
+        threads=torch.get_num_threads() if engine_name == "torch" else plan.network_threads,
         decode_workers=plan.decode_workers,
         low_priority_decode=plan.low_priority_decode,
     )
     loaded.dim = dim or _probe_dim(loaded, checkpoint)
+    if engine_name == "openvino":
+        _compile(loaded, warm.identity(warm_sha256(checkpoint), seed), cache_dir, calibration, None, engine == "auto")
     return loaded
+
+
+def warm_sha256(checkpoint: str | Path | None) -> str | None:
+    """The sha256 of the checkpoint file, which keys its converted model (None for the random init)."""
+    from lightly_assets.embedding.weights import sha256_of
+
+    return sha256_of(Path(checkpoint)) if checkpoint else None
+
+
+def _compile(
+    loaded: LoadedModel,
+    identity: str,
+    cache_dir,
+    calibration: np.ndarray | None,
+    source: Path | None = None,
+    fallback: bool = False,
+) -> None:
+    """Attach the OpenVINO engine (converted now, or read from the cache) to a CPU model.
+
+    `source`: an ONNX file that OpenVINO reads itself; else the torch module is converted. `fallback`
+    (engine `auto`): a network OpenVINO cannot convert runs with torch, with a note, instead of failing.
+    """
+    module = source if source is not None else loaded.module.to(memory_format=torch.contiguous_format)
+    meta = {
+        "fingerprint": loaded.fingerprint,
+        "dim": loaded.dim,
+        "description": loaded.description,
+        "random_init": loaded.random_init,
+        "notes": [n for n in loaded.notes if "RANDOM" in n],
+    }
+    try:
+        loaded.compiled, _ = openvino_engine(
+            module, identity, loaded.prep, loaded.precision, loaded.threads, ModelCache(cache_dir), meta, calibration
+        )
+    except EngineError as exc:
+        if not fallback:
+            raise
+        loaded.notes.append(f"engine auto: {exc}; running with torch instead")
+        loaded.precision = "fp32" if loaded.precision == "int8" else loaded.precision
+        runtime.apply_torch_threads(loaded.threads)
+        return
+    loaded.engine = "openvino"
 
 
 def load_network(
@@ -229,25 +293,34 @@ def load_network(
     precision: str = "auto",
     threads: int | None = None,
     decode_workers: int | None = None,
+    engine: str = "torch",
+    cache_dir: str | Path | None = None,
+    calibration: np.ndarray | None = None,
 ) -> LoadedModel:
     """Hand a named model's network to the engine: device, precision and threads as for `load_model`.
 
     The fingerprint (the embedding cache's key) covers the spec, the weights file's sha256, the preprocessing
-    and the precision: switching any of them re-embeds.
+    and the precision: switching any of them re-embeds. With OpenVINO an `onnx:` file is read by OpenVINO itself.
     """
     dev = resolve_device(device)
-    effective, notes = _resolve_precision(precision, dev)
-    if network.onnx_path is not None and effective != "fp32":
+    try:
+        engine_name = runtime.choose_engine(engine, dev.type)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
+    effective, notes = _resolve_precision(precision, dev, engine_name)
+    if network.onnx_path is not None and effective != "fp32" and engine_name == "torch":
         notes.append(f"{spec}: the ONNX file runs in its own precision (fp32 here), not {effective}")
         effective = "fp32"
-    plan = runtime.plan_threads(dev.type, runtime.usable_cores(), threads, decode_workers)
-    runtime.apply_torch_threads(plan.torch_threads)
+    plan = runtime.plan_threads(dev.type, runtime.usable_cores(), threads, decode_workers, engine=engine_name)
+    if engine_name == "torch":
+        runtime.apply_torch_threads(plan.network_threads)
     prep = network.preprocessing
-    identity = f"{_FINGERPRINT_VERSION}|{spec}|{network.weights.sha256}|{prep.describe()}|{effective}"
+    tag = effective if engine_name == "torch" else f"{effective} openvino"
+    identity = f"{_FINGERPRINT_VERSION}|{spec}|{network.weights.sha256}|{prep.describe()}|{tag}"
     module = (
         network.module if network.onnx_path is not None else network.module.to(dev, memory_format=torch.channels_last)
     )
-    return LoadedModel(
+    loaded = LoadedModel(
         module=module,
         device=dev if network.onnx_path is None else torch.device("cpu"),
         dim=network.dim,
@@ -258,7 +331,7 @@ def load_network(
         fingerprint=hashlib.sha256(identity.encode()).hexdigest()[:32],
         input_size=prep.height,
         notes=notes,
-        threads=torch.get_num_threads(),
+        threads=torch.get_num_threads() if engine_name == "torch" else plan.network_threads,
         decode_workers=plan.decode_workers,
         low_priority_decode=plan.low_priority_decode,
         preprocessing=prep,
@@ -266,6 +339,10 @@ def load_network(
         space_key=network.space_key,
         onnx_path=str(network.onnx_path) if network.onnx_path else None,
     )
+    if engine_name == "openvino":
+        source = Path(network.onnx_path) if network.onnx_path is not None else None
+        _compile(loaded, f"{identity}|{warm.LOADER_VERSION}", cache_dir, calibration, source, engine == "auto")
+    return loaded
 
 
 def build_lightly_model(arch: LightlyArch = _DEFAULT_ARCH) -> _SimCLR:
@@ -315,12 +392,12 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _resolve_precision(precision: str, device: torch.device) -> tuple[str, list[str]]:
+def _resolve_precision(precision: str, device: torch.device, engine: str = "torch") -> tuple[str, list[str]]:
     if precision not in _PRECISIONS:
         raise ModelError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
-    if precision == "fp32":
-        return "fp32", []
-    return runtime.choose_precision(precision, device.type, bf16_supported(device))
+    if precision in ("fp32", "int8"):
+        return runtime.choose_precision(precision, device.type, False, engine)
+    return runtime.choose_precision(precision, device.type, bf16_supported(device), engine)
 
 
 def _from_checkpoint(path: Path) -> tuple[nn.Module, str]:

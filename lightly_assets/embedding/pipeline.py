@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,10 +30,12 @@ from lightly_assets import columns
 from lightly_assets.dataset.orientation import check_orientation, exif_upright
 from lightly_assets.embedding.cache import Checkpoint, EmbeddingCache, Key
 from lightly_assets.embedding.executor import DecodeOptions, EmbedJob, Executor, JobResult, Sink
-from lightly_assets.embedding.model import LoadedModel
 from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.runtime import lower_this_thread_priority
 from lightly_assets.errors import LightlyAssetsError, exception_line
+
+if TYPE_CHECKING:  # a model served from the OpenVINO cache runs without torch, which model.py imports
+    from lightly_assets.embedding.model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,8 @@ class EmbedResult:
     first_batch_at: float | None = None
     workers: int = 0
     nodes: frozenset[str] = frozenset()  # the Ray nodes that embedded (empty locally)
+    model: str = ""  # the model's description, set by the `embeddings` asset for what comes downstream
+    space: str | None = None  # its LightlyStudio embedding space (publish/studio/embedder.space_for), likewise
 
 
 def load_image(path: Path, size: int | Preprocessing, draft: bool = True, upright: bool = True) -> np.ndarray:

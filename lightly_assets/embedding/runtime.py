@@ -1,4 +1,7 @@
-"""How the network runs on this machine: precision, intra-op threads, decode threads, pinned batches.
+"""How the network runs on this machine: engine, precision, intra-op threads, decode threads.
+
+The one home of these choices (embedding, training and the engines ask here). Engine `auto`: OpenVINO on a
+CPU (about 2x torch's fp32 rate on AVX2, 1.4x torch bf16 on AVX-512-BF16), torch on CUDA.
 
 Choices follow measurements of the default network (lightly resnet-18, 64 px, batch 64): bf16 autocast in
 channels-last is 2x (AVX-512-BF16) to 4x (AMX) faster than fp32 where the CPU does bf16 natively, and
@@ -16,13 +19,18 @@ import os
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported only where a torch device is asked about: a warm OpenVINO run skips it
+    import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+ENGINES = ("auto", "openvino", "torch")
 # Share of the CPU work of one sample spent decoding it (JPEG draft / PNG / video frame to 64 px) when the
-# network runs in bf16; measured ~0.14 on 800x600 photos (20% PNG) with AVX-512-BF16.
+# network runs in torch bf16; measured ~0.14 on 800x600 photos (20% PNG) with AVX-512-BF16.
 DECODE_SHARE = 0.15
+# The same with OpenVINO, whose forward pass is ~1.4x (bf16) to 2x (AVX2 f32) faster than torch's.
+OPENVINO_DECODE_SHARE = 0.25
 _BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -46,11 +54,13 @@ def cpu_summary() -> str:
 
 
 def native_cpu_bf16(flags: frozenset[str] | None = None) -> bool:
-    """bf16 maths in hardware (AMX or AVX-512-BF16), from the CPU flags or torch's own probe."""
+    """bf16 maths in hardware (AMX or AVX-512-BF16), from the CPU flags (torch's own probe where none are read)."""
     if any(flag in (cpu_flags() if flags is None else flags) for flag in _BF16_FLAGS):
         return True
-    if flags is not None:
+    if flags is not None or cpu_flags():  # the flags were read: they say no
         return False
+    import torch
+
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
@@ -58,22 +68,40 @@ def native_cpu_bf16(flags: frozenset[str] | None = None) -> bool:
 def bf16_supported(device: torch.device) -> bool:
     """Native bf16 maths only: emulated bf16 on an old CPU is slower than fp32."""
     if device.type == "cuda":
+        import torch
+
         return bool(torch.cuda.is_bf16_supported())
     if device.type == "cpu":
         return native_cpu_bf16()
     return False
 
 
-def choose_precision(asked: str, device_type: str, native_bf16: bool) -> tuple[str, list[str]]:
+def choose_engine(asked: str, device_type: str) -> str:
+    """`auto`: OpenVINO on a CPU, torch on CUDA; `openvino` runs on the CPU only, `torch` anywhere."""
+    if asked not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {asked!r}")
+    if asked == "auto":
+        return "openvino" if device_type == "cpu" else "torch"
+    if asked == "openvino" and device_type != "cpu":
+        raise ValueError(f"engine openvino runs on the CPU here, not on {device_type}: use engine torch there")
+    return asked
+
+
+def choose_precision(asked: str, device_type: str, native_bf16: bool, engine: str = "torch") -> tuple[str, list[str]]:
     """The precision that runs, and a note when it is not the one asked for.
 
     `auto`: bf16 where the hardware has it (CUDA with bf16, AMX/AVX-512-BF16 CPUs), fp16 on older GPUs,
-    fp32 elsewhere. `fp32` always runs as asked (bit-level reproducibility).
+    fp32 elsewhere. `fp32` always runs as asked (bit-level reproducibility). `int8` (opt-in, never chosen by
+    `auto`) is OpenVINO's post-training quantisation; with torch it falls back to fp32.
     """
     if asked not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {asked!r}")
     if asked == "fp32":
         return "fp32", []
+    if asked == "int8":
+        if engine == "openvino":
+            return "int8", []
+        return "fp32", ["int8 asked for, but int8 runs only with engine openvino: falling back to fp32"]
     where = "this GPU" if device_type == "cuda" else f"this {device_type}"
     if asked == "auto":
         if native_bf16:
@@ -100,17 +128,21 @@ def usable_cores() -> int:
 
 @dataclass(frozen=True)
 class ThreadPlan:
-    """Intra-op threads for torch, decode threads for the pipeline, and whether decoding yields to torch."""
+    """Threads of the network (torch intra-op or OpenVINO's `INFERENCE_NUM_THREADS`), decode threads for the
+    pipeline, and whether decoding yields to the network."""
 
-    torch_threads: int
+    network_threads: int
     decode_workers: int
     low_priority_decode: bool
 
 
-def plan_threads(device_type: str, cores: int, threads: int | None = None, workers: int | None = None) -> ThreadPlan:
+def plan_threads(
+    device_type: str, cores: int, threads: int | None = None, workers: int | None = None, engine: str = "torch"
+) -> ThreadPlan:
     """Cores left after decoding go to the network (CPU); on a GPU every core decodes.
 
-    On a CPU decoding needs `DECODE_SHARE` of the work: `floor(cores * share)` cores are kept for it (none
+    On a CPU decoding needs `DECODE_SHARE` of the work (`OPENVINO_DECODE_SHARE` with the faster OpenVINO
+    network): `floor(cores * share)` cores are kept for it (none
     on a 2-core machine) and torch gets the rest. The decode threads (one more than the cores kept, at
     least two so a slow PNG does not hold up the queue) run at a lower priority: they use the kept cores
     and whatever the network leaves idle, and yield to torch's threads rather than preempt them mid-layer.
@@ -120,12 +152,14 @@ def plan_threads(device_type: str, cores: int, threads: int | None = None, worke
     cores = max(1, cores)
     if device_type == "cuda":
         return ThreadPlan(threads or 1, workers or max(2, cores), low_priority_decode=False)
-    reserved = math.floor(cores * DECODE_SHARE)
+    reserved = math.floor(cores * (OPENVINO_DECODE_SHARE if engine == "openvino" else DECODE_SHARE))
     return ThreadPlan(threads or max(1, cores - reserved), workers or max(2, reserved + 1), low_priority_decode=True)
 
 
 def apply_torch_threads(n: int) -> None:
     """Set torch's intra-op threads (process-wide) when they differ; cheap to call again."""
+    import torch
+
     if n >= 1 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
 

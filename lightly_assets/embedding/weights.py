@@ -34,6 +34,9 @@ DEFAULT_ZOO_KEY = "resnet-18/simclr/d32/w1.0"  # lightly-embed's default config:
 STALL_TIMEOUT_S = 10.0  # longest wait for the server to answer or to send more bytes
 TOTAL_TIMEOUT_S = 600.0  # a download still running after this is abandoned, however fast bytes trickle in
 _CHUNK = 1 << 20
+# lightly.models.zoo.ZOO's entry for lightly-embed's default network: importing the zoo (torchvision) for this
+# string cost 1.4 s of start-up; a test checks it against lightly's ZOO. Other keys still ask lightly.
+DEFAULT_ZOO_URL = "https://storage.googleapis.com/models_boris/whattolabel-resnet18-simclr-d32-w1.0-i-085d0693.pth"
 
 Source = Literal["checkpoint", "trained", "pretrained", "random"]
 
@@ -78,6 +81,8 @@ class Weights:
 
 def zoo_url(key: str = DEFAULT_ZOO_KEY) -> str:
     """The URL lightly's own model zoo lists for `key` (lightly.models.zoo.ZOO)."""
+    if key == DEFAULT_ZOO_KEY:
+        return DEFAULT_ZOO_URL
     from lightly.models.zoo import ZOO
 
     if key not in ZOO:
@@ -86,10 +91,17 @@ def zoo_url(key: str = DEFAULT_ZOO_KEY) -> str:
 
 
 def hub_checkpoints_dir() -> Path:
-    """torch's hub cache, as `lightly-embed` uses it (honours TORCH_HOME and XDG_CACHE_HOME)."""
-    import torch.hub
+    """torch's hub cache, as `lightly-embed` uses it (honours TORCH_HOME and XDG_CACHE_HOME).
 
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    `torch.hub.get_dir()`'s rule, written out so that choosing the weights does not import torch; when torch is
+    already imported, its answer (which `torch.hub.set_dir` may have changed) wins.
+    """
+    import sys
+
+    if "torch.hub" in sys.modules:
+        return Path(sys.modules["torch.hub"].get_dir()) / "checkpoints"
+    xdg = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return Path(os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(xdg, "torch")))) / "hub" / "checkpoints"
 
 
 def cached_path(url: str) -> Path:
@@ -242,7 +254,16 @@ def check_architecture(path: Path, key: str) -> None:
 
 
 def load_chosen(weights: Weights, **model_kwargs):  # -> lightly_assets.embedding.model.LoadedModel
-    """Load the chosen weights with the project's one model loader (`embedding.model.load_model`)."""
+    """Load the chosen weights with the project's one model loader (`embedding.model.load_model`).
+
+    With engine `auto`/`openvino` on a CPU, a model converted before is served from the engine cache
+    (`embedding.warm`): no torch import, no architecture check (it passed when the entry was written).
+    """
+    from lightly_assets.embedding.warm import warm_model
+
+    cached = warm_model(weights.path, weights.sha256, **model_kwargs)
+    if cached is not None:
+        return cached
     from lightly_assets.embedding.model import load_model
 
     if weights.source == "pretrained" and weights.path is not None and weights.zoo_key:

@@ -1,0 +1,209 @@
+"""The engines: OpenVINO agrees with torch fp32 on the same batch, for any network; conversions are cached."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lightly_assets.embedding import engine as eng
+from lightly_assets.embedding.engine import EngineError, ModelCache, TorchEngine, openvino_engine
+from lightly_assets.embedding.model import bf16_supported, load_model
+from lightly_assets.embedding.preprocessing import Preprocessing
+from lightly_assets.embedding.weights import Weights, load_chosen
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 32
+
+
+def _pixels(n: int = 6, size: int = SIZE, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def _never() -> nn.Module:
+    raise AssertionError("converted again although the cache holds the model")
+
+
+class _SmallNet(nn.Module):
+    """Any NCHW -> (N, D) module: two convolutions, pooled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 12, 3, stride=2))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.body(x)).flatten(1)
+
+
+@pytest.fixture(scope="module")
+def ov_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("openvino-cache")
+
+
+@pytest.fixture(scope="module")
+def lightly_ov(ov_cache: Path):
+    """lightly-embed's network (seeded random init) on OpenVINO fp32, converted once for this module."""
+    return load_model(None, input_size=SIZE, precision="fp32", engine="openvino", cache_dir=ov_cache)
+
+
+def test_openvino_fp32_matches_torch_fp32_on_the_lightly_network(lightly_ov) -> None:
+    torch_model = load_model(None, input_size=SIZE, precision="fp32", engine="torch")
+    assert lightly_ov.engine == "openvino" and lightly_ov.compiled is not None
+    assert lightly_ov.dim == torch_model.dim == 32
+    pixels = _pixels(7)  # not a multiple of anything: any batch length runs
+    ours, reference = lightly_ov.embed(pixels), torch_model.embed(pixels)
+    assert ours.dtype == np.float32 and ours.shape == reference.shape
+    assert _cosine(ours, reference).min() >= 0.9999
+    np.testing.assert_allclose(ours, reference, rtol=1e-3, atol=1e-4 * np.abs(reference).max())
+
+
+@pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="no native bf16 on this CPU")
+def test_openvino_bf16_stays_close_to_torch_fp32(ov_cache: Path) -> None:
+    bf16 = load_model(None, input_size=SIZE, precision="bf16", engine="openvino", cache_dir=ov_cache)
+    fp32 = load_model(None, input_size=SIZE, precision="fp32", engine="torch")
+    assert bf16.precision == "bf16"
+    assert _cosine(bf16.embed(_pixels()), fp32.embed(_pixels())).min() >= 0.99
+
+
+def test_conversion_is_cached_and_a_corrupt_entry_is_rebuilt(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = _SmallNet().eval()
+    pre = Preprocessing.stretch(SIZE)
+    identity = "test|weights sha256 " + "0" * 64
+    cache = ModelCache(tmp_path)
+    engine, meta = openvino_engine(net, identity, pre, "fp32", 1, cache, {"dim": 32})
+    pixels = _pixels()
+    expected = engine(pixels)
+    again, meta2 = openvino_engine(_never, identity, pre, "fp32", 1, cache)  # warm: the source is never built
+    np.testing.assert_array_equal(again(pixels), expected)
+    assert meta2["dim"] == 32 and meta2["files"] == meta["files"]
+
+    folder = cache.entry(eng.cache_key(identity, pre, "fp32"))
+    blob = folder / "model.bin"
+    blob.write_bytes(blob.read_bytes()[:-64])  # truncated weights: never trusted
+    converted = []
+
+    def source() -> nn.Module:
+        converted.append(1)
+        return net
+
+    rebuilt, _ = openvino_engine(source, identity, pre, "fp32", 1, cache, {"dim": 32})
+    assert converted == [1]
+    np.testing.assert_array_equal(rebuilt(pixels), expected)
+    assert not list(tmp_path.glob(".*.tmp"))  # the temporary folder was renamed into place
+
+    (folder / "meta.json").write_text("{not json")
+    assert cache.lookup(eng.cache_key(identity, pre, "fp32")) is None
+    assert not folder.exists()
+
+
+def test_cache_key_changes_with_what_changes_the_graph() -> None:
+    base = eng.cache_key("w", Preprocessing.stretch(64), "fp32")
+    assert base == eng.cache_key("w", Preprocessing.stretch(64), "fp32")
+    others = {
+        eng.cache_key("w2", Preprocessing.stretch(64), "fp32"),
+        eng.cache_key("w", Preprocessing.stretch(32), "fp32"),
+        eng.cache_key("w", Preprocessing.stretch(64, mean=(0.5, 0.5, 0.5)), "fp32"),
+        eng.cache_key("w", Preprocessing.stretch(64), "bf16"),
+        eng.cache_key("w", Preprocessing.stretch(64), "int8"),
+    }
+    assert base not in others and len(others) == 5
+
+
+def test_an_onnx_file_runs_on_openvino_like_torch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = _SmallNet().eval()
+    onnx_file = tmp_path / "small.onnx"
+    torch.onnx.export(
+        net,
+        (torch.zeros(1, 3, SIZE, SIZE),),
+        str(onnx_file),
+        dynamo=False,
+        input_names=["pixels"],
+        output_names=["embedding"],
+        dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}},
+    )
+    pre = Preprocessing.stretch(SIZE, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    engine, _ = openvino_engine(onnx_file, "onnx-test", pre, "fp32", 1, ModelCache(tmp_path / "cache"))
+    reference = TorchEngine(net, torch.device("cpu"), "fp32", pre)(_pixels(5))
+    ours = engine(_pixels(5))
+    assert ours.shape == (5, 12)
+    assert _cosine(ours, reference).min() >= 0.9999
+
+
+def test_a_network_openvino_cannot_take_says_so(tmp_path: Path) -> None:
+    bad = tmp_path / "not.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(EngineError, match=r"not\.onnx"):
+        openvino_engine(bad, "bad", Preprocessing.stretch(SIZE), "fp32", 1, ModelCache(tmp_path / "cache"))
+    with pytest.raises(EngineError, match="int8 needs calibration"):
+        openvino_engine(bad, "bad", Preprocessing.stretch(SIZE), "int8", 1, ModelCache(tmp_path / "cache"))
+
+
+@pytest.mark.e2e
+def test_torchvision_resnet18_on_openvino_matches_torch(tmp_path: Path) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None)
+    net.fc = nn.Identity()
+    net.eval()
+    pre = Preprocessing.stretch(SIZE)
+    engine, _ = openvino_engine(net, "torchvision resnet18 seed 0", pre, "fp32", 0, ModelCache(tmp_path))
+    reference = TorchEngine(net, torch.device("cpu"), "fp32", pre)(_pixels())
+    assert _cosine(engine(_pixels()), reference).min() >= 0.9999
+
+
+@pytest.mark.e2e
+def test_int8_quantisation_stays_close(tmp_path: Path, lightly_ov) -> None:
+    calibration = _pixels(32, seed=1)
+    int8 = load_model(
+        None, input_size=SIZE, precision="int8", engine="openvino", cache_dir=tmp_path, calibration=calibration
+    )
+    assert int8.precision == "int8"
+    cos = _cosine(int8.embed(_pixels()), lightly_ov.embed(_pixels()))
+    print(f"int8 vs fp32 cosine min {cos.min():.4f}")
+    assert cos.min() > 0.9
+
+
+def test_a_warm_run_serves_the_cached_model_without_torch(lightly_ov, ov_cache: Path) -> None:
+    """The second run of a model reads the converted graph: torch is never imported."""
+    code = f"""
+import sys, json, numpy as np
+from lightly_assets.embedding.weights import Weights, load_chosen
+m = load_chosen(Weights("random"), input_size={SIZE}, precision="fp32", engine="openvino", cache_dir={str(ov_cache)!r})
+px = np.random.default_rng(0).integers(0, 256, (6, {SIZE}, {SIZE}, 3), dtype=np.uint8)
+print(json.dumps({{"torch": "torch" in sys.modules, "fp": m.fingerprint, "dim": m.dim, "random": m.random_init,
+                  "v": m.embed(px).tolist(), "engine": m.engine}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO, check=True
+    ).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["torch"] is False and got["engine"] == "openvino"
+    assert got["fp"] == lightly_ov.fingerprint and got["dim"] == lightly_ov.dim and got["random"] is True
+    np.testing.assert_allclose(np.asarray(got["v"], np.float32), lightly_ov.embed(_pixels()), rtol=1e-6, atol=1e-7)
+
+
+def test_a_warm_cache_is_only_used_for_the_same_weights(lightly_ov, ov_cache: Path) -> None:
+    other_seed = load_chosen(Weights("random"), input_size=SIZE, seed=1, precision="fp32", engine="torch")
+    assert other_seed.fingerprint != lightly_ov.fingerprint
+    from lightly_assets.embedding.warm import warm_model
+
+    assert warm_model(None, None, input_size=SIZE, seed=1, device="cpu", engine="openvino", cache_dir=ov_cache) is None
+    assert warm_model(None, None, input_size=SIZE, seed=0, device="cpu", engine="torch", cache_dir=ov_cache) is None
+    hit = warm_model(
+        None, None, input_size=SIZE, seed=0, device="cpu", precision="fp32", engine="auto", cache_dir=ov_cache
+    )
+    assert hit is not None and hit.fingerprint == lightly_ov.fingerprint
