@@ -97,19 +97,3 @@ class UploadResult:
     unmatched: int
     gui_command: str
     datasets: tuple[StudioDataset, ...] = ()
-
-    def as_metadata(self) -> dict[str, str | int]:
-        """Flat values for asset metadata (no secrets)."""
-        return {
-            "studio_target": self.target,
-            "studio_dataset": self.dataset_name,
-            "studio_dataset_id": self.dataset_id,
-            "studio_collection_id": self.collection_id,
-            "studio_samples": self.samples,
-            "studio_embeddings": self.embeddings,
-            "studio_videos": self.videos,
-            "studio_added": self.added,
-            "studio_removed": self.removed,
-            "studio_unmatched": self.unmatched,
-            "studio_gui_command": self.gui_command,
-        }
