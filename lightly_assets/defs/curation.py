@@ -65,7 +65,7 @@ def _samples(embeddings, frame_index: pd.DataFrame) -> pd.DataFrame:
     return frame_index.iloc[indices].reset_index(drop=True)
 
 
-def _groups_table(duplicates, total: int) -> MetadataValue:
+def _groups_table(duplicates) -> MetadataValue:
     largest = duplicates.largest(GROUPS_LISTED)
     records = [
         TableRecord(
@@ -160,7 +160,9 @@ def duplicates(
             "warning": warning,
         },
         metadata={
-            "duplicates_csv": MetadataValue.path(str(path.resolve())),
+            "contact_sheet": MetadataValue.md(image_markdown(sheet, title)),
+            "largest_groups": _groups_table(found),
+            "largest_groups_shown": f"first {min(GROUPS_LISTED, found.groups)} of {found.groups} groups, largest first",
             "groups": MetadataValue.int(found.groups),
             "exact_copies": MetadataValue.int(counts["exact"]),
             "near_copies": MetadataValue.int(counts["near"]),
@@ -168,14 +170,12 @@ def duplicates(
             "samples": MetadataValue.int(found.samples),
             "similarity": MetadataValue.float(similarity),
             "similarity_source": "config" if config.similarity is not None else f"default for model {setting!r}",
+            "similarity_warning": warning or "none",
             "search": found.method,
             "searched_samples": MetadataValue.int(found.searched),
             "reused_samples": MetadataValue.int(found.samples - found.searched),
-            "similarity_warning": warning or "none",
-            f"largest_groups (first {min(GROUPS_LISTED, found.groups)} of {found.groups})": _groups_table(
-                found, found.samples
-            ),
-            "contact_sheet": MetadataValue.md(image_markdown(sheet, title)),
+            "duplicates_csv": MetadataValue.path(str(path.resolve())),
+            "contact_sheet_png": MetadataValue.path(str(sheet.resolve())),
         },
     )
     yield checks.no_duplicates(found.groups, counts, similarity)
@@ -227,7 +227,7 @@ def selection(
     yield Output(
         {"path": str(path), "filenames": names, "strategy": strategy, "samples": len(samples)},
         metadata={
-            f"per_label (all {samples['label'].nunique()} labels)": _per_label(samples, chosen.rows),
+            "per_label": _per_label(samples, chosen.rows),
             "selected": MetadataValue.int(len(names)),
             "samples": MetadataValue.int(len(samples)),
             "requested": MetadataValue.int(n),

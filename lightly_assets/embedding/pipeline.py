@@ -170,7 +170,8 @@ def _decode_video(path: Path, wanted: dict[int, int], size: Preprocessing, uprig
     frames: Iterator | None = None
     try:
         scaled = (size.width, size.height) if size.mode == "stretch" else None  # swscale resizes, far cheaper
-        frames = iter_frames(path, size=scaled, upright=upright)  # turned before the model's crop, if any
+        # Turned before the model's crop, if any; frames not wanted (subsampled, or cached) are not converted.
+        frames = iter_frames(path, size=scaled, upright=upright, keep=set(wanted))
         for number, image in frames:
             row = wanted.pop(number, None)
             if row is not None:
