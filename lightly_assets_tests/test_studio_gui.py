@@ -34,6 +34,8 @@ INTERNAL = ("source_size", "source_mtime_ns", "indexed_frames", "lightly_assets_
 def shown_as(key: str) -> str:
     """A metadata key as LightlyStudio's filter panel writes it, lower-cased: `source_size` → `source size`."""
     return key.replace("_", " ").lower()
+
+
 LINK = re.compile(r"^  (\S.*): (http://\S+)$", re.MULTILINE)
 
 
