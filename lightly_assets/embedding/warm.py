@@ -60,6 +60,11 @@ class WarmModel:
     module: None = None
     device: CpuDevice = field(default_factory=CpuDevice)
 
+    @property
+    def prep(self) -> Preprocessing:
+        """As `LoadedModel.prep`: warm entries are only written for lightly-embed's preprocessing (`warm_model`)."""
+        return Preprocessing.stretch(self.input_size)
+
     def embed(self, batch: np.ndarray) -> np.ndarray:
         return self.compiled(batch)
 
