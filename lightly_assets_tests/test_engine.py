@@ -223,6 +223,7 @@ def test_a_warm_model_embeds_through_the_pipeline_like_the_model_it_was_cached_f
     warm = warm_model(None, None, input_size=SIZE, seed=0, device="cpu", precision="fp32", engine="auto",
                       cache_dir=ov_cache)  # fmt: skip
     assert warm is not None and warm.prep == lightly_ov.prep
+    assert (warm.spec, warm.space_key) == (lightly_ov.spec, lightly_ov.space_key)  # read by the embeddings asset
     got = embed_samples(_frame_index(tmp_path, names), tmp_path, warm, workers=1)
     expected = embed_samples(_frame_index(tmp_path, names), tmp_path, lightly_ov, workers=1)
     assert got.filenames == names

@@ -128,7 +128,6 @@ class EmbeddingModelResource(ConfigurableResource):
         if self._model is None:
             from lightly_assets.embedding.weights import load_chosen
 
-            choice("embedding_model.executor", self.executor, EXECUTORS)
             spec = self.spec()
             if spec.named:
                 self._model = self._load_named(spec, log)

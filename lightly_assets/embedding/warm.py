@@ -59,6 +59,8 @@ class WarmModel:
     engine: str = "openvino"
     module: None = None
     device: CpuDevice = field(default_factory=CpuDevice)
+    spec: str = "lightly"  # warm entries are only written for the lightly model (named models load elsewhere)
+    space_key: str | None = None  # as `LoadedModel`'s: LightlyStudio's space is ours, per dimension
 
     @property
     def prep(self) -> Preprocessing:
