@@ -165,16 +165,40 @@ def test_torchvision_resnet18_on_openvino_matches_torch(tmp_path: Path) -> None:
     assert _cosine(engine(_pixels()), reference).min() >= 0.9999
 
 
+def test_calibration_samples_are_spread_over_images_and_frames(tmp_path: Path) -> None:
+    from lightly_assets.embedding.calibration import calibration_pixels
+    from lightly_assets_tests.media import make_image, make_video
+    from lightly_assets_tests.test_embedding import _frame_index
+
+    names = [f"a/{i}.jpg" for i in range(6)] + ["b/x.png"]
+    for i, name in enumerate(names):
+        make_image(tmp_path / name, seed=i, size=(40, 30))
+    (tmp_path / "a/broken.jpg").write_bytes(b"not a jpeg")
+    make_video(tmp_path / "v.mp4", n_frames=6, size=(32, 32))
+    index = _frame_index(tmp_path, [*names, "a/broken.jpg"], {"v.mp4": 6})
+    pixels = calibration_pixels(index, tmp_path, Preprocessing.stretch(16), n=10)
+    assert pixels.dtype == np.uint8 and pixels.shape[1:] == (16, 16, 3)
+    assert 8 <= len(pixels) <= 10  # the broken file is left out, the rest spread over images and frames
+    assert len(calibration_pixels(index.iloc[:0], tmp_path, Preprocessing.stretch(16))) == 0
+
+
 @pytest.mark.e2e
 def test_int8_quantisation_stays_close(tmp_path: Path, lightly_ov) -> None:
-    calibration = _pixels(32, seed=1)
+    seen = []
+
+    def calibration(pre: Preprocessing) -> np.ndarray:
+        seen.append(pre)
+        return _pixels(32, seed=1)
+
     int8 = load_model(
         None, input_size=SIZE, precision="int8", engine="openvino", cache_dir=tmp_path, calibration=calibration
     )
-    assert int8.precision == "int8"
+    assert int8.precision == "int8" and seen == [Preprocessing.stretch(SIZE)]
     cos = _cosine(int8.embed(_pixels()), lightly_ov.embed(_pixels()))
     print(f"int8 vs fp32 cosine min {cos.min():.4f}")
     assert cos.min() > 0.9
+    again = load_model(None, input_size=SIZE, precision="int8", engine="openvino", cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.embed(_pixels()), int8.embed(_pixels()))  # cached: no calibration needed
 
 
 def test_a_warm_run_serves_the_cached_model_without_torch(lightly_ov, ov_cache: Path) -> None:
