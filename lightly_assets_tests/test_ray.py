@@ -85,6 +85,32 @@ def test_executor_is_chosen_by_the_resource_field_and_a_bad_one_names_it() -> No
         EmbeddingModelResource(executor="spark").executor_for(cluster)
 
 
+def test_a_bad_executor_in_run_config_fails_the_step_naming_the_field(tmp_path: Path) -> None:
+    from dagster import DagsterInstance, materialize
+
+    from lightly_assets.definitions import RESOURCES
+    from lightly_assets.defs.embedding import embeddings
+    from lightly_assets.defs.indexing import file_index, frame_index
+    from lightly_assets.defs.partitions import datasets_partitions
+    from lightly_assets.defs.resources import StorageResource
+    from lightly_assets.summary import failure_reason
+
+    make_image(tmp_path / "data" / "ds" / "a.png")
+    storage = StorageResource(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"))
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(datasets_partitions.name, ["ds"])
+        result = materialize(
+            [file_index, frame_index, embeddings],
+            instance=instance,
+            partition_key="ds",
+            resources={**RESOURCES, "storage": storage},
+            run_config={"resources": {"embedding_model": {"config": {"executor": "spark"}}}},
+            raise_on_error=False,
+        )
+    (event,) = result.get_step_failure_events()
+    assert failure_reason(event) == "embedding_model.executor='spark' is not one of local, ray"
+
+
 def test_work_is_cut_into_image_batches_and_whole_videos() -> None:
     import pandas as pd
 

@@ -298,16 +298,23 @@ class PublishTargetResource(ConfigurableResource):
             target = StudioTarget(db_file=db_file, dataset_name=dataset_name)
         result = upload_dataset(target, dataset_dir, frame_index, csv_path, space)
         tags = publish_tags(target, dataset_dir, frame_index, curation.tags) if curation else {}
+        from lightly_assets.publish.studio.browse import gui_base_url, links, links_markdown, text_search_note
+
         return {
             "target": result.target,
             "dataset": result.dataset_name,
-            "dataset_id": str(result.dataset_id),
             "samples": result.samples,
             "embeddings": result.embeddings,
-            "browse": result.gui_command,
+            "videos": result.videos,
+            "added": result.added,
+            "removed": result.removed,
+            "unmatched": result.unmatched,
+            "urls": links_markdown(links(result.datasets, gui_base_url())),
+            "browse": f"lightly-assets browse {dataset_name}",
+            "gui_command": result.gui_command,
+            "text_search": text_search_note(space),
             "location": str(db_file) if db_file else None,
-            **{k: v for k, v in result.as_metadata().items() if isinstance(v, (int, str))},
-            **{f"studio_tag_{base}": names for base, names in tags.items()},
+            "tags": tags,
         }
 
     def _to_bucket(

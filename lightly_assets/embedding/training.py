@@ -28,7 +28,7 @@ from lightly_assets import columns
 from lightly_assets.atomic import atomic_output
 from lightly_assets.embedding.checkpoint import check_shapes, read_state_dict
 from lightly_assets.embedding.model import LightlyArch, bf16_supported, build_lightly_model, resolve_device
-from lightly_assets.errors import LightlyAssetsError
+from lightly_assets.errors import LightlyAssetsError, exception_line
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class FrameStream(IterableDataset):
                 if number in frames:
                     yield _cap(frame, limit)
         except Exception as exc:  # noqa: BLE001 - an unreadable file is left out of training, like embedding does
-            self.unreadable.append(f"{source}: {type(exc).__name__}: {exc}")
+            self.unreadable.append(f"{source}: {exception_line(exc)}")
             log.warning("training: skipping %s (%s)", source, exc)
 
     def __iter__(self) -> Iterator[list[torch.Tensor]]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lightly_assets.errors import exception_line
 from lightly_assets.publish.studio.database import connected, file_lock, scrub, writer_lock
 from lightly_assets.publish.studio.images import sync_images
 from lightly_assets.publish.studio.naming import dataset_names, frames_collection, root_type
@@ -40,8 +41,8 @@ def upload_dataset(
         except Exception as error:
             raise StudioError(
                 name,
-                f"upload to {target.describe()} failed while {step}: {type(error).__name__}: "
-                f"{scrub(str(error), target)}; what was written is consistent and the next run completes it",
+                f"upload to {target.describe()} failed while {step}: {scrub(exception_line(error), target)}; "
+                "what was written is consistent and the next run completes it",
             ) from error
     if not outcomes:
         raise StudioError(name, "nothing to upload: frame_index is empty and LightlyStudio has no such dataset")

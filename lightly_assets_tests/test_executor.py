@@ -1,0 +1,74 @@
+"""The executor contract: `embed_samples` hands an executor the rows the cache lacks as one job, and an
+executor's batches, in whatever order they come, land on their own rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lightly_assets.embedding.cache import EmbeddingCache
+from lightly_assets.embedding.executor import Collected, DecodeOptions, EmbedJob, JobResult, Sink
+from lightly_assets.embedding.model import load_model
+from lightly_assets.embedding.pipeline import LocalExecutor, embed_samples
+from lightly_assets_tests.test_embedding import _frame_index, _image
+
+SIZE = 16
+
+
+@dataclass
+class Backwards:
+    """An executor that runs the job locally, then reports its batches last first, one row at a time."""
+
+    jobs: list[EmbedJob] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return "backwards"
+
+    def run(self, job: EmbedJob, sink: Sink) -> JobResult:
+        self.jobs.append(job)
+        collected = Collected(dim=job.model.dim, n=len(job.samples))
+        LocalExecutor().run(job, collected)
+        for row in reversed(np.flatnonzero(collected.done).tolist()):
+            sink.vectors(np.array([row]), collected.matrix[[row]])
+        for row, reason in collected.reasons.items():
+            sink.unreadable(row, reason)
+        return JobResult(first_batch_at=123.0, nodes=frozenset({"n1", "n2"}))
+
+
+def test_an_executor_gets_only_the_uncached_rows_and_its_vectors_land_in_order(tmp_path: Path) -> None:
+    names = ["a/x.jpg", "a/y.png", "b/z.jpg", "b/w.png"]
+    for i, name in enumerate(names):
+        _image(tmp_path / name, 40, 30, seed=i)
+    (tmp_path / "b" / "broken.png").write_bytes(b"not an image")
+    model = load_model(None, input_size=SIZE, seed=0, precision="fp32")
+    cache = EmbeddingCache(tmp_path / "cache.npz")
+    local = embed_samples(_frame_index(tmp_path, names[:2]), tmp_path, model, cache=cache, draft=False)
+    assert local.embedded == 2
+
+    index = _frame_index(tmp_path, [*names, "b/broken.png"])
+    executor, progress = Backwards(), []
+    result = embed_samples(
+        index, tmp_path, model, batch_size=2, workers=1, cache=cache, draft=False, executor=executor,
+        progress=lambda done, total: progress.append((done, total)),
+    )  # fmt: skip
+    (job,) = executor.jobs
+    assert list(job.samples["filename"]) == ["b/z.jpg", "b/w.png", "b/broken.png"]  # the cache had the rest
+    assert (job.batch_size, job.workers, job.decode) == (2, 1, DecodeOptions(draft=False))
+    assert result.filenames == names and result.reused == 2 and result.embedded == 2
+    assert [n for n, _ in result.unreadable] == ["b/broken.png"] and "UnidentifiedImageError" in result.unreadable[0][1]
+    assert (result.first_batch_at, result.nodes) == (123.0, frozenset({"n1", "n2"}))
+    reference = embed_samples(_frame_index(tmp_path, names), tmp_path, model, draft=False)
+    np.testing.assert_allclose(result.matrix, reference.matrix, rtol=1e-5, atol=1e-6)
+    assert progress[0] == (2, 5) and progress[-1] == (5, 5)
+
+
+def test_the_local_executor_reports_when_its_first_batch_was_ready(tmp_path: Path) -> None:
+    _image(tmp_path / "x.png", 20, 20, seed=0)
+    model = load_model(None, input_size=SIZE, seed=0)
+    job = EmbedJob(_frame_index(tmp_path, ["x.png"]), tmp_path, model, batch_size=4, workers=1)
+    collected = Collected(dim=model.dim, n=1)
+    outcome = LocalExecutor().run(job, collected)
+    assert collected.done.tolist() == [True] and outcome.first_batch_at is not None and outcome.nodes == frozenset()
+    assert LocalExecutor().describe() == "local"
