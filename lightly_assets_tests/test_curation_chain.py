@@ -131,3 +131,21 @@ def test_the_bucket_target_gets_both_files_under_dot_lightly(tmp_path: Path) -> 
     assert (published / "selection.txt").read_bytes() == (out / "selection.txt").read_bytes()
     assert len((out / "selection.txt").read_text().splitlines()) == 2  # half of 5, rounded down
     assert pd.read_csv(out / "duplicates.csv")["filenames"].tolist() == ["chelsea-1-copy.jpg", "chelsea-1.jpg"]
+
+
+@pytest.mark.e2e  # the whole chain once on one image (~20 s)
+def test_a_dataset_of_one_sample_gives_empty_outputs(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "ds"
+    data.mkdir(parents=True)
+    shutil.copy(EXAMPLE_DATA / "images_weak_labels" / "cats" / "chelsea-0.jpg", data / "only.jpg")
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(datasets_partitions.name, ["ds"])
+    result = run(instance, tmp_path, {}, {})
+    assert result.success, summarise_run("ds", result).error
+    out = tmp_path / "out" / "ds"
+    assert (out / "duplicates.csv").read_text() == "filenames,group,kind,similarity\n"
+    assert (out / "selection.txt").read_text() == ""  # a tenth of one sample, rounded down
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["no_duplicates"] and checks["no_duplicates_selected"]
+    summary = summarise_run("ds", result).render()
+    assert "duplicates: 0 groups found" in summary and "selection: 0 of 1 samples written" in summary
