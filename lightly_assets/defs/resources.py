@@ -103,6 +103,7 @@ class EmbeddingModelResource(ConfigurableResource):
 
     _model: object = PrivateAttr(default=None)
     _weights: object = PrivateAttr(default=None)
+    _calibration: object = PrivateAttr(default=None)
 
     def spec(self):  # -> lightly_assets.embedding.models.ModelSpec
         """What `model` asks for; an unknown value is one line listing what is accepted."""
@@ -123,9 +124,13 @@ class EmbeddingModelResource(ConfigurableResource):
             log=log,
         )
 
-    def load(self, trained: Optional[Path] = None, log=None):  # -> lightly_assets.embedding.model.LoadedModel
-        """Build the model once; a bad checkpoint fails here, before any file is decoded."""
+    def load(self, trained: Optional[Path] = None, log=None, calibration=None):  # -> embedding.model.LoadedModel
+        """Build the model once; a bad checkpoint fails here, before any file is decoded.
+
+        `calibration`: a function of the model's preprocessing returning uint8 samples, for `precision: int8`.
+        """
         if self._model is None:
+            self._calibration = calibration
             from lightly_assets.embedding.weights import load_chosen
 
             choice("embedding_model.executor", self.executor, EXECUTORS)
@@ -148,6 +153,7 @@ class EmbeddingModelResource(ConfigurableResource):
             "precision": self.precision,
             "engine": self.engine,
             "cache_dir": self.engine_cache_dir,
+            "calibration": self._calibration,
         }
 
     def executor_for(self, ray_cluster: "RayClusterResource"):  # -> lightly_assets.embedding.executor.Executor
