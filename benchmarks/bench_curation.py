@@ -85,8 +85,9 @@ def run_child(kind: str, n: int, dim: int, select_n: int) -> dict:
 
 def corpus_photos(limit: int) -> list[tuple[str, object]]:
     """Photos of the real-media corpus (lightly_assets_tests/real_media.py), at most 512 px; [] when not fetched."""
-    from lightly_assets_tests.real_media import IMAGE_SUFFIXES, Unavailable, corpus
     from PIL import Image
+
+    from lightly_assets_tests.real_media import IMAGE_SUFFIXES, Unavailable, corpus
 
     try:
         folders = corpus()
