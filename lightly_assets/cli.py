@@ -1,6 +1,7 @@
 """`lightly-assets run [DATASET ...]`: materialize the whole chain with its checks on the instance in DAGSTER_HOME.
 
 `lightly-assets train DATASET ...` trains Lightly's SimCLR on a dataset; the next `run` embeds with it.
+`lightly-assets browse [DATASET ...] [--open]` prints the LightlyStudio link of each dataset and starts the GUI.
 
 Options become run config of the `storage` resource, so one rule holds everywhere: run config (options) >
 environment variable > default.
@@ -50,7 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, default=1.0, help="SGD learning rate (default 1.0)")
     train.add_argument("--max-minutes", type=float, default=60.0, help="time budget; stops early (default 60)")
     train.add_argument("--resume", action="store_true", help="continue from the previous embedding_model.ckpt")
-    for p in (run, listing, train):
+    browse = sub.add_parser("browse", help="print the LightlyStudio link of each dataset; --open starts the GUI")
+    browse.add_argument("datasets", nargs="*", help="dataset folder names (default: every published dataset)")
+    browse.add_argument("--open", action="store_true", help="start LightlyStudio's GUI on the database (blocks)")
+    browse.add_argument("--host", help="GUI host (default: $LIGHTLY_STUDIO_HOST, else localhost)")
+    browse.add_argument("--port", type=int, help="GUI port (default: $LIGHTLY_STUDIO_PORT, else 8001)")
+    for p in (run, listing, train, browse):
         p.add_argument("--data-dir", help="data root (default: $LIGHTLY_ASSETS_DATA_DIR, else data)")
         p.add_argument("--output-dir", help="output root (default: $LIGHTLY_ASSETS_OUTPUT_DIR, else outputs)")
     return parser
@@ -75,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}\t{path}")
         return 0
     names = args.datasets or list(root.datasets)
+    if args.command == "browse":  # what was published, whether or not its folder is still there
+        _prepare_home()
+        return _browse(args, names, storage.output_dir)
     hidden = [n for n in names if n.startswith(".")]
     if hidden:
         print(f"error: {', '.join(hidden)}: hidden folders (names starting with '.') are ignored", file=sys.stderr)
@@ -103,6 +112,39 @@ def main(argv: list[str] | None = None) -> int:
     for s in summaries:
         print(s.render())
     return 0 if all(s.ok for s in summaries) else 1
+
+
+def _browse(args: argparse.Namespace, names: list[str], output_dir: str) -> int:
+    """Print each published dataset's LightlyStudio links; with --open, serve the GUI on their database."""
+    from dagster import DagsterInstance
+
+    from lightly_assets.browse import published, render, studio_database
+    from lightly_assets.definitions import ENVIRONMENT, SECRET_NAMES
+    from lightly_assets.defs.partitions import datasets_partitions
+    from lightly_assets.publish.studio.browse import gui_base_url, start_gui
+    from lightly_assets.publish.studio.target import StudioTarget
+
+    with DagsterInstance.get() as instance:
+        if not args.datasets:  # every published dataset, also one whose folder is gone
+            names = sorted(set(names) | set(instance.get_dynamic_partitions(datasets_partitions.name)))
+        items = published(instance, names)
+    if not items:
+        print(f"error: {', '.join(names)}: not uploaded yet; run `lightly-assets run` first", file=sys.stderr)
+        return 2
+    db_file, url_env = studio_database(
+        os.environ.get(ENVIRONMENT["publish_target"]["studio_db_file"]),
+        next((n for n in SECRET_NAMES["publish_target"].values() if os.environ.get(n)), None),
+        Path(output_dir),
+    )
+    target = StudioTarget(db_file=db_file, db_url_env=url_env, dataset_name=items[0].dataset)
+    base = gui_base_url(args.host, args.port)
+    print(render(items, base, target.gui_command(), args.open), flush=True)
+    if args.open:
+        if db_file is not None and not db_file.exists():
+            print(f"error: {db_file}: no LightlyStudio database yet", file=sys.stderr)
+            return 2
+        start_gui(db_file, url_env, args.host, args.port)
+    return 0
 
 
 if __name__ == "__main__":

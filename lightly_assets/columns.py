@@ -41,6 +41,13 @@ EMBEDDINGS_CSV: dict[str, str] = {
     "labels": "weak label (int)",
 }
 
+# The type of each contract column, as the UI's column schema shows it before any run.
+TYPES: dict[str, str] = {
+    "filename": "string", "kind": "string", "label": "int", "label_name": "string", "size": "int",
+    "mtime_ns": "int", "source": "string", "frame": "int", "pts": "int", "time_s": "float",
+    "filenames": "string", "embedding_<i>": "float", "labels": "int", "group": "int", "similarity": "float",
+}  # fmt: skip
+
 # duplicates.csv (curation/duplicates.py): one row per sample in a group of two or more.
 DUPLICATES_CSV: dict[str, str] = {
     "filenames": "sample name, as in the embeddings CSV",

@@ -29,6 +29,7 @@ class RunSummary:
     reused: int | None = None
     csv: str | None = None
     browse: str | None = None
+    urls: list[str] = field(default_factory=list)
     weights: str | None = None
     knn: str | None = None
     duplicates: str | None = None
@@ -59,6 +60,7 @@ class RunSummary:
             lines.append(f"  selection: {self.selection}")
         if self.browse:
             lines.append(f"  browse: {self.browse}")
+        lines += [f"  open: {url}" for url in self.urls]
         if self.skipped:
             lines.append(f"  skipped: {len(self.skipped)} (not in the CSV nor the target)")
             lines += [f"    {path}: {reason}" for path, reason in self.skipped[:SKIPPED_SHOWN]]
@@ -87,14 +89,26 @@ def summarise_run(name: str, result) -> RunSummary:
             summary.error = failure_reason(event)
     summary.skipped = _skipped(result)
     if result.success:
-        csv = result.output_for_node("embeddings_csv")
-        upload = result.output_for_node("uploaded_dataset")
-        summary.samples, summary.dimension, summary.csv = csv["rows"], csv["dimension"], csv["path"]
+        csv = _metadata(result, "embeddings_csv")
+        upload = _metadata(result, "uploaded_dataset")
+        summary.samples, summary.dimension, summary.csv = csv.get("rows"), csv.get("dimension"), csv.get("csv")
         summary.reused = result.output_for_node("embeddings").reused
         summary.browse = upload.get("browse")
+        summary.urls = _urls(str(upload.get("open") or ""))
         summary.weights, summary.knn = _provenance(result)
         summary.duplicates, summary.selection = _curation(result)
     return summary
+
+
+def _metadata(result, node: str) -> dict:
+    """The plain values of the latest materialization of `node` in this run (empty when it did not run)."""
+    found = result.asset_materializations_for_node(node)
+    return {k: getattr(v, "value", v) for k, v in found[-1].metadata.items()} if found else {}
+
+
+def _urls(markdown: str) -> list[str]:
+    """`name: url` for each `- [name](url)` line of the `open` metadata of `uploaded_dataset`."""
+    return [f"{name}: {url}" for name, url in re.findall(r"^- \[(.*)\]\((\S+)\)$", markdown, re.MULTILINE)]
 
 
 def _curation(result) -> tuple[str | None, str | None]:
@@ -158,7 +172,7 @@ def _skipped(result) -> list[tuple[str, str]]:
         except Exception:  # noqa: BLE001 - a step that did not run has nothing to list
             continue
         for materialization in materializations:
-            value = materialization.metadata.get("skipped_list")
+            value = materialization.metadata.get("skipped")
             found += [(str(item["path"]), str(item["reason"])) for item in (value.value if value else [])]
     return found
 
@@ -169,25 +183,22 @@ def _provenance(result) -> tuple[str | None, str | None]:
     if not found:
         return None, None
     meta = {k: getattr(v, "value", v) for k, v in found[-1].metadata.items()}
-    source = meta.get("weights")
-    where = meta.get("weights_url") if source == "pretrained" else meta.get("weights_file")
-    sha = str(meta.get("weights_sha256", ""))[:16]
-    weights = f"{source}, {where}, sha256 {sha}" if source != "random" else f"RANDOM ({meta.get('weights_note')})"
+    weights = str(meta.get("weights"))
+    if meta.get("weights_sha256"):
+        weights += f", sha256 {str(meta['weights_sha256'])[:16]}"
     weights += f"; {meta.get('model')}, {meta.get('device')}, {meta.get('precision')}"
     if meta.get("preprocessing"):
         weights += f"; preprocessing: {meta.get('preprocessing')}"
     knn = meta.get("knn_agreement")
     if isinstance(knn, float):
         rnd, chance = meta.get("knn_agreement_random_network"), meta.get("knn_agreement_chance")
-        rnd = f"{rnd:.3f}" if isinstance(rnd, float) else rnd
-        knn = f"{knn:.3f} (random network {rnd}, chance {chance:.3f}, {meta.get('knn_samples')} samples)"
+        rnd = f"random network {rnd:.3f}, " if isinstance(rnd, float) else ""
+        knn = f"{knn:.3f} ({rnd}chance {chance:.3f}, {meta.get('knn_samples')} samples)"
     return weights, str(knn) if knn is not None else None
 
 
 def _start(meta: dict) -> str:
-    if meta.get("start_weights") == "random":
-        return f"random initialisation ({meta.get('start_weights_note')})"
-    return f"{meta.get('start_weights')} weights {meta.get('start_weights_file')}"
+    return str(meta.get("started_from"))
 
 
 @dataclass

@@ -122,16 +122,16 @@ def video_with(
             inputs += _audio_input(n_frames, rate, layout)
             maps += ["-map", f"{i}:a"]
         elif kind == "srt":
-            inputs += ["-i", str(write_srt(path.with_suffix(".srt"), n_frames / rate))]
+            inputs += ["-i", str(write_srt(path.with_name(f".{path.stem}.srt"), n_frames / rate))]
             maps += ["-map", f"{i}:s"]
         elif kind == "cover":
-            inputs += ["-i", str(make_image(path.with_name(path.stem + "-cover.jpg"), size=(40, 40)))]
+            inputs += ["-i", str(make_image(path.with_name(f".{path.stem}-cover.jpg"), size=(40, 40)))]
             maps += ["-map", f"{i}:v"]
         elif kind == "video2":
             inputs += _video_input(n_frames, (size[0] // 2, size[1] // 2), rate)
             maps += ["-map", f"{i}:v"]
         elif kind == "attach":
-            cover = make_image(path.with_name(path.stem + "-cover.jpg"), size=(40, 40))
+            cover = make_image(path.with_name(f".{path.stem}-cover.jpg"), size=(40, 40))
             attach = ["-attach", str(cover), "-metadata:s:t", "mimetype=image/jpeg"]
     picture = ["-map", "0:v"]
     order = maps + picture if extra == "audio_first" else picture + maps
@@ -146,10 +146,11 @@ def rotated_video(path: Path, rotation: int, n_frames: int = 6, size: tuple[int,
     The pixels are a flat field with a white block in the stored picture's top-left corner, so which way a frame
     was turned can be read back; written as phones write it: stored sideways, with display rotation side data.
     """
-    plain = path.with_name(path.stem + "-stored.mp4")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = path.with_name(f".{path.stem}-stored.mp4")  # helper files are hidden: a dataset scan ignores them
     marked = np.zeros((size[1], size[0], 3), np.uint8)
     marked[: size[1] // 2, : size[0] // 4] = 255
-    source = path.with_name(path.stem + "-marker.png")
+    source = path.with_name(f".{path.stem}-marker.png")
     Image.fromarray(marked).save(source)
     ffmpeg("-loop", "1", "-i", source, "-frames:v", n_frames, "-r", 10, "-c:v", "libx264", "-pix_fmt", "yuv420p", plain)
     ffmpeg("-display_rotation", rotation, "-i", plain, "-c", "copy", path)

@@ -51,7 +51,11 @@ def test_warnings_are_warnings_and_blocking_specs_are_blocking() -> None:
     assert "x.txt (unsupported file type)" in result.metadata["paths"].value
     assert not checks.trained_weights(True, "random").passed
     offline = checks.trained_weights(True, "random", "pretrained download failed: http://mirror/x.pth: timed out")
-    assert "RANDOM" in offline.description and "pretrained download failed" in offline.description
+    assert offline.description.startswith("Warning, the run went on: Offline: Lightly's pretrained weights could not")
+    assert "http://mirror/x.pth: timed out" in offline.description
+    assert "LIGHTLY_ASSETS_CHECKPOINT" in offline.description
+    placed = checks.trained_weights(True, "random", "pretrained download failed: x", "/hub/checkpoints/r.pth")
+    assert "put the pretrained file at /hub/checkpoints/r.pth" in placed.description
     assert checks.trained_weights(False, "pretrained").passed
     assert {s.name for s in checks.EMBEDDINGS if not s.blocking} >= {"trained_weights", "knn_better_than_chance"}
     blocking = {s.name for group in (checks.FRAME_INDEX, checks.EMBEDDINGS, checks.EMBEDDINGS_CSV, checks.UPLOADED)

@@ -22,6 +22,7 @@ from lightly.utils.io import check_embeddings, load_embeddings
 from lightly_assets.cli import NEW_INSTANCE_YAML, _prepare_home, main
 from lightly_assets.dataset.roots import fingerprint
 from lightly_assets.definitions import defs
+from lightly_assets.defs.metadata import FACTS, INLINE_MARKDOWN_LIMIT
 from lightly_assets.defs.resources import StorageResource
 from lightly_assets.defs.sensors import folder_sensor
 from lightly_assets_tests.conftest import EXAMPLE_DATA, REPO
@@ -54,7 +55,8 @@ def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
     assert "[OK] labels" in out.stdout
     assert f"csv: {csv}" in out.stdout.replace(str(csv.resolve()), str(csv))
     assert "samples: 13, dimension: 32, reused from cache: 0" in out.stdout
-    assert "lightly-studio" in out.stdout  # where to browse it
+    assert "browse: lightly-assets browse labels" in out.stdout  # where to browse it
+    assert "open: labels: http://localhost:8001/datasets/" in out.stdout
     assert "weights: RANDOM (pretrained download failed: http://127.0.0.1:9/" in out.stdout  # tests are offline
     assert "kNN agreement with weak labels: 0." in out.stdout and "13 samples" in out.stdout
     assert "embeddings.trained_weights=warn" in out.stdout and "embeddings.knn_better_than_chance=" in out.stdout
@@ -68,16 +70,23 @@ def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
         runs = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
         assert [r.dagster_run.tags.get("dagster/partition") for r in runs] == ["labels"]
         metadata = latest_metadata(instance, "embeddings_csv", "labels")
-        assert metadata["csv_path"].value == str(csv.resolve())  # not overwritten by the IO manager's `path`
-        assert metadata["rows"].value == 13
+        assert metadata["csv"].value == str(csv.resolve()) and "path" not in metadata  # no IO manager pickle
+        assert metadata["rows"].value == 13 and metadata["dagster/size_bytes"].value == csv.stat().st_size
         assert [r.data["filenames"] for r in metadata["preview"].value.records][:2] == filenames[:2]
-        assert metadata["projection_2d"].value.startswith("![labels: 13 samples, ")
-        assert "data:image/png;base64," in metadata["projection_2d"].value
+        assert metadata["map_full"].value.startswith("![labels: 13 samples, ")
+        assert "data:image/png;base64," in metadata["map_full"].value
+        assert len(metadata["map"].value) < INLINE_MARKDOWN_LIMIT  # the thumbnail shows inline in Dagster's UI
         n = np.bincount(labels)
         legend = f"**blue** cats ({n[0]}) · **orange** space ({n[1]}) · **green** textures ({n[2]})"
-        assert metadata["projection_legend"].value == legend
+        assert metadata["map_legend"].value == legend
+        for asset in ("file_index", "frame_index", "embeddings", "embeddings_csv", "duplicates", "selection"):
+            undescribed = set(latest_metadata(instance, asset, "labels")) - set(FACTS) - {"dagster/column_schema"}
+            assert asset in ("duplicates", "selection") or not undescribed, (asset, undescribed)  # curation's own
         upload = latest_metadata(instance, "uploaded_dataset", "labels")
+        assert not set(upload) - set(FACTS)
         assert upload["target"].value == str((env["out"] / "lightly_studio.db").resolve())
+        assert upload["browse"].value == "lightly-assets browse labels"
+        assert "/datasets/" in upload["open"].value and "CLIP" in upload["text_search"].value
         recorded = latest_metadata(instance, "file_index", "labels")["fingerprint"].value
         assert recorded == fingerprint(env["data"] / "labels")
         # `dagster dev` started now: its sensor sees the folder unchanged and already materialized, so no run

@@ -13,6 +13,7 @@ import pytest
 from dagster import DagsterInstance
 
 from lightly_assets.definitions import defs
+from lightly_assets.defs.metadata import FACTS, INLINE_MARKDOWN_LIMIT
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.summary import summarise_run
 from lightly_assets_tests.conftest import EXAMPLE_DATA
@@ -80,8 +81,14 @@ def test_duplicates_and_selection_in_the_chain(tmp_path: Path) -> None:
     assert "duplicates: 2 groups found (5 exact, 0 near copies at cosine >= 1.0)" in summary
     assert "selection: 8 of 13 samples written (diverse)" in summary
     [meta] = [m.metadata for m in result.asset_materializations_for_node("duplicates")]
-    assert meta["contact_sheet"].value.startswith("![ds: the 2 largest of 2 duplicate groups](data:image/png;base64,")
+    assert meta["contact_sheet_full"].value.startswith("![ds: the 2 largest of 2 duplicate groups](data:image/png;")
+    assert len(meta["contact_sheet"].value) < INLINE_MARKDOWN_LIMIT  # the thumbnail shows inline in Dagster's UI
+    assert not set(meta) - set(FACTS) - {"dagster/column_schema"}  # every row of metadata is described
     assert meta["searched_samples"].value == 13
+    [chosen] = [m.metadata for m in result.asset_materializations_for_node("selection")]
+    assert not set(chosen) - set(FACTS)
+    per_label = chosen["selected_per_label"].value.records
+    assert sum(r.data["selected"] for r in per_label) == len(selected)
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["no_duplicates"] is False and checks["no_duplicates_selected"] is True
     assert checks["similarities_meaningful"] is False  # the tests' weights are random
@@ -124,3 +131,21 @@ def test_the_bucket_target_gets_both_files_under_dot_lightly(tmp_path: Path) -> 
     assert (published / "selection.txt").read_bytes() == (out / "selection.txt").read_bytes()
     assert len((out / "selection.txt").read_text().splitlines()) == 2  # half of 5, rounded down
     assert pd.read_csv(out / "duplicates.csv")["filenames"].tolist() == ["chelsea-1-copy.jpg", "chelsea-1.jpg"]
+
+
+@pytest.mark.e2e  # the whole chain once on one image (~20 s)
+def test_a_dataset_of_one_sample_gives_empty_outputs(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "ds"
+    data.mkdir(parents=True)
+    shutil.copy(EXAMPLE_DATA / "images_weak_labels" / "cats" / "chelsea-0.jpg", data / "only.jpg")
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(datasets_partitions.name, ["ds"])
+    result = run(instance, tmp_path, {}, {})
+    assert result.success, summarise_run("ds", result).error
+    out = tmp_path / "out" / "ds"
+    assert (out / "duplicates.csv").read_text() == "filenames,group,kind,similarity\n"
+    assert (out / "selection.txt").read_text() == ""  # a tenth of one sample, rounded down
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["no_duplicates"] and checks["no_duplicates_selected"]
+    summary = summarise_run("ds", result).render()
+    assert "duplicates: 0 groups found" in summary and "selection: 0 of 1 samples written" in summary

@@ -89,3 +89,20 @@ def test_orientation_is_part_of_the_cache_fingerprint(tmp_path: Path) -> None:
     raw = embed_samples(index, root, model, cache=cache, orientation="raw")
     assert (upright.reused, again.reused, raw.reused) == (0, 1, 0)
     assert not np.allclose(upright.matrix, raw.matrix)
+
+
+def test_embedding_resumes_inside_a_video_from_the_cache(tmp_path: Path) -> None:
+    """A run that stopped half-way through a video (the cache holds its first frames) embeds only the rest."""
+    from lightly_assets.dataset.samples import build_sample_index
+    from lightly_assets.dataset.scan import scan_dataset
+
+    root = tmp_path / "data"
+    rotated_video(root / "clip.mp4", 90, n_frames=40)
+    samples = build_sample_index(scan_dataset(root).files, root).samples
+    model = load_model(None, input_size=16, seed=0, precision="fp32")
+    cache = EmbeddingCache(tmp_path / "cache.npz")
+    half = embed_samples(samples.iloc[:25].reset_index(drop=True), root, model, cache=cache, batch_size=8)
+    whole = embed_samples(samples, root, model, cache=cache, batch_size=8)
+    fresh = embed_samples(samples, root, model, batch_size=8)
+    assert (half.embedded, whole.reused, whole.embedded) == (25, 25, 15)
+    np.testing.assert_allclose(whole.matrix, fresh.matrix, rtol=1e-5, atol=1e-6)

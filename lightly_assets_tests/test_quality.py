@@ -59,4 +59,31 @@ def test_not_applicable_and_sampling() -> None:
     good = checks.knn_better_than_chance(q)
     assert good.passed and good.metadata["knn_agreement_random_network"].value == round(q.random.agreement, 4)
     bad = checks.knn_better_than_chance(Quality(q.random, None))
-    assert not bad.passed and "not above chance" in bad.description
+    assert not bad.passed and "no better than chance" in bad.description
+
+
+def test_frames_of_one_video_are_not_each_others_neighbours() -> None:
+    """Two videos per label whose frames sit in tight per-video clusters: with the same video's frames as
+    neighbours the figure is trivially 1.0; with them excluded it is what other videos say."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 8))  # four videos, two per label, unrelated directions
+    x = np.concatenate([c + 0.01 * rng.normal(size=(10, 8)) for c in centres]).astype(np.float32)
+    labels = np.repeat([0, 0, 1, 1], 10)
+    sources = np.repeat(["a.mp4", "b.mp4", "c.mp4", "d.mp4"], 10)
+    assert knn_agreement(x, labels).agreement == 1.0  # the trivial figure
+    knn = knn_agreement(x, labels, groups=sources)
+    neigh = neighbours(x, 5, sources)
+    assert not (sources[neigh] == sources[:, None]).any()  # no neighbour from the same video
+    assert knn.agreement < 1.0 and knn.rule and knn.samples == 40
+    q = measure(x, labels, np.arange(40), groups=sources)
+    assert "same video" in q.metadata()["knn_rule"] and "knn_agreement_random_network" not in q.metadata()
+
+
+def test_a_label_per_video_is_not_applicable_once_the_same_video_is_excluded() -> None:
+    x = np.random.default_rng(0).normal(size=(30, 4))
+    sources = np.repeat(["a.mp4", "b.mp4", "c.mp4"], 10)
+    reason = applicable(np.repeat([0, 1, 2], 10), groups=sources)
+    assert reason and "single video" in reason
+    assert measure(x, np.repeat([0, 1, 2], 10), np.arange(30), groups=sources).knn is None
+    images = np.array([f"{i}.jpg" for i in range(30)])  # images are their own source: measured as before
+    assert knn_agreement(x, np.repeat([0, 1, 2], 10), groups=images).rule == ""

@@ -351,3 +351,21 @@ def test_a_run_that_failed_after_the_last_asset_is_not_complete(instance, root: 
     _materialize(instance, "cats", "fp", last=False)
     assert not failing.execute_in_process(instance=instance, raise_on_error=False).success
     assert materialized_fingerprint(instance, "cats") is None
+
+
+def test_cursor_is_small_and_reads_the_earlier_format() -> None:
+    from lightly_assets.defs.sensors import _dump, _load
+
+    state = {"cats": Seen("a" * 16, "a" * 16, 1), "dogs": Seen("b" * 16, None, 0), "owls": Seen("c" * 16, "d" * 16, 2)}
+    cursor = _dump(state)
+    assert cursor == f'{{"cats":"{"a" * 16} = 1","dogs":"{"b" * 16} - 0","owls":"{"c" * 16} {"d" * 16} 2"}}'
+    assert _load(cursor) == state
+    old = '{"cats": {"fingerprint": "f1", "requested": "f1", "runs": 3}}'
+    assert _load(old) == {"cats": Seen("f1", "f1", 3)}
+
+
+def test_every_tick_without_runs_says_why(instance, root: Path, tick) -> None:
+    make_image(root / "cats" / "a.png")
+    cursor = _settled(tick, root)
+    quiet = tick(cursor)
+    assert not quiet.run_requests and "unchanged since their last run: cats" in quiet.skip_reason.skip_message

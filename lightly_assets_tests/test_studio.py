@@ -25,6 +25,7 @@ import pytest
 from lightly.utils.io import save_embeddings
 
 from lightly_assets.publish.studio import MISSING_TAG, StudioError, StudioTarget, count_in_studio, upload_dataset
+from lightly_assets.publish.studio.browse import QuietAnalytics404, gui_base_url, links, quiet_logs
 from lightly_assets_tests.conftest import free_port, make_image, make_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -522,6 +523,24 @@ def test_result_is_plain_data(tmp_path: Path) -> None:
     write_csv(index, csv)
     result = upload_dataset(StudioTarget(db_file=db, dataset_name="animals"), dataset_dir, index, csv)
     assert json.loads(json.dumps(dataclasses.asdict(result)))["samples"] == 6
-    metadata = result.as_metadata()
-    assert metadata["studio_embeddings"] == 6 and metadata["studio_target"] == f"duckdb:{db}"
-    assert shlex.split(metadata["studio_gui_command"])[-2:] == ["--db-file", str(db)]
+    assert result.embeddings == 6 and result.target == f"duckdb:{db}"
+    assert shlex.split(result.gui_command)[-2:] == ["--db-file", str(db)]
+    (dataset,) = result.datasets
+    urls = links(result.datasets, gui_base_url(env={}))
+    assert urls == {"animals": f"http://localhost:8001/datasets/{dataset.collection_id}/image/{dataset.collection_id}"}
+    assert gui_base_url(env={"LIGHTLY_STUDIO_HOST": "127.0.0.1", "LIGHTLY_STUDIO_PORT": "9"}) == "http://127.0.0.1:9"
+
+
+def test_analytics_404_is_filtered_and_other_errors_are_kept() -> None:
+    import logging
+
+    quiet_logs()
+    quiet_logs()  # idempotent
+    log = logging.getLogger("lightly_studio.api.exceptions")
+    assert len([f for f in log.filters if isinstance(f, QuietAnalytics404)]) == 1
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("lightly_studio.api.exceptions", logging.ERROR, __file__, 1, message, None, None)
+
+    assert not log.filter(record("Server Error 404: Usage tracking is disabled."))
+    assert log.filter(record("Server Error 404: Sample not found."))

@@ -456,3 +456,11 @@ def test_no_pyav_setting_is_a_string_where_pyav_wants_an_enum() -> None:
             for target in node.targets:
                 if isinstance(target, ast.Attribute):
                     assert target.attr not in {"discard", "thread_type", "skip_frame"}, ast.unparse(node)
+
+
+def test_iter_frames_keep_yields_only_those_frames_in_one_pass(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "v.mp4", n=30)
+    every = {n: np.asarray(im) for n, im in iter_frames(path, size=(16, 16))}
+    kept = list(iter_frames(path, size=(16, 16), keep={0, 7, 29}, expected_frames=30))
+    assert [n for n, _ in kept] == [0, 7, 29]
+    assert all((np.asarray(im) == every[n]).all() for n, im in kept)

@@ -214,9 +214,9 @@ def test_embeddings_asset_pretrained_then_trained_with_provenance_and_quality(tm
     with DagsterInstance.local_temp(str(tmp_path / "home")) as instance:
         instance.add_dynamic_partitions(datasets_partitions.name, ["images_weak_labels"])
         meta, checks = run(instance)
-        assert meta["weights"] == "pretrained" and meta["weights_url"] == server.url("good")
+        expected = f"pretrained: Lightly's {DEFAULT_ZOO_KEY} from {server.url('good')}, cached at {_cache(tmp_path)}"
+        assert meta["weights"] == expected
         assert meta["weights_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
-        assert meta["weights_file"] == str(_cache(tmp_path)) and meta["random_init"] is False
         assert checks["trained_weights"].passed
         assert meta["knn_samples"] == 13 and 0 <= meta["knn_agreement"] <= 1
         assert isinstance(meta["knn_agreement_random_network"], float) and 0 < meta["knn_agreement_chance"] < 1
@@ -225,5 +225,6 @@ def test_embeddings_asset_pretrained_then_trained_with_provenance_and_quality(tm
 
         _checkpoint(out / "images_weak_labels" / "embedding_model.ckpt", seed=11)  # as `train` leaves it
         meta, checks = run(instance)
-        assert meta["weights"] == "trained" and meta["reused"] == 0 and meta["embedded"] == 13  # new weights: new key
-        assert meta["weights_file"] == str(out / "images_weak_labels" / "embedding_model.ckpt")
+        trained = out / "images_weak_labels" / "embedding_model.ckpt"
+        assert meta["weights"] == f"trained on this dataset: {trained}"
+        assert meta["reused"] == 0 and meta["embedded"] == 13  # new weights: new cache key

@@ -3,7 +3,7 @@
 #   bash scripts/dev.sh run [DATASET ...]   materialize the whole chain on data/ (lightly-assets run)
 #   bash scripts/dev.sh test [ARGS]         run the test suite (pytest ARGS; -m "not e2e" for the quick part)
 #   bash scripts/dev.sh check               `dg check defs`: the definitions load and validate
-#   bash scripts/dev.sh ui                  start `dagster dev` on 127.0.0.1:3000
+#   bash scripts/dev.sh ui                  start `dg dev` (Dagster's UI and daemon) on 127.0.0.1:3000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
@@ -39,6 +39,6 @@ case "$cmd" in
   test) setup test,ray; browser; exec .venv/bin/python -m pytest "$@" ;;
   check) setup; exec .venv/bin/dg check defs ;;
   ui)   setup; export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"; mkdir -p "$DAGSTER_HOME"
-        exec .venv/bin/dagster dev -h 127.0.0.1 -p "${PORT:-3000}" ;;
+        exec .venv/bin/dg dev -h 127.0.0.1 -p "${PORT:-3000}" ;;
   *)    echo "usage: bash scripts/dev.sh run|test|check|ui" >&2; exit 2 ;;
 esac

@@ -6,6 +6,7 @@ to be inlined in Dagster's Markdown as a `data:` image.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,11 +52,41 @@ def _fit(image: Image.Image) -> Image.Image:
     return tile
 
 
-def write_contact_sheet(path: Path, groups: Sequence[pd.DataFrame], samples: pd.DataFrame, data_dir: Path) -> Path:
-    """The PNG: per group its number, size and kinds, then up to MEMBERS_SHOWN members with their similarity."""
+def write_contact_sheet(
+    path: Path, groups: Sequence[pd.DataFrame], samples: pd.DataFrame, data_dir: Path
+) -> tuple[Path, bytes]:
+    """The PNG at `path`: per group its number, size and kinds, then up to MEMBERS_SHOWN members with their
+    similarity; and the bytes of a small version without text that fits inline in Dagster's metadata table."""
     shown = [g.head(MEMBERS_SHOWN) for g in groups[:GROUPS_SHOWN]]
     names = {str(n) for g in shown for n in g["filenames"]}
     thumbs = _thumbnails(samples[samples["filename"].isin(names)], data_dir)
+    return _full(path, groups, shown, thumbs), _small(shown, thumbs)
+
+
+# (groups, members, tile px, colours) tried in order until the PNG fits INLINE_BYTES
+_SMALL_STEPS = [(3, 4, 24, 16), (3, 3, 20, 8), (2, 3, 16, 8), (2, 2, 16, 4), (1, 2, 12, 4)]
+INLINE_BYTES = 640  # base64 makes it ~850 characters: Dagster shows Markdown inline below 1,000
+
+
+def _small(shown: Sequence[pd.DataFrame], thumbs: dict[str, Image.Image]) -> bytes:
+    """The largest groups as rows of tiny tiles, a palette PNG of at most about INLINE_BYTES."""
+    data = b""
+    for groups, members, tile, colours in _SMALL_STEPS:
+        rows = [g.head(members) for g in shown[:groups]]
+        sheet = Image.new("RGB", (members * (tile + 2), max(1, len(rows)) * (tile + 2)), "white")
+        for r, group in enumerate(rows):
+            for c, name in enumerate(group["filenames"]):
+                picture = thumbs.get(str(name)) or Image.new("RGB", (THUMB, THUMB), (200, 200, 200))
+                sheet.paste(picture.resize((tile, tile)), (c * (tile + 2), r * (tile + 2)))
+        out = io.BytesIO()
+        sheet.quantize(colors=colours).save(out, format="PNG", optimize=True)
+        data = out.getvalue()
+        if len(data) <= INLINE_BYTES:
+            break
+    return data
+
+
+def _full(path: Path, groups, shown, thumbs) -> Path:
     row_h = THUMB + 14
     sheet = Image.new("RGB", (LABEL_WIDTH + MEMBERS_SHOWN * (THUMB + 4), max(1, len(shown)) * row_h), "white")
     draw = ImageDraw.Draw(sheet)

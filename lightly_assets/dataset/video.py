@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -427,6 +427,7 @@ def iter_frames(
     threads: bool = True,
     expected_frames: int | None = None,
     upright: bool = True,
+    keep: Container[int] | None = None,
 ) -> Iterator[tuple[int, Image.Image]]:
     """Decodes a video once, front to back, yielding (frame number, RGB PIL image).
 
@@ -435,7 +436,8 @@ def iter_frames(
     yielded (plus the decoder's few reference frames) is held in memory. When
     `expected_frames` is given (index_video's n_frames), a different count raises.
     `upright` turns each frame by the video's display rotation, as players and LightlyStudio show it;
-    False gives the stored pixels (lightly-embed's).
+    False gives the stored pixels (lightly-embed's). With `keep`, only those frame numbers are converted and
+    yielded (the others are decoded and dropped: a subsampled or resumed video pays no conversion for them).
     """
     with _open(path) as container:
         stream = _video_stream(container, path)
@@ -445,7 +447,8 @@ def iter_frames(
         number = 0
         try:
             for frame in container.decode(stream):
-                yield number, _upright_image(frame, size) if upright else frame.to_image(**kwargs)
+                if keep is None or number in keep:
+                    yield number, _upright_image(frame, size) if upright else frame.to_image(**kwargs)
                 number += 1
         except av.FFmpegError as exc:
             raise VideoError(path, f"decoding failed at frame {number}: {_why(exc)}") from None

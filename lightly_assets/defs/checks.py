@@ -82,6 +82,12 @@ def _nothing_skipped(check_name: str, skipped: Sequence[Skipped]) -> AssetCheckR
         check_name=check_name,
         passed=not skipped,
         severity=WARN,
+        description=(
+            f"Warning, the run went on without {len(skipped)} file(s), listed with their reasons below; "
+            "fix or remove them and run again to include them."
+            if skipped
+            else None
+        ),
         metadata={"skipped": len(skipped), "paths": _listing([f"{s.path} ({s.reason})" for s in skipped])},
     )
 
@@ -140,6 +146,12 @@ def all_samples_embedded(unreadable: Sequence[tuple[str, str]], total: int) -> A
         check_name="all_samples_embedded",
         passed=not unreadable,
         severity=WARN,
+        description=(
+            f"Warning, the run went on: {len(unreadable)} of {total} samples could not be decoded and are in neither "
+            "the CSV nor the target."
+            if unreadable
+            else None
+        ),
         metadata={
             "samples": total,
             "unreadable": len(unreadable),
@@ -148,20 +160,37 @@ def all_samples_embedded(unreadable: Sequence[tuple[str, str]], total: int) -> A
     )
 
 
-def trained_weights(random_init: bool, description: str, why: str = "") -> AssetCheckResult:
-    """Passes when the weights are not random; `why` says how the run came to use random weights."""
+def trained_weights(random_init: bool, description: str, why: str = "", cache_file: str = "") -> AssetCheckResult:
+    """Passes when the weights are not random; when they are, says why and what the user can do about it.
+
+    `why` is how the run came to use random weights (the weights' note); `cache_file` is where torch's hub cache
+    looks for Lightly's pretrained file, so an offline user can put it there.
+    """
     return AssetCheckResult(
         check_name="trained_weights",
         passed=not random_init,
         severity=WARN,
-        description=(
-            "RANDOM seeded weights: embeddings only reflect low-level image statistics. "
-            + (f"{why}. " if why else "")
-            + "Set a checkpoint, allow the pretrained download, or train one (lightly-assets train)."
-            if random_init
-            else None
-        ),
-        metadata={"model": description, "why_random": why or "n/a"},
+        description=random_weights_advice(why, cache_file) if random_init else None,
+        metadata={"model": description, "why_random": why or "not random"},
+    )
+
+
+def random_weights_advice(why: str, cache_file: str = "") -> str:
+    """What happened and what to do, in the words a user acts on (a warning: the run itself went on)."""
+    if "download failed" in why:
+        what = (
+            "Offline: Lightly's pretrained weights could not be downloaded "
+            f"({why.split(': ', 1)[-1]}), so these vectors come from random weights."
+        )
+    elif why:
+        what = f"These vectors come from random weights ({why})."
+    else:
+        what = "These vectors come from random weights."
+    where = f"put the pretrained file at {cache_file}, " if cache_file else ""
+    return (
+        f"Warning, the run went on: {what} Random weights reflect colour and texture, not content. To fix it, "
+        f"{where}or set LIGHTLY_ASSETS_CHECKPOINT to a checkpoint file (LIGHTLY_ASSETS_PRETRAINED_URL to a mirror), "
+        "or train one with `lightly-assets train DATASET`; then run again."
     )
 
 
@@ -176,13 +205,19 @@ def knn_better_than_chance(quality) -> AssetCheckResult:  # quality: lightly_ass
             metadata={"applicable": False, "reason": quality.reason or ""},
         )
     knn = quality.knn
+    rule = f" Rule: {knn.rule}." if knn.rule else ""
     return AssetCheckResult(
         check_name="knn_better_than_chance",
         passed=knn.better_than_chance,
         severity=WARN,
-        description=None
-        if knn.better_than_chance
-        else f"kNN agreement {knn.agreement:.3f} is not above chance {knn.chance:.3f} (+{knn.margin:.3f} noise).",
+        description=(
+            f"Neighbours agree with the weak labels {knn.agreement:.0%} of the time, above chance "
+            f"({knn.chance:.0%}).{rule}"
+            if knn.better_than_chance
+            else f"Warning, the run went on: neighbours agree with the weak labels {knn.agreement:.0%} of the time, "
+            f"no better than chance ({knn.chance:.0%}, +{knn.margin:.0%} noise): the embeddings do not separate "
+            f"the labels. Try pretrained or trained weights, or another model.{rule}"
+        ),
         metadata={"applicable": True, **quality.metadata(), "noise_margin": round(knn.margin, 4)},
     )
 

@@ -1,8 +1,9 @@
 """What every dataset asset shares: the partition, the group, the owners, and how user errors reach Dagster."""
 
 import contextlib
+import inspect
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from dagster import AssetsDefinition, BetaWarning, Failure, asset, with_source_code_references
@@ -15,12 +16,20 @@ OWNERS = ["team:lightly-assets"]
 TRAINING_GROUP = "training"  # not part of the main job: trained only on request
 
 
-def dataset_asset(**spec: Any) -> Callable[[Callable], AssetsDefinition]:
+def dataset_asset(facts: Sequence[str] = (), **spec: Any) -> Callable[[Callable], AssetsDefinition]:
     """`@asset` with what every asset here shares: one partition per dataset, the main group, our owners, and a
-    link from the UI to its source (`dagster/code_references`)."""
-    decorate = asset(**{"partitions_def": datasets_partitions, "group_name": GROUP, "owners": OWNERS, **spec})
+    link from the UI to its source (`dagster/code_references`).
+
+    `facts` are the metadata keys the asset writes: their meanings (metadata.FACTS) end its description, which the
+    Overview tab shows, since Dagster has no description per metadata entry.
+    """
+    from lightly_assets.defs.metadata import facts_markdown
 
     def with_source(fn: Callable) -> AssetsDefinition:
+        text = spec.get("description") or inspect.cleandoc(fn.__doc__ or "")
+        described = {"description": f"{text}\n\n{facts_markdown(facts)}"} if facts else {}
+        shared = {"partitions_def": datasets_partitions, "group_name": GROUP, "owners": OWNERS}
+        decorate = asset(**{**shared, **spec, **described})
         with warnings.catch_warnings():  # code references are a beta feature
             warnings.simplefilter("ignore", BetaWarning)
             (linked,) = with_source_code_references([decorate(fn)])

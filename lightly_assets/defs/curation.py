@@ -4,8 +4,6 @@ Both run in the main job after `embeddings`, so the dataset sensor re-curates wh
 `uploaded_dataset` depends on them to publish their tags. The work is done by `lightly_assets.curation`.
 """
 
-import base64
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +24,7 @@ from pydantic import Field
 from lightly_assets import columns
 from lightly_assets.defs import checks
 from lightly_assets.defs.common import dataset_asset, user_errors
-from lightly_assets.defs.metadata import contract_schema
+from lightly_assets.defs.metadata import contract_schema, projection_markdown
 from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
 
 GROUPS_LISTED = 10
@@ -65,33 +63,38 @@ def _samples(embeddings, frame_index: pd.DataFrame) -> pd.DataFrame:
     return frame_index.iloc[indices].reset_index(drop=True)
 
 
-def _groups_table(duplicates, total: int) -> MetadataValue:
+def _groups_table(duplicates) -> MetadataValue:
+    """The largest groups as a Markdown table that says how many of how many it shows."""
     largest = duplicates.largest(GROUPS_LISTED)
-    records = [
-        TableRecord(
-            {
-                "group": int(g["group"].iloc[0]),
-                "samples": len(g),
-                "kinds": "/".join(sorted(set(g["kind"]))),
-                "lowest_similarity": round(float(g["similarity"].min()), 4),
-                "first_member": str(g["filenames"].iloc[0]),
-            }
-        )
+    if not largest:
+        return MetadataValue.md("_no duplicate groups_")
+    table = pd.DataFrame(
+        {
+            "group": int(g["group"].iloc[0]),
+            "samples": len(g),
+            "kinds": "/".join(sorted(set(g["kind"]))),
+            "lowest similarity": round(float(g["similarity"].min()), 4),
+            "first member (kept by the selection)": str(g["filenames"].iloc[0]),
+        }
         for g in largest
-    ]
-    schema = TableSchema(
-        columns=[
-            TableColumn("group", "int", description="group number in duplicates.csv"),
-            TableColumn("samples", "int", description="members of the group"),
-            TableColumn("kinds", "string", description="exact (same content) and/or near (cosine)"),
-            TableColumn("lowest_similarity", "float", description="lowest cosine of a member to the first"),
-            TableColumn("first_member", "string", description="the member kept by the selection"),
-        ]
     )
-    return MetadataValue.table(records=records, schema=schema)
+    caption = f"_first {len(largest)} of {duplicates.groups} groups, largest first_"
+    return MetadataValue.md(caption + "\n\n" + table.to_markdown(index=False))
+
+
+DUPLICATES_FACTS = [
+    "contact_sheet", "contact_sheet_full", "contact_sheet_png", "largest_groups", "groups", "exact_copies",
+    "near_copies", "samples_in_groups", "samples", "similarity", "similarity_source", "similarity_warning", "search",
+    "searched_samples", "reused_samples", "duplicates_csv",
+]  # fmt: skip
+SELECTION_FACTS = [
+    "selected_per_label", "selected", "samples", "requested", "candidates", "strategy", "sampling_engine",
+    "coverage_radius", "coverage_radius_random", "notes", "selection_txt",
+]  # fmt: skip
 
 
 @dataset_asset(
+    facts=DUPLICATES_FACTS,
     check_specs=checks.DUPLICATES,
     kinds={"csv", "faiss"},
     metadata={"dagster/column_schema": contract_schema(columns.DUPLICATES_CSV)},
@@ -138,7 +141,7 @@ def duplicates(
         found.state.save(state_path)
         path = write_duplicates_csv(out / "duplicates.csv", found.table)
         warning = uniformity_warning(unit, similarity, bool(upstream.get("random_init", False)))
-        sheet = write_contact_sheet(
+        sheet, small = write_contact_sheet(
             out / "duplicates_contact_sheet.png", found.largest(6), samples, storage.dataset_dir(name)
         )
     if warning:
@@ -160,7 +163,10 @@ def duplicates(
             "warning": warning,
         },
         metadata={
-            "duplicates_csv": MetadataValue.path(str(path.resolve())),
+            "contact_sheet": MetadataValue.md(projection_markdown(small, "largest duplicate groups")),
+            "contact_sheet_full": MetadataValue.md(projection_markdown(sheet, title)),
+            "contact_sheet_png": MetadataValue.path(str(sheet.resolve())),
+            "largest_groups": _groups_table(found),
             "groups": MetadataValue.int(found.groups),
             "exact_copies": MetadataValue.int(counts["exact"]),
             "near_copies": MetadataValue.int(counts["near"]),
@@ -168,21 +174,18 @@ def duplicates(
             "samples": MetadataValue.int(found.samples),
             "similarity": MetadataValue.float(similarity),
             "similarity_source": "config" if config.similarity is not None else f"default for model {setting!r}",
+            "similarity_warning": warning or "none",
             "search": found.method,
             "searched_samples": MetadataValue.int(found.searched),
             "reused_samples": MetadataValue.int(found.samples - found.searched),
-            "similarity_warning": warning or "none",
-            f"largest_groups (first {min(GROUPS_LISTED, found.groups)} of {found.groups})": _groups_table(
-                found, found.samples
-            ),
-            "contact_sheet": MetadataValue.md(image_markdown(sheet, title)),
+            "duplicates_csv": MetadataValue.path(str(path.resolve())),
         },
     )
     yield checks.no_duplicates(found.groups, counts, similarity)
     yield checks.similarities_meaningful(warning)
 
 
-@dataset_asset(check_specs=checks.SELECTION, kinds={"text"})
+@dataset_asset(facts=SELECTION_FACTS, check_specs=checks.SELECTION, kinds={"text"})
 def selection(
     context: AssetExecutionContext,
     config: SelectionConfig,
@@ -227,28 +230,20 @@ def selection(
     yield Output(
         {"path": str(path), "filenames": names, "strategy": strategy, "samples": len(samples)},
         metadata={
-            f"per_label (all {samples['label'].nunique()} labels)": _per_label(samples, chosen.rows),
+            "selected_per_label": _per_label(samples, chosen.rows),
             "selected": MetadataValue.int(len(names)),
             "samples": MetadataValue.int(len(samples)),
             "requested": MetadataValue.int(n),
             "candidates": MetadataValue.int(chosen.candidates),
             "strategy": strategy,
-            "engine": "lightly_mundig (LightlyStudio's sampling engine)",
+            "sampling_engine": "lightly_mundig (LightlyStudio's sampling engine)",
             "coverage_radius": _rounded(radius),
             "coverage_radius_random": _rounded(baseline),
-            "coverage_radius_unit": "cosine distance (1 - cosine) from the farthest sample to its nearest selected one",
             "notes": "; ".join(chosen.notes) or "none",
             "selection_txt": MetadataValue.path(str(path.resolve())),
         },
     )
     yield checks.no_duplicates_selected(names, table)
-
-
-def image_markdown(picture: Path, title: str) -> str:
-    """A small PNG inline in Markdown (Dagster's Markdown allows `data:` images)."""
-    data = base64.b64encode(Path(picture).read_bytes()).decode()
-    title = title.replace("[", "(").replace("]", ")")
-    return f"![{title}](data:image/png;base64,{data})"
 
 
 def _rounded(value: float | None) -> MetadataValue:

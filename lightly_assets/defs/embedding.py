@@ -1,5 +1,8 @@
 """Embedding the samples: `embeddings`, one float32 vector per sample, with its quality figures."""
 
+import dataclasses
+from functools import partial
+
 import numpy as np
 import pandas as pd
 from dagster import (
@@ -10,14 +13,23 @@ from dagster import (
 from lightly_assets.defs import checks
 from lightly_assets.defs.common import dataset_asset, user_errors
 from lightly_assets.defs.metadata import (
-    skipped_list,
+    skipped,
     unreadable_by_source,
+    weights_fact,
 )
 from lightly_assets.defs.resources import EmbeddingModelResource, RayClusterResource, StorageResource
 from lightly_assets.progress import Progress
 
+EMBEDDINGS_FACTS = [
+    "samples", "dimension", "model", "model_spec", "preprocessing", "studio_space", "weights", "weights_sha256",
+    "device", "precision", "engine", "orientation", "torch_threads", "decode_workers", "reused", "embedded",
+    "skipped", "seconds", "samples_per_second", "knn_agreement", "knn_agreement_random_network",
+    "knn_agreement_chance", "knn_samples", "knn_k", "knn_rule", "executor", "ray_nodes",
+]  # fmt: skip
+
 
 @dataset_asset(
+    facts=EMBEDDINGS_FACTS,
     check_specs=checks.EMBEDDINGS,
     kinds={"pytorch", "numpy"},
     deps=["embedding_model"],  # lineage only: the trained checkpoint is used when it exists, never required
@@ -34,8 +46,9 @@ def embeddings(
     Weights: the configured checkpoint, else the dataset's trained `embedding_model.ckpt`, else Lightly's
     pretrained zoo weights (torch's hub cache), else a seeded random initialisation (said loudly).
     """
+    from lightly_assets.embedding.calibration import calibration_pixels
     from lightly_assets.embedding.pipeline import EmbeddingCache, EmbeddingError, embed_samples
-    from lightly_assets.embedding.quality import Quality, measure, sample_embedder
+    from lightly_assets.embedding.quality import measure, sample_embedder
     from lightly_assets.embedding.weights import TRAINED_NAME
     from lightly_assets.publish.studio.embedder import space_for
 
@@ -43,7 +56,8 @@ def embeddings(
     out = storage.outputs_for(name)
     with user_errors():
         executor = embedding_model.executor_for(ray_cluster)  # local, or the Ray cluster
-        model = embedding_model.load(trained=out / TRAINED_NAME, log=context.log.info)
+        calibration = partial(calibration_pixels, frame_index, storage.dataset_dir(name))  # int8 only, once
+        model = embedding_model.load(trained=out / TRAINED_NAME, log=context.log.info, calibration=calibration)
         weights = embedding_model.weights
         context.log.info(f"{name}: weights {weights.describe()}")
         if model.random_init:
@@ -81,22 +95,21 @@ def embeddings(
                 workers=embedding_model.workers,
                 cache=EmbeddingCache(out / "embedding_cache_random.npz"),
             )
-        quality = measure(result.matrix, np.asarray(result.labels), result.indices, baseline)
-        if model.random_init and quality.knn is not None:
-            quality = Quality(quality.knn, quality.knn)  # the model is the random network
+        sources = frame_index["source"].astype(str).to_numpy()[result.indices]  # same-video rule for frames
+        quality = measure(result.matrix, np.asarray(result.labels), result.indices, baseline, groups=sources)
     context.log.info(f"{name}: kNN agreement with the weak labels {quality.describe()}")
+    space = space_for(model.spec, weights.sha256, model.dim, model.space_key)  # one LightlyStudio model per model
     yield Output(
-        result,
+        dataclasses.replace(result, model=model.description, space=space),  # what downstream needs, in the value
         metadata={
             "samples": len(result.filenames),
             "dimension": int(result.matrix.shape[1]) if result.matrix.ndim == 2 else 0,
             "model": model.description,
             "model_spec": model.spec,
             "preprocessing": model.prep.describe(),
-            "studio_space": space_for(model.spec, weights.sha256, model.dim, model.space_key),
-            "checkpoint": model.checkpoint or "none (RANDOM seeded initialisation)",
-            "random_init": model.random_init,
-            **weights.metadata(),
+            "studio_space": space,
+            "weights": weights_fact(weights),
+            **({"weights_sha256": weights.sha256} if weights.sha256 else {}),
             "device": str(model.device),
             "precision": model.precision,
             "engine": model.engine,
@@ -105,8 +118,7 @@ def embeddings(
             "decode_workers": result.workers,
             "reused": result.reused,
             "embedded": len(result.filenames) - result.reused,
-            "unreadable": len(result.unreadable),
-            "skipped_list": skipped_list(left_out),
+            "skipped": skipped(left_out),
             "seconds": round(result.seconds, 3),
             "samples_per_second": round(result.samples_per_s, 1),
             **quality.metadata(),
@@ -116,5 +128,12 @@ def embeddings(
     )
     yield checks.finite_values(result.matrix, result.filenames)
     yield checks.all_samples_embedded(result.unreadable, len(frame_index))
-    yield checks.trained_weights(model.random_init, model.description, weights.note)
+    yield checks.trained_weights(model.random_init, model.description, weights.note, _cache_file(weights))
     yield checks.knn_better_than_chance(quality)
+
+
+def _cache_file(weights) -> str:
+    """Where torch's hub cache looks for the pretrained file, so an offline user can put it there."""
+    from lightly_assets.embedding.weights import cached_path
+
+    return str(cached_path(weights.url)) if weights.random and weights.url else ""

@@ -16,12 +16,13 @@ from lightly_assets.defs import checks
 from lightly_assets.defs.common import dataset_asset, user_errors
 from lightly_assets.defs.metadata import (
     FINGERPRINT,
+    PARTITION_ROW_COUNT,
     column_schema,
     contract_schema,
     counts,
+    partition_rows,
     preview,
-    skipped_list,
-    skipped_table,
+    skipped,
 )
 from lightly_assets.defs.resources import StorageResource
 from lightly_assets.progress import Progress
@@ -37,6 +38,7 @@ class FileIndexConfig(Config):
 
 
 @dataset_asset(
+    facts=[PARTITION_ROW_COUNT, "layout", "per_kind", "per_label", "skipped", "preview", "folder", FINGERPRINT],
     check_specs=checks.FILE_INDEX,
     kinds={"pandas"},
     metadata={"dagster/column_schema": contract_schema(columns.FILE_INDEX)},
@@ -57,14 +59,12 @@ def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage:
     yield Output(
         files,
         metadata={
-            "dagster/row_count": len(files),
+            **partition_rows(len(files)),
             "dagster/column_schema": column_schema(files),
             "layout": result.layout,
             "per_kind": counts(files["kind"]),
             "per_label": counts(files["label_name"]),
-            "skipped": len(result.skipped),
-            "skipped_files": skipped_table(result.skipped),
-            "skipped_list": skipped_list(result.skipped),
+            "skipped": skipped(result.skipped),
             "preview": preview(files),
             "folder": MetadataValue.path(str(folder.resolve())),
             FINGERPRINT: files_seen,
@@ -86,6 +86,17 @@ class FrameIndexConfig(Config):
 
 
 @dataset_asset(
+    facts=[
+        PARTITION_ROW_COUNT,
+        "per_kind",
+        "per_label",
+        "frames_per_video",
+        "frame_sampling",
+        "sampled_frames_per_video",
+        "skipped",
+        "index_seconds",
+        "preview",
+    ],  # fmt: skip
     check_specs=checks.FRAME_INDEX,
     kinds={"pandas"},
     metadata={"dagster/column_schema": contract_schema(columns.FRAME_INDEX)},
@@ -112,16 +123,13 @@ def frame_index(
     yield Output(
         samples,
         metadata={
-            "dagster/row_count": len(samples),
+            **partition_rows(len(samples)),
             "dagster/column_schema": column_schema(samples),
             "per_kind": counts(samples["kind"]),
             "per_label": counts(samples["label_name"]),
-            "frames_per_video": videos,
-            "frame_sampling": sampling.describe(),
-            "sampled_frames_per_video": sampled,
-            "skipped": len(index.skipped),
-            "skipped_files": skipped_table(index.skipped),
-            "skipped_list": skipped_list(index.skipped),
+            **({"frames_per_video": videos} if videos else {}),
+            **({"frame_sampling": sampling.describe(), "sampled_frames_per_video": sampled} if videos else {}),
+            "skipped": skipped(index.skipped),
             "index_seconds": round(time.perf_counter() - start, 3),
             "preview": preview(samples),
         },

@@ -5,6 +5,10 @@ pickle. Dagster's `FilesystemIOManager` writes it in place, so a run reading its
 load half a file. Here each value goes through `atomic_output` (a temporary file renamed into place), so a
 reader gets the old value or the new one. Paths are the same as `FilesystemIOManager`'s:
 `<DAGSTER_HOME>/storage/<asset>/<partition>`.
+
+The pickle's path is bookkeeping between steps, not a fact about the dataset, so unlike `FilesystemIOManager` it
+is not added to the asset's metadata (it is in the debug log). Assets whose value is a file of their own
+(`embeddings_csv`, `uploaded_dataset`, `embedding_model`) return `MaterializeResult` and pickle nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +31,19 @@ class _AtomicPickles(UPathIOManager):
         from upath import UPath
 
         super().__init__(base_path=UPath(base_dir))
+
+    def handle_output(self, context: Any, obj: Any) -> None:
+        """As `UPathIOManager.handle_output`, minus the `path` metadata entry."""
+        if context.has_asset_partitions:
+            paths = self._get_paths_for_partitions(context)
+            if len(paths) != 1:
+                raise ValueError(f"{context.asset_key.to_user_string()}: one partition per run, got {len(paths)}")
+            path = next(iter(paths.values()))
+        else:
+            path = self._get_path(context)
+        self.make_directory(path.parent)
+        context.log.debug(self.get_writing_output_log_message(path))
+        self.dump_to_path(context=context, obj=obj, path=path)
 
     def dump_to_path(self, context: Any, obj: Any, path: Any) -> None:
         with atomic_output(str(path)) as handle:

@@ -1,25 +1,27 @@
 """Writing and publishing: `embeddings_csv` (the Lightly CSV) and `uploaded_dataset` (LightlyStudio or a bucket)."""
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
-    AssetRecordsFilter,
     Config,
+    MaterializeResult,
     MetadataValue,
-    Output,
 )
 
 from lightly_assets import columns
 from lightly_assets.defs import checks
 from lightly_assets.defs.common import dataset_asset, user_errors
 from lightly_assets.defs.metadata import (
+    PARTITION_ROW_COUNT,
     contract_schema,
     csv_preview,
     location,
+    partition_rows,
     projection_markdown,
 )
 from lightly_assets.defs.resources import Curation, PublishTargetResource, StorageResource
@@ -31,7 +33,12 @@ class EmbeddingsCsvConfig(Config):
     custom_embeddings: str | None = None
 
 
+CSV_FACTS = ["csv", "rows", "dimension", "custom_embeddings", "dagster/size_bytes", "preview", "map", "map_legend",
+             "map_full", "map_png"]  # fmt: skip
+
+
 @dataset_asset(
+    facts=CSV_FACTS,
     check_specs=checks.EMBEDDINGS_CSV,
     kinds={"csv"},
     metadata={"dagster/column_schema": contract_schema(columns.EMBEDDINGS_CSV)},
@@ -42,9 +49,12 @@ def embeddings_csv(
     storage: StorageResource,
     embeddings,
     frame_index: pd.DataFrame,
-):
-    """The Lightly embeddings CSV at `<outputs>/<dataset>/embeddings.csv`, written atomically."""
-    from lightly_assets.embedding.projection import legend_markdown, write_projection
+) -> MaterializeResult:
+    """The Lightly embeddings CSV at `<outputs>/<dataset>/embeddings.csv`, written atomically.
+
+    The file is the asset: nothing is pickled, and `uploaded_dataset` finds it through the storage resource.
+    """
+    from lightly_assets.embedding.projection import legend_markdown, write_projections
     from lightly_assets.lightly_csv import (
         EmbeddingsFileError,
         check_header,
@@ -60,38 +70,39 @@ def embeddings_csv(
     with user_errors():
         if custom is not None:
             matrix = merge_custom_embeddings(embeddings.filenames, matrix, custom, frame_index["filename"].tolist())
-        path = write_embeddings_csv(out / "embeddings.csv", embeddings.filenames, matrix, embeddings.labels)
+        path = write_embeddings_csv(csv_path(storage, name), embeddings.filenames, matrix, embeddings.labels)
     labels = np.asarray(embeddings.labels)
     names = _label_names(frame_index)
-    model = _upstream_metadata(context, "embeddings", "model") or "unknown model"
-    title = f"{name}: {len(labels)} samples, {model}"
+    title = f"{name}: {len(labels)} samples, {embeddings.model or 'unknown model'}"
     with user_errors():
-        picture = write_projection(matrix, labels, out / "embeddings_2d.png", names, title)
-    yield Output(
-        {
-            "path": str(path),
-            "rows": len(embeddings.filenames),
-            "dimension": int(matrix.shape[1]),
-            "unreadable": [n for n, _ in embeddings.unreadable],
-        },
-        metadata={  # not `path`: the IO manager writes its pickle's path under that key after us
-            "csv_path": MetadataValue.path(str(path.resolve())),
-            "rows": len(embeddings.filenames),
-            "dimension": int(matrix.shape[1]),
-            "custom_embeddings": str(custom) if custom else "none",
-            "bytes": path.stat().st_size,
-            "preview": csv_preview(embeddings.filenames, matrix, labels),
-            "projection_legend": MetadataValue.md(legend_markdown(labels, names)),
-            "projection_2d": MetadataValue.md(projection_markdown(picture, title)),
-            "projection_png": MetadataValue.path(str(picture.resolve())),
-        },
-    )
-    yield checks.column_order(check_header(path))
+        picture, thumbnail = write_projections(matrix, labels, out / "embeddings_2d.png", names, title)
     try:  # judge the file on disk, not the values we meant to write
         csv_labels = read_embeddings_csv(path)[2]
     except EmbeddingsFileError:
         csv_labels = []
-    yield checks.label_counts(np.asarray(csv_labels), frame_index, [n for n, _ in embeddings.unreadable])
+    return MaterializeResult(
+        metadata={
+            "csv": MetadataValue.path(str(path.resolve())),
+            "rows": len(embeddings.filenames),
+            "dimension": int(matrix.shape[1]),
+            "custom_embeddings": str(custom) if custom else "none",
+            "dagster/size_bytes": path.stat().st_size,
+            "preview": csv_preview(embeddings.filenames, matrix, labels),
+            "map": MetadataValue.md(projection_markdown(thumbnail, "2-D map")),
+            "map_legend": MetadataValue.md(legend_markdown(labels, names)),
+            "map_full": MetadataValue.md(projection_markdown(picture, f"{title}: 2-D PCA map, by weak label")),
+            "map_png": MetadataValue.path(str(picture.resolve())),
+        },
+        check_results=[
+            checks.column_order(check_header(path)),
+            checks.label_counts(np.asarray(csv_labels), frame_index, [n for n, _ in embeddings.unreadable]),
+        ],
+    )
+
+
+def csv_path(storage: StorageResource, name: str) -> Path:
+    """Where `embeddings_csv` writes the dataset's CSV (DESIGN: `<outputs>/D/embeddings.csv`)."""
+    return storage.outputs_for(name) / "embeddings.csv"
 
 
 def _custom_csv(config: EmbeddingsCsvConfig, dataset_dir: Path) -> Path | None:
@@ -104,16 +115,6 @@ def _custom_csv(config: EmbeddingsCsvConfig, dataset_dir: Path) -> Path | None:
 def _label_names(frame_index: pd.DataFrame) -> dict[int, str]:
     pairs = frame_index[["label", "label_name"]].drop_duplicates("label")
     return {int(k): str(v) for k, v in zip(pairs["label"], pairs["label_name"], strict=True)}
-
-
-def _upstream_metadata(context: AssetExecutionContext, asset_key: str, key: str) -> str | None:
-    """A metadata value of the partition's latest materialization of an upstream asset (e.g. its model)."""
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey(asset_key), asset_partitions=[context.partition_key]), limit=1
-    ).records
-    materialization = records[0].asset_materialization if records else None
-    value = materialization.metadata.get(key) if materialization else None
-    return str(value.value) if value is not None else None
 
 
 def curation_to_publish(duplicates: dict, selection: dict) -> Curation:
@@ -135,40 +136,83 @@ def curation_to_publish(duplicates: dict, selection: dict) -> Curation:
 STUDIO_POOL = "lightly_studio"
 
 
+def target_kinds(env: Mapping[str, str] = os.environ) -> set[str]:
+    """The badges of `uploaded_dataset` for the target configured when the definitions load.
+
+    Kinds are static per asset definition, so they follow the environment at load time (restart `dagster dev`
+    after changing the target); run config that switches the target does not change them.
+    """
+    if env.get("LIGHTLY_ASSETS_TARGET") == "bucket":
+        scheme = (env.get("LIGHTLY_ASSETS_BUCKET_URL") or "s3://").split("://", 1)[0]
+        return {{"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}.get(scheme, "file")}
+    return {"lightlystudio", "postgres" if env.get("LIGHTLY_STUDIO_DATABASE_URL") else "duckdb"}
+
+
+UPLOAD_FACTS = ["target", "dataset", PARTITION_ROW_COUNT, "videos", "added", "removed", "unmatched", "tags", "open",
+                "browse", "text_search"]  # fmt: skip
+
+
 @dataset_asset(
+    facts=UPLOAD_FACTS,
     check_specs=checks.UPLOADED,
-    kinds={"lightlystudio", "duckdb", "s3"},
+    kinds=target_kinds(),
     pool=STUDIO_POOL,
+    deps=["embeddings_csv"],  # the CSV file, found through the storage resource
 )
 def uploaded_dataset(
     context: AssetExecutionContext,
     storage: StorageResource,
     publish_target: PublishTargetResource,
-    embeddings_csv: dict,
+    embeddings,
     frame_index: pd.DataFrame,
     file_index: pd.DataFrame,
     duplicates: dict,
     selection: dict,
-):
+) -> MaterializeResult:
     """The dataset with its embeddings in LightlyStudio (default) or in a bucket datasource, counted after upload;
-    the duplicates and the selection as versioned LightlyStudio tags, or as files under the bucket's `.lightly/`."""
+    the duplicates and the selection as versioned LightlyStudio tags, or as files under the bucket's `.lightly/`.
+
+    `lightly-assets browse DATASET` prints the link of each LightlyStudio dataset and `--open` starts the GUI.
+    """
+    from lightly_assets.lightly_csv import read_embeddings_csv
+
     name = context.partition_key
-    embedded = frame_index[~frame_index["filename"].isin(embeddings_csv.get("unreadable", []))]
-    space = _upstream_metadata(context, "embeddings", "studio_space")  # one LightlyStudio embedding model per model
+    path = csv_path(storage, name)
     with user_errors():
+        in_csv = set(read_embeddings_csv(path)[0])  # samples that could not be decoded are not in the CSV
+        embedded = frame_index[frame_index["filename"].isin(in_csv)]
         result = publish_target.publish(
             name,
             storage.dataset_dir(name),
             storage.outputs_for(name).parent,
             file_index,
             embedded,
-            Path(embeddings_csv["path"]),
-            space=space if space and space != "none" else None,
+            path,
+            space=embeddings.space,
             curation=curation_to_publish(duplicates, selection),
         )
     context.log.info(f"{name}: published to {result['target']}; browse with: {result['browse']}")
-    metadata = {k: v for k, v in result.items() if v is not None and k != "location"}
-    if result.get("location"):
-        metadata["target"] = location(result["location"])  # the DuckDB file or the bucket URL, clickable
-    yield Output(result, metadata=metadata)
-    yield checks.target_counts_match_csv(result["samples"], result["embeddings"], embeddings_csv["rows"])
+    return MaterializeResult(
+        metadata=upload_metadata(result),
+        check_results=[checks.target_counts_match_csv(result["samples"], result["embeddings"], len(in_csv))],
+    )
+
+
+def upload_metadata(result: dict) -> dict:
+    """One row per fact of the upload: where, what, how many, and the links into LightlyStudio."""
+    metadata: dict = {
+        "target": location(result["location"]) if result.get("location") else result["target"],
+        "dataset": result["dataset"],
+        **partition_rows(result["samples"]),
+    }
+    for key in ("videos", "added", "removed", "unmatched"):
+        if result.get(key):
+            metadata[key] = result[key]
+    if result.get("tags"):
+        metadata["tags"] = "; ".join(f"{base}: {names}" for base, names in result["tags"].items())
+    if result.get("urls"):
+        metadata["open"] = MetadataValue.md(result["urls"])
+    metadata["browse"] = result["browse"]
+    if result.get("text_search"):
+        metadata["text_search"] = result["text_search"]
+    return metadata

@@ -103,6 +103,7 @@ class EmbeddingModelResource(ConfigurableResource):
 
     _model: object = PrivateAttr(default=None)
     _weights: object = PrivateAttr(default=None)
+    _calibration: object = PrivateAttr(default=None)
 
     def spec(self):  # -> lightly_assets.embedding.models.ModelSpec
         """What `model` asks for; an unknown value is one line listing what is accepted."""
@@ -123,12 +124,15 @@ class EmbeddingModelResource(ConfigurableResource):
             log=log,
         )
 
-    def load(self, trained: Optional[Path] = None, log=None):  # -> lightly_assets.embedding.model.LoadedModel
-        """Build the model once; a bad checkpoint fails here, before any file is decoded."""
+    def load(self, trained: Optional[Path] = None, log=None, calibration=None):  # -> embedding.model.LoadedModel
+        """Build the model once; a bad checkpoint fails here, before any file is decoded.
+
+        `calibration`: a function of the model's preprocessing returning uint8 samples, for `precision: int8`.
+        """
         if self._model is None:
+            self._calibration = calibration
             from lightly_assets.embedding.weights import load_chosen
 
-            choice("embedding_model.executor", self.executor, EXECUTORS)
             spec = self.spec()
             if spec.named:
                 self._model = self._load_named(spec, log)
@@ -148,6 +152,7 @@ class EmbeddingModelResource(ConfigurableResource):
             "precision": self.precision,
             "engine": self.engine,
             "cache_dir": self.engine_cache_dir,
+            "calibration": self._calibration,
         }
 
     def executor_for(self, ray_cluster: "RayClusterResource"):  # -> lightly_assets.embedding.executor.Executor
@@ -292,16 +297,23 @@ class PublishTargetResource(ConfigurableResource):
             target = StudioTarget(db_file=db_file, dataset_name=dataset_name)
         result = upload_dataset(target, dataset_dir, frame_index, csv_path, space)
         tags = publish_tags(target, dataset_dir, frame_index, curation.tags) if curation else {}
+        from lightly_assets.publish.studio.browse import gui_base_url, links, links_markdown, text_search_note
+
         return {
             "target": result.target,
             "dataset": result.dataset_name,
-            "dataset_id": str(result.dataset_id),
             "samples": result.samples,
             "embeddings": result.embeddings,
-            "browse": result.gui_command,
+            "videos": result.videos,
+            "added": result.added,
+            "removed": result.removed,
+            "unmatched": result.unmatched,
+            "urls": links_markdown(links(result.datasets, gui_base_url())),
+            "browse": f"lightly-assets browse {dataset_name}",
+            "gui_command": result.gui_command,
+            "text_search": text_search_note(space),
             "location": str(db_file) if db_file else None,
-            **{k: v for k, v in result.as_metadata().items() if isinstance(v, (int, str))},
-            **{f"studio_tag_{base}": names for base, names in tags.items()},
+            "tags": tags,
         }
 
     def _to_bucket(

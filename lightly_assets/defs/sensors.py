@@ -9,7 +9,7 @@ the UI or the sensor) recorded the folder's current fingerprint is not run again
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from dagster import (
     AssetKey,
@@ -44,12 +44,30 @@ class Seen:
     runs: int = 0  # part of the run key, so a folder that returns to an earlier state runs again
 
 
+# The cursor, small enough to read in the UI's tick list: {"dataset": "<fingerprint> <requested> <runs>"}, where
+# <requested> is `=` when the current fingerprint was requested, `-` when none was, else the one requested.
+_SAME, _NONE = "=", "-"
+
+
 def _load(cursor: str | None) -> dict[str, Seen]:
-    return {k: Seen(**v) for k, v in json.loads(cursor).items()} if cursor else {}
+    if not cursor:
+        return {}
+    state: dict[str, Seen] = {}
+    for name, value in json.loads(cursor).items():
+        if isinstance(value, dict):  # the cursor of earlier versions: {"fingerprint": …, "requested": …, "runs": …}
+            state[name] = Seen(**value)
+            continue
+        fp, requested, runs = value.split(" ")
+        state[name] = Seen(fp, fp if requested == _SAME else None if requested == _NONE else requested, int(runs))
+    return state
 
 
 def _dump(state: dict[str, Seen]) -> str:
-    return json.dumps({k: asdict(v) for k, v in sorted(state.items())})
+    def short(seen: Seen) -> str:
+        requested = _SAME if seen.requested == seen.fingerprint else seen.requested or _NONE
+        return f"{seen.fingerprint} {requested} {seen.runs}"
+
+    return json.dumps({k: short(v) for k, v in sorted(state.items())}, separators=(",", ":"))
 
 
 @dataclass
@@ -134,6 +152,24 @@ def _latest(instance: DagsterInstance, key: AssetKey, partition: str):
 DEFAULT_INTERVAL_S = 30
 
 
+def skip_reason(plan: Plan, found: Mapping[str, str], bad: list[str], data_dir: str) -> str:
+    """Why a tick requested no run, in the words the tick list shows: what it saw and what it waits for."""
+    reasons = []
+    if plan.add:
+        reasons.append(f"new dataset folder(s) {', '.join(plan.add)}: partitions added")
+    if plan.waiting:
+        reasons.append(f"waiting for {', '.join(plan.waiting)} to be unchanged for one more tick (still copying?)")
+    if plan.up_to_date:
+        reasons.append(f"already materialized with the current files: {', '.join(plan.up_to_date)}")
+    unchanged = sorted(set(found) - set(plan.waiting) - set(plan.up_to_date) - set(plan.run))
+    if unchanged:
+        reasons.append(f"unchanged since their last run: {', '.join(unchanged)}")
+    if bad:
+        reasons.append(f"folders that cannot be partition keys: {'; '.join(bad)}")
+    reasons += plan.notes
+    return "; ".join(reasons) or f"no dataset folder under {data_dir}"
+
+
 def folder_sensor(interval_s: int = DEFAULT_INTERVAL_S) -> SensorDefinition:
     """The sensor, ticking every `interval_s` seconds: built by `definitions.py`, which reads the interval from
     the environment (LIGHTLY_ASSETS_SENSOR_INTERVAL), so it is not a module-level object of this folder."""
@@ -173,15 +209,9 @@ def dataset_folders(context: SensorEvaluationContext, storage: StorageResource) 
         partition_requests.append(datasets_partitions.build_add_request(plan.add))
     if plan.delete:
         partition_requests.append(datasets_partitions.build_delete_request(plan.delete))
-    reasons = []
-    if plan.waiting:
-        reasons.append(f"waiting for {', '.join(plan.waiting)} to be unchanged for one more tick")
-    if plan.up_to_date:
-        reasons.append(f"already materialized with the current files: {', '.join(plan.up_to_date)}")
-    if bad:
-        reasons.append(f"folders that cannot be partition keys: {'; '.join(bad)}")
-    reasons += plan.notes
-    skip = SkipReason("; ".join(reasons) or "no new or changed dataset") if not requests else None
+    skip = SkipReason(skip_reason(plan, found, bad, storage.data_dir)) if not requests else None
+    if skip is not None:
+        context.log.info(f"no run: {skip.skip_message}")
     return SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=partition_requests,

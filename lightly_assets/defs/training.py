@@ -7,11 +7,12 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     Config,
+    MaterializeResult,
     MetadataValue,
-    Output,
 )
 
 from lightly_assets.defs.common import TRAINING_GROUP, dataset_asset, user_errors
+from lightly_assets.defs.metadata import weights_fact
 from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
 
 
@@ -29,7 +30,12 @@ class EmbeddingModelConfig(Config):
     workers: int = -1
 
 
-@dataset_asset(group_name=TRAINING_GROUP, kinds={"pytorch"})
+TRAINING_FACTS = ["checkpoint", "loss_per_epoch", "losses", "epochs", "stopped_by", "partial_last_epoch", "steps",
+                  "samples", "images_seen", "images_per_second", "seconds", "device", "precision", "unreadable",
+                  "started_from", "sha256", "knn_before", "knn_after"]  # fmt: skip
+
+
+@dataset_asset(facts=TRAINING_FACTS, group_name=TRAINING_GROUP, kinds={"pytorch"})
 def embedding_model(
     context: AssetExecutionContext,
     config: EmbeddingModelConfig,
@@ -70,10 +76,9 @@ def embedding_model(
         after = knn_of_model(frame_index, data_dir, load_chosen(_trained(out), **kwargs), **embed)
     context.log.info(f"{name}: kNN agreement before {before.describe()}, after {after.describe()}")
     plot = base64.b64encode(loss_curve_png(result.losses)).decode()
-    yield Output(
-        {"path": str(out), "epochs": result.epochs, "losses": result.losses, "seconds": result.seconds},
+    return MaterializeResult(  # the checkpoint file is the asset; `embeddings` finds it through the storage resource
         metadata={
-            "checkpoint": MetadataValue.path(str(out.resolve())),  # not "path": the IO manager writes that key
+            "checkpoint": MetadataValue.path(str(out.resolve())),
             "loss_per_epoch": MetadataValue.md(f"Mean SimCLR loss per epoch:\n\n![loss](data:image/png;base64,{plot})"),
             "losses": [round(v, 5) for v in result.losses],
             "epochs": result.epochs,
@@ -87,7 +92,7 @@ def embedding_model(
             "device": result.device,
             "precision": result.precision,
             "unreadable": len(result.unreadable),
-            **{f"start_{k}": v for k, v in start.metadata().items()},
+            "started_from": weights_fact(start),
             "sha256": _trained(out).sha256 or "",
             "knn_before": before.describe(),
             "knn_after": after.describe(),

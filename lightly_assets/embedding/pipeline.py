@@ -72,6 +72,8 @@ class EmbedResult:
     first_batch_at: float | None = None
     workers: int = 0
     nodes: frozenset[str] = frozenset()  # the Ray nodes that embedded (empty locally)
+    model: str = ""  # the model's description, set by the `embeddings` asset for what comes downstream
+    space: str | None = None  # its LightlyStudio embedding space (publish/studio/embedder.space_for), likewise
 
 
 def load_image(path: Path, size: int | Preprocessing, draft: bool = True, upright: bool = True) -> np.ndarray:
@@ -168,7 +170,8 @@ def _decode_video(path: Path, wanted: dict[int, int], size: Preprocessing, uprig
     frames: Iterator | None = None
     try:
         scaled = (size.width, size.height) if size.mode == "stretch" else None  # swscale resizes, far cheaper
-        frames = iter_frames(path, size=scaled, upright=upright)  # turned before the model's crop, if any
+        # Turned before the model's crop, if any; frames not wanted (subsampled, or cached) are not converted.
+        frames = iter_frames(path, size=scaled, upright=upright, keep=set(wanted))
         for number, image in frames:
             row = wanted.pop(number, None)
             if row is not None:

@@ -6,6 +6,7 @@ that names each weak label with its colour and sample count.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,53 @@ def render_png(
     return canvas.png(optimize=True)
 
 
+THUMBNAIL_SIZE = (180, 110)
+THUMBNAIL_BYTES = 640  # base64 makes it ~850 characters: inline in Dagster's metadata table (limit 1000)
+# (points, size) tried in order until the PNG fits: fewer points (a seeded subsample) before a smaller picture
+_THUMBNAIL_STEPS = [(None, THUMBNAIL_SIZE), (120, THUMBNAIL_SIZE), (60, THUMBNAIL_SIZE), (60, (140, 86)),
+                    (30, (120, 74))]  # fmt: skip
+
+
+def thumbnail_png(xy: np.ndarray, labels: np.ndarray, max_bytes: int = THUMBNAIL_BYTES, seed: int = 0) -> bytes:
+    """A small scatter with no text, as a palette PNG of at most about `max_bytes`, for Dagster's inline view.
+
+    Palette images (4 bits per pixel for ≤ 16 colours) of flat dots on white compress to a fraction of an RGB
+    picture; a large dataset's scatter is noise to a compressor, so it is drawn from a seeded subsample. The
+    full picture with axes and legend is `render_png`'s.
+    """
+    labels = np.asarray(labels)
+    data = b""
+    for points, size in _THUMBNAIL_STEPS:
+        rows = np.arange(len(xy))
+        if points is not None and len(xy) > points:
+            rows = np.sort(np.random.default_rng(seed).choice(len(xy), points, replace=False))
+        data = _thumbnail(xy[rows], labels[rows], size)
+        if len(data) <= max_bytes:
+            break
+    return data
+
+
+def _thumbnail(xy: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> bytes:
+    width, height = size
+    img = Image.new("P", size, 0)
+    flat = [255, 255, 255, 200, 200, 200] + [v for c in PALETTE for v in c]
+    img.putpalette(flat + [0] * (768 - len(flat)))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([0, 0, width - 1, height - 1], outline=1)
+    if len(xy):
+        lo, hi = xy.min(axis=0), xy.max(axis=0)
+        span = np.where(hi - lo > 0, hi - lo, 1.0)
+        pad = 5
+        px = pad + (xy[:, 0] - lo[0]) / span[0] * (width - 2 * pad)
+        py = height - pad - (xy[:, 1] - lo[1]) / span[1] * (height - 2 * pad)
+        r = 2 if len(xy) < 500 else 1
+        for x, y, label in zip(px, py, labels, strict=True):
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=2 + int(label) % len(PALETTE))
+    out = io.BytesIO()
+    img.save(out, format="PNG", optimize=True, bits=4)
+    return out.getvalue()
+
+
 def write_projection(
     matrix: np.ndarray,
     labels: np.ndarray,
@@ -113,9 +161,21 @@ def write_projection(
     title: str = "",
 ) -> Path:
     """Write the PCA picture to `path` (atomically) and return it."""
+    return write_projections(matrix, labels, path, names, title)[0]
+
+
+def write_projections(
+    matrix: np.ndarray,
+    labels: np.ndarray,
+    path: Path,
+    names: Mapping[int, str] | None = None,
+    title: str = "",
+) -> tuple[Path, bytes]:
+    """The full PCA picture written to `path` (atomically), and its thumbnail's PNG bytes, from one projection."""
     p = project(matrix)
-    data = render_png(p.xy, np.asarray(labels)[p.rows], names, title, p.explained)
-    return write_bytes_atomic(path, data)
+    shown = np.asarray(labels)[p.rows]
+    data = render_png(p.xy, shown, names, title, p.explained)
+    return write_bytes_atomic(path, data), thumbnail_png(p.xy, shown)
 
 
 def _md(text: str) -> str:

@@ -13,10 +13,36 @@ ANALYTICS_ENV = "LIGHTLY_STUDIO_ANALYTICS_ENABLED"
 MISSING_TAG = "missing-file"
 SPACE_KEY_PREFIX = "lightly-assets/precomputed"
 DEFAULT_LOCK_TIMEOUT_S = 600.0
-# Metadata keys on a video sample, written once all its frames are in: their absence marks a partial load.
-META_SIZE = "source_size"
-META_MTIME = "source_mtime_ns"
-META_FRAMES = "indexed_frames"
+# Metadata on a video sample, written once all its frames are in: its absence marks a partial load. LightlyStudio
+# shows every metadata key as a filter, so these are facts a user reads (frames, file size, date) in human units,
+# exact enough to tell a changed file: the size in bytes and the modification time to the nanosecond.
+META_SIZE = "file_size"
+META_MTIME = "modified"
+META_FRAMES = "frames"
+# The keys of earlier versions (raw bytes and nanoseconds): still read, so existing uploads are not reloaded.
+LEGACY_SIZE, LEGACY_MTIME, LEGACY_FRAMES = "source_size", "source_mtime_ns", "indexed_frames"
+
+
+def file_size_text(size: int) -> str:
+    """`1.2 MB (1,234,567 bytes)`: the unit a user reads, and the exact count a changed file shows in."""
+    value, unit = float(size), "B"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            break
+        value /= 1000
+    shown = f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+    return f"{shown} ({size:,} bytes)"
+
+
+def modified_text(mtime_ns: int) -> str:
+    """`2026-12-01 08:59:12.123456789 UTC`: a date, to the nanosecond (so any rewrite of the file shows)."""
+    import datetime as dt
+
+    seconds, ns = divmod(int(mtime_ns), 1_000_000_000)
+    day = dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{day}.{ns:09d} UTC"
+
+
 REQUIRED_COLUMNS = ("filename", "source", "kind", "frame", "pts", "label_name", "size", "mtime_ns")
 # The database engine of lightly_studio is process-global: one upload per process at a time.
 PROCESS_LOCK = threading.Lock()
@@ -97,19 +123,3 @@ class UploadResult:
     unmatched: int
     gui_command: str
     datasets: tuple[StudioDataset, ...] = ()
-
-    def as_metadata(self) -> dict[str, str | int]:
-        """Flat values for asset metadata (no secrets)."""
-        return {
-            "studio_target": self.target,
-            "studio_dataset": self.dataset_name,
-            "studio_dataset_id": self.dataset_id,
-            "studio_collection_id": self.collection_id,
-            "studio_samples": self.samples,
-            "studio_embeddings": self.embeddings,
-            "studio_videos": self.videos,
-            "studio_added": self.added,
-            "studio_removed": self.removed,
-            "studio_unmatched": self.unmatched,
-            "studio_gui_command": self.gui_command,
-        }

@@ -20,7 +20,17 @@ from lightly_assets.publish.studio.steps import (
     sync_embeddings,
     tag_samples,
 )
-from lightly_assets.publish.studio.target import META_FRAMES, META_MTIME, META_SIZE, StudioDataset
+from lightly_assets.publish.studio.target import (
+    LEGACY_FRAMES,
+    LEGACY_MTIME,
+    LEGACY_SIZE,
+    META_FRAMES,
+    META_MTIME,
+    META_SIZE,
+    StudioDataset,
+    file_size_text,
+    modified_text,
+)
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -75,13 +85,17 @@ def _markers(session: Session, sample_ids: list[UUID]) -> dict[UUID, dict[str, A
 
 def _is_current(marker: dict[str, Any] | None, video: VideoRow) -> bool:
     """A video is complete when its marker exists, and unchanged when size and mtime still match."""
-    return (
-        marker is not None
-        and META_FRAMES in marker
-        and marker.get(META_SIZE) == video.size
-        and marker.get(META_MTIME) == video.mtime_ns
-        and marker.get(META_FRAME_SET, "all") == _frame_set(video)
+    if marker is None or marker.get(META_FRAME_SET, "all") != _frame_set(video):
+        return False
+    current = (
+        META_FRAMES in marker
+        and marker.get(META_SIZE) == file_size_text(video.size)
+        and marker.get(META_MTIME) == modified_text(video.mtime_ns)
     )
+    legacy = (
+        LEGACY_FRAMES in marker and marker.get(LEGACY_SIZE) == video.size and marker.get(LEGACY_MTIME) == video.mtime_ns
+    )
+    return current or legacy
 
 
 def _referenced_elsewhere(session: Session, sample_ids: list[UUID]) -> bool:
@@ -148,7 +162,9 @@ def _load_video(session: Session, dataset: Any, video: VideoRow) -> int:
     for video_id in created.values():
         if frame_set != "all":
             kept -= _keep_only_sampled(session, video_id, video)
-        marker = {META_SIZE: video.size, META_MTIME: video.mtime_ns, META_FRAMES: kept, META_FRAME_SET: frame_set}
+        marker = {META_FRAMES: kept, META_SIZE: file_size_text(video.size), META_MTIME: modified_text(video.mtime_ns)}
+        if frame_set != "all":  # only a subsampled video carries which frames were kept
+            marker[META_FRAME_SET] = frame_set
         dataset.update_metadata([(video_id, marker)])
     return kept
 

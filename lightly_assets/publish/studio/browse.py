@@ -1,0 +1,90 @@
+"""A way into each published dataset: LightlyStudio's URLs, what its search can do, and its GUI started quietly.
+
+LightlyStudio's home (`/`) opens the newest dataset only, so every other dataset is reached by its URL:
+`/datasets/<root collection id>/<sample type>/<collection id>` (the route its web app redirects `/` to; for a
+root dataset both ids are the same). The GUI serves `http://$LIGHTLY_STUDIO_HOST:$LIGHTLY_STUDIO_PORT`
+(LightlyStudio's defaults: localhost, 8001).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from lightly_assets.publish.studio.target import ANALYTICS_ENV, SPACE_KEY_PREFIX, StudioDataset
+
+DEFAULT_HOST, DEFAULT_PORT = "localhost", 8001
+ANALYTICS_404 = "Usage tracking is disabled"
+
+
+def gui_base_url(host: str | None = None, port: int | None = None, env: Mapping[str, str] = os.environ) -> str:
+    """Where LightlyStudio's GUI listens, as `lightly-studio gui` picks it (its environment, else its defaults)."""
+    host = host or env.get("LIGHTLY_STUDIO_HOST") or DEFAULT_HOST
+    port = port or int(env.get("LIGHTLY_STUDIO_PORT") or DEFAULT_PORT)
+    return f"http://{host}:{port}"
+
+
+def dataset_url(base: str, collection_id: str, sample_type: str) -> str:
+    """The page of one LightlyStudio dataset (its samples grid)."""
+    return f"{base.rstrip('/')}/datasets/{collection_id}/{sample_type}/{collection_id}"
+
+
+def links(datasets: Iterable[StudioDataset], base: str) -> dict[str, str]:
+    """LightlyStudio dataset name → its URL."""
+    return {d.name: dataset_url(base, d.collection_id, d.sample_type) for d in datasets}
+
+
+def links_markdown(urls: Mapping[str, str]) -> str:
+    """The links as Markdown, one line each, for the Dagster UI."""
+    return "\n".join(f"- [{name}]({url})" for name, url in urls.items())
+
+
+def text_search_note(space: str | None = None) -> str:
+    """What LightlyStudio's search box can do with our vectors: the one place this is said (UI, README, browse).
+
+    `space` is the LightlyStudio embedding model the vectors are stored under: one LightlyStudio knows itself (a
+    CLIP model such as MobileCLIP-S0, `embedder.space_for`) embeds text queries in the same space.
+    """
+    if space and not space.startswith(SPACE_KEY_PREFIX.rsplit("/", 1)[0] + "/"):
+        return (
+            f"Text search works: LightlyStudio embeds a query with {space}, the CLIP model that embedded the images "
+            "(its text encoder's weights must be in LightlyStudio's cache when offline)."
+        )
+    return (
+        "Text search and search by image need a CLIP model (LIGHTLY_ASSETS_MODEL set to a CLIP family): its text "
+        "encoder puts a query in the same space as the images. With other models LightlyStudio's search box "
+        "answers 'has no TextEmbedder' and search by image fails; use the weak-label tags, the filters and the "
+        "embedding view instead."
+    )
+
+
+class QuietAnalytics404(logging.Filter):
+    """Drops LightlyStudio's "Server Error 404: Usage tracking is disabled." line.
+
+    With analytics off (as here), its web app still asks `/api/analytics/config` on every page load and the server
+    logs the refusal as an error; nothing is wrong, so the line is noise.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return ANALYTICS_404 not in record.getMessage()
+
+
+def quiet_logs() -> None:
+    """Install the filter on LightlyStudio's exception logger (idempotent)."""
+    log = logging.getLogger("lightly_studio.api.exceptions")
+    if not any(isinstance(f, QuietAnalytics404) for f in log.filters):
+        log.addFilter(QuietAnalytics404())
+
+
+def start_gui(db_file: Path | None, db_url_env: str | None, host: str | None, port: int | None) -> None:
+    """Serve LightlyStudio's GUI on the database (blocks until Ctrl+C), offline and without the 404 noise."""
+    os.environ[ANALYTICS_ENV] = "false"  # before lightly_studio is imported
+    import lightly_studio
+    from lightly_studio.database import db_manager
+
+    quiet_logs()
+    url = os.environ[db_url_env] if db_url_env else None
+    db_manager.connect(db_file=None if url else str(db_file), db_url=url, must_exist=True)
+    lightly_studio.start_gui(host=host, port=port, open_browser=False)
