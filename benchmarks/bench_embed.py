@@ -9,14 +9,16 @@ Both sides load one checkpoint file written here in lightly's CLI format (a seed
 `lightly-embed` downloads nothing and both compute the same network. Each run is its own process, end to
 end (imports, folder scan, model load, embedding, CSV), timed from the outside, one after the other:
 - `lightly-embed` with its defaults and `loader.num_workers=2` (the reference; fp32);
-- ours with defaults ("after": precision auto, threads and decode threads sized for the machine), ours with
-  `precision=fp32` (the bit-level setting), and with `--before REF` our code at that git ref, defaults too.
+- ours with defaults (engine auto = OpenVINO on a CPU, precision auto, threads sized for the machine) twice:
+  first with an empty converted-model cache ("cold": pays the one conversion), then warm (every later run);
+  ours with `engine=torch` (the previous engine), with `precision=fp32`, and with `--before REF` our code
+  at that git ref, defaults too.
 Columns: wall time and its ratio to lightly's (whole process to whole process), start-up = process start
 to the first embedded batch (ours; from the child's wall clock), the embedding step's own rate (samples
 embedded / seconds of the step), peak RSS of the largest process of the run's tree (`wait4`), and the
 cosine of every vector to lightly's (fp32) and to ours in fp32.
-Efficiency = the embedding step's rate over the forward-only rate of the same network on random tensors,
-best of fp32/bf16 x contiguous/channels-last with all cores, measured in a process of its own where the
+Efficiency = the embedding step's rate over the forward-only rate of the same network on random pixels,
+best of torch fp32/bf16 x contiguous/channels-last and OpenVINO f32/bf16, all cores, in a process of its own where the
 embedding step (defaults) and that forward-only pass alternate twice over the same data (a change of the
 machine's load then skews both alike); the ratio across processes is printed too.
 The CPU model, its bf16 flags and the load average are printed with the figures: ratios differ between
@@ -41,12 +43,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, os.environ.get("BENCH_CODE", str(REPO)))  # a child runs the code it was asked for
 
-GOAL_SPEEDUP = 2.5  # whole process, ours (defaults) over lightly-embed (num_workers=2)
+GOAL_SPEEDUP = 3.0  # whole process, ours (defaults, warm engine cache) over lightly-embed (num_workers=2)
+GOAL_STARTUP_S = 2.0  # process start to the first embedded batch, warm engine cache
 GOAL_EFFICIENCY = 0.85  # embedding step over forward-only
 
 
 def _make_data_script() -> Path:
-    for candidate in (REPO / "shared/bench/make_data.py", REPO.parent / "shared/bench/make_data.py"):
+    for candidate in (REPO / "shared/bench/make_data.py", *(up / "shared/bench/make_data.py" for up in REPO.parents)):
         if candidate.is_file():
             return candidate
     raise SystemExit("cannot find shared/bench/make_data.py next to the repository; pass --data instead")
@@ -122,7 +125,6 @@ def _child(job: dict) -> None:
     t0 = time.perf_counter()
     from lightly_assets.dataset.samples import build_sample_index
     from lightly_assets.dataset.scan import scan_dataset
-    from lightly_assets.embedding.model import load_model
     from lightly_assets.embedding.pipeline import embed_samples
     from lightly_assets.lightly_csv import write_embeddings_csv
 
@@ -130,7 +132,7 @@ def _child(job: dict) -> None:
     t1 = time.perf_counter()
     frames = build_sample_index(scan_dataset(data).files, data).samples
     t2 = time.perf_counter()
-    model = load_model(job["checkpoint"], **job.get("model", {}))
+    model = _load_as_the_resource(job["checkpoint"], job.get("model", {}))
     t3 = time.perf_counter()
     first: list[float] = []
 
@@ -145,10 +147,37 @@ def _child(job: dict) -> None:
     write_embeddings_csv(job["csv"], result.filenames, result.matrix, result.labels)
     t5 = time.perf_counter()
     report = {"n": len(result.filenames), "unreadable": len(result.unreadable), "precision": model.precision,
+              "engine": getattr(model, "engine", "torch"), "torch_imported": "torch" in sys.modules,
               "threads": getattr(model, "threads", None), "workers": getattr(result, "workers", None),
               "import": t1 - t0, "scan": t2 - t1, "load": t3 - t2, "embed": t4 - t3, "csv_s": t5 - t4,
               "loop": result.samples_per_s, "first_batch_at": first[0] if first else None}  # fmt: skip
     print(json.dumps(report))
+
+
+def _load_as_the_resource(checkpoint: str, settings: dict):  # noqa: ANN202
+    """The model as `embedding_model` loads it (engine auto, warm cache served without torch); an older
+    checkout without the engine loads it with `load_model`."""
+    try:
+        from lightly_assets.embedding.warm import warm_model  # noqa: F401 - only to tell the engine is there
+        from lightly_assets.embedding.weights import Weights, load_chosen, sha256_of
+    except ImportError:
+        from lightly_assets.embedding.model import load_model
+
+        return load_model(checkpoint, **{k: v for k, v in settings.items() if k != "engine"})
+    return load_chosen(
+        Weights("checkpoint", Path(checkpoint), sha256_of(Path(checkpoint))), **{"engine": "auto", **settings}
+    )
+
+
+def _openvino_rate(engine, pixels: np.ndarray, seconds: float, at_least: int) -> float:  # noqa: ANN001
+    """Samples/s of a compiled OpenVINO engine on a ready uint8 batch (2 warm-up calls first)."""
+    engine(pixels)
+    engine(pixels)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or n < at_least:
+        engine(pixels)
+        n += len(pixels)
+    return n / (time.perf_counter() - start)
 
 
 def _forward_rate(module, x, precision: str, seconds: float, at_least: int) -> float:  # noqa: ANN001
@@ -182,9 +211,15 @@ def _forward_child(job: dict) -> None:
 
     cores, size = usable_cores(), job["input_size"]
     x = torch.randn(job["batch_size"], 3, size, size)
-    results, modules = {}, {}
+    pixels = np.random.default_rng(0).integers(0, 256, (job["batch_size"], size, size, 3), dtype=np.uint8)
+    results, modules, engines = {}, {}, {}
     for precision in ("fp32", "bf16"):
-        model = load_model(job["checkpoint"], input_size=size, precision=precision, threads=cores)
+        model = load_model(job["checkpoint"], input_size=size, precision=precision, threads=cores, engine="openvino")
+        if model.precision == precision and model.compiled is not None:
+            engines[precision] = model.compiled
+            results[f"openvino {precision}"] = _openvino_rate(model.compiled, pixels, job["seconds"], 3 * len(x))
+    for precision in ("fp32", "bf16"):
+        model = load_model(job["checkpoint"], input_size=size, precision=precision, threads=cores, engine="torch")
         if model.precision != precision:
             continue
         for layout in ("contiguous", "channels_last"):
@@ -194,26 +229,37 @@ def _forward_child(job: dict) -> None:
                                                              job["seconds"], 3 * len(x))  # fmt: skip
         modules[precision] = model.module
     best = max(results, key=results.get)
-    precision, layout = best.split()
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    best_module, best_x = modules[precision].to(memory_format=fmt), x.contiguous(memory_format=fmt)
+    first, precision = best.split()
+    if first == "openvino":
+
+        def forward_pass(n: int) -> float:
+            return _openvino_rate(engines[precision], pixels, 0.0, n)
+    else:
+        fmt = torch.channels_last if precision == "channels_last" else torch.contiguous_format
+        precision, best_module, best_x = first, modules[first].to(memory_format=fmt), x.contiguous(memory_format=fmt)
+
+        def forward_pass(n: int) -> float:
+            torch.set_num_threads(cores)
+            return _forward_rate(best_module, best_x, precision, 0.0, n)
+
     data = Path(job["data"])
     frames = build_sample_index(scan_dataset(data).files, data).samples
-    default = load_model(job["checkpoint"], input_size=size)
+    default = _load_as_the_resource(job["checkpoint"], {"input_size": size})
     pairs = []
     for _ in range(job.get("rounds", 2)):
-        torch.set_num_threads(cores)
-        forward = _forward_rate(best_module, best_x, precision, 0.0, len(frames))
-        torch.set_num_threads(default.threads)
+        forward = forward_pass(len(frames))
+        if getattr(default, "engine", "torch") == "torch":
+            torch.set_num_threads(default.threads)
         pairs.append((embed_samples(frames, data, default).samples_per_s, forward))
     report = {"forward": results, "decode_ms": _decode_cost(data, size), "interleaved": pairs, "best": best}
     print(json.dumps(report))
 
 
-def _decode_cost(data: Path, size: int, limit: int = 120) -> float:
-    """CPU milliseconds to decode one sample as the pipeline does (JPEG draft, PNG, video frames), one thread."""
+def _decode_cost(data: Path, size: int, limit: int = 120) -> dict[str, float]:
+    """CPU milliseconds to decode one sample as the pipeline does, one thread, per kind (JPEG at draft scale,
+    PNG and other images in full, video frames) and over all of them ("all", weighted as the data is)."""
     from lightly_assets.dataset.video import iter_frames
-    from lightly_assets.embedding.pipeline import _frame_pixels, load_image
+    from lightly_assets.embedding.pipeline import load_image
 
     videos = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
     files = sorted(f for f in data.rglob("*") if f.is_file())
@@ -222,17 +268,23 @@ def _decode_cost(data: Path, size: int, limit: int = 120) -> float:
         [f for f in files if f.suffix.lower() in videos],
     )
     step = max(1, len(images) // limit)
-    start, n = time.thread_time(), 0
+    cost: dict[str, list[float]] = {}
     for path in images[::step][:limit]:
+        start = time.thread_time()
         load_image(path, size)
-        n += 1
+        kind = "jpeg draft" if path.suffix.lower() in (".jpg", ".jpeg") else path.suffix.lower().lstrip(".")
+        cost.setdefault(kind, []).append(time.thread_time() - start)
     for path in clips[:1]:
-        for _, image in iter_frames(path, size=(size, size), threads=False):
-            _frame_pixels(image, size)
+        start, n = time.thread_time(), 0
+        for _ in iter_frames(path, size=(size, size), threads=False):
             n += 1
             if n >= limit:
                 break
-    return 1000 * (time.thread_time() - start) / max(1, n)
+        cost["video frame"] = [(time.thread_time() - start) / max(1, n)] * n
+    out = {kind: 1000 * sum(v) / len(v) for kind, v in cost.items()}
+    every = [t for v in cost.values() for t in v]
+    out["all"] = 1000 * sum(every) / max(1, len(every))
+    return out
 
 
 def _forward_only(ckpt: Path, tmp: Path, args: argparse.Namespace, data: Path) -> dict:
@@ -279,7 +331,7 @@ def report(runs: list[dict], base: dict | None, fp32: dict | None, measured: dic
         threads = f"{run.get('threads')}/{run.get('workers')}" if run.get("threads") else "-"
         print(f"{run['name']:<24} {run.get('n', '-'):>7} {run['wall']:>7.1f} {ratio:>9} {startup:>10} {loop:>7} "
               f"{run['rss']:>12.0f} {run.get('precision', 'fp32'):>5} {threads:>4} {cos_l:>11} {cos_f:>8}")  # fmt: skip
-    print("(thr = torch intra-op threads / decode threads)")
+    print("(thr = network threads (torch intra-op or OpenVINO) / decode threads)")
     for run in runs:
         if "import" in run:
             print(f"  {run['name']}: import {run['import']:.1f}s, scan+index {run['scan']:.2f}s, "
@@ -288,7 +340,7 @@ def report(runs: list[dict], base: dict | None, fp32: dict | None, measured: dic
     forward = measured["forward"]
     best_key = max(forward, key=forward.get)
     print("forward-only (all cores, batch 64, 64 px): " + ", ".join(f"{k} {v:.1f}/s" for k, v in forward.items()))
-    after = next(r for r in runs if r["name"].startswith("ours defaults"))
+    after = next(r for r in runs if r["name"] == "ours defaults")
     efficiency = after["loop"] / forward[best_key]
     print(f"efficiency ({what}), across processes: embedding step {after['loop']:.1f}/s (run above) over "
           f"forward-only best ({best_key}) {forward[best_key]:.1f}/s = {efficiency:.2f}")  # fmt: skip
@@ -299,10 +351,20 @@ def report(runs: list[dict], base: dict | None, fp32: dict | None, measured: dic
           f"{same:.2f} (goal >= {GOAL_EFFICIENCY})")  # fmt: skip
     from lightly_assets.embedding.runtime import usable_cores
 
-    f_ms, d_ms = 1000 * usable_cores() / forward[best_key], measured["decode_ms"]
+    decode = measured["decode_ms"]
+    decode = decode if isinstance(decode, dict) else {"all": decode}
+    f_ms, d_ms = 1000 * usable_cores() / forward[best_key], decode["all"]
+    print("  decode CPU ms/sample: " + ", ".join(f"{k} {v:.2f}" for k, v in decode.items()))
     print(f"  decoding {d_ms:.2f} CPU ms/sample, forward {f_ms:.2f} CPU ms/sample ({usable_cores()} cores): if the "
           f"forward kept every core busy, decoding on the same cores would cap the step at F/(F+D) = "
           f"{f_ms / (f_ms + d_ms):.2f}")  # fmt: skip
+    for run in runs:
+        if run.get("startup"):
+            print(f"  {run['name']}: start-up to first batch {run['startup']:.2f}s (engine {run.get('engine', '?')}, "
+                  f"torch imported: {run.get('torch_imported', '?')})")  # fmt: skip
+    if after.get("startup"):
+        print(f"start-up to first batch, ours defaults (warm cache): {after['startup']:.2f}s "
+              f"(goal <= {GOAL_STARTUP_S:g}s)")  # fmt: skip
     before = next((r for r in runs if r["name"].startswith("ours before")), None)
     if before:
         su = f"{before['startup']:.1f}s -> {after['startup']:.1f}s" if before.get("startup") else "?"
@@ -319,6 +381,7 @@ def main() -> None:
     p.add_argument("--lightly-workers", type=int, default=2)
     p.add_argument("--skip-lightly", action="store_true")
     p.add_argument("--no-fp32", action="store_true", help="skip our precision=fp32 run")
+    p.add_argument("--no-torch", action="store_true", help="skip our engine=torch run")
     p.add_argument("--forward-seconds", type=float, default=8.0)
     p.add_argument("--quick", action="store_true", help="validate the script: short forward-only timing")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -350,7 +413,11 @@ def main() -> None:
             code = _checkout(args.before, tmp / "before-code")
             runs.append(_run_ours(data, ckpt, tmp / "before", f"ours before ({args.before})", {}, code))
             shutil.rmtree(code)
+        os.environ["LIGHTLY_ASSETS_ENGINE_CACHE"] = str(tmp / "engine-cache")  # empty: the first run converts
+        runs.append(_run_ours(data, ckpt, tmp / "cold", "ours defaults, cold cache", {}))
         runs.append(_run_ours(data, ckpt, tmp / "after", "ours defaults", {}))
+        if not args.no_torch:
+            runs.append(_run_ours(data, ckpt, tmp / "torch", "ours engine=torch", {"model": {"engine": "torch"}}))
         fp32 = None
         if not args.no_fp32:
             fp32 = _run_ours(data, ckpt, tmp / "fp32", "ours precision=fp32", {"model": {"precision": "fp32"}})

@@ -165,27 +165,61 @@ def test_torchvision_resnet18_on_openvino_matches_torch(tmp_path: Path) -> None:
     assert _cosine(engine(_pixels()), reference).min() >= 0.9999
 
 
+def test_calibration_samples_are_spread_over_images_and_frames(tmp_path: Path) -> None:
+    from lightly_assets.embedding.calibration import calibration_pixels
+    from lightly_assets_tests.media import make_image, make_video
+    from lightly_assets_tests.test_embedding import _frame_index
+
+    names = [f"a/{i}.jpg" for i in range(6)] + ["b/x.png"]
+    for i, name in enumerate(names):
+        make_image(tmp_path / name, seed=i, size=(40, 30))
+    (tmp_path / "a/broken.jpg").write_bytes(b"not a jpeg")
+    make_video(tmp_path / "v.mp4", n_frames=6, size=(32, 32))
+    index = _frame_index(tmp_path, [*names, "a/broken.jpg"], {"v.mp4": 6})
+    pixels = calibration_pixels(index, tmp_path, Preprocessing.stretch(16), n=10)
+    assert pixels.dtype == np.uint8 and pixels.shape[1:] == (16, 16, 3)
+    assert 8 <= len(pixels) <= 10  # the broken file is left out, the rest spread over images and frames
+    assert len(calibration_pixels(index.iloc[:0], tmp_path, Preprocessing.stretch(16))) == 0
+
+
 @pytest.mark.e2e
 def test_int8_quantisation_stays_close(tmp_path: Path, lightly_ov) -> None:
-    calibration = _pixels(32, seed=1)
+    seen = []
+
+    def calibration(pre: Preprocessing) -> np.ndarray:
+        seen.append(pre)
+        return _pixels(32, seed=1)
+
     int8 = load_model(
         None, input_size=SIZE, precision="int8", engine="openvino", cache_dir=tmp_path, calibration=calibration
     )
-    assert int8.precision == "int8"
+    assert int8.precision == "int8" and seen == [Preprocessing.stretch(SIZE)]
     cos = _cosine(int8.embed(_pixels()), lightly_ov.embed(_pixels()))
     print(f"int8 vs fp32 cosine min {cos.min():.4f}")
     assert cos.min() > 0.9
+    again = load_model(None, input_size=SIZE, precision="int8", engine="openvino", cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.embed(_pixels()), int8.embed(_pixels()))  # cached: no calibration needed
 
 
-def test_a_warm_run_serves_the_cached_model_without_torch(lightly_ov, ov_cache: Path) -> None:
-    """The second run of a model reads the converted graph: torch is never imported."""
+def test_a_warm_run_serves_the_cached_model_without_torch(lightly_ov, ov_cache: Path, tmp_path: Path) -> None:
+    """The second run of a model reads the converted graph and embeds a folder: torch is never imported."""
+    from lightly_assets.embedding.pipeline import embed_samples
+    from lightly_assets_tests.media import make_image
+    from lightly_assets_tests.test_embedding import _frame_index
+
+    names = [f"a/{i}.jpg" for i in range(3)]
+    for i, name in enumerate(names):
+        make_image(tmp_path / name, seed=i, size=(40, 30))
+    _frame_index(tmp_path, names).to_pickle(tmp_path / "index.pkl")
     code = f"""
-import sys, json, numpy as np
+import sys, json, numpy as np, pandas as pd
 from lightly_assets.embedding.weights import Weights, load_chosen
+from lightly_assets.embedding.pipeline import embed_samples
 m = load_chosen(Weights("random"), input_size={SIZE}, precision="fp32", engine="openvino", cache_dir={str(ov_cache)!r})
 px = np.random.default_rng(0).integers(0, 256, (6, {SIZE}, {SIZE}, 3), dtype=np.uint8)
+folder = embed_samples(pd.read_pickle({str(tmp_path / "index.pkl")!r}), {str(tmp_path)!r}, m)
 print(json.dumps({{"torch": "torch" in sys.modules, "fp": m.fingerprint, "dim": m.dim, "random": m.random_init,
-                  "v": m.embed(px).tolist(), "engine": m.engine}}))
+                  "v": m.embed(px).tolist(), "engine": m.engine, "folder": folder.matrix.tolist()}}))
 """
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO, check=True
@@ -194,6 +228,8 @@ print(json.dumps({{"torch": "torch" in sys.modules, "fp": m.fingerprint, "dim": 
     assert got["torch"] is False and got["engine"] == "openvino"
     assert got["fp"] == lightly_ov.fingerprint and got["dim"] == lightly_ov.dim and got["random"] is True
     np.testing.assert_allclose(np.asarray(got["v"], np.float32), lightly_ov.embed(_pixels()), rtol=1e-6, atol=1e-7)
+    here = embed_samples(_frame_index(tmp_path, names), tmp_path, lightly_ov).matrix
+    np.testing.assert_allclose(np.asarray(got["folder"], np.float32), here, rtol=1e-6, atol=1e-7)
 
 
 def test_a_warm_cache_is_only_used_for_the_same_weights(lightly_ov, ov_cache: Path) -> None:
@@ -207,3 +243,24 @@ def test_a_warm_cache_is_only_used_for_the_same_weights(lightly_ov, ov_cache: Pa
         None, None, input_size=SIZE, seed=0, device="cpu", precision="fp32", engine="auto", cache_dir=ov_cache
     )
     assert hit is not None and hit.fingerprint == lightly_ov.fingerprint
+
+
+def test_a_warm_model_embeds_through_the_pipeline_like_the_model_it_was_cached_from(
+    lightly_ov, ov_cache: Path, tmp_path: Path
+) -> None:
+    """The second run of a dataset gets the warm model: it must take the pipeline's path (`prep`) too."""
+    from lightly_assets.embedding.pipeline import embed_samples
+    from lightly_assets.embedding.warm import warm_model
+    from lightly_assets_tests.test_embedding import _frame_index, _image
+
+    names = ["a/x.jpg", "b/y.png"]
+    for i, name in enumerate(names):
+        _image(tmp_path / name, 40, 30, seed=i)
+    warm = warm_model(None, None, input_size=SIZE, seed=0, device="cpu", precision="fp32", engine="auto",
+                      cache_dir=ov_cache)  # fmt: skip
+    assert warm is not None and warm.prep == lightly_ov.prep
+    assert (warm.spec, warm.space_key) == (lightly_ov.spec, lightly_ov.space_key)  # read by the embeddings asset
+    got = embed_samples(_frame_index(tmp_path, names), tmp_path, warm, workers=1)
+    expected = embed_samples(_frame_index(tmp_path, names), tmp_path, lightly_ov, workers=1)
+    assert got.filenames == names
+    np.testing.assert_allclose(got.matrix, expected.matrix, rtol=1e-6, atol=1e-7)

@@ -1,6 +1,7 @@
 """Embedding the samples: `embeddings`, one float32 vector per sample, with its quality figures."""
 
 import dataclasses
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,7 @@ def embeddings(
     Weights: the configured checkpoint, else the dataset's trained `embedding_model.ckpt`, else Lightly's
     pretrained zoo weights (torch's hub cache), else a seeded random initialisation (said loudly).
     """
+    from lightly_assets.embedding.calibration import calibration_pixels
     from lightly_assets.embedding.pipeline import EmbeddingCache, EmbeddingError, embed_samples
     from lightly_assets.embedding.quality import measure, sample_embedder
     from lightly_assets.embedding.weights import TRAINED_NAME
@@ -54,7 +56,8 @@ def embeddings(
     out = storage.outputs_for(name)
     with user_errors():
         executor = embedding_model.executor_for(ray_cluster)  # local, or the Ray cluster
-        model = embedding_model.load(trained=out / TRAINED_NAME, log=context.log.info)
+        calibration = partial(calibration_pixels, frame_index, storage.dataset_dir(name))  # int8 only, once
+        model = embedding_model.load(trained=out / TRAINED_NAME, log=context.log.info, calibration=calibration)
         weights = embedding_model.weights
         context.log.info(f"{name}: weights {weights.describe()}")
         if model.random_init:

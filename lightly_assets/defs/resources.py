@@ -34,8 +34,16 @@ def choice(field: str, value: str, allowed: tuple[str, ...]) -> str:
 class StorageResource(ConfigurableResource):
     """The data root (one subfolder per dataset) and the output root (`<output_dir>/<dataset>/embeddings.csv`)."""
 
-    data_dir: str = Field(default="data", description="Data root: every immediate subfolder is a dataset.")
-    output_dir: str = Field(default="outputs", description="Output root: `<output_dir>/<dataset>/embeddings.csv`.")
+    data_dir: str = Field(
+        default="data",
+        description="Data root: every immediate subfolder is a dataset. A relative path is relative to the folder "
+        "`dg dev` or `lightly-assets` was started in (the project folder with `bash scripts/dev.sh`).",
+    )
+    output_dir: str = Field(
+        default="outputs",
+        description="Output root: `<output_dir>/<dataset>/embeddings.csv`. A relative path is relative to the folder "
+        "`dg dev` or `lightly-assets` was started in.",
+    )
 
     def data_root(self) -> Path:
         return Path(self.data_dir)
@@ -103,6 +111,7 @@ class EmbeddingModelResource(ConfigurableResource):
 
     _model: object = PrivateAttr(default=None)
     _weights: object = PrivateAttr(default=None)
+    _calibration: object = PrivateAttr(default=None)
 
     def spec(self):  # -> lightly_assets.embedding.models.ModelSpec
         """What `model` asks for; an unknown value is one line listing what is accepted."""
@@ -123,12 +132,15 @@ class EmbeddingModelResource(ConfigurableResource):
             log=log,
         )
 
-    def load(self, trained: Optional[Path] = None, log=None):  # -> lightly_assets.embedding.model.LoadedModel
-        """Build the model once; a bad checkpoint fails here, before any file is decoded."""
+    def load(self, trained: Optional[Path] = None, log=None, calibration=None):  # -> embedding.model.LoadedModel
+        """Build the model once; a bad checkpoint fails here, before any file is decoded.
+
+        `calibration`: a function of the model's preprocessing returning uint8 samples, for `precision: int8`.
+        """
         if self._model is None:
+            self._calibration = calibration
             from lightly_assets.embedding.weights import load_chosen
 
-            choice("embedding_model.executor", self.executor, EXECUTORS)
             spec = self.spec()
             if spec.named:
                 self._model = self._load_named(spec, log)
@@ -148,6 +160,7 @@ class EmbeddingModelResource(ConfigurableResource):
             "precision": self.precision,
             "engine": self.engine,
             "cache_dir": self.engine_cache_dir,
+            "calibration": self._calibration,
         }
 
     def executor_for(self, ray_cluster: "RayClusterResource"):  # -> lightly_assets.embedding.executor.Executor

@@ -338,12 +338,14 @@ def openvino_engine(
     threads: int = 0,
     cache: ModelCache | None = None,
     meta: dict[str, Any] | None = None,
-    calibration: np.ndarray | None = None,
+    calibration: np.ndarray | Callable[[Preprocessing], np.ndarray] | None = None,
 ) -> tuple[OpenVINOEngine, dict[str, Any]]:
     """The compiled engine for `identity`, converted only when the cache has no intact entry for it.
 
     `source` may be a callable so that a warm cache never builds the torch module; `meta` is stored with a new
     entry (and returned from a cached one) so that callers can rebuild their model description without torch.
+    `calibration` (int8 only): uint8 NHWC samples, or a function of the preprocessing that decodes them, called
+    only when the quantised graph is not cached yet.
     """
     if precision not in _OV_PRECISION:
         raise EngineError(f"OpenVINO runs fp32, bf16 or int8, not {precision!r}")
@@ -354,7 +356,9 @@ def openvino_engine(
         raise EngineError("precision int8 needs calibration samples to quantise the network (none given)")
     if found is None:
         start = time.perf_counter()
-        model = convert(source() if callable(source) and not _is_module(source) else source, pre, calibration)
+        samples = calibration(pre) if callable(calibration) and precision == "int8" else calibration
+        samples = samples if precision == "int8" else None
+        model = convert(source() if callable(source) and not _is_module(source) else source, pre, samples)
         found = cache.store(
             key,
             model,

@@ -59,6 +59,15 @@ class WarmModel:
     engine: str = "openvino"
     module: None = None
     device: CpuDevice = field(default_factory=CpuDevice)
+    preprocessing: Preprocessing | None = None
+    spec: str = "lightly"
+    space_key: str | None = None
+    onnx_path: str | None = None
+    has_text: bool = False
+
+    @property
+    def prep(self) -> Preprocessing:
+        return self.preprocessing or Preprocessing.stretch(self.input_size)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         return self.compiled(batch)
@@ -107,4 +116,5 @@ def warm_model(
         threads=plan.network_threads,
         decode_workers=plan.decode_workers,
         low_priority_decode=plan.low_priority_decode,
+        preprocessing=pre,
     )
