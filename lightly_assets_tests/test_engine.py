@@ -243,3 +243,24 @@ def test_a_warm_cache_is_only_used_for_the_same_weights(lightly_ov, ov_cache: Pa
         None, None, input_size=SIZE, seed=0, device="cpu", precision="fp32", engine="auto", cache_dir=ov_cache
     )
     assert hit is not None and hit.fingerprint == lightly_ov.fingerprint
+
+
+def test_a_warm_model_embeds_through_the_pipeline_like_the_model_it_was_cached_from(
+    lightly_ov, ov_cache: Path, tmp_path: Path
+) -> None:
+    """The second run of a dataset gets the warm model: it must take the pipeline's path (`prep`) too."""
+    from lightly_assets.embedding.pipeline import embed_samples
+    from lightly_assets.embedding.warm import warm_model
+    from lightly_assets_tests.test_embedding import _frame_index, _image
+
+    names = ["a/x.jpg", "b/y.png"]
+    for i, name in enumerate(names):
+        _image(tmp_path / name, 40, 30, seed=i)
+    warm = warm_model(None, None, input_size=SIZE, seed=0, device="cpu", precision="fp32", engine="auto",
+                      cache_dir=ov_cache)  # fmt: skip
+    assert warm is not None and warm.prep == lightly_ov.prep
+    assert (warm.spec, warm.space_key) == (lightly_ov.spec, lightly_ov.space_key)  # read by the embeddings asset
+    got = embed_samples(_frame_index(tmp_path, names), tmp_path, warm, workers=1)
+    expected = embed_samples(_frame_index(tmp_path, names), tmp_path, lightly_ov, workers=1)
+    assert got.filenames == names
+    np.testing.assert_allclose(got.matrix, expected.matrix, rtol=1e-6, atol=1e-7)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import av
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetCheckSeverity, DagsterInstance
 from lightly.utils.io import check_embeddings, load_embeddings
 from PIL import Image
 
@@ -96,9 +96,18 @@ def test_whole_chain_on_real_media(real_dataset: Path, tmp_path: Path) -> None:
         result = job.execute_in_process(run_config=config, instance=instance, partition_key="real")
     assert result.success
     checks = {f"{e.asset_key.to_user_string()}.{e.check_name}": e for e in result.get_asset_check_evaluations()}
-    failed = sorted(name for name, e in checks.items() if not e.passed)
-    # Offline tests embed with random weights; the two damaged files that no decoder reads are listed, not fatal.
-    assert failed == ["embeddings.all_samples_embedded", "embeddings.trained_weights", "frame_index.all_videos_indexed"]
+    failed = {name: e for name, e in checks.items() if not e.passed}
+    assert all(e.severity == AssetCheckSeverity.WARN for e in failed.values()), sorted(failed)
+    # Offline tests embed with random weights (trained_weights warns; curation's duplicate figures mean nothing
+    # with them); the two damaged files that no decoder reads are listed, not fatal. Everything else passes.
+    expected = {"embeddings.all_samples_embedded", "embeddings.trained_weights", "frame_index.all_videos_indexed"}
+    assert expected <= set(failed), sorted(failed)
+    assert all(name in expected or name.startswith(("duplicates.", "selection.")) for name in failed), sorted(failed)
+    assert "bikes-truncated.mp4" in str(failed["frame_index.all_videos_indexed"].metadata)
+    assert "multipage_rgb.tif" in str(failed["embeddings.all_samples_embedded"].metadata)
+    assert (
+        checks["uploaded_dataset.target_counts_match_csv"].passed and checks["frame_index.samples_match_files"].passed
+    )
 
     samples = result.output_for_node("frame_index")
     files = scan_dataset(real_dataset).files

@@ -34,8 +34,16 @@ def choice(field: str, value: str, allowed: tuple[str, ...]) -> str:
 class StorageResource(ConfigurableResource):
     """The data root (one subfolder per dataset) and the output root (`<output_dir>/<dataset>/embeddings.csv`)."""
 
-    data_dir: str = Field(default="data", description="Data root: every immediate subfolder is a dataset.")
-    output_dir: str = Field(default="outputs", description="Output root: `<output_dir>/<dataset>/embeddings.csv`.")
+    data_dir: str = Field(
+        default="data",
+        description="Data root: every immediate subfolder is a dataset. A relative path is relative to the folder "
+        "`dg dev` or `lightly-assets` was started in (the project folder with `bash scripts/dev.sh`).",
+    )
+    output_dir: str = Field(
+        default="outputs",
+        description="Output root: `<output_dir>/<dataset>/embeddings.csv`. A relative path is relative to the folder "
+        "`dg dev` or `lightly-assets` was started in.",
+    )
 
     def data_root(self) -> Path:
         return Path(self.data_dir)
@@ -133,7 +141,6 @@ class EmbeddingModelResource(ConfigurableResource):
             self._calibration = calibration
             from lightly_assets.embedding.weights import load_chosen
 
-            choice("embedding_model.executor", self.executor, EXECUTORS)
             spec = self.spec()
             if spec.named:
                 self._model = self._load_named(spec, log)

@@ -187,8 +187,11 @@ def _result(ray, ref, address: str, frame_index: pd.DataFrame, rows: np.ndarray)
         return ray.get(ref)
     except Exception as exc:  # noqa: BLE001 - retries are exhausted: name the work and the cluster's reason
         first = str(frame_index["source"].iloc[int(rows[0])])
+        cause = getattr(exc, "cause", None)  # a RayTaskError's first line names the task; its cause, the failure
+        reason = exception_line(cause if isinstance(cause, BaseException) else exc)
+        log.debug("Ray task failed: %s", exc)  # the worker's traceback, for whoever runs at debug level
         raise RayExecutorError(
-            f"Ray cluster {mask_url(address)}: embedding {len(rows)} samples from {first} failed: {exception_line(exc)}"
+            f"Ray cluster {mask_url(address)}: embedding {len(rows)} samples from {first} failed: {reason}"
         ) from None
 
 
