@@ -56,7 +56,16 @@ def case(kind: str, n: int, dim: int, select_n: int) -> dict:
     x, pairs = synthetic(n, dim)
     names = [str(i) for i in range(n)]
     start = time.perf_counter()
-    if kind == "selection":
+    if kind == "incremental":  # the state of a run without the last 1%, then a run with them: only they are searched
+        k = n // 100
+        state = find_duplicates(names[: n - k], x[: n - k], names[: n - k], 0.9, exact_limit=0).state
+        start = time.perf_counter()
+        found = find_duplicates(names, x, names, 0.9, state=state, exact_limit=0)
+        seconds = time.perf_counter() - start
+        group = found.group_of()
+        hit = int(np.sum((group[pairs[:, 0]] >= 0) & (group[pairs[:, 0]] == group[pairs[:, 1]])))
+        extra = {"method": found.method, "searched": found.searched, "planted_found": f"{hit}/{len(pairs)}"}
+    elif kind == "selection":
         group_of = np.full(n, -1)
         chosen = select(x, np.zeros(n, int), group_of, select_n, "diverse")
         seconds = time.perf_counter() - start
@@ -247,7 +256,7 @@ def main() -> None:
     parser.add_argument("--exact-768", type=int, default=20_000)
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--only-real", action="store_true")
-    parser.add_argument("--child", nargs=4)
+    parser.add_argument("--child", nargs=4, help="internal: one case in this process (kind n dim select)")
     args = parser.parse_args()
     if args.child:
         kind, n, dim, select_n = args.child
@@ -263,6 +272,7 @@ def main() -> None:
             ("exact", args.exact_768, 768),
             ("approximate", args.exact_768, 768),
             ("approximate", args.n, 768),
+            ("incremental", args.n, 768),
             ("selection", args.n, 32),
             ("selection", args.n, 768),
         ]

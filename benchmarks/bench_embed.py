@@ -136,9 +136,9 @@ def _child(job: dict) -> None:
     t3 = time.perf_counter()
     first: list[float] = []
 
-    def progress(done: int, total: int) -> None:  # the first call after the start marks the first batch
+    def progress(done: int, total: int) -> None:  # the first call with samples done marks the first batch
         calls.append(done)
-        if len(calls) == 2 and not first:
+        if done > 0 and not first:
             first.append(time.time())
 
     calls: list[int] = []

@@ -23,6 +23,7 @@ environment holds the CUDA build (several GB); it runs on the CPU like ours (`tr
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -44,7 +45,7 @@ from bench_embed import (
 from lightly_assets.lightly_csv import read_embeddings_csv
 
 LIGHTLY_REQUIREMENTS = ("torch==2.9.1", "torchvision==0.24.1", "lightly==1.6.0", "av")
-TARGET_SPEEDUP = 4.0
+TARGET_SPEEDUP = 5.0  # whole process, ours (defaults, warm engine cache) over lightly's VideoDataset
 MEMORY_LIMIT = 1.5
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -115,6 +116,8 @@ def _speed(args: argparse.Namespace, tmp: Path) -> None:
     if args.before:
         code = _checkout(args.before, tmp / "before-code")
         runs.append(_run_ours(data, ckpt, tmp / "before", f"ours before ({args.before})", {}, code))
+    os.environ["LIGHTLY_ASSETS_ENGINE_CACHE"] = str(tmp / "engine-cache")  # empty: the first run converts
+    runs.append(_run_ours(data, ckpt, tmp / "cold", "ours defaults, cold cache", {}))
     runs.append(_run_ours(data, ckpt, tmp / "after", "ours defaults", {}))
     fp32 = None if args.no_fp32 else _run_ours(data, ckpt, tmp / "fp32", "ours precision=fp32",
                                                {"model": {"precision": "fp32"}})  # fmt: skip
@@ -158,9 +161,12 @@ def main() -> None:
     p.add_argument("--before", metavar="GIT_REF", help="also run our code at this git ref (e.g. main)")
     p.add_argument("--no-fp32", action="store_true", help="skip our precision=fp32 run")
     p.add_argument("--forward-seconds", type=float, default=8.0)
+    p.add_argument("--quick", action="store_true", help="short forward-only timing")
     p.add_argument("--skip-lightly", action="store_true")
     p.add_argument("--lightly-venv", type=Path, default=Path("/tmp/lightly_video_venv"))
     args = p.parse_args()
+    if args.quick:
+        args.forward_seconds = 1.0
     with tempfile.TemporaryDirectory(prefix="bench_video_embed_") as tmp_name:
         (_memory if args.memory else _speed)(args, Path(tmp_name))
 

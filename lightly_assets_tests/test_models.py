@@ -280,3 +280,77 @@ def test_resource_loads_a_named_model_and_switching_model_re_embeds(tmp_path: Pa
     assert "resized to 16x16" in m1.prep.describe()
     with pytest.raises(Exception, match="checkpoint of the lightly model"):
         EmbeddingModelResource(model=f"onnx:{first}", checkpoint=str(first)).load()
+
+
+@pytest.mark.e2e  # Dagster materialisations
+def test_through_dagster_metadata_names_the_model_and_the_csv_takes_its_dimension(tmp_path: Path) -> None:
+    import hashlib
+
+    from dagster import DagsterInstance, materialize
+
+    from lightly_assets.defs.embedding import embeddings
+    from lightly_assets.defs.indexing import file_index, frame_index
+    from lightly_assets.defs.partitions import datasets_partitions
+    from lightly_assets.defs.publishing import embeddings_csv
+    from lightly_assets.defs.resources import RayClusterResource, StorageResource
+    from lightly_assets.lightly_csv import read_embeddings_csv
+    from lightly_assets_tests.conftest import EXAMPLE_DATA
+
+    out = tmp_path / "out"
+    files = {
+        "one": _export(_Tiny(), tmp_path / "one.onnx", (1, 3, 16, 16)),
+        "two": _export(torch.nn.Sequential(_Tiny(), torch.nn.Linear(8, 5)), tmp_path / "two.onnx", (1, 3, 24, 24)),
+    }
+    (tmp_path / "home").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "home")) as instance:
+        instance.add_dynamic_partitions(datasets_partitions.name, ["images_weak_labels"])
+        for name, dim in (("one", 8), ("two", 5)):
+            resources = {
+                "storage": StorageResource(data_dir=str(EXAMPLE_DATA), output_dir=str(out)),
+                "embedding_model": EmbeddingModelResource(model=f"onnx:{files[name]}"),
+                "ray_cluster": RayClusterResource(),
+            }
+            result = materialize(
+                [file_index, frame_index, embeddings, embeddings_csv],
+                instance=instance,
+                partition_key="images_weak_labels",
+                resources=resources,
+            )
+            assert result.success
+            (mat,) = result.asset_materializations_for_node("embeddings")
+            meta = {k: v.value for k, v in mat.metadata.items()}
+            sha = hashlib.sha256(files[name].read_bytes()).hexdigest()
+            assert meta["model_spec"] == f"onnx:{files[name]}" and meta["dimension"] == dim
+            assert meta["weights_sha256"] == sha and meta["weights_file"] == str(files[name].resolve())
+            assert meta["preprocessing"].startswith("whole image resized to")
+            assert meta["studio_space"].endswith(f"-{sha[:8]}-{dim}d") and meta["reused"] == 0
+            _, matrix, _ = read_embeddings_csv(out / "images_weak_labels" / "embeddings.csv")
+            assert matrix.shape[1] == dim
+
+
+@pytest.mark.e2e  # a 151M-parameter CLIP, random-initialised
+def test_open_clip_from_the_hf_cache_with_its_preprocessing_and_text_tower(tmp_path: Path, monkeypatch) -> None:
+    import huggingface_hub.constants as hfc
+    import open_clip
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    reference = open_clip.create_model("ViT-B-32", force_quick_gelu=True).eval()  # the openai tag's activation
+    save_file(reference.state_dict(), str(tmp_path / "open_clip_model.safetensors"))
+    repo = "timm/vit_base_patch32_clip_224.openai"
+    _fill_hf_cache(tmp_path / "hf", repo, {"open_clip_model.safetensors": tmp_path / "open_clip_model.safetensors"})
+
+    network = build(parse_spec("open_clip:ViT-B-32/openai"))
+    assert network.weights.url == f"hf://{repo}/open_clip_model.safetensors" and network.dim == 512
+    cfg = open_clip.get_pretrained_cfg("ViT-B-32", "openai")
+    settings = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")}
+    transform = open_clip.image_transform(224, is_train=False, **settings)
+    photo = Image.open(_photo(tmp_path / "a.png", (300, 200)))
+    prep = network.preprocessing
+    got = (prep.apply(photo).astype(np.float32) / 255 - np.array(prep.mean)) / np.array(prep.std)
+    want = transform(photo)
+    assert np.abs(got.transpose(2, 0, 1) - want.numpy()).max() < 1e-5
+    with torch.inference_mode():
+        assert np.allclose(network.module(want[None]).numpy(), reference.encode_image(want[None]).numpy(), atol=1e-4)
+        tokens = open_clip.get_tokenizer("ViT-B-32")(["a photo of a cat"])
+        assert np.allclose(network.module.embed_text(["a photo of a cat"]), reference.encode_text(tokens), atol=1e-4)

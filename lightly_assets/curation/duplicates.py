@@ -32,7 +32,7 @@ from lightly_assets.curation.errors import CurationError
 
 EXACT_LIMIT = 20_000  # above it, an approximate index: 20k x 20k exact inner products take seconds at 768-d
 NEIGHBOURS = 16  # per sample; components link larger groups through chains of neighbours
-IVF_MAX_CELLS, IVF_TRAIN_PER_CELL, IVF_PROBES = 4096, 40, 8
+IVF_MAX_CELLS, IVF_TRAIN_PER_CELL, IVF_TRAIN_ITERATIONS, IVF_PROBES = 4096, 40, 10, 8
 STATE_VERSION = 1
 COLUMNS = list(DUPLICATES_CSV)  # filenames,group,kind,similarity
 
@@ -182,11 +182,12 @@ def _index(unit: np.ndarray, approximate: bool):
         index = faiss.IndexFlatIP(unit.shape[1])
         index.add(unit)
         return index
-    cells = int(min(IVF_MAX_CELLS, len(unit) // IVF_TRAIN_PER_CELL, max(16, 4 * np.sqrt(len(unit)))))
+    cells = int(min(IVF_MAX_CELLS, len(unit) // IVF_TRAIN_PER_CELL, max(16, 2 * np.sqrt(len(unit)))))
     cells = max(cells, 1)
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(unit.shape[1]), unit.shape[1], cells, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(0)  # the same training rows, hence the same cells, for the same vectors
     train = unit[np.sort(rng.choice(len(unit), min(len(unit), cells * IVF_TRAIN_PER_CELL), replace=False))]
+    index.cp.niter = IVF_TRAIN_ITERATIONS  # k-means; near-duplicates do not need well-balanced cells
     index.train(np.ascontiguousarray(train))
     index.add(unit)
     index.nprobe = IVF_PROBES

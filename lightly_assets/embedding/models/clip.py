@@ -96,7 +96,14 @@ def _open_clip(spec: ModelSpec, options: BuildOptions) -> Network:
     else:
         url = cfg["url"]
         weights = fetch_named(str(spec), url, cached_path(url), options.mirror, options.stall_timeout, options.log)
-    model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=str(weights.path))
+    # From a file, open_clip does not apply the tag's settings: pass its activation and preprocessing on.
+    tag_preprocessing = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
+    model = open_clip.create_model(
+        arch,
+        pretrained=str(weights.path),
+        force_quick_gelu=bool(cfg.get("quick_gelu", False)),
+        force_preprocess_cfg=tag_preprocessing,
+    )
     pp = model.visual.preprocess_cfg
     size = pp["size"] if isinstance(pp["size"], int) else pp["size"][0]
     if pp.get("resize_mode", "shortest") == "squash":
