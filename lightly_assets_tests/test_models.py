@@ -321,7 +321,7 @@ def test_through_dagster_metadata_names_the_model_and_the_csv_takes_its_dimensio
             meta = {k: v.value for k, v in mat.metadata.items()}
             sha = hashlib.sha256(files[name].read_bytes()).hexdigest()
             assert meta["model_spec"] == f"onnx:{files[name]}" and meta["dimension"] == dim
-            assert meta["weights_sha256"] == sha and meta["weights_file"] == str(files[name].resolve())
+            assert meta["weights_sha256"] == sha and str(files[name].resolve()) in meta["weights"]
             assert meta["preprocessing"].startswith("whole image resized to")
             assert meta["studio_space"].endswith(f"-{sha[:8]}-{dim}d") and meta["reused"] == 0
             _, matrix, _ = read_embeddings_csv(out / "images_weak_labels" / "embeddings.csv")

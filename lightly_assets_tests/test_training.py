@@ -99,7 +99,7 @@ def test_cli_train_then_a_killed_run_keeps_the_previous_checkpoint(tmp_path: Pat
     ckpt = out / "ds" / TRAINED_NAME
     assert "[OK] train ds" in done.stdout and f"checkpoint: {ckpt}" in done.stdout
     assert "epochs: 1 (epochs), samples: 6" in done.stdout and "kNN agreement after:" in done.stdout
-    assert "started from: random initialisation (pretrained download failed" in done.stdout  # tests are offline
+    assert "started from: RANDOM (pretrained download failed" in done.stdout  # tests are offline
     before = ckpt.read_bytes()
 
     proc = subprocess.Popen([*cmd, "--epochs", "1000"], cwd=REPO, env=env, stdout=subprocess.PIPE,
