@@ -21,6 +21,7 @@ HASH_SIZE = 8  # 8x8 low frequencies: 64 bits
 BITS = HASH_SIZE * HASH_SIZE
 SMALL = 32  # the greyscale picture the DCT is taken of
 CHUNK = 8192  # query rows per faiss call: bounds the memory of the result lists
+DEFAULT_MAX_DISTANCE = 10  # of 64 bits; see bench_data_issues for copies vs distinct photos
 
 
 def dct_hash(grey: Image.Image | np.ndarray) -> np.ndarray:
@@ -80,3 +81,12 @@ def hash_pairs(
         pairs, distances = pairs[keep], distances[keep]
     order = np.lexsort((pairs[:, 1], pairs[:, 0])) if len(pairs) else np.zeros(0, dtype=np.int64)
     return pairs[order].reshape(-1, 2), distances[order]
+
+
+def check_max_distance(value: int) -> int:
+    """A Hamming distance in [0, BITS), else a one-line configuration error."""
+    from lightly_assets.curation.errors import CurationError
+
+    if not (0 <= int(value) < BITS):
+        raise CurationError(f"duplicates config: max_hash_distance must be in [0, {BITS - 1}], got {value}")
+    return int(value)

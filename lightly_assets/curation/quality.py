@@ -175,7 +175,7 @@ def issue_table(
             listed.add((name, issue))
             records.append((row, order, name, issue, round(float(np.clip(found[issue][1][row], 0, 1)), 4)))
     table = pd.DataFrame(records, columns=["row", "order", *COLUMNS])
-    return table.sort_values(["row", "order"], kind="stable").drop(columns="order").reset_index(drop=True)
+    return table.sort_values(["row", "order"], kind="stable")[COLUMNS].reset_index(drop=True)
 
 
 def counts(table: pd.DataFrame) -> dict[str, int]:

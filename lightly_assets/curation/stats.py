@@ -167,7 +167,7 @@ class StatsCache:
                     return pd.DataFrame(columns=[*KEY, *STATS, "hash", "broken"])
                 table = pd.DataFrame({c: data[c] for c in [*KEY, *STATS, "broken"]})
                 table["hash"] = [bytes(h) for h in data["hash"]]
-                return table
+                return table[[*KEY, *STATS, "hash", "broken"]]
         except (OSError, KeyError, ValueError) as exc:
             raise CurationError(f"{self.path}: unreadable statistics cache ({exc}); delete it to start over") from None
 
@@ -196,7 +196,8 @@ def sample_stats(
     fresh = compute_stats(samples[~hit], data_dir, workers) if (~hit).any() else None
     table = pd.DataFrame(index=range(len(samples)), columns=[*KEY, *STATS, "hash", "broken"])
     if hit.any():
-        table.loc[hit] = old.iloc[[old_keys[k] for k, h in zip(new_keys, hit, strict=True) if h]].to_numpy()
+        reused = old.iloc[[old_keys[k] for k, h in zip(new_keys, hit, strict=True) if h]]
+        table.loc[hit] = reused[table.columns].to_numpy()
     if fresh is not None:
         table.loc[~hit] = fresh[table.columns].to_numpy()
     table = table.astype({c: np.float64 for c in STATS} | {"size": np.int64, "mtime_ns": np.int64})

@@ -95,7 +95,27 @@ FACTS: dict[str, str] = {
     "largest_groups": "the largest duplicate groups: size, kinds, lowest cosine to the first member, the first member",
     "groups": "duplicate groups (two or more samples each)",
     "exact_copies": "samples that are exact copies of their group's first member (same file content or frame)",
-    "near_copies": "other samples in a group: cosine at or above `similarity` (directly or through a chain)",
+    "near_copies": "other samples in a group: cosine at or above `similarity` (directly or through a chain); "
+    "searched only when the vectors mean something",
+    "visual_copies": "other samples in a group found by perceptual hash (no model): resized, re-compressed, slightly "
+    "cropped or brightened copies",
+    "max_hash_distance": "visual copies: perceptual hashes at most this many of 64 bits apart",
+    "diversity_from": "what the diverse selection spreads over: the embeddings, or the perceptual hashes when the "
+    "embeddings' similarities mean nothing (random weights)",
+    "excluded_issues": "data issues that keep a sample out of the selection",
+    "issue_counts": "per issue: samples flagged, their share, and the threshold",
+    "samples_with_issues": "samples (or files) with at least one issue",
+    "issues_sheet": "the worst samples of each issue, one row per issue (thumbnail; `issues_sheet_full` is labelled)",
+    "issues_sheet_full": "the worst samples of each issue with the issue's name and each sample's score "
+    "([Show Markdown]); the PNG file is `issues_sheet_png`",
+    "issues_sheet_png": "the full sheet of the worst samples per issue as a PNG file",
+    "worst_samples": "the rows of data_issues.csv with the highest scores",
+    "outlier": "how outliers were found (k-NN distance), or why they were not (random weights, uniform similarities)",
+    "thresholds": "where each issue starts (data_issues config; defaults explained in curation/quality.py)",
+    "scored_samples": "samples decoded and scored in this run (new or changed files)",
+    "reused_stats": "samples whose statistics came from the previous run's cache (unchanged files)",
+    "stats_seconds": "seconds spent decoding and measuring the new or changed samples",
+    "data_issues_csv": "data_issues.csv (filenames, issue, score)",
     "samples_in_groups": "rows of duplicates.csv: samples in a group, first members included",
     "similarity": "the cosine threshold for near-duplicates",
     "similarity_source": "where the threshold came from: the config, or the default for the model setting",
