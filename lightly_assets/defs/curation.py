@@ -221,12 +221,15 @@ def sample_hashes(data_issues: dict, samples: pd.DataFrame, max_distance: int):
     from lightly_assets.curation.duplicates import Hashes
 
     stats: pd.DataFrame = data_issues["stats"]
-    by_name = dict(zip(stats["filename"], zip(stats["hash"], stats["broken"], strict=True), strict=True))
+    # A flat picture (no structure: sharpness undefined) hashes to all zeros: blank pictures are low_information,
+    # not visual copies of each other (identical files are still exact copies).
+    usable = (stats["broken"] == "").to_numpy() & np.isfinite(stats["sharpness"].to_numpy(dtype=np.float64))
+    by_name = dict(zip(stats["filename"], zip(stats["hash"], usable, strict=True), strict=True))
     values = np.zeros((len(samples), 8), dtype=np.uint8)
     valid = np.zeros(len(samples), dtype=bool)
     for row, filename in enumerate(samples["filename"]):
         found = by_name.get(filename)
-        if found is not None and not found[1]:
+        if found is not None and found[1]:
             values[row] = np.frombuffer(found[0], dtype=np.uint8)
             valid[row] = True
     videos = np.where(samples["kind"].astype(str) == "video", samples["source"].astype(str), "").tolist()
