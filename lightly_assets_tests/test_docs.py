@@ -54,6 +54,19 @@ def test_reference_shows_the_settings_and_cli_from_the_code() -> None:
     assert "lightly-assets browse" in cli and "--open" in cli and "--max-minutes" in cli
 
 
+def test_readme_is_short_and_names_every_variable() -> None:
+    from lightly_assets.definitions import ENVIRONMENT, SECRET_NAMES, SENSOR_INTERVAL
+
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.encode()) <= 12_000
+    variables = [v for fields in [*ENVIRONMENT.values(), *SECRET_NAMES.values()] for v in fields.values()]
+    assert [v for v in [*variables, SENSOR_INTERVAL] if f"`{v}`" not in readme] == []
+    for line in ("bash scripts/dev.sh run", "bash scripts/dev.sh test", "bash scripts/dev.sh ui", "browse --open"):
+        assert line in readme
+    for image in ("docs/images/dagster_asset_graph.png", "docs/images/lightly_studio_grid.png"):
+        assert f"]({image})" in readme and (REPO / image).stat().st_size < 150_000
+
+
 @pytest.mark.e2e  # imports the definitions and renders ~20 pages: about 10 s
 def test_site_builds_strictly(tmp_path: Path) -> None:
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or shutil.which("mkdocs")

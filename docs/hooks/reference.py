@@ -177,11 +177,12 @@ def declared_checks() -> list[tuple[str, str, str, bool]]:
 
 def checks() -> str:
     advice = _advice().CHECKS
-    out = ["| asset | check | severity | what it checks | when it fails |", "|---|---|---|---|---|"]
-    for asset, name, description, blocking in declared_checks():
-        severity = "**blocking**: the run fails, nothing downstream runs" if blocking else "warning: the run goes on"
-        todo = advice.get(name, "")
-        out.append(f"| `{asset}` | `{name}` | {severity} | {cell(description)} | {cell(todo)} |")
+    out: list[str] = []
+    for asset in sorted({a for a, _, _, _ in declared_checks()}):
+        out.append(f"\n### `{asset}`\n\n| check | kind | what it checks | when it fails |\n|---|---|---|---|")
+        for _, name, description, blocking in (c for c in declared_checks() if c[0] == asset):
+            kind = "**blocking**" if blocking else "warning"
+            out.append(f"| `{name}` | {kind} | {cell(description)} | {cell(advice.get(name, ''))} |")
     return "\n".join(out)
 
 
@@ -265,16 +266,59 @@ def _template(node: ast.AST) -> str | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.JoinedStr):
-        return "".join(v.value if isinstance(v, ast.Constant) else f"‹{ast.unparse(v.value)}›" for v in node.values)
+        return "".join(v.value if isinstance(v, ast.Constant) else f"‹{_placeholder(v.value)}›" for v in node.values)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         left, right = _template(node.left), _template(node.right)
         if left is not None or right is not None:
-            return (left if left is not None else f"‹{ast.unparse(node.left)}›") + (
-                right if right is not None else f"‹{ast.unparse(node.right)}›"
+            return (left if left is not None else f"‹{_placeholder(node.left)}›") + (
+                right if right is not None else f"‹{_placeholder(node.right)}›"
             )
     if isinstance(node, ast.IfExp):
         return _template(node.body)
     return None
+
+
+WRAPPERS = (
+    "str",
+    "repr",
+    "list",
+    "float",
+    "int",
+    "sorted",
+    "mask_url",
+    "scrub",
+    "exception_line",
+    "first_line",
+    "_why",
+)
+
+
+def _placeholder(node: ast.AST) -> str:
+    """A short name for a computed part of a message: `', '.join(names)` -> names, `len(rows)` -> number of rows."""
+    if isinstance(node, ast.Call):
+        func = node.func
+        if isinstance(func, ast.Name) and func.id == "len" and node.args:
+            return f"number of {_placeholder(node.args[0])}"
+        if isinstance(func, ast.Name) and func.id in WRAPPERS:
+            return _placeholder(node.args[0]) if node.args else func.id
+        if isinstance(func, ast.Attribute) and func.attr == "join" and node.args:
+            return _placeholder(node.args[0])
+        return _placeholder(func)
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Subscript):
+        return _placeholder(node.value)
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.BoolOp):
+        return _placeholder(node.values[0])
+    if isinstance(node, ast.BinOp):
+        return _placeholder(node.left)
+    if isinstance(node, ast.Constant):
+        return str(node.value)
+    if isinstance(node, ast.IfExp):
+        return _placeholder(node.body)
+    return ast.unparse(node)
 
 
 def error_classes() -> dict[str, type]:
@@ -305,7 +349,7 @@ def raised_errors() -> list[tuple[str, str, str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             call = node.exc if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) else None
             if call is not None and isinstance(call.func, ast.Name) and call.func.id in classes:
-                parts = [_template(a) or f"‹{ast.unparse(a)}›" for a in call.args]
+                parts = [_template(a) or f"‹{_placeholder(a)}›" for a in call.args]
                 try:
                     text = str(classes[call.func.id](*parts))
                 except TypeError:
@@ -342,7 +386,7 @@ def errors() -> str:
         for text in mine:
             fix = next((f for fragment, f in advice.ERRORS.items() if fragment in text), "as above")
             if text.startswith("‹") and text.endswith("›") and text.count("‹") == 1:
-                text = f"{text} (the library's own message, passed on)"
+                text = f"{text} (the underlying error's own line)"
             out.append(f"| {code(' '.join(text.split()))} | {cell(fix)} |")
     return "\n".join(out)
 
