@@ -85,10 +85,12 @@ class EmbeddingModelResource(ConfigurableResource):
         default=None, description="URL of the pretrained checkpoint, instead of Lightly's model zoo."
     )
     executor: str = Field(default="local", description="Where embedding runs: `local` or `ray`.")
-    input_size: int = 64
-    batch_size: int = 64
-    workers: Optional[int] = None  # decode threads; None: sized for the device (runtime.plan_threads)
-    device: str = "auto"
+    input_size: int = Field(default=64, description="Input size in pixels of the `lightly` and `onnx:` models.")
+    batch_size: int = Field(default=64, description="Samples per forward pass (and per Ray task of images).")
+    workers: Optional[int] = Field(
+        default=None, description="Decode threads; unset: sized for the device (runtime.plan_threads)."
+    )
+    device: str = Field(default="auto", description="`auto` (CUDA when present, else the CPU), `cpu` or `cuda`.")
     engine: Literal["auto", "openvino", "torch"] = Field(
         default="auto", description="`auto`: OpenVINO on a CPU (converted once, cached), torch on CUDA."
     )
@@ -103,11 +105,13 @@ class EmbeddingModelResource(ConfigurableResource):
         description="`upright`: photos and frames as viewers show them (EXIF orientation, video display rotation); "
         "`raw`: the stored pixels, as lightly-embed embeds them.",
     )
-    seed: int = 0
+    seed: int = Field(default=0, description="Seed of the random initialisation (the last resort for weights).")
     pretrained: bool = Field(
         default=True, description="Use Lightly's pretrained zoo weights when no checkpoint is set."
     )
-    download_timeout_s: float = 10.0
+    download_timeout_s: float = Field(
+        default=10.0, description="Seconds to wait for a name lookup or the server while downloading weights."
+    )
 
     _model: object = PrivateAttr(default=None)
     _weights: object = PrivateAttr(default=None)
@@ -261,7 +265,9 @@ class PublishTargetResource(ConfigurableResource):
         description="NAME of the environment variable holding LightlyStudio's PostgreSQL URL (instead of DuckDB).",
     )
     bucket_url: Optional[str] = Field(default=None, description="fsspec URL of the bucket datasource.")
-    dataset_id: Optional[str] = None
+    dataset_id: Optional[str] = Field(
+        default=None, description="Name of the dataset in the target (default: the dataset folder's name)."
+    )
 
     def publish(
         self,
