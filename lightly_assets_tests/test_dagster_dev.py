@@ -27,6 +27,7 @@ ASSETS = [
     "duplicates",
     "selection",
     "uploaded_dataset",
+    "published_curation",
 ]
 DATASET = "images_flat"
 

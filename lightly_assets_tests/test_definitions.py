@@ -20,6 +20,7 @@ DESIGN_ASSETS = {
     "duplicates",
     "selection",
     "uploaded_dataset",
+    "published_curation",
 }
 ON_REQUEST = {"embedding_model"}  # trained only when asked: not in the main job
 

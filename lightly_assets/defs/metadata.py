@@ -84,6 +84,7 @@ FACTS: dict[str, str] = {
     "removed": "samples whose files are gone: tagged `missing-file` in LightlyStudio, never deleted",
     "unmatched": "video frames LightlyStudio decoded differently from us (not matched to a CSV row)",
     "tags": "the curation as LightlyStudio tags (duplicates, selection), versioned: a new result gets a new name",
+    "files": "the curation's files under the bucket's .lightly/ (duplicates.csv, selection.txt), written or unchanged",
     "open": "links that open each LightlyStudio dataset once the GUI runs (`lightly-assets browse --open`)",
     "browse": "the command that lists these links and starts LightlyStudio's GUI",
     "text_search": "what LightlyStudio's search box can do with these vectors",
