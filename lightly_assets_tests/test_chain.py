@@ -15,7 +15,7 @@ from lightly_assets.summary import summarise_run
 from lightly_assets_tests.conftest import EXAMPLE_DATA
 
 CHAIN = ["file_index", "frame_index", "embeddings", "embeddings_csv", "uploaded_dataset"]
-CURATION = ["duplicates", "selection", "published_curation"]
+CURATION = ["data_issues", "duplicates", "selection", "published_curation"]
 
 
 def materialize(instance: DagsterInstance, tmp_path: Path, assets: list[str]):
@@ -52,7 +52,7 @@ def test_no_chain_asset_reads_curation() -> None:
         upstream = {k.to_user_string() for k in graph.get(AssetKey(key)).parent_keys}
         assert not upstream & set(CURATION), f"{key} depends on {upstream & set(CURATION)}"
     parents = {k.to_user_string() for k in graph.get(AssetKey("published_curation")).parent_keys}
-    assert {"uploaded_dataset", "duplicates", "selection"} <= parents
+    assert {"uploaded_dataset", "duplicates", "selection", "data_issues"} <= parents
 
 
 @pytest.mark.e2e  # the chain, then curation, on a fresh instance (~30 s)

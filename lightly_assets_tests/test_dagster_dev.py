@@ -28,6 +28,7 @@ ASSETS = [
     "selection",
     "uploaded_dataset",
     "published_curation",
+    "data_issues",
 ]
 DATASET = "images_flat"
 

@@ -131,18 +131,35 @@ def require_file(path: Path, asset: str, dataset: str) -> None:
         raise Failure(description=f"{dataset}: {path} does not exist: materialize {asset} for {dataset} first")
 
 
-def curation_to_publish(duplicates: dict, selection: dict) -> Curation:
-    """The tags and files that publish `duplicates` and `selection` (as written on disk)."""
-    return Curation(
-        tags={
-            "duplicates": duplicates["table"]["filenames"].tolist(),
-            f"selection-{selection['strategy']}": selection["filenames"],
-        },
-        files={
-            "duplicates.csv": Path(duplicates["path"]).read_bytes(),
-            "selection.txt": Path(selection["path"]).read_bytes(),
-        },
-    )
+def curation_to_publish(
+    duplicates: dict, selection: dict, data_issues: dict | None = None, frame_index: pd.DataFrame | None = None
+) -> Curation:
+    """The tags and files that publish `duplicates`, `selection` and `data_issues` (as written on disk)."""
+    tags = {
+        "duplicates": duplicates["table"]["filenames"].tolist(),
+        f"selection-{selection['strategy']}": selection["filenames"],
+    }
+    files = {
+        "duplicates.csv": Path(duplicates["path"]).read_bytes(),
+        "selection.txt": Path(selection["path"]).read_bytes(),
+    }
+    if data_issues is not None:
+        tags |= issue_tags(data_issues["table"], frame_index)
+        files["data_issues.csv"] = Path(data_issues["path"]).read_bytes()
+    return Curation(tags=tags, files=files)
+
+
+def issue_tags(table: pd.DataFrame, frame_index: pd.DataFrame | None) -> dict[str, list[str]]:
+    """`issue-<name>` per issue found, its samples as members; a row naming a video (its shape) tags every frame."""
+    frames: dict[str, list[str]] = {}
+    if frame_index is not None:
+        videos = frame_index[frame_index["kind"].astype(str) == "video"]
+        frames = {str(s): rows["filename"].astype(str).tolist() for s, rows in videos.groupby("source", sort=False)}
+    out: dict[str, list[str]] = {}
+    for issue, rows in table.groupby("issue", sort=True):
+        names = [n for name in rows["filenames"].astype(str) for n in frames.get(name, [name])]
+        out[f"issue-{issue}"] = list(dict.fromkeys(names))
+    return out
 
 
 # One writer at a time per target, across runs: set a limit with `dagster instance concurrency set lightly_studio 1`
@@ -239,9 +256,11 @@ def published_curation(
     frame_index: pd.DataFrame,
     duplicates: dict,
     selection: dict,
+    data_issues: dict,
 ) -> MaterializeResult:
-    """The curation in the published dataset: the duplicates and the selection as versioned LightlyStudio tags
-    (`duplicates-v<k>`, `selection-<strategy>-v<k>`), or as files under the bucket's `.lightly/`.
+    """The curation in the published dataset: the duplicates, the selection and the data issues as versioned
+    LightlyStudio tags (`duplicates-v<k>`, `selection-<strategy>-v<k>`, `issue-<name>-v<k>`), or as files under
+    the bucket's `.lightly/` (duplicates.csv, selection.txt, data_issues.csv).
 
     Beside the chain, never in it: `uploaded_dataset` publishes without curation and keeps what this wrote.
     """
@@ -254,7 +273,7 @@ def published_curation(
             storage.dataset_dir(name),
             storage.outputs_for(name).parent,
             frame_index,
-            curation_to_publish(duplicates, selection),
+            curation_to_publish(duplicates, selection, data_issues, frame_index),
         )
     metadata: dict = {
         "target": location(result["location"]) if result.get("location") else result["target"],
