@@ -233,6 +233,14 @@ def hash_distances(photos: list[Image.Image]) -> dict:
     }
 
 
+def peak_rss_mb() -> int:
+    """This process's peak RSS (VmHWM: reset by exec, unlike ru_maxrss, which a child inherits from its parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def hash_case(n: int) -> dict:
     """find_duplicates on n synthetic hashes (1% planted copies), hashes alone; in its own process for its RSS."""
     from lightly_assets.curation.duplicates import Hashes, find_duplicates
@@ -256,7 +264,7 @@ def hash_case(n: int) -> dict:
     return {
         "samples": n,
         "seconds": round(seconds, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": peak_rss_mb(),
         "planted_found": f"{hit}/{k}",
         "groups": found.groups,
     }

@@ -251,3 +251,82 @@ def test_real_photos_are_rarely_flagged_and_planted_blur_is(real_media: dict[str
         blurred.append(image_stats(tmp_path / f"{i}.jpg") | {"broken": ""})
     flagged = issue_table(pd.DataFrame(blurred), _images([f"{i}.jpg" for i in range(10)]), Thresholds())
     assert (flagged["issue"] == "blurry").sum() >= 8, flagged
+
+
+def _materialize(tmp_path: Path, selection: dict | None = None):
+    from dagster import DagsterInstance, materialize
+
+    from lightly_assets.definitions import RESOURCES
+    from lightly_assets.defs.curation import duplicates
+    from lightly_assets.defs.curation import selection as selection_asset
+    from lightly_assets.defs.data_issues import data_issues
+    from lightly_assets.defs.embedding import embeddings
+    from lightly_assets.defs.indexing import file_index, frame_index
+    from lightly_assets.defs.partitions import datasets_partitions
+    from lightly_assets.defs.resources import StorageResource
+
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(datasets_partitions.name, ["ds"])
+    storage = StorageResource(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"))
+    return materialize(
+        [file_index, frame_index, embeddings, data_issues, duplicates, selection_asset],
+        resources=dict(RESOURCES) | {"storage": storage},
+        partition_key="ds",
+        instance=instance,
+        run_config={"ops": {"selection": {"config": selection or {}}}},
+        raise_on_error=False,
+    )
+
+
+@pytest.mark.e2e  # file_index .. selection through Dagster, embedding included (~15 s)
+def test_the_asset_lists_bad_input_finds_copies_and_selects_what_was_asked(tmp_path: Path) -> None:
+    from lightly_assets.defs.metadata import FACTS, INLINE_MARKDOWN_LIMIT
+
+    data = tmp_path / "data" / "ds"
+    for i in range(24):
+        make_image(data / "good" / f"{i:02d}.jpg", seed=i, size=(96, 72))
+    original = photo((320, 240))
+    original.save(data / "good" / "photo.jpg")
+    jpeg(original.resize((200, 150)), 70).save(data / "good" / "photo-smaller.jpg")
+    make_video(data / "clips" / "v.mp4", n_frames=4, size=(64, 48))
+    (data / "bad").mkdir()
+    (data / "bad" / "junk.jpg").write_bytes(b"not a picture")
+    (data / "bad" / "cut.jpg").write_bytes((data / "good" / "photo.jpg").read_bytes()[:2000])
+    Image.new("RGB", (1, 1), (1, 2, 3)).save(data / "bad" / "dot.png")
+    Image.new("RGB", (2000, 20), (40, 90, 200)).save(data / "bad" / "strip.png")
+    result = _materialize(tmp_path, {"n_samples": 20})
+    assert result.success
+    out = tmp_path / "out" / "ds"
+    issues = pd.read_csv(out / "data_issues.csv")
+    found = {(f, i) for f, i in zip(issues["filenames"], issues["issue"], strict=True)}
+    assert {("bad/junk.jpg", "broken"), ("bad/cut.jpg", "broken"), ("bad/dot.png", "odd_size")} <= found
+    assert ("bad/strip.png", "odd_aspect_ratio") in found
+    groups = pd.read_csv(out / "duplicates.csv")
+    assert groups[["filenames", "kind"]].values.tolist() == [
+        ["good/photo-smaller.jpg", "visual"],
+        ["good/photo.jpg", "visual"],
+    ]  # random weights: no near-duplicates, no group of everything
+    selected = (out / "selection.txt").read_text().splitlines()
+    assert len(selected) == 20 and not {"bad/junk.jpg", "bad/cut.jpg", "bad/dot.png"} & set(selected)
+    assert not {"good/photo.jpg", "good/photo-smaller.jpg"} <= set(selected)
+    [meta] = [m.metadata for m in result.asset_materializations_for_node("data_issues")]
+    assert not set(meta) - set(FACTS) - {"dagster/column_schema"}
+    assert meta["outlier"].value.startswith("skipped: weights are random")
+    assert len(meta["issues_sheet"].value) < INLINE_MARKDOWN_LIMIT
+    assert (out / "data_issues_contact_sheet.png").is_file()
+    [chosen] = [m.metadata for m in result.asset_materializations_for_node("selection")]
+    assert chosen["diversity_from"].value.startswith("perceptual hashes")
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["no_data_issues"].passed and "broken" in checks["no_data_issues"].description
+
+
+@pytest.mark.e2e  # file_index .. selection through Dagster (~2 s after the one above, ~20 s alone)
+def test_a_dataset_where_every_sample_has_an_issue_completes(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "ds"
+    for i, shade in enumerate((0, 3, 250, 255)):
+        make_image(data / f"{i}.png", size=(40, 30), fill=(shade, shade, shade))
+    result = _materialize(tmp_path)
+    assert result.success
+    issues = pd.read_csv(tmp_path / "out" / "ds" / "data_issues.csv")
+    assert issues["filenames"].nunique() == 4
+    assert (tmp_path / "out" / "ds" / "selection.txt").read_text() == ""  # all low_information: none to select
