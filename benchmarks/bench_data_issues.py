@@ -114,11 +114,11 @@ def build(root: Path, photos: list[Image.Image], per_issue: int) -> None:
 
 
 def run_chain(tmp: Path) -> tuple[dict, dict]:
-    """file_index .. duplicates through Dagster, twice (the second: statistics from the cache)."""
+    """file_index .. selection through Dagster, twice (the second: statistics from the cache)."""
     from dagster import DagsterEventType, DagsterInstance, materialize
 
     from lightly_assets.definitions import RESOURCES
-    from lightly_assets.defs.curation import duplicates
+    from lightly_assets.defs.curation import duplicates, selection
     from lightly_assets.defs.data_issues import data_issues
     from lightly_assets.defs.embedding import embeddings
     from lightly_assets.defs.indexing import file_index, frame_index
@@ -131,10 +131,11 @@ def run_chain(tmp: Path) -> tuple[dict, dict]:
     timings = []
     for _ in range(2):
         result = materialize(
-            [file_index, frame_index, embeddings, data_issues, duplicates],
+            [file_index, frame_index, embeddings, data_issues, duplicates, selection],
             resources=resources,
             partition_key="ds",
             instance=instance,
+            run_config={"ops": {"selection": {"config": {"n_samples": 20}}}},
         )
         steps: dict[str, float] = {}
         started: dict[str, float] = {}
@@ -147,7 +148,7 @@ def run_chain(tmp: Path) -> tuple[dict, dict]:
             elif event.event_type == DagsterEventType.STEP_SUCCESS:
                 steps[event.step_key] = record.timestamp - started[event.step_key]
         meta = {}
-        for node in ("embeddings", "data_issues"):
+        for node in ("embeddings", "data_issues", "selection"):
             [materialization] = result.asset_materializations_for_node(node)
             meta[node] = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
         timings.append({"steps": steps, "meta": meta})
@@ -204,7 +205,15 @@ def score(tmp: Path, n_photos: int, grey: set[str]) -> dict:
         "false_groups": false_groups,
         "groups": int(groups["group"].nunique()),
         "kinds": groups["kind"].value_counts().to_dict(),
+        "selection_n_samples_20": _selection(out, groups),
     }
+
+
+def _selection(out: Path, groups: pd.DataFrame) -> str:
+    """How many `n_samples: 20` wrote, and how many duplicate groups hold two of them."""
+    chosen = (out / "selection.txt").read_text().splitlines()
+    twice = groups[groups["filenames"].isin(chosen)]["group"].duplicated().sum()
+    return f"{len(chosen)} written, {int(twice)} groups selected twice"
 
 
 def _share(k: int, n: int) -> str:

@@ -115,41 +115,47 @@ def video_stats(path: Path, frames: set[int]) -> Iterator[tuple[int, dict | None
         yield number, None, reason
 
 
-def _task(data_dir: Path, source: str, kind: str, rows: pd.DataFrame) -> list[tuple[int, dict | None, str]]:
-    """(row position, statistics or None, reason) for one file's rows."""
+def _task(data_dir: Path, source: str, video: bool, rows: list[tuple[int, int]]) -> list[tuple[int, dict | None, str]]:
+    """(row position, statistics or None, reason) for one file's rows, given as (row, frame number)."""
     path = Path(data_dir) / source
-    if kind != "video":
-        (row,) = rows.index.tolist()
+    if not video:
+        ((row, _),) = rows
         try:
             return [(row, image_stats(path), "")]
         except Exception as exc:  # noqa: BLE001 - any decoder failure makes this one sample broken
             return [(row, None, exception_line(exc))]
-    by_frame = {int(f): int(r) for f, r in zip(rows["frame"], rows.index, strict=True)}
+    by_frame = dict((frame, row) for row, frame in rows)
     return [(by_frame[n], stats, why) for n, stats, why in video_stats(path, set(by_frame))]
+
+
+def _files(samples: pd.DataFrame) -> list[tuple[str, bool, list[tuple[int, int]]]]:
+    """One task per file: (source, is a video, [(row position, frame number)]), in first-seen order."""
+    frames = samples["frame"] if "frame" in samples else pd.Series(0, index=samples.index)
+    files: dict[str, tuple[str, bool, list[tuple[int, int]]]] = {}
+    for row, (source, kind, frame) in enumerate(zip(samples["source"], samples["kind"], frames, strict=True)):
+        task = files.setdefault(str(source), (str(source), str(kind) == "video", []))
+        task[2].append((row, 0 if pd.isna(frame) else int(frame)))
+    return list(files.values())
 
 
 def compute_stats(samples: pd.DataFrame, data_dir: Path, workers: int | None = None) -> pd.DataFrame:
     """One row per sample (the input's order): KEY, STATS, `hash` (8 bytes) and `broken` (reason, or '')."""
-    out = pd.DataFrame(index=samples.index)
-    for column in STATS:
-        out[column] = np.nan
-    out["hash"] = [bytes(BITS // 8)] * len(samples)
-    out["broken"] = ""
-    frames = samples["frame"] if "frame" in samples else pd.Series(np.nan, index=samples.index)
-    parts = [(str(src), str(rows["kind"].iloc[0]), rows) for src, rows in samples.assign(frame=frames).groupby(
-        "source", sort=False
-    )]  # fmt: skip
+    n = len(samples)
+    values = np.full((n, len(STATS)), np.nan)
+    hashes = [bytes(BITS // 8)] * n
+    broken = [""] * n
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for results in pool.map(lambda part: _task(data_dir, *part), parts):
+        for results in pool.map(lambda task: _task(data_dir, *task), _files(samples)):
             for row, stats, reason in results:
                 if stats is None:
-                    out.at[row, "broken"] = reason or "could not be decoded"
+                    broken[row] = reason or "could not be decoded"
                     continue
-                for column in STATS:
-                    out.at[row, column] = stats[column]
-                out.at[row, "hash"] = stats["hash"].tobytes()
-    return pd.concat([samples[KEY].reset_index(drop=True), out.reset_index(drop=True)], axis=1)
+                values[row] = [stats[column] for column in STATS]
+                hashes[row] = stats["hash"].tobytes()
+    out = samples[KEY].reset_index(drop=True).copy()
+    out[STATS] = values
+    return out.assign(hash=hashes, broken=broken)
 
 
 class StatsCache:
