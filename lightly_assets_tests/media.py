@@ -8,6 +8,7 @@ wheel ships does, so the files here are written the way real tools write them.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -30,16 +31,61 @@ def make_image(
     return path
 
 
-def make_video(path: Path, n_frames: int = 10, size: tuple[int, int] = (32, 32), codec: str = "mpeg4") -> Path:
-    """A short video at 10 fps whose frame i is a flat grey of shade 20*i (mod 256), so frames differ."""
+def shaded_image(path: Path, shade: int) -> Path:
+    """A 16x12 PNG of one colour that `shade` sets, so pictures with different shades differ."""
+    return make_image(path, size=(16, 12), fill=(shade, 90, 200 - shade))
+
+
+def make_cats_and_dogs(dataset_dir: Path) -> Path:
+    """Two label folders, `cats` and `dogs`, of three distinct flat-coloured 16x12 PNGs each."""
+    for label in ("cats", "dogs"):
+        for i in range(3):
+            shaded_image(dataset_dir / label / f"{i}.png", 40 * i + (100 if label == "dogs" else 0))
+    return dataset_dir
+
+
+Frames = Callable[[int, int, int], np.ndarray]  # (frame i, width, height) -> an HxWx3 uint8 picture
+
+
+def grey_frames(i: int, width: int, height: int) -> np.ndarray:
+    """Frame i is a flat grey of shade 20*i (mod 256): frames differ, and a frame's shade names its number."""
+    return np.full((height, width, 3), (20 * i) % 256, np.uint8)
+
+
+def noise_frames(seed: int = 0) -> Frames:
+    """Frames of random noise (each its own seed): nothing for a codec to predict, so damage cannot hide."""
+    return lambda i, width, height: np.random.default_rng((seed, i)).integers(0, 255, (height, width, 3), np.uint8)
+
+
+def still_then_moving(still: int) -> Frames:
+    """`still` identical frames (a static scene), then frames that all differ (a bar that widens)."""
+
+    def frame(i: int, width: int, height: int) -> np.ndarray:
+        shade = 128 if i < still else 30 * (i - still)
+        pixels = np.full((height, width, 3), shade, np.uint8)
+        pixels[:, : 4 + 4 * max(0, i - still + 1)] = 255 - shade
+        return pixels
+
+    return frame
+
+
+def make_video(
+    path: Path,
+    n_frames: int = 10,
+    size: tuple[int, int] = (32, 32),
+    codec: str = "mpeg4",
+    rate: int = 10,
+    frames: Frames = grey_frames,
+) -> Path:
+    """A short video of `n_frames` pictures drawn by `frames` (flat greys by default), written with PyAV."""
     path.parent.mkdir(parents=True, exist_ok=True)
     width, height = size
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=10)
+        stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(n_frames):
-            pixels = np.full((height, width, 3), (20 * i) % 256, np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+            picture = av.VideoFrame.from_ndarray(frames(i, width, height), format="rgb24")
+            for packet in stream.encode(picture):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import av
 import duckdb
-import numpy as np
 import pandas as pd
 import pytest
 from dagster import DagsterInstance
@@ -17,22 +15,7 @@ from lightly_assets.defs.metadata import FACTS, INLINE_MARKDOWN_LIMIT
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.summary import summarise_run
 from lightly_assets_tests.conftest import EXAMPLE_DATA
-
-
-def static_video(path: Path, still: int = 5, moving: int = 3) -> Path:
-    """A static scene (`still` identical frames), then `moving` frames that all differ."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for i in range(still + moving):
-            shade = 128 if i < still else 30 * (i - still)
-            pixels = np.full((32, 32, 3), shade, np.uint8)
-            pixels[:, : 4 + 4 * max(0, i - still + 1)] = 255 - shade
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+from lightly_assets_tests.media import make_video, still_then_moving
 
 
 def run(instance: DagsterInstance, tmp_path: Path, duplicates: dict, selection: dict, target: dict | None = None):
@@ -58,7 +41,7 @@ def test_duplicates_and_selection_in_the_chain(tmp_path: Path) -> None:
     data = tmp_path / "data" / "ds"
     shutil.copytree(EXAMPLE_DATA / "images_weak_labels" / "cats", data / "cats")
     shutil.copy(data / "cats" / "chelsea-0.jpg", data / "cats" / "copy-of-chelsea-0.jpg")
-    static_video((data / "clips").mkdir(parents=True) or data / "clips" / "still.mp4")
+    make_video(data / "clips" / "still.mp4", n_frames=8, frames=still_then_moving(5))
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(datasets_partitions.name, ["ds"])
 

@@ -173,21 +173,32 @@ def test_browser_shows_the_five_assets(dagster_dev) -> None:
             "Debian's chromium is not installed (`apt-get install chromium`; `bash scripts/dev.sh test` does it)"
         )
     shot = dagster_dev["base"] / "asset_graph.png"
+    viewport = {"width": 1600, "height": 1000}
+    boxes: dict[str, dict | None] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=chromium,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run", "--disable-quic"],
         )  # fmt: skip
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page = browser.new_page(viewport=viewport)
         try:
             group = f"http://127.0.0.1:{dagster_dev['port']}/locations/lightly_assets/asset-groups/lightly"
             page.goto(group, wait_until="domcontentloaded")  # the main job's group (training is a group of its own)
             with contextlib.suppress(PlaywrightTimeout):  # Dagster's first-visit dialog, when it shows
                 page.get_by_role("button", name="Skip").click(timeout=15_000)
             for name in ASSETS:
-                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+                shown = page.get_by_text(name, exact=True).first
+                shown.wait_for(timeout=60_000)
+                boxes[name] = shown.bounding_box()
         finally:
             page.screenshot(path=str(shot))  # also when a name is missing: the picture shows what the UI showed
             browser.close()
-    assert shot.stat().st_size > 10_000
+
+    def in_picture(box: dict | None) -> bool:
+        if box is None or min(box["x"], box["y"]) < 0 or min(box["width"], box["height"]) <= 0:
+            return False
+        return box["x"] + box["width"] <= viewport["width"] and box["y"] + box["height"] <= viewport["height"]
+
+    # Every asset's name is drawn inside the screenshot, not scrolled or zoomed out of it (see `shot`).
+    assert {name: box for name, box in boxes.items() if not in_picture(box)} == {}, shot

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
+from lightly_assets.curation.contact_sheet import THUMB
 from lightly_assets.curation.duplicates import Hashes, find_duplicates
 from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import check_max_distance, dct_hash, hamming, hash_pairs
@@ -280,6 +281,7 @@ def _materialize(tmp_path: Path, selection: dict | None = None):
 
 @pytest.mark.e2e  # file_index .. selection through Dagster, embedding included (~15 s)
 def test_the_asset_lists_bad_input_finds_copies_and_selects_what_was_asked(tmp_path: Path) -> None:
+    from lightly_assets.defs.data_issues import SHEET_ISSUES
     from lightly_assets.defs.metadata import FACTS, INLINE_MARKDOWN_LIMIT
 
     data = tmp_path / "data" / "ds"
@@ -313,7 +315,8 @@ def test_the_asset_lists_bad_input_finds_copies_and_selects_what_was_asked(tmp_p
     assert not set(meta) - set(FACTS) - {"dagster/column_schema"}
     assert meta["outlier"].value.startswith("skipped: weights are random")
     assert len(meta["issues_sheet"].value) < INLINE_MARKDOWN_LIMIT
-    assert (out / "data_issues_contact_sheet.png").is_file()
+    with Image.open(out / "data_issues_contact_sheet.png") as sheet:  # one row of worst samples per issue kind
+        assert sheet.height == min(issues["issue"].nunique(), SHEET_ISSUES) * (THUMB + 14)
     [chosen] = [m.metadata for m in result.asset_materializations_for_node("selection")]
     assert chosen["diversity_from"].value.startswith("perceptual hashes")
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}

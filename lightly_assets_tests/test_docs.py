@@ -80,5 +80,8 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     checks = (tmp_path / "site" / "reference" / "checks" / "index.html").read_text()
     assert "target_counts_match_csv" in checks and "blocking" in checks
+    pages = "\n".join(page.read_text() for page in (tmp_path / "site").rglob("*.html"))
     for image in ("dagster_asset_graph.png", "dagster_run.png", "lightly_studio_grid.png"):
-        assert (tmp_path / "site" / "images" / image).stat().st_size > 10_000
+        assert f'images/{image}"' in pages  # a page shows the screenshot ...
+        shipped = (tmp_path / "site" / "images" / image).read_bytes()
+        assert shipped == (REPO / "docs" / "images" / image).read_bytes()  # ... and it is the committed one

@@ -19,12 +19,12 @@ import threading
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from lightly_assets_tests import ray_cluster
-from lightly_assets_tests.conftest import REPO, make_image
+from lightly_assets_tests.conftest import REPO
+from lightly_assets_tests.media import make_image, make_video, noise_frames
 
 DATASETS = {"first": (6, 2), "second": (0, 3)}  # name -> (images, videos of 24 frames)
 
@@ -35,17 +35,10 @@ def make_dataset(root: Path, name: str) -> Path:
     folder = root / name
     for i in range(images):
         make_image(folder / "images" / ("a" if i % 2 else "b") / f"{i}.png", seed=i)
-    rng = np.random.default_rng(len(name))
     for v in range(videos):
-        path = folder / "videos" / f"clip{v}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream("mpeg4", rate=12)
-            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-            for _ in range(24):
-                pixels = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
-            container.mux(stream.encode())
+        make_video(
+            folder / "videos" / f"clip{v}.mp4", 24, (64, 48), rate=12, frames=noise_frames(seed=100 * len(name) + v)
+        )
     return folder
 
 

@@ -17,79 +17,23 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import av
 import duckdb
 import numpy as np
-import pandas as pd
 import pytest
-from lightly.utils.io import save_embeddings
 
 from lightly_assets.publish.studio import MISSING_TAG, StudioError, StudioTarget, count_in_studio, upload_dataset
 from lightly_assets.publish.studio.browse import QuietAnalytics404, gui_base_url, links, quiet_logs
-from lightly_assets_tests.conftest import free_port, make_image, make_video
+from lightly_assets_tests.conftest import REPO, free_port
+from lightly_assets_tests.media import make_cats_and_dogs, make_video, shaded_image
+from lightly_assets_tests.servers import get_json, http, start_gui, wait_healthy
+from lightly_assets_tests.tables import frame_index, image_rows, video_rows, write_csv
 
-REPO = Path(__file__).resolve().parents[1]
 # Raised inside lightly_studio 1.2.0 itself on every dataset creation.
 pytestmark = pytest.mark.filterwarnings("ignore:The `objects` parameter of `Session.flush` is deprecated")
-DIM = 32
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Tiny data, and frame_index / CSV built by hand following the shared contract.
-
-
-def shaded_image(path: Path, shade: int) -> Path:
-    return make_image(path, size=(16, 12), fill=(shade, 90, 200 - shade))
-
-
-def make_images(dataset_dir: Path) -> None:
-    for label in ("cats", "dogs"):
-        for i in range(3):
-            shaded_image(dataset_dir / label / f"{i}.png", 40 * i + (100 if label == "dogs" else 0))
-
-
-def image_rows(dataset_dir: Path) -> list[dict[str, Any]]:
-    labels = sorted(p.name for p in dataset_dir.iterdir() if p.is_dir())
-    rows = []
-    for label, label_name in enumerate(labels):
-        for path in sorted((dataset_dir / label_name).iterdir()):
-            stat = path.stat()
-            name = path.relative_to(dataset_dir).as_posix()
-            rows.append(
-                {"filename": name, "source": name, "kind": "image", "frame": None, "pts": None, "time_s": None}
-                | {"label": label, "label_name": label_name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-            )
-    return rows
-
-
-def video_rows(dataset_dir: Path, label: int = 0) -> list[dict[str, Any]]:
-    rows = []
-    for path in sorted(dataset_dir.glob("*.mp4")):
-        with av.open(str(path)) as container:
-            pts = [frame.pts for frame in container.decode(video=0)]
-        stat, n = path.stat(), len(pts)
-        for i, frame_pts in enumerate(pts):
-            rows.append(
-                {"filename": f"{path.stem}-{i:0{len(str(n))}d}-mp4.png", "source": path.name, "kind": "video"}
-                | {"frame": i, "pts": frame_pts, "time_s": frame_pts / 10240, "label": label}
-                | {"label_name": path.stem, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-            )
-        label += 1
-    return rows
-
-
-def frame_index(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    table = pd.DataFrame(rows)
-    for column in ("frame", "pts"):
-        table[column] = table[column].astype("Int64")
-    table["time_s"] = table["time_s"].astype("Float64")
-    return table
-
-
-def write_csv(index: pd.DataFrame, path: Path, seed: int = 0) -> np.ndarray:
-    vectors = np.random.default_rng(seed).normal(size=(len(index), DIM)).astype(np.float32)
-    save_embeddings(str(path), vectors, index["label"].tolist(), index["filename"].tolist())
-    return vectors
+# The database read back with plain DuckDB.
 
 
 def stored_vectors(db: Path) -> dict[str, list[float]]:
@@ -142,22 +86,6 @@ print("RESULT " + json.dumps(dataclasses.asdict(result)))
 """
 
 
-def http(url: str, body: dict[str, Any] | None = None) -> bytes:
-    request = urllib.request.Request(
-        url,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="GET" if body is None else "POST",
-    )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(request, timeout=30) as response:
-        return response.read()
-
-
-def get_json(url: str, body: dict[str, Any] | None = None) -> Any:
-    return json.loads(http(url, body))
-
-
 def embeddings2d(base: str, collection_id: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
     import pyarrow.ipc
 
@@ -165,38 +93,11 @@ def embeddings2d(base: str, collection_id: str, filters: dict[str, Any]) -> list
     return pyarrow.ipc.open_stream(io.BytesIO(raw)).read_all().to_pylist()
 
 
-def start_gui(gui_command: str, port: int, cache: Path) -> subprocess.Popen[bytes]:
-    env = os.environ | {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        # Anything that tries the network fails at once instead of downloading.
-        "HTTP_PROXY": "http://127.0.0.1:9",
-        "HTTPS_PROXY": "http://127.0.0.1:9",
-        "NO_PROXY": "",
-        "HF_HUB_OFFLINE": "1",
-        "LIGHTLY_STUDIO_MODEL_CACHE_DIR": str(cache),
-    }
-    command = f"exec env {gui_command} --host 127.0.0.1 --port {port} --no-browser"
-    return subprocess.Popen(["bash", "-c", command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def wait_healthy(base: str, server: subprocess.Popen[bytes], timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"GUI server exited: {server.stdout.read().decode()[-3000:]}")
-        try:
-            if get_json(f"{base}/healthz") == {"status": "healthy"}:
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError("GUI server did not become healthy")
-
-
 @pytest.mark.e2e  # two uploading processes and the LightlyStudio GUI server
 def test_two_processes_upload_then_gui_reads_everything_back(tmp_path: Path) -> None:
     data, db = tmp_path / "data", tmp_path / "studio" / "lightly_studio.db"
     db.parent.mkdir()
-    make_images(data / "animals")
+    make_cats_and_dogs(data / "animals")
     make_video(data / "clips" / "clip.mp4")
     indexes = {"animals": frame_index(image_rows(data / "animals")), "clips": frame_index(video_rows(data / "clips"))}
     for name, index in indexes.items():
@@ -286,7 +187,7 @@ def test_two_processes_upload_then_gui_reads_everything_back(tmp_path: Path) -> 
 
 def test_reupload_is_idempotent_adds_new_files_and_flags_removed_ones(tmp_path: Path) -> None:
     dataset_dir, db, csv = tmp_path / "animals", tmp_path / "s.db", tmp_path / "animals.csv"
-    make_images(dataset_dir)
+    make_cats_and_dogs(dataset_dir)
     target = StudioTarget(db_file=db, dataset_name="animals")
     index = frame_index(image_rows(dataset_dir))
     vectors = write_csv(index, csv)
@@ -369,7 +270,7 @@ def test_failure_mid_upload_is_completed_by_the_next_run(tmp_path: Path, monkeyp
     from lightly_studio.resolvers import video_frame_resolver
 
     dataset_dir, db, csv = tmp_path / "mixed", tmp_path / "s.db", tmp_path / "mixed.csv"
-    make_images(dataset_dir)
+    make_cats_and_dogs(dataset_dir)
     make_video(dataset_dir / "clip.mp4", n_frames=10)
     rows = image_rows(dataset_dir)
     index = frame_index(rows + video_rows(dataset_dir, label=len({r["label"] for r in rows})))
@@ -434,7 +335,7 @@ def test_failure_mid_upload_is_completed_by_the_next_run(tmp_path: Path, monkeyp
 
 def test_csv_that_does_not_match_frame_index_is_refused_before_touching_the_database(tmp_path: Path) -> None:
     dataset_dir, db, csv = tmp_path / "animals", tmp_path / "s.db", tmp_path / "animals.csv"
-    make_images(dataset_dir)
+    make_cats_and_dogs(dataset_dir)
     index = frame_index(image_rows(dataset_dir))
     write_csv(index.iloc[:5], csv)
     with pytest.raises(StudioError, match=r"'animals'.*animals\.csv does not match frame_index.*dogs/2\.png"):
@@ -447,7 +348,7 @@ def test_csv_that_does_not_match_frame_index_is_refused_before_touching_the_data
 
 def test_a_held_lock_times_out_with_a_clear_message(tmp_path: Path) -> None:
     dataset_dir, db, csv = tmp_path / "animals", tmp_path / "s.db", tmp_path / "animals.csv"
-    make_images(dataset_dir)
+    make_cats_and_dogs(dataset_dir)
     index = frame_index(image_rows(dataset_dir))
     write_csv(index, csv)
     target = StudioTarget(db_file=db, dataset_name="animals", lock_timeout_s=0.3)
@@ -460,7 +361,7 @@ def test_a_held_lock_times_out_with_a_clear_message(tmp_path: Path) -> None:
 
 def test_a_database_open_in_another_process_gives_a_clear_message(tmp_path: Path) -> None:
     dataset_dir, db, csv = tmp_path / "animals", tmp_path / "s.db", tmp_path / "animals.csv"
-    make_images(dataset_dir)
+    make_cats_and_dogs(dataset_dir)
     index = frame_index(image_rows(dataset_dir))
     write_csv(index, csv)
     target = StudioTarget(db_file=db, dataset_name="animals")
@@ -485,7 +386,7 @@ def test_a_database_open_in_another_process_gives_a_clear_message(tmp_path: Path
 
 def test_postgres_url_stays_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dataset_dir, csv = tmp_path / "animals", tmp_path / "animals.csv"
-    make_images(dataset_dir)
+    make_cats_and_dogs(dataset_dir)
     index = frame_index(image_rows(dataset_dir))
     write_csv(index, csv)
     monkeypatch.setenv("STUDIO_TEST_DB_URL", f"postgresql://studio:hunter2secret@127.0.0.1:{free_port()}/studio")
@@ -518,7 +419,7 @@ def test_target_needs_exactly_one_database() -> None:
 
 def test_result_is_plain_data(tmp_path: Path) -> None:
     dataset_dir, db, csv = tmp_path / "animals", tmp_path / "s.db", tmp_path / "animals.csv"
-    make_images(dataset_dir)
+    make_cats_and_dogs(dataset_dir)
     index = frame_index(image_rows(dataset_dir))
     write_csv(index, csv)
     result = upload_dataset(StudioTarget(db_file=db, dataset_name="animals"), dataset_dir, index, csv)

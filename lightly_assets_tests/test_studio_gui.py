@@ -21,8 +21,9 @@ from lightly_assets.cli import _prepare_home
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.defs.publishing import upload_metadata
 from lightly_assets.defs.resources import PublishTargetResource
-from lightly_assets_tests.conftest import REPO, free_port, make_video
-from lightly_assets_tests.test_studio import frame_index, image_rows, make_images, video_rows, write_csv
+from lightly_assets_tests.conftest import REPO, free_port
+from lightly_assets_tests.media import make_cats_and_dogs, make_video
+from lightly_assets_tests.tables import frame_index, image_rows, video_rows, write_csv
 
 pytestmark = pytest.mark.e2e  # LightlyStudio's import, its GUI server and a browser
 
@@ -80,7 +81,7 @@ def test_browse_link_opens_the_dataset_its_tags_filter_and_no_bookkeeping_is_a_f
             "Debian's chromium is not installed (`apt-get install chromium`; `bash scripts/dev.sh test` does it)"
         )
     data, out, home = tmp_path / "data", tmp_path / "out", tmp_path / "home"
-    make_images(data / "animals")  # tags cats and dogs, three images each
+    make_cats_and_dogs(data / "animals")  # tags cats and dogs, three images each
     make_video(data / "clips" / "clip.mp4")
     env = {"DAGSTER_HOME": str(home), "LIGHTLY_ASSETS_DATA_DIR": str(data), "LIGHTLY_ASSETS_OUTPUT_DIR": str(out)}
     for key, value in env.items():

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-from lightly.utils.io import save_embeddings
-
 from lightly_assets.publish.studio import StudioTarget, upload_dataset
 from lightly_assets.publish.studio.embedder import space_for, space_key
-from lightly_assets_tests.test_studio import frame_index, image_rows, make_images
+from lightly_assets_tests.media import make_cats_and_dogs
+from lightly_assets_tests.tables import frame_index, image_rows, write_csv
 
 
 def test_space_per_model_and_weights() -> None:
@@ -20,27 +18,21 @@ def test_space_per_model_and_weights() -> None:
     assert space_for("timm:vit_small_patch14_dinov2.lvd142m", "87654321" + "0" * 56, 384) != timm  # other weights
 
 
-def _csv(index, path: Path, dim: int, seed: int) -> np.ndarray:
-    vectors = np.random.default_rng(seed).normal(size=(len(index), dim)).astype(np.float32)
-    save_embeddings(str(path), vectors, index["label"].tolist(), index["filename"].tolist())
-    return vectors
-
-
 def test_two_models_are_two_embedding_models_and_the_last_is_the_default(tmp_path: Path) -> None:
     from lightly_studio.resolvers import collection_embedding_model_resolver, embedding_model_resolver
 
     from lightly_assets.publish.studio.database import connected
 
     data, db = tmp_path / "animals", tmp_path / "s.db"
-    make_images(data)
+    make_cats_and_dogs(data)
     index = frame_index(image_rows(data))
     target = StudioTarget(db_file=db, dataset_name="animals")
-    _csv(index, tmp_path / "a.csv", 8, 0)
+    write_csv(index, tmp_path / "a.csv", seed=0, dim=8)
     first = upload_dataset(target, data, index, tmp_path / "a.csv")
     spaces = ["lightly-assets/onnx-one.onnx-aaaaaaaa-12d", "lightly-assets/onnx-two.onnx-bbbbbbbb-12d"]
-    _csv(index, tmp_path / "b.csv", 12, 1)
+    write_csv(index, tmp_path / "b.csv", seed=1, dim=12)
     second = upload_dataset(target, data, index, tmp_path / "b.csv", space=spaces[0])
-    _csv(index, tmp_path / "c.csv", 12, 2)
+    write_csv(index, tmp_path / "c.csv", seed=2, dim=12)
     third = upload_dataset(target, data, index, tmp_path / "c.csv", space=spaces[1])
     assert (first.embeddings, second.embeddings, third.embeddings) == (6, 6, 6)
     with connected(target) as session:

@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from lightly_assets_tests.conftest import free_port, make_image
+from lightly_assets_tests.servers import get_json, start_gui, wait_healthy
+from lightly_assets_tests.tables import frame_index, image_rows
 from lightly_assets_tests.test_models import file_server  # noqa: F401 - the fixture
-from lightly_assets_tests.test_studio import frame_index, get_json, image_rows, start_gui, wait_healthy
 
 pytestmark = pytest.mark.e2e  # LightlyStudio's import, a 54M-parameter model and its GUI server
 

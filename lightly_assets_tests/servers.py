@@ -1,0 +1,58 @@
+"""Servers a test starts on 127.0.0.1 and stops by pid, and plain HTTP to them (no proxy: loopback only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def http(url: str, body: dict[str, Any] | None = None) -> bytes:
+    """GET `url`, or POST `body` as JSON to it; the answer's bytes (an HTTP error status raises)."""
+    request = urllib.request.Request(
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=30) as response:
+        return response.read()
+
+
+def get_json(url: str, body: dict[str, Any] | None = None) -> Any:
+    return json.loads(http(url, body))
+
+
+def start_gui(gui_command: str, port: int, cache: Path) -> subprocess.Popen[bytes]:
+    """LightlyStudio's GUI server, started by the command an upload prints, unable to download anything."""
+    env = os.environ | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        # Anything that tries the network fails at once instead of downloading.
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "",
+        "HF_HUB_OFFLINE": "1",
+        "LIGHTLY_STUDIO_MODEL_CACHE_DIR": str(cache),
+    }
+    command = f"exec env {gui_command} --host 127.0.0.1 --port {port} --no-browser"
+    return subprocess.Popen(["bash", "-c", command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_healthy(base: str, server: subprocess.Popen[bytes], timeout_s: float = 90) -> None:
+    """Returns once LightlyStudio at `base` answers healthy; fails with the server's output if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"GUI server exited: {server.stdout.read().decode()[-3000:]}")
+        try:
+            if get_json(f"{base}/healthz") == {"status": "healthy"}:
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("GUI server did not become healthy")
