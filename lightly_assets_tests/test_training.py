@@ -44,6 +44,7 @@ def test_time_budget_stops_after_the_current_step(tmp_path: Path) -> None:
     assert result.stopped_by.startswith("time budget") and (tmp_path / "m.ckpt").is_file()
 
 
+@pytest.mark.e2e  # a training run, then lightly-embed on its checkpoint (~10 s)
 def test_tiny_run_writes_a_checkpoint_that_lightly_embed_loads(tmp_path: Path) -> None:
     root = tmp_path / "data"
     names = sorted(f"{'ab'[i % 2]}/{i}.jpg" for i in range(5))

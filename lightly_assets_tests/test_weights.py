@@ -182,6 +182,7 @@ def test_cached_file_that_is_not_a_checkpoint_or_another_architecture_is_an_erro
             load_chosen(choose_weights(url=url), input_size=SIZE)
 
 
+@pytest.mark.e2e  # file_index..embeddings through Dagster twice, pretrained then trained weights (~20 s)
 def test_embeddings_asset_pretrained_then_trained_with_provenance_and_quality(tmp_path: Path, served) -> None:
     """Through Dagster: the served zoo file embeds, then the dataset's trained checkpoint takes over."""
     from dagster import DagsterInstance, materialize
