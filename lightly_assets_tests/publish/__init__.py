@@ -1,0 +1,1 @@
+"""Tests of lightly_assets.publish."""
