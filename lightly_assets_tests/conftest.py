@@ -31,6 +31,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """How `-n` (pytest-xdist, `--dist loadgroup`) shares the tests out: the end-to-end ones form one group that one
+    worker runs in turn (their servers, runs and browsers would compete for the cores and miss their timeouts); the
+    quick ones go to whichever worker is free."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.xdist_group("e2e"))
+
+
 @pytest.fixture
 def image_tree(tmp_path: Path):
     """Build a folder of images from a list of relative paths."""
