@@ -76,8 +76,9 @@ def child(dataset: Path, out: Path, n_frames: int, batch_size: int) -> None:
     """One embedding run, as the asset does it (cache + checkpoint + progress); prints a JSON line at the end."""
     from lightly_assets.dataset.samples import build_sample_index
     from lightly_assets.dataset.scan import scan_dataset
-    from lightly_assets.embedding.model import load_model
-    from lightly_assets.embedding.pipeline import EmbeddingCache, embed_samples
+    from lightly_assets.embedding.cache import EmbeddingCache
+    from lightly_assets.embedding.factory import load_model
+    from lightly_assets.embedding.pipeline import embed_samples
     from lightly_assets.progress import Progress
 
     samples = build_sample_index(scan_dataset(dataset).files, dataset).samples

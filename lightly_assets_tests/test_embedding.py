@@ -15,8 +15,12 @@ from PIL import Image
 
 from lightly_assets.columns import ColumnsError
 from lightly_assets.dataset.video import frame_name, iter_frames
-from lightly_assets.embedding.model import LightlyArch, build_lightly_model, load_model
-from lightly_assets.embedding.pipeline import EmbeddingCache, embed_samples, load_image
+from lightly_assets.embedding.cache import EmbeddingCache
+from lightly_assets.embedding.decode import load_image
+from lightly_assets.embedding.factory import load_model
+from lightly_assets.embedding.families.lightly import build_lightly_model
+from lightly_assets.embedding.network import LightlyArch
+from lightly_assets.embedding.pipeline import embed_samples
 
 SIZE = 16  # input size: tiny keeps the tests fast; the network is the real default one
 

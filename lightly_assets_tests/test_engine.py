@@ -12,11 +12,17 @@ import pytest
 import torch
 from torch import nn
 
-from lightly_assets.embedding import engine as eng
-from lightly_assets.embedding.engine import EngineError, ModelCache, TorchEngine, openvino_engine
-from lightly_assets.embedding.model import bf16_supported, load_model
+from lightly_assets.embedding.engines import compiled_cache as eng
+from lightly_assets.embedding.engines.compiled_cache import ModelCache
+from lightly_assets.embedding.engines.openvino import openvino_engine
+from lightly_assets.embedding.engines.torch import TorchEngine
+from lightly_assets.embedding.errors import EngineError
+from lightly_assets.embedding.factory import from_compiled_cache, load_model
 from lightly_assets.embedding.preprocessing import Preprocessing
-from lightly_assets.embedding.weights import Weights, load_chosen
+from lightly_assets.embedding.runtime import bf16_supported
+from lightly_assets.embedding.settings import RunSettings
+from lightly_assets.embedding.spec import BuildOptions
+from lightly_assets.embedding.weights import Weights
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -59,7 +65,7 @@ def lightly_ov(ov_cache: Path):
 
 def test_openvino_fp32_matches_torch_fp32_on_the_lightly_network(lightly_ov) -> None:
     torch_model = load_model(None, input_size=SIZE, precision="fp32", engine="torch")
-    assert lightly_ov.engine == "openvino" and lightly_ov.compiled is not None
+    assert lightly_ov.engine == "openvino" and lightly_ov.runner.name == "openvino"
     assert lightly_ov.dim == torch_model.dim == 32
     pixels = _pixels(7)  # not a multiple of anything: any batch length runs
     ours, reference = lightly_ov.embed(pixels), torch_model.embed(pixels)
@@ -213,9 +219,12 @@ def test_a_warm_run_serves_the_cached_model_without_torch(lightly_ov, ov_cache: 
     _frame_index(tmp_path, names).to_pickle(tmp_path / "index.pkl")
     code = f"""
 import sys, json, numpy as np, pandas as pd
-from lightly_assets.embedding.weights import Weights, load_chosen
+from lightly_assets.embedding.factory import from_compiled_cache, load_model
+from lightly_assets.embedding.settings import RunSettings
+from lightly_assets.embedding.spec import BuildOptions
+from lightly_assets.embedding.weights import Weights
 from lightly_assets.embedding.pipeline import embed_samples
-m = load_chosen(Weights("random"), input_size={SIZE}, precision="fp32", engine="openvino", cache_dir={str(ov_cache)!r})
+m = load_model(Weights("random"), input_size={SIZE}, precision="fp32", engine="openvino", cache_dir={str(ov_cache)!r})
 px = np.random.default_rng(0).integers(0, 256, (6, {SIZE}, {SIZE}, 3), dtype=np.uint8)
 folder = embed_samples(pd.read_pickle({str(tmp_path / "index.pkl")!r}), {str(tmp_path)!r}, m)
 print(json.dumps({{"torch": "torch" in sys.modules, "fp": m.fingerprint, "dim": m.dim, "random": m.random_init,
@@ -233,16 +242,15 @@ print(json.dumps({{"torch": "torch" in sys.modules, "fp": m.fingerprint, "dim": 
 
 
 def test_a_warm_cache_is_only_used_for_the_same_weights(lightly_ov, ov_cache: Path) -> None:
-    other_seed = load_chosen(Weights("random"), input_size=SIZE, seed=1, precision="fp32", engine="torch")
+    other_seed = load_model(Weights("random"), input_size=SIZE, seed=1, precision="fp32", engine="torch")
     assert other_seed.fingerprint != lightly_ov.fingerprint
-    from lightly_assets.embedding.warm import warm_model
-
-    assert warm_model(None, None, input_size=SIZE, seed=1, device="cpu", engine="openvino", cache_dir=ov_cache) is None
-    assert warm_model(None, None, input_size=SIZE, seed=0, device="cpu", engine="torch", cache_dir=ov_cache) is None
-    hit = warm_model(
-        None, None, input_size=SIZE, seed=0, device="cpu", precision="fp32", engine="auto", cache_dir=ov_cache
-    )
-    assert hit is not None and hit.fingerprint == lightly_ov.fingerprint
+    random = Weights("random")
+    for seed, engine in ((1, "openvino"), (0, "torch")):
+        run = RunSettings(device="cpu", engine=engine, cache_dir=ov_cache)
+        assert from_compiled_cache(random, run, BuildOptions(input_size=SIZE, seed=seed)) is None
+    run = RunSettings(device="cpu", precision="fp32", engine="auto", cache_dir=ov_cache)
+    hit = from_compiled_cache(random, run, BuildOptions(input_size=SIZE, seed=0))
+    assert hit is not None and hit.fingerprint == lightly_ov.fingerprint and hit.module is None
 
 
 def test_a_warm_model_embeds_through_the_pipeline_like_the_model_it_was_cached_from(
@@ -250,14 +258,13 @@ def test_a_warm_model_embeds_through_the_pipeline_like_the_model_it_was_cached_f
 ) -> None:
     """The second run of a dataset gets the warm model: it must take the pipeline's path (`prep`) too."""
     from lightly_assets.embedding.pipeline import embed_samples
-    from lightly_assets.embedding.warm import warm_model
     from lightly_assets_tests.test_embedding import _frame_index, _image
 
     names = ["a/x.jpg", "b/y.png"]
     for i, name in enumerate(names):
         _image(tmp_path / name, 40, 30, seed=i)
-    warm = warm_model(None, None, input_size=SIZE, seed=0, device="cpu", precision="fp32", engine="auto",
-                      cache_dir=ov_cache)  # fmt: skip
+    run = RunSettings(device="cpu", precision="fp32", engine="auto", cache_dir=ov_cache)
+    warm = from_compiled_cache(Weights("random"), run, BuildOptions(input_size=SIZE))
     assert warm is not None and warm.prep == lightly_ov.prep
     assert (warm.spec, warm.space_key) == (lightly_ov.spec, lightly_ov.space_key)  # read by the embeddings asset
     got = embed_samples(_frame_index(tmp_path, names), tmp_path, warm, workers=1)

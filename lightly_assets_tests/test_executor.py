@@ -10,8 +10,9 @@ import numpy as np
 
 from lightly_assets.embedding.cache import EmbeddingCache
 from lightly_assets.embedding.executor import Collected, DecodeOptions, EmbedJob, JobResult, Sink
-from lightly_assets.embedding.model import load_model
-from lightly_assets.embedding.pipeline import LocalExecutor, embed_samples
+from lightly_assets.embedding.factory import load_model
+from lightly_assets.embedding.local import LocalExecutor
+from lightly_assets.embedding.pipeline import embed_samples
 from lightly_assets_tests.test_embedding import _frame_index, _image
 
 SIZE = 16

@@ -351,7 +351,7 @@ def test_a_frame_that_fails_to_convert_skips_its_whole_video(tmp_path: Path, mon
     from lightly_assets.dataset.samples import build_sample_index
     from lightly_assets.dataset.scan import scan_dataset
     from lightly_assets.embedding.cache import EmbeddingCache
-    from lightly_assets.embedding.model import load_model
+    from lightly_assets.embedding.factory import load_model
     from lightly_assets.embedding.pipeline import embed_samples
 
     make_image(tmp_path / "ds" / "x.png", 0, TINY)

@@ -19,11 +19,13 @@ import torch
 from PIL import Image
 
 from lightly_assets.defs.resources import EmbeddingModelResource
-from lightly_assets.embedding.model import ModelError
-from lightly_assets.embedding.models import ACCEPTED, BuildOptions, build, parse_spec
-from lightly_assets.embedding.pipeline import EmbeddingCache, embed_samples, load_image
+from lightly_assets.embedding.cache import EmbeddingCache
+from lightly_assets.embedding.decode import load_image
+from lightly_assets.embedding.errors import ModelError, WeightsError
+from lightly_assets.embedding.families import build
+from lightly_assets.embedding.pipeline import embed_samples
 from lightly_assets.embedding.preprocessing import Preprocessing
-from lightly_assets.embedding.weights import WeightsError
+from lightly_assets.embedding.spec import ACCEPTED, BuildOptions, parse_spec
 from lightly_assets_tests.conftest import free_port, make_image
 
 TIMM_NAME = "mobilenetv3_small_050.lamb_in1k"  # a real timm model small enough for a quick test

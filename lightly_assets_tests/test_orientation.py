@@ -12,8 +12,10 @@ from PIL import Image, ImageOps
 
 from lightly_assets.dataset.orientation import OrientationError, check_orientation, exif_upright
 from lightly_assets.dataset.video import iter_frames
-from lightly_assets.embedding.model import load_model
-from lightly_assets.embedding.pipeline import EmbeddingCache, embed_samples, load_image
+from lightly_assets.embedding.cache import EmbeddingCache
+from lightly_assets.embedding.decode import load_image
+from lightly_assets.embedding.factory import load_model
+from lightly_assets.embedding.pipeline import embed_samples
 from lightly_assets_tests.media import exif_rotated_jpeg, ffmpeg_upright_frame, rotated_video
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from lightly.cli.embed_cli import _embed_cli
 
-from lightly_assets.embedding.model import load_model
+from lightly_assets.embedding.factory import load_model
 from lightly_assets.embedding.pipeline import embed_samples
 from lightly_assets.embedding.training import TrainingError, TrainSettings, train
 from lightly_assets.embedding.weights import TRAINED_NAME, choose_weights

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from lightly_assets.embedding.models.spec import ModelError
+from lightly_assets.embedding.errors import ModelError
 from lightly_assets.errors import first_line
 
 

@@ -26,9 +26,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lightly_assets import columns
 from lightly_assets.atomic import atomic_output
-from lightly_assets.embedding.checkpoint import check_shapes, read_state_dict
-from lightly_assets.embedding.model import LightlyArch, bf16_supported, build_lightly_model, resolve_device
-from lightly_assets.errors import LightlyAssetsError, exception_line
+from lightly_assets.embedding.checkpoint import check_shapes
+from lightly_assets.embedding.errors import EmbeddingError
+from lightly_assets.embedding.families.lightly import build_lightly_model, read_lightly
+from lightly_assets.embedding.network import LightlyArch
+from lightly_assets.embedding.settings import resolve_device, training_precision
+from lightly_assets.errors import exception_line
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ PROGRESS_EVERY_S = 5.0  # a progress line at most this often (always after the f
 DECODE_FACTOR = 4  # images and frames are scaled down to at most this many times the input size before cropping
 
 
-class TrainingError(LightlyAssetsError):
+class TrainingError(EmbeddingError):
     """Training cannot start or produced nothing; the message names the dataset or file and the reason."""
 
 
@@ -163,9 +166,10 @@ def _collate(batch: list[list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _precision(name: str, device: torch.device) -> str:
-    if name not in ("fp32", "bf16", "auto"):
-        raise TrainingError(f"precision must be fp32, bf16 or auto, got {name!r}")
-    return "bf16" if name != "fp32" and bf16_supported(device) else "fp32"
+    try:
+        return training_precision(name, str(device))
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
 
 
 def initial_model(start: Path | None, seed: int) -> torch.nn.Module:
@@ -175,7 +179,7 @@ def initial_model(start: Path | None, seed: int) -> torch.nn.Module:
         model = build_lightly_model(LightlyArch())
     if start is None:
         return model
-    state = {k.removeprefix("model."): v for k, v in read_state_dict(start).items()}
+    state = read_lightly(Path(start)).state  # the one reader of Lightly checkpoints, as embedding reads them
     expected = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
     check_shapes(start, "lightly's default resnet-18 SimCLR network, where training starts", expected, state)
     expected = model.state_dict()
@@ -228,7 +232,7 @@ def train(
         )
     if settings.epochs < 1:
         raise TrainingError(f"epochs must be at least 1, got {settings.epochs}")
-    device = resolve_device(settings.device)
+    device = torch.device(resolve_device(settings.device))
     precision = _precision(settings.precision, device)
     workers = settings.workers if settings.workers >= 0 else (4 if device.type == "cuda" else 0)
     model = initial_model(start, settings.seed).to(device).train()

@@ -10,16 +10,18 @@ import torch
 from torch import nn
 
 from lightly_assets.embedding.checkpoint import read_state_dict
-from lightly_assets.embedding.models import BuildOptions, Network
-from lightly_assets.embedding.models.spec import ModelError, ModelSpec
+from lightly_assets.embedding.download import cached_path
+from lightly_assets.embedding.errors import ModelError
+from lightly_assets.embedding.families.base import Network
 from lightly_assets.embedding.preprocessing import Preprocessing
-from lightly_assets.embedding.weights import cached_path, fetch_named
+from lightly_assets.embedding.spec import BuildOptions, ModelSpec
+from lightly_assets.embedding.weights import fetch_named
 
 _HEADS = ("fc", "classifier", "heads", "head")
 
 
 def build(spec: ModelSpec, options: BuildOptions) -> Network:
-    import torchvision.models as tvm
+    import torchvision.models as tvm  # slow to import: only for torchvision: models
 
     arch, _, tag = spec.name.partition("/")
     try:

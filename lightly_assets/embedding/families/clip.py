@@ -8,7 +8,7 @@ embedding space is named `mobileclip_s0`, the name of LightlyStudio's built-in M
 side to 256 bilinear, centre crop 256, pixels in [0, 1] (no mean/std).
 
 `open_clip:` weights come from Hugging Face's cache (or the URL open_clip lists, into torch's hub cache), with
-open_clip's own preprocessing; `LoadedModel.embed_text` embeds phrases with its text tower.
+open_clip's own preprocessing; `Embedder.embed_text` embeds phrases with its text tower.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightly_assets.embedding.models import BuildOptions, Network
-from lightly_assets.embedding.models.spec import ModelError, ModelSpec
+from lightly_assets.embedding.download import cached_path
+from lightly_assets.embedding.errors import ModelError
+from lightly_assets.embedding.families.base import Network
 from lightly_assets.embedding.preprocessing import Preprocessing
-from lightly_assets.embedding.weights import cached_path, fetch_hf, fetch_named
+from lightly_assets.embedding.spec import BuildOptions, ModelSpec
+from lightly_assets.embedding.weights import fetch_hf, fetch_named
 from lightly_assets.errors import first_line
 
 MOBILECLIP_SPACE = "mobileclip_s0"  # LightlyStudio's space key and model name
@@ -79,7 +81,7 @@ def _mobileclip(spec: ModelSpec, options: BuildOptions) -> Network:
 
 
 def _open_clip(spec: ModelSpec, options: BuildOptions) -> Network:
-    import open_clip
+    import open_clip  # optional and slow to import: only for open_clip: models
 
     arch, _, tag = spec.name.partition("/")
     cfg = open_clip.get_pretrained_cfg(arch, tag)

@@ -6,16 +6,18 @@ Weights come from Hugging Face's cache (`$HF_HOME/hub`), where timm itself keeps
 
 from __future__ import annotations
 
-from lightly_assets.embedding.models import BuildOptions, Network
-from lightly_assets.embedding.models.spec import ModelError, ModelSpec
+from lightly_assets.embedding.download import cached_path
+from lightly_assets.embedding.errors import ModelError
+from lightly_assets.embedding.families.base import Network
 from lightly_assets.embedding.preprocessing import Preprocessing, crop_resize
-from lightly_assets.embedding.weights import cached_path, fetch_hf, fetch_named
+from lightly_assets.embedding.spec import BuildOptions, ModelSpec
+from lightly_assets.embedding.weights import fetch_hf, fetch_named
 
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def build(spec: ModelSpec, options: BuildOptions) -> Network:
-    import timm
+    import timm  # slow to import: only for timm: models
 
     cfg = timm.models.get_pretrained_cfg(spec.name)
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
