@@ -170,7 +170,7 @@ def one(spec: str, photos: Path, batch: int) -> dict:
 
     from lightly_assets.defs.resources import EmbeddingModelResource
     from lightly_assets.embedding.decode import load_image
-    from lightly_assets.embedding.pipeline import embed_samples
+    from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
     from lightly_assets.embedding.quality import knn_agreement
 
     start = time.perf_counter()
@@ -185,7 +185,7 @@ def one(spec: str, photos: Path, batch: int) -> dict:
     for _ in range(rounds):
         model.embed(pixels)
     forward = rounds * len(pixels) / (time.perf_counter() - t0)
-    result = embed_samples(frames, photos, model, batch_size=batch)
+    result = embed_samples(frames, photos, model, options=EmbedOptions(batch_size=batch))
     knn = knn_agreement(result.matrix, np.asarray(result.labels))
     return {
         "model": spec,

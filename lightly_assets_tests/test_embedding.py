@@ -20,7 +20,7 @@ from lightly_assets.embedding.decode import load_image
 from lightly_assets.embedding.factory import load_model
 from lightly_assets.embedding.families.lightly import build_lightly_model
 from lightly_assets.embedding.network import LightlyArch
-from lightly_assets.embedding.pipeline import embed_samples
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 
 SIZE = 16  # input size: tiny keeps the tests fast; the network is the real default one
 
@@ -86,7 +86,9 @@ def test_same_vectors_as_lightly_embed(tmp_path: Path) -> None:
     }
     expected, labels, filenames = _embed_cli(cfg, is_cli_call=False)
     m = load_model(str(ckpt), input_size=SIZE, precision="fp32")
-    result = embed_samples(_frame_index(tmp_path / "data", names), tmp_path / "data", m, batch_size=2, draft=False)
+    result = embed_samples(
+        _frame_index(tmp_path / "data", names), tmp_path / "data", m, options=EmbedOptions(batch_size=2, draft=False)
+    )
     assert result.filenames == filenames == names
     assert result.labels == labels == [0, 0, 1]
     np.testing.assert_allclose(result.matrix, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
@@ -103,7 +105,11 @@ def test_rows_in_order_unreadable_listed(tmp_path: Path, model) -> None:
     (root / "b/text.png").write_text("not an image")
     seen: list[tuple[int, int]] = []
     result = embed_samples(
-        _frame_index(root, names), root, model, batch_size=2, workers=3, progress=lambda d, t: seen.append((d, t))
+        _frame_index(root, names),
+        root,
+        model,
+        options=EmbedOptions(batch_size=2, workers=3),
+        progress=lambda d, t: seen.append((d, t)),
     )
     good = [n for n in names if n not in ("a/zero.jpg", "b/truncated.jpg", "b/text.png")]
     assert result.filenames == good
@@ -128,8 +134,8 @@ def test_jpeg_draft_matches_full_decode(tmp_path: Path, model) -> None:
         im.draft("RGB", (SIZE * 2, SIZE * 2))
         assert im.size == (80, 60), "draft mode must really decode at a reduced scale here"
     index = _frame_index(tmp_path, names)
-    full = embed_samples(index, tmp_path, model, draft=False).matrix
-    fast = embed_samples(index, tmp_path, model, draft=True).matrix
+    full = embed_samples(index, tmp_path, model, options=EmbedOptions(draft=False)).matrix
+    fast = embed_samples(index, tmp_path, model, options=EmbedOptions(draft=True)).matrix
     cosine = (full * fast).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(fast, axis=1)
     assert cosine.min() > 0.999
     assert not np.array_equal(full, fast)
@@ -141,7 +147,7 @@ def test_video_frames_in_order_and_broken_video(tmp_path: Path, model) -> None:
     _video(root / "clip.avi", n_frames=7)
     (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(500))
     index = _frame_index(root, ["a/one.jpg"], {"clip.avi": 7, "broken.mp4": 2})
-    result = embed_samples(index, root, model, batch_size=4, workers=2)
+    result = embed_samples(index, root, model, options=EmbedOptions(batch_size=4, workers=2))
     clip = [frame_name("clip.avi", i, 7) for i in range(7)]
     assert result.filenames == ["a/one.jpg", *clip]
     assert clip[3] == "clip-3-avi.png"
@@ -152,7 +158,9 @@ def test_video_frames_in_order_and_broken_video(tmp_path: Path, model) -> None:
     assert sorted(reasons) == sorted(frame_name("broken.mp4", i, 2) for i in range(2))
     assert "broken.mp4" in reasons[frame_name("broken.mp4", 0, 2)]
     # A video with fewer frames than indexed is left out whole: the targets take a video as one file.
-    short = embed_samples(_frame_index(root, ["a/one.jpg"], {"clip.avi": 9}), root, model, batch_size=4)
+    short = embed_samples(
+        _frame_index(root, ["a/one.jpg"], {"clip.avi": 9}), root, model, options=EmbedOptions(batch_size=4)
+    )
     assert short.filenames == ["a/one.jpg"]
     reasons = dict(short.unreadable)
     assert sorted(reasons) == sorted(frame_name("clip.avi", i, 9) for i in range(9))

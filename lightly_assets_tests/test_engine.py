@@ -223,7 +223,7 @@ from lightly_assets.embedding.factory import from_compiled_cache, load_model
 from lightly_assets.embedding.settings import RunSettings
 from lightly_assets.embedding.spec import BuildOptions
 from lightly_assets.embedding.weights import Weights
-from lightly_assets.embedding.pipeline import embed_samples
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 m = load_model(Weights("random"), input_size={SIZE}, precision="fp32", engine="openvino", cache_dir={str(ov_cache)!r})
 px = np.random.default_rng(0).integers(0, 256, (6, {SIZE}, {SIZE}, 3), dtype=np.uint8)
 folder = embed_samples(pd.read_pickle({str(tmp_path / "index.pkl")!r}), {str(tmp_path)!r}, m)
@@ -257,7 +257,7 @@ def test_a_warm_model_embeds_through_the_pipeline_like_the_model_it_was_cached_f
     lightly_ov, ov_cache: Path, tmp_path: Path
 ) -> None:
     """The second run of a dataset gets the warm model: it must take the pipeline's path (`prep`) too."""
-    from lightly_assets.embedding.pipeline import embed_samples
+    from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
     from lightly_assets_tests.test_embedding import _frame_index, _image
 
     names = ["a/x.jpg", "b/y.png"]
@@ -267,7 +267,7 @@ def test_a_warm_model_embeds_through_the_pipeline_like_the_model_it_was_cached_f
     warm = from_compiled_cache(Weights("random"), run, BuildOptions(input_size=SIZE))
     assert warm is not None and warm.prep == lightly_ov.prep
     assert (warm.spec, warm.space_key) == (lightly_ov.spec, lightly_ov.space_key)  # read by the embeddings asset
-    got = embed_samples(_frame_index(tmp_path, names), tmp_path, warm, workers=1)
-    expected = embed_samples(_frame_index(tmp_path, names), tmp_path, lightly_ov, workers=1)
+    got = embed_samples(_frame_index(tmp_path, names), tmp_path, warm, options=EmbedOptions(workers=1))
+    expected = embed_samples(_frame_index(tmp_path, names), tmp_path, lightly_ov, options=EmbedOptions(workers=1))
     assert got.filenames == names
     np.testing.assert_allclose(got.matrix, expected.matrix, rtol=1e-6, atol=1e-7)

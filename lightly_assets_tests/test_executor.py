@@ -12,7 +12,7 @@ from lightly_assets.embedding.cache import EmbeddingCache
 from lightly_assets.embedding.executor import Collected, DecodeOptions, EmbedJob, JobResult, Sink
 from lightly_assets.embedding.factory import load_model
 from lightly_assets.embedding.local import LocalExecutor
-from lightly_assets.embedding.pipeline import embed_samples
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets_tests.test_embedding import _frame_index, _image
 
 SIZE = 16
@@ -45,13 +45,15 @@ def test_an_executor_gets_only_the_uncached_rows_and_its_vectors_land_in_order(t
     (tmp_path / "b" / "broken.png").write_bytes(b"not an image")
     model = load_model(None, input_size=SIZE, seed=0, precision="fp32")
     cache = EmbeddingCache(tmp_path / "cache.npz")
-    local = embed_samples(_frame_index(tmp_path, names[:2]), tmp_path, model, cache=cache, draft=False)
+    local = embed_samples(
+        _frame_index(tmp_path, names[:2]), tmp_path, model, cache=cache, options=EmbedOptions(draft=False)
+    )
     assert local.embedded == 2
 
     index = _frame_index(tmp_path, [*names, "b/broken.png"])
     executor, progress = Backwards(), []
     result = embed_samples(
-        index, tmp_path, model, batch_size=2, workers=1, cache=cache, draft=False, executor=executor,
+        index, tmp_path, model, EmbedOptions(batch_size=2, workers=1, draft=False), cache=cache, executor=executor,
         progress=lambda done, total: progress.append((done, total)),
     )  # fmt: skip
     (job,) = executor.jobs
@@ -60,7 +62,7 @@ def test_an_executor_gets_only_the_uncached_rows_and_its_vectors_land_in_order(t
     assert result.filenames == names and result.reused == 2 and result.embedded == 2
     assert [n for n, _ in result.unreadable] == ["b/broken.png"] and "UnidentifiedImageError" in result.unreadable[0][1]
     assert (result.first_batch_at, result.nodes) == (123.0, frozenset({"n1", "n2"}))
-    reference = embed_samples(_frame_index(tmp_path, names), tmp_path, model, draft=False)
+    reference = embed_samples(_frame_index(tmp_path, names), tmp_path, model, options=EmbedOptions(draft=False))
     np.testing.assert_allclose(result.matrix, reference.matrix, rtol=1e-5, atol=1e-6)
     assert progress[0] == (2, 5) and progress[-1] == (5, 5)
 

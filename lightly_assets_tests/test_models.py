@@ -23,7 +23,7 @@ from lightly_assets.embedding.cache import EmbeddingCache
 from lightly_assets.embedding.decode import load_image
 from lightly_assets.embedding.errors import ModelError, WeightsError
 from lightly_assets.embedding.families import build
-from lightly_assets.embedding.pipeline import embed_samples
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.spec import ACCEPTED, BuildOptions, parse_spec
 from lightly_assets_tests.conftest import free_port, make_image
@@ -274,7 +274,7 @@ def test_resource_loads_a_named_model_and_switching_model_re_embeds(tmp_path: Pa
         resource = EmbeddingModelResource(model=f"onnx:{path}")
         model = resource.load()
         assert model.spec == f"onnx:{path}" and resource.weights.path == path.resolve()
-        results.append((model, embed_samples(frames, data, model, batch_size=2, cache=cache)))
+        results.append((model, embed_samples(frames, data, model, options=EmbedOptions(batch_size=2), cache=cache)))
     (m1, r1), (m2, r2), (m3, r3) = results
     assert r1.matrix.shape == (3, 8) and r2.matrix.shape == (3, 5)
     assert m1.fingerprint != m2.fingerprint and r2.reused == 0  # another model: nothing reused

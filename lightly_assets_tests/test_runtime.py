@@ -18,7 +18,7 @@ from lightly_assets.embedding.cache import EmbeddingCache
 from lightly_assets.embedding.factory import load_model
 from lightly_assets.embedding.families.lightly import build_lightly_model
 from lightly_assets.embedding.network import LightlyArch, build_backbone, lightly_keys
-from lightly_assets.embedding.pipeline import embed_samples
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.runtime import bf16_supported
 from lightly_assets_tests.test_embedding import _frame_index, _image
 
@@ -213,7 +213,7 @@ def test_embedding_imports_no_lightly_cli_and_no_torchvision(tmp_path: Path) -> 
     code = (
         "import sys, numpy as np\n"
         "from lightly_assets.embedding.factory import load_model\n"
-        "from lightly_assets.embedding.pipeline import embed_samples\n"
+        "from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples\n"
         f"m = load_model({str(ckpt)!r}, input_size=16)\n"
         "m.embed(np.zeros((2, 16, 16, 3), np.uint8))\n"
         "heavy = [n for n in ('lightly.cli', 'lightly.models', 'torchvision', 'pytorch_lightning', 'timm', 'dagster')"
@@ -232,10 +232,10 @@ def test_rate_counts_this_run_only_and_cached_run_has_none(tmp_path: Path) -> No
     index = _frame_index(tmp_path, names)
     model = load_model(None, input_size=16)
     cache = EmbeddingCache(tmp_path / "cache.npz")
-    first = embed_samples(index, tmp_path, model, batch_size=2, cache=cache)
+    first = embed_samples(index, tmp_path, model, options=EmbedOptions(batch_size=2), cache=cache)
     assert first.embedded == 5 and first.samples_per_s > 0 and first.first_batch_at is not None
     assert first.workers == model.decode_workers
-    again = embed_samples(index, tmp_path, model, batch_size=2, cache=cache)
+    again = embed_samples(index, tmp_path, model, options=EmbedOptions(batch_size=2), cache=cache)
     assert again.reused == 5 and again.embedded == 0
     assert again.samples_per_s == 0.0 and again.first_batch_at is None and again.workers == 0
     np.testing.assert_array_equal(first.matrix, again.matrix)
@@ -249,9 +249,9 @@ def test_decode_threads_at_any_priority_give_the_same_rows(tmp_path: Path, low: 
         _image(tmp_path / name, 64, 48, seed=i)
     index = _frame_index(tmp_path, names)
     model = load_model(None, input_size=16, precision="fp32")
-    reference = embed_samples(index, tmp_path, model, batch_size=4, workers=1)
+    reference = embed_samples(index, tmp_path, model, options=EmbedOptions(batch_size=4, workers=1))
     model.low_priority_decode = low
-    result = embed_samples(index, tmp_path, model, batch_size=4, workers=3)
+    result = embed_samples(index, tmp_path, model, options=EmbedOptions(batch_size=4, workers=3))
     assert result.filenames == reference.filenames == names
     np.testing.assert_allclose(result.matrix, reference.matrix, rtol=1e-5, atol=1e-6)
 

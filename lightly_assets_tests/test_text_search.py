@@ -42,7 +42,7 @@ def test_mobileclip_vectors_are_text_searchable_in_the_lightly_studio_gui(
     from lightly_studio.embed import mobileclip_embedder
 
     from lightly_assets.defs.resources import EmbeddingModelResource
-    from lightly_assets.embedding.pipeline import embed_samples
+    from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
     from lightly_assets.lightly_csv import write_embeddings_csv
     from lightly_assets.publish.studio import StudioTarget, upload_dataset
 
@@ -63,7 +63,7 @@ def test_mobileclip_vectors_are_text_searchable_in_the_lightly_studio_gui(
     assert resource.weights.path == cache / "mobileclip_s0.pt" and sorted(p.name for p in cache.iterdir()) == [
         "mobileclip_s0.pt"
     ]
-    result = embed_samples(frames, data, model, batch_size=4)
+    result = embed_samples(frames, data, model, options=EmbedOptions(batch_size=4))
     csv = write_embeddings_csv(tmp_path / "embeddings.csv", result.filenames, result.matrix, result.labels)
 
     # Our vectors are LightlyStudio's own MobileCLIP image embeddings of the same files.

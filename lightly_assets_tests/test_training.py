@@ -17,7 +17,7 @@ import torch
 from lightly.cli.embed_cli import _embed_cli
 
 from lightly_assets.embedding.factory import load_model
-from lightly_assets.embedding.pipeline import embed_samples
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.training import TrainingError, TrainSettings, train
 from lightly_assets.embedding.weights import TRAINED_NAME, choose_weights
 from lightly_assets_tests.conftest import REPO
@@ -78,7 +78,10 @@ def test_tiny_run_writes_a_checkpoint_that_lightly_embed_loads(tmp_path: Path) -
     }
     expected, _, filenames = _embed_cli(cfg, is_cli_call=False)
     ours = embed_samples(
-        _frame_index(images, names), images, load_model(str(out), input_size=SIZE, precision="fp32"), draft=False
+        _frame_index(images, names),
+        images,
+        load_model(str(out), input_size=SIZE, precision="fp32"),
+        options=EmbedOptions(draft=False),
     )
     assert ours.filenames == filenames
     np.testing.assert_allclose(ours.matrix, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

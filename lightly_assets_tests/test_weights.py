@@ -20,7 +20,7 @@ from lightly.cli.embed_cli import _embed_cli
 from lightly_assets.embedding.factory import load_model
 from lightly_assets.embedding.families.lightly import build_lightly_model
 from lightly_assets.embedding.network import LightlyArch
-from lightly_assets.embedding.pipeline import embed_samples
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.weights import (
     DEFAULT_ZOO_KEY,
     WeightsError,
@@ -117,8 +117,7 @@ def test_download_then_offline_cache_and_same_vectors_as_lightly_embed(tmp_path:
         _frame_index(tmp_path / "data", names),
         tmp_path / "data",
         load_model(again, input_size=SIZE, precision="fp32"),  # bit-level agreement with lightly needs fp32
-        batch_size=2,
-        draft=False,
+        options=EmbedOptions(batch_size=2, draft=False),
     )
     # lightly-embed with no checkpoint: its zoo URL, served from the same hub cache (TORCH_HOME), nothing fetched
     cfg = {

@@ -26,39 +26,13 @@ import av.video.stream
 from PIL import Image
 
 from lightly_assets.dataset.orientation import display_upright
+from lightly_assets.dataset.packets import PACKET_PER_FRAME_CODECS, TINY_MPEG4_PACKET, shown_frames
 from lightly_assets.errors import LightlyAssetsError
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
 Method = Literal["auto", "decode"]
 
-# Codecs where one demuxed packet is one decoded frame, given the checks below. Any
-# other codec is counted by decoding, because its packet/frame relation is unknown.
-_PACKET_PER_FRAME_CODECS = frozenset(
-    {
-        "h264",
-        "hevc",
-        "av1",
-        "vp8",
-        "vp9",
-        "mpeg4",
-        "mpeg1video",
-        "mpeg2video",
-        "mjpeg",
-        "prores",
-        "ffv1",
-        "rawvideo",
-        "dnxhd",
-        "h263",
-        "msmpeg4v2",
-        "msmpeg4v3",
-        "wmv1",
-        "wmv2",
-    }
-)
-# MPEG-4 part 2 "not coded" VOPs (Xvid dropped frames) are a few bytes long and the
-# decoder outputs nothing for them; a packet this small makes the count uncertain.
-_TINY_MPEG4_PACKET = 16
 # Raw elementary streams: their "average rate" is the demuxer's 25 fps default, not the video's.
 _RAW_FORMATS = frozenset({"h264", "hevc", "m4v", "mpegvideo", "h263", "h261", "vc1", "cavsvideo", "obu", "mjpeg"})
 # Containers whose header states the stream length, so a short stream means truncation.
@@ -153,44 +127,6 @@ def _video_stream(container: av.container.InputContainer, path: str | os.PathLik
     return stream
 
 
-def _shown_frames(codec: str, data: memoryview) -> int:
-    """How many frames a decoder outputs for one packet: 1 except for VP8/VP9."""
-    if codec == "vp8":
-        return (data[0] >> 4) & 1  # show_frame bit of the VP8 frame tag
-    if codec == "vp9":
-        return sum(_vp9_shown(data[a:b]) for a, b in _vp9_frames(data))
-    return 1
-
-
-def _vp9_frames(data: memoryview) -> list[tuple[int, int]]:
-    """Byte ranges of the frames in a VP9 packet (a superframe holds several)."""
-    n = len(data)
-    marker = data[n - 1]
-    if marker & 0xE0 == 0xC0:
-        count, size_bytes = (marker & 7) + 1, ((marker >> 3) & 3) + 1
-        index_len = 2 + size_bytes * count
-        if index_len <= n and data[n - index_len] == marker:
-            ranges, start, pos = [], 0, n - index_len + 1
-            for _ in range(count):
-                size = int.from_bytes(data[pos : pos + size_bytes], "little")
-                ranges.append((start, start + size))
-                start, pos = start + size, pos + size_bytes
-            return ranges
-    return [(0, n)]
-
-
-def _vp9_shown(frame: memoryview) -> int:
-    """1 when a VP9 frame header has show_existing_frame or show_frame set."""
-    if len(frame) == 0:
-        return 0
-    bits = frame[0]
-    profile = ((bits >> 5) & 1) | (((bits >> 4) & 1) << 1)
-    shift = 3 if profile < 3 else 2  # profile 3 has one reserved bit more
-    show_existing = (bits >> shift) & 1
-    show_frame = (bits >> (shift - 2)) & 1
-    return 1 if show_existing or show_frame else 0
-
-
 @dataclass
 class _Packets:
     """Per-frame timestamps gathered while demuxing, plus reasons to distrust them."""
@@ -225,10 +161,10 @@ def _demux(
                     return got
             if packet.is_discard:  # before an edit-list start: decoders drop it
                 continue
-            shown = _shown_frames(codec, memoryview(packet))
+            shown = shown_frames(codec, memoryview(packet))
             if shown > 1:
                 got.doubt = "a packet holds several shown frames"
-            elif codec == "mpeg4" and packet.size < _TINY_MPEG4_PACKET:
+            elif codec == "mpeg4" and packet.size < TINY_MPEG4_PACKET:
                 got.doubt = "tiny MPEG-4 packet (possibly a not-coded frame)"
             if got.doubt:
                 return got
@@ -352,7 +288,7 @@ def index_video(path: str | os.PathLike[str], method: Method = "auto") -> VideoI
         dts: list[int | None] = []
         if method == "decode":
             note = "decode requested"
-        elif codec not in _PACKET_PER_FRAME_CODECS:
+        elif codec not in PACKET_PER_FRAME_CODECS:
             note = f"codec {codec} is not known to map one packet to one frame"
         else:
             got = _demux(container, stream, path)

@@ -22,7 +22,7 @@ from lightly_assets.embedding.cache import EmbeddingCache
 from lightly_assets.embedding.calibration import calibration_pixels
 from lightly_assets.embedding.download import cached_path
 from lightly_assets.embedding.errors import EmbeddingError
-from lightly_assets.embedding.pipeline import embed_samples
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.quality import measure, sample_embedder
 from lightly_assets.embedding.weights import TRAINED_NAME, Weights
 from lightly_assets.progress import Progress
@@ -72,12 +72,14 @@ def embeddings(
             frame_index,
             storage.dataset_dir(name),
             model,
-            batch_size=embedding_model.batch_size,
-            workers=embedding_model.workers,
+            options=EmbedOptions(
+                batch_size=embedding_model.batch_size,
+                workers=embedding_model.workers,
+                orientation=embedding_model.orientation,
+            ),
             cache=cache,
             progress=Progress("embedding", context.log.info),
             executor=executor,
-            orientation=embedding_model.orientation,
         )
     left_out = unreadable_by_source(result.unreadable, frame_index)
     for s in left_out:

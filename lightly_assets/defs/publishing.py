@@ -1,7 +1,5 @@
 """Writing and publishing: `embeddings_csv` (the Lightly CSV) and `uploaded_dataset` (LightlyStudio or a bucket)."""
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -136,16 +134,16 @@ def curation_to_publish(duplicates: dict, selection: dict) -> Curation:
 STUDIO_POOL = "lightly_studio"
 
 
-def target_kinds(env: Mapping[str, str] = os.environ) -> set[str]:
-    """The badges of `uploaded_dataset` for the target configured when the definitions load.
+def target_kinds(target: str = "studio", bucket_url: str | None = None, studio_database: bool = False) -> set[str]:
+    """The badges of `uploaded_dataset` for a target; `definitions.py` gives the one its environment configures.
 
     Kinds are static per asset definition, so they follow the environment at load time (restart `dagster dev`
     after changing the target); run config that switches the target does not change them.
     """
-    if env.get("LIGHTLY_ASSETS_TARGET") == "bucket":
-        scheme = (env.get("LIGHTLY_ASSETS_BUCKET_URL") or "s3://").split("://", 1)[0]
+    if target == "bucket":
+        scheme = (bucket_url or "s3://").split("://", 1)[0]
         return {{"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}.get(scheme, "file")}
-    return {"lightlystudio", "postgres" if env.get("LIGHTLY_STUDIO_DATABASE_URL") else "duckdb"}
+    return {"lightlystudio", "postgres" if studio_database else "duckdb"}
 
 
 UPLOAD_FACTS = ["target", "dataset", PARTITION_ROW_COUNT, "videos", "added", "removed", "unmatched", "tags", "open",

@@ -71,26 +71,36 @@ def _keys(frame_index: pd.DataFrame) -> list[Key]:
     ]
 
 
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How `embed_samples` runs: `batch_size` samples per forward pass; `workers` decode threads (None: the model's
+    `decode_workers`, sized for its device and threads); `draft` JPEG decoding (see `decode.DRAFT_FACTOR`);
+    `orientation` `upright` embeds photos and frames as viewers show them (EXIF orientation, display rotation),
+    `raw` the stored pixels, as lightly-embed does."""
+
+    batch_size: int = 64
+    workers: int | None = None
+    draft: bool = True
+    orientation: str = "upright"
+
+
 def embed_samples(
     frame_index: pd.DataFrame,
     data_dir: Path,
     model: Embedder,
-    batch_size: int = 64,
-    workers: int | None = None,
+    options: EmbedOptions | None = None,
     cache: EmbeddingCache | None = None,
     progress: Callable[[int, int], None] | None = None,
-    draft: bool = True,
     executor: Executor | None = None,
-    orientation: str = "upright",
 ) -> EmbedResult:
     """Embed every sample of `frame_index` (images and video frames) with `model`, reusing cached vectors.
 
-    `workers` decode threads (default: the model's `decode_workers`, sized for its device and threads).
     The rows the cache lacks go to `executor` as one `EmbedJob` (default `LocalExecutor()`, this process;
-    `distributed.RayExecutor` embeds them on a Ray cluster). `orientation` `upright` (default) embeds photos and
-    frames as viewers show them (EXIF orientation, display rotation); `raw` embeds the stored pixels, as lightly-embed.
+    `distributed.RayExecutor` embeds them on a Ray cluster); `progress(done, total)` follows each batch.
     """
     columns.require(frame_index, REQUIRED_COLUMNS, "frame_index")
+    options = options or EmbedOptions()
+    batch_size, workers, draft, orientation = options.batch_size, options.workers, options.draft, options.orientation
     if batch_size < 1:
         raise EmbeddingError(f"batch_size must be at least 1, got {batch_size}")
     start = time.perf_counter()

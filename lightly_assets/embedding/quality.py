@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lightly_assets.embedding.pipeline import embed_samples
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 
 K = 5
 MAX_SAMPLES = 2000
@@ -214,7 +214,11 @@ def sample_embedder(frame_index, data_dir, model, batch_size: int = 64, workers:
 
     def embed(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         result = embed_samples(
-            frame_index.iloc[np.asarray(rows)], data_dir, model, batch_size=batch_size, workers=workers, cache=cache
+            frame_index.iloc[np.asarray(rows)],
+            data_dir,
+            model,
+            options=EmbedOptions(batch_size=batch_size, workers=workers),
+            cache=cache,
         )
         return result.matrix, result.indices
 
