@@ -161,13 +161,13 @@ def _load_as_the_resource(checkpoint: str, settings: dict):  # noqa: ANN202
         from lightly_assets.embedding.download import sha256_of
         from lightly_assets.embedding.factory import load_model
         from lightly_assets.embedding.weights import Weights
-    except ImportError:
-        from lightly_assets.embedding.factory import load_model
+    except ImportError:  # a checkout before the embedding factory
+        from lightly_assets.embedding.model import load_model
 
         return load_model(checkpoint, **{k: v for k, v in settings.items() if k != "engine"})
-    return load_model(
-        Weights("checkpoint", Path(checkpoint), sha256_of(Path(checkpoint))), **{"engine": "auto", **settings}
-    )
+    cache_dir = os.environ.get("LIGHTLY_ASSETS_ENGINE_CACHE")  # as definitions.py binds it to the resource
+    weights = Weights("checkpoint", Path(checkpoint), sha256_of(Path(checkpoint)))
+    return load_model(weights, **{"engine": "auto", "cache_dir": cache_dir, **settings})
 
 
 def _openvino_rate(engine, pixels: np.ndarray, seconds: float, at_least: int) -> float:  # noqa: ANN001

@@ -12,6 +12,7 @@ Configuration has one precedence rule: run config > environment variable > the r
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 from dagster import AssetKey, AssetSpec, Definitions, EnvVar, PreviewWarning, load_from_defs_folder
 
@@ -52,14 +53,14 @@ SENSOR_INTERVAL = "LIGHTLY_ASSETS_SENSOR_INTERVAL"
 SECRET_NAMES: dict[str, dict[str, str]] = {"publish_target": {"studio_db_url_env": "LIGHTLY_STUDIO_DATABASE_URL"}}
 
 
-def from_env(resource: str) -> dict[str, EnvVar | str]:
+def from_env(resource: str) -> dict[str, Any]:
     """`EnvVar`s for the fields whose variable is set when the definitions load; the others keep their default.
 
     Dagster fails a run whose resource names an unset `EnvVar` (an `EnvVar` has no default: dagster#16232),
     so an unset variable is left out rather than bound. Set values are still resolved by Dagster at launch and
     shown as environment-sourced in the UI; restart `dagster dev` after changing one.
     """
-    bound: dict[str, EnvVar | str] = {f: EnvVar(n) for f, n in ENVIRONMENT[resource].items() if os.environ.get(n)}
+    bound: dict[str, Any] = {f: EnvVar(n) for f, n in ENVIRONMENT[resource].items() if os.environ.get(n)}
     return bound | {f: n for f, n in SECRET_NAMES.get(resource, {}).items() if os.environ.get(n)}
 
 

@@ -23,6 +23,7 @@ import av.codec.context
 import av.container
 import av.stream
 import av.video.stream
+from av.error import FFmpegError
 from PIL import Image
 
 from lightly_assets.dataset.orientation import display_upright
@@ -99,7 +100,7 @@ def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
         raise VideoError(path, "file is empty (0 bytes)")
     try:
         container = av.open(str(p), mode="r", metadata_errors="ignore")
-    except av.FFmpegError as exc:
+    except FFmpegError as exc:
         raise VideoError(path, f"cannot be opened as a video: {_why(exc)}") from None
     except OSError as exc:
         raise VideoError(path, f"cannot be read: {exc.strerror or exc}") from None
@@ -176,7 +177,7 @@ def _demux(
             if stamp is not None:
                 stop = stamp + (packet.duration or 0)
                 got.end = stop if got.end is None else max(got.end, stop)
-    except av.FFmpegError as exc:
+    except FFmpegError as exc:
         raise VideoError(path, f"unreadable after packet {got.total}: {_why(exc)}") from None
     known = [p for p in got.pts if p is not None]
     if known and got.key_pts is not None and min(known) < got.key_pts:
@@ -238,7 +239,7 @@ def _decode_pts(
     try:
         for frame in container.decode(stream):
             pts.append(frame.pts)
-    except av.FFmpegError as exc:
+    except FFmpegError as exc:
         raise VideoError(path, f"decoding failed at frame {len(pts)}: {_why(exc)}") from None
     return pts
 
@@ -261,9 +262,9 @@ def _timestamps(
     """Presentation-order pts and seconds, from pts, else dts, else frame position."""
     tb = stream.time_base
     if pts and None not in pts:
-        chosen, source = sorted(pts), "pts"  # packets come in decode order
+        chosen, source = sorted(p for p in pts if p is not None), "pts"  # packets come in decode order
     elif dts and None not in dts:
-        chosen, source = sorted(dts), "dts"
+        chosen, source = sorted(d for d in dts if d is not None), "dts"
     else:
         fps = _frame_rate(stream, raw=True)
         if fps is None:
@@ -386,7 +387,7 @@ def iter_frames(
                 if keep is None or number in keep:
                     yield number, _upright_image(frame, size) if upright else frame.to_image(**kwargs)
                 number += 1
-        except av.FFmpegError as exc:
+        except FFmpegError as exc:
             raise VideoError(path, f"decoding failed at frame {number}: {_why(exc)}") from None
     if expected_frames is not None and number != expected_frames:
         raise VideoError(path, f"decoded {number} frames but the index has {expected_frames}")

@@ -71,13 +71,21 @@ def embedding_model(
     )
     run = RunSettings(device=embedding_model.device, engine="torch")  # the network just trained: nothing to convert
     options = BuildOptions(input_size=embedding_model.input_size, seed=embedding_model.seed)
-    embed = dict(batch_size=embedding_model.batch_size, workers=embedding_model.workers)
+    batch, workers = embedding_model.batch_size, embedding_model.workers
     with user_errors():
         start = embedding_model.choose(trained=out if config.resume else None, log=context.log.info)
         context.log.info(f"{name}: training starts from {start.describe()}")
-        before = knn_of_model(frame_index, data_dir, create_embedder("lightly", run, options, start), **embed)
+        before = knn_of_model(
+            frame_index, data_dir, create_embedder("lightly", run, options, start), batch_size=batch, workers=workers
+        )
         result = train(frame_index, data_dir, out, settings, start=start.path, progress=context.log.info)
-        after = knn_of_model(frame_index, data_dir, create_embedder("lightly", run, options, _trained(out)), **embed)
+        after = knn_of_model(
+            frame_index,
+            data_dir,
+            create_embedder("lightly", run, options, _trained(out)),
+            batch_size=batch,
+            workers=workers,
+        )
     context.log.info(f"{name}: kNN agreement before {before.describe()}, after {after.describe()}")
     plot = base64.b64encode(loss_curve_png(result.losses)).decode()
     return MaterializeResult(  # the checkpoint file is the asset; `embeddings` finds it through the storage resource

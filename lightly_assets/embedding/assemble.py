@@ -45,7 +45,7 @@ def assemble(
     device = "cpu" if network.onnx_path is not None else placement.device
     module = network.module
     if network.onnx_path is None:
-        module = network.fold(module).to(torch.device(device), memory_format=torch.channels_last)
+        module = network.fold(module).to(torch.device(device)).to(memory_format=torch.channels_last)
     plan = placement.threads
     embedder = Embedder(
         runner=TorchEngine(module, torch.device(device), precision, network.preprocessing),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +90,7 @@ _DONE = object()
 Item = tuple[int, np.ndarray | None, str | None]  # (row, pixels or None, reason when unreadable)
 
 
-def _decode(task: _Task, data_dir: Path, size: Preprocessing, decode: DecodeOptions) -> Iterator[Item]:
+def _decode(task: _Task, data_dir: Path, size: Preprocessing, decode: DecodeOptions) -> Generator[Item, None, None]:
     path = data_dir / task.source
     upright = decode.orientation == "upright"
     if not task.video:

@@ -20,10 +20,10 @@ import dataclasses
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -100,7 +100,7 @@ class RayExecutor:
         return JobResult(first_batch_at=first_batch_at, nodes=frozenset(nodes))
 
 
-def gpus_per_task(asked: float | None, cluster: dict[str, float]) -> float:
+def gpus_per_task(asked: float | None, cluster: Mapping[str, float]) -> float:
     """What each task asks for: `asked` when set, else one GPU where the cluster has any, else none."""
     if asked is not None:
         return asked
@@ -201,7 +201,7 @@ def _worker_model(model_box: list, fingerprint: str) -> Embedder:
     if model is None:
         import ray  # optional (the `ray` extra); present on a worker
 
-        model = ray.get(model_box[0])
+        model = cast(Embedder, ray.get(model_box[0]))
         # OpenVINO stays on this worker's CPU (recompiled from the cache when unpickled); torch moves to its GPU.
         model = model.to("cuda" if ray.get_gpu_ids() else "cpu")
         _WORKER_MODEL.clear()

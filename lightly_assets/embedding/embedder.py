@@ -107,7 +107,7 @@ class Embedder:
             return self
         precision = precision or precision_on(device, self.precision)
         if self.engine == "openvino":  # a GPU worker: the torch network runs there instead
-            import torch
+            import torch  # see above: the warm OpenVINO path never gets here
 
             from lightly_assets.embedding.engines.torch import TorchEngine  # torch only where a GPU asks for it
 

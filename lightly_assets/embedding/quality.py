@@ -209,7 +209,7 @@ def measure(
     return Quality(knn, rnd, None)
 
 
-def sample_embedder(frame_index, data_dir, model, batch_size: int = 64, workers: int = 2, cache=None):
+def sample_embedder(frame_index, data_dir, model, batch_size: int = 64, workers: int | None = 2, cache=None):
     """A `random_vectors` callback for `measure`: embeds just the given rows of `frame_index` with `model`."""
 
     def embed(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

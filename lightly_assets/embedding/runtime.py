@@ -58,7 +58,7 @@ def native_cpu_bf16(flags: frozenset[str] | None = None) -> bool:
         return True
     if flags is not None or cpu_flags():  # the flags were read: they say no
         return False
-    import torch
+    import torch  # only where /proc/cpuinfo cannot be read (macOS): torch probes the CPU
 
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
@@ -122,7 +122,7 @@ def plan_threads(
 
 def apply_torch_threads(n: int) -> None:
     """Set torch's intra-op threads (process-wide) when they differ; cheap to call again."""
-    import torch
+    import torch  # only the torch engine has torch threads (a warm OpenVINO run never calls this)
 
     if n >= 1 and torch.get_num_threads() != n:
         torch.set_num_threads(n)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lightly_assets import columns
 from lightly_assets.atomic import atomic_output
+from lightly_assets.dataset.video import iter_frames
 from lightly_assets.embedding.checkpoint import check_shapes
 from lightly_assets.embedding.errors import EmbeddingError
 from lightly_assets.embedding.families.lightly import build_lightly_model, read_lightly
@@ -39,7 +41,7 @@ REQUIRED_COLUMNS = ("filename", "source", "kind", "frame")
 # lightly-ssl-train's defaults (lightly/cli/config/config.yaml): loss, optimizer and collate sections.
 TEMPERATURE = 0.5
 WEIGHT_DECAY = 1e-5
-TRANSFORM = dict(
+TRANSFORM: dict[str, Any] = dict(
     cj_prob=0.8, cj_bright=0.7, cj_contrast=0.7, cj_sat=0.7, cj_hue=0.2, min_scale=0.15,
     random_gray_scale=0.2, gaussian_blur=0.5, sigmas=(0.2, 2.0), vf_prob=0.0, hf_prob=0.5, rr_prob=0.0,
 )  # fmt: skip
@@ -89,8 +91,8 @@ class TrainResult:
         return self.images_seen / self.seconds if self.seconds > 0 else 0.0
 
 
-def simclr_transform(input_size: int):
-    from lightly.transforms import SimCLRTransform
+def simclr_transform(input_size: int) -> Any:
+    from lightly.transforms.simclr_transform import SimCLRTransform  # lightly's transforms import torchvision
 
     return SimCLRTransform(input_size=input_size, **TRANSFORM)
 
@@ -133,8 +135,6 @@ class FrameStream(IterableDataset):
                         im.draft("RGB", (limit, limit))
                     yield _cap(im, limit)
                 return
-            from lightly_assets.dataset.video import iter_frames
-
             for number, frame in iter_frames(path):
                 if number in frames:
                     yield _cap(frame, limit)
@@ -142,7 +142,7 @@ class FrameStream(IterableDataset):
             self.unreadable.append(f"{source}: {exception_line(exc)}")
             log.warning("training: skipping %s (%s)", source, exc)
 
-    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+    def __iter__(self) -> Iterator[Any]:
         rng = random.Random(self.settings.seed * 1_000_003 + self.epoch)
         order = list(self.sources)
         rng.shuffle(order)
@@ -219,7 +219,7 @@ def train(
     progress: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train on every sample of `frame_index` and write the checkpoint to `out` (atomically, once, at the end)."""
-    from lightly.loss import NTXentLoss
+    from lightly.loss import NTXentLoss  # lightly.loss imports lightly.models (torchvision): only when training
 
     n = len(frame_index)
     if settings.batch_size < 2:
@@ -235,7 +235,7 @@ def train(
     device = torch.device(resolve_device(settings.device))
     precision = _precision(settings.precision, device)
     workers = settings.workers if settings.workers >= 0 else (4 if device.type == "cuda" else 0)
-    model = initial_model(start, settings.seed).to(device).train()
+    model: Any = initial_model(start, settings.seed).to(device).train()  # lightly's _SimCLR: backbone, head
     criterion = NTXentLoss(temperature=TEMPERATURE, memory_bank_size=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.learning_rate, weight_decay=WEIGHT_DECAY)
     budget = settings.max_minutes * 60 if settings.max_minutes else None

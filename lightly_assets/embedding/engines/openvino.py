@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -103,7 +103,7 @@ def _flat_output(model: ov.Model) -> ov.Model:
         flat = out  # and the other outputs are dropped
     else:
         raise EngineError(f"expected an output [B,D] (or [B,D,h,w], [B,T,D]), got rank {rank}")
-    return ov.Model([flat], model.get_parameters(), model.get_name())
+    return ov.Model([flat], model.get_parameters(), model.get_name())  # pyright: ignore[reportGeneralTypeIssues]  # openvino stubs: two Model classes
 
 
 def _ov_type(name: str):
@@ -184,9 +184,13 @@ def openvino_engine(
         raise EngineError("precision int8 needs calibration samples to quantise the network (none given)")
     if found is None:
         start = time.perf_counter()
-        samples = calibration(pre) if callable(calibration) and precision == "int8" else calibration
-        samples = samples if precision == "int8" else None
-        model = convert(source() if callable(source) and not _is_module(source) else source, pre, samples)
+        samples = None
+        if precision == "int8":
+            samples = calibration(pre) if callable(calibration) else calibration
+        built = source() if callable(source) and not _is_module(source) else source
+        if built is None or callable(built) and not _is_module(built):
+            raise EngineError(f"{identity}: not in the converted-model cache, and no network was given to convert")
+        model = convert(cast("nn.Module | Path | str", built), pre, samples)
         found = cache.store(
             key,
             model,

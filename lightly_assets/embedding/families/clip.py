@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,9 +37,9 @@ _OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"
 class ClipImageTower(nn.Module):
     """`encode_image` as the forward pass; `embed_text` runs the text tower (CPU, no grad)."""
 
-    def __init__(self, model: nn.Module, tokenizer) -> None:
+    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model  # open_clip / MobileCLIP: untyped libraries
         self.tokenizer = tokenizer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,13 +101,13 @@ def _open_clip(spec: ModelSpec, options: BuildOptions) -> Network:
         weights = fetch_named(str(spec), url, cached_path(url), options.mirror, options.stall_timeout, options.log)
     # From a file, open_clip does not apply the tag's settings: pass its activation and preprocessing on.
     tag_preprocessing = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
-    model = open_clip.create_model(
+    model: Any = open_clip.create_model(
         arch,
         pretrained=str(weights.path),
         force_quick_gelu=bool(cfg.get("quick_gelu", False)),
         force_preprocess_cfg=tag_preprocessing,
     )
-    pp = model.visual.preprocess_cfg
+    pp: dict[str, Any] = model.visual.preprocess_cfg
     size = pp["size"] if isinstance(pp["size"], int) else pp["size"][0]
     if pp.get("resize_mode", "shortest") == "squash":
         prep = Preprocessing.stretch(

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -127,7 +127,8 @@ def build_lightly_model(arch: LightlyArch = DEFAULT_ARCH) -> _SimCLR:
     from lightly.models.batchnorm import get_norm_layer
 
     resnet = ResNetGenerator(arch.name, arch.width)
-    last_conv_channels = list(resnet.children())[-1].in_features
+    last: Any = list(resnet.children())[-1]  # the classifier, a Linear
+    last_conv_channels = int(last.in_features)
     features = nn.Sequential(
         get_norm_layer(3, 0),
         *list(resnet.children())[:-1],

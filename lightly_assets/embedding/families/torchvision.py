@@ -6,6 +6,8 @@ Weights come from torch's hub cache (`$TORCH_HOME/hub/checkpoints/<file of the w
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -25,7 +27,7 @@ def build(spec: ModelSpec, options: BuildOptions) -> Network:
 
     arch, _, tag = spec.name.partition("/")
     try:
-        enum = tvm.get_model_weights(arch)
+        enum: Any = tvm.get_model_weights(arch)
     except (ValueError, KeyError):
         names = tvm.list_models(module=tvm)
         raise ModelError(
@@ -43,6 +45,7 @@ def build(spec: ModelSpec, options: BuildOptions) -> Network:
     )
     with torch.device("meta"):
         model = tvm.get_model(arch, weights=None)
+    assert weights.path is not None  # fetch_named returns a file or raises
     state = read_state_dict(weights.path, f"{spec} weights are")
     model.load_state_dict(state, strict=True, assign=True)
     _drop_classifier(model)
