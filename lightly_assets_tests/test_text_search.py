@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from lightly_assets_tests.conftest import free_port, make_image
-from lightly_assets_tests.test_models import file_server  # noqa: F401 - the fixture
 from lightly_assets_tests.test_studio import frame_index, get_json, image_rows, start_gui, wait_healthy
 
 pytestmark = pytest.mark.e2e  # LightlyStudio's import, a 54M-parameter model and its GUI server

@@ -28,7 +28,7 @@ from lightly_assets.embedding.weights import (
     zoo_url,
 )
 from lightly_assets_tests.conftest import OFFLINE_PRETRAINED_URL
-from lightly_assets_tests.test_embedding import _frame_index, _image
+from lightly_assets_tests.media import blocky_image, frame_index_for
 
 SIZE = 16
 DEFAULT_ARCH = LightlyArch()
@@ -112,9 +112,9 @@ def test_download_then_offline_cache_and_same_vectors_as_lightly_embed(tmp_path:
 
     names = ["a/x.jpg", "a/y.png", "b/z.jpg"]
     for i, name in enumerate(names):
-        _image(tmp_path / "data" / name, 50 + 10 * i, 40, seed=i)
+        blocky_image(tmp_path / "data" / name, 50 + 10 * i, 40, seed=i)
     ours = embed_samples(
-        _frame_index(tmp_path / "data", names),
+        frame_index_for(tmp_path / "data", names),
         tmp_path / "data",
         load_model(again, input_size=SIZE, precision="fp32"),  # bit-level agreement with lightly needs fp32
         options=EmbedOptions(batch_size=2, draft=False),

@@ -20,9 +20,9 @@ from lightly_assets.embedding.families.lightly import build_lightly_model
 from lightly_assets.embedding.network import LightlyArch, build_backbone, lightly_keys
 from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.runtime import bf16_supported
-from lightly_assets_tests.test_embedding import _frame_index, _image
+from lightly_assets_tests.media import blocky_image, frame_index_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -213,7 +213,7 @@ def test_embedding_imports_no_lightly_cli_and_no_torchvision(tmp_path: Path) -> 
     code = (
         "import sys, numpy as np\n"
         "from lightly_assets.embedding.factory import load_model\n"
-        "from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples\n"
+        "from lightly_assets.embedding.pipeline import embed_samples\n"
         f"m = load_model({str(ckpt)!r}, input_size=16)\n"
         "m.embed(np.zeros((2, 16, 16, 3), np.uint8))\n"
         "heavy = [n for n in ('lightly.cli', 'lightly.models', 'torchvision', 'pytorch_lightning', 'timm', 'dagster')"
@@ -228,8 +228,8 @@ def test_embedding_imports_no_lightly_cli_and_no_torchvision(tmp_path: Path) -> 
 def test_rate_counts_this_run_only_and_cached_run_has_none(tmp_path: Path) -> None:
     names = [f"a/{i}.jpg" for i in range(5)]
     for i, name in enumerate(names):
-        _image(tmp_path / name, 40, 30, seed=i)
-    index = _frame_index(tmp_path, names)
+        blocky_image(tmp_path / name, 40, 30, seed=i)
+    index = frame_index_for(tmp_path, names)
     model = load_model(None, input_size=16)
     cache = EmbeddingCache(tmp_path / "cache.npz")
     first = embed_samples(index, tmp_path, model, options=EmbedOptions(batch_size=2), cache=cache)
@@ -246,8 +246,8 @@ def test_decode_threads_at_any_priority_give_the_same_rows(tmp_path: Path, low: 
     """Decode threads at a lower priority (CPU) or not (GPU plan): same vectors, same order."""
     names = [f"a/{i}.{'png' if i % 3 == 0 else 'jpg'}" for i in range(9)]
     for i, name in enumerate(names):
-        _image(tmp_path / name, 64, 48, seed=i)
-    index = _frame_index(tmp_path, names)
+        blocky_image(tmp_path / name, 64, 48, seed=i)
+    index = frame_index_for(tmp_path, names)
     model = load_model(None, input_size=16, precision="fp32")
     reference = embed_samples(index, tmp_path, model, options=EmbedOptions(batch_size=4, workers=1))
     model.low_priority_decode = low
