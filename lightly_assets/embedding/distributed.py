@@ -1,7 +1,7 @@
 """Embedding on a Ray cluster: the samples that still need a vector go to Ray tasks, the vectors come back.
 
 `RayExecutor` is an `executor.Executor`: `embed_samples` decides what needs embedding (the cache comes first) and
-hands the rest over as one `EmbedJob`. Each Ray task runs `pipeline.LocalExecutor` (decoder threads feeding the
+hands the rest over as one `EmbedJob`. Each Ray task runs `local.LocalExecutor` (decoder threads feeding the
 model) on a chunk of the job: up to `batch_size` images, or all needed frames of one video, so every video is
 decoded sequentially, once, by one task. The model travels once per run as an object in Ray's object store (the
 network with its weights) and is kept by each Ray worker process for the tasks that follow.
