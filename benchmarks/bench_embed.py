@@ -66,7 +66,7 @@ def _write_checkpoint(path: Path, seed: int) -> Path:
     """A checkpoint as lightly-ssl-train writes it (`{"state_dict": {"model.backbone...": ...}}`)."""
     import torch
 
-    from lightly_assets.embedding.model import build_lightly_model
+    from lightly_assets.embedding.families.lightly import build_lightly_model
 
     torch.manual_seed(seed)
     model = build_lightly_model()
@@ -158,15 +158,16 @@ def _load_as_the_resource(checkpoint: str, settings: dict):  # noqa: ANN202
     """The model as `embedding_model` loads it (engine auto, warm cache served without torch); an older
     checkout without the engine loads it with `load_model`."""
     try:
-        from lightly_assets.embedding.warm import warm_model  # noqa: F401 - only to tell the engine is there
-        from lightly_assets.embedding.weights import Weights, load_chosen, sha256_of
-    except ImportError:
+        from lightly_assets.embedding.download import sha256_of
+        from lightly_assets.embedding.factory import load_model
+        from lightly_assets.embedding.weights import Weights
+    except ImportError:  # a checkout before the embedding factory
         from lightly_assets.embedding.model import load_model
 
         return load_model(checkpoint, **{k: v for k, v in settings.items() if k != "engine"})
-    return load_chosen(
-        Weights("checkpoint", Path(checkpoint), sha256_of(Path(checkpoint))), **{"engine": "auto", **settings}
-    )
+    cache_dir = os.environ.get("LIGHTLY_ASSETS_ENGINE_CACHE")  # as definitions.py binds it to the resource
+    weights = Weights("checkpoint", Path(checkpoint), sha256_of(Path(checkpoint)))
+    return load_model(weights, **{"engine": "auto", "cache_dir": cache_dir, **settings})
 
 
 def _openvino_rate(engine, pixels: np.ndarray, seconds: float, at_least: int) -> float:  # noqa: ANN001
@@ -205,7 +206,7 @@ def _forward_child(job: dict) -> None:
 
     from lightly_assets.dataset.samples import build_sample_index
     from lightly_assets.dataset.scan import scan_dataset
-    from lightly_assets.embedding.model import load_model
+    from lightly_assets.embedding.factory import load_model
     from lightly_assets.embedding.pipeline import embed_samples
     from lightly_assets.embedding.runtime import usable_cores
 
@@ -215,9 +216,9 @@ def _forward_child(job: dict) -> None:
     results, modules, engines = {}, {}, {}
     for precision in ("fp32", "bf16"):
         model = load_model(job["checkpoint"], input_size=size, precision=precision, threads=cores, engine="openvino")
-        if model.precision == precision and model.compiled is not None:
-            engines[precision] = model.compiled
-            results[f"openvino {precision}"] = _openvino_rate(model.compiled, pixels, job["seconds"], 3 * len(x))
+        if model.precision == precision and model.engine == "openvino":
+            engines[precision] = model.runner
+            results[f"openvino {precision}"] = _openvino_rate(model.runner, pixels, job["seconds"], 3 * len(x))
     for precision in ("fp32", "bf16"):
         model = load_model(job["checkpoint"], input_size=size, precision=precision, threads=cores, engine="torch")
         if model.precision != precision:
@@ -259,7 +260,7 @@ def _decode_cost(data: Path, size: int, limit: int = 120) -> dict[str, float]:
     """CPU milliseconds to decode one sample as the pipeline does, one thread, per kind (JPEG at draft scale,
     PNG and other images in full, video frames) and over all of them ("all", weighted as the data is)."""
     from lightly_assets.dataset.video import iter_frames
-    from lightly_assets.embedding.pipeline import load_image
+    from lightly_assets.embedding.decode import load_image
 
     videos = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
     files = sorted(f for f in data.rglob("*") if f.is_file())

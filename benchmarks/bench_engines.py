@@ -27,7 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightly_assets.embedding.engine import ModelCache, TorchEngine, openvino_engine
+from lightly_assets.embedding.engines.compiled_cache import ModelCache
+from lightly_assets.embedding.engines.openvino import openvino_engine
+from lightly_assets.embedding.engines.torch import TorchEngine
 from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.runtime import cpu_summary, native_cpu_bf16, usable_cores
 
@@ -48,7 +50,7 @@ def build(name: str, tmp: Path) -> tuple[nn.Module | Path, nn.Module, int]:
     torch.manual_seed(0)
     family, _, arch = name.partition(":")
     if family == "lightly":
-        from lightly_assets.embedding.model import load_model
+        from lightly_assets.embedding.factory import load_model
 
         module = load_model(None, input_size=64, precision="fp32").module
         return module, module, 64
@@ -123,8 +125,8 @@ def compare(names: list[str], batch: int, seconds: float, tmp: Path) -> None:
 
 
 def int8_cost(photos: Path, checkpoint: str | None, tmp: Path) -> None:
-    from lightly_assets.embedding.model import load_model
-    from lightly_assets.embedding.pipeline import load_image
+    from lightly_assets.embedding.decode import load_image
+    from lightly_assets.embedding.factory import load_model
 
     files = sorted(p for p in photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if len(files) < 10:

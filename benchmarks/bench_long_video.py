@@ -76,8 +76,9 @@ def child(dataset: Path, out: Path, n_frames: int, batch_size: int) -> None:
     """One embedding run, as the asset does it (cache + checkpoint + progress); prints a JSON line at the end."""
     from lightly_assets.dataset.samples import build_sample_index
     from lightly_assets.dataset.scan import scan_dataset
-    from lightly_assets.embedding.model import load_model
-    from lightly_assets.embedding.pipeline import EmbeddingCache, embed_samples
+    from lightly_assets.embedding.cache import EmbeddingCache
+    from lightly_assets.embedding.factory import load_model
+    from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
     from lightly_assets.progress import Progress
 
     samples = build_sample_index(scan_dataset(dataset).files, dataset).samples
@@ -87,7 +88,9 @@ def child(dataset: Path, out: Path, n_frames: int, batch_size: int) -> None:
     cache = EmbeddingCache(out / "embedding_cache.npz")
     progress = Progress("embedding", lambda line: print(line, flush=True), every_s=10)
     start = time.perf_counter()
-    result = embed_samples(samples, dataset, model, batch_size=batch_size, cache=cache, progress=progress)
+    result = embed_samples(
+        samples, dataset, model, options=EmbedOptions(batch_size=batch_size), cache=cache, progress=progress
+    )
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures = {
         "samples": len(samples),

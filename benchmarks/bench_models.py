@@ -111,7 +111,7 @@ def lay_random_weights(spec: str, work: Path) -> None:
     if kind == "torchvision":
         import torchvision
 
-        from lightly_assets.embedding.weights import cached_path
+        from lightly_assets.embedding.download import cached_path
 
         weights = torchvision.models.get_model_weights(spec.split(":")[1]).DEFAULT
         path = cached_path(weights.url)
@@ -132,7 +132,7 @@ def lay_random_weights(spec: str, work: Path) -> None:
             (folder / "refs" / "main").write_text("0" * 40)
             save_file(timm.create_model(name).state_dict(), str(snapshot / "model.safetensors"))
     else:
-        from lightly_assets.embedding.models.clip import mobileclip_cache
+        from lightly_assets.embedding.families.clip import mobileclip_cache
 
         path = mobileclip_cache()
         if not path.is_file():
@@ -169,7 +169,8 @@ def one(spec: str, photos: Path, batch: int) -> dict:
     import numpy as np
 
     from lightly_assets.defs.resources import EmbeddingModelResource
-    from lightly_assets.embedding.pipeline import embed_samples, load_image
+    from lightly_assets.embedding.decode import load_image
+    from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
     from lightly_assets.embedding.quality import knn_agreement
 
     start = time.perf_counter()
@@ -184,7 +185,7 @@ def one(spec: str, photos: Path, batch: int) -> dict:
     for _ in range(rounds):
         model.embed(pixels)
     forward = rounds * len(pixels) / (time.perf_counter() - t0)
-    result = embed_samples(frames, photos, model, batch_size=batch)
+    result = embed_samples(frames, photos, model, options=EmbedOptions(batch_size=batch))
     knn = knn_agreement(result.matrix, np.asarray(result.labels))
     return {
         "model": spec,

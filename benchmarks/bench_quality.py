@@ -79,10 +79,10 @@ def main() -> None:
     parser.add_argument("--served", help="checkpoint to serve as the pretrained file (default: the trained one)")
     args = parser.parse_args()
 
-    from lightly_assets.embedding.model import load_model
+    from lightly_assets.embedding.factory import load_model
     from lightly_assets.embedding.quality import knn_of_model
     from lightly_assets.embedding.training import TrainSettings, train
-    from lightly_assets.embedding.weights import choose_weights, load_chosen, zoo_url
+    from lightly_assets.embedding.weights import choose_weights, zoo_url
 
     print(f"cpu flags: {cpu_flags()}; torch threads {torch.get_num_threads()}; figures taken UNDER LOAD")
     work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
@@ -120,7 +120,7 @@ def main() -> None:
     finally:
         httpd.shutdown()
     assert weights.source == "pretrained", weights.note
-    served_q = measure(load_chosen(weights))
+    served_q = measure(load_model(weights))
     what = "the checkpoint trained above" if served == ckpt else str(served)
     rows.append((f"served 'pretrained' file ({what}; the real zoo file is not downloadable here)", served_q.describe()))
     rows.append((f"self-supervised, {result.epochs} epochs from random on this CPU", trained_q.describe()))
@@ -138,7 +138,7 @@ def main() -> None:
     for precision in ("fp32", "bf16", "fp32", "bf16"):  # the second of each is the warm figure
         run = TrainSettings(epochs=1, batch_size=args.batch_size, precision=precision, max_minutes=None)
         rates[precision] = train(small, folder, work / f"tp-{precision}.ckpt", run).images_per_s
-    from lightly_assets.embedding.model import bf16_supported
+    from lightly_assets.embedding.runtime import bf16_supported
 
     native = bf16_supported(torch.device("cpu"))
     print(f"  fp32 {rates['fp32']:.1f} img/s, bf16 {rates['bf16']:.1f} img/s (native bf16: {native}), "

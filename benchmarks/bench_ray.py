@@ -55,7 +55,7 @@ def make_dataset(root: Path, images: int, videos: int, frames: int) -> Path:
 def embed(folder: Path, executor=None) -> tuple[float, int, set[str]]:
     from lightly_assets.dataset.samples import build_sample_index
     from lightly_assets.dataset.scan import scan_dataset
-    from lightly_assets.embedding.model import load_model
+    from lightly_assets.embedding.factory import load_model
     from lightly_assets.embedding.pipeline import embed_samples
 
     index = build_sample_index(scan_dataset(folder).files, folder).samples

@@ -10,11 +10,14 @@ Configuration has one precedence rule: run config > environment variable > the r
 """
 
 import os
+import warnings
 from pathlib import Path
+from typing import Any
 
-from dagster import Definitions, EnvVar, load_from_defs_folder
+from dagster import AssetKey, AssetSpec, Definitions, EnvVar, PreviewWarning, load_from_defs_folder
 
 from lightly_assets.defs.io_manager import AtomicFilesystemIOManager
+from lightly_assets.defs.publishing import target_kinds
 from lightly_assets.defs.resources import (
     EmbeddingModelResource,
     PublishTargetResource,
@@ -23,8 +26,10 @@ from lightly_assets.defs.resources import (
 )
 from lightly_assets.defs.sensors import DEFAULT_INTERVAL_S, folder_sensor
 
-# resource key -> {field: environment variable}. `TORCH_HOME`, `HF_HOME` and the bucket credentials are read
-# by torch, Hugging Face and fsspec themselves.
+# resource key -> {field: environment variable}. `TORCH_HOME`, `HF_HOME`, `LIGHTLY_STUDIO_MODEL_CACHE_DIR` and the
+# bucket's credentials, endpoint and region (`AWS_*`, `LIGHTLY_ASSETS_S3_ENDPOINT`, `LIGHTLY_ASSETS_S3_REGION`:
+# `publish.bucket.target.S3_STORAGE_OPTIONS_ENV`) are read by torch, Hugging Face, LightlyStudio and the bucket
+# target themselves, when they connect, like any secret.
 ENVIRONMENT: dict[str, dict[str, str]] = {
     "storage": {"data_dir": "LIGHTLY_ASSETS_DATA_DIR", "output_dir": "LIGHTLY_ASSETS_OUTPUT_DIR"},
     "embedding_model": {
@@ -48,14 +53,14 @@ SENSOR_INTERVAL = "LIGHTLY_ASSETS_SENSOR_INTERVAL"
 SECRET_NAMES: dict[str, dict[str, str]] = {"publish_target": {"studio_db_url_env": "LIGHTLY_STUDIO_DATABASE_URL"}}
 
 
-def from_env(resource: str) -> dict[str, EnvVar | str]:
+def from_env(resource: str) -> dict[str, Any]:
     """`EnvVar`s for the fields whose variable is set when the definitions load; the others keep their default.
 
     Dagster fails a run whose resource names an unset `EnvVar` (an `EnvVar` has no default: dagster#16232),
     so an unset variable is left out rather than bound. Set values are still resolved by Dagster at launch and
     shown as environment-sourced in the UI; restart `dagster dev` after changing one.
     """
-    bound: dict[str, EnvVar | str] = {f: EnvVar(n) for f, n in ENVIRONMENT[resource].items() if os.environ.get(n)}
+    bound: dict[str, Any] = {f: EnvVar(n) for f, n in ENVIRONMENT[resource].items() if os.environ.get(n)}
     return bound | {f: n for f, n in SECRET_NAMES.get(resource, {}).items() if os.environ.get(n)}
 
 
@@ -69,7 +74,21 @@ RESOURCES = {
     "publish_target": PublishTargetResource(**from_env("publish_target")),
 }
 SENSORS = [folder_sensor(int(os.environ.get(SENSOR_INTERVAL) or DEFAULT_INTERVAL_S))]
-defs = Definitions.merge(
-    load_from_defs_folder(path_within_project=Path(__file__).parent),
-    Definitions(sensors=SENSORS, resources=RESOURCES),
+# The badges of `uploaded_dataset`: the target these variables configure (kinds are fixed when definitions load).
+TARGET_KINDS = target_kinds(
+    os.environ.get(ENVIRONMENT["publish_target"]["target"]) or "studio",
+    os.environ.get(ENVIRONMENT["publish_target"]["bucket_url"]),
+    bool(os.environ.get(SECRET_NAMES["publish_target"]["studio_db_url_env"])),
 )
+
+
+def _with_target_kinds(spec: AssetSpec) -> AssetSpec:
+    return spec.replace_attributes(kinds=TARGET_KINDS) if spec.key == AssetKey("uploaded_dataset") else spec
+
+
+with warnings.catch_warnings():  # `map_asset_specs` is public; Dagster 1.13 implements it with a preview method
+    warnings.simplefilter("ignore", PreviewWarning)
+    defs = Definitions.merge(
+        load_from_defs_folder(path_within_project=Path(__file__).parent),
+        Definitions(sensors=SENSORS, resources=RESOURCES),
+    ).map_asset_specs(func=_with_target_kinds)

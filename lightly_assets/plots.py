@@ -50,7 +50,7 @@ class Canvas:
         if len(pixels) > 1:
             self.draw.line([tuple(p) for p in pixels.tolist()], fill=fill, width=width)
 
-    def fit(self, text: str, font: ImageFont.FreeTypeFont, width: int) -> str:
+    def fit(self, text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> str:
         """Shorten `text` with an ellipsis until it fits `width` pixels."""
         if self.draw.textlength(text, font=font) <= width:
             return text

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -13,8 +17,11 @@ os.environ.setdefault("LIGHTLY_STUDIO_ANALYTICS_ENABLED", "false")
 # Nothing downloads at test time: the pretrained weights come from an empty hub cache and a refused local URL
 # (port 9 is closed here), so every run falls back to random weights in milliseconds unless a test serves a file.
 os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="lightly-assets-torch-home-")
-# Converted OpenVINO models: one cache for the session (its subprocesses too), never the user's.
-os.environ["LIGHTLY_ASSETS_ENGINE_CACHE"] = tempfile.mkdtemp(prefix="lightly-assets-engine-cache-")
+# Converted OpenVINO models: one cache for the session, never the user's. Subprocesses (the CLI, Dagster) get it
+# through LIGHTLY_ASSETS_ENGINE_CACHE, which definitions.py binds to `embedding_model.engine_cache_dir`; this process
+# through the `engine_cache` fixture below.
+ENGINE_CACHE = Path(tempfile.mkdtemp(prefix="lightly-assets-engine-cache-"))
+os.environ["LIGHTLY_ASSETS_ENGINE_CACHE"] = str(ENGINE_CACHE)
 OFFLINE_PRETRAINED_URL = "http://127.0.0.1:9/offline/no-pretrained-weights-in-tests.pth"
 os.environ["LIGHTLY_ASSETS_PRETRAINED_URL"] = OFFLINE_PRETRAINED_URL  # bound to the resource by definitions.py
 
@@ -22,6 +29,16 @@ from lightly_assets_tests.media import make_image, make_video  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_DATA = REPO / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def engine_cache() -> Iterator[Path]:
+    """The session's converted-model cache, as the default of every model made in this process."""
+    from lightly_assets.embedding.engines import compiled_cache
+
+    compiled_cache.DEFAULT_ROOT = ENGINE_CACHE
+    yield ENGINE_CACHE
+    compiled_cache.DEFAULT_ROOT = None
 
 
 def free_port() -> int:
@@ -62,3 +79,23 @@ def real_media() -> dict[str, Path]:
         return corpus()
     except Unavailable as exc:
         pytest.skip(str(exc))
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        """No request lines in the test output."""
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A static file server on 127.0.0.1 over a folder the test fills: (base URL, folder)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pandas as pd
 from PIL import Image
+
+from lightly_assets.dataset.video import frame_name
 
 IMAGE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 
@@ -220,3 +223,43 @@ def exif_rotated_jpeg(path: Path, orientation: int, size: tuple[int, int] = (48,
     exif[0x0112] = orientation
     image.save(path, format="JPEG", exif=exif, quality=95)
     return path
+
+
+def blocky_image(path: Path, w: int, h: int, seed: int) -> Path:
+    """Random 8x8 blocks (so resizing matters), saved in the format of `path`'s suffix."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    pixels = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))[:h, :w]  # blocky, so resizing matters
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, quality=90)
+    return path
+
+
+def shaded_video(path: Path, n_frames: int, w: int = 48, h: int = 32) -> Path:
+    """An MPEG-4 video whose frames differ (grey level and a moving bar), written with PyAV."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(n_frames):
+            pixels = np.full((h, w, 3), (i * 20) % 256, dtype=np.uint8)
+            pixels[:, : (i * 5) % w] = 255 - pixels[0, 0]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def frame_index_for(root: Path, images: list[str], videos: dict[str, int] | None = None) -> pd.DataFrame:
+    """The frame_index contract: one row per image, one per (indexed) video frame, labels by top folder."""
+    rows = []
+    for name in images:
+        st = (root / name).stat()
+        rows.append((name, name, "image", None, int(name.startswith("b/")), st.st_size, st.st_mtime_ns))
+    for name, n in (videos or {}).items():
+        st = (root / name).stat()
+        rows += [(frame_name(name, i, n), name, "video", i, 7, st.st_size, st.st_mtime_ns) for i in range(n)]
+    df = pd.DataFrame(rows, columns=["filename", "source", "kind", "frame", "label", "size", "mtime_ns"])
+    df["frame"] = df["frame"].astype("Int64")
+    df["label_name"] = df["label"].astype(str)
+    return df

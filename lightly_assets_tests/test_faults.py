@@ -351,8 +351,8 @@ def test_a_frame_that_fails_to_convert_skips_its_whole_video(tmp_path: Path, mon
     from lightly_assets.dataset.samples import build_sample_index
     from lightly_assets.dataset.scan import scan_dataset
     from lightly_assets.embedding.cache import EmbeddingCache
-    from lightly_assets.embedding.model import load_model
-    from lightly_assets.embedding.pipeline import embed_samples
+    from lightly_assets.embedding.factory import load_model
+    from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 
     make_image(tmp_path / "ds" / "x.png", 0, TINY)
     make_video(tmp_path / "ds" / "bad.mp4", 6)
@@ -371,12 +371,16 @@ def test_a_frame_that_fails_to_convert_skips_its_whole_video(tmp_path: Path, mon
 
     monkeypatch.setattr(av.VideoFrame, "to_image", flaky)
     cache = EmbeddingCache(tmp_path / "cache.npz")
-    result = embed_samples(samples, tmp_path / "ds", load_model(None, input_size=16), workers=1, cache=cache)
+    result = embed_samples(
+        samples, tmp_path / "ds", load_model(None, input_size=16), options=EmbedOptions(workers=1), cache=cache
+    )
     bad = [name for name, _ in result.unreadable]
     assert len(bad) == 6 and all(name.startswith("bad-") for name in bad), result.unreadable
     assert all("whole or not at all" in reason or "cannot convert" in reason for _, reason in result.unreadable)
     assert sorted(result.filenames) == sorted(["x.png", *[f"ok-{i}-mp4.png" for i in range(4)]])
     monkeypatch.setattr(av.VideoFrame, "to_image", real)
     converted["bad"] = -100  # now every frame converts, and the cached frames of bad.mp4 were not kept
-    again = embed_samples(samples, tmp_path / "ds", load_model(None, input_size=16), workers=1, cache=cache)
+    again = embed_samples(
+        samples, tmp_path / "ds", load_model(None, input_size=16), options=EmbedOptions(workers=1), cache=cache
+    )
     assert again.reused == 5 and len(again.filenames) == 11 and not again.unreadable

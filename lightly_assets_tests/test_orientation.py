@@ -12,8 +12,10 @@ from PIL import Image, ImageOps
 
 from lightly_assets.dataset.orientation import OrientationError, check_orientation, exif_upright
 from lightly_assets.dataset.video import iter_frames
-from lightly_assets.embedding.model import load_model
-from lightly_assets.embedding.pipeline import EmbeddingCache, embed_samples, load_image
+from lightly_assets.embedding.cache import EmbeddingCache
+from lightly_assets.embedding.decode import load_image
+from lightly_assets.embedding.factory import load_model
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets_tests.media import exif_rotated_jpeg, ffmpeg_upright_frame, rotated_video
 
 
@@ -84,9 +86,9 @@ def test_orientation_is_part_of_the_cache_fingerprint(tmp_path: Path) -> None:
     model = load_model(None, input_size=16, seed=0, precision="fp32")
     cache = EmbeddingCache(tmp_path / "cache.npz")
     index = _rows(root, ["phone.jpg"])
-    upright = embed_samples(index, root, model, cache=cache, orientation="upright")
-    again = embed_samples(index, root, model, cache=cache, orientation="upright")
-    raw = embed_samples(index, root, model, cache=cache, orientation="raw")
+    upright = embed_samples(index, root, model, cache=cache, options=EmbedOptions(orientation="upright"))
+    again = embed_samples(index, root, model, cache=cache, options=EmbedOptions(orientation="upright"))
+    raw = embed_samples(index, root, model, cache=cache, options=EmbedOptions(orientation="raw"))
     assert (upright.reused, again.reused, raw.reused) == (0, 1, 0)
     assert not np.allclose(upright.matrix, raw.matrix)
 
@@ -101,8 +103,10 @@ def test_embedding_resumes_inside_a_video_from_the_cache(tmp_path: Path) -> None
     samples = build_sample_index(scan_dataset(root).files, root).samples
     model = load_model(None, input_size=16, seed=0, precision="fp32")
     cache = EmbeddingCache(tmp_path / "cache.npz")
-    half = embed_samples(samples.iloc[:25].reset_index(drop=True), root, model, cache=cache, batch_size=8)
-    whole = embed_samples(samples, root, model, cache=cache, batch_size=8)
-    fresh = embed_samples(samples, root, model, batch_size=8)
+    half = embed_samples(
+        samples.iloc[:25].reset_index(drop=True), root, model, cache=cache, options=EmbedOptions(batch_size=8)
+    )
+    whole = embed_samples(samples, root, model, cache=cache, options=EmbedOptions(batch_size=8))
+    fresh = embed_samples(samples, root, model, options=EmbedOptions(batch_size=8))
     assert (half.embedded, whole.reused, whole.embedded) == (25, 25, 15)
     np.testing.assert_allclose(whole.matrix, fresh.matrix, rtol=1e-5, atol=1e-6)

@@ -19,7 +19,6 @@ import torch
 from lightly_assets_tests.conftest import free_port, make_image
 from lightly_assets_tests.servers import get_json, start_gui, wait_healthy
 from lightly_assets_tests.tables import frame_index, image_rows
-from lightly_assets_tests.test_models import file_server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.e2e  # LightlyStudio's import, a 54M-parameter model and its GUI server
 
@@ -37,13 +36,13 @@ def _mobileclip_weights(path: Path) -> Path:
 
 def test_mobileclip_vectors_are_text_searchable_in_the_lightly_studio_gui(
     tmp_path: Path,
-    file_server,  # noqa: F811 - the fixture
+    file_server,
     monkeypatch,
 ) -> None:
     from lightly_studio.embed import mobileclip_embedder
 
     from lightly_assets.defs.resources import EmbeddingModelResource
-    from lightly_assets.embedding.pipeline import embed_samples
+    from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
     from lightly_assets.lightly_csv import write_embeddings_csv
     from lightly_assets.publish.studio import StudioTarget, upload_dataset
 
@@ -64,7 +63,7 @@ def test_mobileclip_vectors_are_text_searchable_in_the_lightly_studio_gui(
     assert resource.weights.path == cache / "mobileclip_s0.pt" and sorted(p.name for p in cache.iterdir()) == [
         "mobileclip_s0.pt"
     ]
-    result = embed_samples(frames, data, model, batch_size=4)
+    result = embed_samples(frames, data, model, options=EmbedOptions(batch_size=4))
     csv = write_embeddings_csv(tmp_path / "embeddings.csv", result.filenames, result.matrix, result.labels)
 
     # Our vectors are LightlyStudio's own MobileCLIP image embeddings of the same files.

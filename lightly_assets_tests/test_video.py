@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 from lightly_assets.dataset import video as video_module
+from lightly_assets.dataset.packets import shown_frames
 from lightly_assets.dataset.video import (
     VIDEO_EXTENSIONS,
     VideoError,
     VideoIndex,
-    _shown_frames,
     frame_name,
     index_video,
     index_videos,
@@ -281,9 +281,9 @@ def test_vp9_superframe_counts_only_shown_frames() -> None:
     shown = bytes([0b10000110, 0xCC])  # profile 0, inter frame, show_frame=1
     marker = 0b11000001  # superframe: 2 frames, 1 size byte each
     superframe = hidden + shown + bytes([marker, len(hidden), len(shown), marker])
-    assert _shown_frames("vp9", memoryview(superframe)) == 1
-    assert _shown_frames("vp9", memoryview(hidden)) == 0
-    assert _shown_frames("vp9", memoryview(bytes([0b10001000]))) == 1  # show_existing
+    assert shown_frames("vp9", memoryview(superframe)) == 1
+    assert shown_frames("vp9", memoryview(hidden)) == 0
+    assert shown_frames("vp9", memoryview(bytes([0b10001000]))) == 1  # show_existing
 
 
 def test_method_decode_agrees_with_demux(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -98,6 +99,7 @@ def build_sample_index(
     videos: dict[str, VideoIndex] = {}
     kept: dict[str, list[int]] = {}
     run: list[int] = []  # consecutive image rows, turned into one frame at a time
+    row: Any  # a row of `files` (pandas types itertuples as plain tuples)
     for pos, row in enumerate(files.itertuples(index=False)):
         if row.kind == "image":
             run.append(pos)
@@ -114,8 +116,8 @@ def build_sample_index(
             parts.append(_video_rows(row, result, kept[row.filename]))
     if run:
         parts.append(_image_rows(files.iloc[run]))
-    samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FRAME_INDEX_COLUMNS)
-    samples = samples[FRAME_INDEX_COLUMNS].reset_index(drop=True)
+    samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=pd.Index(FRAME_INDEX_COLUMNS))
+    samples = pd.DataFrame(samples[FRAME_INDEX_COLUMNS]).reset_index(drop=True)
     return SampleIndex(samples=samples, skipped=skipped, videos=videos, kept=kept, sampling=sampling)
 
 

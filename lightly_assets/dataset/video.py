@@ -23,42 +23,17 @@ import av.codec.context
 import av.container
 import av.stream
 import av.video.stream
+from av.error import FFmpegError
 from PIL import Image
 
 from lightly_assets.dataset.orientation import display_upright
+from lightly_assets.dataset.packets import PACKET_PER_FRAME_CODECS, TINY_MPEG4_PACKET, shown_frames
 from lightly_assets.errors import LightlyAssetsError
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
 Method = Literal["auto", "decode"]
 
-# Codecs where one demuxed packet is one decoded frame, given the checks below. Any
-# other codec is counted by decoding, because its packet/frame relation is unknown.
-_PACKET_PER_FRAME_CODECS = frozenset(
-    {
-        "h264",
-        "hevc",
-        "av1",
-        "vp8",
-        "vp9",
-        "mpeg4",
-        "mpeg1video",
-        "mpeg2video",
-        "mjpeg",
-        "prores",
-        "ffv1",
-        "rawvideo",
-        "dnxhd",
-        "h263",
-        "msmpeg4v2",
-        "msmpeg4v3",
-        "wmv1",
-        "wmv2",
-    }
-)
-# MPEG-4 part 2 "not coded" VOPs (Xvid dropped frames) are a few bytes long and the
-# decoder outputs nothing for them; a packet this small makes the count uncertain.
-_TINY_MPEG4_PACKET = 16
 # Raw elementary streams: their "average rate" is the demuxer's 25 fps default, not the video's.
 _RAW_FORMATS = frozenset({"h264", "hevc", "m4v", "mpegvideo", "h263", "h261", "vc1", "cavsvideo", "obu", "mjpeg"})
 # Containers whose header states the stream length, so a short stream means truncation.
@@ -125,7 +100,7 @@ def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
         raise VideoError(path, "file is empty (0 bytes)")
     try:
         container = av.open(str(p), mode="r", metadata_errors="ignore")
-    except av.FFmpegError as exc:
+    except FFmpegError as exc:
         raise VideoError(path, f"cannot be opened as a video: {_why(exc)}") from None
     except OSError as exc:
         raise VideoError(path, f"cannot be read: {exc.strerror or exc}") from None
@@ -151,44 +126,6 @@ def _video_stream(container: av.container.InputContainer, path: str | os.PathLik
         if other.index != stream.index:
             other.discard = av.stream.Discard.all  # PyAV's enum: the string "all" raises ValueError
     return stream
-
-
-def _shown_frames(codec: str, data: memoryview) -> int:
-    """How many frames a decoder outputs for one packet: 1 except for VP8/VP9."""
-    if codec == "vp8":
-        return (data[0] >> 4) & 1  # show_frame bit of the VP8 frame tag
-    if codec == "vp9":
-        return sum(_vp9_shown(data[a:b]) for a, b in _vp9_frames(data))
-    return 1
-
-
-def _vp9_frames(data: memoryview) -> list[tuple[int, int]]:
-    """Byte ranges of the frames in a VP9 packet (a superframe holds several)."""
-    n = len(data)
-    marker = data[n - 1]
-    if marker & 0xE0 == 0xC0:
-        count, size_bytes = (marker & 7) + 1, ((marker >> 3) & 3) + 1
-        index_len = 2 + size_bytes * count
-        if index_len <= n and data[n - index_len] == marker:
-            ranges, start, pos = [], 0, n - index_len + 1
-            for _ in range(count):
-                size = int.from_bytes(data[pos : pos + size_bytes], "little")
-                ranges.append((start, start + size))
-                start, pos = start + size, pos + size_bytes
-            return ranges
-    return [(0, n)]
-
-
-def _vp9_shown(frame: memoryview) -> int:
-    """1 when a VP9 frame header has show_existing_frame or show_frame set."""
-    if len(frame) == 0:
-        return 0
-    bits = frame[0]
-    profile = ((bits >> 5) & 1) | (((bits >> 4) & 1) << 1)
-    shift = 3 if profile < 3 else 2  # profile 3 has one reserved bit more
-    show_existing = (bits >> shift) & 1
-    show_frame = (bits >> (shift - 2)) & 1
-    return 1 if show_existing or show_frame else 0
 
 
 @dataclass
@@ -225,10 +162,10 @@ def _demux(
                     return got
             if packet.is_discard:  # before an edit-list start: decoders drop it
                 continue
-            shown = _shown_frames(codec, memoryview(packet))
+            shown = shown_frames(codec, memoryview(packet))
             if shown > 1:
                 got.doubt = "a packet holds several shown frames"
-            elif codec == "mpeg4" and packet.size < _TINY_MPEG4_PACKET:
+            elif codec == "mpeg4" and packet.size < TINY_MPEG4_PACKET:
                 got.doubt = "tiny MPEG-4 packet (possibly a not-coded frame)"
             if got.doubt:
                 return got
@@ -240,7 +177,7 @@ def _demux(
             if stamp is not None:
                 stop = stamp + (packet.duration or 0)
                 got.end = stop if got.end is None else max(got.end, stop)
-    except av.FFmpegError as exc:
+    except FFmpegError as exc:
         raise VideoError(path, f"unreadable after packet {got.total}: {_why(exc)}") from None
     known = [p for p in got.pts if p is not None]
     if known and got.key_pts is not None and min(known) < got.key_pts:
@@ -302,7 +239,7 @@ def _decode_pts(
     try:
         for frame in container.decode(stream):
             pts.append(frame.pts)
-    except av.FFmpegError as exc:
+    except FFmpegError as exc:
         raise VideoError(path, f"decoding failed at frame {len(pts)}: {_why(exc)}") from None
     return pts
 
@@ -325,9 +262,9 @@ def _timestamps(
     """Presentation-order pts and seconds, from pts, else dts, else frame position."""
     tb = stream.time_base
     if pts and None not in pts:
-        chosen, source = sorted(pts), "pts"  # packets come in decode order
+        chosen, source = sorted(p for p in pts if p is not None), "pts"  # packets come in decode order
     elif dts and None not in dts:
-        chosen, source = sorted(dts), "dts"
+        chosen, source = sorted(d for d in dts if d is not None), "dts"
     else:
         fps = _frame_rate(stream, raw=True)
         if fps is None:
@@ -352,7 +289,7 @@ def index_video(path: str | os.PathLike[str], method: Method = "auto") -> VideoI
         dts: list[int | None] = []
         if method == "decode":
             note = "decode requested"
-        elif codec not in _PACKET_PER_FRAME_CODECS:
+        elif codec not in PACKET_PER_FRAME_CODECS:
             note = f"codec {codec} is not known to map one packet to one frame"
         else:
             got = _demux(container, stream, path)
@@ -450,7 +387,7 @@ def iter_frames(
                 if keep is None or number in keep:
                     yield number, _upright_image(frame, size) if upright else frame.to_image(**kwargs)
                 number += 1
-        except av.FFmpegError as exc:
+        except FFmpegError as exc:
             raise VideoError(path, f"decoding failed at frame {number}: {_why(exc)}") from None
     if expected_frames is not None and number != expected_frames:
         raise VideoError(path, f"decoded {number} frames but the index has {expected_frames}")

@@ -113,6 +113,7 @@ def samples_match_files(
         problems.append(f"missing {_listing(missing)}; unexpected {_listing(extra)}; or order differs")
     videos = samples[samples["kind"] == "video"]
     for source, frames in videos.groupby("source", sort=False)["frame"]:
+        source = str(source)
         if kept is not None and source in kept:
             if frames.tolist() != list(kept[source]):
                 problems.append(f"{source}: frames are not the {len(kept[source])} frames its sampling keeps")
@@ -137,7 +138,7 @@ def finite_values(matrix: np.ndarray, filenames: Sequence[str]) -> AssetCheckRes
     return AssetCheckResult(
         check_name="finite_values",
         passed=len(bad_rows) == 0,
-        metadata={"non_finite_rows": len(bad_rows), "samples": _listing([filenames[i] for i in bad_rows[:20]])},
+        metadata={"non_finite_rows": len(bad_rows), "samples": _listing([str(filenames[i]) for i in bad_rows[:20]])},
     )
 
 
@@ -231,7 +232,7 @@ def column_order(problems: Sequence[str]) -> AssetCheckResult:
 def label_counts(csv_labels: np.ndarray, samples: pd.DataFrame, unreadable: Sequence[str]) -> AssetCheckResult:
     """Per weak label, rows in the CSV == samples in frame_index minus those that could not be decoded."""
     left_out = set(unreadable)
-    expected = counts_by_label(samples.loc[~samples["filename"].isin(left_out), "label"].to_numpy())
+    expected = counts_by_label(samples.loc[~samples["filename"].isin(list(left_out)), "label"].to_numpy())
     actual = counts_by_label(np.asarray(csv_labels))
     return AssetCheckResult(
         check_name="label_counts",
@@ -316,7 +317,7 @@ def no_duplicates_selected(selected: Sequence[str], duplicates: pd.DataFrame) ->
     """Judged on the written names against duplicates.csv's groups."""
     groups = duplicates.set_index("filenames")["group"] if len(duplicates) else pd.Series(dtype=int)
     hit = groups.reindex([n for n in selected if n in groups.index])
-    repeated = sorted(int(g) for g in hit[hit.duplicated()].unique())
+    repeated = sorted({int(g) for g in hit[hit.duplicated()]})
     return AssetCheckResult(
         check_name="no_duplicates_selected",
         passed=not repeated,

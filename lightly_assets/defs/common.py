@@ -33,6 +33,7 @@ def dataset_asset(facts: Sequence[str] = (), **spec: Any) -> Callable[[Callable]
         with warnings.catch_warnings():  # code references are a beta feature
             warnings.simplefilter("ignore", BetaWarning)
             (linked,) = with_source_code_references([decorate(fn)])
+        assert isinstance(linked, AssetsDefinition)
         return linked
 
     return with_source

@@ -18,7 +18,15 @@ from lightly_assets.defs.metadata import (
     weights_fact,
 )
 from lightly_assets.defs.resources import EmbeddingModelResource, RayClusterResource, StorageResource
+from lightly_assets.embedding.cache import EmbeddingCache
+from lightly_assets.embedding.calibration import calibration_pixels
+from lightly_assets.embedding.download import cached_path
+from lightly_assets.embedding.errors import EmbeddingError
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
+from lightly_assets.embedding.quality import measure, sample_embedder
+from lightly_assets.embedding.weights import TRAINED_NAME, Weights
 from lightly_assets.progress import Progress
+from lightly_assets.publish.studio.embedder import space_for
 
 EMBEDDINGS_FACTS = [
     "samples", "dimension", "model", "model_spec", "preprocessing", "studio_space", "weights", "weights_sha256",
@@ -46,19 +54,13 @@ def embeddings(
     Weights: the configured checkpoint, else the dataset's trained `embedding_model.ckpt`, else Lightly's
     pretrained zoo weights (torch's hub cache), else a seeded random initialisation (said loudly).
     """
-    from lightly_assets.embedding.calibration import calibration_pixels
-    from lightly_assets.embedding.pipeline import EmbeddingCache, EmbeddingError, embed_samples
-    from lightly_assets.embedding.quality import measure, sample_embedder
-    from lightly_assets.embedding.weights import TRAINED_NAME
-    from lightly_assets.publish.studio.embedder import space_for
-
     name = context.partition_key
     out = storage.outputs_for(name)
     with user_errors():
         executor = embedding_model.executor_for(ray_cluster)  # local, or the Ray cluster
         calibration = partial(calibration_pixels, frame_index, storage.dataset_dir(name))  # int8 only, once
         model = embedding_model.load(trained=out / TRAINED_NAME, log=context.log.info, calibration=calibration)
-        weights = embedding_model.weights
+        weights = model.weights
         context.log.info(f"{name}: weights {weights.describe()}")
         if model.random_init:
             context.log.warning(
@@ -70,12 +72,14 @@ def embeddings(
             frame_index,
             storage.dataset_dir(name),
             model,
-            batch_size=embedding_model.batch_size,
-            workers=embedding_model.workers,
+            options=EmbedOptions(
+                batch_size=embedding_model.batch_size,
+                workers=embedding_model.workers,
+                orientation=embedding_model.orientation,
+            ),
             cache=cache,
             progress=Progress("embedding", context.log.info),
             executor=executor,
-            orientation=embedding_model.orientation,
         )
     left_out = unreadable_by_source(result.unreadable, frame_index)
     for s in left_out:
@@ -132,8 +136,6 @@ def embeddings(
     yield checks.knn_better_than_chance(quality)
 
 
-def _cache_file(weights) -> str:
+def _cache_file(weights: Weights) -> str:
     """Where torch's hub cache looks for the pretrained file, so an offline user can put it there."""
-    from lightly_assets.embedding.weights import cached_path
-
     return str(cached_path(weights.url)) if weights.random and weights.url else ""

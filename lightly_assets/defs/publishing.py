@@ -5,8 +5,6 @@ The five-asset chain `file_index → frame_index → embeddings → embeddings_c
 curation reads the chain's outputs and feeds nothing in it, and reaches the target through `published_curation`.
 """
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -167,16 +165,16 @@ def issue_tags(table: pd.DataFrame, frame_index: pd.DataFrame | None) -> dict[st
 STUDIO_POOL = "lightly_studio"
 
 
-def target_kinds(env: Mapping[str, str] = os.environ) -> set[str]:
-    """The badges of `uploaded_dataset` for the target configured when the definitions load.
+def target_kinds(target: str = "studio", bucket_url: str | None = None, studio_database: bool = False) -> set[str]:
+    """The badges of `uploaded_dataset` for a target; `definitions.py` gives the one its environment configures.
 
     Kinds are static per asset definition, so they follow the environment at load time (restart `dagster dev`
     after changing the target); run config that switches the target does not change them.
     """
-    if env.get("LIGHTLY_ASSETS_TARGET") == "bucket":
-        scheme = (env.get("LIGHTLY_ASSETS_BUCKET_URL") or "s3://").split("://", 1)[0]
+    if target == "bucket":
+        scheme = (bucket_url or "s3://").split("://", 1)[0]
         return {{"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}.get(scheme, "file")}
-    return {"lightlystudio", "postgres" if env.get("LIGHTLY_STUDIO_DATABASE_URL") else "duckdb"}
+    return {"lightlystudio", "postgres" if studio_database else "duckdb"}
 
 
 UPLOAD_FACTS = ["target", "dataset", PARTITION_ROW_COUNT, "videos", "added", "removed", "unmatched", "open", "browse",

@@ -5,6 +5,7 @@ and run config overrides both. Nothing here reads `os.environ`: a secret (Lightl
 never a config value, only the NAME of its variable is, read when connecting.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -14,7 +15,14 @@ from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
 from lightly_assets.dataset.roots import DataRoot, find_datasets
-from lightly_assets.embedding.executor import EXECUTORS
+from lightly_assets.embedding.distributed import RayExecutor
+from lightly_assets.embedding.embedder import Embedder
+from lightly_assets.embedding.executor import EXECUTORS, Executor
+from lightly_assets.embedding.factory import create_embedder
+from lightly_assets.embedding.local import LocalExecutor
+from lightly_assets.embedding.settings import Calibration, RunSettings
+from lightly_assets.embedding.spec import BuildOptions, ModelSpec, parse_spec
+from lightly_assets.embedding.weights import Weights, choose_weights
 from lightly_assets.errors import LightlyAssetsError
 
 TARGETS = ("studio", "bucket")
@@ -113,20 +121,14 @@ class EmbeddingModelResource(ConfigurableResource):
         default=10.0, description="Seconds to wait for a name lookup or the server while downloading weights."
     )
 
-    _model: object = PrivateAttr(default=None)
-    _weights: object = PrivateAttr(default=None)
-    _calibration: object = PrivateAttr(default=None)
+    _model: Optional[Embedder] = PrivateAttr(default=None)
 
-    def spec(self):  # -> lightly_assets.embedding.models.ModelSpec
+    def spec(self) -> ModelSpec:
         """What `model` asks for; an unknown value is one line listing what is accepted."""
-        from lightly_assets.embedding.models.spec import parse_spec
-
         return parse_spec(self.model)
 
-    def choose(self, trained: Optional[Path] = None, log=None):  # -> lightly_assets.embedding.weights.Weights
-        """Which weights `load` uses; downloads the pretrained file once when it is the one and not cached."""
-        from lightly_assets.embedding.weights import choose_weights
-
+    def choose(self, trained: Optional[Path] = None, log: Optional[Callable[[str], None]] = None) -> Weights:
+        """Which weights the lightly model uses; downloads the pretrained zoo file once when it is the one."""
         return choose_weights(
             checkpoint=self.checkpoint or None,
             trained=trained,
@@ -136,76 +138,61 @@ class EmbeddingModelResource(ConfigurableResource):
             log=log,
         )
 
-    def load(self, trained: Optional[Path] = None, log=None, calibration=None):  # -> embedding.model.LoadedModel
-        """Build the model once; a bad checkpoint fails here, before any file is decoded.
+    def load(
+        self,
+        trained: Optional[Path] = None,
+        log: Optional[Callable[[str], None]] = None,
+        calibration: Optional[Calibration] = None,
+    ) -> Embedder:
+        """Make the model once (`factory.create_embedder`); a bad checkpoint fails here, before any file is decoded.
 
         `calibration`: a function of the model's preprocessing returning uint8 samples, for `precision: int8`.
         """
         if self._model is None:
-            self._calibration = calibration
-            from lightly_assets.embedding.weights import load_chosen
-
             spec = self.spec()
-            if spec.named:
-                self._model = self._load_named(spec, log)
-                return self._model
-            self._weights = self.choose(trained, log)
-            self._model = load_chosen(
-                self._weights,
-                input_size=self.input_size,
-                seed=self.seed,
-                **self._run_settings(),
-            )
+            if spec.named and self.checkpoint:
+                raise ConfigurationError(
+                    f"embedding_model.checkpoint={self.checkpoint!r} is a checkpoint of the lightly model, but "
+                    f"embedding_model.model={self.model!r}; unset one of them"
+                )
+            weights = None if spec.named else self.choose(trained, log)
+            self._model = create_embedder(spec, self._settings(calibration), self._options(log), weights)
         return self._model
 
-    def _run_settings(self) -> dict[str, Any]:
-        return {
-            "device": self.device,
-            "precision": self.precision,
-            "engine": self.engine,
-            "cache_dir": self.engine_cache_dir,
-            "calibration": self._calibration,
-        }
+    def random_model(self) -> Embedder:
+        """The seeded random network with the same settings: the baseline of the quality figure."""
+        return create_embedder("lightly", self._settings(None), self._options(None), Weights("random"))
 
-    def executor_for(self, ray_cluster: "RayClusterResource"):  # -> lightly_assets.embedding.executor.Executor
-        """The executor this field names; a bad value is one line naming the field (run config or EnvVar alike)."""
-        from lightly_assets.embedding.pipeline import LocalExecutor
+    @property
+    def weights(self) -> Optional[Weights]:
+        """Provenance of the loaded model's weights (None before `load`)."""
+        return self._model.weights if self._model is not None else None
 
-        if choice("embedding_model.executor", self.executor, EXECUTORS) == "ray":
-            return ray_cluster.executor()
-        return LocalExecutor()
+    def _settings(self, calibration: Optional[Calibration]) -> RunSettings:
+        return RunSettings(
+            device=self.device,
+            precision=self.precision,
+            engine=self.engine,
+            cache_dir=self.engine_cache_dir,
+            calibration=calibration,
+        )
 
-    def _load_named(self, spec, log):  # -> lightly_assets.embedding.model.LoadedModel
-        from lightly_assets.embedding.model import load_network
-        from lightly_assets.embedding.models import BuildOptions, build
-
-        if self.checkpoint:
-            raise ConfigurationError(
-                f"embedding_model.checkpoint={self.checkpoint!r} is a checkpoint of the lightly model, but "
-                f"embedding_model.model={self.model!r}; unset one of them"
-            )
-        options = BuildOptions(
+    def _options(self, log: Optional[Callable[[str], None]]) -> BuildOptions:
+        return BuildOptions(
             mirror=self.weights_url,
             stall_timeout=self.download_timeout_s,
             log=log,
             input_size=self.input_size,
             mean=_rgb("mean", self.mean),
             std=_rgb("std", self.std),
+            seed=self.seed,
         )
-        network = build(spec, options)
-        self._weights = network.weights
-        return load_network(network, str(spec), **self._run_settings())
 
-    @property
-    def weights(self):  # -> lightly_assets.embedding.weights.Weights | None
-        """Provenance of the loaded model's weights (None before `load`)."""
-        return self._weights
-
-    def random_model(self):  # -> lightly_assets.embedding.model.LoadedModel
-        """The seeded random network with the same settings: the baseline of the quality figure."""
-        from lightly_assets.embedding.weights import Weights, load_chosen
-
-        return load_chosen(Weights("random"), input_size=self.input_size, seed=self.seed, **self._run_settings())
+    def executor_for(self, ray_cluster: "RayClusterResource") -> Executor:
+        """The executor this field names; a bad value is one line naming the field (run config or EnvVar alike)."""
+        if choice("embedding_model.executor", self.executor, EXECUTORS) == "ray":
+            return ray_cluster.executor()
+        return LocalExecutor()
 
 
 class RayClusterResource(ConfigurableResource):
@@ -225,9 +212,7 @@ class RayClusterResource(ConfigurableResource):
     )
     max_retries: int = Field(default=3, description="Retries of a task whose node or worker dies.")
 
-    def executor(self):  # -> lightly_assets.embedding.distributed.RayExecutor
-        from lightly_assets.embedding.distributed import RayExecutor
-
+    def executor(self) -> RayExecutor:
         return RayExecutor(
             address=self.address or "", num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries
         )

@@ -189,7 +189,7 @@ def dataset_folders(context: SensorEvaluationContext, storage: StorageResource) 
     except DatasetError as exc:
         return SkipReason(str(exc))
     found = {name: fingerprint(path) for name, path in data_root.datasets.items()}
-    known = set(context.instance.get_dynamic_partitions(datasets_partitions.name))
+    known = set(context.instance.get_dynamic_partitions(str(datasets_partitions.name)))
     state = _load(context.cursor)
     done = {name: materialized_fingerprint(context.instance, name) for name in pending(state, found)}
     plan = plan_tick(state, found, known, frozenset(data_root.invalid), done)

@@ -15,6 +15,10 @@ from pydantic import Field
 from lightly_assets.defs.common import TRAINING_GROUP, dataset_asset, user_errors
 from lightly_assets.defs.metadata import weights_fact
 from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
+from lightly_assets.embedding.factory import create_embedder
+from lightly_assets.embedding.settings import RunSettings
+from lightly_assets.embedding.spec import BuildOptions
+from lightly_assets.embedding.weights import TRAINED_NAME, Weights, file_weights
 
 
 class EmbeddingModelConfig(Config):
@@ -50,7 +54,6 @@ def embedding_model(
     """
     from lightly_assets.embedding.quality import knn_of_model
     from lightly_assets.embedding.training import TrainSettings, train
-    from lightly_assets.embedding.weights import TRAINED_NAME, load_chosen
     from lightly_assets.plots import loss_curve_png
 
     name = context.partition_key
@@ -67,14 +70,23 @@ def embedding_model(
         workers=config.workers,
         seed=embedding_model.seed,
     )
-    kwargs = dict(input_size=embedding_model.input_size, device=embedding_model.device, precision="auto")
-    embed = dict(batch_size=embedding_model.batch_size, workers=embedding_model.workers)
+    run = RunSettings(device=embedding_model.device, engine="torch")  # the network just trained: nothing to convert
+    options = BuildOptions(input_size=embedding_model.input_size, seed=embedding_model.seed)
+    batch, workers = embedding_model.batch_size, embedding_model.workers
     with user_errors():
         start = embedding_model.choose(trained=out if config.resume else None, log=context.log.info)
         context.log.info(f"{name}: training starts from {start.describe()}")
-        before = knn_of_model(frame_index, data_dir, load_chosen(start, seed=embedding_model.seed, **kwargs), **embed)
+        before = knn_of_model(
+            frame_index, data_dir, create_embedder("lightly", run, options, start), batch_size=batch, workers=workers
+        )
         result = train(frame_index, data_dir, out, settings, start=start.path, progress=context.log.info)
-        after = knn_of_model(frame_index, data_dir, load_chosen(_trained(out), **kwargs), **embed)
+        after = knn_of_model(
+            frame_index,
+            data_dir,
+            create_embedder("lightly", run, options, _trained(out)),
+            batch_size=batch,
+            workers=workers,
+        )
     context.log.info(f"{name}: kNN agreement before {before.describe()}, after {after.describe()}")
     plot = base64.b64encode(loss_curve_png(result.losses)).decode()
     return MaterializeResult(  # the checkpoint file is the asset; `embeddings` finds it through the storage resource
@@ -101,7 +113,5 @@ def embedding_model(
     )
 
 
-def _trained(path: Path):  # -> lightly_assets.embedding.weights.Weights
-    from lightly_assets.embedding.weights import Weights, sha256_of
-
-    return Weights("trained", path, sha256_of(path))
+def _trained(path: Path) -> Weights:
+    return file_weights("trained", path)

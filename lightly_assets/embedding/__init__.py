@@ -1,1 +1,2 @@
-"""Embedding: the model and its weights, the decode-and-embed pipeline, the cache and the 2-D picture."""
+"""Images and video frames to vectors: `factory.create_embedder` makes an `Embedder`; `pipeline.embed_samples`
+runs it over a dataset."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lightly_assets.embedding.decode import decode_video, load_image
 from lightly_assets.embedding.preprocessing import Preprocessing
 
 CALIBRATION_SAMPLES = 128  # NNCF's guidance: a few hundred at most; 128 quantise a ResNet in seconds
@@ -21,8 +22,6 @@ def calibration_pixels(
     frame_index: pd.DataFrame, data_dir: Path, prep: Preprocessing, n: int = CALIBRATION_SAMPLES
 ) -> np.ndarray:
     """uint8 NHWC pixels of up to `n` samples spread over `frame_index` (unreadable ones are left out)."""
-    from lightly_assets.embedding.pipeline import _decode_video, load_image
-
     if len(frame_index) == 0:
         return np.zeros((0, prep.height, prep.width, 3), np.uint8)
     rows = np.unique(np.linspace(0, len(frame_index) - 1, min(n, len(frame_index))).astype(int))
@@ -38,5 +37,5 @@ def calibration_pixels(
         else:
             videos.setdefault(str(source), {})[int(frame)] = i
     for source, wanted in videos.items():
-        out.extend(px for _, px, _ in _decode_video(Path(data_dir) / source, wanted, prep) if px is not None)
+        out.extend(px for _, px, _ in decode_video(Path(data_dir) / source, wanted, prep) if px is not None)
     return np.stack(out) if out else np.zeros((0, prep.height, prep.width, 3), np.uint8)

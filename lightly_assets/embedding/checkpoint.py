@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from lightly_assets.embedding.models.spec import ModelError
+from lightly_assets.embedding.errors import ModelError
 from lightly_assets.errors import first_line
 
 
@@ -71,7 +71,7 @@ def check_fit(path: Path | str, what: str, expected: Mapping[str, torch.Tensor],
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # only Hugging Face weights come as .safetensors
 
     try:
         return load_file(str(path))

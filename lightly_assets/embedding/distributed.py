@@ -1,7 +1,7 @@
 """Embedding on a Ray cluster: the samples that still need a vector go to Ray tasks, the vectors come back.
 
 `RayExecutor` is an `executor.Executor`: `embed_samples` decides what needs embedding (the cache comes first) and
-hands the rest over as one `EmbedJob`. Each Ray task runs `pipeline.LocalExecutor` (decoder threads feeding the
+hands the rest over as one `EmbedJob`. Each Ray task runs `local.LocalExecutor` (decoder threads feeding the
 model) on a chunk of the job: up to `batch_size` images, or all needed frames of one video, so every video is
 decoded sequentially, once, by one task. The model travels once per run as an object in Ray's object store (the
 network with its weights) and is kept by each Ray worker process for the tasks that follow.
@@ -16,27 +16,25 @@ is for Dagster's run workers.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
+from lightly_assets.embedding.embedder import Embedder
+from lightly_assets.embedding.errors import EmbeddingError
 from lightly_assets.embedding.executor import Collected, EmbedJob, JobResult, Sink
-from lightly_assets.embedding.pipeline import REQUIRED_COLUMNS, EmbeddingError, LocalExecutor
-from lightly_assets.embedding.runtime import bf16_supported
+from lightly_assets.embedding.local import LocalExecutor
+from lightly_assets.embedding.pipeline import REQUIRED_COLUMNS
 from lightly_assets.errors import exception_line
 from lightly_assets.publish.secrets import mask_url
-
-if TYPE_CHECKING:  # model.py imports torch; a warm OpenVINO run does without it
-    from lightly_assets.embedding.model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +100,7 @@ class RayExecutor:
         return JobResult(first_batch_at=first_batch_at, nodes=frozenset(nodes))
 
 
-def gpus_per_task(asked: float | None, cluster: dict[str, float]) -> float:
+def gpus_per_task(asked: float | None, cluster: Mapping[str, float]) -> float:
     """What each task asks for: `asked` when set, else one GPU where the cluster has any, else none."""
     if asked is not None:
         return asked
@@ -111,7 +109,7 @@ def gpus_per_task(asked: float | None, cluster: dict[str, float]) -> float:
 
 def _import_ray():
     try:
-        import ray
+        import ray  # optional (the `ray` extra): only the ray executor needs it
     except ImportError:
         raise RayExecutorError(
             "embedding_model.executor=ray needs Ray: install the extra with pip install -e '.[ray]'"
@@ -173,13 +171,9 @@ def _chunks(frame_index: pd.DataFrame, todo: np.ndarray, batch_size: int) -> lis
     return chunks + [np.asarray(rows, dtype=np.int64) for rows in videos.values()]
 
 
-def _portable(model: LoadedModel) -> LoadedModel:
+def _portable(model: Embedder) -> Embedder:
     """The model as it travels: on the CPU, so any node can take it to its own device."""
-    if model.device.type == "cpu":
-        return model
-    import torch
-
-    return dataclasses.replace(model, module=copy.deepcopy(model.module).cpu(), device=torch.device("cpu"))
+    return model.to("cpu", precision=model.precision)  # the worker decides what its device computes in
 
 
 def _result(ray, ref, address: str, frame_index: pd.DataFrame, rows: np.ndarray):
@@ -198,25 +192,18 @@ def _result(ray, ref, address: str, frame_index: pd.DataFrame, rows: np.ndarray)
 # ---------------------------------------------------------------------------------------------------------
 # Inside the Ray worker processes.
 
-_WORKER_MODEL: dict[str, LoadedModel] = {}
+_WORKER_MODEL: dict[str, Embedder] = {}
 
 
-def _worker_model(model_box: list, fingerprint: str) -> LoadedModel:
+def _worker_model(model_box: list, fingerprint: str) -> Embedder:
     """The run's model on this worker's device, fetched from the object store once per worker process."""
     model = _WORKER_MODEL.get(fingerprint)
     if model is None:
-        import ray
+        import ray  # optional (the `ray` extra); present on a worker
 
-        model = ray.get(model_box[0])
-        if getattr(model, "compiled", None) is not None and not ray.get_gpu_ids():
-            _WORKER_MODEL.clear()  # OpenVINO on this worker's CPU (recompiled from the cache when unpickled)
-            _WORKER_MODEL[fingerprint] = model
-            return model
-        import torch
-
-        device = torch.device("cuda") if ray.get_gpu_ids() else torch.device("cpu")
-        precision = model.precision if model.precision != "bf16" or bf16_supported(device) else "fp32"
-        model = dataclasses.replace(model, module=model.module.to(device), device=device, precision=precision)
+        model = cast(Embedder, ray.get(model_box[0]))
+        # OpenVINO stays on this worker's CPU (recompiled from the cache when unpickled); torch moves to its GPU.
+        model = model.to("cuda" if ray.get_gpu_ids() else "cpu")
         _WORKER_MODEL.clear()
         _WORKER_MODEL[fingerprint] = model
     return model
@@ -241,7 +228,7 @@ def _embed_chunk(
     model_box: list, fingerprint: str, chunk: _Shipped
 ) -> tuple[str, np.ndarray, np.ndarray, dict[int, str]]:
     """One Ray task: the local executor on this chunk; (node id, chunk rows done, their vectors, unreadable)."""
-    import ray
+    import ray  # optional (the `ray` extra); present on a worker
 
     start = time.perf_counter()
     model = _worker_model(model_box, fingerprint)

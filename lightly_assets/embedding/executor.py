@@ -2,7 +2,7 @@
 
 `embed_samples` decides what needs a vector (the cache comes first) and owns the result; an executor only turns
 a job (the samples still to embed and how) into vectors, reporting each batch to a sink as it goes so progress
-and the cache checkpoint follow the work and a killed run loses little. `pipeline.LocalExecutor` does it in this
+and the cache checkpoint follow the work and a killed run loses little. `local.LocalExecutor` does it in this
 process; `distributed.RayExecutor` on a Ray cluster. Both are named by the same choices, `EXECUTORS`.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from lightly_assets.embedding.model import LoadedModel
+    from lightly_assets.embedding.embedder import Embedder
 
 EXECUTORS = ("local", "ray")  # the values of `embedding_model.executor` (LIGHTLY_ASSETS_EXECUTOR)
 
@@ -40,7 +40,7 @@ class EmbedJob:
 
     samples: pd.DataFrame
     data_dir: Path
-    model: LoadedModel
+    model: Embedder
     batch_size: int = 64
     workers: int = 1
     decode: DecodeOptions = field(default_factory=DecodeOptions)

@@ -2,7 +2,7 @@
 
 Every model family states its own (`lightly-embed`: the whole image squeezed to s x s, bilinear, ImageNet
 statistics; timm: its data config; torchvision: its weights' transforms; CLIP: its image preprocessing). The
-pipeline decodes to uint8 RGB and calls `apply`; `LoadedModel` normalises with `mean` / `std`. Resizing is
+pipeline decodes to uint8 RGB and calls `apply`; the engine (`engines/`) normalises with `mean` / `std`. Resizing is
 PIL's (with its antialiasing), which is what torchvision's `Resize` does to a PIL image.
 """
 

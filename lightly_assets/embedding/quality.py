@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
+
 K = 5
 MAX_SAMPLES = 2000
 _PERMUTATIONS = 20
@@ -207,13 +209,16 @@ def measure(
     return Quality(knn, rnd, None)
 
 
-def sample_embedder(frame_index, data_dir, model, batch_size: int = 64, workers: int = 2, cache=None):
+def sample_embedder(frame_index, data_dir, model, batch_size: int = 64, workers: int | None = 2, cache=None):
     """A `random_vectors` callback for `measure`: embeds just the given rows of `frame_index` with `model`."""
-    from lightly_assets.embedding.pipeline import embed_samples
 
     def embed(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         result = embed_samples(
-            frame_index.iloc[np.asarray(rows)], data_dir, model, batch_size=batch_size, workers=workers, cache=cache
+            frame_index.iloc[np.asarray(rows)],
+            data_dir,
+            model,
+            options=EmbedOptions(batch_size=batch_size, workers=workers),
+            cache=cache,
         )
         return result.matrix, result.indices
 

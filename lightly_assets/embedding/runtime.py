@@ -1,7 +1,7 @@
-"""How the network runs on this machine: engine, precision, intra-op threads, decode threads.
+"""What this machine offers the network: CPU flags, native bf16, usable cores, and the split of threads.
 
-The one home of these choices (embedding, training and the engines ask here). Engine `auto`: OpenVINO on a
-CPU (about 2x torch's fp32 rate on AVX2, 1.4x torch bf16 on AVX-512-BF16), torch on CUDA.
+`settings.place` decides with these facts (engine `auto`: OpenVINO on a CPU, about 2x torch's fp32 rate on AVX2
+and 1.4x torch bf16 on AVX-512-BF16; torch on CUDA).
 
 Choices follow measurements of the default network (lightly resnet-18, 64 px, batch 64): bf16 autocast in
 channels-last is 2x (AVX-512-BF16) to 4x (AMX) faster than fp32 where the CPU does bf16 natively, and
@@ -19,13 +19,12 @@ import os
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported only where a torch device is asked about: a warm OpenVINO run skips it
     import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-ENGINES = ("auto", "openvino", "torch")
 # Share of the CPU work of one sample spent decoding it (JPEG draft / PNG / video frame to 64 px) when the
 # network runs in torch bf16; measured ~0.14 on 800x600 photos (20% PNG) with AVX-512-BF16.
 DECODE_SHARE = 0.15
@@ -59,63 +58,28 @@ def native_cpu_bf16(flags: frozenset[str] | None = None) -> bool:
         return True
     if flags is not None or cpu_flags():  # the flags were read: they say no
         return False
-    import torch
+    import torch  # only where /proc/cpuinfo cannot be read (macOS): torch probes the CPU
 
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
-def bf16_supported(device: torch.device) -> bool:
+def bf16_supported(device: str | torch.device) -> bool:
     """Native bf16 maths only: emulated bf16 on an old CPU is slower than fp32."""
-    if device.type == "cuda":
-        import torch
+    kind = device if isinstance(device, str) else device.type
+    kind = kind.split(":", 1)[0]
+    if kind == "cuda":
+        import torch  # only a GPU's bf16 needs torch to tell
 
         return bool(torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
+    if kind == "cpu":
         return native_cpu_bf16()
     return False
 
 
-def choose_engine(asked: str, device_type: str) -> str:
-    """`auto`: OpenVINO on a CPU, torch on CUDA; `openvino` runs on the CPU only, `torch` anywhere."""
-    if asked not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {asked!r}")
-    if asked == "auto":
-        return "openvino" if device_type == "cpu" else "torch"
-    if asked == "openvino" and device_type != "cpu":
-        raise ValueError(f"engine openvino runs on the CPU here, not on {device_type}: use engine torch there")
-    return asked
-
-
-def choose_precision(asked: str, device_type: str, native_bf16: bool, engine: str = "torch") -> tuple[str, list[str]]:
-    """The precision that runs, and a note when it is not the one asked for.
-
-    `auto`: bf16 where the hardware has it (CUDA with bf16, AMX/AVX-512-BF16 CPUs), fp16 on older GPUs,
-    fp32 elsewhere. `fp32` always runs as asked (bit-level reproducibility). `int8` (opt-in, never chosen by
-    `auto`) is OpenVINO's post-training quantisation; with torch it falls back to fp32.
-    """
-    if asked not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {asked!r}")
-    if asked == "fp32":
-        return "fp32", []
-    if asked == "int8":
-        if engine == "openvino":
-            return "int8", []
-        return "fp32", ["int8 asked for, but int8 runs only with engine openvino: falling back to fp32"]
-    where = "this GPU" if device_type == "cuda" else f"this {device_type}"
-    if asked == "auto":
-        if native_bf16:
-            return "bf16", []
-        if device_type == "cuda":
-            return "fp16", []
-        return "fp32", [f"auto precision: no native bf16 on {where}, using fp32"]
-    if asked == "bf16":
-        if native_bf16:
-            return "bf16", []
-        return "fp32", [f"bf16 asked for, but {where} has no native bf16 support: falling back to fp32"]
-    if device_type == "cuda":
-        return "fp16", []
-    return "fp32", [f"fp16 asked for, but fp16 runs only on a GPU here: falling back to fp32 on {where}"]
+def nvidia_present() -> bool:
+    """A CUDA device may be there (then `device: auto` asks torch); decided without importing torch."""
+    return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
 
 
 def usable_cores() -> int:
@@ -158,7 +122,7 @@ def plan_threads(
 
 def apply_torch_threads(n: int) -> None:
     """Set torch's intra-op threads (process-wide) when they differ; cheap to call again."""
-    import torch
+    import torch  # only the torch engine has torch threads (a warm OpenVINO run never calls this)
 
     if n >= 1 and torch.get_num_threads() != n:
         torch.set_num_threads(n)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,9 +27,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lightly_assets import columns
 from lightly_assets.atomic import atomic_output
-from lightly_assets.embedding.checkpoint import check_shapes, read_state_dict
-from lightly_assets.embedding.model import LightlyArch, bf16_supported, build_lightly_model, resolve_device
-from lightly_assets.errors import LightlyAssetsError, exception_line
+from lightly_assets.dataset.video import iter_frames
+from lightly_assets.embedding.checkpoint import check_shapes
+from lightly_assets.embedding.errors import EmbeddingError
+from lightly_assets.embedding.families.lightly import build_lightly_model, read_lightly
+from lightly_assets.embedding.network import LightlyArch
+from lightly_assets.embedding.settings import resolve_device, training_precision
+from lightly_assets.errors import exception_line
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ REQUIRED_COLUMNS = ("filename", "source", "kind", "frame")
 # lightly-ssl-train's defaults (lightly/cli/config/config.yaml): loss, optimizer and collate sections.
 TEMPERATURE = 0.5
 WEIGHT_DECAY = 1e-5
-TRANSFORM = dict(
+TRANSFORM: dict[str, Any] = dict(
     cj_prob=0.8, cj_bright=0.7, cj_contrast=0.7, cj_sat=0.7, cj_hue=0.2, min_scale=0.15,
     random_gray_scale=0.2, gaussian_blur=0.5, sigmas=(0.2, 2.0), vf_prob=0.0, hf_prob=0.5, rr_prob=0.0,
 )  # fmt: skip
@@ -44,7 +49,7 @@ PROGRESS_EVERY_S = 5.0  # a progress line at most this often (always after the f
 DECODE_FACTOR = 4  # images and frames are scaled down to at most this many times the input size before cropping
 
 
-class TrainingError(LightlyAssetsError):
+class TrainingError(EmbeddingError):
     """Training cannot start or produced nothing; the message names the dataset or file and the reason."""
 
 
@@ -86,8 +91,8 @@ class TrainResult:
         return self.images_seen / self.seconds if self.seconds > 0 else 0.0
 
 
-def simclr_transform(input_size: int):
-    from lightly.transforms import SimCLRTransform
+def simclr_transform(input_size: int) -> Any:
+    from lightly.transforms.simclr_transform import SimCLRTransform  # lightly's transforms import torchvision
 
     return SimCLRTransform(input_size=input_size, **TRANSFORM)
 
@@ -130,8 +135,6 @@ class FrameStream(IterableDataset):
                         im.draft("RGB", (limit, limit))
                     yield _cap(im, limit)
                 return
-            from lightly_assets.dataset.video import iter_frames
-
             for number, frame in iter_frames(path):
                 if number in frames:
                     yield _cap(frame, limit)
@@ -139,7 +142,7 @@ class FrameStream(IterableDataset):
             self.unreadable.append(f"{source}: {exception_line(exc)}")
             log.warning("training: skipping %s (%s)", source, exc)
 
-    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+    def __iter__(self) -> Iterator[Any]:
         rng = random.Random(self.settings.seed * 1_000_003 + self.epoch)
         order = list(self.sources)
         rng.shuffle(order)
@@ -163,9 +166,10 @@ def _collate(batch: list[list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _precision(name: str, device: torch.device) -> str:
-    if name not in ("fp32", "bf16", "auto"):
-        raise TrainingError(f"precision must be fp32, bf16 or auto, got {name!r}")
-    return "bf16" if name != "fp32" and bf16_supported(device) else "fp32"
+    try:
+        return training_precision(name, str(device))
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
 
 
 def initial_model(start: Path | None, seed: int) -> torch.nn.Module:
@@ -175,7 +179,7 @@ def initial_model(start: Path | None, seed: int) -> torch.nn.Module:
         model = build_lightly_model(LightlyArch())
     if start is None:
         return model
-    state = {k.removeprefix("model."): v for k, v in read_state_dict(start).items()}
+    state = read_lightly(Path(start)).state  # the one reader of Lightly checkpoints, as embedding reads them
     expected = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
     check_shapes(start, "lightly's default resnet-18 SimCLR network, where training starts", expected, state)
     expected = model.state_dict()
@@ -215,7 +219,7 @@ def train(
     progress: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train on every sample of `frame_index` and write the checkpoint to `out` (atomically, once, at the end)."""
-    from lightly.loss import NTXentLoss
+    from lightly.loss import NTXentLoss  # lightly.loss imports lightly.models (torchvision): only when training
 
     n = len(frame_index)
     if settings.batch_size < 2:
@@ -228,10 +232,10 @@ def train(
         )
     if settings.epochs < 1:
         raise TrainingError(f"epochs must be at least 1, got {settings.epochs}")
-    device = resolve_device(settings.device)
+    device = torch.device(resolve_device(settings.device))
     precision = _precision(settings.precision, device)
     workers = settings.workers if settings.workers >= 0 else (4 if device.type == "cuda" else 0)
-    model = initial_model(start, settings.seed).to(device).train()
+    model: Any = initial_model(start, settings.seed).to(device).train()  # lightly's _SimCLR: backbone, head
     criterion = NTXentLoss(temperature=TEMPERATURE, memory_bank_size=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.learning_rate, weight_decay=WEIGHT_DECAY)
     budget = settings.max_minutes * 60 if settings.max_minutes else None

@@ -105,6 +105,7 @@ def read_inputs(data_dir: Path, frame_index: pd.DataFrame, file_index: pd.DataFr
     docs: dict[str, dict[str, Any]] = {}
     owners: dict[str, str] = {}
     used = {str(source) for source in frame_index["source"]}
+    row: Any  # a row of `file_index` (pandas types itertuples as plain tuples)
     for row in file_index.itertuples(index=False):
         if str(row.filename) not in used:
             continue

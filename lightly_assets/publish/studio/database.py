@@ -23,6 +23,7 @@ from lightly_assets.publish.secrets import mask, userinfo
 from lightly_assets.publish.studio.target import ANALYTICS_ENV, PROCESS_LOCK, StudioError, StudioTarget
 
 if TYPE_CHECKING:
+    import sqlalchemy
     from sqlmodel import Session
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def advisory_lock(target: StudioTarget, name: str, what: str) -> Iterator[None]:
     when the block ends, and by the server when the process dies.
     """
     import sqlalchemy as sa
+    from sqlalchemy.exc import OperationalError
 
     engine = _lock_engine(target)
     key = advisory_key(name)
@@ -89,7 +91,7 @@ def advisory_lock(target: StudioTarget, name: str, what: str) -> Iterator[None]:
             conn.execute(sa.text(f"SET lock_timeout = {max(1, int(target.lock_timeout_s * 1000))}"))
             try:
                 conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-            except sa.exc.OperationalError as error:
+            except OperationalError as error:
                 if getattr(error.orig, "sqlstate", None) != "55P03":  # lock_not_available
                     raise StudioError(target.dataset_name, _connect_problem(error, target)) from None
                 raise StudioError(
@@ -106,7 +108,7 @@ def advisory_lock(target: StudioTarget, name: str, what: str) -> Iterator[None]:
         engine.dispose()
 
 
-def _lock_engine(target: StudioTarget):  # -> sqlalchemy.Engine
+def _lock_engine(target: StudioTarget) -> sqlalchemy.Engine:
     """An engine on the database LightlyStudio uses, with its driver (psycopg 3), without a pool."""
     import sqlalchemy as sa
 

@@ -72,6 +72,7 @@ def plan_upload(dataset: str, data_dir: Path, frame_index: pd.DataFrame, csv_pat
     root = Path(data_dir).absolute()
     images: list[ImageRow] = []
     videos: dict[str, VideoRow] = {}
+    row: Any  # a row of `frame_index` (pandas types itertuples as plain tuples)
     for row in frame_index.itertuples(index=False):
         vector = vectors[row_of[row.filename]]
         path = (root / row.source).as_posix()

@@ -96,8 +96,8 @@ def publish_tags(
     Call after `upload_dataset`: the samples must be in LightlyStudio already. An empty list writes no tag.
     """
     root = Path(data_dir).absolute()
-    images = frame_index[frame_index["kind"] == "image"]
-    frames = frame_index[frame_index["kind"] == "video"]
+    images = pd.DataFrame(frame_index[frame_index["kind"] == "image"])
+    frames = pd.DataFrame(frame_index[frame_index["kind"] == "video"])
     written: dict[str, list[str]] = {}
     with writer_lock(target), connected(target) as session:
         try:

@@ -80,7 +80,7 @@ def _markers(session: Session, sample_ids: list[UUID]) -> dict[UUID, dict[str, A
     query = select(SampleMetadataTable.sample_id, SampleMetadataTable.data).where(
         col(SampleMetadataTable.sample_id).in_(sample_ids)
     )
-    return dict(session.exec(query).all()) if sample_ids else {}
+    return {sample: dict(data) for sample, data in session.exec(query).all()} if sample_ids else {}
 
 
 def _is_current(marker: dict[str, Any] | None, video: VideoRow) -> bool:

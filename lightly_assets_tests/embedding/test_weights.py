@@ -17,17 +17,18 @@ import pytest
 import torch
 from lightly.cli.embed_cli import _embed_cli
 
-from lightly_assets.embedding.model import LightlyArch, build_lightly_model, load_model
-from lightly_assets.embedding.pipeline import embed_samples
+from lightly_assets.embedding.factory import load_model
+from lightly_assets.embedding.families.lightly import build_lightly_model
+from lightly_assets.embedding.network import LightlyArch
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.weights import (
     DEFAULT_ZOO_KEY,
     WeightsError,
     choose_weights,
-    load_chosen,
     zoo_url,
 )
 from lightly_assets_tests.conftest import OFFLINE_PRETRAINED_URL
-from lightly_assets_tests.test_embedding import _frame_index, _image
+from lightly_assets_tests.media import blocky_image, frame_index_for
 
 SIZE = 16
 DEFAULT_ARCH = LightlyArch()
@@ -111,13 +112,12 @@ def test_download_then_offline_cache_and_same_vectors_as_lightly_embed(tmp_path:
 
     names = ["a/x.jpg", "a/y.png", "b/z.jpg"]
     for i, name in enumerate(names):
-        _image(tmp_path / "data" / name, 50 + 10 * i, 40, seed=i)
+        blocky_image(tmp_path / "data" / name, 50 + 10 * i, 40, seed=i)
     ours = embed_samples(
-        _frame_index(tmp_path / "data", names),
+        frame_index_for(tmp_path / "data", names),
         tmp_path / "data",
-        load_chosen(again, input_size=SIZE, precision="fp32"),  # bit-level agreement with lightly needs fp32
-        batch_size=2,
-        draft=False,
+        load_model(again, input_size=SIZE, precision="fp32"),  # bit-level agreement with lightly needs fp32
+        options=EmbedOptions(batch_size=2, draft=False),
     )
     # lightly-embed with no checkpoint: its zoo URL, served from the same hub cache (TORCH_HOME), nothing fetched
     cfg = {
@@ -162,7 +162,7 @@ def test_unreachable_slow_truncated_or_not_a_checkpoint_falls_back_loudly(tmp_pa
     assert html.random and "not a PyTorch checkpoint" in html.note
     folder = _cache(tmp_path).parent
     assert not folder.exists() or list(folder.iterdir()) == []  # nothing half-written is kept
-    model = load_chosen(html, input_size=SIZE)
+    model = load_model(html, input_size=SIZE)
     assert model.random_init
 
 
@@ -176,10 +176,10 @@ def test_cached_file_that_is_not_a_checkpoint_or_another_architecture_is_an_erro
         weights = choose_weights(url=url)
         assert weights.source == "pretrained" and weights.path == cached
         with pytest.raises(WeightsError, match=rf"{cached}: cached pretrained weights are not a readable"):
-            load_chosen(weights, input_size=SIZE)
+            load_model(weights, input_size=SIZE)
         _checkpoint(cached, LightlyArch(name="resnet-9", num_ftrs=16))
         with pytest.raises(WeightsError, match=rf"{cached}: cached pretrained weights do not fit {DEFAULT_ZOO_KEY}"):
-            load_chosen(choose_weights(url=url), input_size=SIZE)
+            load_model(choose_weights(url=url), input_size=SIZE)
 
 
 @pytest.mark.e2e  # file_index..embeddings through Dagster twice, pretrained then trained weights (~20 s)

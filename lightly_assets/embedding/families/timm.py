@@ -6,16 +6,21 @@ Weights come from Hugging Face's cache (`$HF_HOME/hub`), where timm itself keeps
 
 from __future__ import annotations
 
-from lightly_assets.embedding.models import BuildOptions, Network
-from lightly_assets.embedding.models.spec import ModelError, ModelSpec
+from typing import Any
+
+from lightly_assets.embedding.download import cached_path
+from lightly_assets.embedding.errors import ModelError
+from lightly_assets.embedding.families.base import Network
 from lightly_assets.embedding.preprocessing import Preprocessing, crop_resize
-from lightly_assets.embedding.weights import cached_path, fetch_hf, fetch_named
+from lightly_assets.embedding.spec import BuildOptions, ModelSpec
+from lightly_assets.embedding.weights import fetch_hf, fetch_named
 
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def build(spec: ModelSpec, options: BuildOptions) -> Network:
-    import timm
+    import timm  # slow to import: only for timm: models
+    import timm.data.config
 
     cfg = timm.models.get_pretrained_cfg(spec.name)
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
@@ -29,12 +34,12 @@ def build(spec: ModelSpec, options: BuildOptions) -> Network:
         weights = fetch_hf(str(spec), cfg.hf_hub_id, files, options.stall_timeout, options.log)
     else:
         weights = fetch_named(
-            str(spec), cfg.url, cached_path(cfg.url), options.mirror, options.stall_timeout, options.log
+            str(spec), str(cfg.url), cached_path(str(cfg.url)), options.mirror, options.stall_timeout, options.log
         )
-    model = timm.create_model(
+    model: Any = timm.create_model(
         spec.name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(weights.path)}
     )
-    data = timm.data.resolve_data_config({}, model=model)
+    data = timm.data.config.resolve_data_config({}, model=model)
     _, height, width = data["input_size"]
     if height != width:
         raise ModelError(f"{spec}: non-square input {height}x{width} is not supported")

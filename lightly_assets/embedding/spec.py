@@ -1,11 +1,14 @@
-"""What the user asked for: `LIGHTLY_ASSETS_MODEL` / `embedding_model.model`, parsed once into a `ModelSpec`."""
+"""What the user asked for: `LIGHTLY_ASSETS_MODEL` / `embedding_model.model`, parsed once into a `ModelSpec`, and what
+building its network may need beyond it (`BuildOptions`)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from lightly_assets.errors import LightlyAssetsError
+from lightly_assets.embedding.download import STALL_TIMEOUT_S
+from lightly_assets.embedding.errors import ModelError
 
 FAMILIES = ("lightly", "torchvision", "timm", "open_clip", "mobileclip", "onnx")
 ACCEPTED = (
@@ -14,10 +17,6 @@ ACCEPTED = (
     "open_clip:ARCH/PRETRAINED (e.g. open_clip:ViT-B-32/openai), mobileclip:s0 (LightlyStudio's own MobileCLIP), "
     "onnx:/path/model.onnx"
 )
-
-
-class ModelError(LightlyAssetsError):
-    """A checkpoint or model setting that cannot be used; the message names the file and the reason."""
 
 
 @dataclass(frozen=True)
@@ -55,3 +54,17 @@ def parse_spec(text: str | None) -> ModelSpec:
     if family == "open_clip" and "/" not in name:
         raise ModelError(f"model {text!r}: open_clip needs ARCH/PRETRAINED (e.g. open_clip:ViT-B-32/openai)")
     return ModelSpec(family, name)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What a family may need beyond the spec: a download mirror, timeouts, the input size (lightly's, and ONNX's
+    fallback), ONNX's statistics, the random initialisation's seed."""
+
+    mirror: str | None = None
+    stall_timeout: float = STALL_TIMEOUT_S
+    log: Callable[[str], None] | None = None
+    input_size: int = 64  # lightly-embed's; an ONNX file without a static size takes it too
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    seed: int = 0

@@ -6,11 +6,7 @@ torch's hub cache, laid into a Hugging Face cache folder for timm. ONNX files ar
 
 from __future__ import annotations
 
-import threading
 import warnings
-from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -19,34 +15,17 @@ import torch
 from PIL import Image
 
 from lightly_assets.defs.resources import EmbeddingModelResource
-from lightly_assets.embedding.model import ModelError
-from lightly_assets.embedding.models import ACCEPTED, BuildOptions, build, parse_spec
-from lightly_assets.embedding.pipeline import EmbeddingCache, embed_samples, load_image
+from lightly_assets.embedding.cache import EmbeddingCache
+from lightly_assets.embedding.decode import load_image
+from lightly_assets.embedding.errors import ModelError, WeightsError
+from lightly_assets.embedding.families import build
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.preprocessing import Preprocessing
-from lightly_assets.embedding.weights import WeightsError
+from lightly_assets.embedding.spec import ACCEPTED, BuildOptions, parse_spec
 from lightly_assets_tests.conftest import free_port, make_image
+from lightly_assets_tests.media import frame_index_for
 
 TIMM_NAME = "mobilenetv3_small_050.lamb_in1k"  # a real timm model small enough for a quick test
-
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        """No request lines in the test output."""
-
-
-@pytest.fixture
-def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A static file server on 127.0.0.1 over a folder the test fills: (base URL, folder)."""
-    root = tmp_path / "served"
-    root.mkdir()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def _photo(path: Path, size: tuple[int, int] = (96, 64), seed: int = 0) -> Path:
@@ -259,11 +238,10 @@ def test_onnx_wrong_rank_channels_or_output_type_is_one_line_naming_file_and_sha
 
 
 def test_resource_loads_a_named_model_and_switching_model_re_embeds(tmp_path: Path, image_tree) -> None:
-    from lightly_assets_tests.test_embedding import _frame_index
 
     names = ["a/1.png", "a/2.png", "b/3.png"]
     data = image_tree(names)
-    frames = _frame_index(data, names)
+    frames = frame_index_for(data, names)
     first = _export(_Tiny(), tmp_path / "one.onnx", (1, 3, 16, 16))
     second = _export(torch.nn.Sequential(_Tiny(), torch.nn.Linear(8, 5)), tmp_path / "two.onnx", (1, 3, 20, 20))
     cache = EmbeddingCache(tmp_path / "cache.npz")
@@ -272,7 +250,7 @@ def test_resource_loads_a_named_model_and_switching_model_re_embeds(tmp_path: Pa
         resource = EmbeddingModelResource(model=f"onnx:{path}")
         model = resource.load()
         assert model.spec == f"onnx:{path}" and resource.weights.path == path.resolve()
-        results.append((model, embed_samples(frames, data, model, batch_size=2, cache=cache)))
+        results.append((model, embed_samples(frames, data, model, options=EmbedOptions(batch_size=2), cache=cache)))
     (m1, r1), (m2, r2), (m3, r3) = results
     assert r1.matrix.shape == (3, 8) and r2.matrix.shape == (3, 5)
     assert m1.fingerprint != m2.fingerprint and r2.reused == 0  # another model: nothing reused

@@ -50,7 +50,7 @@ def frame_index_of(folder: Path):
 
 
 def local_embeddings(folder: Path):
-    from lightly_assets.embedding.model import load_model
+    from lightly_assets.embedding.factory import load_model
     from lightly_assets.embedding.pipeline import embed_samples
 
     model = load_model(None, input_size=64, seed=0, precision="fp32")  # EmbeddingModelResource's defaults
@@ -68,7 +68,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_executor_is_chosen_by_the_resource_field_and_a_bad_one_names_it() -> None:
     from lightly_assets.defs.resources import ConfigurationError, EmbeddingModelResource, RayClusterResource
     from lightly_assets.embedding.distributed import RayExecutor
-    from lightly_assets.embedding.pipeline import LocalExecutor
+    from lightly_assets.embedding.local import LocalExecutor
 
     cluster = RayClusterResource(address="10.0.0.1:6379", num_cpus=2)
     assert isinstance(EmbeddingModelResource().executor_for(cluster), LocalExecutor)
@@ -121,7 +121,7 @@ def test_work_is_cut_into_image_batches_and_whole_videos() -> None:
 def test_unreachable_cluster_is_a_clear_error_within_seconds(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
     from lightly_assets.embedding.distributed import RayExecutor, RayExecutorError
-    from lightly_assets.embedding.model import load_model
+    from lightly_assets.embedding.factory import load_model
     from lightly_assets.embedding.pipeline import embed_samples
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the executor's address is the only one used

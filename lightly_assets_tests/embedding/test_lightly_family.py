@@ -11,7 +11,11 @@ import torchvision
 from lightly.cli._helpers import get_model_from_config
 from lightly.embedding import SelfSupervisedEmbedding
 
-from lightly_assets.embedding.model import LightlyArch, ModelError, bf16_supported, build_lightly_model, load_model
+from lightly_assets.embedding.errors import ModelError
+from lightly_assets.embedding.factory import load_model
+from lightly_assets.embedding.families.lightly import build_lightly_model
+from lightly_assets.embedding.network import LightlyArch
+from lightly_assets.embedding.runtime import bf16_supported
 
 
 def _pixels(n: int = 4, size: int = 32, seed: int = 0) -> np.ndarray:

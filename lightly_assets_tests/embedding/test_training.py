@@ -16,30 +16,30 @@ import pytest
 import torch
 from lightly.cli.embed_cli import _embed_cli
 
-from lightly_assets.embedding.model import load_model
-from lightly_assets.embedding.pipeline import embed_samples
+from lightly_assets.embedding.factory import load_model
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.training import TrainingError, TrainSettings, train
 from lightly_assets.embedding.weights import TRAINED_NAME, choose_weights
 from lightly_assets_tests.conftest import REPO
-from lightly_assets_tests.test_embedding import _frame_index, _image, _video
+from lightly_assets_tests.media import blocky_image, frame_index_for, shaded_video
 
 SIZE = 16
 TINY = TrainSettings(epochs=1, batch_size=4, input_size=32, max_minutes=5)
 
 
 def test_too_few_samples_for_a_batch(tmp_path: Path) -> None:
-    _image(tmp_path / "a.png", 20, 20, seed=0)
+    blocky_image(tmp_path / "a.png", 20, 20, seed=0)
     with pytest.raises(TrainingError, match=r"1 samples, too few to form one batch of 4; lower batch_size"):
-        train(_frame_index(tmp_path, ["a.png"]), tmp_path, tmp_path / "m.ckpt", TINY)
+        train(frame_index_for(tmp_path, ["a.png"]), tmp_path, tmp_path / "m.ckpt", TINY)
     assert not (tmp_path / "m.ckpt").exists()
 
 
 def test_time_budget_stops_after_the_current_step(tmp_path: Path) -> None:
     names = [f"{i}.png" for i in range(4)]
     for i, name in enumerate(names):
-        _image(tmp_path / name, 20, 20, seed=i)
+        blocky_image(tmp_path / name, 20, 20, seed=i)
     budget = TrainSettings(epochs=50, batch_size=2, input_size=16, max_minutes=1e-5)
-    result = train(_frame_index(tmp_path, names), tmp_path, tmp_path / "m.ckpt", budget)
+    result = train(frame_index_for(tmp_path, names), tmp_path, tmp_path / "m.ckpt", budget)
     assert result.steps == 1 and result.epochs == 1 and result.partial_last_epoch
     assert result.stopped_by.startswith("time budget") and (tmp_path / "m.ckpt").is_file()
 
@@ -49,10 +49,10 @@ def test_tiny_run_writes_a_checkpoint_that_lightly_embed_loads(tmp_path: Path) -
     root = tmp_path / "data"
     names = sorted(f"{'ab'[i % 2]}/{i}.jpg" for i in range(5))
     for i, name in enumerate(names):
-        _image(root / name, 40 + 4 * i, 30, seed=i)
+        blocky_image(root / name, 40 + 4 * i, 30, seed=i)
     (root / "v").mkdir()
-    _video(root / "v/clip.avi", n_frames=3)
-    index = _frame_index(root, names, {"v/clip.avi": 3})
+    shaded_video(root / "v/clip.avi", n_frames=3)
+    index = frame_index_for(root, names, {"v/clip.avi": 3})
     lines: list[str] = []
     out = tmp_path / "out" / TRAINED_NAME
     result = train(index, root, out, TINY, progress=lines.append)
@@ -79,7 +79,10 @@ def test_tiny_run_writes_a_checkpoint_that_lightly_embed_loads(tmp_path: Path) -
     }
     expected, _, filenames = _embed_cli(cfg, is_cli_call=False)
     ours = embed_samples(
-        _frame_index(images, names), images, load_model(str(out), input_size=SIZE, precision="fp32"), draft=False
+        frame_index_for(images, names),
+        images,
+        load_model(str(out), input_size=SIZE, precision="fp32"),
+        options=EmbedOptions(draft=False),
     )
     assert ours.filenames == filenames
     np.testing.assert_allclose(ours.matrix, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
@@ -91,7 +94,7 @@ def test_tiny_run_writes_a_checkpoint_that_lightly_embed_loads(tmp_path: Path) -
 def test_cli_train_then_a_killed_run_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     data, out = tmp_path / "data", tmp_path / "out"
     for i in range(6):
-        _image(data / "ds" / "ab"[i % 2] / f"{i}.jpg", 40, 30, seed=i)
+        blocky_image(data / "ds" / "ab"[i % 2] / f"{i}.jpg", 40, 30, seed=i)
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "LIGHTLY_ASSETS_DATA_DIR": str(data),
            "LIGHTLY_ASSETS_OUTPUT_DIR": str(out), "PYTHONUNBUFFERED": "1"}  # fmt: skip
     cmd = [sys.executable, "-m", "lightly_assets.cli", "train", "ds", "--batch-size", "2"]

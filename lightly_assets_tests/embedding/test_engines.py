@@ -12,13 +12,20 @@ import pytest
 import torch
 from torch import nn
 
-from lightly_assets.embedding import engine as eng
-from lightly_assets.embedding.engine import EngineError, ModelCache, TorchEngine, openvino_engine
-from lightly_assets.embedding.model import bf16_supported, load_model
+from lightly_assets.embedding.engines import compiled_cache as eng
+from lightly_assets.embedding.engines.compiled_cache import ModelCache
+from lightly_assets.embedding.engines.openvino import openvino_engine
+from lightly_assets.embedding.engines.torch import TorchEngine
+from lightly_assets.embedding.errors import EngineError
+from lightly_assets.embedding.factory import from_compiled_cache, load_model
 from lightly_assets.embedding.preprocessing import Preprocessing
-from lightly_assets.embedding.weights import Weights, load_chosen
+from lightly_assets.embedding.runtime import bf16_supported
+from lightly_assets.embedding.settings import RunSettings
+from lightly_assets.embedding.spec import BuildOptions
+from lightly_assets.embedding.weights import Weights
+from lightly_assets_tests.media import blocky_image, frame_index_for, make_image, make_video
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
 
 
@@ -59,7 +66,7 @@ def lightly_ov(ov_cache: Path):
 
 def test_openvino_fp32_matches_torch_fp32_on_the_lightly_network(lightly_ov) -> None:
     torch_model = load_model(None, input_size=SIZE, precision="fp32", engine="torch")
-    assert lightly_ov.engine == "openvino" and lightly_ov.compiled is not None
+    assert lightly_ov.engine == "openvino" and lightly_ov.runner.name == "openvino"
     assert lightly_ov.dim == torch_model.dim == 32
     pixels = _pixels(7)  # not a multiple of anything: any batch length runs
     ours, reference = lightly_ov.embed(pixels), torch_model.embed(pixels)
@@ -167,15 +174,13 @@ def test_torchvision_resnet18_on_openvino_matches_torch(tmp_path: Path) -> None:
 
 def test_calibration_samples_are_spread_over_images_and_frames(tmp_path: Path) -> None:
     from lightly_assets.embedding.calibration import calibration_pixels
-    from lightly_assets_tests.media import make_image, make_video
-    from lightly_assets_tests.test_embedding import _frame_index
 
     names = [f"a/{i}.jpg" for i in range(6)] + ["b/x.png"]
     for i, name in enumerate(names):
         make_image(tmp_path / name, seed=i, size=(40, 30))
     (tmp_path / "a/broken.jpg").write_bytes(b"not a jpeg")
     make_video(tmp_path / "v.mp4", n_frames=6, size=(32, 32))
-    index = _frame_index(tmp_path, [*names, "a/broken.jpg"], {"v.mp4": 6})
+    index = frame_index_for(tmp_path, [*names, "a/broken.jpg"], {"v.mp4": 6})
     pixels = calibration_pixels(index, tmp_path, Preprocessing.stretch(16), n=10)
     assert pixels.dtype == np.uint8 and pixels.shape[1:] == (16, 16, 3)
     assert 8 <= len(pixels) <= 10  # the broken file is left out, the rest spread over images and frames
@@ -204,18 +209,17 @@ def test_int8_quantisation_stays_close(tmp_path: Path, lightly_ov) -> None:
 def test_a_warm_run_serves_the_cached_model_without_torch(lightly_ov, ov_cache: Path, tmp_path: Path) -> None:
     """The second run of a model reads the converted graph and embeds a folder: torch is never imported."""
     from lightly_assets.embedding.pipeline import embed_samples
-    from lightly_assets_tests.media import make_image
-    from lightly_assets_tests.test_embedding import _frame_index
 
     names = [f"a/{i}.jpg" for i in range(3)]
     for i, name in enumerate(names):
         make_image(tmp_path / name, seed=i, size=(40, 30))
-    _frame_index(tmp_path, names).to_pickle(tmp_path / "index.pkl")
+    frame_index_for(tmp_path, names).to_pickle(tmp_path / "index.pkl")
     code = f"""
 import sys, json, numpy as np, pandas as pd
-from lightly_assets.embedding.weights import Weights, load_chosen
+from lightly_assets.embedding.factory import load_model
+from lightly_assets.embedding.weights import Weights
 from lightly_assets.embedding.pipeline import embed_samples
-m = load_chosen(Weights("random"), input_size={SIZE}, precision="fp32", engine="openvino", cache_dir={str(ov_cache)!r})
+m = load_model(Weights("random"), input_size={SIZE}, precision="fp32", engine="openvino", cache_dir={str(ov_cache)!r})
 px = np.random.default_rng(0).integers(0, 256, (6, {SIZE}, {SIZE}, 3), dtype=np.uint8)
 folder = embed_samples(pd.read_pickle({str(tmp_path / "index.pkl")!r}), {str(tmp_path)!r}, m)
 print(json.dumps({{"torch": "torch" in sys.modules, "fp": m.fingerprint, "dim": m.dim, "random": m.random_init,
@@ -228,39 +232,36 @@ print(json.dumps({{"torch": "torch" in sys.modules, "fp": m.fingerprint, "dim": 
     assert got["torch"] is False and got["engine"] == "openvino"
     assert got["fp"] == lightly_ov.fingerprint and got["dim"] == lightly_ov.dim and got["random"] is True
     np.testing.assert_allclose(np.asarray(got["v"], np.float32), lightly_ov.embed(_pixels()), rtol=1e-6, atol=1e-7)
-    here = embed_samples(_frame_index(tmp_path, names), tmp_path, lightly_ov).matrix
+    here = embed_samples(frame_index_for(tmp_path, names), tmp_path, lightly_ov).matrix
     np.testing.assert_allclose(np.asarray(got["folder"], np.float32), here, rtol=1e-6, atol=1e-7)
 
 
 def test_a_warm_cache_is_only_used_for_the_same_weights(lightly_ov, ov_cache: Path) -> None:
-    other_seed = load_chosen(Weights("random"), input_size=SIZE, seed=1, precision="fp32", engine="torch")
+    other_seed = load_model(Weights("random"), input_size=SIZE, seed=1, precision="fp32", engine="torch")
     assert other_seed.fingerprint != lightly_ov.fingerprint
-    from lightly_assets.embedding.warm import warm_model
-
-    assert warm_model(None, None, input_size=SIZE, seed=1, device="cpu", engine="openvino", cache_dir=ov_cache) is None
-    assert warm_model(None, None, input_size=SIZE, seed=0, device="cpu", engine="torch", cache_dir=ov_cache) is None
-    hit = warm_model(
-        None, None, input_size=SIZE, seed=0, device="cpu", precision="fp32", engine="auto", cache_dir=ov_cache
-    )
-    assert hit is not None and hit.fingerprint == lightly_ov.fingerprint
+    random = Weights("random")
+    for seed, engine in ((1, "openvino"), (0, "torch")):
+        run = RunSettings(device="cpu", engine=engine, cache_dir=ov_cache)
+        assert from_compiled_cache(random, run, BuildOptions(input_size=SIZE, seed=seed)) is None
+    run = RunSettings(device="cpu", precision="fp32", engine="auto", cache_dir=ov_cache)
+    hit = from_compiled_cache(random, run, BuildOptions(input_size=SIZE, seed=0))
+    assert hit is not None and hit.fingerprint == lightly_ov.fingerprint and hit.module is None
 
 
 def test_a_warm_model_embeds_through_the_pipeline_like_the_model_it_was_cached_from(
     lightly_ov, ov_cache: Path, tmp_path: Path
 ) -> None:
     """The second run of a dataset gets the warm model: it must take the pipeline's path (`prep`) too."""
-    from lightly_assets.embedding.pipeline import embed_samples
-    from lightly_assets.embedding.warm import warm_model
-    from lightly_assets_tests.test_embedding import _frame_index, _image
+    from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 
     names = ["a/x.jpg", "b/y.png"]
     for i, name in enumerate(names):
-        _image(tmp_path / name, 40, 30, seed=i)
-    warm = warm_model(None, None, input_size=SIZE, seed=0, device="cpu", precision="fp32", engine="auto",
-                      cache_dir=ov_cache)  # fmt: skip
+        blocky_image(tmp_path / name, 40, 30, seed=i)
+    run = RunSettings(device="cpu", precision="fp32", engine="auto", cache_dir=ov_cache)
+    warm = from_compiled_cache(Weights("random"), run, BuildOptions(input_size=SIZE))
     assert warm is not None and warm.prep == lightly_ov.prep
     assert (warm.spec, warm.space_key) == (lightly_ov.spec, lightly_ov.space_key)  # read by the embeddings asset
-    got = embed_samples(_frame_index(tmp_path, names), tmp_path, warm, workers=1)
-    expected = embed_samples(_frame_index(tmp_path, names), tmp_path, lightly_ov, workers=1)
+    got = embed_samples(frame_index_for(tmp_path, names), tmp_path, warm, options=EmbedOptions(workers=1))
+    expected = embed_samples(frame_index_for(tmp_path, names), tmp_path, lightly_ov, options=EmbedOptions(workers=1))
     assert got.filenames == names
     np.testing.assert_allclose(got.matrix, expected.matrix, rtol=1e-6, atol=1e-7)

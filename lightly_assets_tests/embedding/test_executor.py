@@ -10,9 +10,10 @@ import numpy as np
 
 from lightly_assets.embedding.cache import EmbeddingCache
 from lightly_assets.embedding.executor import Collected, DecodeOptions, EmbedJob, JobResult, Sink
-from lightly_assets.embedding.model import load_model
-from lightly_assets.embedding.pipeline import LocalExecutor, embed_samples
-from lightly_assets_tests.test_embedding import _frame_index, _image
+from lightly_assets.embedding.factory import load_model
+from lightly_assets.embedding.local import LocalExecutor
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
+from lightly_assets_tests.media import blocky_image, frame_index_for
 
 SIZE = 16
 
@@ -40,17 +41,19 @@ class Backwards:
 def test_an_executor_gets_only_the_uncached_rows_and_its_vectors_land_in_order(tmp_path: Path) -> None:
     names = ["a/x.jpg", "a/y.png", "b/z.jpg", "b/w.png"]
     for i, name in enumerate(names):
-        _image(tmp_path / name, 40, 30, seed=i)
+        blocky_image(tmp_path / name, 40, 30, seed=i)
     (tmp_path / "b" / "broken.png").write_bytes(b"not an image")
     model = load_model(None, input_size=SIZE, seed=0, precision="fp32")
     cache = EmbeddingCache(tmp_path / "cache.npz")
-    local = embed_samples(_frame_index(tmp_path, names[:2]), tmp_path, model, cache=cache, draft=False)
+    local = embed_samples(
+        frame_index_for(tmp_path, names[:2]), tmp_path, model, cache=cache, options=EmbedOptions(draft=False)
+    )
     assert local.embedded == 2
 
-    index = _frame_index(tmp_path, [*names, "b/broken.png"])
+    index = frame_index_for(tmp_path, [*names, "b/broken.png"])
     executor, progress = Backwards(), []
     result = embed_samples(
-        index, tmp_path, model, batch_size=2, workers=1, cache=cache, draft=False, executor=executor,
+        index, tmp_path, model, EmbedOptions(batch_size=2, workers=1, draft=False), cache=cache, executor=executor,
         progress=lambda done, total: progress.append((done, total)),
     )  # fmt: skip
     (job,) = executor.jobs
@@ -59,15 +62,15 @@ def test_an_executor_gets_only_the_uncached_rows_and_its_vectors_land_in_order(t
     assert result.filenames == names and result.reused == 2 and result.embedded == 2
     assert [n for n, _ in result.unreadable] == ["b/broken.png"] and "UnidentifiedImageError" in result.unreadable[0][1]
     assert (result.first_batch_at, result.nodes) == (123.0, frozenset({"n1", "n2"}))
-    reference = embed_samples(_frame_index(tmp_path, names), tmp_path, model, draft=False)
+    reference = embed_samples(frame_index_for(tmp_path, names), tmp_path, model, options=EmbedOptions(draft=False))
     np.testing.assert_allclose(result.matrix, reference.matrix, rtol=1e-5, atol=1e-6)
     assert progress[0] == (2, 5) and progress[-1] == (5, 5)
 
 
 def test_the_local_executor_reports_when_its_first_batch_was_ready(tmp_path: Path) -> None:
-    _image(tmp_path / "x.png", 20, 20, seed=0)
+    blocky_image(tmp_path / "x.png", 20, 20, seed=0)
     model = load_model(None, input_size=SIZE, seed=0)
-    job = EmbedJob(_frame_index(tmp_path, ["x.png"]), tmp_path, model, batch_size=4, workers=1)
+    job = EmbedJob(frame_index_for(tmp_path, ["x.png"]), tmp_path, model, batch_size=4, workers=1)
     collected = Collected(dim=model.dim, n=1)
     outcome = LocalExecutor().run(job, collected)
     assert collected.done.tolist() == [True] and outcome.first_batch_at is not None and outcome.nodes == frozenset()

@@ -13,14 +13,16 @@ import pytest
 import torch
 from lightly.cli._helpers import _filter_state_dict, _fix_projection_head_keys
 
-from lightly_assets.embedding import runtime
+from lightly_assets.embedding import runtime, settings
 from lightly_assets.embedding.cache import EmbeddingCache
-from lightly_assets.embedding.model import LightlyArch, bf16_supported, build_lightly_model, load_model
-from lightly_assets.embedding.network import build_backbone, lightly_keys
-from lightly_assets.embedding.pipeline import embed_samples
-from lightly_assets_tests.test_embedding import _frame_index, _image
+from lightly_assets.embedding.factory import load_model
+from lightly_assets.embedding.families.lightly import build_lightly_model
+from lightly_assets.embedding.network import LightlyArch, build_backbone, lightly_keys
+from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
+from lightly_assets.embedding.runtime import bf16_supported
+from lightly_assets_tests.media import blocky_image, frame_index_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -39,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
     ],
 )
 def test_precision_choice(asked: str, device: str, native: bool, expected: str) -> None:
-    chosen, notes = runtime.choose_precision(asked, device, native)
+    chosen, notes = settings.choose_precision(asked, device, native)
     assert chosen == expected
     fell_back = asked not in ("auto", chosen)
     assert bool(notes) == (fell_back or (asked == "auto" and chosen == "fp32"))
@@ -104,22 +106,22 @@ def test_thread_plan_for_openvino(cores: int, expected: runtime.ThreadPlan) -> N
     ],
 )
 def test_engine_choice(asked: str, device: str, expected: str) -> None:
-    assert runtime.choose_engine(asked, device) == expected
+    assert settings.choose_engine(asked, device) == expected
 
 
 def test_engine_choice_refuses_what_cannot_run() -> None:
     with pytest.raises(ValueError, match="openvino runs on the CPU"):
-        runtime.choose_engine("openvino", "cuda")
+        settings.choose_engine("openvino", "cuda")
     with pytest.raises(ValueError, match="engine must be one of"):
-        runtime.choose_engine("tensorrt", "cpu")
+        settings.choose_engine("tensorrt", "cpu")
 
 
 def test_int8_is_opt_in_and_only_on_openvino() -> None:
-    assert runtime.choose_precision("int8", "cpu", True, "openvino") == ("int8", [])
-    chosen, notes = runtime.choose_precision("int8", "cpu", True, "torch")
+    assert settings.choose_precision("int8", "cpu", True, "openvino") == ("int8", [])
+    chosen, notes = settings.choose_precision("int8", "cpu", True, "torch")
     assert chosen == "fp32" and "int8" in notes[0]
-    assert runtime.choose_precision("auto", "cpu", False, "openvino")[0] == "fp32"  # never int8 by default
-    assert runtime.choose_precision("auto", "cpu", True, "openvino")[0] == "bf16"
+    assert settings.choose_precision("auto", "cpu", False, "openvino")[0] == "fp32"  # never int8 by default
+    assert settings.choose_precision("auto", "cpu", True, "openvino")[0] == "bf16"
 
 
 def test_zoo_url_is_lightlys_without_importing_the_zoo() -> None:
@@ -132,8 +134,8 @@ def test_zoo_url_is_lightlys_without_importing_the_zoo() -> None:
     code = (
         "import sys, os\n"
         "os.environ['TORCH_HOME'] = '/tmp/th'\n"
-        "from lightly_assets.embedding import weights\n"
-        "weights.zoo_url(); print(weights.hub_checkpoints_dir(), 'torch' in sys.modules, 'lightly' in sys.modules)\n"
+        "from lightly_assets.embedding import download, weights\n"
+        "weights.zoo_url(); print(download.hub_checkpoints_dir(), 'torch' in sys.modules, 'lightly' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -143,9 +145,9 @@ def test_zoo_url_is_lightlys_without_importing_the_zoo() -> None:
 def test_hub_dir_is_torchs() -> None:
     import torch.hub
 
-    from lightly_assets.embedding import weights
+    from lightly_assets.embedding import download
 
-    assert weights.hub_checkpoints_dir() == Path(torch.hub.get_dir()) / "checkpoints"
+    assert download.hub_checkpoints_dir() == Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def test_load_model_sets_torch_threads() -> None:
@@ -210,7 +212,7 @@ def test_embedding_imports_no_lightly_cli_and_no_torchvision(tmp_path: Path) -> 
     torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, ckpt)
     code = (
         "import sys, numpy as np\n"
-        "from lightly_assets.embedding.model import load_model\n"
+        "from lightly_assets.embedding.factory import load_model\n"
         "from lightly_assets.embedding.pipeline import embed_samples\n"
         f"m = load_model({str(ckpt)!r}, input_size=16)\n"
         "m.embed(np.zeros((2, 16, 16, 3), np.uint8))\n"
@@ -226,14 +228,14 @@ def test_embedding_imports_no_lightly_cli_and_no_torchvision(tmp_path: Path) -> 
 def test_rate_counts_this_run_only_and_cached_run_has_none(tmp_path: Path) -> None:
     names = [f"a/{i}.jpg" for i in range(5)]
     for i, name in enumerate(names):
-        _image(tmp_path / name, 40, 30, seed=i)
-    index = _frame_index(tmp_path, names)
+        blocky_image(tmp_path / name, 40, 30, seed=i)
+    index = frame_index_for(tmp_path, names)
     model = load_model(None, input_size=16)
     cache = EmbeddingCache(tmp_path / "cache.npz")
-    first = embed_samples(index, tmp_path, model, batch_size=2, cache=cache)
+    first = embed_samples(index, tmp_path, model, options=EmbedOptions(batch_size=2), cache=cache)
     assert first.embedded == 5 and first.samples_per_s > 0 and first.first_batch_at is not None
     assert first.workers == model.decode_workers
-    again = embed_samples(index, tmp_path, model, batch_size=2, cache=cache)
+    again = embed_samples(index, tmp_path, model, options=EmbedOptions(batch_size=2), cache=cache)
     assert again.reused == 5 and again.embedded == 0
     assert again.samples_per_s == 0.0 and again.first_batch_at is None and again.workers == 0
     np.testing.assert_array_equal(first.matrix, again.matrix)
@@ -244,12 +246,12 @@ def test_decode_threads_at_any_priority_give_the_same_rows(tmp_path: Path, low: 
     """Decode threads at a lower priority (CPU) or not (GPU plan): same vectors, same order."""
     names = [f"a/{i}.{'png' if i % 3 == 0 else 'jpg'}" for i in range(9)]
     for i, name in enumerate(names):
-        _image(tmp_path / name, 64, 48, seed=i)
-    index = _frame_index(tmp_path, names)
+        blocky_image(tmp_path / name, 64, 48, seed=i)
+    index = frame_index_for(tmp_path, names)
     model = load_model(None, input_size=16, precision="fp32")
-    reference = embed_samples(index, tmp_path, model, batch_size=4, workers=1)
+    reference = embed_samples(index, tmp_path, model, options=EmbedOptions(batch_size=4, workers=1))
     model.low_priority_decode = low
-    result = embed_samples(index, tmp_path, model, batch_size=4, workers=3)
+    result = embed_samples(index, tmp_path, model, options=EmbedOptions(batch_size=4, workers=3))
     assert result.filenames == reference.filenames == names
     np.testing.assert_allclose(result.matrix, reference.matrix, rtol=1e-5, atol=1e-6)
 

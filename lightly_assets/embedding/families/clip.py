@@ -8,22 +8,25 @@ embedding space is named `mobileclip_s0`, the name of LightlyStudio's built-in M
 side to 256 bilinear, centre crop 256, pixels in [0, 1] (no mean/std).
 
 `open_clip:` weights come from Hugging Face's cache (or the URL open_clip lists, into torch's hub cache), with
-open_clip's own preprocessing; `LoadedModel.embed_text` embeds phrases with its text tower.
+open_clip's own preprocessing; `Embedder.embed_text` embeds phrases with its text tower.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from lightly_assets.embedding.models import BuildOptions, Network
-from lightly_assets.embedding.models.spec import ModelError, ModelSpec
+from lightly_assets.embedding.download import cached_path
+from lightly_assets.embedding.errors import ModelError
+from lightly_assets.embedding.families.base import Network
 from lightly_assets.embedding.preprocessing import Preprocessing
-from lightly_assets.embedding.weights import cached_path, fetch_hf, fetch_named
+from lightly_assets.embedding.spec import BuildOptions, ModelSpec
+from lightly_assets.embedding.weights import fetch_hf, fetch_named
 from lightly_assets.errors import first_line
 
 MOBILECLIP_SPACE = "mobileclip_s0"  # LightlyStudio's space key and model name
@@ -34,9 +37,9 @@ _OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"
 class ClipImageTower(nn.Module):
     """`encode_image` as the forward pass; `embed_text` runs the text tower (CPU, no grad)."""
 
-    def __init__(self, model: nn.Module, tokenizer) -> None:
+    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model  # open_clip / MobileCLIP: untyped libraries
         self.tokenizer = tokenizer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +82,7 @@ def _mobileclip(spec: ModelSpec, options: BuildOptions) -> Network:
 
 
 def _open_clip(spec: ModelSpec, options: BuildOptions) -> Network:
-    import open_clip
+    import open_clip  # optional and slow to import: only for open_clip: models
 
     arch, _, tag = spec.name.partition("/")
     cfg = open_clip.get_pretrained_cfg(arch, tag)
@@ -98,13 +101,13 @@ def _open_clip(spec: ModelSpec, options: BuildOptions) -> Network:
         weights = fetch_named(str(spec), url, cached_path(url), options.mirror, options.stall_timeout, options.log)
     # From a file, open_clip does not apply the tag's settings: pass its activation and preprocessing on.
     tag_preprocessing = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
-    model = open_clip.create_model(
+    model: Any = open_clip.create_model(
         arch,
         pretrained=str(weights.path),
         force_quick_gelu=bool(cfg.get("quick_gelu", False)),
         force_preprocess_cfg=tag_preprocessing,
     )
-    pp = model.visual.preprocess_cfg
+    pp: dict[str, Any] = model.visual.preprocess_cfg
     size = pp["size"] if isinstance(pp["size"], int) else pp["size"][0]
     if pp.get("resize_mode", "shortest") == "squash":
         prep = Preprocessing.stretch(

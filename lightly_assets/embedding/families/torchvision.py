@@ -6,24 +6,28 @@ Weights come from torch's hub cache (`$TORCH_HOME/hub/checkpoints/<file of the w
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from lightly_assets.embedding.checkpoint import read_state_dict
-from lightly_assets.embedding.models import BuildOptions, Network
-from lightly_assets.embedding.models.spec import ModelError, ModelSpec
+from lightly_assets.embedding.download import cached_path
+from lightly_assets.embedding.errors import ModelError
+from lightly_assets.embedding.families.base import Network
 from lightly_assets.embedding.preprocessing import Preprocessing
-from lightly_assets.embedding.weights import cached_path, fetch_named
+from lightly_assets.embedding.spec import BuildOptions, ModelSpec
+from lightly_assets.embedding.weights import fetch_named
 
 _HEADS = ("fc", "classifier", "heads", "head")
 
 
 def build(spec: ModelSpec, options: BuildOptions) -> Network:
-    import torchvision.models as tvm
+    import torchvision.models as tvm  # slow to import: only for torchvision: models
 
     arch, _, tag = spec.name.partition("/")
     try:
-        enum = tvm.get_model_weights(arch)
+        enum: Any = tvm.get_model_weights(arch)
     except (ValueError, KeyError):
         names = tvm.list_models(module=tvm)
         raise ModelError(
@@ -41,6 +45,7 @@ def build(spec: ModelSpec, options: BuildOptions) -> Network:
     )
     with torch.device("meta"):
         model = tvm.get_model(arch, weights=None)
+    assert weights.path is not None  # fetch_named returns a file or raises
     state = read_state_dict(weights.path, f"{spec} weights are")
     model.load_state_dict(state, strict=True, assign=True)
     _drop_classifier(model)

@@ -13,10 +13,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightly_assets.embedding.models import BuildOptions, Network
-from lightly_assets.embedding.models.spec import ModelError, ModelSpec
+from lightly_assets.embedding import runtime
+from lightly_assets.embedding.download import sha256_of
+from lightly_assets.embedding.errors import ModelError
+from lightly_assets.embedding.families.base import Network
 from lightly_assets.embedding.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from lightly_assets.embedding.weights import Weights, sha256_of
+from lightly_assets.embedding.spec import BuildOptions, ModelSpec
+from lightly_assets.embedding.weights import Weights
 from lightly_assets.errors import first_line
 
 _FLOAT_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)")
@@ -89,9 +92,7 @@ def build(spec: ModelSpec, options: BuildOptions) -> Network:
 
 
 def _session(path: Path):
-    import onnxruntime as ort
-
-    from lightly_assets.embedding import runtime
+    import onnxruntime as ort  # only for `onnx:` models (and slow to import)
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = runtime.usable_cores()
