@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
-import pandas as pd
 from PIL import Image
-
-from lightly_assets.dataset.video import frame_name
 
 IMAGE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 
@@ -55,9 +53,15 @@ def grey_frames(i: int, width: int, height: int) -> np.ndarray:
     return np.full((height, width, 3), (20 * i) % 256, np.uint8)
 
 
-def noise_frames(seed: int = 0) -> Frames:
-    """Frames of random noise (each its own seed): nothing for a codec to predict, so damage cannot hide."""
-    return lambda i, width, height: np.random.default_rng((seed, i)).integers(0, 255, (height, width, 3), np.uint8)
+def noise_frames(seed: int | None = None) -> Frames:
+    """Frames of random noise (frame i from seed i, or from (seed, i)): nothing for a codec to predict, so damage
+    to the file cannot hide."""
+
+    def frame(i: int, width: int, height: int) -> np.ndarray:
+        rng = np.random.default_rng(i if seed is None else (seed, i))
+        return rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+    return frame
 
 
 def still_then_moving(still: int) -> Frames:
@@ -72,6 +76,23 @@ def still_then_moving(still: int) -> Frames:
     return frame
 
 
+def barred_frames(i: int, width: int, height: int) -> np.ndarray:
+    """A grey of shade 20*i with a bar of the opposite shade, (5*i mod width) pixels wide: every frame differs."""
+    pixels = grey_frames(i, width, height)
+    pixels[:, : (i * 5) % width] = 255 - pixels[0, 0]
+    return pixels
+
+
+def moving_texture(i: int, width: int, height: int) -> np.ndarray:
+    """A texture that slides 2 px a frame (so encoders use B-frames) with a 16x16 corner of brightness 20+6i that
+    numbers the frame."""
+    texture = np.random.default_rng(0).integers(-15, 16, (height, 2 * width, 3))
+    shift = (2 * i) % width
+    pixels = 100 + texture[:, shift : shift + width]
+    pixels[:16, :16] = 20 + 6 * i
+    return pixels.clip(0, 255).astype(np.uint8)
+
+
 def make_video(
     path: Path,
     n_frames: int = 10,
@@ -79,15 +100,28 @@ def make_video(
     codec: str = "mpeg4",
     rate: int = 10,
     frames: Frames = grey_frames,
+    *,
+    pts: list[int] | None = None,
+    fmt: str | None = None,
+    options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
-    """A short video of `n_frames` pictures drawn by `frames` (flat greys by default), written with PyAV."""
+    """A short video of `n_frames` pictures drawn by `frames` (flat greys by default), written with PyAV.
+
+    `pts` (in 1/rate s) gives a variable frame rate; `fmt` a container format the suffix does not name; `options`
+    and `container_options` go to the encoder and the muxer.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     width, height = size
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=rate)
+    with av.open(str(path), "w", format=fmt, options=container_options or {}) as container:
+        stream = container.add_stream(codec, rate=rate, options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if pts is not None:
+            stream.time_base = Fraction(1, rate)
         for i in range(n_frames):
             picture = av.VideoFrame.from_ndarray(frames(i, width, height), format="rgb24")
+            if pts is not None:
+                picture.pts, picture.time_base = pts[i], Fraction(1, rate)
             for packet in stream.encode(picture):
                 container.mux(packet)
         for packet in stream.encode():
@@ -236,30 +270,5 @@ def blocky_image(path: Path, w: int, h: int, seed: int) -> Path:
 
 
 def shaded_video(path: Path, n_frames: int, w: int = 48, h: int = 32) -> Path:
-    """An MPEG-4 video whose frames differ (grey level and a moving bar), written with PyAV."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for i in range(n_frames):
-            pixels = np.full((h, w, 3), (i * 20) % 256, dtype=np.uint8)
-            pixels[:, : (i * 5) % w] = 255 - pixels[0, 0]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def frame_index_for(root: Path, images: list[str], videos: dict[str, int] | None = None) -> pd.DataFrame:
-    """The frame_index contract: one row per image, one per (indexed) video frame, labels by top folder."""
-    rows = []
-    for name in images:
-        st = (root / name).stat()
-        rows.append((name, name, "image", None, int(name.startswith("b/")), st.st_size, st.st_mtime_ns))
-    for name, n in (videos or {}).items():
-        st = (root / name).stat()
-        rows += [(frame_name(name, i, n), name, "video", i, 7, st.st_size, st.st_mtime_ns) for i in range(n)]
-    df = pd.DataFrame(rows, columns=["filename", "source", "kind", "frame", "label", "size", "mtime_ns"])
-    df["frame"] = df["frame"].astype("Int64")
-    df["label_name"] = df["label"].astype(str)
-    return df
+    """An MPEG-4 video whose frames all differ (grey level and a widening bar): `make_video` with `barred_frames`."""
+    return make_video(path, n_frames, (w, h), frames=barred_frames)

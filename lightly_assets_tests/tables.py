@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from lightly.utils.io import save_embeddings
 
+from lightly_assets.dataset.video import frame_name
+
 DIM = 32  # the width of the random vectors in CSVs written here
 
 
@@ -60,3 +62,19 @@ def write_csv(index: pd.DataFrame, path: Path, seed: int = 0, dim: int = DIM) ->
     vectors = np.random.default_rng(seed).normal(size=(len(index), dim)).astype(np.float32)
     save_embeddings(str(path), vectors, index["label"].tolist(), index["filename"].tolist())
     return vectors
+
+
+def frame_index_for(root: Path, images: list[str], videos: dict[str, int] | None = None) -> pd.DataFrame:
+    """The frame_index contract for `images` and the first n frames of each video: label 1 under `b/`, else 0;
+    every video frame label 7 (the label_name is the label as text)."""
+    rows = []
+    for name in images:
+        st = (root / name).stat()
+        rows.append((name, name, "image", None, int(name.startswith("b/")), st.st_size, st.st_mtime_ns))
+    for name, n in (videos or {}).items():
+        st = (root / name).stat()
+        rows += [(frame_name(name, i, n), name, "video", i, 7, st.st_size, st.st_mtime_ns) for i in range(n)]
+    df = pd.DataFrame(rows, columns=["filename", "source", "kind", "frame", "label", "size", "mtime_ns"])
+    df["frame"] = df["frame"].astype("Int64")
+    df["label_name"] = df["label"].astype(str)
+    return df

@@ -24,7 +24,8 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from lightly.utils.io import load_embeddings
 
 from lightly_assets.defs.publishing import STUDIO_POOL
-from lightly_assets_tests.conftest import REPO, make_image
+from lightly_assets_tests.conftest import REPO
+from lightly_assets_tests.media import make_image, make_video, noise_frames
 
 TINY = (32, 24)
 
@@ -32,20 +33,9 @@ TINY = (32, 24)
 # --- builders ----------------------------------------------------------------------------------------
 
 
-def make_video(path: Path, n_frames: int = 8, size: tuple[int, int] = (48, 32)) -> Path:
+def noisy_video(path: Path, n_frames: int = 8, size: tuple[int, int] = (48, 32)) -> Path:
     """A small MPEG-4 video of noise frames (noise, so that damage cannot be hidden by prediction)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for i in range(n_frames):
-            pixels = np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return make_video(path, n_frames, size, frames=noise_frames())
 
 
 def corrupt_middle(path: Path, n_bytes: int = 400) -> Path:
@@ -84,10 +74,10 @@ def messy_dataset(root: Path, outside: Path) -> dict[str, str]:
     bad = os.fsencode(a) + b"/bad\xff.jpg"
     with open(bad, "wb") as handle:
         handle.write((a / "img0.png").read_bytes())
-    make_video(root / "v" / "good.mp4", 8)
-    corrupt_middle(make_video(root / "v" / "mid.mp4", 30))
-    cut(make_video(root / "v" / "tail.mkv", 30, (64, 48)), 0.6)
-    cut(make_video(root / "v" / "noindex.mp4", 30), 0.5)  # the moov index is written at the end
+    noisy_video(root / "v" / "good.mp4", 8)
+    corrupt_middle(noisy_video(root / "v" / "mid.mp4", 30))
+    cut(noisy_video(root / "v" / "tail.mkv", 30, (64, 48)), 0.6)
+    cut(noisy_video(root / "v" / "noindex.mp4", 30), 0.5)  # the moov index is written at the end
     return {
         "a/bad\\xff.jpg": "name is not valid UTF-8",
         "a/dangling.jpg": "broken symlink",
@@ -214,7 +204,7 @@ def _image_folder(folder: Path, n: int) -> None:
 def test_kill_during_embedding_and_upload_then_resume(env) -> None:
     """SIGKILL while embedding (after a checkpoint) and while uploading; the rerun resumes and is consistent."""
     _image_folder(env["data"] / "big", 8)
-    make_video(env["data"] / "big" / "long.mp4", 150, (32, 32))
+    noisy_video(env["data"] / "big" / "long.mp4", 150, (32, 32))
     cache = env["out"] / "big" / "embedding_cache.npz"
     with instance_at(env["home"]) as instance:  # one LightlyStudio writer: a killed upload must not keep the slot
         instance.event_log_storage.set_concurrency_slots(STUDIO_POOL, 1)
@@ -355,8 +345,8 @@ def test_a_frame_that_fails_to_convert_skips_its_whole_video(tmp_path: Path, mon
     from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 
     make_image(tmp_path / "ds" / "x.png", 0, TINY)
-    make_video(tmp_path / "ds" / "bad.mp4", 6)
-    make_video(tmp_path / "ds" / "ok.mp4", 4, (64, 48))
+    noisy_video(tmp_path / "ds" / "bad.mp4", 6)
+    noisy_video(tmp_path / "ds" / "ok.mp4", 4, (64, 48))
     files = scan_dataset(tmp_path / "ds").files
     samples = build_sample_index(files, tmp_path / "ds").samples
     real = av.VideoFrame.to_image

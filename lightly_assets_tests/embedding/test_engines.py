@@ -23,7 +23,8 @@ from lightly_assets.embedding.runtime import bf16_supported
 from lightly_assets.embedding.settings import RunSettings
 from lightly_assets.embedding.spec import BuildOptions
 from lightly_assets.embedding.weights import Weights
-from lightly_assets_tests.media import blocky_image, frame_index_for, make_image, make_video
+from lightly_assets_tests.media import blocky_image, make_image, make_video
+from lightly_assets_tests.tables import frame_index_for
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32

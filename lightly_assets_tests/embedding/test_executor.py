@@ -13,7 +13,8 @@ from lightly_assets.embedding.executor import Collected, DecodeOptions, EmbedJob
 from lightly_assets.embedding.factory import load_model
 from lightly_assets.embedding.local import LocalExecutor
 from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
-from lightly_assets_tests.media import blocky_image, frame_index_for
+from lightly_assets_tests.media import blocky_image
+from lightly_assets_tests.tables import frame_index_for
 
 SIZE = 16
 

@@ -23,7 +23,7 @@ from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.spec import ACCEPTED, BuildOptions, parse_spec
 from lightly_assets_tests.conftest import free_port, make_image
-from lightly_assets_tests.media import frame_index_for
+from lightly_assets_tests.tables import frame_index_for
 
 TIMM_NAME = "mobilenetv3_small_050.lamb_in1k"  # a real timm model small enough for a quick test
 

@@ -20,7 +20,8 @@ from lightly_assets.embedding.factory import load_model
 from lightly_assets.embedding.families.lightly import build_lightly_model
 from lightly_assets.embedding.network import LightlyArch
 from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
-from lightly_assets_tests.media import blocky_image, frame_index_for, shaded_video
+from lightly_assets_tests.media import blocky_image, shaded_video
+from lightly_assets_tests.tables import frame_index_for
 
 SIZE = 16  # input size: tiny keeps the tests fast; the network is the real default one
 

@@ -20,7 +20,8 @@ from lightly_assets.embedding.families.lightly import build_lightly_model
 from lightly_assets.embedding.network import LightlyArch, build_backbone, lightly_keys
 from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.runtime import bf16_supported
-from lightly_assets_tests.media import blocky_image, frame_index_for
+from lightly_assets_tests.media import blocky_image
+from lightly_assets_tests.tables import frame_index_for
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -21,7 +21,8 @@ from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.training import TrainingError, TrainSettings, train
 from lightly_assets.embedding.weights import TRAINED_NAME, choose_weights
 from lightly_assets_tests.conftest import REPO
-from lightly_assets_tests.media import blocky_image, frame_index_for, shaded_video
+from lightly_assets_tests.media import blocky_image, shaded_video
+from lightly_assets_tests.tables import frame_index_for
 
 SIZE = 16
 TINY = TrainSettings(epochs=1, batch_size=4, input_size=32, max_minutes=5)

@@ -28,7 +28,8 @@ from lightly_assets.embedding.weights import (
     zoo_url,
 )
 from lightly_assets_tests.conftest import OFFLINE_PRETRAINED_URL
-from lightly_assets_tests.media import blocky_image, frame_index_for
+from lightly_assets_tests.media import blocky_image
+from lightly_assets_tests.tables import frame_index_for
 
 SIZE = 16
 DEFAULT_ARCH = LightlyArch()

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
@@ -17,6 +16,7 @@ from lightly_assets.embedding.decode import load_image
 from lightly_assets.embedding.factory import load_model
 from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets_tests.media import exif_rotated_jpeg, ffmpeg_upright_frame, rotated_video
+from lightly_assets_tests.tables import frame_index_for
 
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])
@@ -69,23 +69,12 @@ def test_load_image_turns_exif_photos_unless_raw(tmp_path: Path) -> None:
     assert not (np.asarray(shown) == np.asarray(stored)).all()
 
 
-def _rows(root: Path, names: list[str]) -> pd.DataFrame:
-    rows = []
-    for name in names:
-        st = (root / name).stat()
-        rows.append({"filename": name, "source": name, "kind": "image", "frame": None, "label": 0, "label_name": "0"})
-        rows[-1] |= {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    table = pd.DataFrame(rows)
-    table["frame"] = table["frame"].astype("Int64")
-    return table
-
-
 def test_orientation_is_part_of_the_cache_fingerprint(tmp_path: Path) -> None:
     root = tmp_path / "data"
     exif_rotated_jpeg(root / "phone.jpg", 8)
     model = load_model(None, input_size=16, seed=0, precision="fp32")
     cache = EmbeddingCache(tmp_path / "cache.npz")
-    index = _rows(root, ["phone.jpg"])
+    index = frame_index_for(root, ["phone.jpg"])
     upright = embed_samples(index, root, model, cache=cache, options=EmbedOptions(orientation="upright"))
     again = embed_samples(index, root, model, cache=cache, options=EmbedOptions(orientation="upright"))
     raw = embed_samples(index, root, model, cache=cache, options=EmbedOptions(orientation="raw"))

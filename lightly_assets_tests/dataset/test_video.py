@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pickle
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -27,23 +26,9 @@ from lightly_assets.dataset.video import (
     index_videos,
     iter_frames,
 )
-from lightly_assets_tests.media import EXTRAS, video_with
+from lightly_assets_tests.media import EXTRAS, make_video, moving_texture, video_with
 
 W, H = 64, 48
-
-
-TEXTURE = np.random.default_rng(0).integers(-15, 16, (H, 2 * W, 3))
-
-
-PATCH = (slice(0, 16), slice(0, 16))  # a corner whose brightness numbers the frame
-
-
-def _frame(i: int) -> av.VideoFrame:
-    """A moving texture (so encoders use B-frames) with a corner of brightness 20+6i."""
-    shift = (2 * i) % W
-    arr = 100 + TEXTURE[:, shift : shift + W]
-    arr[PATCH] = 20 + 6 * i
-    return av.VideoFrame.from_ndarray(arr.clip(0, 255).astype(np.uint8), format="rgb24")
 
 
 def write_video(
@@ -55,20 +40,12 @@ def write_video(
     options: dict[str, str] | None = None,
     container_options: dict[str, str] | None = None,
 ) -> Path:
-    """Encodes n frames; `pts` (in 1/30 s) makes a variable frame rate."""
-    with av.open(str(path), "w", format=fmt, options=container_options or {}) as out:
-        stream = out.add_stream(codec, rate=30, options=options or {})
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.time_base = Fraction(1, 30)
-        for i in range(n):
-            frame = _frame(i)
-            if pts is not None:
-                frame.pts, frame.time_base = pts[i], Fraction(1, 30)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    """n frames of a moving texture at 30 fps (B-frames where the codec has them); `pts` (in 1/30 s) makes a
+    variable frame rate."""
+    return make_video(
+        path, n, (W, H), codec, 30, moving_texture,
+        pts=pts, fmt=fmt, options=options, container_options=container_options,
+    )  # fmt: skip
 
 
 def decoded(path: Path) -> list[av.VideoFrame]:
@@ -383,10 +360,10 @@ def test_iter_frames_count_order_and_size(tmp_path: Path, name: str, codec: str)
     seen = list(iter_frames(path, size=(32, 24), expected_frames=index.n_frames))
     assert [i for i, _ in seen] == list(range(index.n_frames))
     assert all(img.mode == "RGB" and img.size == (32, 24) for _, img in seen)
-    corner = (slice(0, 8), slice(0, 8))  # PATCH at half size
+    corner = (slice(0, 8), slice(0, 8))  # the numbered 16x16 corner of moving_texture, at half size
     brightness = [float(np.asarray(img)[corner].mean()) for _, img in seen]
     assert brightness == sorted(brightness)  # presentation order, not decode order
-    expected = [20 + 6 * i for i in range(30)]  # what _frame(i) encodes
+    expected = [20 + 6 * i for i in range(30)]  # what moving_texture(i) encodes
     assert brightness == pytest.approx(expected, abs=8)
 
 
