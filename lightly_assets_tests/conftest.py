@@ -1,9 +1,10 @@
-"""Shared test helpers: free loopback ports and image-folder fixtures; test media come from `media.py`."""
+"""The session's environment (set in `pytest_configure`, not at import), how xdist shares the tests out, and the
+fixtures; builders are in `media.py`, `tables.py` and `servers.py`."""
 
 from __future__ import annotations
 
 import os
-import socket
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -13,39 +14,46 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("LIGHTLY_STUDIO_ANALYTICS_ENABLED", "false")
-# Nothing downloads at test time: the pretrained weights come from an empty hub cache and a refused local URL
-# (port 9 is closed here), so every run falls back to random weights in milliseconds unless a test serves a file.
-os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="lightly-assets-torch-home-")
-# Converted OpenVINO models: one cache for the session, never the user's. Subprocesses (the CLI, Dagster) get it
-# through LIGHTLY_ASSETS_ENGINE_CACHE, which definitions.py binds to `embedding_model.engine_cache_dir`; this process
-# through the `engine_cache` fixture below.
-ENGINE_CACHE = Path(tempfile.mkdtemp(prefix="lightly-assets-engine-cache-"))
-os.environ["LIGHTLY_ASSETS_ENGINE_CACHE"] = str(ENGINE_CACHE)
-OFFLINE_PRETRAINED_URL = "http://127.0.0.1:9/offline/no-pretrained-weights-in-tests.pth"
-os.environ["LIGHTLY_ASSETS_PRETRAINED_URL"] = OFFLINE_PRETRAINED_URL  # bound to the resource by definitions.py
+from lightly_assets_tests import OFFLINE_PRETRAINED_URL
+from lightly_assets_tests.media import make_image
 
-from lightly_assets_tests.media import make_image, make_video  # noqa: E402,F401 - the builders' one home
+_ENVIRONMENT = pytest.StashKey[pytest.MonkeyPatch]()
+_FOLDERS = pytest.StashKey[dict[str, Path]]()
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE_DATA = REPO / "data"
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The environment of every test and of every process a test starts, set before any test module is imported.
+
+    Nothing downloads: the pretrained weights come from an empty hub cache (TORCH_HOME) and a refused local URL, so
+    every run falls back to random weights in milliseconds unless a test serves a file. Converted OpenVINO models
+    go to a cache of this session (each xdist worker its own), never the user's: subprocesses (the CLI, Dagster)
+    find it through LIGHTLY_ASSETS_ENGINE_CACHE, which definitions.py binds; this process through `engine_cache`.
+    """
+    folders = {name: Path(tempfile.mkdtemp(prefix=f"lightly-assets-{name}-")) for name in ("torch-home", "engines")}
+    environment = pytest.MonkeyPatch()
+    environment.setenv("TORCH_HOME", str(folders["torch-home"]))
+    environment.setenv("LIGHTLY_ASSETS_ENGINE_CACHE", str(folders["engines"]))
+    environment.setenv("LIGHTLY_ASSETS_PRETRAINED_URL", OFFLINE_PRETRAINED_URL)  # bound by definitions.py
+    environment.setenv("LIGHTLY_STUDIO_ANALYTICS_ENABLED", os.environ.get("LIGHTLY_STUDIO_ANALYTICS_ENABLED", "false"))
+    config.stash[_ENVIRONMENT], config.stash[_FOLDERS] = environment, folders
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The environment as it was before the session; the session's folders removed."""
+    if _ENVIRONMENT in config.stash:
+        config.stash[_ENVIRONMENT].undo()
+        for folder in config.stash[_FOLDERS].values():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="session")
-def engine_cache() -> Iterator[Path]:
+def engine_cache(pytestconfig: pytest.Config) -> Iterator[Path]:
     """The session's converted-model cache, as the default of every model made in this process."""
     from lightly_assets.embedding.engines import compiled_cache
 
-    compiled_cache.DEFAULT_ROOT = ENGINE_CACHE
-    yield ENGINE_CACHE
+    compiled_cache.DEFAULT_ROOT = pytestconfig.stash[_FOLDERS]["engines"]
+    yield compiled_cache.DEFAULT_ROOT
     compiled_cache.DEFAULT_ROOT = None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (servers in tests bind loopback only)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

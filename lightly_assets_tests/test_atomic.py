@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lightly_assets_tests.conftest import make_image
+from lightly_assets_tests.media import make_image
 
 TINY = (32, 24)
 

@@ -25,7 +25,7 @@ from lightly_assets.definitions import defs
 from lightly_assets.defs.metadata import FACTS, INLINE_MARKDOWN_LIMIT
 from lightly_assets.defs.resources import StorageResource
 from lightly_assets.defs.sensors import folder_sensor
-from lightly_assets_tests.conftest import EXAMPLE_DATA, REPO
+from lightly_assets_tests import EXAMPLE_DATA, REPO
 
 dataset_folders_sensor = folder_sensor()
 

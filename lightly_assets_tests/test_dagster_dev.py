@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from lightly_assets_tests.conftest import EXAMPLE_DATA, REPO, free_port
+from lightly_assets_tests import EXAMPLE_DATA, REPO
+from lightly_assets_tests.servers import free_port
 
 ASSETS = [
     "file_index",

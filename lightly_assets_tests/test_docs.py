@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lightly_assets_tests.conftest import REPO
+from lightly_assets_tests import REPO
 
 HOOKS = REPO / "docs" / "hooks"
 

@@ -24,7 +24,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from lightly.utils.io import load_embeddings
 
 from lightly_assets.defs.publishing import STUDIO_POOL
-from lightly_assets_tests.conftest import REPO
+from lightly_assets_tests import REPO
 from lightly_assets_tests.media import make_image, make_video, noise_frames
 
 TINY = (32, 24)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lightly_assets_tests.conftest import REPO, make_image
+from lightly_assets_tests import REPO
+from lightly_assets_tests.media import make_image
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "pgS3cretWord"  # the test server trusts local users; the password only has to stay out of outputs

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lightly_assets_tests.conftest import EXAMPLE_DATA, REPO, free_port
+from lightly_assets_tests import EXAMPLE_DATA, REPO
+from lightly_assets_tests.servers import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.screenshots]  # a whole run, two servers and a browser: minutes
 

@@ -33,7 +33,7 @@ from lightly_assets.curation.thresholds import (
     uniformity_warning,
 )
 from lightly_assets.publish.studio.tags import versioned
-from lightly_assets_tests.conftest import make_image
+from lightly_assets_tests.media import make_image
 
 
 def planted(n: int = 300, dim: int = 24, seed: int = 0) -> tuple[list[str], np.ndarray, list[str]]:

@@ -12,7 +12,7 @@ import pytest
 from lightly.data import LightlyDataset
 
 from lightly_assets.dataset.scan import DatasetError, require_usable, scan_dataset
-from lightly_assets_tests.conftest import make_image
+from lightly_assets_tests.media import make_image
 
 
 def lightly_view(root: Path) -> tuple[list[str], list[int]]:

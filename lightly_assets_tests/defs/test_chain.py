@@ -12,7 +12,7 @@ from dagster import AssetKey, DagsterInstance
 from lightly_assets.definitions import defs
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.summary import summarise_run
-from lightly_assets_tests.conftest import EXAMPLE_DATA
+from lightly_assets_tests import EXAMPLE_DATA
 
 CHAIN = ["file_index", "frame_index", "embeddings", "embeddings_csv", "uploaded_dataset"]
 CURATION = ["data_issues", "duplicates", "selection", "published_curation"]

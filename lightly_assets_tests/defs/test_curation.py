@@ -14,7 +14,7 @@ from lightly_assets.definitions import defs
 from lightly_assets.defs.metadata import FACTS, INLINE_MARKDOWN_LIMIT
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.summary import summarise_run
-from lightly_assets_tests.conftest import EXAMPLE_DATA
+from lightly_assets_tests import EXAMPLE_DATA
 from lightly_assets_tests.media import make_video, still_then_moving
 
 

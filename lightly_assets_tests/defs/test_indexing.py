@@ -11,7 +11,7 @@ from dagster import DagsterInstance, materialize
 from lightly_assets.defs.indexing import file_index, frame_index
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.defs.resources import StorageResource
-from lightly_assets_tests.conftest import EXAMPLE_DATA
+from lightly_assets_tests import EXAMPLE_DATA
 
 
 def _decoded_frames(path: Path) -> int:

@@ -22,7 +22,7 @@ from lightly_assets.dataset.roots import find_datasets, fingerprint, key_problem
 from lightly_assets.definitions import defs
 from lightly_assets.defs.resources import StorageResource
 from lightly_assets.defs.sensors import Seen, folder_sensor, materialized_fingerprint, pending, plan_tick
-from lightly_assets_tests.conftest import make_image
+from lightly_assets_tests.media import make_image
 
 dataset_folders_sensor = folder_sensor()
 

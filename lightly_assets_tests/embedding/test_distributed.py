@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightly_assets_tests import ray_cluster
-from lightly_assets_tests.conftest import REPO
+from lightly_assets_tests import REPO, ray_cluster
 from lightly_assets_tests.media import make_image, make_video, noise_frames
 
 DATASETS = {"first": (6, 2), "second": (0, 3)}  # name -> (images, videos of 24 frames)

@@ -22,7 +22,8 @@ from lightly_assets.embedding.families import build
 from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.spec import ACCEPTED, BuildOptions, parse_spec
-from lightly_assets_tests.conftest import free_port, make_image
+from lightly_assets_tests.media import make_image
+from lightly_assets_tests.servers import free_port
 from lightly_assets_tests.tables import frame_index_for
 
 TIMM_NAME = "mobilenetv3_small_050.lamb_in1k"  # a real timm model small enough for a quick test
@@ -272,7 +273,7 @@ def test_through_dagster_metadata_names_the_model_and_the_csv_takes_its_dimensio
     from lightly_assets.defs.publishing import embeddings_csv
     from lightly_assets.defs.resources import RayClusterResource, StorageResource
     from lightly_assets.lightly_csv import read_embeddings_csv
-    from lightly_assets_tests.conftest import EXAMPLE_DATA
+    from lightly_assets_tests import EXAMPLE_DATA
 
     out = tmp_path / "out"
     files = {

@@ -20,7 +20,7 @@ from lightly_assets.embedding.factory import load_model
 from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.training import TrainingError, TrainSettings, train
 from lightly_assets.embedding.weights import TRAINED_NAME, choose_weights
-from lightly_assets_tests.conftest import REPO
+from lightly_assets_tests import REPO
 from lightly_assets_tests.media import blocky_image, shaded_video
 from lightly_assets_tests.tables import frame_index_for
 

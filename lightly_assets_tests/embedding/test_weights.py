@@ -27,7 +27,7 @@ from lightly_assets.embedding.weights import (
     choose_weights,
     zoo_url,
 )
-from lightly_assets_tests.conftest import OFFLINE_PRETRAINED_URL
+from lightly_assets_tests import OFFLINE_PRETRAINED_URL
 from lightly_assets_tests.media import blocky_image
 from lightly_assets_tests.tables import frame_index_for
 
@@ -192,7 +192,7 @@ def test_embeddings_asset_pretrained_then_trained_with_provenance_and_quality(tm
     from lightly_assets.defs.indexing import file_index, frame_index
     from lightly_assets.defs.partitions import datasets_partitions
     from lightly_assets.defs.resources import EmbeddingModelResource, RayClusterResource, StorageResource
-    from lightly_assets_tests.conftest import EXAMPLE_DATA
+    from lightly_assets_tests import EXAMPLE_DATA
 
     server, ckpt = served
     out = tmp_path / "out"

@@ -32,7 +32,8 @@ from lightly_assets.publish.bucket import (
     publish_curation_files,
     publish_to_bucket,
 )
-from lightly_assets_tests.conftest import free_port, make_image, make_video
+from lightly_assets_tests.media import make_image, make_video
+from lightly_assets_tests.servers import free_port
 
 ACCESS_KEY = "AKIALIGHTLYASSETSTEST"
 SECRET = "sEcReT-never-shown-7f3a9c"

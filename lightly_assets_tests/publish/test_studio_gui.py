@@ -21,8 +21,9 @@ from lightly_assets.cli import _prepare_home
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.defs.publishing import upload_metadata
 from lightly_assets.defs.resources import PublishTargetResource
-from lightly_assets_tests.conftest import REPO, free_port
+from lightly_assets_tests import REPO
 from lightly_assets_tests.media import make_cats_and_dogs, make_video
+from lightly_assets_tests.servers import free_port
 from lightly_assets_tests.tables import frame_index, image_rows, video_rows, write_csv
 
 pytestmark = pytest.mark.e2e  # LightlyStudio's import, its GUI server and a browser

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightly_assets_tests.conftest import free_port, make_image
-from lightly_assets_tests.servers import get_json, start_gui, wait_healthy
+from lightly_assets_tests.media import make_image
+from lightly_assets_tests.servers import free_port, get_json, start_gui, wait_healthy
 from lightly_assets_tests.tables import frame_index, image_rows
 
 pytestmark = pytest.mark.e2e  # LightlyStudio's import, a 54M-parameter model and its GUI server
