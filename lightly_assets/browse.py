@@ -53,15 +53,22 @@ def rebase(url: str, base: str) -> str:
 
 
 def render(items: list[Published], base: str, gui_command: str, opening: bool) -> str:
-    """What the command prints: a link per LightlyStudio dataset, how to serve them, what search can do."""
+    """What the command prints: a link per LightlyStudio dataset, how to serve them, what search can do.
+
+    The search note is long and usually the same for every dataset: it is printed once, naming the datasets it
+    is about only when they differ.
+    """
     lines: list[str] = []
+    notes: dict[str, list[str]] = {}
     for item in items:
         lines.append(f"{item.dataset}  ({item.target})")
         lines += [f"  {name}: {rebase(url, base)}" for name, url in item.urls.items()]
         if not item.urls:
             lines.append("  (published to a bucket: no LightlyStudio link)")
         else:
-            lines.append(f"  search: {item.search}")
+            notes.setdefault(item.search, []).append(item.dataset)
+    for note, datasets in notes.items():
+        lines.append(f"search: {note}" if len(notes) == 1 else f"search in {', '.join(datasets)}: {note}")
     if opening:
         lines.append(f"starting LightlyStudio on {base} (Ctrl+C stops it)")
     else:

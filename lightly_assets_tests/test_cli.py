@@ -56,7 +56,7 @@ def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
     assert f"csv: {csv}" in out.stdout.replace(str(csv.resolve()), str(csv))
     assert "samples: 13, dimension: 32, reused from cache: 0" in out.stdout
     assert "browse: lightly-assets browse labels" in out.stdout  # where to browse it
-    assert "open: labels: http://localhost:8001/datasets/" in out.stdout
+    assert "open: labels: http://127.0.0.1:8001/datasets/" in out.stdout
     assert "weights: RANDOM (pretrained download failed: http://127.0.0.1:9/" in out.stdout  # tests are offline
     assert "kNN agreement with weak labels: 0." in out.stdout and "13 samples" in out.stdout
     assert "embeddings.trained_weights=warn" in out.stdout and "embeddings.knn_better_than_chance=" in out.stdout

@@ -237,7 +237,7 @@ def test_two_processes_upload_then_gui_reads_everything_back(tmp_path: Path) -> 
     animals = dataclasses.asdict(outcome["result"])
     assert (animals["samples"], animals["embeddings"], animals["added"], animals["unmatched"]) == (6, 6, 6, 0)
     assert (clips["samples"], clips["embeddings"], clips["videos"], clips["unmatched"]) == (10, 10, 1, 0)
-    assert animals["gui_command"] == f"LIGHTLY_STUDIO_ANALYTICS_ENABLED=false lightly-studio gui --db-file {db}"
+    assert animals["gui_command"] == f"LIGHTLY_STUDIO_ANALYTICS_ENABLED=false lightly-studio gui --host 127.0.0.1 --db-file {db}"
     assert count_in_studio(StudioTarget(db_file=db, dataset_name="animals"), "clips") == (10, 10)
 
     port, cache = free_port(), tmp_path / "model-cache"
@@ -493,7 +493,7 @@ def test_postgres_url_stays_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "hunter2" not in target.describe() + repr(target)
     assert (
         target.gui_command()
-        == 'LIGHTLY_STUDIO_ANALYTICS_ENABLED=false lightly-studio gui --db-url "$STUDIO_TEST_DB_URL"'
+        == 'LIGHTLY_STUDIO_ANALYTICS_ENABLED=false lightly-studio gui --host 127.0.0.1 --db-url "$STUDIO_TEST_DB_URL"'
     )
     with pytest.raises(StudioError, match="'animals': cannot open postgresql URL from \\$STUDIO_TEST_DB_URL") as caught:
         upload_dataset(target, dataset_dir, index, csv)
@@ -527,7 +527,7 @@ def test_result_is_plain_data(tmp_path: Path) -> None:
     assert shlex.split(result.gui_command)[-2:] == ["--db-file", str(db)]
     (dataset,) = result.datasets
     urls = links(result.datasets, gui_base_url(env={}))
-    assert urls == {"animals": f"http://localhost:8001/datasets/{dataset.collection_id}/image/{dataset.collection_id}"}
+    assert urls == {"animals": f"http://127.0.0.1:8001/datasets/{dataset.collection_id}/image/{dataset.collection_id}"}
     assert gui_base_url(env={"LIGHTLY_STUDIO_HOST": "127.0.0.1", "LIGHTLY_STUDIO_PORT": "9"}) == "http://127.0.0.1:9"
 
 

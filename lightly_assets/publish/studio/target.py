@@ -82,12 +82,13 @@ class StudioTarget:
         return f"postgresql URL from ${self.db_url_env}"
 
     def gui_command(self) -> str:
-        """The shell command that opens LightlyStudio's UI on this database, offline."""
+        """The shell command that opens LightlyStudio's UI on this database, offline, on the IPv4 loopback address
+        (its own default, localhost, finds no free port where `/etc/hosts` has no `::1 localhost`)."""
         if self.db_file is not None:
             db = f"--db-file {shlex.quote(str(Path(self.db_file).absolute()))}"
         else:
             db = f'--db-url "${self.db_url_env}"'
-        return f"{ANALYTICS_ENV}=false lightly-studio gui {db}"
+        return f"{ANALYTICS_ENV}=false lightly-studio gui --host 127.0.0.1 {db}"
 
 
 @dataclass(frozen=True)
