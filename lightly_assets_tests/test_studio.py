@@ -237,7 +237,8 @@ def test_two_processes_upload_then_gui_reads_everything_back(tmp_path: Path) -> 
     animals = dataclasses.asdict(outcome["result"])
     assert (animals["samples"], animals["embeddings"], animals["added"], animals["unmatched"]) == (6, 6, 6, 0)
     assert (clips["samples"], clips["embeddings"], clips["videos"], clips["unmatched"]) == (10, 10, 1, 0)
-    assert animals["gui_command"] == f"LIGHTLY_STUDIO_ANALYTICS_ENABLED=false lightly-studio gui --host 127.0.0.1 --db-file {db}"
+    gui = f"LIGHTLY_STUDIO_ANALYTICS_ENABLED=false lightly-studio gui --host 127.0.0.1 --db-file {db}"
+    assert animals["gui_command"] == gui
     assert count_in_studio(StudioTarget(db_file=db, dataset_name="animals"), "clips") == (10, 10)
 
     port, cache = free_port(), tmp_path / "model-cache"

@@ -28,6 +28,8 @@ LOOPBACK_NAMES = ("localhost", "")  # served on DEFAULT_HOST (see the module's d
 
 class GuiAddressError(LightlyAssetsError):
     """The GUI cannot listen where asked (a port in use, a host that is not this machine's)."""
+
+
 ANALYTICS_404 = "Usage tracking is disabled"
 
 
