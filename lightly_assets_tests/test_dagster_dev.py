@@ -189,3 +189,47 @@ def test_browser_shows_the_five_assets(dagster_dev) -> None:
             page.screenshot(path=str(shot))  # also when a name is missing: the picture shows what the UI showed
             browser.close()
     assert shot.stat().st_size > 10_000
+
+
+JOB_RUNS = """
+query($job: String!) {
+  pipelineOrError(
+    params: {pipelineName: $job, repositoryName: "__repository__", repositoryLocationName: "lightly_assets"}
+  ) {
+    ... on Pipeline { runs(limit: 20) { runId status tags { key value } } }
+  }
+  runsOrError(limit: 20) {
+    ... on Runs { results { runId repositoryOrigin { repositoryLocationName repositoryName } } }
+  }
+}"""
+
+
+@pytest.mark.e2e
+def test_a_cli_run_is_listed_with_the_job_like_the_uis_own(dagster_dev) -> None:
+    """`lightly-assets run` on the instance `dagster dev` serves: the job's Runs tab and the Overview timeline find
+    the run by its code location (runs with no origin show under Runs only), and our bookkeeping tags are hidden."""
+    port = dagster_dev["port"]
+    if not (dagster_dev["data"] / DATASET).exists():
+        shutil.copytree(EXAMPLE_DATA / DATASET, dagster_dev["data"] / DATASET)
+    wait_for(lambda: _materialized(port) == set(ASSETS), 420, "the sensor's run", interval=3)  # no run at once
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_dev["base"] / "home"),
+        "LIGHTLY_ASSETS_DATA_DIR": str(dagster_dev["data"]),
+        "LIGHTLY_ASSETS_OUTPUT_DIR": str(dagster_dev["outputs"]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "lightly_assets.cli", "run", DATASET],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    run_id = out.stdout.split("(run ", 1)[1].split(")", 1)[0]
+    data = graphql(port, JOB_RUNS, {"job": "lightly_assets_job"})
+    job_runs = {r["runId"]: r for r in data["pipelineOrError"]["runs"]}
+    assert run_id in job_runs and job_runs[run_id]["status"] == "SUCCESS"  # the job's Runs tab lists it
+    origins = {r["runId"]: r["repositoryOrigin"] for r in data["runsOrError"]["results"]}
+    assert origins[run_id] == {"repositoryLocationName": "lightly_assets", "repositoryName": "__repository__"}
+    tags = {t["key"]: t["value"] for t in job_runs[run_id]["tags"]}
+    assert tags["dagster/partition"] == DATASET
+    shown = [key for key in tags if not key.startswith((".dagster/", "dagster/"))]
+    assert not shown, shown  # the process bookkeeping is under Dagster's hidden prefix
