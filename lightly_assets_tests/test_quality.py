@@ -42,8 +42,7 @@ def test_not_applicable_and_sampling() -> None:
     assert "two weak labels" in applicable(np.zeros(10))
     q = measure(np.ones((10, 4)), np.zeros(10), np.arange(10))
     assert q.knn is None and "two weak labels" in q.metadata()["knn_agreement"]
-    result = checks.knn_better_than_chance(q)
-    assert result.passed and result.metadata["applicable"].value is False
+    assert checks.knn_better_than_chance(q) is None  # no result: Dagster shows the check as skipped, not passed
 
     x, y = _clusters(100, 2)
     seen: list[np.ndarray] = []

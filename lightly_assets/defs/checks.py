@@ -88,7 +88,10 @@ def _nothing_skipped(check_name: str, skipped: Sequence[Skipped]) -> AssetCheckR
             if skipped
             else None
         ),
-        metadata={"skipped": len(skipped), "paths": _listing([f"{s.path} ({s.reason})" for s in skipped])},
+        metadata={
+            "skipped": len(skipped),
+            **({"paths": _listing([f"{s.path} ({s.reason})" for s in skipped])} if skipped else {}),
+        },
     )
 
 
@@ -137,7 +140,10 @@ def finite_values(matrix: np.ndarray, filenames: Sequence[str]) -> AssetCheckRes
     return AssetCheckResult(
         check_name="finite_values",
         passed=len(bad_rows) == 0,
-        metadata={"non_finite_rows": len(bad_rows), "samples": _listing([filenames[i] for i in bad_rows[:20]])},
+        metadata={
+            "non_finite_rows": len(bad_rows),
+            **({"samples": _listing([filenames[i] for i in bad_rows[:20]])} if len(bad_rows) else {}),
+        },
     )
 
 
@@ -155,7 +161,7 @@ def all_samples_embedded(unreadable: Sequence[tuple[str, str]], total: int) -> A
         metadata={
             "samples": total,
             "unreadable": len(unreadable),
-            "which": _listing([f"{name} ({reason})" for name, reason in unreadable]),
+            **({"which": _listing([f"{name} ({reason})" for name, reason in unreadable])} if unreadable else {}),
         },
     )
 
@@ -194,16 +200,14 @@ def random_weights_advice(why: str, cache_file: str = "") -> str:
     )
 
 
-def knn_better_than_chance(quality) -> AssetCheckResult:  # quality: lightly_assets.embedding.quality.Quality
-    """Warns when the embeddings' neighbours agree with the weak labels no more than shuffled labels do."""
+def knn_better_than_chance(quality) -> AssetCheckResult | None:  # quality: lightly_assets.embedding.quality.Quality
+    """Warns when the embeddings' neighbours agree with the weak labels no more than shuffled labels do.
+
+    None when the figure does not apply (one weak label, too few samples): the asset then yields no result and
+    Dagster shows the check as skipped, not as "Passed" beside a text that says "not applicable".
+    """
     if quality.knn is None:
-        return AssetCheckResult(
-            check_name="knn_better_than_chance",
-            passed=True,
-            severity=WARN,
-            description=f"Not applicable: {quality.reason}.",
-            metadata={"applicable": False, "reason": quality.reason or ""},
-        )
+        return None
     knn = quality.knn
     rule = f" Rule: {knn.rule}." if knn.rule else ""
     return AssetCheckResult(
@@ -273,8 +277,8 @@ def no_duplicates(groups: int, counts: dict[str, int], similarity: float) -> Ass
         severity=WARN,
         description=None
         if groups == 0
-        else f"{groups} duplicate groups: {counts['exact']} exact and {counts['near']} near copies "
-        f"(cosine >= {similarity}); see duplicates.csv and the contact sheet.",
+        else f"Warning, the run went on: {groups} duplicate groups, {counts['exact']} exact and {counts['near']} "
+        f"near copies (cosine >= {similarity}); see duplicates.csv and the contact sheet.",
         metadata={"groups": groups, "exact_copies": counts["exact"], "near_copies": counts["near"]},
     )
 
@@ -284,7 +288,7 @@ def similarities_meaningful(warning: str | None) -> AssetCheckResult:
         check_name="similarities_meaningful",
         passed=warning is None,
         severity=WARN,
-        description=warning,
+        description=f"Warning, the run went on: {warning[:1].lower()}{warning[1:]}" if warning else None,
         metadata={"warning": warning or "none"},
     )
 
@@ -297,5 +301,8 @@ def no_duplicates_selected(selected: Sequence[str], duplicates: pd.DataFrame) ->
     return AssetCheckResult(
         check_name="no_duplicates_selected",
         passed=not repeated,
-        metadata={"selected": len(selected), "groups_selected_twice": _listing([str(g) for g in repeated])},
+        metadata={
+            "selected": len(selected),
+            **({"groups_selected_twice": _listing([str(g) for g in repeated])} if repeated else {}),
+        },
     )
