@@ -200,14 +200,21 @@ def random_weights_advice(why: str, cache_file: str = "") -> str:
     )
 
 
-def knn_better_than_chance(quality) -> AssetCheckResult | None:  # quality: lightly_assets.embedding.quality.Quality
+def knn_better_than_chance(quality) -> AssetCheckResult:  # quality: lightly_assets.embedding.quality.Quality
     """Warns when the embeddings' neighbours agree with the weak labels no more than shuffled labels do.
 
-    None when the figure does not apply (one weak label, too few samples): the asset then yields no result and
-    Dagster shows the check as skipped, not as "Passed" beside a text that says "not applicable".
+    Where the figure cannot be measured (one weak label, too few samples) the check passes, and its text says
+    first that nothing was judged and why (Dagster cannot skip a check an asset declares: a missing result fails
+    the step).
     """
     if quality.knn is None:
-        return None
+        return AssetCheckResult(
+            check_name="knn_better_than_chance",
+            passed=True,
+            severity=WARN,
+            description=f"Passed with nothing to judge: the kNN agreement was not measured ({quality.reason}).",
+            metadata={"applicable": False, "reason": quality.reason or ""},
+        )
     knn = quality.knn
     rule = f" Rule: {knn.rule}." if knn.rule else ""
     return AssetCheckResult(
