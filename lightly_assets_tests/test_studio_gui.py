@@ -145,6 +145,8 @@ def test_browse_link_opens_the_dataset_its_tags_filter_and_no_bookkeeping_is_a_f
                 shot("videos_filters")
                 filters = page.inner_text("body")
                 assert "Frames" in filters  # the frames of each video: a fact a user filters on
+                for fact in ("file_size_mb", "modified_utc"):  # numbers, so LightlyStudio offers range filters
+                    assert shown_as(fact) in filters.lower(), filters
                 assert not [key for key in INTERNAL if shown_as(key) in filters.lower()], filters
             except Exception:
                 shot("failure")
