@@ -194,3 +194,35 @@ def test_the_users_instance_settings_are_kept(tmp_path: Path, monkeypatch, exist
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     assert _prepare_home() == home.resolve()
     assert (home / "dagster.yaml").read_text() == existing
+
+
+def test_runs_of_a_killed_cli_process_are_failed_by_the_next_one(tmp_path: Path) -> None:
+    """A run left STARTED by a killed `lightly-assets run` (today's hidden tags, or an earlier version's) is marked
+    failed by the next CLI run on the host; a run of a live process is left alone."""
+    import os
+    import socket
+
+    from lightly_assets.defs.jobs import lightly_assets_job
+    from lightly_assets.runner import HOST_TAG, LEGACY_TAGS, PID_TAG, fail_orphaned_runs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    job = defs.resolve_job_def(lightly_assets_job.name)
+    with DagsterInstance.ephemeral() as instance:
+        runs = {
+            name: instance.create_run_for_job(job, status=DagsterRunStatus.STARTED, tags=tags).run_id
+            for name, tags in {
+                "killed": {PID_TAG: str(dead.pid), HOST_TAG: host},
+                "killed_earlier_version": {LEGACY_TAGS[0][0]: str(dead.pid), LEGACY_TAGS[0][1]: host},
+                "alive": {PID_TAG: str(os.getppid()), HOST_TAG: host},
+            }.items()
+        }
+        assert sorted(fail_orphaned_runs(instance)) == sorted([runs["killed"], runs["killed_earlier_version"]])
+        status = {name: instance.get_run_by_id(run_id).status for name, run_id in runs.items()}
+        assert status == {
+            "killed": DagsterRunStatus.FAILURE,
+            "killed_earlier_version": DagsterRunStatus.FAILURE,
+            "alive": DagsterRunStatus.STARTED,
+        }
+        assert PID_TAG.startswith(".dagster/") and HOST_TAG.startswith(".dagster/")  # hidden in Dagster's UI
