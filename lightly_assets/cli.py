@@ -118,7 +118,7 @@ def _browse(args: argparse.Namespace, names: list[str], output_dir: str) -> int:
     """Print each published dataset's LightlyStudio links; with --open, serve the GUI on their database."""
     from dagster import DagsterInstance
 
-    from lightly_assets.browse import published, render, studio_database
+    from lightly_assets.browse import enable_search, published, render, studio_database
     from lightly_assets.definitions import ENVIRONMENT, SECRET_NAMES
     from lightly_assets.defs.partitions import datasets_partitions
     from lightly_assets.errors import LightlyAssetsError
@@ -146,6 +146,7 @@ def _browse(args: argparse.Namespace, names: list[str], output_dir: str) -> int:
         return 2
     try:
         host, port, note = gui_address(args.host, args.port)
+        enable_search(items, Path(output_dir))
         print(render(items, gui_base_url(host, port), target.gui_command(), True), flush=True)
         if note:
             print(f"note: {note}", flush=True)

@@ -85,3 +85,39 @@ def test_the_search_note_is_printed_once_for_datasets_that_share_it() -> None:
     items[1].search = "Text search works: LightlyStudio embeds a query with MobileCLIP-S0."
     text = render(items, "http://127.0.0.1:8002", "lightly-studio gui", opening=False)
     assert f"search in animals: {note}" in text and "search in clips: Text search works" in text
+
+
+class _Model:
+    """The part of a loaded model that search uses: preprocessing, image and (optionally) text embedding."""
+
+    def __init__(self, has_text: bool) -> None:
+        from lightly_assets.embedding.preprocessing import Preprocessing
+
+        self.dim, self.has_text, self.description, self.prep = 3, has_text, "tiny", Preprocessing.stretch(8)
+
+    def embed(self, batch):
+        return batch.reshape(len(batch), -1, 3).mean(axis=1)  # the mean colour: a 3-d vector per image
+
+    def embed_text(self, texts):
+        import numpy as np
+
+        return np.ones((len(texts), 3))
+
+
+def test_query_embedders_embed_example_images_and_text_when_the_model_has_a_text_tower(tmp_path) -> None:
+    import io
+
+    from PIL import Image
+
+    from lightly_assets.publish.studio.search import is_ours, query_embedder
+
+    png = io.BytesIO()
+    Image.new("RGB", (20, 10), (255, 0, 0)).save(png, format="PNG")
+    images = query_embedder(_Model(has_text=False), "lightly-assets/precomputed-3d")
+    result = images.embed_image_bytes([b"not an image", png.getvalue()])
+    assert result.kept_indices == [1] and result.embeddings.tolist() == [[255.0, 0.0, 0.0]]
+    assert images.embedding_space_spec().space_key == "lightly-assets/precomputed-3d"
+    assert not hasattr(images, "embed_text")  # no text tower: LightlyStudio is not told it can search by text
+    text = query_embedder(_Model(has_text=True), "lightly-assets/clip-x-3d").embed_text(["a cat"])
+    assert text.embeddings.shape == (1, 3)
+    assert is_ours("lightly-assets/precomputed-32d") and not is_ours("mobileclip_s0")

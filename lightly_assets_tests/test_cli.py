@@ -89,13 +89,16 @@ def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
         assert "/datasets/" in upload["open"].value and "CLIP" in upload["text_search"].value
         recorded = latest_metadata(instance, "file_index", "labels")["fingerprint"].value
         assert recorded == fingerprint(env["data"] / "labels")
-        # `dagster dev` started now: its sensor sees the folder unchanged and already materialized, so no run
+        # `dagster dev` started now: its sensor's first tick sees the folder already materialized (not "still
+        # copying?"), so no run, then or later
         storage = {"storage": StorageResource(data_dir=str(env["data"]))}
         context = build_sensor_context(instance=instance, definitions=defs, resources=storage)
         first = dataset_folders_sensor(context)
+        assert not first.run_requests and "already materialized" in first.skip_reason.skip_message
+        assert "still copying" not in first.skip_reason.skip_message
         context = build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs, resources=storage)
         second = dataset_folders_sensor(context)
-        assert not second.run_requests and "already materialized" in second.skip_reason.skip_message
+        assert not second.run_requests and "unchanged since their last run" in second.skip_reason.skip_message
     before = csv.read_bytes()
     again = run_cli("run", "labels")  # nothing changed: every vector comes from the cache, same CSV
     assert again.returncode == 0 and "reused from cache: 13" in again.stdout

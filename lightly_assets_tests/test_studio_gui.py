@@ -4,6 +4,7 @@ filters. Screenshots of every step stay in the test's folder (printed), also whe
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,8 +22,9 @@ from lightly_assets.cli import _prepare_home
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.defs.publishing import upload_metadata
 from lightly_assets.defs.resources import PublishTargetResource
+from lightly_assets.publish.studio.embedder import space_key
 from lightly_assets_tests.conftest import NO_IPV6_LOCALHOST, REPO, make_video
-from lightly_assets_tests.test_studio import frame_index, image_rows, make_images, video_rows, write_csv
+from lightly_assets_tests.test_studio import DIM, frame_index, image_rows, make_images, video_rows, write_csv
 
 pytestmark = pytest.mark.e2e  # LightlyStudio's import, its GUI server and a browser
 
@@ -53,6 +55,9 @@ def _publish(data: Path, out: Path) -> None:
             instance.report_runless_asset_event(
                 AssetMaterialization("uploaded_dataset", partition=name, metadata=upload_metadata(result))
             )
+            # the space the default model's vectors are stored under, as `embeddings` records it
+            space = {"studio_space": space_key(DIM)}
+            instance.report_runless_asset_event(AssetMaterialization("embeddings", partition=name, metadata=space))
 
 
 def _wait_started(server: subprocess.Popen, log: Path, timeout_s: float = 120) -> str:
@@ -65,6 +70,26 @@ def _wait_started(server: subprocess.Popen, log: Path, timeout_s: float = 120) -
             raise AssertionError(f"`lightly-assets browse --open` exited: {log.read_text()[-3000:]}")
         time.sleep(0.5)
     raise AssertionError(f"`lightly-assets browse --open` said nothing: {log.read_text()[-3000:]}")
+
+
+def _search_by_image(base: str, collection_id: str, image: Path) -> list[float]:
+    """What LightlyStudio's GUI does when a user drops an example image into its search box."""
+    boundary = "lightly-assets-test"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{image.name}"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + image.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"{base}/api/image_embedding/from_file/for_collection/{collection_id}",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)
 
 
 def _wait_healthy(base: str, server: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
@@ -117,6 +142,12 @@ def test_browse_link_opens_the_dataset_its_tags_filter_and_no_bookkeeping_is_a_f
         _wait_healthy(base, server, log_path)
         links = dict(LINK.findall(log_path.read_text()))
         assert set(links) == {"animals", "clips"} and all(url.startswith(f"{base}/datasets/") for url in links.values())
+        # search by an example image works with the default model (no text tower: said before anyone types)
+        printed = log_path.read_text()
+        assert "search: by example image, with lightly" in printed and "not by text" in printed, printed
+        animals_id = links["animals"].split("/datasets/", 1)[1].split("/", 1)[0]
+        vector = _search_by_image(base, animals_id, next((data / "animals").rglob("*.png")))
+        assert len(vector) == DIM and any(vector)
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=chromium,

@@ -101,9 +101,9 @@ def text_search_note(space: str | None = None) -> str:
             "(its text encoder's weights must be in LightlyStudio's cache when offline)."
         )
     return (
-        "Text search and search by image need a CLIP model (LIGHTLY_ASSETS_MODEL set to a CLIP family): its text "
-        "encoder puts a query in the same space as the images. With other models LightlyStudio's search box "
-        "answers 'has no TextEmbedder' and search by image fails; use the weak-label tags, the filters and the "
+        "Search by example image works with every model in the GUI that `lightly-assets browse --open` starts (it "
+        "runs the model); search by text needs a CLIP model (LIGHTLY_ASSETS_MODEL set to a CLIP family). A plain "
+        "`lightly-studio gui` has no such model: there both fail; use the weak-label tags, the filters and the "
         "embedding view instead."
     )
 
