@@ -76,6 +76,7 @@ def test_a_warning_says_first_that_the_run_went_on() -> None:
         checks.all_samples_embedded([("b", "broken")], 3),
         checks.trained_weights(True, "lightly resnet-18", "pretrained download failed: offline"),
         checks.no_duplicates(2, {"exact": 1, "near": 2}, 0.95),
+        checks.no_data_issues({"blurry": 2, "dark": 0}, 2),
         checks.similarities_meaningful("Similarities too uniform to mean anything: random pairs reach 0.95"),
     ]
     for result in warnings:
