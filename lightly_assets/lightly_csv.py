@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,23 @@ def header_for(dim: int) -> list[str]:
     return ["filenames", *(f"embedding_{i}" for i in range(dim)), "labels"]
 
 
+# Rows turned into text at a time: memory stays bounded by this many rows, not by the dataset.
+_ROWS_PER_CHUNK = 4096
+
+
+def _rows(names_labels: Iterator[tuple[str, int]], matrix: np.ndarray) -> Iterator[list[str]]:
+    """CSV rows of one chunk. `astype(str)` on float32 is numpy's shortest round-trip repr, the same text as
+    `str(np.float32(x))`, which is what csv.writer prints for lightly's float32 embeddings."""
+    values = matrix.astype(np.float32, copy=False).astype(str).tolist()
+    # `values` first: zip stops at its end without taking a row of the next chunk from `names_labels`
+    return ([name, *vals, str(int(label))] for vals, (name, label) in zip(values, names_labels, strict=False))
+
+
 def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.ndarray, labels: Sequence[int]) -> Path:
-    """Write the CSV atomically (temporary file in the same folder, then `os.replace`); returns the path."""
+    """Write the CSV atomically (temporary file in the same folder, then `os.replace`); returns the path.
+
+    One streaming pass over the rows, a chunk at a time, so a million samples need no million-row text copy.
+    """
     path = Path(path)
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[1] == 0:
@@ -40,17 +55,13 @@ def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.
             f"{path}: {matrix.shape[0]} embeddings, {len(filenames)} filenames and {len(labels)} labels: "
             "the counts differ"
         )
-    # astype(str) on float32 is numpy's shortest round-trip repr, the same text as str(np.float32(x)),
-    # which is what csv.writer prints for lightly's float32 embeddings.
-    values = matrix.astype(np.float32, copy=False).astype(str)
-    rows = (
-        [name, *vals, str(int(label))] for name, vals, label in zip(filenames, values.tolist(), labels, strict=True)
-    )
     with atomic_output(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         writer = csv.writer(text, delimiter=",")
         writer.writerow(header_for(matrix.shape[1]))
-        writer.writerows(rows)
+        names_labels = zip(filenames, labels, strict=True)
+        for start in range(0, matrix.shape[0], _ROWS_PER_CHUNK):
+            writer.writerows(_rows(names_labels, matrix[start : start + _ROWS_PER_CHUNK]))
         text.flush()
         text.detach()  # leave the binary file to atomic_output, which syncs and renames it
     return path
