@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -119,6 +120,9 @@ def read_embeddings_csv(path: Path | str) -> tuple[list[str], np.ndarray, list[i
 
 def parse_embeddings_csv(text: str, where: Path | str) -> tuple[list[str], np.ndarray, list[int]]:
     """`read_embeddings_csv` for CSV text already in memory (a bucket object); `where` names it in errors."""
+    parsed = _parse_plain(text)
+    if parsed is not None:
+        return parsed
     path = Path(where)
     header, rows = _read_rows(path, text)
     problems = header_problems(header)
@@ -131,6 +135,41 @@ def parse_embeddings_csv(text: str, where: Path | str) -> tuple[list[str], np.nd
     except ValueError as exc:
         raise EmbeddingsFileError(f"{path}: a label is not an integer ({exc})") from None
     return [row[0] for row in rows], matrix, labels
+
+
+def _parse_plain(text: str) -> tuple[list[str], np.ndarray, list[int]] | None:
+    """pandas' C parser for a well-formed Lightly CSV (about 3x faster than the csv module, and no list per row);
+    None for anything unusual (a bad header, a short or long row, an empty cell, NaN, a label that is not an
+    integer), which the csv-module reader then parses or explains. Values are the same: `round_trip` parses a
+    number as Python's `float` does, and labels go through `int` as there."""
+    import pandas as pd
+
+    header = next(csv.reader(io.StringIO(text, newline=""), delimiter=","), None)
+    if not header or header_problems(header):
+        return None
+    embedding_columns = header[1:-1]
+    dtypes: dict[str, object] = {"filenames": str, "labels": str, **dict.fromkeys(embedding_columns, np.float64)}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # a row longer than the header
+            frame = pd.read_csv(
+                io.StringIO(text, newline=""),
+                dtype=dtypes,
+                index_col=False,
+                na_filter=False,
+                skip_blank_lines=False,
+                float_precision="round_trip",
+                engine="c",
+            )
+        if list(frame.columns) != header:
+            return None
+        matrix = frame[embedding_columns].to_numpy(np.float64)
+        if not np.isfinite(matrix).all():
+            return None
+        labels = [int(label) for label in frame["labels"]]
+    except (ValueError, TypeError, pd.errors.ParserError, pd.errors.ParserWarning):
+        return None
+    return frame["filenames"].tolist(), matrix.astype(np.float32), labels
 
 
 def check_header(path: Path | str) -> list[str]:
