@@ -55,14 +55,17 @@ def _tag(session: Session, collection_id: UUID, name: str) -> UUID:
 
 
 def tag_samples(session: Session, collection_id: UUID, by_tag: dict[str, list[UUID]]) -> None:
-    """Add samples to tags; LightlyStudio skips links that exist already."""
+    """Add samples to tags, only those not linked yet: a rerun with a few new files writes a few links."""
     from lightly_studio.resolvers import tag_resolver
 
     for name, sample_ids in by_tag.items():
-        if sample_ids:
-            tag_resolver.add_sample_ids_to_tag_id(
-                session=session, tag_id=_tag(session, collection_id, name), sample_ids=sample_ids
-            )
+        if not sample_ids:
+            continue
+        tag_id = _tag(session, collection_id, name)
+        linked = _tagged(session, tag_id)
+        todo = [sample_id for sample_id in sample_ids if sample_id not in linked]
+        if todo:
+            tag_resolver.add_sample_ids_to_tag_id(session=session, tag_id=tag_id, sample_ids=todo)
 
 
 def _tagged(session: Session, tag_id: UUID) -> set[UUID]:
