@@ -46,14 +46,25 @@ TYPES: dict[str, str] = {
     "filename": "string", "kind": "string", "label": "int", "label_name": "string", "size": "int",
     "mtime_ns": "int", "source": "string", "frame": "int", "pts": "int", "time_s": "float",
     "filenames": "string", "embedding_<i>": "float", "labels": "int", "group": "int", "similarity": "float",
+    "issue": "string", "score": "float",
 }  # fmt: skip
 
 # duplicates.csv (curation/duplicates.py): one row per sample in a group of two or more.
 DUPLICATES_CSV: dict[str, str] = {
     "filenames": "sample name, as in the embeddings CSV",
     "group": "group number (int), shared by the group's members; groups are numbered by their first member",
-    "kind": "'exact' (same file content, or an identical decoded frame) or 'near' (cosine >= similarity)",
-    "similarity": "cosine similarity to the group's first member (its first row)",
+    "kind": "'exact' (same file content, or an identical decoded frame), 'near' (cosine >= similarity) or "
+    "'visual' (perceptual hashes within max_hash_distance, no model needed)",
+    "similarity": "to the group's first member (its first row): cosine for exact/near, the hashes' agreement "
+    "(1 - Hamming distance / bits) for visual",
+}
+
+# data_issues.csv (curation/quality.py): one row per sample and issue found.
+DATA_ISSUES_CSV: dict[str, str] = {
+    "filenames": "sample name, as in the embeddings CSV; a file that could not be decoded at all, and a video's "
+    "odd_size / odd_aspect_ratio, by its file_index path",
+    "issue": "blurry, dark, light, grayscale, low_information, odd_aspect_ratio, odd_size, broken or outlier",
+    "score": "how bad, in [0, 1]: 0.5 at the issue's threshold, 1 at the extreme",
 }
 
 FILE_INDEX_COLUMNS = list(FILE_INDEX)

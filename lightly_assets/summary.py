@@ -34,6 +34,7 @@ class RunSummary:
     knn: str | None = None
     duplicates: str | None = None
     selection: str | None = None
+    data_issues: str | None = None
     checks: dict[str, str] = field(default_factory=dict)
     failed_blocking: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -58,6 +59,8 @@ class RunSummary:
             lines.append(f"  duplicates: {self.duplicates}")
         if self.selection:
             lines.append(f"  selection: {self.selection}")
+        if self.data_issues:
+            lines.append(f"  data issues: {self.data_issues}")
         if self.browse:
             lines.append(f"  browse: {self.browse}")
         lines += [f"  open: {url}" for url in self.urls]
@@ -97,6 +100,7 @@ def summarise_run(name: str, result) -> RunSummary:
         summary.urls = _urls(str(upload.get("open") or ""))
         summary.weights, summary.knn = _provenance(result)
         summary.duplicates, summary.selection = _curation(result)
+        summary.data_issues = _data_issues(result)
     return summary
 
 
@@ -115,13 +119,24 @@ def _curation(result) -> tuple[str | None, str | None]:
     """The two curation lines: duplicate groups found, and the selection written."""
     found, chosen = result.output_for_node("duplicates"), result.output_for_node("selection")
     duplicates = (
-        f"{found['groups']} groups found ({found['exact']} exact, {found['near']} near copies at cosine >= "
-        f"{found['similarity']}), {found['path']}" + (f"; WARNING: {found['warning']}" if found.get("warning") else "")
+        f"{found['groups']} groups found ({found['exact']} exact, {found.get('visual', 0)} visual, {found['near']} "
+        f"near copies at cosine >= {found['similarity']}), {found['path']}"
+        + (f"; WARNING: {found['warning']}" if found.get("warning") else "")
     )
     selection = (
         f"{len(chosen['filenames'])} of {chosen['samples']} samples written ({chosen['strategy']}), {chosen['path']}"
     )
     return duplicates, selection
+
+
+def _data_issues(result) -> str | None:
+    """One line of counts per issue found (None when data_issues did not run)."""
+    if not result.asset_materializations_for_node("data_issues"):
+        return None
+    found = result.output_for_node("data_issues")
+    counts = ", ".join(f"{n} {issue}" for issue, n in found["counts"].items() if n) or "none found"
+    samples = found["table"]["filenames"].nunique()
+    return f"{samples} samples with issues ({counts}), {found['path']}"
 
 
 def failure_reason(event: DagsterEvent) -> str:

@@ -29,6 +29,7 @@ from lightly_assets.publish.bucket import (
     BucketError,
     BucketResult,
     BucketTarget,
+    publish_curation_files,
     publish_to_bucket,
 )
 from lightly_assets_tests.conftest import free_port, make_image, make_video
@@ -455,3 +456,24 @@ def test_error_text_is_masked_whatever_the_storage_layer_says(tmp_path, dataset,
         dataset.publish(target, on_progress=failing)
     assert "server rejected password *** for" in str(info.value)
     assert_no_secret(str(info.value), "".join(traceback.format_exception(info.value)))
+
+
+def test_curation_files_are_written_after_the_dataset_and_kept_by_a_later_publish(dataset, tmp_path):
+    target = BucketTarget(url=f"file://{tmp_path / 'bucket'}")
+    with pytest.raises(BucketError, match="materialize uploaded_dataset first"):
+        publish_curation_files(target, "pets", {"duplicates.csv": b"filenames,group,kind,similarity\n"})
+    dataset.publish(target)
+    files = {"duplicates.csv": b"filenames,group,kind,similarity\n", "selection.txt": b"cats/a.png\n"}
+    assert publish_curation_files(target, "pets", files) == {"duplicates.csv": "written", "selection.txt": "written"}
+    assert publish_curation_files(target, "pets", files) == {
+        "duplicates.csv": "unchanged",
+        "selection.txt": "unchanged",
+    }
+    lightly = tmp_path / "bucket" / "pets" / ".lightly"
+    again = dataset.publish(target)  # the chain alone, after curation: the curation's files stay
+    assert not {".lightly/duplicates.csv", ".lightly/selection.txt"} & set(again.files_removed)
+    assert (lightly / "selection.txt").read_bytes() == b"cats/a.png\n"
+    manifest = json.loads((lightly / MANIFEST_KEY.split("/", 1)[1]).read_text())
+    assert ".lightly/selection.txt" in manifest["keys"]
+    with pytest.raises(BucketError, match="not a curation file"):
+        publish_curation_files(target, "pets", {"../escape.txt": b""})

@@ -59,7 +59,7 @@ def test_groups_are_connected_components_with_kind_and_similarity_to_the_first_m
     assert table["kind"].tolist() == ["exact", "exact", "near", "near", "near"]
     assert table["similarity"].iloc[0] == 1.0 and table["similarity"].iloc[1] == 1.0
     assert 0.99 <= table["similarity"].iloc[2] < 1.0
-    assert found.counts() == {"exact": 1, "near": 2} and found.groups == 2
+    assert found.counts() == {"exact": 1, "near": 2, "visual": 0} and found.groups == 2
     assert found.group_of()[[3, 10, 11, 40, 50, 0]].tolist() == [0, 0, 0, 1, 1, -1]
 
 
@@ -220,7 +220,8 @@ def test_balance_evens_out_the_weak_labels_and_typicality_prefers_dense_regions(
 
 def test_requested_count_and_bad_config() -> None:
     assert requested_count(105, None, None) == 10  # a tenth by default, rounded down
-    assert requested_count(1, None, None) == 0  # one sample: an empty selection
+    assert requested_count(1, None, None) == 1 and requested_count(8, None, None) == 1  # never 0 of some
+    assert requested_count(0, None, None) == 0 and requested_count(8, None, 0.0) == 0
     assert requested_count(100, None, 0.25) == 25 and requested_count(100, 7, None) == 7
     for args, message in [((-1, None), "n_samples must be 0 or more"), ((None, 1.5), "proportion must be in")]:
         with pytest.raises(CurationError, match=message):

@@ -62,7 +62,8 @@ def test_duplicates_and_selection_in_the_chain(tmp_path: Path) -> None:
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(datasets_partitions.name, ["ds"])
 
-    result = run(instance, tmp_path, {"similarity": 1.0}, {"n_samples": 100})
+    every = {"n_samples": 100, "exclude_issues": []}  # the clip's two-tone frames are low_information
+    result = run(instance, tmp_path, {"similarity": 1.0}, every)
     assert result.success
     out = tmp_path / "out" / "ds"
     table = pd.read_csv(out / "duplicates.csv")
@@ -78,13 +79,18 @@ def test_duplicates_and_selection_in_the_chain(tmp_path: Path) -> None:
     order = {name: i for i, name in enumerate(result.output_for_node("frame_index")["filename"])}
     assert [order[n] for n in selected] == sorted(order[n] for n in selected)  # frame_index order
     summary = summarise_run("ds", result).render()
-    assert "duplicates: 2 groups found (5 exact, 0 near copies at cosine >= 1.0)" in summary
+    assert "duplicates: 2 groups found (5 exact, 0 visual, 0 near copies at cosine >= 1.0)" in summary
     assert "selection: 8 of 13 samples written (diverse)" in summary
+    assert "data issues: 8 samples with issues (" in summary and "8 low_information" in summary
+    issues = pd.read_csv(out / "data_issues.csv")
+    assert set(issues.loc[issues["issue"] == "low_information", "filenames"]) == {
+        f"clips/still-{i}-mp4.png" for i in range(8)
+    }
     [meta] = [m.metadata for m in result.asset_materializations_for_node("duplicates")]
     assert meta["contact_sheet_full"].value.startswith("![ds: the 2 largest of 2 duplicate groups](data:image/png;")
     assert len(meta["contact_sheet"].value) < INLINE_MARKDOWN_LIMIT  # the thumbnail shows inline in Dagster's UI
     assert not set(meta) - set(FACTS) - {"dagster/column_schema"}  # every row of metadata is described
-    assert meta["searched_samples"].value == 13
+    assert meta["searched_samples"].value == 0 and meta["search"].value.startswith("none")  # random weights
     [chosen] = [m.metadata for m in result.asset_materializations_for_node("selection")]
     assert not set(chosen) - set(FACTS)
     per_label = chosen["selected_per_label"].value.records
@@ -93,17 +99,18 @@ def test_duplicates_and_selection_in_the_chain(tmp_path: Path) -> None:
     assert checks["no_duplicates"] is False and checks["no_duplicates_selected"] is True
     assert checks["similarities_meaningful"] is False  # the tests' weights are random
     db = tmp_path / "out" / "lightly_studio.db"
-    assert {k: tags(db).get(k) for k in ("duplicates-v1", "selection-diverse-v1")} == {
+    assert {k: tags(db).get(k) for k in ("duplicates-v1", "selection-diverse-v1", "issue-low_information-v1")} == {
         "duplicates-v1": 7,
         "selection-diverse-v1": 8,
+        "issue-low_information-v1": 8,
     }
 
-    again = run(instance, tmp_path, {"similarity": 1.0}, {"n_samples": 100})  # unchanged: nothing searched again
-    [meta] = [m.metadata for m in again.asset_materializations_for_node("duplicates")]
-    assert meta["searched_samples"].value == 0 and meta["reused_samples"].value == 13
-    assert "duplicates-v2" not in tags(db) and "selection-diverse-v2" not in tags(db)
+    again = run(instance, tmp_path, {"similarity": 1.0}, every)  # unchanged: nothing decoded again, same tags
+    [meta] = [m.metadata for m in again.asset_materializations_for_node("data_issues")]
+    assert meta["scored_samples"].value == 0 and meta["reused_stats"].value == 13
+    assert not {"duplicates-v2", "selection-diverse-v2", "issue-low_information-v2"} & set(tags(db))
 
-    smaller = run(instance, tmp_path, {"similarity": 1.0}, {"n_samples": 3})  # a new selection: a new tag
+    smaller = run(instance, tmp_path, {"similarity": 1.0}, {"n_samples": 3, "exclude_issues": []})  # a new tag
     assert smaller.success and tags(db)["selection-diverse-v2"] == 3 and tags(db)["selection-diverse-v1"] == 8
 
     for bad, message in [
@@ -129,6 +136,7 @@ def test_the_bucket_target_gets_both_files_under_dot_lightly(tmp_path: Path) -> 
     out, published = tmp_path / "out" / "ds", bucket / "ds" / ".lightly"
     assert (published / "duplicates.csv").read_bytes() == (out / "duplicates.csv").read_bytes()
     assert (published / "selection.txt").read_bytes() == (out / "selection.txt").read_bytes()
+    assert (published / "data_issues.csv").read_bytes() == (out / "data_issues.csv").read_bytes()
     assert len((out / "selection.txt").read_text().splitlines()) == 2  # half of 5, rounded down
     assert pd.read_csv(out / "duplicates.csv")["filenames"].tolist() == ["chelsea-1-copy.jpg", "chelsea-1.jpg"]
 
@@ -144,8 +152,9 @@ def test_a_dataset_of_one_sample_gives_empty_outputs(tmp_path: Path) -> None:
     assert result.success, summarise_run("ds", result).error
     out = tmp_path / "out" / "ds"
     assert (out / "duplicates.csv").read_text() == "filenames,group,kind,similarity\n"
-    assert (out / "selection.txt").read_text() == ""  # a tenth of one sample, rounded down
+    assert (out / "selection.txt").read_text() == "only.jpg\n"  # a tenth of one sample: never 0 of some
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["no_duplicates"] and checks["no_duplicates_selected"]
     summary = summarise_run("ds", result).render()
-    assert "duplicates: 0 groups found" in summary and "selection: 0 of 1 samples written" in summary
+    assert "duplicates: 0 groups found" in summary and "selection: 1 of 1 samples written" in summary
+    assert "data issues: 0 samples with issues (none found)" in summary

@@ -27,6 +27,8 @@ ASSETS = [
     "duplicates",
     "selection",
     "uploaded_dataset",
+    "published_curation",
+    "data_issues",
 ]
 DATASET = "images_flat"
 

@@ -4,6 +4,7 @@
 #   bash scripts/dev.sh test [ARGS]         run the test suite (pytest ARGS; -m "not e2e" for the quick part)
 #   bash scripts/dev.sh check               `dg check defs`: the definitions load and validate
 #   bash scripts/dev.sh ui                  start `dg dev` (Dagster's UI and daemon) on 127.0.0.1:3000
+#   bash scripts/dev.sh docs                build the documentation site strictly (mkdocs build --strict; docs extra)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
@@ -40,5 +41,7 @@ case "$cmd" in
   check) setup; exec .venv/bin/dg check defs ;;
   ui)   setup; export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"; mkdir -p "$DAGSTER_HOME"
         exec .venv/bin/dg dev -h 127.0.0.1 -p "${PORT:-3000}" ;;
-  *)    echo "usage: bash scripts/dev.sh run|test|check|ui" >&2; exit 2 ;;
+  docs) setup docs; out=$(mktemp -d); trap 'rm -rf "$out"' EXIT  # the reference pages are generated from the code
+        NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -d "$out" ;;
+  *)    echo "usage: bash scripts/dev.sh run|test|check|ui|docs" >&2; exit 2 ;;
 esac

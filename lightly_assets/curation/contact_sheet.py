@@ -1,4 +1,5 @@
-"""A contact sheet of the largest duplicate groups: one row per group, its members side by side.
+"""A contact sheet of the largest duplicate groups (or of each issue's worst samples): one row per group, its
+members side by side.
 
 It is the first thing a user looks at to judge a threshold, so it stays small (64-px thumbnails, a few groups)
 to be inlined in Dagster's Markdown as a `data:` image.
@@ -93,7 +94,10 @@ def _full(path: Path, groups, shown, thumbs) -> Path:
     for r, (group, members) in enumerate(zip(groups, shown, strict=False)):
         y = r * row_h
         kinds = "/".join(sorted(set(group["kind"])))
-        draw.text((4, y + 4), f"group {int(group['group'].iloc[0])}\n{len(group)} samples\n{kinds}", fill="black")
+        caption = f"group {int(group['group'].iloc[0])}\n{len(group)} samples\n{kinds}"
+        if "caption" in group:  # a row that is not a duplicate group (data_issues: an issue, its worst samples)
+            caption = str(group["caption"].iloc[0])
+        draw.text((4, y + 4), caption, fill="black")
         for c, member in enumerate(members.itertuples(index=False)):
             x = LABEL_WIDTH + c * (THUMB + 4)
             tile = thumbs.get(str(member.filenames)) or Image.new("RGB", (THUMB, THUMB), (200, 200, 200))

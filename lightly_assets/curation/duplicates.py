@@ -1,4 +1,4 @@
-"""Exact and near-duplicate groups of samples, as connected components, computed incrementally.
+"""Exact, near-duplicate and visual groups of samples, as connected components, computed incrementally.
 
 - Exact: images with the same file content (sha256 of the bytes), video frames whose decoded pixels are
   identical. Frames are decoded once, by the embedding step, straight to the model's input; identical frames
@@ -8,6 +8,10 @@
 - Near: cosine similarity at or above the threshold, searched as each sample's k nearest neighbours (bounded
   memory even when everything is similar); exact search (faiss `IndexFlatIP`) up to `EXACT_LIMIT` samples, an
   inverted file (faiss `IndexIVFFlat`) above it.
+- Visual: perceptual hashes within `max_hash_distance` bits (phash.py), with no model at all: resized,
+  re-compressed, slightly cropped or brightened copies. Frames of one video are never visual copies of each other.
+  With random weights (or similarities that fail `thresholds.uniformity_warning`) near-duplicates are not searched
+  at all, so exact and visual copies still give useful groups, never one group of everything.
 - Ours, not LightlyStudio's `deduplicate`: that strategy is a diverse selection that stops once the next pick is
   closer than a distance, so it says which samples to keep but not which groups exist, nor which are exact copies.
 - Incremental: the pairs found are kept in a small state file keyed by the model's fingerprint and the vectors'
@@ -153,7 +157,7 @@ class Duplicates:
     def counts(self) -> dict[str, int]:
         """Samples per kind, beyond each group's first member (what a user would drop)."""
         rest = self.table[self.table["row"] != self.table.groupby("group")["row"].transform("min")]
-        return {kind: int((rest["kind"] == kind).sum()) for kind in ("exact", "near")}
+        return {kind: int((rest["kind"] == kind).sum()) for kind in ("exact", "near", "visual")}
 
     def group_of(self) -> np.ndarray:
         """Per input row its group, -1 for samples in no group."""
@@ -252,6 +256,17 @@ def _components(n: int, pairs: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+@dataclass(frozen=True)
+class Hashes:
+    """Perceptual hashes for `visual` copies: (n, 8) bytes, which rows have one, and the video each frame is of
+    (frames of one video are never paired with each other)."""
+
+    values: np.ndarray
+    valid: np.ndarray
+    videos: Sequence[str]
+    max_distance: int
+
+
 def find_duplicates(
     names: Sequence[str],
     matrix: np.ndarray,
@@ -260,24 +275,54 @@ def find_duplicates(
     model: str = "",
     state: State | None = None,
     exact_limit: int = EXACT_LIMIT,
+    hashes: Hashes | None = None,
+    near: bool = True,
 ) -> Duplicates:
-    """Group the samples: exact copies (equal `keys`) and near-duplicates (cosine >= `similarity`)."""
+    """Group the samples: exact copies (equal `keys`), near-duplicates (cosine >= `similarity`, only when `near`:
+    the vectors mean something) and visual copies (perceptual hashes within `hashes.max_distance`)."""
+    from lightly_assets.curation.phash import hash_pairs
+
     n = len(names)
     unit = unit_rows(np.asarray(matrix).reshape(n, -1) if n else np.zeros((0, 1), np.float32))
     digests = vector_digests(unit)
     approximate = n > exact_limit
-    kept, kept_sims, fresh = _reused_pairs(state, names, digests, model, similarity)
-    found, found_sims = neighbour_pairs(unit, fresh, similarity, approximate)
-    near, near_sims = _unique_pairs(np.concatenate([kept, found]), np.concatenate([kept_sims, found_sims]))
+    if near:
+        kept, kept_sims, fresh = _reused_pairs(state, names, digests, model, similarity)
+        found, found_sims = neighbour_pairs(unit, fresh, similarity, approximate)
+        close, close_sims = _unique_pairs(np.concatenate([kept, found]), np.concatenate([kept_sims, found_sims]))
+    else:  # nothing searched, nothing kept: a later run with meaningful vectors searches everything
+        fresh, close, close_sims = np.zeros(0, np.int64), np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+        model = f"{model}|not searched"
+    visual = np.zeros((0, 2), dtype=np.int64)
+    if hashes is not None:
+        visual, _ = hash_pairs(hashes.values, hashes.max_distance, hashes.valid, hashes.videos)
     exact = _exact_pairs(keys)
-    table = _table(names, unit, keys, _components(n, np.concatenate([near, exact])) if n else np.zeros(0, int))
-    new_state = State(model, similarity, list(names), digests, near, near_sims.astype(np.float32))
-    method = "approximate (faiss inverted file)" if approximate else "exact (faiss flat inner product)"
+    labels = _components(n, np.concatenate([close, exact, visual])) if n else np.zeros(0, int)
+    table = _table(names, unit, keys, labels, similarity if near else None, hashes)
+    new_state = State(model, similarity, list(names), digests, close, close_sims.astype(np.float32))
+    if not near:
+        method = "none: vectors not meaningful"
+    else:
+        method = "approximate (faiss inverted file)" if approximate else "exact (faiss flat inner product)"
     return Duplicates(table, n, similarity, method, len(fresh), new_state)
 
 
-def _table(names: Sequence[str], unit: np.ndarray, keys: Sequence[str], labels: np.ndarray) -> pd.DataFrame:
-    """One row per member of a component of two or more, groups numbered by their first member's position."""
+def _table(
+    names: Sequence[str],
+    unit: np.ndarray,
+    keys: Sequence[str],
+    labels: np.ndarray,
+    similarity: float | None,
+    hashes: Hashes | None,
+) -> pd.DataFrame:
+    """One row per member of a component of two or more, groups numbered by their first member's position.
+
+    A member's kind, against its group's first member: `exact` (same content key), `near` (cosine at or above
+    `similarity`, when near-duplicates were searched), else `visual` (linked by hashes; its similarity is the
+    hashes' agreement with the first member's); a chain of near pairs is `near` too.
+    """
+    from lightly_assets.curation.phash import agreement, hamming
+
     sizes = np.bincount(labels) if len(labels) else np.zeros(0, int)
     rows = np.flatnonzero(sizes[labels] >= 2) if len(labels) else np.zeros(0, int)
     records = []
@@ -290,18 +335,24 @@ def _table(names: Sequence[str], unit: np.ndarray, keys: Sequence[str], labels: 
         head = first[component]
         records.append((row, groups[component], head))
     heads_with_copy = {head for row, _, head in records if row != head and keys[row] == keys[head]}
-    out = [
-        {
-            "filenames": str(names[row]),
-            "group": group,
-            "kind": "exact" if (keys[row] == keys[head] and (row != head or head in heads_with_copy)) else "near",
-            "similarity": round(float(np.clip(unit[row] @ unit[head], -1.0, 1.0)), 6),
-            "row": row,
-        }
-        for row, group, head in records
-    ]
-    table = pd.DataFrame(out, columns=[*COLUMNS, "row"])
-    return table.sort_values(["group", "row"], kind="stable").reset_index(drop=True)
+    out = []
+    for row, group, head in records:
+        cosine = round(float(np.clip(unit[row] @ unit[head], -1.0, 1.0)), 6)
+        if keys[row] == keys[head] and (row != head or head in heads_with_copy):
+            kind, value = "exact", cosine
+        elif hashes is None or (similarity is not None and cosine >= similarity - 1e-6):
+            kind, value = "near", cosine
+        else:
+            distance = int(hamming(hashes.values[row], hashes.values[head])) if row != head else 0
+            kind, value = "visual", round(float(agreement(distance)), 6)
+        out.append({"filenames": str(names[row]), "group": group, "kind": kind, "similarity": value, "row": row})
+    table = pd.DataFrame(out, columns=[*COLUMNS, "row"]).sort_values(["group", "row"], kind="stable")
+    table = table.reset_index(drop=True)
+    if len(table):  # a first member is of its group's kind: that of the member after it
+        head = table["group"] != table["group"].shift()
+        follower = table["kind"].shift(-1)
+        table.loc[head & (table["kind"] != "exact"), "kind"] = follower[head & (table["kind"] != "exact")]
+    return table
 
 
 def write_duplicates_csv(path: Path, table: pd.DataFrame) -> Path:

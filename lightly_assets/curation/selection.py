@@ -6,7 +6,10 @@ reads embeddings from its database and writes a tag, which would tie the selecti
 engine alone needs neither, imports in milliseconds, and is deterministic for the same inputs (its diversity is
 farthest-point sampling from the first candidate).
 
-Only one member of each duplicate group (its first) is a candidate, so no selection holds two members of a group.
+Only one member of each duplicate group (its first) is a candidate, so no selection holds two members of a group;
+samples with issues that rule them out (by default `broken` and `low_information`) are not candidates either.
+With random weights the vectors carry no meaning, so the diversity comes from the perceptual hashes instead
+(`hash_features`): a spread over what the pictures look like.
 Distances are cosine distances (1 - cosine) on length-1 vectors, like the duplicate threshold.
 """
 
@@ -21,7 +24,7 @@ from lightly_assets.curation.duplicates import unit_rows
 from lightly_assets.curation.errors import CurationError
 
 STRATEGIES = ("diverse", "typicality", "balance")
-DEFAULT_PROPORTION = 0.1  # without n_samples or proportion: a tenth of the samples, rounded down
+DEFAULT_PROPORTION = 0.1  # without n_samples or proportion: a tenth of the samples, rounded down (at least 1)
 # Balance first, diversity within it: at equal strengths the engine let one label take 9 of 25 picks (5 labels
 # of 60..300 samples), at 10 it gave 5 each.
 BALANCE_STRENGTH = 10.0
@@ -56,29 +59,44 @@ def requested_count(total: int, n_samples: int | None, proportion: float | None)
     share = DEFAULT_PROPORTION if proportion is None else float(proportion)
     if not (0.0 <= share <= 1.0):
         raise CurationError(f"selection config: proportion must be in [0, 1], got {proportion}")
-    return int(np.floor(total * share + 1e-9))
+    return max(int(np.floor(total * share + 1e-9)), 1 if total > 0 and share > 0 else 0)  # a share is never 0 of some
 
 
-def candidates(group_of: np.ndarray) -> np.ndarray:
-    """Rows in no group, and the first row of each group."""
-    rows = np.arange(len(group_of))
-    first = np.zeros(len(group_of), dtype=bool)
-    grouped = group_of >= 0
+def candidates(group_of: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
+    """Rows in no group, and the first row of each group, less the `excluded` rows (samples with an issue that
+    rules them out). A group whose first member is excluded is represented by its first member that is not."""
+    group_of = np.asarray(group_of)
+    keep = np.ones(len(group_of), dtype=bool) if excluded is None else ~np.asarray(excluded, dtype=bool)
+    rows = np.arange(len(group_of))[keep]
+    groups = group_of[keep]
+    first = np.zeros(len(rows), dtype=bool)
+    grouped = groups >= 0
     if grouped.any():
-        _, heads = np.unique(group_of[grouped], return_index=True)
-        first[rows[grouped][heads]] = True
+        _, heads = np.unique(groups[grouped], return_index=True)
+        first[np.flatnonzero(grouped)[heads]] = True
     return rows[~grouped | first]
 
 
 def select(
-    matrix: np.ndarray, labels: Sequence[int], group_of: np.ndarray, n: int, strategy: str = "diverse"
+    matrix: np.ndarray,
+    labels: Sequence[int],
+    group_of: np.ndarray,
+    n: int,
+    strategy: str = "diverse",
+    excluded: np.ndarray | None = None,
+    excluded_why: str = "samples with issues",
 ) -> Selection:
     """Select `n` rows with the strategy; more than there are candidates selects them all, with a note."""
     check_strategy(strategy)
-    pool = candidates(np.asarray(group_of))
+    group_of = np.asarray(group_of)
+    pool = candidates(group_of, excluded)
     notes: list[str] = []
-    if len(pool) < len(group_of):
-        notes.append(f"{len(group_of) - len(pool)} duplicates left out (one sample per duplicate group)")
+    left_out = int(np.asarray(excluded, dtype=bool).sum()) if excluded is not None else 0
+    if left_out:
+        notes.append(f"{left_out} {excluded_why} left out")
+    grouped_out = len(group_of) - left_out - len(pool)
+    if grouped_out > 0:
+        notes.append(f"{grouped_out} duplicates left out (one sample per duplicate group)")
     if n >= len(pool):
         if n > len(pool):
             notes.append(f"n_samples {n} is above the {len(pool)} candidates: all of them are selected")
@@ -88,6 +106,15 @@ def select(
     unit = unit_rows(matrix[pool])
     picked = _run(unit, np.asarray(labels)[pool], n, strategy)
     return Selection(np.sort(pool[picked]), strategy, n, len(pool), tuple(notes))
+
+
+def hash_features(hashes: np.ndarray) -> np.ndarray:
+    """Perceptual hash bits as +-1 vectors: cosine distance between them is proportional to Hamming distance, so
+    farthest-point sampling on them spreads a selection over what pictures look like, with no model."""
+    from lightly_assets.curation.phash import BITS
+
+    bits = np.unpackbits(np.asarray(hashes, dtype=np.uint8).reshape(-1, BITS // 8), axis=1)
+    return (bits.astype(np.float32) * 2.0 - 1.0).reshape(len(bits), BITS)
 
 
 def _run(unit: np.ndarray, labels: np.ndarray, n: int, strategy: str) -> np.ndarray:

@@ -261,6 +261,9 @@ DUPLICATES = [
         "Warns when the weights are random or random pairs of samples are about as similar as duplicates.",
     ),
 ]
+DATA_ISSUES = [
+    _spec("no_data_issues", "data_issues", "Warns when samples are blurry, dark, light, greyscale, broken ... ."),
+]
 SELECTION = [
     _spec("no_duplicates_selected", "selection", "No two samples of selection.txt belong to one duplicate group."),
 ]
@@ -273,9 +276,29 @@ def no_duplicates(groups: int, counts: dict[str, int], similarity: float) -> Ass
         severity=WARN,
         description=None
         if groups == 0
-        else f"{groups} duplicate groups: {counts['exact']} exact and {counts['near']} near copies "
-        f"(cosine >= {similarity}); see duplicates.csv and the contact sheet.",
-        metadata={"groups": groups, "exact_copies": counts["exact"], "near_copies": counts["near"]},
+        else f"{groups} duplicate groups: {counts['exact']} exact, {counts.get('visual', 0)} visual and "
+        f"{counts['near']} near copies (cosine >= {similarity}); see duplicates.csv and the contact sheet.",
+        metadata={
+            "groups": groups,
+            "exact_copies": counts["exact"],
+            "visual_copies": counts.get("visual", 0),
+            "near_copies": counts["near"],
+        },
+    )
+
+
+def no_data_issues(counts: Mapping[str, int], samples_with_issues: int) -> AssetCheckResult:
+    found = {issue: n for issue, n in counts.items() if n}
+    return AssetCheckResult(
+        check_name="no_data_issues",
+        passed=not found,
+        severity=WARN,
+        description=None
+        if not found
+        else f"{samples_with_issues} samples with issues: "
+        + ", ".join(f"{n} {issue}" for issue, n in found.items())
+        + "; see data_issues.csv and the contact sheet.",
+        metadata={"samples_with_issues": samples_with_issues, **{k: int(v) for k, v in counts.items()}},
     )
 
 

@@ -1,7 +1,8 @@
-"""Curation: `duplicates` (exact and near-duplicate groups) and `selection` (a subset to label, no two duplicates).
+"""Curation: `duplicates` (exact, visual and near-duplicate groups) and `selection` (a subset to label, no two
+duplicates, no sample with an excluded issue).
 
-Both run in the main job after `embeddings`, so the dataset sensor re-curates whenever a folder changes;
-`uploaded_dataset` depends on them to publish their tags. The work is done by `lightly_assets.curation`.
+Both run in the main job after `embeddings` and `data_issues` (its perceptual hashes and issues), so the dataset
+sensor re-curates whenever a folder changes. The work is done by `lightly_assets.curation`.
 """
 
 from typing import Any
@@ -22,6 +23,8 @@ from dagster import (
 from pydantic import Field
 
 from lightly_assets import columns
+from lightly_assets.curation.errors import CurationError
+from lightly_assets.curation.phash import DEFAULT_MAX_DISTANCE
 from lightly_assets.defs import checks
 from lightly_assets.defs.common import dataset_asset, user_errors
 from lightly_assets.defs.metadata import contract_schema, projection_markdown
@@ -31,22 +34,30 @@ GROUPS_LISTED = 10
 
 
 class DuplicatesConfig(Config):
-    """Near-duplicates are pairs at or above `similarity` (cosine); unset: the model's default (thresholds.py)."""
+    """Near-duplicates are pairs at or above `similarity` (cosine; unset: the model's default, thresholds.py);
+    visual copies are perceptual hashes at most `max_hash_distance` of 64 bits apart (phash.py)."""
 
     similarity: float | None = Field(
         default=None, description="Cosine threshold in (0, 1]; unset: the default for the model setting."
     )
+    max_hash_distance: int = Field(
+        default=DEFAULT_MAX_DISTANCE, description="Visual copies: hashes at most this many of 64 bits apart."
+    )
 
 
 class SelectionConfig(Config):
-    """How many samples to select (`n_samples`, or `proportion` of the samples) and how."""
+    """How many samples to select (`n_samples`, or `proportion` of the samples), how, and which issues rule a
+    sample out (`exclude_issues`, from data_issues)."""
 
     n_samples: int | None = Field(default=None, description="Samples to select; unset: `proportion`.")
     proportion: float | None = Field(default=None, description="Share of the samples (unset with n_samples: 0.1).")
     strategy: str = Field(default="diverse", description="`diverse` (k-center), `typicality` or `balance`.")
+    exclude_issues: list[str] = Field(
+        default=["broken", "low_information"], description="Samples with these data issues are never selected."
+    )
 
 
-def _embedding_metadata(context: AssetExecutionContext) -> dict[str, Any]:
+def embedding_metadata(context: AssetExecutionContext) -> dict[str, Any]:
     """The metadata of this partition's latest `embeddings` (model, weights' sha256, random_init)."""
     records = context.instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey("embeddings"), asset_partitions=[context.partition_key]), limit=1
@@ -55,7 +66,12 @@ def _embedding_metadata(context: AssetExecutionContext) -> dict[str, Any]:
     return {k: getattr(v, "value", v) for k, v in (materialization.metadata if materialization else {}).items()}
 
 
-def _samples(embeddings, frame_index: pd.DataFrame) -> pd.DataFrame:
+def random_weights(upstream: dict[str, Any]) -> bool:
+    """Whether the embeddings came from a seeded random initialisation (their `weights` row says RANDOM)."""
+    return bool(upstream.get("random_init")) or str(upstream.get("weights", "")).startswith("RANDOM")
+
+
+def embedded_samples(embeddings, frame_index: pd.DataFrame) -> pd.DataFrame:
     """The frame_index rows that were embedded, in the embeddings' order."""
     indices = np.asarray(getattr(embeddings, "indices", []), dtype=np.int64)
     if len(indices) != len(embeddings.filenames):
@@ -84,12 +100,13 @@ def _groups_table(duplicates) -> MetadataValue:
 
 DUPLICATES_FACTS = [
     "contact_sheet", "contact_sheet_full", "contact_sheet_png", "largest_groups", "groups", "exact_copies",
-    "near_copies", "samples_in_groups", "samples", "similarity", "similarity_source", "similarity_warning", "search",
+    "visual_copies", "near_copies", "samples_in_groups", "samples", "similarity", "similarity_source",
+    "similarity_warning", "max_hash_distance", "search",
     "searched_samples", "reused_samples", "duplicates_csv",
 ]  # fmt: skip
 SELECTION_FACTS = [
-    "selected_per_label", "selected", "samples", "requested", "candidates", "strategy", "sampling_engine",
-    "coverage_radius", "coverage_radius_random", "notes", "selection_txt",
+    "selected_per_label", "selected", "samples", "requested", "candidates", "strategy", "diversity_from",
+    "excluded_issues", "sampling_engine", "coverage_radius", "coverage_radius_random", "notes", "selection_txt",
 ]  # fmt: skip
 
 
@@ -106,9 +123,11 @@ def duplicates(
     embedding_model: EmbeddingModelResource,
     embeddings,
     frame_index: pd.DataFrame,
+    data_issues: dict,
 ):
-    """Exact copies and near-duplicates (cosine >= `similarity`) grouped as connected components, at
-    `<outputs>/<dataset>/duplicates.csv` (filenames,group,kind,similarity); only new samples are searched."""
+    """Exact copies, visual copies (perceptual hashes, no model) and near-duplicates (cosine >= `similarity`, only
+    when the vectors mean something) grouped as connected components, at `<outputs>/<dataset>/duplicates.csv`
+    (filenames,group,kind,similarity); only new samples are searched."""
     from lightly_assets.curation.contact_sheet import write_contact_sheet
     from lightly_assets.curation.duplicates import (
         State,
@@ -118,38 +137,44 @@ def duplicates(
         vector_digests,
         write_duplicates_csv,
     )
+    from lightly_assets.curation.phash import check_max_distance
     from lightly_assets.curation.thresholds import check_similarity, default_similarity, uniformity_warning
 
     name = context.partition_key
     out = storage.outputs_for(name)
     setting = str(getattr(embedding_model, "model", None) or "lightly")
-    upstream = _embedding_metadata(context)
+    upstream = embedding_metadata(context)
     model_key = f"{upstream.get('model', setting)}|{upstream.get('weights_sha256', '')}"
-    samples = _samples(embeddings, frame_index)
+    samples = embedded_samples(embeddings, frame_index)
     with user_errors():
         similarity = check_similarity(
             config.similarity if config.similarity is not None else default_similarity(setting)
         )
+        hashes = sample_hashes(data_issues, samples, check_max_distance(config.max_hash_distance))
         state_path = out / "curation" / "duplicates_state.npz"
         state = State.load(state_path)
         unit = unit_rows(embeddings.matrix)
-        keys, hashes = content_keys(
+        keys, file_hashes = content_keys(
             samples, storage.dataset_dir(name), vector_digests(unit), state.file_hashes if state else None
         )
-        found = find_duplicates(samples["filename"].tolist(), unit, keys, similarity, model_key, state)
-        found.state.file_hashes = hashes
+        warning = uniformity_warning(unit, similarity, random_weights(upstream))
+        found = find_duplicates(
+            samples["filename"].tolist(), unit, keys, similarity, model_key, state, hashes=hashes, near=not warning
+        )
+        found.state.file_hashes = file_hashes
         found.state.save(state_path)
         path = write_duplicates_csv(out / "duplicates.csv", found.table)
-        warning = uniformity_warning(unit, similarity, bool(upstream.get("random_init", False)))
         sheet, small = write_contact_sheet(
             out / "duplicates_contact_sheet.png", found.largest(6), samples, storage.dataset_dir(name)
         )
     if warning:
+        warning += "; near-duplicates by cosine not searched: exact and visual copies only"
         context.log.warning(f"{name}: {warning}")
     counts = found.counts()
     context.log.info(
-        f"{name}: {found.groups} duplicate groups ({counts['exact']} exact, {counts['near']} near copies) "
-        f"at similarity {similarity}, {found.method}; searched {found.searched} of {found.samples} samples"
+        f"{name}: {found.groups} duplicate groups ({counts['exact']} exact, {counts['visual']} visual, "
+        f"{counts['near']} near copies) at similarity {similarity}, hash distance <= {hashes.max_distance}, "
+        f"{found.method}; searched {found.searched} of {found.samples} samples"
     )
     title = f"{name}: the {min(6, found.groups)} largest of {found.groups} duplicate groups"
     yield Output(
@@ -159,8 +184,11 @@ def duplicates(
             "groups": found.groups,
             "exact": counts["exact"],
             "near": counts["near"],
+            "visual": counts["visual"],
             "similarity": similarity,
+            "max_hash_distance": hashes.max_distance,
             "warning": warning,
+            "vectors_meaningful": not warning,
         },
         metadata={
             "contact_sheet": MetadataValue.md(projection_markdown(small, "largest duplicate groups")),
@@ -169,12 +197,14 @@ def duplicates(
             "largest_groups": _groups_table(found),
             "groups": MetadataValue.int(found.groups),
             "exact_copies": MetadataValue.int(counts["exact"]),
+            "visual_copies": MetadataValue.int(counts["visual"]),
             "near_copies": MetadataValue.int(counts["near"]),
             "samples_in_groups": MetadataValue.int(len(found.table)),
             "samples": MetadataValue.int(found.samples),
             "similarity": MetadataValue.float(similarity),
             "similarity_source": "config" if config.similarity is not None else f"default for model {setting!r}",
             "similarity_warning": warning or "none",
+            "max_hash_distance": MetadataValue.int(hashes.max_distance),
             "search": found.method,
             "searched_samples": MetadataValue.int(found.searched),
             "reused_samples": MetadataValue.int(found.samples - found.searched),
@@ -185,6 +215,27 @@ def duplicates(
     yield checks.similarities_meaningful(warning)
 
 
+def sample_hashes(data_issues: dict, samples: pd.DataFrame, max_distance: int):
+    """The perceptual hashes of `samples` (rows in their order) from data_issues' statistics, and which frames
+    belong to one video (never visual copies of each other)."""
+    from lightly_assets.curation.duplicates import Hashes
+
+    stats: pd.DataFrame = data_issues["stats"]
+    # A flat picture (no structure: sharpness undefined) hashes to all zeros: blank pictures are low_information,
+    # not visual copies of each other (identical files are still exact copies).
+    usable = (stats["broken"] == "").to_numpy() & np.isfinite(stats["sharpness"].to_numpy(dtype=np.float64))
+    by_name = dict(zip(stats["filename"], zip(stats["hash"], usable, strict=True), strict=True))
+    values = np.zeros((len(samples), 8), dtype=np.uint8)
+    valid = np.zeros(len(samples), dtype=bool)
+    for row, filename in enumerate(samples["filename"]):
+        found = by_name.get(filename)
+        if found is not None and found[1]:
+            values[row] = np.frombuffer(found[0], dtype=np.uint8)
+            valid[row] = True
+    videos = np.where(samples["kind"].astype(str) == "video", samples["source"].astype(str), "").tolist()
+    return Hashes(values, valid, videos, max_distance)
+
+
 @dataset_asset(facts=SELECTION_FACTS, check_specs=checks.SELECTION, kinds={"text"})
 def selection(
     context: AssetExecutionContext,
@@ -192,14 +243,19 @@ def selection(
     storage: StorageResource,
     embeddings,
     duplicates: dict,
+    data_issues: dict,
     frame_index: pd.DataFrame,
 ):
-    """A subset with no two members of a duplicate group, at `<outputs>/<dataset>/selection.txt` (one Lightly
-    filename per line, `frame_index` order); its coverage radius beside a random selection's of the same size."""
+    """A subset with no two members of a duplicate group and no sample with an excluded issue, at
+    `<outputs>/<dataset>/selection.txt` (one Lightly filename per line, `frame_index` order); diversity from the
+    embeddings when they mean something, else from the perceptual hashes; its coverage radius beside a random
+    selection's of the same size."""
+    from lightly_assets.curation.quality import ISSUES
     from lightly_assets.curation.selection import (
         candidates,
         check_strategy,
         coverage_radius,
+        hash_features,
         random_rows,
         requested_count,
         select,
@@ -208,7 +264,7 @@ def selection(
 
     name = context.partition_key
     out = storage.outputs_for(name)
-    samples = _samples(embeddings, frame_index)
+    samples = embedded_samples(embeddings, frame_index)
     table: pd.DataFrame = duplicates["table"]
     group_of = np.full(len(samples), -1, dtype=np.int64)
     row_of = {n: i for i, n in enumerate(samples["filename"])}
@@ -217,16 +273,26 @@ def selection(
             group_of[row_of[filename]] = int(group)
     with user_errors():
         strategy = check_strategy(config.strategy)
+        unknown = sorted(set(config.exclude_issues) - set(ISSUES))
+        if unknown:
+            raise CurationError(f"selection config: exclude_issues {unknown} are not issues ({', '.join(ISSUES)})")
+        issues: pd.DataFrame = data_issues["table"]
+        ruled_out = set(issues.loc[issues["issue"].isin(config.exclude_issues), "filenames"])
+        excluded = samples["filename"].isin(ruled_out).to_numpy()
+        meaningful = bool(duplicates.get("vectors_meaningful", True))
+        features = embeddings.matrix if meaningful else hash_features(sample_hashes(data_issues, samples, 0).values)
         n = requested_count(len(samples), config.n_samples, config.proportion)
-        chosen = select(embeddings.matrix, embeddings.labels, group_of, n, strategy)
+        why = "samples with " + "/".join(config.exclude_issues)
+        chosen = select(features, embeddings.labels, group_of, n, strategy, excluded, why)
         names = samples["filename"].iloc[chosen.rows].tolist()
         path = out / "selection.txt"
         write_selection(path, names)
     for note in chosen.notes:
         context.log.info(f"{name}: {note}")
-    radius = coverage_radius(embeddings.matrix, chosen.rows)
-    baseline = coverage_radius(embeddings.matrix, random_rows(candidates(group_of), len(chosen.rows)))
-    context.log.info(f"{name}: selected {len(names)} of {len(samples)} samples ({strategy})")
+    radius = coverage_radius(features, chosen.rows)
+    baseline = coverage_radius(features, random_rows(candidates(group_of, excluded), len(chosen.rows)))
+    diversity = "embeddings" if meaningful else "perceptual hashes (the embeddings' similarities mean nothing)"
+    context.log.info(f"{name}: selected {len(names)} of {len(samples)} samples ({strategy}, from {diversity})")
     yield Output(
         {"path": str(path), "filenames": names, "strategy": strategy, "samples": len(samples)},
         metadata={
@@ -236,6 +302,8 @@ def selection(
             "requested": MetadataValue.int(n),
             "candidates": MetadataValue.int(chosen.candidates),
             "strategy": strategy,
+            "diversity_from": diversity,
+            "excluded_issues": ", ".join(config.exclude_issues) or "none",
             "sampling_engine": "lightly_mundig (LightlyStudio's sampling engine)",
             "coverage_radius": _rounded(radius),
             "coverage_radius_random": _rounded(baseline),

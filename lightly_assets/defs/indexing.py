@@ -10,6 +10,7 @@ from dagster import (
     MetadataValue,
     Output,
 )
+from pydantic import Field
 
 from lightly_assets import columns
 from lightly_assets.defs import checks
@@ -34,7 +35,7 @@ class FileIndexConfig(Config):
     Off by default: it costs about 100x the listing on big folders, and embedding reports them anyway.
     """
 
-    verify_images: bool = False
+    verify_images: bool = Field(default=False, description="Open every image header while indexing.")
 
 
 @dataset_asset(
@@ -81,8 +82,10 @@ class FrameIndexConfig(Config):
     names and their timestamps; a video is still decoded once, front to back.
     """
 
-    frame_stride: int = 1
-    target_fps: Optional[float] = None
+    frame_stride: int = Field(default=1, description="Keep frames 0, n, 2n, ... of each video.")
+    target_fps: Optional[float] = Field(
+        default=None, description="Keep about this many frames per second, as LightlyStudio's loader does."
+    )
 
 
 @dataset_asset(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from dagster import ConfigurableIOManagerFactory, InitResourceContext, UPathIOManager
+from dagster import ConfigurableIOManagerFactory, Failure, InitResourceContext, InputContext, UPathIOManager
 from pydantic import Field
 
 from lightly_assets.atomic import atomic_output
@@ -44,6 +44,21 @@ class _AtomicPickles(UPathIOManager):
         self.make_directory(path.parent)
         context.log.debug(self.get_writing_output_log_message(path))
         self.dump_to_path(context=context, obj=obj, path=path)
+
+    def load_input(self, context: InputContext) -> Any:
+        """As `UPathIOManager.load_input`; an upstream never materialized is one line naming it, not a traceback."""
+        try:
+            return super().load_input(context)
+        except FileNotFoundError:
+            if not context.has_asset_key:
+                raise
+            asset = context.asset_key.to_user_string()
+            dataset = ", ".join(context.asset_partition_keys) if context.has_asset_partitions else ""
+            where = f" for {dataset}" if dataset else ""
+            raise Failure(
+                description=f"{asset} has not been materialized{where}: materialize {asset}{where} first",
+                allow_retries=False,
+            ) from None
 
     def dump_to_path(self, context: Any, obj: Any, path: Any) -> None:
         with atomic_output(str(path)) as handle:

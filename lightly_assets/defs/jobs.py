@@ -8,8 +8,8 @@ lightly_assets_job = define_asset_job(
     "lightly_assets_job",
     selection=AssetSelection.groups(GROUP),
     description=(
-        "Index, embed, write the Lightly CSV, find duplicates, select a diverse subset and publish one dataset, "
-        "with every asset check."
+        "Index, embed, write the Lightly CSV and publish one dataset; find duplicates, select a diverse subset and "
+        "publish them beside it, with every asset check."
     ),
 )
 

@@ -1,4 +1,9 @@
-"""Writing and publishing: `embeddings_csv` (the Lightly CSV) and `uploaded_dataset` (LightlyStudio or a bucket)."""
+"""Writing and publishing: `embeddings_csv` (the Lightly CSV), `uploaded_dataset` (LightlyStudio or a bucket), and
+`published_curation` (the curation's tags and files, brought to the published dataset).
+
+The five-asset chain `file_index → frame_index → embeddings → embeddings_csv → uploaded_dataset` stands alone:
+curation reads the chain's outputs and feeds nothing in it, and reaches the target through `published_curation`.
+"""
 
 import os
 from collections.abc import Mapping
@@ -8,7 +13,10 @@ import numpy as np
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
     Config,
+    Failure,
     MaterializeResult,
     MetadataValue,
 )
@@ -117,18 +125,41 @@ def _label_names(frame_index: pd.DataFrame) -> dict[int, str]:
     return {int(k): str(v) for k, v in zip(pairs["label"], pairs["label_name"], strict=True)}
 
 
-def curation_to_publish(duplicates: dict, selection: dict) -> Curation:
-    """The tags and files that publish `duplicates` and `selection` (as written on disk)."""
-    return Curation(
-        tags={
-            "duplicates": duplicates["table"]["filenames"].tolist(),
-            f"selection-{selection['strategy']}": selection["filenames"],
-        },
-        files={
-            "duplicates.csv": Path(duplicates["path"]).read_bytes(),
-            "selection.txt": Path(selection["path"]).read_bytes(),
-        },
-    )
+def require_file(path: Path, asset: str, dataset: str) -> None:
+    """An upstream file that was never written stops the step with one line naming the asset to materialize."""
+    if not path.is_file():
+        raise Failure(description=f"{dataset}: {path} does not exist: materialize {asset} for {dataset} first")
+
+
+def curation_to_publish(
+    duplicates: dict, selection: dict, data_issues: dict | None = None, frame_index: pd.DataFrame | None = None
+) -> Curation:
+    """The tags and files that publish `duplicates`, `selection` and `data_issues` (as written on disk)."""
+    tags = {
+        "duplicates": duplicates["table"]["filenames"].tolist(),
+        f"selection-{selection['strategy']}": selection["filenames"],
+    }
+    files = {
+        "duplicates.csv": Path(duplicates["path"]).read_bytes(),
+        "selection.txt": Path(selection["path"]).read_bytes(),
+    }
+    if data_issues is not None:
+        tags |= issue_tags(data_issues["table"], frame_index)
+        files["data_issues.csv"] = Path(data_issues["path"]).read_bytes()
+    return Curation(tags=tags, files=files)
+
+
+def issue_tags(table: pd.DataFrame, frame_index: pd.DataFrame | None) -> dict[str, list[str]]:
+    """`issue-<name>` per issue found, its samples as members; a row naming a video (its shape) tags every frame."""
+    frames: dict[str, list[str]] = {}
+    if frame_index is not None:
+        videos = frame_index[frame_index["kind"].astype(str) == "video"]
+        frames = {str(s): rows["filename"].astype(str).tolist() for s, rows in videos.groupby("source", sort=False)}
+    out: dict[str, list[str]] = {}
+    for issue, rows in table.groupby("issue", sort=True):
+        names = [n for name in rows["filenames"].astype(str) for n in frames.get(name, [name])]
+        out[f"issue-{issue}"] = list(dict.fromkeys(names))
+    return out
 
 
 # One writer at a time per target, across runs: set a limit with `dagster instance concurrency set lightly_studio 1`
@@ -148,8 +179,8 @@ def target_kinds(env: Mapping[str, str] = os.environ) -> set[str]:
     return {"lightlystudio", "postgres" if env.get("LIGHTLY_STUDIO_DATABASE_URL") else "duckdb"}
 
 
-UPLOAD_FACTS = ["target", "dataset", PARTITION_ROW_COUNT, "videos", "added", "removed", "unmatched", "tags", "open",
-                "browse", "text_search"]  # fmt: skip
+UPLOAD_FACTS = ["target", "dataset", PARTITION_ROW_COUNT, "videos", "added", "removed", "unmatched", "open", "browse",
+                "text_search"]  # fmt: skip
 
 
 @dataset_asset(
@@ -166,11 +197,9 @@ def uploaded_dataset(
     embeddings,
     frame_index: pd.DataFrame,
     file_index: pd.DataFrame,
-    duplicates: dict,
-    selection: dict,
 ) -> MaterializeResult:
-    """The dataset with its embeddings in LightlyStudio (default) or in a bucket datasource, counted after upload;
-    the duplicates and the selection as versioned LightlyStudio tags, or as files under the bucket's `.lightly/`.
+    """The dataset with its embeddings in LightlyStudio (default) or in a bucket datasource, counted after upload.
+    Curation already published there is kept; `published_curation` brings new results.
 
     `lightly-assets browse DATASET` prints the link of each LightlyStudio dataset and `--open` starts the GUI.
     """
@@ -178,6 +207,7 @@ def uploaded_dataset(
 
     name = context.partition_key
     path = csv_path(storage, name)
+    require_file(path, "embeddings_csv", name)
     with user_errors():
         in_csv = set(read_embeddings_csv(path)[0])  # samples that could not be decoded are not in the CSV
         embedded = frame_index[frame_index["filename"].isin(in_csv)]
@@ -189,7 +219,6 @@ def uploaded_dataset(
             embedded,
             path,
             space=embeddings.space,
-            curation=curation_to_publish(duplicates, selection),
         )
     context.log.info(f"{name}: published to {result['target']}; browse with: {result['browse']}")
     return MaterializeResult(
@@ -208,11 +237,59 @@ def upload_metadata(result: dict) -> dict:
     for key in ("videos", "added", "removed", "unmatched"):
         if result.get(key):
             metadata[key] = result[key]
-    if result.get("tags"):
-        metadata["tags"] = "; ".join(f"{base}: {names}" for base, names in result["tags"].items())
     if result.get("urls"):
         metadata["open"] = MetadataValue.md(result["urls"])
     metadata["browse"] = result["browse"]
     if result.get("text_search"):
         metadata["text_search"] = result["text_search"]
     return metadata
+
+
+CURATION_FACTS = ["target", "dataset", "tags", "files"]
+
+
+@dataset_asset(facts=CURATION_FACTS, kinds=target_kinds(), pool=STUDIO_POOL, deps=["uploaded_dataset"])
+def published_curation(
+    context: AssetExecutionContext,
+    storage: StorageResource,
+    publish_target: PublishTargetResource,
+    frame_index: pd.DataFrame,
+    duplicates: dict,
+    selection: dict,
+    data_issues: dict,
+) -> MaterializeResult:
+    """The curation in the published dataset: the duplicates, the selection and the data issues as versioned
+    LightlyStudio tags (`duplicates-v<k>`, `selection-<strategy>-v<k>`, `issue-<name>-v<k>`), or as files under
+    the bucket's `.lightly/` (duplicates.csv, selection.txt, data_issues.csv).
+
+    Beside the chain, never in it: `uploaded_dataset` publishes without curation and keeps what this wrote.
+    """
+    name = context.partition_key
+    if not _materialized(context, "uploaded_dataset"):
+        raise Failure(description=f"{name}: the dataset is not published yet: materialize uploaded_dataset first")
+    with user_errors():
+        result = publish_target.publish_curation(
+            name,
+            storage.dataset_dir(name),
+            storage.outputs_for(name).parent,
+            frame_index,
+            curation_to_publish(duplicates, selection, data_issues, frame_index),
+        )
+    metadata: dict = {
+        "target": location(result["location"]) if result.get("location") else result["target"],
+        "dataset": result["dataset"],
+    }
+    if result["tags"]:
+        metadata["tags"] = "; ".join(f"{base}: {names}" for base, names in result["tags"].items())
+    if result["files"]:
+        metadata["files"] = "; ".join(f"{file}: {state}" for file, state in result["files"].items())
+    context.log.info(f"{name}: curation published to {result['target']}")
+    return MaterializeResult(metadata=metadata)
+
+
+def _materialized(context: AssetExecutionContext, asset: str) -> bool:
+    """Whether `asset` has been materialized for this partition (in this run or an earlier one)."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[context.partition_key]), limit=1
+    ).records
+    return bool(records)

@@ -85,10 +85,12 @@ class EmbeddingModelResource(ConfigurableResource):
         default=None, description="URL of the pretrained checkpoint, instead of Lightly's model zoo."
     )
     executor: str = Field(default="local", description="Where embedding runs: `local` or `ray`.")
-    input_size: int = 64
-    batch_size: int = 64
-    workers: Optional[int] = None  # decode threads; None: sized for the device (runtime.plan_threads)
-    device: str = "auto"
+    input_size: int = Field(default=64, description="Input size in pixels of the `lightly` and `onnx:` models.")
+    batch_size: int = Field(default=64, description="Samples per forward pass (and per Ray task of images).")
+    workers: Optional[int] = Field(
+        default=None, description="Decode threads; unset: sized for the device (runtime.plan_threads)."
+    )
+    device: str = Field(default="auto", description="`auto` (CUDA when present, else the CPU), `cpu` or `cuda`.")
     engine: Literal["auto", "openvino", "torch"] = Field(
         default="auto", description="`auto`: OpenVINO on a CPU (converted once, cached), torch on CUDA."
     )
@@ -103,11 +105,13 @@ class EmbeddingModelResource(ConfigurableResource):
         description="`upright`: photos and frames as viewers show them (EXIF orientation, video display rotation); "
         "`raw`: the stored pixels, as lightly-embed embeds them.",
     )
-    seed: int = 0
+    seed: int = Field(default=0, description="Seed of the random initialisation (the last resort for weights).")
     pretrained: bool = Field(
         default=True, description="Use Lightly's pretrained zoo weights when no checkpoint is set."
     )
-    download_timeout_s: float = 10.0
+    download_timeout_s: float = Field(
+        default=10.0, description="Seconds to wait for a name lookup or the server while downloading weights."
+    )
 
     _model: object = PrivateAttr(default=None)
     _weights: object = PrivateAttr(default=None)
@@ -239,7 +243,7 @@ def _rgb(name: str, values: Optional[list[float]]) -> Optional[tuple[float, floa
 
 @dataclass(frozen=True)
 class Curation:
-    """What `uploaded_dataset` publishes of the curation: tags (base name -> sample names) and files (name -> bytes)."""
+    """What `published_curation` brings to the target: tags (base name -> sample names) and files (name -> bytes)."""
 
     tags: dict[str, list[str]]
     files: dict[str, bytes]
@@ -261,7 +265,9 @@ class PublishTargetResource(ConfigurableResource):
         description="NAME of the environment variable holding LightlyStudio's PostgreSQL URL (instead of DuckDB).",
     )
     bucket_url: Optional[str] = Field(default=None, description="fsspec URL of the bucket datasource.")
-    dataset_id: Optional[str] = None
+    dataset_id: Optional[str] = Field(
+        default=None, description="Name of the dataset in the target (default: the dataset folder's name)."
+    )
 
     def publish(
         self,
@@ -271,18 +277,52 @@ class PublishTargetResource(ConfigurableResource):
         file_index: pd.DataFrame,
         frame_index: pd.DataFrame,
         csv_path: Path,
-        curation: Optional["Curation"] = None,
         space: Optional[str] = None,
     ) -> dict[str, Any]:
         """Publish one dataset and return what was counted in the target afterwards (never a secret).
 
-        `curation`: the duplicates and the selection, as LightlyStudio tags or as files under the bucket's `.lightly/`.
         `space`: LightlyStudio's embedding model for these vectors (one per model; None: the default key).
+        Curation already in the target (tags, `.lightly/` files) is kept: `publish_curation` writes it.
         """
         dataset_name = self.dataset_id or name
         if choice("publish_target.target", self.target, TARGETS) == "bucket":
-            return self._to_bucket(dataset_name, dataset_dir, file_index, frame_index, csv_path, curation)
-        return self._to_studio(dataset_name, dataset_dir, outputs_root, frame_index, csv_path, curation, space)
+            return self._to_bucket(dataset_name, dataset_dir, file_index, frame_index, csv_path)
+        return self._to_studio(dataset_name, dataset_dir, outputs_root, frame_index, csv_path, space)
+
+    def publish_curation(
+        self, name: str, dataset_dir: Path, outputs_root: Path, frame_index: pd.DataFrame, curation: Curation
+    ) -> dict[str, Any]:
+        """Bring the curation to the published dataset: versioned LightlyStudio tags, or files under the bucket's
+        `.lightly/`. Returns the target and what was written (tag names, or file name -> written/unchanged)."""
+        dataset_name = self.dataset_id or name
+        if choice("publish_target.target", self.target, TARGETS) == "bucket":
+            from lightly_assets.publish.bucket import BucketTarget, publish_curation_files
+
+            url = self._bucket_url()
+            files = publish_curation_files(BucketTarget(url=url), dataset_name, curation.files)
+            return {"target": url, "dataset": dataset_name, "files": files, "tags": {}}
+        from lightly_assets.publish.studio.tags import publish_tags
+
+        target, db_file = self._studio_target(dataset_name, outputs_root)
+        tags = publish_tags(target, dataset_dir, frame_index, curation.tags)
+        return {"target": "lightly_studio", "location": str(db_file) if db_file else None, "dataset": dataset_name,
+                "tags": tags, "files": {}}  # fmt: skip
+
+    def _studio_target(self, dataset_name: str, outputs_root: Path):  # -> tuple[StudioTarget, Path | None]
+        """LightlyStudio's database: the PostgreSQL URL's variable when set, else the DuckDB file."""
+        from lightly_assets.publish.studio import StudioTarget
+
+        if self.studio_db_url_env:  # the URL is read from that variable when connecting, and never shown
+            return StudioTarget(db_url_env=self.studio_db_url_env, dataset_name=dataset_name), None
+        db_file = Path(self.studio_db_file or outputs_root / "lightly_studio.db").resolve()
+        return StudioTarget(db_file=db_file, dataset_name=dataset_name), db_file
+
+    def _bucket_url(self) -> str:
+        from lightly_assets.publish.bucket import BucketError
+
+        if not self.bucket_url:
+            raise BucketError("bucket target needs bucket_url (LIGHTLY_ASSETS_BUCKET_URL)")
+        return self.bucket_url
 
     def _to_studio(
         self,
@@ -291,22 +331,13 @@ class PublishTargetResource(ConfigurableResource):
         outputs_root: Path,
         frame_index: pd.DataFrame,
         csv_path: Path,
-        curation: Optional["Curation"] = None,
         space: Optional[str] = None,
     ) -> dict[str, Any]:
-        from lightly_assets.publish.studio import StudioTarget, upload_dataset
-        from lightly_assets.publish.studio.tags import publish_tags
-
-        db_file: Path | None = None
-        if self.studio_db_url_env:  # the URL is read from that variable when connecting, and never shown
-            target = StudioTarget(db_url_env=self.studio_db_url_env, dataset_name=dataset_name)
-        else:
-            db_file = Path(self.studio_db_file or outputs_root / "lightly_studio.db").resolve()
-            target = StudioTarget(db_file=db_file, dataset_name=dataset_name)
-        result = upload_dataset(target, dataset_dir, frame_index, csv_path, space)
-        tags = publish_tags(target, dataset_dir, frame_index, curation.tags) if curation else {}
+        from lightly_assets.publish.studio import upload_dataset
         from lightly_assets.publish.studio.browse import gui_base_url, links, links_markdown, text_search_note
 
+        target, db_file = self._studio_target(dataset_name, outputs_root)
+        result = upload_dataset(target, dataset_dir, frame_index, csv_path, space)
         return {
             "target": result.target,
             "dataset": result.dataset_name,
@@ -321,7 +352,6 @@ class PublishTargetResource(ConfigurableResource):
             "gui_command": result.gui_command,
             "text_search": text_search_note(space),
             "location": str(db_file) if db_file else None,
-            "tags": tags,
         }
 
     def _to_bucket(
@@ -331,13 +361,10 @@ class PublishTargetResource(ConfigurableResource):
         file_index: pd.DataFrame,
         frame_index: pd.DataFrame,
         csv_path: Path,
-        curation: Optional["Curation"] = None,
     ) -> dict[str, Any]:
-        from lightly_assets.publish.bucket import BucketError, BucketTarget, publish_to_bucket
+        from lightly_assets.publish.bucket import BucketTarget, publish_to_bucket
 
-        url = self.bucket_url
-        if not url:
-            raise BucketError("bucket target needs bucket_url (LIGHTLY_ASSETS_BUCKET_URL)")
+        url = self._bucket_url()
         result = publish_to_bucket(
             BucketTarget(url=url),
             dataset_name,
@@ -345,7 +372,6 @@ class PublishTargetResource(ConfigurableResource):
             frame_index,
             file_index,
             csv_path,
-            curation=curation.files if curation else None,
         )
         return {
             "target": result.url,

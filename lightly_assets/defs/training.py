@@ -10,6 +10,7 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
 )
+from pydantic import Field
 
 from lightly_assets.defs.common import TRAINING_GROUP, dataset_asset, user_errors
 from lightly_assets.defs.metadata import weights_fact
@@ -22,12 +23,12 @@ class EmbeddingModelConfig(Config):
     `resume` continues from the dataset's previous `embedding_model.ckpt` instead of the pretrained weights.
     """
 
-    epochs: int = 100
-    batch_size: int = 16
-    learning_rate: float = 1.0
-    max_minutes: float = 60.0
-    resume: bool = False
-    workers: int = -1
+    epochs: int = Field(default=100, description="Epochs (lightly-ssl-train's default).")
+    batch_size: int = Field(default=16, description="Samples per batch, at least 2 (SimCLR contrasts a batch).")
+    learning_rate: float = Field(default=1.0, description="SGD learning rate.")
+    max_minutes: float = Field(default=60.0, description="Time budget: training stops early when it runs out.")
+    resume: bool = Field(default=False, description="Continue from the previous embedding_model.ckpt.")
+    workers: int = Field(default=-1, description="Decode threads; -1: sized for the machine.")
 
 
 TRAINING_FACTS = ["checkpoint", "loss_per_epoch", "losses", "epochs", "stopped_by", "partial_last_epoch", "steps",

@@ -25,7 +25,7 @@ Ownership: only keys recorded in the manifest are ever deleted; the manifest is 
 """
 
 from lightly_assets.publish.bucket.inputs import csv_key, metadata_key
-from lightly_assets.publish.bucket.publish import publish_to_bucket
+from lightly_assets.publish.bucket.publish import publish_curation_files, publish_to_bucket
 from lightly_assets.publish.bucket.target import (
     MANIFEST_KEY,
     SCHEMA_KEY,
@@ -42,5 +42,6 @@ __all__ = [
     "BucketTarget",
     "csv_key",
     "metadata_key",
+    "publish_curation_files",
     "publish_to_bucket",
 ]

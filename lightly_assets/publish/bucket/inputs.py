@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -43,7 +43,6 @@ class Inputs:
     metadata_docs: dict[str, dict[str, Any]]  # metadata key -> document
     sample_sources: dict[str, str]  # CSV filename -> relative source file
     csv_bytes: bytes
-    curation: dict[str, bytes] = field(default_factory=dict)  # `.lightly/duplicates.csv`, `.lightly/selection.txt`
 
 
 def check_dataset_name(name: str) -> None:
@@ -68,8 +67,15 @@ def metadata_key(filename: str) -> str:
     return f"{LIGHTLY_DIR}/metadata/{PurePosixPath(filename).with_suffix('.json')}"
 
 
+# The curation's files, published by `published_curation` beside Lightly's own: a publish of the dataset alone
+# keeps them, so the five-asset chain never deletes what curation wrote.
+CURATION_FILES = ("duplicates.csv", "selection.txt", "data_issues.csv")
+
+
 def curation_key(filename: str) -> str:
-    """Key of a curation output (`duplicates.csv`, `selection.txt`) beside Lightly's own files."""
+    """Key of a curation output (`duplicates.csv`, `selection.txt`, `data_issues.csv`) beside Lightly's own files."""
+    if filename not in CURATION_FILES:
+        raise BucketError(f"{filename!r} is not a curation file ({', '.join(CURATION_FILES)})")
     return f"{LIGHTLY_DIR}/{filename}"
 
 

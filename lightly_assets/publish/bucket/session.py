@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lightly_assets.publish.bucket.inputs import (
+    CURATION_FILES,
     Inputs,
     Item,
     csv_key,
@@ -198,10 +199,6 @@ class PublishSession:
             Item(key=k, size=len(b), payload=b)
             for k, b in [(k, json_bytes(d)) for k, d in inputs.metadata_docs.items()]
         ]
-        lightly_items += [
-            Item(key=curation_key(name), size=len(payload), payload=payload)
-            for name, payload in inputs.curation.items()
-        ]
         schema_bytes = json_bytes(schema)
         lightly_items.append(Item(key=SCHEMA_KEY, size=len(schema_bytes), payload=schema_bytes))
         csv_item = Item(key=csv_key(self.dataset), size=len(inputs.csv_bytes), payload=inputs.csv_bytes)
@@ -218,6 +215,8 @@ class PublishSession:
                     to_write.append(csv_item)
         if not copy_files:  # still ours, still in the dataset: neither rewrite nor delete
             kept.update({k: v for k, v in owned.items() if k in dataset_files})
+        curation = {curation_key(name) for name in CURATION_FILES}  # written by publish_files, kept here
+        kept.update({k: v for k, v in owned.items() if k in curation and k in existing})
         desired = {item.key for item in items} | set(kept)
         stale = sorted(k for k in owned if k not in desired and k in existing and k != MANIFEST_KEY)
         stale += sorted(k for k in existing if is_our_tmp(k))
@@ -249,6 +248,32 @@ class PublishSession:
             result.embeddings,
         )
         return result
+
+    def publish_files(self, files: Mapping[str, bytes]) -> dict[str, str]:
+        """Write the curation's files under `.lightly/` and own them in the manifest; name -> written/unchanged.
+
+        The dataset must be published already: the files describe its samples.
+        """
+        self.connect()
+        with self.doing("listing the dataset folder"):
+            existing = self.list_keys()
+            if csv_key(self.dataset) not in existing:
+                raise BucketError(f"{self.url} holds no published dataset: materialize uploaded_dataset first")
+        with self.doing("reading the previous manifest"):
+            owned = self._read_manifest(existing)
+        items = [Item(key=curation_key(name), size=len(data), payload=data) for name, data in files.items()]
+        to_write, _, _ = self._plan(items, existing, owned)
+        if to_write:
+            final = {**owned, **{item.key: item.record for item in items}}
+            self._upload(to_write, owned)
+            with self.doing("writing the manifest"):
+                self._write_manifest(final)
+            with self.doing("reading the files back"):
+                for item in to_write:
+                    if self.fs.cat_file(self.path(item.key)) != item.payload:
+                        raise BucketError(f"{self.url}/{item.key} reads back different from what was written")
+        written = {item.key for item in to_write}
+        return {name: "written" if curation_key(name) in written else "unchanged" for name in files}
 
     def _upload(self, to_write: list[Item], owned: Mapping[str, Any]) -> None:
         """Write the keys, with the manifest always covering every key that may exist.

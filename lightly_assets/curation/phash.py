@@ -1,0 +1,92 @@
+"""Perceptual hashes: copies that a person calls "the same picture" (resized, re-compressed, slightly cropped or
+brightened), found with no model at all.
+
+The hash is the classic DCT hash: the picture in greyscale at 32x32, its 2-D DCT, and one bit per coefficient of
+the 8x8 lowest frequencies (DC left out) saying whether it is above their median. Low frequencies survive
+resizing and JPEG re-compression; the median makes the bits independent of brightness and contrast. Two hashes
+are compared by their Hamming distance; distinct real photos sit near 32 of 64 bits apart, copies within a few.
+
+Pairs are searched with faiss' binary index (`IndexBinaryFlat`, exact Hamming distances with popcounts): 100,000
+hashes against each other is 10^10 distances of one 64-bit word, a few seconds on two cores (bench_data_issues).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+HASH_SIZE = 8  # 8x8 low frequencies: 64 bits
+BITS = HASH_SIZE * HASH_SIZE
+SMALL = 32  # the greyscale picture the DCT is taken of
+CHUNK = 8192  # query rows per faiss call: bounds the memory of the result lists
+DEFAULT_MAX_DISTANCE = 10  # of 64 bits; see bench_data_issues for copies vs distinct photos
+
+
+def dct_hash(grey: Image.Image | np.ndarray) -> np.ndarray:
+    """The 8 bytes (64 bits) of a picture's DCT hash, from a greyscale PIL image or a 2-D array."""
+    from scipy.fft import dctn
+
+    if isinstance(grey, np.ndarray):
+        grey = Image.fromarray(np.asarray(grey, dtype=np.uint8))
+    small = np.asarray(grey.convert("L").resize((SMALL, SMALL), Image.Resampling.BOX), dtype=np.float64)
+    low = dctn(small, type=2, norm="ortho")[:HASH_SIZE, :HASH_SIZE].reshape(-1)
+    above = low > np.median(low[1:])
+    above[0] = False  # the DC term says how bright the picture is, not what it shows
+    return np.packbits(above)
+
+
+def agreement(distance: np.ndarray | int) -> np.ndarray | float:
+    """The hashes' agreement, 1 - Hamming distance / bits: the `similarity` of a `visual` duplicate."""
+    return 1.0 - np.asarray(distance, dtype=np.float64) / BITS
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distances between rows of two (n, 8) uint8 arrays (broadcast)."""
+    return np.unpackbits(np.bitwise_xor(a, b), axis=-1).sum(axis=-1)
+
+
+def hash_pairs(
+    hashes: np.ndarray, max_distance: int, valid: np.ndarray | None = None, same: Sequence | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pairs i < j, Hamming distances) of the rows within `max_distance` of each other.
+
+    `valid` masks rows without a hash (undecodable samples); rows with equal non-empty `same` keys (the frames of
+    one video) are never paired: neighbouring frames look alike by nature.
+    """
+    import faiss
+
+    hashes = np.ascontiguousarray(np.asarray(hashes, dtype=np.uint8).reshape(-1, BITS // 8))
+    rows = np.arange(len(hashes)) if valid is None else np.flatnonzero(valid)
+    empty = np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if len(rows) < 2 or max_distance < 0:
+        return empty
+    index = faiss.IndexBinaryFlat(BITS)
+    index.add(hashes[rows])
+    found_pairs, found_dist = [], []
+    for start in range(0, len(rows), CHUNK):
+        queries = hashes[rows[start : start + CHUNK]]
+        lims, dist, ids = index.range_search(queries, max_distance + 1)  # faiss keeps distances < radius
+        q = start + np.repeat(np.arange(len(queries)), np.diff(lims.astype(np.int64)))
+        keep = ids > q  # each pair once, never a row with itself
+        found_pairs.append(np.stack([q[keep], ids[keep]], axis=1))
+        found_dist.append(dist[keep])
+    pairs = rows[np.concatenate(found_pairs).astype(np.int64)]
+    distances = np.concatenate(found_dist).astype(np.int64)
+    if same is not None and len(pairs):
+        keys = np.asarray([str(s) if s else "" for s in same], dtype=object)
+        a, b = keys[pairs[:, 0]], keys[pairs[:, 1]]
+        keep = (a != b) | (a == "")
+        pairs, distances = pairs[keep], distances[keep]
+    order = np.lexsort((pairs[:, 1], pairs[:, 0])) if len(pairs) else np.zeros(0, dtype=np.int64)
+    return pairs[order].reshape(-1, 2), distances[order]
+
+
+def check_max_distance(value: int) -> int:
+    """A Hamming distance in [0, BITS), else a one-line configuration error."""
+    from lightly_assets.curation.errors import CurationError
+
+    if not (0 <= int(value) < BITS):
+        raise CurationError(f"duplicates config: max_hash_distance must be in [0, {BITS - 1}], got {value}")
+    return int(value)

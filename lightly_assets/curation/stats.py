@@ -1,0 +1,218 @@
+"""Per-sample picture statistics (brightness, colour, information, sharpness, shape) and the perceptual hash,
+from one decode at ANALYSIS pixels, cached by file so that a re-run decodes only new or changed files.
+
+Why its own decode: judging blur needs more pixels than the network's 64x64 input. A JPEG is decoded at a
+reduced DCT scale (Pillow's `draft`) straight to YCbCr, so the luminance is the Y plane and the colour test reads
+Cb/Cr, with no colour conversion; then boxed down to ANALYSIS on the long side, so that the sharpness of a 640-px
+and of a 4000-px photo are measured at the same scale. Video frames come from one sequential PyAV decode,
+scaled by swscale. Moving this decode into the embedding step's (one decode for both) is left for after the
+embedding pipeline's reshape; bench_data_issues measures what it adds.
+
+Statistics (all in [0, 1] except the sizes):
+- `lum_p05`, `lum_p95`: 5th / 95th percentile of the luminance (dark: even the bright parts are dark; light:
+  even the dark parts are bright);
+- `chroma_p99`: 99th percentile of max(|Cb - 0.5|, |Cr - 0.5|) (greyscale: no pixel has colour);
+- `entropy`: Shannon entropy of the 256-bin luminance histogram / 8 bits (low information: few distinct tones);
+- `sharpness`: std of the Laplacian / std of the luminance at ANALYSIS px (blur: little high-frequency detail
+  relative to the picture's contrast; independent of brightness and contrast);
+- `width`, `height`: the picture as viewers show it (EXIF orientation applied), before any scaling.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from lightly_assets.atomic import atomic_output
+from lightly_assets.curation.errors import CurationError
+from lightly_assets.curation.phash import BITS, dct_hash
+from lightly_assets.dataset.orientation import exif_upright
+from lightly_assets.errors import exception_line
+
+ANALYSIS = 256  # long side, in pixels, that statistics are measured at
+STATS = ["width", "height", "lum_p05", "lum_p95", "chroma_p99", "entropy", "sharpness"]
+KEY = ["source", "size", "mtime_ns", "filename"]
+CACHE_VERSION = 1
+_EXIF_ORIENTATION, _QUARTER_TURNS = 0x0112, (5, 6, 7, 8)  # EXIF: transposed or turned by 90 degrees
+FLAT = 1.0  # luminance std (0..255) below which a picture has no structure to be sharp or blurry
+
+
+def picture_stats(ycbcr: np.ndarray, width: int, height: int) -> dict:
+    """The statistics of one picture (an (h, w, 3) uint8 YCbCr array at analysis size) and its hash."""
+    from scipy.ndimage import laplace
+
+    y = ycbcr[..., 0]
+    hist = np.bincount(y.reshape(-1), minlength=256).astype(np.float64)
+    cdf = np.cumsum(hist) / max(hist.sum(), 1.0)
+    p = hist[hist > 0] / max(hist.sum(), 1.0)
+    chroma = np.maximum(np.abs(ycbcr[..., 1].astype(np.int16) - 128), np.abs(ycbcr[..., 2].astype(np.int16) - 128))
+    chroma_cdf = np.cumsum(np.bincount(chroma.reshape(-1), minlength=129)) / max(chroma.size, 1)
+    luminance = y.astype(np.float32)
+    spread = float(luminance.std())
+    sharp = float(laplace(luminance).std() / spread) if spread >= FLAT and min(y.shape) >= 3 else float("nan")
+    return {
+        "width": int(width),
+        "height": int(height),
+        "lum_p05": float(np.searchsorted(cdf, 0.05)) / 255.0,
+        "lum_p95": float(np.searchsorted(cdf, 0.95)) / 255.0,
+        "chroma_p99": float(np.searchsorted(chroma_cdf, 0.99)) / 255.0,
+        "entropy": float(-(p * np.log2(p)).sum() / 8.0),
+        "sharpness": sharp,
+        "hash": dct_hash(y),
+    }
+
+
+def _analysis_size(width: int, height: int) -> tuple[int, int]:
+    scale = min(1.0, ANALYSIS / max(width, height, 1))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def image_stats(path: Path) -> dict:
+    """Statistics of one image file; raises whatever the decoder raises for a broken file."""
+    with Image.open(path) as im:
+        width, height = im.size
+        if im.getexif().get(_EXIF_ORIENTATION, 1) in _QUARTER_TURNS:
+            width, height = height, width
+        if im.format == "JPEG" and im.mode == "RGB":
+            im.draft("YCbCr", _analysis_size(*im.size))  # the DCT scale that still covers the analysis size
+        shown = exif_upright(im)
+        shown.load()
+        if shown.mode != "YCbCr":
+            shown = shown.convert("RGB").convert("YCbCr")
+        small = shown.resize(_analysis_size(*shown.size), Image.Resampling.BOX)
+        return picture_stats(np.asarray(small), width, height)
+
+
+def video_stats(path: Path, frames: set[int]) -> Iterator[tuple[int, dict | None, str]]:
+    """(frame number, statistics or None, reason) for the wanted frames, from one sequential decode."""
+    import av
+
+    from lightly_assets.dataset.video import iter_frames
+
+    wanted = set(frames)
+    reason = "frame not found in the video (it has fewer frames than were indexed)"
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            stream = container.streams.video[0]
+            width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+        size = _analysis_size(width, height)
+        for number, image in iter_frames(path, size=size, keep=wanted):
+            if number in wanted:
+                wanted.discard(number)
+                yield number, picture_stats(np.asarray(image.convert("YCbCr")), width, height), ""
+            if not wanted:
+                break
+    except Exception as exc:  # noqa: BLE001 - any decoder failure: the frames not decoded are broken
+        reason = f"video decoding failed: {exception_line(exc)}"
+    for number in sorted(wanted):
+        yield number, None, reason
+
+
+def _task(data_dir: Path, source: str, video: bool, rows: list[tuple[int, int]]) -> list[tuple[int, dict | None, str]]:
+    """(row position, statistics or None, reason) for one file's rows, given as (row, frame number)."""
+    path = Path(data_dir) / source
+    if not video:
+        ((row, _),) = rows
+        try:
+            return [(row, image_stats(path), "")]
+        except Exception as exc:  # noqa: BLE001 - any decoder failure makes this one sample broken
+            return [(row, None, exception_line(exc))]
+    by_frame = dict((frame, row) for row, frame in rows)
+    return [(by_frame[n], stats, why) for n, stats, why in video_stats(path, set(by_frame))]
+
+
+def _files(samples: pd.DataFrame) -> list[tuple[str, bool, list[tuple[int, int]]]]:
+    """One task per file: (source, is a video, [(row position, frame number)]), in first-seen order."""
+    frames = samples["frame"] if "frame" in samples else pd.Series(0, index=samples.index)
+    files: dict[str, tuple[str, bool, list[tuple[int, int]]]] = {}
+    for row, (source, kind, frame) in enumerate(zip(samples["source"], samples["kind"], frames, strict=True)):
+        task = files.setdefault(str(source), (str(source), str(kind) == "video", []))
+        task[2].append((row, 0 if pd.isna(frame) else int(frame)))
+    return list(files.values())
+
+
+def compute_stats(samples: pd.DataFrame, data_dir: Path, workers: int | None = None) -> pd.DataFrame:
+    """One row per sample (the input's order): KEY, STATS, `hash` (8 bytes) and `broken` (reason, or '')."""
+    n = len(samples)
+    values = np.full((n, len(STATS)), np.nan)
+    hashes = [bytes(BITS // 8)] * n
+    broken = [""] * n
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for results in pool.map(lambda task: _task(data_dir, *task), _files(samples)):
+            for row, stats, reason in results:
+                if stats is None:
+                    broken[row] = reason or "could not be decoded"
+                    continue
+                values[row] = [stats[column] for column in STATS]
+                hashes[row] = stats["hash"].tobytes()
+    out = samples[KEY].reset_index(drop=True).copy()
+    out[STATS] = values
+    return out.assign(hash=hashes, broken=broken)
+
+
+class StatsCache:
+    """The statistics of earlier runs, keyed by (source, size, mtime_ns, filename): a changed file is new."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def load(self) -> pd.DataFrame:
+        if not self.path.is_file():
+            return pd.DataFrame(columns=[*KEY, *STATS, "hash", "broken"])
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                if int(data["version"]) != CACHE_VERSION:
+                    return pd.DataFrame(columns=[*KEY, *STATS, "hash", "broken"])
+                table = pd.DataFrame({c: data[c] for c in [*KEY, *STATS, "broken"]})
+                table["hash"] = [bytes(h) for h in data["hash"]]
+                return table[[*KEY, *STATS, "hash", "broken"]]
+        except (OSError, KeyError, ValueError) as exc:
+            raise CurationError(f"{self.path}: unreadable statistics cache ({exc}); delete it to start over") from None
+
+    def save(self, table: pd.DataFrame) -> None:
+        buffer = io.BytesIO()
+        arrays = {c: table[c].to_numpy(dtype=np.str_) for c in ("source", "filename", "broken")}
+        arrays |= {c: table[c].to_numpy(dtype=np.int64) for c in ("size", "mtime_ns")}
+        arrays |= {c: table[c].to_numpy(dtype=np.float64) for c in STATS}
+        hashes = np.frombuffer(b"".join(table["hash"]), dtype=np.uint8).reshape(-1, BITS // 8)
+        np.savez_compressed(buffer, version=np.int64(CACHE_VERSION), hash=hashes, **arrays)
+        with atomic_output(self.path) as handle:
+            handle.write(buffer.getvalue())
+
+
+def sample_stats(
+    samples: pd.DataFrame, data_dir: Path, cache: StatsCache | None = None, workers: int | None = None
+) -> tuple[pd.DataFrame, int]:
+    """Statistics of every sample (input order), and how many were computed in this call (the rest: cache)."""
+    samples = samples.reset_index(drop=True)
+    if cache is None:
+        return compute_stats(samples, data_dir, workers), len(samples)
+    old = cache.load()
+    old_keys = {tuple(k): i for i, k in enumerate(_keys(old))}
+    new_keys = _keys(samples)
+    hit = np.array([k in old_keys for k in new_keys], dtype=bool)
+    fresh = compute_stats(samples[~hit], data_dir, workers) if (~hit).any() else None
+    table = pd.DataFrame(index=range(len(samples)), columns=[*KEY, *STATS, "hash", "broken"])
+    if hit.any():
+        reused = old.iloc[[old_keys[k] for k, h in zip(new_keys, hit, strict=True) if h]]
+        table.loc[hit] = reused[table.columns].to_numpy()
+    if fresh is not None:
+        table.loc[~hit] = fresh[table.columns].to_numpy()
+    table = table.astype({c: np.float64 for c in STATS} | {"size": np.int64, "mtime_ns": np.int64})
+    cache.save(table)
+    return table, int((~hit).sum())
+
+
+def _keys(table: pd.DataFrame) -> list[tuple]:
+    return [
+        (str(s), int(n), int(m), str(f))
+        for s, n, m, f in zip(table["source"], table["size"], table["mtime_ns"], table["filename"], strict=True)
+    ]
