@@ -118,12 +118,12 @@ def step_times(home: Path) -> tuple[dict[str, float], float | None]:
 def report(cold: Run, warm: Run, files: int, new: int) -> None:
     print(f"\n{files:,} small JPEGs, then {new:,} new ({new / files:.2%}); CPU: {cpu_flags()}")
     print(f"load average now: {load_average()} (above the core count: figures are noisy)")
-    print(f"{'':28}{'cold':>10}{'incremental':>13}{'incr/cold':>11}")
+    print(f"{'':28}{'cold':>10}{'incremental':>13}{'incr/cold':>11}{'cold share':>12}")
     rows = [("process wall (s)", cold.wall_s, warm.wall_s), ("before the first step (s)", cold.before_first_step_s,
             warm.before_first_step_s)]  # fmt: skip
     rows += [(f"  {step} (s)", cold.steps.get(step, math.nan), warm.steps.get(step, math.nan)) for step in cold.steps]
     for label, a, b in rows:
-        print(f"{label:28}{a:10.2f}{b:13.2f}{b / a if a else math.nan:11.3f}")
+        print(f"{label:28}{a:10.2f}{b:13.2f}{b / a if a else math.nan:11.3f}{a / cold.wall_s:12.1%}")
     for label, a, b in (("peak RSS (MiB)", cold.peak_rss_mib, warm.peak_rss_mib),
                         ("CPU time (s)", cold.cpu_s, warm.cpu_s)):  # fmt: skip
         print(f"{label:28}{a:10.0f}{b:13.0f}{b / a if a else math.nan:11.3f}")
