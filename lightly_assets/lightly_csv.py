@@ -32,12 +32,26 @@ def header_for(dim: int) -> list[str]:
 _ROWS_PER_CHUNK = 4096
 
 
-def _rows(names_labels: Iterator[tuple[str, int]], matrix: np.ndarray) -> Iterator[list[str]]:
-    """CSV rows of one chunk. `astype(str)` on float32 is numpy's shortest round-trip repr, the same text as
-    `str(np.float32(x))`, which is what csv.writer prints for lightly's float32 embeddings."""
+_NEEDS_QUOTES = frozenset(',"\r\n')
+
+
+def _field(name: str) -> str:
+    """A filename as the csv module's excel dialect writes it (minimal quoting, quotes doubled)."""
+    if _NEEDS_QUOTES.isdisjoint(name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _chunk_text(names_labels: Iterator[tuple[str, int]], matrix: np.ndarray) -> str:
+    """The CSV lines of one chunk, byte for byte what csv.writer writes. `astype(str)` on float32 is numpy's shortest
+    round-trip repr, the same text as `str(np.float32(x))`, which is what csv.writer prints for lightly's float32
+    embeddings; numbers never need quotes, so a row is one join."""
     values = matrix.astype(np.float32, copy=False).astype(str).tolist()
     # `values` first: zip stops at its end without taking a row of the next chunk from `names_labels`
-    return ([name, *vals, str(int(label))] for vals, (name, label) in zip(values, names_labels, strict=False))
+    return "".join(
+        f"{_field(name)},{','.join(vals)},{int(label)}\r\n"
+        for vals, (name, label) in zip(values, names_labels, strict=False)
+    )
 
 
 def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.ndarray, labels: Sequence[int]) -> Path:
@@ -62,7 +76,7 @@ def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.
         writer.writerow(header_for(matrix.shape[1]))
         names_labels = zip(filenames, labels, strict=True)
         for start in range(0, matrix.shape[0], _ROWS_PER_CHUNK):
-            writer.writerows(_rows(names_labels, matrix[start : start + _ROWS_PER_CHUNK]))
+            text.write(_chunk_text(names_labels, matrix[start : start + _ROWS_PER_CHUNK]))
         text.flush()
         text.detach()  # leave the binary file to atomic_output, which syncs and renames it
     return path
