@@ -110,6 +110,7 @@ def sync_images(name: str, images: list[ImageRow], dimension: int, space: str | 
             embeddings=np.stack([vectors[sample_id] for sample_id in todo]),
             show_progress=False,
         ),
+        collection_id,
     )
     samples, embeddings = count_live(session, collection_id)
     return Outcome(
