@@ -385,9 +385,10 @@ def test_video_reupload_and_removal(tmp_path: Path) -> None:
 
 
 def test_failure_mid_upload_is_completed_by_the_next_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lightly_studio.core.image import add_images
     from lightly_studio.core.video import add_videos
-    from lightly_studio.resolvers import video_frame_resolver
+    from lightly_studio.resolvers import image_resolver, video_frame_resolver
+
+    from lightly_assets.publish.studio import images as studio_images
 
     dataset_dir, db, csv = tmp_path / "mixed", tmp_path / "s.db", tmp_path / "mixed.csv"
     make_images(dataset_dir)
@@ -429,8 +430,8 @@ def test_failure_mid_upload_is_completed_by_the_next_run(tmp_path: Path, monkeyp
     rows = image_rows(dataset_dir)
     index = frame_index(rows + video_rows(dataset_dir, label=2))
     write_csv(index, csv)
-    monkeypatch.setattr(add_images, "SAMPLE_BATCH_SIZE", 1)
-    real_batch = add_images._create_batch_samples
+    monkeypatch.setattr(studio_images, "_ROWS_PER_COMMIT", 1)  # images are committed in bulk, here one by one
+    real_batch = image_resolver.create_many
     image_calls = []
 
     def fail_after_two(**kwargs: Any) -> Any:
@@ -439,11 +440,11 @@ def test_failure_mid_upload_is_completed_by_the_next_run(tmp_path: Path, monkeyp
             raise OSError("injected")
         return real_batch(**kwargs)
 
-    monkeypatch.setattr(add_images, "_create_batch_samples", fail_after_two)
+    monkeypatch.setattr(image_resolver, "create_many", fail_after_two)
     with pytest.raises(StudioError, match="writing images into 'mixed'.*next run completes it"):
         upload_dataset(target, dataset_dir, index, csv)
     assert table_count(db, "image") == 8
-    monkeypatch.setattr(add_images, "_create_batch_samples", real_batch)
+    monkeypatch.setattr(image_resolver, "create_many", real_batch)
     result = upload_dataset(target, dataset_dir, index, csv)
     assert (result.samples, result.embeddings, result.added) == (19, 19, 1)
     assert count_in_studio(target, "mixed") == (19, 19)
