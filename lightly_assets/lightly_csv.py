@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import io
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -162,17 +163,17 @@ def _parse_plain(text: str) -> tuple[list[str], np.ndarray, list[int]] | None:
     if not header or header_problems(header):
         return None
     embedding_columns = header[1:-1]
-    dtypes: dict[str, object] = {"filenames": str, "labels": str, **dict.fromkeys(embedding_columns, np.float64)}
+    dtypes: dict[Hashable, Any] = {"filenames": str, "labels": str, **dict.fromkeys(embedding_columns, np.float64)}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)  # a row longer than the header
-            frame = pd.read_csv(
+            frame = pd.read_csv(  # pyright: ignore[reportCallIssue]  # float_precision='round_trip' is documented
                 io.StringIO(text, newline=""),
                 dtype=dtypes,
                 index_col=False,
                 na_filter=False,
                 skip_blank_lines=False,
-                float_precision="round_trip",
+                float_precision="round_trip",  # pyright: ignore[reportArgumentType]
                 engine="c",
             )
         if list(frame.columns) != header:

@@ -154,8 +154,8 @@ def _differing(stored: list, wanted: dict[UUID, np.ndarray]) -> list[UUID]:
         want = np.stack([wanted[row.sample_id] for row in stored]).astype(np.float32, copy=False)
     except ValueError:  # vectors of different lengths: compare one by one
         have = want = None
-    if have is not None and have.shape == want.shape:
-        same = np.isclose(have, want, atol=1e-6).all(axis=1)
+    if have is not None and want is not None and have.shape == want.shape:
+        same = [bool(x) for x in np.atleast_1d(np.isclose(have, want, atol=1e-6).all(axis=1))]
         return [row.sample_id for row, ok in zip(stored, same, strict=True) if not ok]
     return [
         row.sample_id
