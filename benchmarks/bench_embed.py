@@ -3,7 +3,7 @@
 usage:
   python benchmarks/bench_embed.py --make 600                   # 600 photos 800x600 (JPEG + 1 in 5 PNG)
   python benchmarks/bench_embed.py --data DIR --before main     # also our code at git ref `main` ("before")
-  python benchmarks/bench_embed.py --make 60 --quick            # validate the script in a minute
+  python benchmarks/bench_embed.py --quick                     # validate the script: 60 photos 160x120, short timings
 
 Both sides load one checkpoint file written here in lightly's CLI format (a seeded random init), so
 `lightly-embed` downloads nothing and both compute the same network. Each run is its own process, end to
@@ -42,17 +42,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, os.environ.get("BENCH_CODE", str(REPO)))  # a child runs the code it was asked for
+sys.path.insert(1, str(REPO / "benchmarks"))  # make_data.py, also when a child runs older code
 
 GOAL_SPEEDUP = 3.0  # whole process, ours (defaults, warm engine cache) over lightly-embed (num_workers=2)
 GOAL_STARTUP_S = 2.0  # process start to the first embedded batch, warm engine cache
 GOAL_EFFICIENCY = 0.85  # embedding step over forward-only
-
-
-def _make_data_script() -> Path:
-    for candidate in (REPO / "shared/bench/make_data.py", *(up / "shared/bench/make_data.py" for up in REPO.parents)):
-        if candidate.is_file():
-            return candidate
-    raise SystemExit("cannot find shared/bench/make_data.py next to the repository; pass --data instead")
 
 
 def machine_line() -> str:
@@ -376,7 +370,7 @@ def report(runs: list[dict], base: dict | None, fp32: dict | None, measured: dic
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="folder of images (e.g. make_data.py OUT/images_sub)")
-    p.add_argument("--make", type=int, metavar="N", help="make N images with shared/bench/make_data.py")
+    p.add_argument("--make", type=int, metavar="N", help="make N images with benchmarks/make_data.py")
     p.add_argument("--size", default="800x600", help="--make: image size")
     p.add_argument("--before", metavar="GIT_REF", help="also run our code at this git ref (e.g. main)")
     p.add_argument("--lightly-workers", type=int, default=2)
@@ -394,13 +388,15 @@ def main() -> None:
         return _forward_child(json.loads(args.forward_child))
     if args.quick:
         args.forward_seconds = 1.0
+        if args.data is None and args.make is None:
+            args.make, args.size = 60, "160x120"
     with tempfile.TemporaryDirectory(prefix="bench_embed_") as tmp_name:
         tmp = Path(tmp_name)
         data = args.data
         if args.make:
-            subprocess.run([sys.executable, str(_make_data_script()), str(tmp / "made"), "--images", str(args.make),
-                            "--videos", "0", "--size", args.size], check=True)  # fmt: skip
-            data = tmp / "made" / "images_sub"
+            from make_data import make_images, parse_size
+
+            data = make_images(tmp / "made", args.make, parse_size(args.size), flat=False) / "images_sub"
         if data is None or not data.is_dir():
             raise SystemExit("give --data DIR (an existing folder) or --make N")
         n_files = sum(1 for f in data.rglob("*") if f.is_file())

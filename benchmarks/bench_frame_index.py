@@ -2,8 +2,9 @@
 
 usage: python benchmarks/bench_frame_index.py [--videos 3] [--frames 3000] [--size 640x480]
                                               [--data DIR] [--dir /tmp/bench_frame_index] [--workers N]
+       python benchmarks/bench_frame_index.py --quick   # 3 videos x 120 frames 160x120, in seconds
 
-Without --data, the videos are made once by bench/make_data.py (mp4 h264, mov h264, avi mpeg4, in turn)
+Without --data, the videos are made once by benchmarks/make_data.py (mp4 h264, mov h264, avi mpeg4, in turn)
 under --dir and reused. With --data, every video file directly in DIR (or DIR/videos) is used.
 Each tool runs once after a warm-up read, so all see a warm page cache. The frame counts of every tool
 must agree; the script says so and exits non-zero when they do not.
@@ -15,7 +16,6 @@ no longer ships, so there is no Lightly column: the decode column is what counti
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -23,20 +23,17 @@ from pathlib import Path
 
 import av
 import av.codec.context
+from make_data import make_videos as make_video_files
+from make_data import parse_size
 
 from lightly_assets.dataset.video import VIDEO_EXTENSIONS, VideoError, index_videos
 
-MAKE_DATA = Path("/work/shared/bench/make_data.py")
 
-
-def make_videos(root: Path, videos: int, frames: int, size: str, make_data: Path) -> Path:
-    """Runs make_data.py once per setting; returns the folder holding the videos."""
+def make_videos(root: Path, videos: int, frames: int, size: str) -> Path:
+    """Makes the videos once per setting (benchmarks/make_data.py); returns the folder holding them."""
     out = root / f"{videos}x{frames}_{size}"
     if not (out / ".done").exists():
-        if not make_data.is_file():
-            sys.exit(f"{make_data}: not found; pass --make-data PATH or --data DIR")
-        cmd = [sys.executable, str(make_data), str(out), "--images", "0", "--videos", str(videos)]
-        subprocess.run([*cmd, "--frames", str(frames), "--size", size], check=True)
+        make_video_files(out, videos, frames, parse_size(size))
         (out / ".done").touch()
     return out / "videos"
 
@@ -80,11 +77,13 @@ def main() -> None:
     p.add_argument("--size", default="640x480")
     p.add_argument("--data", type=Path, help="use the videos in this folder instead of making them")
     p.add_argument("--dir", type=Path, default=Path("/tmp/bench_frame_index"))
-    p.add_argument("--make-data", type=Path, default=MAKE_DATA)
     p.add_argument("--workers", type=int, default=None, help="index_videos workers (default: CPU count)")
+    p.add_argument("--quick", action="store_true", help="3 videos x 120 frames 160x120: checks the script in seconds")
     a = p.parse_args()
+    if a.quick:
+        a.videos, a.frames, a.size = 3, 120, "160x120"
 
-    folder = a.data if a.data else make_videos(a.dir, a.videos, a.frames, a.size, a.make_data)
+    folder = a.data if a.data else make_videos(a.dir, a.videos, a.frames, a.size)
     paths = find_videos(folder)
     if not paths:
         sys.exit(f"{folder}: no video files")

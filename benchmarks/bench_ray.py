@@ -3,6 +3,7 @@ overhead of reaching the cluster.
 
 usage:
   python benchmarks/bench_ray.py [--images 192] [--videos 2] [--frames 48]
+  python benchmarks/bench_ray.py --quick   # 32 images, 1 video x 16 frames: checks the script
 
 Both nodes run on this one machine (1 CPU each, in a network namespace of their own with loopback only), so this
 proves the path and shows Ray's overhead here; it is not a speed-up. A real cluster adds nodes (and GPUs).
@@ -20,35 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
 def make_dataset(root: Path, images: int, videos: int, frames: int) -> Path:
-    import av
-    from PIL import Image
+    """The benchmark's dataset (benchmarks/make_data.py, 160x120) and a one-image dataset for the per-run overhead."""
+    from make_data import make_images, make_videos
 
-    rng = np.random.default_rng(0)
-    folder = root / "bench"
-    for i in range(images):
-        path = folder / "images" / f"{i:04d}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(path, quality=90)
-    for v in range(videos):
-        path = folder / "videos" / f"clip{v}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream("mpeg4", rate=24)
-            stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
-            for _ in range(frames):
-                pixels = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
-            container.mux(stream.encode())
-    tiny = root / "tiny" / "one.jpg"
-    tiny.parent.mkdir(parents=True)
-    Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(tiny)
+    folder = make_images(root / "bench", images, (160, 120), classes=1, png_every=0, flat=False)
+    make_videos(folder, videos, frames, (160, 120))
+    make_images(root / "tiny", 1, (160, 120), classes=1, png_every=0, flat=False, seed=1)
     return folder
 
 
@@ -103,8 +86,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=192)
     parser.add_argument("--videos", type=int, default=2)
     parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--quick", action="store_true", help="32 images, 1 video x 16 frames")
     parser.add_argument("--inside", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.images, args.videos, args.frames = 32, 1, 16
     if args.inside:
         inside(Path(args.inside))
         return

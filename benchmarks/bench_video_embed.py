@@ -6,7 +6,9 @@ usage:
   python benchmarks/bench_video_embed.py --data DIR      # an existing folder of videos instead
   python benchmarks/bench_video_embed.py --memory        # our peak RSS: 1 x 2000 frames against 1 x 200 frames
 
-Videos are made by shared/bench/make_data.py (mp4 h264, mov h264, avi mpeg4, in turn). Both sides load one
+  python benchmarks/bench_video_embed.py --quick         # validate the script: 3 x 30 frames 160x120, no lightly
+
+Videos are made by benchmarks/make_data.py (mp4 h264, mov h264, avi mpeg4, in turn). Both sides load one
 checkpoint file in lightly's CLI format (bench_embed.py's seeded init), defaults on both sides. Each run is
 its own process, timed from the outside from start to CSV written (imports, scan, frame index, model load,
 decoding, embedding, CSV); the table is bench_embed.py's (ratio of wall times, start-up to the first batch,
@@ -34,13 +36,13 @@ from pathlib import Path
 from bench_embed import (
     _checkout,
     _forward_only,
-    _make_data_script,
     _run_measured,
     _run_ours,
     _write_checkpoint,
     machine_line,
     report,
 )
+from make_data import make_videos, parse_size
 
 from lightly_assets.lightly_csv import read_embeddings_csv
 
@@ -65,10 +67,7 @@ def _lightly_embed(venv: Path) -> Path:
 
 
 def _make_videos(out: Path, videos: int, frames: int, size: str) -> Path:
-    cmd = [sys.executable, str(_make_data_script()), str(out), "--images", "0", "--videos", str(videos),
-           "--frames", str(frames), "--size", size]  # fmt: skip
-    subprocess.run(cmd, check=True)
-    return out / "videos"
+    return make_videos(out, videos, frames, parse_size(size))
 
 
 def _run_lightly(data: Path, ckpt: Path, work: Path, exe: Path) -> dict:
@@ -161,12 +160,13 @@ def main() -> None:
     p.add_argument("--before", metavar="GIT_REF", help="also run our code at this git ref (e.g. main)")
     p.add_argument("--no-fp32", action="store_true", help="skip our precision=fp32 run")
     p.add_argument("--forward-seconds", type=float, default=8.0)
-    p.add_argument("--quick", action="store_true", help="short forward-only timing")
+    p.add_argument("--quick", action="store_true", help="validate the script: small videos, short timings, no lightly")
     p.add_argument("--skip-lightly", action="store_true")
     p.add_argument("--lightly-venv", type=Path, default=Path("/tmp/lightly_video_venv"))
     args = p.parse_args()
     if args.quick:
         args.forward_seconds = 1.0
+        args.videos, args.frames, args.size, args.skip_lightly = 3, 30, "160x120", True
     with tempfile.TemporaryDirectory(prefix="bench_video_embed_") as tmp_name:
         (_memory if args.memory else _speed)(args, Path(tmp_name))
 

@@ -54,8 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     browse = sub.add_parser("browse", help="print the LightlyStudio link of each dataset; --open starts the GUI")
     browse.add_argument("datasets", nargs="*", help="dataset folder names (default: every published dataset)")
     browse.add_argument("--open", action="store_true", help="start LightlyStudio's GUI on the database (blocks)")
-    browse.add_argument("--host", help="GUI host (default: $LIGHTLY_STUDIO_HOST, else localhost)")
-    browse.add_argument("--port", type=int, help="GUI port (default: $LIGHTLY_STUDIO_PORT, else 8001)")
+    browse.add_argument("--host", help="GUI host (default: $LIGHTLY_STUDIO_HOST, else 127.0.0.1)")
+    browse.add_argument("--port", type=int, help="GUI port (default: $LIGHTLY_STUDIO_PORT, else 8001 or a free one)")
     for p in (run, listing, train, browse):
         p.add_argument("--data-dir", help="data root (default: $LIGHTLY_ASSETS_DATA_DIR, else data)")
         p.add_argument("--output-dir", help="output root (default: $LIGHTLY_ASSETS_OUTPUT_DIR, else outputs)")
@@ -118,10 +118,11 @@ def _browse(args: argparse.Namespace, names: list[str], output_dir: str) -> int:
     """Print each published dataset's LightlyStudio links; with --open, serve the GUI on their database."""
     from dagster import DagsterInstance
 
-    from lightly_assets.browse import published, render, studio_database
+    from lightly_assets.browse import enable_search, published, render, studio_database
     from lightly_assets.definitions import ENVIRONMENT, SECRET_NAMES
     from lightly_assets.defs.partitions import datasets_partitions
-    from lightly_assets.publish.studio.browse import gui_base_url, start_gui
+    from lightly_assets.errors import LightlyAssetsError
+    from lightly_assets.publish.studio.browse import gui_address, gui_base_url, start_gui
     from lightly_assets.publish.studio.target import StudioTarget
 
     with DagsterInstance.get() as instance:
@@ -137,13 +138,22 @@ def _browse(args: argparse.Namespace, names: list[str], output_dir: str) -> int:
         Path(output_dir),
     )
     target = StudioTarget(db_file=db_file, db_url_env=url_env, dataset_name=items[0].dataset)
-    base = gui_base_url(args.host, args.port)
-    print(render(items, base, target.gui_command(), args.open), flush=True)
-    if args.open:
-        if db_file is not None and not db_file.exists():
-            print(f"error: {db_file}: no LightlyStudio database yet", file=sys.stderr)
-            return 2
-        start_gui(db_file, url_env, args.host, args.port)
+    if not args.open:
+        print(render(items, gui_base_url(args.host, args.port), target.gui_command(), False), flush=True)
+        return 0
+    if db_file is not None and not db_file.exists():
+        print(f"error: {db_file}: no LightlyStudio database yet", file=sys.stderr)
+        return 2
+    try:
+        host, port, note = gui_address(args.host, args.port)
+        enable_search(items, Path(output_dir))
+        print(render(items, gui_base_url(host, port), target.gui_command(), True), flush=True)
+        if note:
+            print(f"note: {note}", flush=True)
+        start_gui(db_file, url_env, host, port)
+    except LightlyAssetsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

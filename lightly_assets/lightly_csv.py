@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+import warnings
+from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +29,37 @@ def header_for(dim: int) -> list[str]:
     return ["filenames", *(f"embedding_{i}" for i in range(dim)), "labels"]
 
 
+# Rows turned into text at a time: memory stays bounded by this many rows, not by the dataset.
+_ROWS_PER_CHUNK = 4096
+
+
+_NEEDS_QUOTES = frozenset(',"\r\n')
+
+
+def _field(name: str) -> str:
+    """A filename as the csv module's excel dialect writes it (minimal quoting, quotes doubled)."""
+    if _NEEDS_QUOTES.isdisjoint(name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _chunk_text(names_labels: Iterator[tuple[str, int]], matrix: np.ndarray) -> str:
+    """The CSV lines of one chunk, byte for byte what csv.writer writes. `astype(str)` on float32 is numpy's shortest
+    round-trip repr, the same text as `str(np.float32(x))`, which is what csv.writer prints for lightly's float32
+    embeddings; numbers never need quotes, so a row is one join."""
+    values = matrix.astype(np.float32, copy=False).astype(str).tolist()
+    # `values` first: zip stops at its end without taking a row of the next chunk from `names_labels`
+    return "".join(
+        f"{_field(name)},{','.join(vals)},{int(label)}\r\n"
+        for vals, (name, label) in zip(values, names_labels, strict=False)
+    )
+
+
 def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.ndarray, labels: Sequence[int]) -> Path:
-    """Write the CSV atomically (temporary file in the same folder, then `os.replace`); returns the path."""
+    """Write the CSV atomically (temporary file in the same folder, then `os.replace`); returns the path.
+
+    One streaming pass over the rows, a chunk at a time, so a million samples need no million-row text copy.
+    """
     path = Path(path)
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[1] == 0:
@@ -40,17 +71,13 @@ def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.
             f"{path}: {matrix.shape[0]} embeddings, {len(filenames)} filenames and {len(labels)} labels: "
             "the counts differ"
         )
-    # astype(str) on float32 is numpy's shortest round-trip repr, the same text as str(np.float32(x)),
-    # which is what csv.writer prints for lightly's float32 embeddings.
-    values = matrix.astype(np.float32, copy=False).astype(str)
-    rows = (
-        [name, *vals, str(int(label))] for name, vals, label in zip(filenames, values.tolist(), labels, strict=True)
-    )
     with atomic_output(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         writer = csv.writer(text, delimiter=",")
         writer.writerow(header_for(matrix.shape[1]))
-        writer.writerows(rows)
+        names_labels = zip(filenames, labels, strict=True)
+        for start in range(0, matrix.shape[0], _ROWS_PER_CHUNK):
+            text.write(_chunk_text(names_labels, matrix[start : start + _ROWS_PER_CHUNK]))
         text.flush()
         text.detach()  # leave the binary file to atomic_output, which syncs and renames it
     return path
@@ -108,6 +135,9 @@ def read_embeddings_csv(path: Path | str) -> tuple[list[str], np.ndarray, list[i
 
 def parse_embeddings_csv(text: str, where: Path | str) -> tuple[list[str], np.ndarray, list[int]]:
     """`read_embeddings_csv` for CSV text already in memory (a bucket object); `where` names it in errors."""
+    parsed = _parse_plain(text)
+    if parsed is not None:
+        return parsed
     path = Path(where)
     header, rows = _read_rows(path, text)
     problems = header_problems(header)
@@ -120,6 +150,41 @@ def parse_embeddings_csv(text: str, where: Path | str) -> tuple[list[str], np.nd
     except ValueError as exc:
         raise EmbeddingsFileError(f"{path}: a label is not an integer ({exc})") from None
     return [row[0] for row in rows], matrix, labels
+
+
+def _parse_plain(text: str) -> tuple[list[str], np.ndarray, list[int]] | None:
+    """pandas' C parser for a well-formed Lightly CSV (about 3x faster than the csv module, and no list per row);
+    None for anything unusual (a bad header, a short or long row, an empty cell, NaN, a label that is not an
+    integer), which the csv-module reader then parses or explains. Values are the same: `round_trip` parses a
+    number as Python's `float` does, and labels go through `int` as there."""
+    import pandas as pd
+
+    header = next(csv.reader(io.StringIO(text, newline=""), delimiter=","), None)
+    if not header or header_problems(header):
+        return None
+    embedding_columns = header[1:-1]
+    dtypes: dict[Hashable, Any] = {"filenames": str, "labels": str, **dict.fromkeys(embedding_columns, np.float64)}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # a row longer than the header
+            frame = pd.read_csv(  # pyright: ignore[reportCallIssue]  # float_precision='round_trip' is documented
+                io.StringIO(text, newline=""),
+                dtype=dtypes,
+                index_col=False,
+                na_filter=False,
+                skip_blank_lines=False,
+                float_precision="round_trip",  # pyright: ignore[reportArgumentType]
+                engine="c",
+            )
+        if list(frame.columns) != header:
+            return None
+        matrix = frame[embedding_columns].to_numpy(np.float64)
+        if not np.isfinite(matrix).all():
+            return None
+        labels = [int(label) for label in frame["labels"]]
+    except (ValueError, TypeError, pd.errors.ParserError, pd.errors.ParserWarning):
+        return None
+    return frame["filenames"].tolist(), matrix.astype(np.float32), labels
 
 
 def check_header(path: Path | str) -> list[str]:

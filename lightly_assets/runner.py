@@ -4,7 +4,7 @@ Several `lightly-assets run` processes may share one DAGSTER_HOME: the first use
 serialised (Dagster creates its tables and alembic stamps without a lock, and two processes doing it at once
 leave an instance that never opens again), a partition added by another process at the same moment is fine,
 and a run whose process was killed is marked failed by the next CLI run on that host, which also frees the
-concurrency-pool slot it held.
+concurrency-pool slot it held. Runs are runs of the code location (`launch.py`), so the UI lists them with its own.
 """
 
 from __future__ import annotations
@@ -31,11 +31,15 @@ from lightly_assets.definitions import ENVIRONMENT, defs
 from lightly_assets.defs.jobs import embedding_model_job, lightly_assets_job
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.defs.resources import StorageResource
+from lightly_assets.launch import execute_in_location
 from lightly_assets.locks import exclusive
 from lightly_assets.summary import RunSummary, TrainSummary, summarise_run, summarise_training, user_error_in_log
 
-PID_TAG = "lightly_assets/pid"
-HOST_TAG = "lightly_assets/host"
+# Bookkeeping that lets a later CLI run fail a killed one's runs. Dagster's UI hides tags under `.dagster/`
+# (`TagType.HIDDEN`), so these do not show on every run; the tags of earlier versions are still read.
+PID_TAG = ".dagster/lightly_assets/pid"
+HOST_TAG = ".dagster/lightly_assets/host"
+LEGACY_TAGS = (("lightly_assets/pid", "lightly_assets/host"),)
 
 
 class _OneLineUserErrors(logging.Filter):
@@ -112,20 +116,21 @@ def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
     Without this a killed run stays STARTED forever in the UI and keeps its slot of the LightlyStudio pool.
     """
     host = socket.gethostname()
-    records = instance.get_run_records(
-        RunsFilter(
-            statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED],
-            tags={HOST_TAG: host},
-        )
-    )
     failed = []
-    for record in records:
-        run = record.dagster_run
-        pid = run.tags.get(PID_TAG, "")
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            instance.report_run_failed(run, f"the lightly-assets process {pid} ended without finishing this run")
-            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-            failed.append(run.run_id)
+    for pid_tag, host_tag in ((PID_TAG, HOST_TAG), *LEGACY_TAGS):
+        records = instance.get_run_records(
+            RunsFilter(
+                statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED],
+                tags={host_tag: host},
+            )
+        )
+        for record in records:
+            run = record.dagster_run
+            pid = run.tags.get(pid_tag, "")
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                instance.report_run_failed(run, f"the lightly-assets process {pid} ended without finishing this run")
+                instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+                failed.append(run.run_id)
     return failed
 
 
@@ -162,12 +167,11 @@ def _run_config(storage: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
 
 
 def _execute(job_name: str, name: str, run_config: dict[str, Any], instance: DagsterInstance):
-    """One in-process run, tagged with this process so a later CLI run can tell when it was killed."""
+    """One in-process run of the code location, tagged with this process so a later CLI run can tell when it
+    was killed."""
     job = defs.resolve_job_def(job_name).with_logger_defs({"console": cli_console_logger})
     tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-    return job.execute_in_process(
-        run_config=run_config, instance=instance, partition_key=name, raise_on_error=False, tags=tags
-    )
+    return execute_in_location(job, name, run_config, tags, instance)
 
 
 def run_datasets(

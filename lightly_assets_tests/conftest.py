@@ -41,6 +41,22 @@ def engine_cache() -> Iterator[Path]:
     compiled_cache.DEFAULT_ROOT = None
 
 
+# Python code that makes this interpreter behave as on a machine whose /etc/hosts has no `::1 localhost`: binding
+# "localhost" over IPv6 fails, everything else binds as usual. Run a command under it with
+# `[sys.executable, "-c", NO_IPV6_LOCALHOST, MODULE, *ARGS]` (the module is run as `python -m MODULE ARGS`).
+NO_IPV6_LOCALHOST = """
+import errno, runpy, socket, sys
+_bind = socket.socket.bind
+def bind(self, address):
+    if self.family == socket.AF_INET6 and address[0] == "localhost":
+        raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address (no ::1 localhost in /etc/hosts)")
+    return _bind(self, address)
+socket.socket.bind = bind
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (servers in tests bind loopback only)."""
     with socket.socket() as sock:

@@ -67,3 +67,36 @@ def test_warnings_are_warnings_and_blocking_specs_are_blocking() -> None:
 def test_target_counts() -> None:
     assert checks.target_counts_match_csv(5, 5, 5).passed
     assert not checks.target_counts_match_csv(5, 4, 5).passed
+
+
+def test_a_warning_says_first_that_the_run_went_on() -> None:
+    """Dagster labels a failed WARN check "Failed": its own text says it was a warning and the run went on."""
+    warnings = [
+        checks.no_skipped_files([Skipped("x.txt", "unsupported file type")]),
+        checks.all_samples_embedded([("b", "broken")], 3),
+        checks.trained_weights(True, "lightly resnet-18", "pretrained download failed: offline"),
+        checks.no_duplicates(2, {"exact": 1, "near": 2}, 0.95),
+        checks.no_data_issues({"blurry": 2, "dark": 0}, 2),
+        checks.similarities_meaningful("Similarities too uniform to mean anything: random pairs reach 0.95"),
+    ]
+    for result in warnings:
+        assert not result.passed and result.severity == AssetCheckSeverity.WARN
+        assert result.description.startswith("Warning, the run went on"), result.description
+    assert warnings[-1].description.startswith("Warning, the run went on: similarities too uniform")
+
+
+def test_a_passing_check_has_no_empty_rows() -> None:
+    """Lists of what went wrong appear only when something did."""
+    passing = [
+        checks.no_skipped_files([]),
+        checks.all_samples_embedded([], 3),
+        checks.no_duplicates_selected(["a", "b"], pd.DataFrame({"filenames": ["a", "c"], "group": [0, 0]})),
+    ]
+    for result in passing:
+        assert result.passed
+        empty = [k for k, v in result.metadata.items() if v.value in ("", [], {})]
+        assert not empty, (result.check_name, empty)
+        assert not {"paths", "which", "groups_selected_twice"} & set(result.metadata), result.metadata
+    assert "samples" not in checks.finite_values(np.ones((2, 2)), ["a", "b"]).metadata  # no bad rows to name
+    twice = checks.no_duplicates_selected(["a", "c"], pd.DataFrame({"filenames": ["a", "c"], "group": [0, 0]}))
+    assert not twice.passed and twice.metadata["groups_selected_twice"].value == "0"

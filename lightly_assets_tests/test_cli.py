@@ -56,7 +56,7 @@ def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
     assert f"csv: {csv}" in out.stdout.replace(str(csv.resolve()), str(csv))
     assert "samples: 13, dimension: 32, reused from cache: 0" in out.stdout
     assert "browse: lightly-assets browse labels" in out.stdout  # where to browse it
-    assert "open: labels: http://localhost:8001/datasets/" in out.stdout
+    assert "open: labels: http://127.0.0.1:8001/datasets/" in out.stdout
     assert "weights: RANDOM (pretrained download failed: http://127.0.0.1:9/" in out.stdout  # tests are offline
     assert "kNN agreement with weak labels: 0." in out.stdout and "13 samples" in out.stdout
     assert "embeddings.trained_weights=warn" in out.stdout and "embeddings.knn_better_than_chance=" in out.stdout
@@ -89,13 +89,16 @@ def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
         assert "/datasets/" in upload["open"].value and "CLIP" in upload["text_search"].value
         recorded = latest_metadata(instance, "file_index", "labels")["fingerprint"].value
         assert recorded == fingerprint(env["data"] / "labels")
-        # `dagster dev` started now: its sensor sees the folder unchanged and already materialized, so no run
+        # `dagster dev` started now: its sensor's first tick sees the folder already materialized (not "still
+        # copying?"), so no run, then or later
         storage = {"storage": StorageResource(data_dir=str(env["data"]))}
         context = build_sensor_context(instance=instance, definitions=defs, resources=storage)
         first = dataset_folders_sensor(context)
+        assert not first.run_requests and "already materialized" in first.skip_reason.skip_message
+        assert "still copying" not in first.skip_reason.skip_message
         context = build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs, resources=storage)
         second = dataset_folders_sensor(context)
-        assert not second.run_requests and "already materialized" in second.skip_reason.skip_message
+        assert not second.run_requests and "unchanged since their last run" in second.skip_reason.skip_message
     before = csv.read_bytes()
     again = run_cli("run", "labels")  # nothing changed: every vector comes from the cache, same CSV
     assert again.returncode == 0 and "reused from cache: 13" in again.stdout
@@ -194,3 +197,35 @@ def test_the_users_instance_settings_are_kept(tmp_path: Path, monkeypatch, exist
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     assert _prepare_home() == home.resolve()
     assert (home / "dagster.yaml").read_text() == existing
+
+
+def test_runs_of_a_killed_cli_process_are_failed_by_the_next_one(tmp_path: Path) -> None:
+    """A run left STARTED by a killed `lightly-assets run` (today's hidden tags, or an earlier version's) is marked
+    failed by the next CLI run on the host; a run of a live process is left alone."""
+    import os
+    import socket
+
+    from lightly_assets.defs.jobs import lightly_assets_job
+    from lightly_assets.runner import HOST_TAG, LEGACY_TAGS, PID_TAG, fail_orphaned_runs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    job = defs.resolve_job_def(lightly_assets_job.name)
+    with DagsterInstance.ephemeral() as instance:
+        runs = {
+            name: instance.create_run_for_job(job, status=DagsterRunStatus.STARTED, tags=tags).run_id
+            for name, tags in {
+                "killed": {PID_TAG: str(dead.pid), HOST_TAG: host},
+                "killed_earlier_version": {LEGACY_TAGS[0][0]: str(dead.pid), LEGACY_TAGS[0][1]: host},
+                "alive": {PID_TAG: str(os.getppid()), HOST_TAG: host},
+            }.items()
+        }
+        assert sorted(fail_orphaned_runs(instance)) == sorted([runs["killed"], runs["killed_earlier_version"]])
+        status = {name: instance.get_run_by_id(run_id).status for name, run_id in runs.items()}
+        assert status == {
+            "killed": DagsterRunStatus.FAILURE,
+            "killed_earlier_version": DagsterRunStatus.FAILURE,
+            "alive": DagsterRunStatus.STARTED,
+        }
+        assert PID_TAG.startswith(".dagster/") and HOST_TAG.startswith(".dagster/")  # hidden in Dagster's UI

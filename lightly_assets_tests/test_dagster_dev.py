@@ -145,9 +145,9 @@ def test_sensor_run_materializes_all_assets_with_passing_checks(dagster_dev) -> 
     results = wait_for(finished, 120, "the check results")
     # No checkpoint in tests: random weights, said loudly, and their similarities mean nothing (so near-duplicate
     # groups are noise): those warnings are expected, every other check passes.
-    expected_warnings = {"embeddings.trained_weights", "duplicates.similarities_meaningful", "duplicates.no_duplicates"}
-    assert {k: v for k, v in results.items() if k not in expected_warnings} == {
-        k: "SUCCEEDED" for k in results if k not in expected_warnings
+    expected = {"embeddings.trained_weights", "duplicates.similarities_meaningful", "duplicates.no_duplicates"}
+    assert {k: v for k, v in results.items() if k not in expected} == {
+        k: "SUCCEEDED" for k in results if k not in expected
     }
     assert results["embeddings.trained_weights"] == results["duplicates.similarities_meaningful"] == "FAILED"
     csv = dagster_dev["outputs"] / DATASET / "embeddings.csv"
@@ -163,7 +163,7 @@ def test_sensor_run_materializes_all_assets_with_passing_checks(dagster_dev) -> 
 
 
 @pytest.mark.e2e
-def test_browser_shows_the_five_assets(dagster_dev) -> None:
+def test_browser_shows_the_assets_and_materialize_raises_no_false_alarm(dagster_dev) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -187,7 +187,61 @@ def test_browser_shows_the_five_assets(dagster_dev) -> None:
                 page.get_by_role("button", name="Skip").click(timeout=15_000)
             for name in ASSETS:
                 page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(shot))
+            # Materialize all opens the launch dialog straight away: no "Are you sure? ... upstream assets not
+            # materialized: embedding_model" (the optional training asset is no upstream of the group)
+            page.get_by_role("button", name="Materialize all").first.click(timeout=60_000)
+            dialog = page.locator("[role=dialog]").first
+            dialog.get_by_text("Launch runs to materialize").wait_for(timeout=60_000)
+            text = dialog.inner_text()
+            assert "Are you sure" not in text and "embedding_model" not in text, text
+            assert "Upstream data missing" not in text, text
+            dialog.get_by_role("button", name="Cancel").click()
         finally:
-            page.screenshot(path=str(shot))  # also when a name is missing: the picture shows what the UI showed
+            page.screenshot(path=str(dagster_dev["base"] / "last.png"))  # what the UI showed, also on failure
             browser.close()
     assert shot.stat().st_size > 10_000
+
+
+JOB_RUNS = """
+query($job: String!) {
+  pipelineOrError(
+    params: {pipelineName: $job, repositoryName: "__repository__", repositoryLocationName: "lightly_assets"}
+  ) {
+    ... on Pipeline { runs(limit: 20) { runId status tags { key value } } }
+  }
+  runsOrError(limit: 20) {
+    ... on Runs { results { runId repositoryOrigin { repositoryLocationName repositoryName } } }
+  }
+}"""
+
+
+@pytest.mark.e2e
+def test_a_cli_run_is_listed_with_the_job_like_the_uis_own(dagster_dev) -> None:
+    """`lightly-assets run` on the instance `dagster dev` serves: the job's Runs tab and the Overview timeline find
+    the run by its code location (runs with no origin show under Runs only), and our bookkeeping tags are hidden."""
+    port = dagster_dev["port"]
+    if not (dagster_dev["data"] / DATASET).exists():
+        shutil.copytree(EXAMPLE_DATA / DATASET, dagster_dev["data"] / DATASET)
+    wait_for(lambda: _materialized(port) == set(ASSETS), 420, "the sensor's run", interval=3)  # no run at once
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_dev["base"] / "home"),
+        "LIGHTLY_ASSETS_DATA_DIR": str(dagster_dev["data"]),
+        "LIGHTLY_ASSETS_OUTPUT_DIR": str(dagster_dev["outputs"]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "lightly_assets.cli", "run", DATASET],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    run_id = out.stdout.split("(run ", 1)[1].split(")", 1)[0]
+    data = graphql(port, JOB_RUNS, {"job": "lightly_assets_job"})
+    job_runs = {r["runId"]: r for r in data["pipelineOrError"]["runs"]}
+    assert run_id in job_runs and job_runs[run_id]["status"] == "SUCCESS"  # the job's Runs tab lists it
+    origins = {r["runId"]: r["repositoryOrigin"] for r in data["runsOrError"]["results"]}
+    assert origins[run_id] == {"repositoryLocationName": "lightly_assets", "repositoryName": "__repository__"}
+    tags = {t["key"]: t["value"] for t in job_runs[run_id]["tags"]}
+    assert tags["dagster/partition"] == DATASET
+    shown = [key for key in tags if not key.startswith((".dagster/", "dagster/"))]
+    assert not shown, shown  # the process bookkeeping is under Dagster's hidden prefix

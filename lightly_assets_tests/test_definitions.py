@@ -35,6 +35,16 @@ def test_definitions_load_with_the_asset_keys_of_the_design() -> None:
     assert defs.resolve_sensor_def("dataset_folders_sensor").required_resource_keys == {"storage"}
 
 
+def test_the_main_job_has_no_upstream_outside_itself() -> None:
+    """Materialize on the main group in the UI asks "upstream not materialized?" for any upstream asset outside
+    the selection: the optional `embedding_model` is found on disk, not declared as an upstream."""
+    graph = defs.resolve_asset_graph()
+    job_assets = defs.resolve_job_def("lightly_assets_job").asset_layer.selected_asset_keys
+    outside = {parent for key in job_assets for parent in graph.get(key).parent_keys} - job_assets
+    assert outside == set()
+    assert graph.get(AssetKey("embedding_model")).parent_keys == {AssetKey("frame_index")}
+
+
 def test_every_dagster_object_of_the_defs_folder_is_loaded() -> None:
     """The folder is autoloaded: an asset or sensor defined in any module of `defs/` is in `defs`, unlisted."""
     import importlib

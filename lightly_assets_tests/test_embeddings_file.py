@@ -65,6 +65,43 @@ def test_round_trip_exact_float32_through_lightly(tmp_path: Path) -> None:
     assert np.array_equal(m2.view(np.uint32), m.view(np.uint32))
 
 
+def test_many_rows_equal_lightly_both_ways(tmp_path: Path) -> None:
+    """More rows than the writer turns into text at once, read back exactly (the reader's fast path)."""
+    names = [f"{i}-{name}" for i, name in enumerate(NASTY * 500)]
+    m, labels = _matrix(len(names), 8, seed=2), [i % 7 for i in range(len(names))]
+    ours = write_embeddings_csv(tmp_path / "ours.csv", names, m, labels)
+    save_embeddings(str(tmp_path / "lightly.csv"), m, labels, names)
+    assert ours.read_bytes() == (tmp_path / "lightly.csv").read_bytes()
+    names2, m2, labels2 = read_embeddings_csv(ours)
+    assert names2 == names and labels2 == labels
+    assert np.array_equal(m2.view(np.uint32), m.view(np.uint32))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("a.png,1,2,0\nb.png,1,2,0,9\n", "row 3 has 5 fields, the header has 4"),
+        ("a.png,1,2,0\n\n", "row 3 has 0 fields, the header has 4"),
+        ("a.png,1,2\n", "row 2 has 3 fields, the header has 4"),
+        ("a.png,1,,0\n", "column 'embedding_1': '' is not a number"),
+        ("a.png,1,2,zero\n", "a label is not an integer"),
+    ],
+)
+def test_malformed_rows_are_named(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text("filenames,embedding_0,embedding_1,labels\n" + body, encoding="utf-8")
+    with pytest.raises(EmbeddingsFileError, match=message):
+        read_embeddings_csv(path)
+
+
+def test_non_finite_values_are_read_as_lightly_reads_them(tmp_path: Path) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text("filenames,embedding_0,embedding_1,labels\na.png,nan,inf,0\n", encoding="utf-8")
+    names, m, labels = read_embeddings_csv(path)
+    assert names == ["a.png"] and labels == [0]
+    assert np.isnan(m[0, 0]) and np.isinf(m[0, 1])
+
+
 def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
     path = write_embeddings_csv(tmp_path / "e.csv", ["a.png"], np.ones((1, 2), np.float32), [0])
     before = path.read_bytes()

@@ -72,11 +72,17 @@ def test_videos_expand_to_every_frame_with_lightly_names(instance, tmp_path: Pat
     assert samples["filename"].iloc[7] == "my_video_1-07-mp4.png"
     assert samples["time_s"].notna().all() and samples["pts"].notna().all()
     materialization = result.asset_materializations_for_node("frame_index")[0]
-    assert materialization.metadata["frames_per_video"].value == {
-        "my_video_1.mp4": 40,
-        "my_video_2.mov": 30,
-        "my_video_3.avi": 24,
-    }
+    frames = materialization.metadata["frames_per_video"].value  # a table the UI shows, not JSON
+    assert [(r.data["video"], r.data["frames"]) for r in frames.records] == [
+        ("my_video_1.mp4", 40),
+        ("my_video_2.mov", 30),
+        ("my_video_3.avi", 24),
+    ]
+    per_kind = materialization.metadata["per_kind"].value
+    assert [c.name for c in per_kind.schema.columns] == ["kind", "samples"]
+    assert [(r.data["kind"], r.data["samples"]) for r in per_kind.records] == [("video", 94)]
+    files_per_label = result.asset_materializations_for_node("file_index")[0].metadata["per_label"].value
+    assert [r.data["files"] for r in files_per_label.records] == [1, 1, 1]
 
 
 def test_dataset_without_usable_files_fails_with_its_path(instance, tmp_path: Path) -> None:

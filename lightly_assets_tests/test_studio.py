@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import fcntl
 import io
 import json
@@ -103,6 +104,15 @@ def stored_vectors(db: Path) -> dict[str, list[float]]:
             "join video v on v.sample_id = f.parent_sample_id join sample_embedding e on e.sample_id = f.sample_id"
         ).fetchall()
     return {key: list(vector) for key, vector in images + frames}
+
+
+def video_metadata(db: Path) -> dict[str, tuple[dict, dict]]:
+    """video path -> (its metadata, the types LightlyStudio recorded for them), read with plain DuckDB."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "select v.file_path_abs, m.data, m.metadata_schema from video v join metadata m using (sample_id)"
+        ).fetchall()
+    return {path: (json.loads(data), json.loads(schema)) for path, data, schema in rows}
 
 
 def table_count(db: Path, table: str) -> int:
@@ -237,7 +247,8 @@ def test_two_processes_upload_then_gui_reads_everything_back(tmp_path: Path) -> 
     animals = dataclasses.asdict(outcome["result"])
     assert (animals["samples"], animals["embeddings"], animals["added"], animals["unmatched"]) == (6, 6, 6, 0)
     assert (clips["samples"], clips["embeddings"], clips["videos"], clips["unmatched"]) == (10, 10, 1, 0)
-    assert animals["gui_command"] == f"LIGHTLY_STUDIO_ANALYTICS_ENABLED=false lightly-studio gui --db-file {db}"
+    gui = f"LIGHTLY_STUDIO_ANALYTICS_ENABLED=false lightly-studio gui --host 127.0.0.1 --db-file {db}"
+    assert animals["gui_command"] == gui
     assert count_in_studio(StudioTarget(db_file=db, dataset_name="animals"), "clips") == (10, 10)
 
     port, cache = free_port(), tmp_path / "model-cache"
@@ -336,6 +347,16 @@ def test_video_reupload_and_removal(tmp_path: Path) -> None:
     assert (first.samples, first.embeddings, first.videos, first.added, first.unmatched) == (14, 14, 2, 14, 0)
     assert [d.sample_type for d in first.datasets] == ["video"]
     assert np.allclose(stored_vectors(db)[f"{(dataset_dir / 'a.mp4').as_posix()}#7"], vectors[7])
+    # Facts a user filters on, as numbers (LightlyStudio offers numbers as range filters, text not at all).
+    video = dataset_dir / "b.mp4"
+    data, types = video_metadata(db)[video.as_posix()]
+    modified = dt.datetime.fromtimestamp(video.stat().st_mtime_ns // 10**9, tz=dt.UTC)
+    assert data == {
+        "frames": 4,
+        "file_size_mb": video.stat().st_size / 1e6,
+        "modified_utc": int(modified.strftime("%Y%m%d%H%M%S")),
+    }
+    assert types == {"frames": "integer", "file_size_mb": "float", "modified_utc": "integer"}
 
     again = upload_dataset(target, dataset_dir, index, csv)
     assert (again.samples, again.embeddings, again.videos, again.added, again.removed) == (14, 14, 2, 0, 0)
@@ -364,9 +385,10 @@ def test_video_reupload_and_removal(tmp_path: Path) -> None:
 
 
 def test_failure_mid_upload_is_completed_by_the_next_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lightly_studio.core.image import add_images
     from lightly_studio.core.video import add_videos
-    from lightly_studio.resolvers import video_frame_resolver
+    from lightly_studio.resolvers import image_resolver, video_frame_resolver
+
+    from lightly_assets.publish.studio import images as studio_images
 
     dataset_dir, db, csv = tmp_path / "mixed", tmp_path / "s.db", tmp_path / "mixed.csv"
     make_images(dataset_dir)
@@ -408,8 +430,8 @@ def test_failure_mid_upload_is_completed_by_the_next_run(tmp_path: Path, monkeyp
     rows = image_rows(dataset_dir)
     index = frame_index(rows + video_rows(dataset_dir, label=2))
     write_csv(index, csv)
-    monkeypatch.setattr(add_images, "SAMPLE_BATCH_SIZE", 1)
-    real_batch = add_images._create_batch_samples
+    monkeypatch.setattr(studio_images, "_ROWS_PER_COMMIT", 1)  # images are committed in bulk, here one by one
+    real_batch = image_resolver.create_many
     image_calls = []
 
     def fail_after_two(**kwargs: Any) -> Any:
@@ -418,11 +440,11 @@ def test_failure_mid_upload_is_completed_by_the_next_run(tmp_path: Path, monkeyp
             raise OSError("injected")
         return real_batch(**kwargs)
 
-    monkeypatch.setattr(add_images, "_create_batch_samples", fail_after_two)
+    monkeypatch.setattr(image_resolver, "create_many", fail_after_two)
     with pytest.raises(StudioError, match="writing images into 'mixed'.*next run completes it"):
         upload_dataset(target, dataset_dir, index, csv)
     assert table_count(db, "image") == 8
-    monkeypatch.setattr(add_images, "_create_batch_samples", real_batch)
+    monkeypatch.setattr(image_resolver, "create_many", real_batch)
     result = upload_dataset(target, dataset_dir, index, csv)
     assert (result.samples, result.embeddings, result.added) == (19, 19, 1)
     assert count_in_studio(target, "mixed") == (19, 19)
@@ -493,7 +515,7 @@ def test_postgres_url_stays_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "hunter2" not in target.describe() + repr(target)
     assert (
         target.gui_command()
-        == 'LIGHTLY_STUDIO_ANALYTICS_ENABLED=false lightly-studio gui --db-url "$STUDIO_TEST_DB_URL"'
+        == 'LIGHTLY_STUDIO_ANALYTICS_ENABLED=false lightly-studio gui --host 127.0.0.1 --db-url "$STUDIO_TEST_DB_URL"'
     )
     with pytest.raises(StudioError, match="'animals': cannot open postgresql URL from \\$STUDIO_TEST_DB_URL") as caught:
         upload_dataset(target, dataset_dir, index, csv)
@@ -527,7 +549,7 @@ def test_result_is_plain_data(tmp_path: Path) -> None:
     assert shlex.split(result.gui_command)[-2:] == ["--db-file", str(db)]
     (dataset,) = result.datasets
     urls = links(result.datasets, gui_base_url(env={}))
-    assert urls == {"animals": f"http://localhost:8001/datasets/{dataset.collection_id}/image/{dataset.collection_id}"}
+    assert urls == {"animals": f"http://127.0.0.1:8001/datasets/{dataset.collection_id}/image/{dataset.collection_id}"}
     assert gui_base_url(env={"LIGHTLY_STUDIO_HOST": "127.0.0.1", "LIGHTLY_STUDIO_PORT": "9"}) == "http://127.0.0.1:9"
 
 

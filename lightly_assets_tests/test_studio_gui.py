@@ -4,6 +4,7 @@ filters. Screenshots of every step stay in the test's folder (printed), also whe
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,8 +22,9 @@ from lightly_assets.cli import _prepare_home
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.defs.publishing import upload_metadata
 from lightly_assets.defs.resources import PublishTargetResource
-from lightly_assets_tests.conftest import REPO, free_port, make_video
-from lightly_assets_tests.test_studio import frame_index, image_rows, make_images, video_rows, write_csv
+from lightly_assets.publish.studio.embedder import space_key
+from lightly_assets_tests.conftest import NO_IPV6_LOCALHOST, REPO, make_video
+from lightly_assets_tests.test_studio import DIM, frame_index, image_rows, make_images, video_rows, write_csv
 
 pytestmark = pytest.mark.e2e  # LightlyStudio's import, its GUI server and a browser
 
@@ -37,6 +39,7 @@ def shown_as(key: str) -> str:
 
 
 LINK = re.compile(r"^  (\S.*): (http://\S+)$", re.MULTILINE)
+STARTING = re.compile(r"^starting LightlyStudio on (http://\S+) ", re.MULTILINE)
 
 
 def _publish(data: Path, out: Path) -> None:
@@ -52,6 +55,41 @@ def _publish(data: Path, out: Path) -> None:
             instance.report_runless_asset_event(
                 AssetMaterialization("uploaded_dataset", partition=name, metadata=upload_metadata(result))
             )
+            # the space the default model's vectors are stored under, as `embeddings` records it
+            space = {"studio_space": space_key(DIM)}
+            instance.report_runless_asset_event(AssetMaterialization("embeddings", partition=name, metadata=space))
+
+
+def _wait_started(server: subprocess.Popen, log: Path, timeout_s: float = 120) -> str:
+    """The address `browse --open` says it serves, once it has said it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := STARTING.search(log.read_text()):
+            return found.group(1)
+        if server.poll() is not None:
+            raise AssertionError(f"`lightly-assets browse --open` exited: {log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"`lightly-assets browse --open` said nothing: {log.read_text()[-3000:]}")
+
+
+def _search_by_image(base: str, collection_id: str, image: Path) -> list[float]:
+    """What LightlyStudio's GUI does when a user drops an example image into its search box."""
+    boundary = "lightly-assets-test"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{image.name}"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + image.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"{base}/api/image_embedding/from_file/for_collection/{collection_id}",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)
 
 
 def _wait_healthy(base: str, server: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
@@ -88,20 +126,28 @@ def test_browse_link_opens_the_dataset_its_tags_filter_and_no_bookkeeping_is_a_f
     _prepare_home()
     _publish(data, out)
 
-    port, log_path = free_port(), tmp_path / "browse.log"
+    log_path = tmp_path / "browse.log"
     server_env = os.environ | env | {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
-    with open(log_path, "w") as log:
+    for name in ("LIGHTLY_STUDIO_HOST", "LIGHTLY_STUDIO_PORT"):
+        server_env.pop(name, None)
+    with open(log_path, "w") as log:  # no flags, on a machine whose `localhost` has no IPv6 entry
         server = subprocess.Popen(
-            [sys.executable, "-m", "lightly_assets.cli", "browse", "--open", "--host", "127.0.0.1",
-             "--port", str(port)],
+            [sys.executable, "-c", NO_IPV6_LOCALHOST, "lightly_assets.cli", "browse", "--open"],
             cwd=REPO, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     shots: list[Path] = []
     try:
-        base = f"http://127.0.0.1:{port}"
+        base = _wait_started(server, log_path)
+        assert base.startswith("http://127.0.0.1:")  # 8001, or a free port when another GUI holds 8001
         _wait_healthy(base, server, log_path)
         links = dict(LINK.findall(log_path.read_text()))
         assert set(links) == {"animals", "clips"} and all(url.startswith(f"{base}/datasets/") for url in links.values())
+        # search by an example image works with the default model (no text tower: said before anyone types)
+        printed = log_path.read_text()
+        assert "search: by example image, with lightly" in printed and "not by text" in printed, printed
+        animals_id = links["animals"].split("/datasets/", 1)[1].split("/", 1)[0]
+        vector = _search_by_image(base, animals_id, next((data / "animals").rglob("*.png")))
+        assert len(vector) == DIM and any(vector)
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=chromium,
@@ -130,13 +176,18 @@ def test_browse_link_opens_the_dataset_its_tags_filter_and_no_bookkeeping_is_a_f
                 shot("videos_filters")
                 filters = page.inner_text("body")
                 assert "Frames" in filters  # the frames of each video: a fact a user filters on
+                for fact in ("file_size_mb", "modified_utc"):  # numbers, so LightlyStudio offers range filters
+                    assert shown_as(fact) in filters.lower(), filters
                 assert not [key for key in INTERNAL if shown_as(key) in filters.lower()], filters
             except Exception:
                 shot("failure")
                 raise
             finally:
                 browser.close()
-        assert "Usage tracking is disabled" not in log_path.read_text()  # its 404 noise is filtered
+        printed = log_path.read_text()
+        assert "Usage tracking is disabled" not in printed  # its 404 noise is filtered
+        assert printed.count("search: ") == 1  # the search note once, not per dataset
+        assert "Traceback" not in printed
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

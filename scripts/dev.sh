@@ -34,13 +34,24 @@ browser() {
   fi
 }
 
+ui() {
+  export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"; mkdir -p "$DAGSTER_HOME"
+  # dg compares the active virtual environment ($VIRTUAL_ENV) with .venv and warns (twice) when they differ:
+  # activate .venv, which is the one it runs from.
+  export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"
+  # A background job of a non-interactive shell (`bash scripts/dev.sh ui &`) starts with SIGINT ignored, and bash
+  # cannot restore it: Ctrl+C or `kill -INT` would then leave dg dev and its servers running. Python restores the
+  # default before it becomes dg, whose servers then stop on SIGINT as they do in a terminal.
+  exec .venv/bin/python -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
+    .venv/bin/dg dev -h 127.0.0.1 -p "${PORT:-3000}"
+}
+
 cmd=${1:-run}; shift || true
 case "$cmd" in
   run)  setup; exec .venv/bin/lightly-assets run "$@" ;;
   test) setup test,ray; browser; exec .venv/bin/python -m pytest "$@" ;;
   check) setup; exec .venv/bin/dg check defs ;;
-  ui)   setup; export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"; mkdir -p "$DAGSTER_HOME"
-        exec .venv/bin/dg dev -h 127.0.0.1 -p "${PORT:-3000}" ;;
+  ui)   setup; ui ;;
   docs) setup docs; out=$(mktemp -d); trap 'rm -rf "$out"' EXIT  # the reference pages are generated from the code
         NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -d "$out" ;;
   *)    echo "usage: bash scripts/dev.sh run|test|check|ui|docs" >&2; exit 2 ;;

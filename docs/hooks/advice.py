@@ -49,6 +49,7 @@ ERROR_CLASSES: dict[str, str] = {
     "DatasetError": "check the named folder: it must exist and hold at least one image or video.",
     "EmbeddingError": "the named samples cannot be decoded or the index is inconsistent: fix the files, run again.",
     "EmbeddingsFileError": "the named CSV is not in Lightly's format: fix or delete it and run again.",
+    "GuiAddressError": "stop the other LightlyStudio on that port, or pick another: `lightly-assets browse --port`.",
     "EngineError": "use `engine: torch` or `precision: fp32` on the `embedding_model` resource.",
     "ModelError": "check `LIGHTLY_ASSETS_MODEL` / `LIGHTLY_ASSETS_CHECKPOINT` and the named file.",
     "OrientationError": "set `embedding_model.orientation` to `upright` or `raw`.",

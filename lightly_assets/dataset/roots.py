@@ -59,22 +59,55 @@ def find_datasets(root: Path | str) -> DataRoot:
 
 
 def fingerprint(dataset_dir: Path | str) -> str:
-    """Hash of relative names, sizes and modification times of every non-hidden entry; reads no file contents."""
+    """Hash of relative names, sizes and modification times of every non-hidden entry; reads no file contents.
+
+    The walk is `os.walk`'s (top-down, symlinked folders listed but not entered), with folders and files sorted;
+    it runs on every sensor tick and every `file_index`, so it uses `os.scandir` with plain string paths (one
+    stat per file, no `relpath`) and hashes a folder's lines at once.
+    """
     digest = hashlib.sha256()
     root = os.fspath(dataset_dir)
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
-        for name in sorted(f for f in files if not is_hidden(f)):
-            path = os.path.join(folder, name)
+    stack = [("", root)]
+    while stack:
+        prefix, folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue  # as os.walk: a folder that cannot be listed adds nothing
+        dirs: list[tuple[str, os.DirEntry]] = []
+        lines: list[str] = []
+        for entry in sorted(entries, key=lambda e: e.name):
+            name = entry.name
+            if is_hidden(name):
+                continue
+            if _is_dir(entry):
+                dirs.append((name, entry))
+                continue
             try:
-                st = os.stat(path)
-                digest.update(
-                    f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(errors="replace")
-                )
+                st = entry.stat()
+                lines.append(f"{prefix}{name}\0{st.st_size}\0{st.st_mtime_ns}\n")
             except OSError:
-                digest.update(f"{os.path.relpath(path, root)}\0?\n".encode(errors="replace"))
+                lines.append(f"{prefix}{name}\0?\n")
+        if lines:
+            digest.update("".join(lines).encode(errors="replace"))
+        stack.extend((f"{prefix}{name}/", entry.path) for name, entry in reversed(dirs) if not _is_link(entry))
     custom = os.path.join(root, ".lightly", "custom_embeddings.csv")  # hidden, yet an input of the chain
     if os.path.isfile(custom):
         st = os.stat(custom)
         digest.update(f".lightly/custom_embeddings.csv\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _is_link(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False

@@ -88,7 +88,10 @@ def _nothing_skipped(check_name: str, skipped: Sequence[Skipped]) -> AssetCheckR
             if skipped
             else None
         ),
-        metadata={"skipped": len(skipped), "paths": _listing([f"{s.path} ({s.reason})" for s in skipped])},
+        metadata={
+            "skipped": len(skipped),
+            **({"paths": _listing([f"{s.path} ({s.reason})" for s in skipped])} if skipped else {}),
+        },
     )
 
 
@@ -138,7 +141,10 @@ def finite_values(matrix: np.ndarray, filenames: Sequence[str]) -> AssetCheckRes
     return AssetCheckResult(
         check_name="finite_values",
         passed=len(bad_rows) == 0,
-        metadata={"non_finite_rows": len(bad_rows), "samples": _listing([str(filenames[i]) for i in bad_rows[:20]])},
+        metadata={
+            "non_finite_rows": len(bad_rows),
+            **({"samples": _listing([str(filenames[i]) for i in bad_rows[:20]])} if len(bad_rows) else {}),
+        },
     )
 
 
@@ -156,7 +162,7 @@ def all_samples_embedded(unreadable: Sequence[tuple[str, str]], total: int) -> A
         metadata={
             "samples": total,
             "unreadable": len(unreadable),
-            "which": _listing([f"{name} ({reason})" for name, reason in unreadable]),
+            **({"which": _listing([f"{name} ({reason})" for name, reason in unreadable])} if unreadable else {}),
         },
     )
 
@@ -196,13 +202,18 @@ def random_weights_advice(why: str, cache_file: str = "") -> str:
 
 
 def knn_better_than_chance(quality) -> AssetCheckResult:  # quality: lightly_assets.embedding.quality.Quality
-    """Warns when the embeddings' neighbours agree with the weak labels no more than shuffled labels do."""
+    """Warns when the embeddings' neighbours agree with the weak labels no more than shuffled labels do.
+
+    Where the figure cannot be measured (one weak label, too few samples) the check passes, and its text says
+    first that nothing was judged and why (Dagster cannot skip a check an asset declares: a missing result fails
+    the step).
+    """
     if quality.knn is None:
         return AssetCheckResult(
             check_name="knn_better_than_chance",
             passed=True,
             severity=WARN,
-            description=f"Not applicable: {quality.reason}.",
+            description=f"Passed with nothing to judge: the kNN agreement was not measured ({quality.reason}).",
             metadata={"applicable": False, "reason": quality.reason or ""},
         )
     knn = quality.knn
@@ -277,7 +288,8 @@ def no_duplicates(groups: int, counts: dict[str, int], similarity: float) -> Ass
         severity=WARN,
         description=None
         if groups == 0
-        else f"{groups} duplicate groups: {counts['exact']} exact, {counts.get('visual', 0)} visual and "
+        else f"Warning, the run went on: {groups} duplicate groups, {counts['exact']} exact, "
+        f"{counts.get('visual', 0)} visual and "
         f"{counts['near']} near copies (cosine >= {similarity}); see duplicates.csv and the contact sheet.",
         metadata={
             "groups": groups,
@@ -296,7 +308,7 @@ def no_data_issues(counts: Mapping[str, int], samples_with_issues: int) -> Asset
         severity=WARN,
         description=None
         if not found
-        else f"{samples_with_issues} samples with issues: "
+        else f"Warning, the run went on: {samples_with_issues} samples with issues: "
         + ", ".join(f"{n} {issue}" for issue, n in found.items())
         + "; see data_issues.csv and the contact sheet.",
         metadata={"samples_with_issues": samples_with_issues, **{k: int(v) for k, v in counts.items()}},
@@ -308,7 +320,7 @@ def similarities_meaningful(warning: str | None) -> AssetCheckResult:
         check_name="similarities_meaningful",
         passed=warning is None,
         severity=WARN,
-        description=warning,
+        description=f"Warning, the run went on: {warning[:1].lower()}{warning[1:]}" if warning else None,
         metadata={"warning": warning or "none"},
     )
 
@@ -321,5 +333,8 @@ def no_duplicates_selected(selected: Sequence[str], duplicates: pd.DataFrame) ->
     return AssetCheckResult(
         check_name="no_duplicates_selected",
         passed=not repeated,
-        metadata={"selected": len(selected), "groups_selected_twice": _listing([str(g) for g in repeated])},
+        metadata={
+            "selected": len(selected),
+            **({"groups_selected_twice": _listing([str(g) for g in repeated])} if repeated else {}),
+        },
     )

@@ -40,7 +40,6 @@ EMBEDDINGS_FACTS = [
     facts=EMBEDDINGS_FACTS,
     check_specs=checks.EMBEDDINGS,
     kinds={"pytorch", "numpy"},
-    deps=["embedding_model"],  # lineage only: the trained checkpoint is used when it exists, never required
 )
 def embeddings(
     context: AssetExecutionContext,
@@ -52,7 +51,9 @@ def embeddings(
     """One float32 vector per sample; only new or changed samples are embedded, the rest come from the cache.
 
     Weights: the configured checkpoint, else the dataset's trained `embedding_model.ckpt`, else Lightly's
-    pretrained zoo weights (torch's hub cache), else a seeded random initialisation (said loudly).
+    pretrained zoo weights (torch's hub cache), else a seeded random initialisation (said loudly). The trained
+    checkpoint is found on disk: `embedding_model` is no declared upstream, since the UI's Materialize would then
+    warn that an optional asset is "not materialized".
     """
     name = context.partition_key
     out = storage.outputs_for(name)

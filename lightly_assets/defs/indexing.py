@@ -20,7 +20,7 @@ from lightly_assets.defs.metadata import (
     PARTITION_ROW_COUNT,
     column_schema,
     contract_schema,
-    counts,
+    count_table,
     partition_rows,
     preview,
     skipped,
@@ -63,8 +63,8 @@ def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage:
             **partition_rows(len(files)),
             "dagster/column_schema": column_schema(files),
             "layout": result.layout,
-            "per_kind": counts(pd.Series(files["kind"])),
-            "per_label": counts(pd.Series(files["label_name"])),
+            "per_kind": count_table(pd.Series(files["kind"]), "kind", "files"),
+            "per_label": count_table(pd.Series(files["label_name"]), "label", "files"),
             "skipped": skipped(result.skipped),
             "preview": preview(files),
             "folder": MetadataValue.path(str(folder.resolve())),
@@ -128,10 +128,17 @@ def frame_index(
         metadata={
             **partition_rows(len(samples)),
             "dagster/column_schema": column_schema(samples),
-            "per_kind": counts(pd.Series(samples["kind"])),
-            "per_label": counts(pd.Series(samples["label_name"])),
-            **({"frames_per_video": videos} if videos else {}),
-            **({"frame_sampling": sampling.describe(), "sampled_frames_per_video": sampled} if videos else {}),
+            "per_kind": count_table(pd.Series(samples["kind"]), "kind", "samples"),
+            "per_label": count_table(pd.Series(samples["label_name"]), "label", "samples"),
+            **({"frames_per_video": count_table(videos, "video", "frames")} if videos else {}),
+            **(
+                {
+                    "frame_sampling": sampling.describe(),
+                    "sampled_frames_per_video": count_table(sampled, "video", "frames kept"),
+                }
+                if videos
+                else {}
+            ),
             "skipped": skipped(index.skipped),
             "index_seconds": round(time.perf_counter() - start, 3),
             "preview": preview(samples),

@@ -200,7 +200,7 @@ def contract_schema(contract: Mapping[str, str]) -> TableSchema:
 def csv_preview(filenames: Sequence[str], matrix: np.ndarray, labels: np.ndarray, rows: int = 8, dims: int = 4):
     """The first rows of the CSV as a table: filenames, labels and the first embedding columns.
 
-    A table value has no caption, so a last row says how many rows are not shown.
+    Only data rows: how many rows the CSV has is the `rows` fact beside it.
     """
     shown = min(dims, matrix.shape[1] if matrix.ndim == 2 else 0)
     names = [f"embedding_{i}" for i in range(shown)]
@@ -215,9 +215,6 @@ def csv_preview(filenames: Sequence[str], matrix: np.ndarray, labels: np.ndarray
         )
         for r in range(min(rows, len(filenames)))
     ]
-    if len(filenames) > rows:
-        more = {"filenames": f"… first {rows} of {len(filenames)} rows shown", "labels": None}
-        records.append(TableRecord(more | dict.fromkeys(names)))
     return MetadataValue.table(records=records, schema=schema)
 
 
@@ -264,8 +261,15 @@ def markdown_table(table: pd.DataFrame, caption: str = "") -> MetadataValue:
 
 
 def counts(series: pd.Series) -> dict[str, int]:
-    """Value counts as a plain dict in sorted key order (JSON metadata)."""
+    """Value counts as a plain dict in sorted key order."""
     return {str(k): int(v) for k, v in series.value_counts().sort_index().items()}
+
+
+def count_table(values: pd.Series | Mapping[str, int], key: str, count: str) -> MetadataValue:
+    """Counts as a two-column table (`key`, `count`), in sorted key order: the UI shows a table, not JSON."""
+    found = counts(values) if isinstance(values, pd.Series) else {str(k): int(v) for k, v in values.items()}
+    schema = TableSchema(columns=[TableColumn(key, "string"), TableColumn(count, "int")])
+    return MetadataValue.table(records=[TableRecord({key: k, count: v}) for k, v in found.items()], schema=schema)
 
 
 def skipped(items: Iterable[Skipped], limit: int = 1000) -> MetadataValue:

@@ -1,7 +1,9 @@
 """The dataset sensor: new, changed and removed dataset folders become partitions and runs of the whole chain.
 
 A folder runs once its fingerprint (names, sizes, modification times) is the same on two ticks in a row, so a
-folder still being copied waits. Each fingerprint is requested at most once: run keys are
+folder still being copied waits (a folder seen for the first time waits one tick too, unless the instance already
+has it materialized with these very files, e.g. by `lightly-assets run` before `dagster dev` started).
+Each fingerprint is requested at most once: run keys are
 `<dataset>:<fingerprint>:<n>`, and a folder whose run failed runs again only when it changes (or a user asks).
 Before requesting, the sensor reads the instance: a dataset whose latest complete materialization (by the CLI,
 the UI or the sensor) recorded the folder's current fingerprint is not run again.
@@ -78,17 +80,19 @@ class Plan:
     add: list[str]
     delete: list[str]
     run: dict[str, str]
-    waiting: list[str]
+    waiting: list[str]  # changed since the last tick
     notes: list[str]
     up_to_date: list[str]
+    first_seen: list[str]  # new to the sensor: they run next tick if unchanged
 
 
 def pending(state: Mapping[str, Seen], found: Mapping[str, str]) -> list[str]:
-    """Datasets that would run this tick (stable and not yet requested): the only ones worth asking the instance."""
+    """Datasets that would run this tick (stable and not yet requested) or are seen for the first time: the only
+    ones worth asking the instance about."""
     return sorted(
         name
         for name, fp in found.items()
-        if (prev := state.get(name)) is not None and prev.fingerprint == fp and prev.requested != fp
+        if (prev := state.get(name)) is None or (prev.fingerprint == fp and prev.requested != fp)
     )
 
 
@@ -106,10 +110,17 @@ def plan_tick(
     run: dict[str, str] = {}
     waiting: list[str] = []
     up_to_date: list[str] = []
+    first_seen: list[str] = []
     for name, fp in found.items():
         prev = state.get(name)
-        if prev is None or prev.fingerprint != fp:
-            new_state[name] = Seen(fp, prev.requested if prev else None, prev.runs if prev else 0)
+        if prev is None and materialized.get(name) == fp:  # done before the sensor knew it (CLI, UI)
+            new_state[name] = Seen(fp, fp, 0)
+            up_to_date.append(name)
+        elif prev is None:
+            new_state[name] = Seen(fp, None, 0)
+            first_seen.append(name)
+        elif prev.fingerprint != fp:
+            new_state[name] = Seen(fp, prev.requested, prev.runs)
             waiting.append(name)
         elif prev.requested == fp:
             new_state[name] = prev
@@ -126,7 +137,7 @@ def plan_tick(
     ]
     add = sorted(n for n in found if n not in known_partitions)
     delete = sorted(known_partitions - set(found) - set(invalid))  # also partitions the CLI added
-    return Plan(new_state, add, delete, run, waiting, notes, sorted(up_to_date))
+    return Plan(new_state, add, delete, run, waiting, notes, sorted(up_to_date), first_seen)
 
 
 def materialized_fingerprint(instance: DagsterInstance, dataset: str) -> str | None:
@@ -157,11 +168,15 @@ def skip_reason(plan: Plan, found: Mapping[str, str], bad: list[str], data_dir: 
     reasons = []
     if plan.add:
         reasons.append(f"new dataset folder(s) {', '.join(plan.add)}: partitions added")
+    if plan.first_seen:
+        reasons.append(f"first seen: {', '.join(plan.first_seen)} (runs on the next tick if its files stay the same)")
     if plan.waiting:
-        reasons.append(f"waiting for {', '.join(plan.waiting)} to be unchanged for one more tick (still copying?)")
+        reasons.append(
+            f"{', '.join(plan.waiting)} changed since the last tick: waiting until unchanged (still copying?)"
+        )
     if plan.up_to_date:
         reasons.append(f"already materialized with the current files: {', '.join(plan.up_to_date)}")
-    unchanged = sorted(set(found) - set(plan.waiting) - set(plan.up_to_date) - set(plan.run))
+    unchanged = sorted(set(found) - set(plan.waiting) - set(plan.first_seen) - set(plan.up_to_date) - set(plan.run))
     if unchanged:
         reasons.append(f"unchanged since their last run: {', '.join(unchanged)}")
     if bad:
@@ -194,10 +209,6 @@ def dataset_folders(context: SensorEvaluationContext, storage: StorageResource) 
     done = {name: materialized_fingerprint(context.instance, name) for name in pending(state, found)}
     plan = plan_tick(state, found, known, frozenset(data_root.invalid), done)
     bad = [f"'{n}': {why}" for n, why in data_root.invalid.items()]
-    for line in plan.notes + [f"skipped folder {b}" for b in bad]:
-        context.log.warning(line)
-    if plan.up_to_date:
-        context.log.info(f"not run, already materialized with the current files: {', '.join(plan.up_to_date)}")
     requests = [
         RunRequest(
             run_key=f"{name}:{key}", partition_key=name, tags={f"lightly_assets/{FINGERPRINT}": key.split(":")[0]}
@@ -209,9 +220,12 @@ def dataset_folders(context: SensorEvaluationContext, storage: StorageResource) 
         partition_requests.append(datasets_partitions.build_add_request(plan.add))
     if plan.delete:
         partition_requests.append(datasets_partitions.build_delete_request(plan.delete))
+    # Said once per tick: a tick without runs says everything in its skip reason (the daemon prints it), a tick
+    # with runs logs only what went wrong beside them.
     skip = SkipReason(skip_reason(plan, found, bad, storage.data_dir)) if not requests else None
-    if skip is not None:
-        context.log.info(f"no run: {skip.skip_message}")
+    if skip is None:
+        for line in plan.notes + [f"skipped folder {b}" for b in bad]:
+            context.log.warning(line)
     return SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=partition_requests,

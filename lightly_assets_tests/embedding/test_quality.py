@@ -42,8 +42,12 @@ def test_not_applicable_and_sampling() -> None:
     assert "two weak labels" in applicable(np.zeros(10))
     q = measure(np.ones((10, 4)), np.zeros(10), np.arange(10))
     assert q.knn is None and "two weak labels" in q.metadata()["knn_agreement"]
-    result = checks.knn_better_than_chance(q)
+    result = checks.knn_better_than_chance(q)  # passes, and says first that nothing was judged
     assert result.passed and result.metadata["applicable"].value is False
+    assert result.description == (
+        "Passed with nothing to judge: the kNN agreement was not measured (needs at least two weak labels "
+        "(sub-folders))."
+    )
 
     x, y = _clusters(100, 2)
     seen: list[np.ndarray] = []

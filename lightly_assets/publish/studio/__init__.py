@@ -7,12 +7,13 @@ in its web UI (`lightly-studio gui`). This module mirrors one of our datasets in
 - Videos become LightlyStudio video samples with all their frames (its UI shows videos with a frame view).
   Frames are decoded by LightlyStudio itself and matched to our CSV rows by presentation timestamp, or by
   frame number when timestamps do not line up. Frames and their video carry the video's label tag.
-- Embeddings come from the Lightly CSV. Images and videos go through LightlyStudio's supported path for
-  precomputed vectors: an embedder registered with `register_default_embedder` that looks the vector up by
-  file path (see LightlyStudio's `examples/example_load_existing_embeddings.py`). A video's vector is the
-  mean of its frame vectors, because LightlyStudio's 2-D embedding view works on videos, not on frames.
-  Frames get their own vectors stored with LightlyStudio's `embedding_storage.store_embeddings` (the
-  frame embedder interface receives pixels only, so it cannot look vectors up).
+- Embeddings come from the Lightly CSV. Images and frames are written in bulk: image samples through
+  `image_resolver.create_many` (headers read in parallel, thousands of rows per commit; LightlyStudio's path
+  loader commits every 32) and their vectors with `embedding_storage.store_embeddings` (LightlyStudio's own
+  validated, batched insert). Videos go through LightlyStudio's supported path for precomputed vectors: an
+  embedder registered with `register_default_embedder` that looks the vector up by file path (see LightlyStudio's
+  `examples/example_load_existing_embeddings.py`). A video's vector is the mean of its frame vectors, because
+  LightlyStudio's 2-D embedding view works on videos, not on frames.
 - A dataset of images and videos becomes two LightlyStudio datasets, since a LightlyStudio dataset holds
   one sample type: `D` for the kind it was first created with and `D (videos)` or `D (images)` for the other.
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from lightly_assets.publish.studio.embedder import serving
+import numpy as np
+from PIL import Image
+
 from lightly_assets.publish.studio.plan import ImageRow
 from lightly_assets.publish.studio.steps import (
     Outcome,
@@ -41,11 +44,42 @@ def _image_paths(session: Session, collection_id: UUID) -> dict[str, UUID]:
     return paths_in(session, collection_id, ImageTable)
 
 
+# Image rows per `image_resolver.create_many` call (one commit each): LightlyStudio's path loader commits every 32.
+_ROWS_PER_COMMIT = 4096
+
+
+def _size(path: str) -> tuple[int, int] | None:
+    """Width and height from the image's header, or None when Pillow cannot open it (left out, counted)."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def add_new_images(session: Session, collection_id: UUID, paths: list[str]) -> None:
+    """Create image samples in bulk: headers read in parallel, then a few large inserts through LightlyStudio's
+    `image_resolver.create_many` (what its own loader calls, 32 rows at a time). Unreadable files are left out,
+    as LightlyStudio's loader leaves them out."""
+    from lightly_studio.models.image import ImageCreate
+    from lightly_studio.resolvers import image_resolver
+
+    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+        sizes = list(pool.map(_size, paths, chunksize=256))
+    rows = [
+        ImageCreate(file_name=os.path.basename(path), file_path_abs=path, width=size[0], height=size[1])
+        for path, size in zip(paths, sizes, strict=True)
+        if size is not None
+    ]
+    for start in range(0, len(rows), _ROWS_PER_COMMIT):
+        image_resolver.create_many(
+            session=session, collection_id=collection_id, samples=rows[start : start + _ROWS_PER_COMMIT]
+        )
+
+
 def sync_images(name: str, images: list[ImageRow], dimension: int, space: str | None = None) -> Outcome:
     import lightly_studio as ls
-    from lightly_studio.core.file_outcome_report import AllInputFilesFailedError
-    from lightly_studio.core.image import add_images
-    from lightly_studio.embed import embed_samples
+    from lightly_studio.embed import embedding_storage
 
     dataset = ls.ImageDataset.load_or_create(name=name)
     session, collection_id = dataset.session, dataset.collection_id
@@ -54,10 +88,7 @@ def sync_images(name: str, images: list[ImageRow], dimension: int, space: str | 
     before = _image_paths(session, collection_id)
     new_paths = [path for path in wanted if path not in before]
     if new_paths:
-        with contextlib.suppress(AllInputFilesFailedError):  # unreadable for LightlyStudio: counted below
-            add_images.load_into_dataset_from_paths(
-                session=session, root_collection_id=collection_id, image_paths=new_paths, show_progress=False
-            )
+        add_new_images(session, collection_id, new_paths)
     present = _image_paths(session, collection_id)
     live = {path: present[path] for path in wanted if path in present}
     by_label: dict[str, list[UUID]] = {}
@@ -67,15 +98,20 @@ def sync_images(name: str, images: list[ImageRow], dimension: int, space: str | 
     missing = [sample_id for path, sample_id in present.items() if path not in wanted]
     removed = flag_missing(session, collection_id, model_id, missing, list(live.values()))
 
-    with serving(dimension, {path: wanted[path].vector for path in live}, space):
-        sync_embeddings(
-            session,
-            model_id,
-            {sample_id: wanted[path].vector for path, sample_id in live.items()},
-            lambda todo: embed_samples.embed_image_samples(
-                session=session, collection_id=collection_id, sample_ids=todo
-            ),
-        )
+    vectors = {sample_id: wanted[path].vector for path, sample_id in live.items()}
+    sync_embeddings(  # in bulk, as frames: one validated insert of every missing vector, one commit
+        session,
+        model_id,
+        vectors,
+        lambda todo: embedding_storage.store_embeddings(
+            session=session,
+            model_id=model_id,
+            sample_ids=todo,
+            embeddings=np.stack([vectors[sample_id] for sample_id in todo]),
+            show_progress=False,
+        ),
+        collection_id,
+    )
     samples, embeddings = count_live(session, collection_id)
     return Outcome(
         dataset=StudioDataset(name, "image", str(dataset.dataset_id), str(collection_id), samples, embeddings),

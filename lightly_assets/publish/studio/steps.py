@@ -55,14 +55,17 @@ def _tag(session: Session, collection_id: UUID, name: str) -> UUID:
 
 
 def tag_samples(session: Session, collection_id: UUID, by_tag: dict[str, list[UUID]]) -> None:
-    """Add samples to tags; LightlyStudio skips links that exist already."""
+    """Add samples to tags, only those not linked yet: a rerun with a few new files writes a few links."""
     from lightly_studio.resolvers import tag_resolver
 
     for name, sample_ids in by_tag.items():
-        if sample_ids:
-            tag_resolver.add_sample_ids_to_tag_id(
-                session=session, tag_id=_tag(session, collection_id, name), sample_ids=sample_ids
-            )
+        if not sample_ids:
+            continue
+        tag_id = _tag(session, collection_id, name)
+        linked = _tagged(session, tag_id)
+        todo = [sample_id for sample_id in sample_ids if sample_id not in linked]
+        if todo:
+            tag_resolver.add_sample_ids_to_tag_id(session=session, tag_id=tag_id, sample_ids=todo)
 
 
 def _tagged(session: Session, tag_id: UUID) -> set[UUID]:
@@ -112,24 +115,54 @@ def sync_embeddings(
     model_id: UUID,
     wanted: dict[UUID, np.ndarray],
     store: Callable[[list[UUID]], None],
+    collection_id: UUID | None = None,
 ) -> None:
-    """Store vectors that are absent, replace those that differ from the CSV, leave the rest alone."""
+    """Store vectors that are absent, replace those that differ from the CSV, leave the rest alone.
+
+    With `collection_id` (the collection `wanted` covers), the stored vectors are read with one query over the
+    collection rather than in lists of ids, and compared as one matrix: a rerun with a few new files stays cheap.
+    """
     from lightly_studio.resolvers import sample_embedding_resolver
 
-    stored = sample_embedding_resolver.get_by_sample_ids(
-        session=session, sample_ids=list(wanted), embedding_model_id=model_id
-    )
-    stale = [
-        row.sample_id
-        for row in stored
-        if not np.allclose(np.asarray(row.embedding, dtype=np.float32), wanted[row.sample_id], atol=1e-6)
-    ]
+    if collection_id is not None:
+        stored = [
+            row
+            for row in sample_embedding_resolver.get_all_by_collection_id(
+                session=session, collection_id=collection_id, embedding_model_id=model_id
+            )
+            if row.sample_id in wanted
+        ]
+    else:
+        stored = sample_embedding_resolver.get_by_sample_ids(
+            session=session, sample_ids=list(wanted), embedding_model_id=model_id
+        )
+    stale = _differing(stored, wanted)
     if stale:
         _delete_embeddings(session, model_id, stale)
     done = {row.sample_id for row in stored} - set(stale)
     todo = [sample_id for sample_id in wanted if sample_id not in done]
     if todo:
         store(todo)
+
+
+def _differing(stored: list, wanted: dict[UUID, np.ndarray]) -> list[UUID]:
+    """Sample ids whose stored vector is not the wanted one (`np.allclose`, atol 1e-6), row by row."""
+    if not stored:
+        return []
+    try:
+        have = np.stack([np.asarray(row.embedding, dtype=np.float32) for row in stored])
+        want = np.stack([wanted[row.sample_id] for row in stored]).astype(np.float32, copy=False)
+    except ValueError:  # vectors of different lengths: compare one by one
+        have = want = None
+    if have is not None and want is not None and have.shape == want.shape:
+        same = [bool(x) for x in np.atleast_1d(np.isclose(have, want, atol=1e-6).all(axis=1))]
+        return [row.sample_id for row, ok in zip(stored, same, strict=True) if not ok]
+    return [
+        row.sample_id
+        for row in stored
+        if np.shape(row.embedding) != np.shape(wanted[row.sample_id])
+        or not np.allclose(np.asarray(row.embedding, dtype=np.float32), wanted[row.sample_id], atol=1e-6)
+    ]
 
 
 def count_live(session: Session, collection_id: UUID) -> tuple[int, int]:

@@ -14,33 +14,29 @@ MISSING_TAG = "missing-file"
 SPACE_KEY_PREFIX = "lightly-assets/precomputed"
 DEFAULT_LOCK_TIMEOUT_S = 600.0
 # Metadata on a video sample, written once all its frames are in: its absence marks a partial load. LightlyStudio
-# shows every metadata key as a filter, so these are facts a user reads (frames, file size, date) in human units,
-# exact enough to tell a changed file: the size in bytes and the modification time to the nanosecond.
-META_SIZE = "file_size"
-META_MTIME = "modified"
+# shows every metadata key as a filter, and only numbers as range filters, so these are facts a user filters on, as
+# numbers in units a user reads: frames, the file size in MB (to the byte: six decimals), the modification time as
+# YYYYMMDDhhmmss in UTC (a number that reads as a date and sorts like one). Size and time to the second tell a
+# changed file, as rsync's quick check does.
+META_SIZE = "file_size_mb"
+META_MTIME = "modified_utc"
 META_FRAMES = "frames"
-# The keys of earlier versions (raw bytes and nanoseconds): still read, so existing uploads are not reloaded.
+# The keys of earlier versions (raw bytes and nanoseconds): still read, so existing uploads are not reloaded. The
+# text keys of the version before (`file_size`, `modified`) are not: those videos load once more and get numbers.
 LEGACY_SIZE, LEGACY_MTIME, LEGACY_FRAMES = "source_size", "source_mtime_ns", "indexed_frames"
 
 
-def file_size_text(size: int) -> str:
-    """`1.2 MB (1,234,567 bytes)`: the unit a user reads, and the exact count a changed file shows in."""
-    value, unit = float(size), "B"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            break
-        value /= 1000
-    shown = f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-    return f"{shown} ({size:,} bytes)"
+def file_size_mb(size: int) -> float:
+    """The size in MB, exact to the byte (1 B = 0.000001 MB)."""
+    return round(int(size) / 1_000_000, 6)
 
 
-def modified_text(mtime_ns: int) -> str:
-    """`2026-12-01 08:59:12.123456789 UTC`: a date, to the nanosecond (so any rewrite of the file shows)."""
+def modified_number(mtime_ns: int) -> int:
+    """`20261201085912` for 2026-12-01 08:59:12 UTC: a date as a number LightlyStudio can filter by range."""
     import datetime as dt
 
-    seconds, ns = divmod(int(mtime_ns), 1_000_000_000)
-    day = dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{day}.{ns:09d} UTC"
+    moment = dt.datetime.fromtimestamp(int(mtime_ns) // 1_000_000_000, tz=dt.UTC)
+    return int(moment.strftime("%Y%m%d%H%M%S"))
 
 
 REQUIRED_COLUMNS = ("filename", "source", "kind", "frame", "pts", "label_name", "size", "mtime_ns")
@@ -82,12 +78,13 @@ class StudioTarget:
         return f"postgresql URL from ${self.db_url_env}"
 
     def gui_command(self) -> str:
-        """The shell command that opens LightlyStudio's UI on this database, offline."""
+        """The shell command that opens LightlyStudio's UI on this database, offline, on the IPv4 loopback address
+        (its own default, localhost, finds no free port where `/etc/hosts` has no `::1 localhost`)."""
         if self.db_file is not None:
             db = f"--db-file {shlex.quote(str(Path(self.db_file).absolute()))}"
         else:
             db = f'--db-url "${self.db_url_env}"'
-        return f"{ANALYTICS_ENV}=false lightly-studio gui {db}"
+        return f"{ANALYTICS_ENV}=false lightly-studio gui --host 127.0.0.1 {db}"
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from lightly_assets.publish.studio.target import (
     META_MTIME,
     META_SIZE,
     StudioDataset,
-    file_size_text,
-    modified_text,
+    file_size_mb,
+    modified_number,
 )
 
 if TYPE_CHECKING:
@@ -89,8 +89,8 @@ def _is_current(marker: dict[str, Any] | None, video: VideoRow) -> bool:
         return False
     current = (
         META_FRAMES in marker
-        and marker.get(META_SIZE) == file_size_text(video.size)
-        and marker.get(META_MTIME) == modified_text(video.mtime_ns)
+        and marker.get(META_SIZE) == file_size_mb(video.size)
+        and marker.get(META_MTIME) == modified_number(video.mtime_ns)
     )
     legacy = (
         LEGACY_FRAMES in marker and marker.get(LEGACY_SIZE) == video.size and marker.get(LEGACY_MTIME) == video.mtime_ns
@@ -162,7 +162,7 @@ def _load_video(session: Session, dataset: Any, video: VideoRow) -> int:
     for video_id in created.values():
         if frame_set != "all":
             kept -= _keep_only_sampled(session, video_id, video)
-        marker = {META_FRAMES: kept, META_SIZE: file_size_text(video.size), META_MTIME: modified_text(video.mtime_ns)}
+        marker = {META_FRAMES: kept, META_SIZE: file_size_mb(video.size), META_MTIME: modified_number(video.mtime_ns)}
         if frame_set != "all":  # only a subsampled video carries which frames were kept
             marker[META_FRAME_SET] = frame_set
         dataset.update_metadata([(video_id, marker)])

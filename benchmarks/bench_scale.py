@@ -1,0 +1,181 @@
+"""The whole chain at scale: `lightly-assets run` on N small JPEGs, cold, then again after adding 0.1% new files.
+
+usage:
+  python benchmarks/bench_scale.py --files 10000        # N small JPEGs (64x48, 10 weak labels), made here
+  python benchmarks/bench_scale.py --quick              # 200 files: checks the script in about a minute
+  python benchmarks/bench_scale.py --files 100000 --dir /tmp/scale --keep   # keep (and reuse) the data
+
+The JPEGs are made by benchmarks/make_data.py (seeded, numbered, so a kept folder is reused). Each run is
+`lightly-assets run scale` in a process of its own, with its own Dagster home, outputs and LightlyStudio DuckDB
+file under the work folder, and the defaults for everything else (model, engine, precision, target). The
+incremental run follows the cold one on the same instance after `--new` new files (default 0.1% of N) appeared.
+
+Printed per run: the wall time of the process, the time of every step as Dagster's event log records it
+(STEP_START to STEP_SUCCESS) and the time before the first step (process start, imports, run set-up), the peak
+RSS of the process (`wait4`, its largest process, children it waited for included), its CPU time over its wall
+time (cores kept busy), and the incremental run over the cold one. The CPU model, its bf16 flags and the load
+average go with the figures: a loaded machine slows every step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from make_data import make_small_jpegs
+
+DATASET = "scale"
+
+
+@dataclass
+class Run:
+    name: str
+    wall_s: float
+    cpu_s: float
+    peak_rss_mib: float
+    returncode: int
+    steps: dict[str, float] = field(default_factory=dict)
+    before_first_step_s: float = float("nan")
+
+
+def cpu_flags() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = sorted({f for f in ("amx_bf16", "avx512_bf16") if f" {f}" in text})
+    return f"{model}; bf16 flags: {' '.join(flags) or 'none'}; cores usable: {len(os.sched_getaffinity(0))}"
+
+
+def load_average() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _env(work: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("LIGHTLY_STUDIO_DATABASE_URL", "LIGHTLY_ASSETS_TARGET"):
+        env.pop(name, None)  # the default target, in the work folder: never a database of the user's
+    env.update(
+        DAGSTER_HOME=str(work / "dagster_home"),
+        LIGHTLY_ASSETS_DATA_DIR=str(work / "data"),
+        LIGHTLY_ASSETS_OUTPUT_DIR=str(work / "outputs"),
+        LIGHTLY_STUDIO_ANALYTICS_ENABLED="false",
+    )
+    (work / "dagster_home").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def _cli() -> list[str]:
+    exe = Path(sys.executable).with_name("lightly-assets")
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "lightly_assets.cli"]
+
+
+def run_chain(work: Path, name: str, log: Path) -> Run:
+    """One `lightly-assets run` process, measured from the outside; its steps read from the event log after."""
+    started_wall = time.time()
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([*_cli(), "run", DATASET], env=_env(work), stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    run = Run(name, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode)
+    run.steps, first = step_times(work / "dagster_home")
+    if first is not None:
+        run.before_first_step_s = first - started_wall
+    return run
+
+
+def step_times(home: Path) -> tuple[dict[str, float], float | None]:
+    """Seconds per step of the newest run (STEP_START to STEP_SUCCESS/FAILURE) and when its first step started."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs(limit=1)
+        if not runs:
+            return {}, None
+        kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE}
+        starts: dict[str, float] = {}
+        steps: dict[str, float] = {}
+        for entry in instance.all_logs(runs[0].run_id, of_type=kinds):
+            key = entry.step_key or "?"
+            if entry.dagster_event.event_type == DagsterEventType.STEP_START:
+                starts[key] = entry.timestamp
+            elif key in starts:
+                steps[key] = entry.timestamp - starts[key]
+        return steps, min(starts.values(), default=None)
+
+
+def report(cold: Run, warm: Run, files: int, new: int) -> None:
+    print(f"\n{files:,} small JPEGs, then {new:,} new ({new / files:.2%}); CPU: {cpu_flags()}")
+    print(f"load average now: {load_average()} (above the core count: figures are noisy)")
+    print(f"{'':28}{'cold':>10}{'incremental':>13}{'incr/cold':>11}{'cold share':>12}")
+    rows = [("process wall (s)", cold.wall_s, warm.wall_s), ("before the first step (s)", cold.before_first_step_s,
+            warm.before_first_step_s)]  # fmt: skip
+    rows += [(f"  {step} (s)", cold.steps.get(step, math.nan), warm.steps.get(step, math.nan)) for step in cold.steps]
+    for label, a, b in rows:
+        print(f"{label:28}{a:10.2f}{b:13.2f}{b / a if a else math.nan:11.3f}{a / cold.wall_s:12.1%}")
+    for label, a, b in (("peak RSS (MiB)", cold.peak_rss_mib, warm.peak_rss_mib),
+                        ("CPU time (s)", cold.cpu_s, warm.cpu_s)):  # fmt: skip
+        print(f"{label:28}{a:10.0f}{b:13.0f}{b / a if a else math.nan:11.3f}")
+    print(f"{'cores busy (CPU/wall)':28}{cold.cpu_s / cold.wall_s:10.2f}{warm.cpu_s / warm.wall_s:13.2f}")
+    if "file_index" in cold.steps:
+        print(f"file_index: {files / cold.steps['file_index']:,.0f} files/s cold")
+    print(f"incremental / cold, whole process: {warm.wall_s / cold.wall_s:.3f} (goal <= 0.05)")
+    for run in (cold, warm):
+        if run.returncode:
+            print(f"{run.name}: lightly-assets exited {run.returncode}; see its log")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--files", type=int, default=10_000)
+    p.add_argument("--new", type=int, help="new files for the incremental run (default: 0.1%% of --files, >= 1)")
+    p.add_argument("--dir", type=Path, help="work folder (default: a temporary one, removed after)")
+    p.add_argument("--keep", action="store_true", help="keep the work folder's data for the next call")
+    p.add_argument("--quick", action="store_true", help="200 files: checks the script")
+    a = p.parse_args()
+    files = 200 if a.quick else a.files
+    new = a.new if a.new is not None else max(1, math.ceil(files * 0.001))
+    work = a.dir or Path(tempfile.mkdtemp(prefix="bench_scale_"))
+    data = work / "data" / DATASET
+    marker = work / f".made-{files}"
+    try:
+        for stale in ("dagster_home", "outputs"):
+            shutil.rmtree(work / stale, ignore_errors=True)
+        if not marker.exists():  # a kept folder may hold the new files of an earlier call: start again
+            shutil.rmtree(data, ignore_errors=True)
+            for old in work.glob(".made-*"):
+                old.unlink()
+            start = time.perf_counter()
+            make_small_jpegs(data, files)
+            marker.touch()
+            print(f"made {files:,} JPEGs in {time.perf_counter() - start:.1f} s under {data}", flush=True)
+        else:
+            for extra in sorted(data.glob("*/img-*.jpg")):
+                if int(extra.stem.split("-")[1]) >= files:
+                    extra.unlink()
+        print(f"CPU: {cpu_flags()}; load average {load_average()}", flush=True)
+        cold = run_chain(work, "cold", work / "cold.log")
+        print(f"cold run: {cold.wall_s:.1f} s (log {work / 'cold.log'})", flush=True)
+        make_small_jpegs(data, new, start=files)
+        warm = run_chain(work, "incremental", work / "incremental.log")
+        report(cold, warm, files, new)
+        if cold.returncode or warm.returncode:
+            sys.exit(1)
+    finally:
+        if a.dir is None and not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
