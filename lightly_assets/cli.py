@@ -37,7 +37,7 @@ def _prepare_home() -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lightly-assets", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="lightly-assets", description=(__doc__ or "").split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize file_index … uploaded_dataset for datasets under the data root")
     run.add_argument("datasets", nargs="*", help="dataset folder names (default: every dataset under the data root)")
@@ -120,14 +120,14 @@ def _browse(args: argparse.Namespace, names: list[str], output_dir: str) -> int:
 
     from lightly_assets.browse import enable_search, published, render, studio_database
     from lightly_assets.definitions import ENVIRONMENT, SECRET_NAMES
-    from lightly_assets.defs.partitions import datasets_partitions
+    from lightly_assets.defs.partitions import DATASETS
     from lightly_assets.errors import LightlyAssetsError
     from lightly_assets.publish.studio.browse import gui_address, gui_base_url, start_gui
     from lightly_assets.publish.studio.target import StudioTarget
 
     with DagsterInstance.get() as instance:
         if not args.datasets:  # every published dataset, also one whose folder is gone
-            names = sorted(set(names) | set(instance.get_dynamic_partitions(datasets_partitions.name)))
+            names = sorted(set(names) | set(instance.get_dynamic_partitions(DATASETS)))
         items = published(instance, names)
     if not items:
         print(f"error: {', '.join(names)}: not uploaded yet; run `lightly-assets run` first", file=sys.stderr)

@@ -27,9 +27,9 @@ from dagster import (
     logger,
 )
 
-from lightly_assets.definitions import ENVIRONMENT, defs
+from lightly_assets.definitions import ENVIRONMENT, RESOURCES, defs
 from lightly_assets.defs.jobs import embedding_model_job, lightly_assets_job
-from lightly_assets.defs.partitions import datasets_partitions
+from lightly_assets.defs.partitions import DATASETS
 from lightly_assets.defs.resources import StorageResource
 from lightly_assets.launch import execute_in_location
 from lightly_assets.locks import exclusive
@@ -84,19 +84,19 @@ def open_instance() -> DagsterInstance:
         return DagsterInstance.get()
     with _home_lock(Path(home)):
         instance = DagsterInstance.get()
-        instance.get_dynamic_partitions(datasets_partitions.name)  # creates the event log's index tables
+        instance.get_dynamic_partitions(DATASETS)  # creates the event log's index tables
         instance.get_runs(limit=1)
     return instance
 
 
 def add_partitions(instance: DagsterInstance, names: list[str]) -> None:
     """Add the datasets' partitions; another process adding the same one at the same moment is not an error."""
-    missing = [n for n in names if not instance.has_dynamic_partition(datasets_partitions.name, n)]
+    missing = [n for n in names if not instance.has_dynamic_partition(DATASETS, n)]
     for name in missing:
         try:
-            instance.add_dynamic_partitions(datasets_partitions.name, [name])
+            instance.add_dynamic_partitions(DATASETS, [name])
         except Exception:  # SQLite storage: a concurrent insert hits the unique constraint
-            if not instance.has_dynamic_partition(datasets_partitions.name, name):
+            if not instance.has_dynamic_partition(DATASETS, name):
                 raise
 
 
@@ -147,7 +147,7 @@ def storage_config(**options: str | None) -> dict[str, Any]:
 
 def open_storage(config: dict[str, Any]) -> StorageResource:
     """The `storage` resource of the definitions, resolved with this run config (the CLI lists datasets with it)."""
-    with build_resources({"storage": defs.resources["storage"]}, resource_config={"storage": {"config": config}}) as r:
+    with build_resources({"storage": RESOURCES["storage"]}, resource_config={"storage": {"config": config}}) as r:
         return r.storage
 
 

@@ -60,7 +60,7 @@ def write_contact_sheet(
     similarity; and the bytes of a small version without text that fits inline in Dagster's metadata table."""
     shown = [g.head(MEMBERS_SHOWN) for g in groups[:GROUPS_SHOWN]]
     names = {str(n) for g in shown for n in g["filenames"]}
-    thumbs = _thumbnails(samples[samples["filename"].isin(names)], data_dir)
+    thumbs = _thumbnails(samples.loc[samples["filename"].isin(list(names))], data_dir)
     return _full(path, groups, shown, thumbs), _small(shown, thumbs)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,13 +71,14 @@ def content_keys(
     known = dict(known or {})
     hashes: dict[tuple, str] = {}
     keys: list[str] = []
-    for row, digest in zip(samples.itertuples(index=False), digests, strict=True):
-        if row.kind != "image":
+    files = samples.loc[:, ["kind", "source", "size", "mtime_ns"]].itertuples(index=False, name=None)
+    for (kind, source, size, mtime_ns), digest in zip(files, digests, strict=True):
+        if kind != "image":
             keys.append(f"frame:{digest}")
             continue
-        stamp = (str(row.source), int(row.size), int(row.mtime_ns))
+        stamp = (str(source), int(size), int(mtime_ns))
         if stamp not in hashes:
-            hashes[stamp] = known.get(stamp) or file_sha256(Path(data_dir) / str(row.source))
+            hashes[stamp] = known.get(stamp) or file_sha256(Path(data_dir) / str(source))
         keys.append(f"file:{hashes[stamp]}")
     return keys, hashes
 
@@ -169,9 +171,9 @@ class Duplicates:
         """The n largest groups (ties: lower group number first)."""
         if not len(self.table):
             return []
-        sizes = self.table.groupby("group").size().sort_index()
-        order = sorted(sizes.index, key=lambda g: (-int(sizes[g]), int(g)))[:n]
-        return [self.table[self.table["group"] == g] for g in order]
+        sizes = Counter(self.table["group"].to_numpy(dtype=np.int64).tolist())
+        order = sorted(sizes, key=lambda g: (-sizes[g], g))[:n]
+        return [self.table.loc[self.table["group"] == g] for g in order]
 
 
 def _index(unit: np.ndarray, approximate: bool):
@@ -346,7 +348,7 @@ def _table(
             distance = int(hamming(hashes.values[row], hashes.values[head])) if row != head else 0
             kind, value = "visual", round(float(agreement(distance)), 6)
         out.append({"filenames": str(names[row]), "group": group, "kind": kind, "similarity": value, "row": row})
-    table = pd.DataFrame(out, columns=[*COLUMNS, "row"]).sort_values(["group", "row"], kind="stable")
+    table = pd.DataFrame(out, columns=pd.Index([*COLUMNS, "row"])).sort_values(["group", "row"], kind="stable")
     table = table.reset_index(drop=True)
     if len(table):  # a first member is of its group's kind: that of the member after it
         head = table["group"] != table["group"].shift()

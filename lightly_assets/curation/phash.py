@@ -31,7 +31,7 @@ def dct_hash(grey: Image.Image | np.ndarray) -> np.ndarray:
     if isinstance(grey, np.ndarray):
         grey = Image.fromarray(np.asarray(grey, dtype=np.uint8))
     small = np.asarray(grey.convert("L").resize((SMALL, SMALL), Image.Resampling.BOX), dtype=np.float64)
-    low = dctn(small, type=2, norm="ortho")[:HASH_SIZE, :HASH_SIZE].reshape(-1)
+    low = np.asarray(dctn(small, type=2, norm="ortho"))[:HASH_SIZE, :HASH_SIZE].reshape(-1)  # scipy types it loosely
     above = low > np.median(low[1:])
     above[0] = False  # the DC term says how bright the picture is, not what it shows
     return np.packbits(above)

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from lightly_assets.columns import DATA_ISSUES_CSV
 from lightly_assets.curation.errors import CurationError
@@ -74,7 +75,7 @@ class Thresholds:
         return asdict(self)
 
 
-def _below(value: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def _below(value: ArrayLike, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Flagged when value < threshold; 0.5 at the threshold, 1 at 0."""
     value = np.asarray(value, dtype=np.float64)
     flagged = np.nan_to_num(value, nan=np.inf) < threshold
@@ -82,7 +83,7 @@ def _below(value: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]
     return flagged, score
 
 
-def _above(value: np.ndarray, threshold: float, top: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def _above(value: ArrayLike, threshold: float, top: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Flagged when value > threshold; 0.5 at the threshold, 1 at `top`."""
     value = np.asarray(value, dtype=np.float64)
     flagged = np.nan_to_num(value, nan=-np.inf) > threshold
@@ -90,7 +91,7 @@ def _above(value: np.ndarray, threshold: float, top: float = 1.0) -> tuple[np.nd
     return flagged, score
 
 
-def _factor(value: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def _factor(value: ArrayLike, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Flagged when a ratio >= 1 exceeds threshold; 0.5 at the threshold, towards 1 as the ratio grows."""
     value = np.asarray(value, dtype=np.float64)
     flagged = np.nan_to_num(value, nan=0.0) > threshold
@@ -176,13 +177,13 @@ def issue_table(
                 continue
             listed.add((name, issue))
             records.append((row, order, name, issue, round(float(np.clip(found[issue][1][row], 0, 1)), 4)))
-    table = pd.DataFrame(records, columns=["row", "order", *COLUMNS])
-    return table.sort_values(["row", "order"], kind="stable")[COLUMNS].reset_index(drop=True)
+    table = pd.DataFrame(records, columns=pd.Index(["row", "order", *COLUMNS]))
+    return table.sort_values(["row", "order"], kind="stable").loc[:, COLUMNS].reset_index(drop=True)
 
 
 def counts(table: pd.DataFrame) -> dict[str, int]:
     """Rows per issue, every issue named (0 when none)."""
-    found = table["issue"].value_counts()
+    found = table["issue"].value_counts().to_dict()
     return {issue: int(found.get(issue, 0)) for issue in ISSUES}
 
 

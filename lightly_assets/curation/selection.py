@@ -118,12 +118,13 @@ def hash_features(hashes: np.ndarray) -> np.ndarray:
 
 
 def _run(unit: np.ndarray, labels: np.ndarray, n: int, strategy: str) -> np.ndarray:
-    import lightly_mundig
+    import lightly_mundig  # a compiled extension without type stubs: pyright cannot see its classes
 
-    engine = lightly_mundig.Selection()
+    engine = lightly_mundig.Selection()  # pyright: ignore[reportAttributeAccessIssue]
     if strategy == "typicality":
         k = min(TYPICALITY_NEIGHBOURS, len(unit) - 1)
-        scores = lightly_mundig.Typicality(embeddings=unit).calculate_typicality(num_nearest_neighbors=k)
+        typicality = lightly_mundig.Typicality(embeddings=unit)  # pyright: ignore[reportAttributeAccessIssue]
+        scores = typicality.calculate_typicality(num_nearest_neighbors=k)
         engine.add_weighting_strategy(weights=np.asarray(scores, dtype=np.float32), strength=1.0)
     else:
         if strategy == "balance":

@@ -39,6 +39,7 @@ from lightly_assets.errors import exception_line
 ANALYSIS = 256  # long side, in pixels, that statistics are measured at
 STATS = ["width", "height", "lum_p05", "lum_p95", "chroma_p99", "entropy", "sharpness"]
 KEY = ["source", "size", "mtime_ns", "filename"]
+CACHED = pd.Index([*KEY, *STATS, "hash", "broken"])  # the columns of the statistics cache, in order
 CACHE_VERSION = 1
 _EXIF_ORIENTATION, _QUARTER_TURNS = 0x0112, (5, 6, 7, 8)  # EXIF: transposed or turned by 90 degrees
 FLAT = 1.0  # luminance std (0..255) below which a picture has no structure to be sharp or blurry
@@ -166,14 +167,14 @@ class StatsCache:
 
     def load(self) -> pd.DataFrame:
         if not self.path.is_file():
-            return pd.DataFrame(columns=[*KEY, *STATS, "hash", "broken"])
+            return pd.DataFrame(columns=CACHED)
         try:
             with np.load(self.path, allow_pickle=False) as data:
                 if int(data["version"]) != CACHE_VERSION:
-                    return pd.DataFrame(columns=[*KEY, *STATS, "hash", "broken"])
+                    return pd.DataFrame(columns=CACHED)
                 table = pd.DataFrame({c: data[c] for c in [*KEY, *STATS, "broken"]})
                 table["hash"] = [bytes(h) for h in data["hash"]]
-                return table[[*KEY, *STATS, "hash", "broken"]]
+                return table.loc[:, CACHED]
         except (OSError, KeyError, ValueError) as exc:
             raise CurationError(f"{self.path}: unreadable statistics cache ({exc}); delete it to start over") from None
 
@@ -183,7 +184,7 @@ class StatsCache:
         arrays |= {c: table[c].to_numpy(dtype=np.int64) for c in ("size", "mtime_ns")}
         arrays |= {c: table[c].to_numpy(dtype=np.float64) for c in STATS}
         hashes = np.frombuffer(b"".join(table["hash"]), dtype=np.uint8).reshape(-1, BITS // 8)
-        np.savez_compressed(buffer, version=np.int64(CACHE_VERSION), hash=hashes, **arrays)
+        np.savez_compressed(buffer, allow_pickle=False, version=np.int64(CACHE_VERSION), hash=hashes, **arrays)
         with atomic_output(self.path) as handle:
             handle.write(buffer.getvalue())
 
@@ -199,8 +200,8 @@ def sample_stats(
     old_keys = {tuple(k): i for i, k in enumerate(_keys(old))}
     new_keys = _keys(samples)
     hit = np.array([k in old_keys for k in new_keys], dtype=bool)
-    fresh = compute_stats(samples[~hit], data_dir, workers) if (~hit).any() else None
-    table = pd.DataFrame(index=range(len(samples)), columns=[*KEY, *STATS, "hash", "broken"])
+    fresh = compute_stats(samples.loc[~hit], data_dir, workers) if (~hit).any() else None
+    table = pd.DataFrame(index=range(len(samples)), columns=CACHED)
     if hit.any():
         reused = old.iloc[[old_keys[k] for k, h in zip(new_keys, hit, strict=True) if h]]
         table.loc[hit] = reused[table.columns].to_numpy()

@@ -245,7 +245,7 @@ class _Columns:
                 "size": np.array(self.size, dtype=np.int64),
                 "mtime_ns": np.array(self.mtime_ns, dtype=np.int64),
             },
-            columns=FILE_INDEX_COLUMNS,
+            columns=pd.Index(FILE_INDEX_COLUMNS),
         )
 
 

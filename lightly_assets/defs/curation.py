@@ -5,7 +5,7 @@ Both run in the main job after `embeddings` and `data_issues` (its perceptual ha
 sensor re-curates whenever a folder changes. The work is done by `lightly_assets.curation`.
 """
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,7 @@ from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import DEFAULT_MAX_DISTANCE
 from lightly_assets.defs import checks
 from lightly_assets.defs.common import dataset_asset, user_errors
-from lightly_assets.defs.metadata import contract_schema, projection_markdown
+from lightly_assets.defs.metadata import contract_schema, markdown_table, projection_markdown
 from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
 
 GROUPS_LISTED = 10
@@ -95,7 +95,7 @@ def _groups_table(duplicates) -> MetadataValue:
         for g in largest
     )
     caption = f"_first {len(largest)} of {duplicates.groups} groups, largest first_"
-    return MetadataValue.md(caption + "\n\n" + table.to_markdown(index=False))
+    return markdown_table(table, caption)
 
 
 DUPLICATES_FACTS = [
@@ -278,7 +278,7 @@ def selection(
             raise CurationError(f"selection config: exclude_issues {unknown} are not issues ({', '.join(ISSUES)})")
         issues: pd.DataFrame = data_issues["table"]
         ruled_out = set(issues.loc[issues["issue"].isin(config.exclude_issues), "filenames"])
-        excluded = samples["filename"].isin(ruled_out).to_numpy()
+        excluded = samples["filename"].isin(list(ruled_out)).to_numpy()
         meaningful = bool(duplicates.get("vectors_meaningful", True))
         features = embeddings.matrix if meaningful else hash_features(sample_hashes(data_issues, samples, 0).values)
         n = requested_count(len(samples), config.n_samples, config.proportion)
@@ -321,7 +321,8 @@ def _rounded(value: float | None) -> MetadataValue:
 def _per_label(samples: pd.DataFrame, rows: np.ndarray) -> MetadataValue:
     chosen = samples.iloc[rows]
     records = []
-    for (label, label_name), group in samples.groupby(["label", "label_name"], sort=True):
+    for key, group in samples.groupby(["label", "label_name"], sort=True):
+        label, label_name = cast(tuple[Any, Any], key)  # grouped by two columns: a pair (pandas says Hashable)
         picked = int((chosen["label"] == label).sum())
         records.append(
             TableRecord(

@@ -18,7 +18,7 @@ from lightly_assets.curation.quality import Thresholds
 from lightly_assets.defs import checks
 from lightly_assets.defs.common import dataset_asset, user_errors
 from lightly_assets.defs.curation import embedded_samples, embedding_metadata, random_weights
-from lightly_assets.defs.metadata import contract_schema, projection_markdown
+from lightly_assets.defs.metadata import contract_schema, markdown_table, projection_markdown
 from lightly_assets.defs.resources import StorageResource
 
 WORST_LISTED = 20
@@ -133,7 +133,7 @@ def _mark_unembedded(stats: pd.DataFrame, embeddings) -> pd.DataFrame:
     if not reasons:
         return stats
     stats = stats.copy()
-    hit = stats["filename"].isin(set(reasons)) & (stats["broken"] == "")
+    hit = stats["filename"].isin(list(reasons)) & (stats["broken"] == "")
     stats.loc[hit, "broken"] = [reasons[n] for n in stats.loc[hit, "filename"]]
     return stats
 
@@ -149,14 +149,16 @@ def _to_rows(flagged: np.ndarray, score: np.ndarray, embedded: pd.DataFrame, kno
 
 
 def _counts_table(found: dict[str, int], samples: int, thresholds: Thresholds) -> MetadataValue:
-    limits = thresholds.describe()
-    limits["odd_size"] = f"short side < {thresholds.min_side} px or scale x{thresholds.size_ratio} off the median"
-    limits["broken"] = "could not be decoded"
+    limits: dict[str, float | str] = {
+        **thresholds.describe(),
+        "odd_size": f"short side < {thresholds.min_side} px or scale x{thresholds.size_ratio} off the median",
+        "broken": "could not be decoded",
+    }
     table = pd.DataFrame(
         {"issue": issue, "samples": n, "share": f"{n / max(samples, 1):.1%}", "threshold": str(limits.get(issue, ""))}
         for issue, n in found.items()
     )
-    return MetadataValue.md(table.to_markdown(index=False))
+    return markdown_table(table)
 
 
 def _worst(table: pd.DataFrame) -> MetadataValue:
@@ -164,7 +166,7 @@ def _worst(table: pd.DataFrame) -> MetadataValue:
         return MetadataValue.md("_no issues found_")
     worst = table.sort_values("score", ascending=False, kind="stable").head(WORST_LISTED)
     caption = f"_the {len(worst)} worst of {len(table)} rows of data_issues.csv_"
-    return MetadataValue.md(caption + "\n\n" + worst[["filenames", "issue", "score"]].to_markdown(index=False))
+    return markdown_table(worst.loc[:, ["filenames", "issue", "score"]], caption)
 
 
 def _contact_sheet(out, table: pd.DataFrame, samples: pd.DataFrame, data_dir, name: str):

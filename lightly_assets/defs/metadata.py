@@ -251,7 +251,13 @@ def preview(df: pd.DataFrame, rows: int = PREVIEW_ROWS) -> MetadataValue:
         head["modified"] = [human_time(v) for v in head["modified"]]
     head = head.loc[:, head.notna().any(axis=0)]
     caption = f"_first {len(head)} of {len(df)} rows_" if len(df) > len(head) else f"_all {len(df)} rows_"
-    return MetadataValue.md(caption + "\n\n" + head.to_markdown(index=False))
+    return markdown_table(head, caption)
+
+
+def markdown_table(table: pd.DataFrame, caption: str = "") -> MetadataValue:
+    """`table` as a Markdown metadata value, below `caption` when there is one."""
+    text = table.to_markdown(index=False) or ""  # always text without a buffer; pandas types it `str | None`
+    return MetadataValue.md(f"{caption}\n\n{text}" if caption else text)
 
 
 def counts(series: pd.Series) -> dict[str, int]:

@@ -2,4 +2,5 @@
 
 from dagster import DynamicPartitionsDefinition
 
-datasets_partitions = DynamicPartitionsDefinition(name="datasets")
+DATASETS = "datasets"  # the partitions' name, which the instance's dynamic-partition calls take
+datasets_partitions = DynamicPartitionsDefinition(name=DATASETS)

@@ -119,7 +119,7 @@ def _custom_csv(config: EmbeddingsCsvConfig, dataset_dir: Path) -> Path | None:
 
 
 def _label_names(frame_index: pd.DataFrame) -> dict[int, str]:
-    pairs = frame_index[["label", "label_name"]].drop_duplicates("label")
+    pairs = frame_index.loc[:, ["label", "label_name"]].drop_duplicates("label")
     return {int(k): str(v) for k, v in zip(pairs["label"], pairs["label_name"], strict=True)}
 
 
@@ -207,8 +207,8 @@ def uploaded_dataset(
     path = csv_path(storage, name)
     require_file(path, "embeddings_csv", name)
     with user_errors():
-        in_csv = set(read_embeddings_csv(path)[0])  # samples that could not be decoded are not in the CSV
-        embedded = frame_index[frame_index["filename"].isin(in_csv)]
+        in_csv = read_embeddings_csv(path)[0]  # samples that could not be decoded are not in the CSV
+        embedded = frame_index.loc[frame_index["filename"].isin(in_csv)]
         result = publish_target.publish(
             name,
             storage.dataset_dir(name),

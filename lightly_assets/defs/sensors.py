@@ -31,7 +31,7 @@ from lightly_assets.dataset.roots import fingerprint
 from lightly_assets.dataset.scan import DatasetError
 from lightly_assets.defs.jobs import lightly_assets_job
 from lightly_assets.defs.metadata import FINGERPRINT
-from lightly_assets.defs.partitions import datasets_partitions
+from lightly_assets.defs.partitions import DATASETS, datasets_partitions
 from lightly_assets.defs.resources import StorageResource
 
 FIRST_ASSET, LAST_ASSET = AssetKey("file_index"), AssetKey("uploaded_dataset")
@@ -204,7 +204,7 @@ def dataset_folders(context: SensorEvaluationContext, storage: StorageResource) 
     except DatasetError as exc:
         return SkipReason(str(exc))
     found = {name: fingerprint(path) for name, path in data_root.datasets.items()}
-    known = set(context.instance.get_dynamic_partitions(str(datasets_partitions.name)))
+    known = set(context.instance.get_dynamic_partitions(DATASETS))
     state = _load(context.cursor)
     done = {name: materialized_fingerprint(context.instance, name) for name in pending(state, found)}
     plan = plan_tick(state, found, known, frozenset(data_root.invalid), done)
