@@ -54,8 +54,8 @@ def _child(job: dict) -> None:
         marks.setdefault("step", time.time())
         return executor_for(self, *args, **kwargs)
 
-    def timed_flush(self) -> None:  # noqa: ANN001
-        flush(self)
+    def timed_flush(self, *args) -> None:  # noqa: ANN001, ANN002
+        flush(self, *args)
         if self.first_batch_at is not None and not job["warmup"]:
             heavy = [n for n in HEAVY if n in sys.modules]
             print(json.dumps({"step": marks.get("step"), "batch": self.first_batch_at, "heavy": heavy}), flush=True)
