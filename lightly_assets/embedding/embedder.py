@@ -8,7 +8,6 @@ search use them alike. This module imports neither torch nor OpenVINO: a warm ru
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -82,14 +81,6 @@ class Embedder:
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Embed a uint8 NHWC batch of `prep.shape` images; returns float32 (N, dim)."""
         return self.runner(batch)
-
-    def embed_batches(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """`embed` of each batch, in order; an engine that can overlaps them (OpenVINO: one batch per stream)."""
-        pipelined = getattr(self.runner, "embed_batches", None)
-        if pipelined is not None:
-            yield from pipelined(batches)
-        else:
-            yield from (self.runner(batch) for batch in batches)
 
     def preprocess(self, batch: np.ndarray) -> Any:
         """The normalised float NCHW tensor the torch network takes (torch runners only: the reference in tests)."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -35,45 +33,34 @@ class LocalExecutor:
 
 
 class _Batches:
-    """Consumes decoded samples in arrival order; each batch's vectors go straight to the sink.
-
-    Batches go to `Embedder.embed_batches`, which may run the next one while this one is still in the network
-    (OpenVINO's two streams), so each batch has its own array and its rows wait in `pending` until its vectors come.
-    """
+    """Consumes decoded samples in arrival order; each batch's vectors go straight to the sink."""
 
     def __init__(self, model: Embedder, batch_size: int, sink: Sink) -> None:
-        self.model, self.sink, self.batch_size = model, sink, batch_size
-        self.pending: deque[list[int]] = deque()
+        self.model, self.sink = model, sink
+        height, width = model.prep.shape
+        self.batch = np.empty((batch_size, height, width, 3), dtype=np.uint8)
+        self.rows: list[int] = []
         self.first_batch_at: float | None = None
 
     def embed_all(self, decoder: Decoder) -> None:
         try:
-            for vectors in self.model.embed_batches(self._batches(decoder)):
-                self.flush(vectors)
+            for row, pixels, reason in decoder.items():
+                if pixels is None:
+                    self.sink.unreadable(row, reason or "unreadable")
+                    continue
+                self.batch[len(self.rows)] = pixels
+                self.rows.append(row)
+                if len(self.rows) == len(self.batch):
+                    self.flush()
+            self.flush()
         finally:
             decoder.stop()
 
-    def _batches(self, decoder: Decoder) -> Iterator[np.ndarray]:
-        height, width = self.model.prep.shape
-        batch = np.empty((self.batch_size, height, width, 3), dtype=np.uint8)
-        rows: list[int] = []
-        for row, pixels, reason in decoder.items():
-            if pixels is None:
-                self.sink.unreadable(row, reason or "unreadable")
-                continue
-            batch[len(rows)] = pixels
-            rows.append(row)
-            if len(rows) == self.batch_size:
-                self.pending.append(rows)
-                yield batch
-                batch, rows = np.empty_like(batch), []
+    def flush(self) -> None:
+        rows = self.rows
         if rows:
-            self.pending.append(rows)
-            yield batch[: len(rows)]
-
-    def flush(self, vectors: np.ndarray) -> None:
-        """The vectors of the oldest batch in flight, to the sink."""
-        rows = self.pending.popleft()
-        if self.first_batch_at is None:
-            self.first_batch_at = time.time()
-        self.sink.vectors(np.asarray(rows, dtype=np.int64), vectors)
+            vectors = self.model.embed(self.batch[: len(rows)])
+            if self.first_batch_at is None:
+                self.first_batch_at = time.time()
+            self.sink.vectors(np.asarray(rows, dtype=np.int64), vectors)
+            rows.clear()

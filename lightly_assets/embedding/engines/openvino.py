@@ -14,8 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -34,16 +33,6 @@ log = logging.getLogger(__name__)
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: quantised graph, f32 for the rest
 
 
-def streams_for(threads: int) -> int:
-    """Two streams of half the threads each where there are two threads or more, else one.
-
-    One stream of N threads meets at a barrier after every layer: when a decode thread (or another process)
-    takes one of its cores, the other threads wait. Two streams, each on its own batch, have no barrier
-    between them, so the network keeps a core busy while the other is decoding; `embed_batches` keeps both fed.
-    """
-    return 2 if threads >= 2 else 1
-
-
 class OpenVINOEngine:
     """A compiled OpenVINO model taking uint8 NHWC batches of any length; picklable (recompiles from its files)."""
 
@@ -53,47 +42,20 @@ class OpenVINOEngine:
         import openvino as ov  # see the module's docstring
 
         self.xml, self.precision, self.threads = Path(xml), precision, threads
-        self.streams = streams_for(threads)
         core = ov.Core()
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],  # explicit: bf16 CPUs default to bf16
-            "NUM_STREAMS": self.streams,  # the threads are split between the streams
+            "PERFORMANCE_HINT": "LATENCY",  # one stream: the batch is the parallelism
+            "NUM_STREAMS": 1,
         }
-        if self.streams == 1:
-            config["PERFORMANCE_HINT"] = "LATENCY"  # one stream: the batch is the parallelism
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
         self._compiled = core.compile_model(core.read_model(str(self.xml)), "CPU", config)
-        self._requests = [self._compiled.create_infer_request() for _ in range(self.streams)]
+        self._request = self._compiled.create_infer_request()
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        """One batch, split between the streams (each has part of the threads): all of them work on it."""
-        parts = np.array_split(np.asarray(pixels), min(self.streams, max(1, len(pixels))))
-        return np.concatenate(list(self.embed_batches(parts)))
-
-    def embed_batches(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """The vectors of each batch, in order, with up to `streams` batches in flight (one per stream)."""
-        in_flight: deque[Any] = deque()
-        free = list(self._requests)
-        try:
-            for pixels in batches:
-                if not free:
-                    yield self._finish(in_flight[0])
-                    free.append(in_flight.popleft())
-                request = free.pop()
-                request.start_async({0: np.ascontiguousarray(pixels, dtype=np.uint8)}, share_inputs=False)
-                in_flight.append(request)
-            while in_flight:
-                yield self._finish(in_flight[0])
-                in_flight.popleft()
-        finally:
-            for request in in_flight:  # a consumer that stops early leaves no request running
-                request.wait()
-
-    @staticmethod
-    def _finish(request: Any) -> np.ndarray:
-        request.wait()
-        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        self._request.infer({0: np.ascontiguousarray(pixels, dtype=np.uint8)})
+        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     def __reduce__(self) -> tuple[type[OpenVINOEngine], tuple[Path, str, int]]:
         return (OpenVINOEngine, (self.xml, self.precision, self.threads))
