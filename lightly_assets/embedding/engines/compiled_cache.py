@@ -72,6 +72,8 @@ class ModelCache:
 
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root) if root else default_cache_dir()
+        # entries this object verified, with their files' (size, mtime): hashed once per run, again when changed
+        self._intact: dict[str, tuple[tuple[tuple[int, int], ...], dict[str, Any]]] = {}
 
     def entry(self, key: str) -> Path:
         return self.root / key
@@ -82,6 +84,9 @@ class ModelCache:
         meta_file = folder / "meta.json"
         if not meta_file.is_file():
             return None
+        stamp = _stamp(folder)
+        if key in self._intact and self._intact[key][0] == stamp:
+            return self._intact[key][1]
         try:
             meta = json.loads(meta_file.read_text())
             files = meta["files"]
@@ -92,7 +97,9 @@ class ModelCache:
             log.warning("%s: converted model is corrupt or incomplete; rebuilding it", folder)
             shutil.rmtree(folder, ignore_errors=True)
             return None
-        return {**meta, "xml": str(folder / "model.xml")}
+        found = {**meta, "xml": str(folder / "model.xml")}
+        self._intact[key] = (stamp, found)
+        return found
 
     def store(self, key: str, model: ov.Model, meta: dict[str, Any]) -> dict[str, Any]:
         """Write model.xml/.bin/meta.json into a temporary folder, then rename it into place."""
@@ -116,3 +123,15 @@ class ModelCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return {**full, "xml": str(self.entry(key) / "model.xml")}
+
+
+def _stamp(folder: Path) -> tuple[tuple[int, int], ...]:
+    """Size and mtime of an entry's files: what a truncated or rewritten file changes."""
+    stamps = []
+    for name in ("meta.json", "model.xml", "model.bin"):
+        try:
+            st = (folder / name).stat()
+            stamps.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamps.append((-1, -1))
+    return tuple(stamps)
