@@ -76,6 +76,7 @@ def test_openvino_fp32_matches_torch_fp32_on_the_lightly_network(lightly_ov) -> 
     np.testing.assert_allclose(ours, reference, rtol=1e-3, atol=1e-4 * np.abs(reference).max())
 
 
+@pytest.mark.e2e  # a second OpenVINO compilation of the network, in bf16 (~6 CPU-s)
 @pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="no native bf16 on this CPU")
 def test_openvino_bf16_stays_close_to_torch_fp32(ov_cache: Path) -> None:
     bf16 = load_model(None, input_size=SIZE, precision="bf16", engine="openvino", cache_dir=ov_cache)
@@ -84,6 +85,7 @@ def test_openvino_bf16_stays_close_to_torch_fp32(ov_cache: Path) -> None:
     assert _cosine(bf16.embed(_pixels()), fp32.embed(_pixels())).min() >= 0.99
 
 
+@pytest.mark.e2e  # converts the network twice through OpenVINO (~5 CPU-s)
 def test_conversion_is_cached_and_a_corrupt_entry_is_rebuilt(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = _SmallNet().eval()

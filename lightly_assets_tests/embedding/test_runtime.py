@@ -206,6 +206,7 @@ def test_checkpoint_keys_renamed_as_lightlys_cli_does() -> None:
     assert lightly_keys(old) == _fix_projection_head_keys(_filter_state_dict(dict(old)))
 
 
+@pytest.mark.e2e  # a fresh Python process imports the package (~5 CPU-s)
 def test_embedding_imports_no_lightly_cli_and_no_torchvision(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = build_lightly_model()
