@@ -273,21 +273,22 @@ def find_duplicates(
     names: Sequence[str],
     matrix: np.ndarray,
     keys: Sequence[str],
-    similarity: float,
+    similarity: float | None,
     model: str = "",
     state: State | None = None,
     exact_limit: int = EXACT_LIMIT,
     hashes: Hashes | None = None,
-    near: bool = True,
 ) -> Duplicates:
-    """Group the samples: exact copies (equal `keys`), near-duplicates (cosine >= `similarity`, only when `near`:
-    the vectors mean something) and visual copies (perceptual hashes within `hashes.max_distance`)."""
+    """Group the samples: exact copies (equal `keys`), near-duplicates (cosine >= `similarity`; None when the vectors
+    mean nothing: not searched) and visual copies (perceptual hashes within `hashes.max_distance`)."""
     from lightly_assets.curation.phash import hash_pairs
 
     n = len(names)
     unit = unit_rows(np.asarray(matrix).reshape(n, -1) if n else np.zeros((0, 1), np.float32))
     digests = vector_digests(unit)
     approximate = n > exact_limit
+    near = similarity is not None
+    similarity = 1.0 if similarity is None else similarity  # what the state records when nothing was searched
     if near:
         kept, kept_sims, fresh = _reused_pairs(state, names, digests, model, similarity)
         found, found_sims = neighbour_pairs(unit, fresh, similarity, approximate)

@@ -158,9 +158,8 @@ def duplicates(
             samples, storage.dataset_dir(name), vector_digests(unit), state.file_hashes if state else None
         )
         warning = uniformity_warning(unit, similarity, random_weights(upstream))
-        found = find_duplicates(
-            samples["filename"].tolist(), unit, keys, similarity, model_key, state, hashes=hashes, near=not warning
-        )
+        searched = None if warning else similarity  # random or uniform vectors: no near-duplicates by cosine
+        found = find_duplicates(samples["filename"].tolist(), unit, keys, searched, model_key, state, hashes=hashes)
         found.state.file_hashes = file_hashes
         found.state.save(state_path)
         path = write_duplicates_csv(out / "duplicates.csv", found.table)

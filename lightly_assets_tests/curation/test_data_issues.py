@@ -203,11 +203,11 @@ def test_visual_copies_group_without_a_model_and_random_vectors_never_make_one_g
     same_everything = np.ones((n, 16), np.float32) + 0.001 * rng.normal(size=(n, 16)).astype(np.float32)
     names = [f"{i}.jpg" for i in range(n)]
     hashes = Hashes(values, np.ones(n, bool), [""] * n, 4)
-    found = find_duplicates(names, same_everything, names, 0.9, hashes=hashes, near=False)
+    found = find_duplicates(names, same_everything, names, None, hashes=hashes)
     assert found.table[["filenames", "kind"]].values.tolist() == [["3.jpg", "visual"], ["7.jpg", "visual"]]
     assert found.table["similarity"].tolist() == [1.0, 1 - 2 / 64]
     assert found.counts() == {"exact": 0, "near": 0, "visual": 1} and found.method.startswith("none")
-    everything = find_duplicates(names, same_everything, names, 0.9, hashes=hashes, near=True)
+    everything = find_duplicates(names, same_everything, names, 0.9, hashes=hashes)
     assert everything.groups == 1 and len(everything.table) == n  # what the asset avoids with random weights
 
 

@@ -250,16 +250,12 @@ class PublishSession:
         return result
 
     def publish_files(self, files: Mapping[str, bytes]) -> dict[str, str]:
-        """Write the curation's files under `.lightly/` and own them in the manifest; name -> written/unchanged.
-
-        The dataset must be published already: the files describe its samples.
-        """
+        """Write the curation's files under `.lightly/` (after the dataset: they describe its samples) and own them in
+        the manifest; name -> written/unchanged."""
         self.connect()
-        with self.doing("listing the dataset folder"):
-            existing = self.list_keys()
-            if csv_key(self.dataset) not in existing:
+        with self.doing("listing the dataset folder and reading the manifest"):
+            if csv_key(self.dataset) not in (existing := self.list_keys()):
                 raise BucketError(f"{self.url} holds no published dataset: materialize uploaded_dataset first")
-        with self.doing("reading the previous manifest"):
             owned = self._read_manifest(existing)
         items = [Item(key=curation_key(name), size=len(data), payload=data) for name, data in files.items()]
         to_write, _, _ = self._plan(items, existing, owned)
@@ -269,9 +265,8 @@ class PublishSession:
             with self.doing("writing the manifest"):
                 self._write_manifest(final)
             with self.doing("reading the files back"):
-                for item in to_write:
-                    if self.fs.cat_file(self.path(item.key)) != item.payload:
-                        raise BucketError(f"{self.url}/{item.key} reads back different from what was written")
+                if any(self.fs.cat_file(self.path(item.key)) != item.payload for item in to_write):
+                    raise BucketError(f"{self.url}: a curation file reads back different from what was written")
         written = {item.key for item in to_write}
         return {name: "written" if curation_key(name) in written else "unchanged" for name in files}
 
