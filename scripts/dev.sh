@@ -11,7 +11,7 @@ PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 export LIGHTLY_STUDIO_ANALYTICS_ENABLED=false
 
 setup() {
-  # $1: the extras to install (default test); `test` adds the ray extra so the Ray tests run in CI too.
+  # $1: the extras to install (default test); `test` adds ray and docs, so the Ray tests and the site build run in CI too.
   extras=${1:-test}
   if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
   stamp=.venv/.lightly-assets-installed
@@ -49,8 +49,8 @@ ui() {
 cmd=${1:-run}; shift || true
 case "$cmd" in
   run)  setup; exec .venv/bin/lightly-assets run "$@" ;;
-  test) setup test,ray; browser; exec .venv/bin/python -m pytest "$@" ;;
-  check) setup; exec .venv/bin/dg check defs ;;
+  test) setup test,ray,docs; browser; exec .venv/bin/python -m pytest "$@" ;;  # docs: the strict site build is a test too
+  check) setup; VIRTUAL_ENV="$PWD/.venv" exec .venv/bin/dg check defs ;;  # the venv dg expects: no mismatch warning
   ui)   setup; ui ;;
   docs) setup docs; out=$(mktemp -d); trap 'rm -rf "$out"' EXIT  # the reference pages are generated from the code
         NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -d "$out" ;;
