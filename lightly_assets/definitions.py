@@ -26,8 +26,8 @@ from lightly_assets.defs.resources import (
 )
 from lightly_assets.defs.sensors import DEFAULT_INTERVAL_S, folder_sensor
 
-# resource key -> {field: environment variable}. `TORCH_HOME`, `HF_HOME`, `LIGHTLY_STUDIO_MODEL_CACHE_DIR` and the
-# bucket's credentials, endpoint and region (`AWS_*`, `LIGHTLY_ASSETS_S3_ENDPOINT`, `LIGHTLY_ASSETS_S3_REGION`:
+# resource key -> {field: environment variable}. `TORCH_HOME`, `HF_HOME`, `LIGHTLY_STUDIO_MODEL_CACHE_DIR` and AWS's
+# own variables (`AWS_*`: credentials, and the endpoint and region when ours are unset;
 # `publish.bucket.target.S3_STORAGE_OPTIONS_ENV`) are read by torch, Hugging Face, LightlyStudio and the bucket
 # target themselves, when they connect, like any secret.
 ENVIRONMENT: dict[str, dict[str, str]] = {
@@ -43,6 +43,8 @@ ENVIRONMENT: dict[str, dict[str, str]] = {
     "publish_target": {
         "target": "LIGHTLY_ASSETS_TARGET",
         "bucket_url": "LIGHTLY_ASSETS_BUCKET_URL",
+        "s3_endpoint": "LIGHTLY_ASSETS_S3_ENDPOINT",
+        "s3_region": "LIGHTLY_ASSETS_S3_REGION",
         "studio_db_file": "LIGHTLY_STUDIO_DB_FILE",
     },
 }

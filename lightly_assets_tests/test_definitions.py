@@ -160,7 +160,8 @@ def test_every_bound_variable_resolves_through_dagster(monkeypatch) -> None:
     values = {"LIGHTLY_ASSETS_TARGET": "bucket", "LIGHTLY_ASSETS_EXECUTOR": "ray", "LIGHTLY_ASSETS_CHECKPOINT": "/c"}
     values |= {"LIGHTLY_ASSETS_PRETRAINED_URL": "http://127.0.0.1:1/w.ckpt", "LIGHTLY_ASSETS_BUCKET_URL": "file:///b"}
     values |= {"LIGHTLY_STUDIO_DB_FILE": "/s.db", "LIGHTLY_ASSETS_DATA_DIR": "/d", "LIGHTLY_ASSETS_OUTPUT_DIR": "/o"}
-    values |= {"LIGHTLY_ASSETS_ENGINE_CACHE": "/engine-cache"}
+    values |= {"LIGHTLY_ASSETS_ENGINE_CACHE": "/engine-cache", "LIGHTLY_ASSETS_S3_ENDPOINT": "http://127.0.0.1:9000"}
+    values |= {"LIGHTLY_ASSETS_S3_REGION": "eu-west-1"}
     values |= {"LIGHTLY_ASSETS_MODEL": "timm:vit_small_patch14_dinov2.lvd142m"}
     values |= {"RAY_ADDRESS": "127.0.0.1:6379"}
     for name, value in values.items():

@@ -24,6 +24,7 @@ from lightly_assets.embedding.settings import Calibration, RunSettings
 from lightly_assets.embedding.spec import BuildOptions, ModelSpec, parse_spec
 from lightly_assets.embedding.weights import Weights, choose_weights
 from lightly_assets.errors import LightlyAssetsError
+from lightly_assets.publish.bucket.target import BucketError, BucketTarget
 
 TARGETS = ("studio", "bucket")
 
@@ -250,6 +251,10 @@ class PublishTargetResource(ConfigurableResource):
         description="NAME of the environment variable holding LightlyStudio's PostgreSQL URL (instead of DuckDB).",
     )
     bucket_url: Optional[str] = Field(default=None, description="fsspec URL of the bucket datasource.")
+    s3_endpoint: Optional[str] = Field(
+        default=None, description="S3-compatible endpoint of the bucket (unset: AWS_ENDPOINT_URL_S3, else AWS's)."
+    )
+    s3_region: Optional[str] = Field(default=None, description="The bucket's region (unset: AWS_REGION).")
     dataset_id: Optional[str] = Field(
         default=None, description="Name of the dataset in the target (default: the dataset folder's name)."
     )
@@ -281,11 +286,11 @@ class PublishTargetResource(ConfigurableResource):
         `.lightly/`. Returns the target and what was written (tag names, or file name -> written/unchanged)."""
         dataset_name = self.dataset_id or name
         if choice("publish_target.target", self.target, TARGETS) == "bucket":
-            from lightly_assets.publish.bucket import BucketTarget, publish_curation_files
+            from lightly_assets.publish.bucket import publish_curation_files
 
-            url = self._bucket_url()
-            files = publish_curation_files(BucketTarget(url=url), dataset_name, curation.files)
-            return {"target": url, "dataset": dataset_name, "files": files, "tags": {}}
+            target = self._bucket_target()
+            files = publish_curation_files(target, dataset_name, curation.files)
+            return {"target": target.safe_url, "dataset": dataset_name, "files": files, "tags": {}}
         from lightly_assets.publish.studio.tags import publish_tags
 
         target, db_file = self._studio_target(dataset_name, outputs_root)
@@ -302,12 +307,10 @@ class PublishTargetResource(ConfigurableResource):
         db_file = Path(self.studio_db_file or outputs_root / "lightly_studio.db").resolve()
         return StudioTarget(db_file=db_file, dataset_name=dataset_name), db_file
 
-    def _bucket_url(self) -> str:
-        from lightly_assets.publish.bucket import BucketError
-
+    def _bucket_target(self) -> BucketTarget:
         if not self.bucket_url:
             raise BucketError("bucket target needs bucket_url (LIGHTLY_ASSETS_BUCKET_URL)")
-        return self.bucket_url
+        return BucketTarget(url=self.bucket_url, endpoint_url=self.s3_endpoint, region_name=self.s3_region)
 
     def _to_studio(
         self,
@@ -347,11 +350,10 @@ class PublishTargetResource(ConfigurableResource):
         frame_index: pd.DataFrame,
         csv_path: Path,
     ) -> dict[str, Any]:
-        from lightly_assets.publish.bucket import BucketTarget, publish_to_bucket
+        from lightly_assets.publish.bucket import publish_to_bucket
 
-        url = self._bucket_url()
         result = publish_to_bucket(
-            BucketTarget(url=url),
+            self._bucket_target(),
             dataset_name,
             dataset_dir,
             frame_index,

@@ -108,7 +108,7 @@ def s3_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[str], N
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
 
     def point_at(endpoint: str) -> None:
-        monkeypatch.setenv("LIGHTLY_ASSETS_S3_ENDPOINT", endpoint)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)  # AWS's own; ours is the resource's s3_endpoint
 
     return point_at
 
@@ -319,7 +319,7 @@ def test_server_killed_mid_way_then_next_run_completes(s3_env, dataset):
             dataset.publish(target, on_progress=kill_after_first)
         message = str(info.value)
         assert message.startswith("storage endpoint unreachable") and server.endpoint in message
-        assert "LIGHTLY_ASSETS_S3_ENDPOINT" in message
+        assert "AWS_ENDPOINT_URL_S3" in message
         assert_no_secret(message, "".join(traceback.format_exception(info.value)))
 
         server = start_moto(port=server.port)  # a fresh, empty server on the same endpoint
@@ -433,8 +433,7 @@ def test_bad_input_is_rejected_before_anything_is_written(tmp_path, dataset, cha
 def test_target_never_shows_secret_values(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("LIGHTLY_ASSETS_S3_ENDPOINT", "https://user:hunter2@minio.local:9000")
-    target = BucketTarget(url="s3://bucket/prefix")
+    target = BucketTarget(url="s3://bucket/prefix", endpoint_url="https://user:hunter2@minio.local:9000")
     described = target.describe()
     assert described["endpoint"] == "https://***@minio.local:9000"
     assert "AWS_SECRET_ACCESS_KEY" in described["credential_env_vars"]

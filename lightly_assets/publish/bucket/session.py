@@ -72,7 +72,8 @@ class PublishSession:
         endpoint = self.target.endpoint()
         env = self.target.env_names()
         if names & UNREACHABLE_ERRORS or isinstance(exc, (ConnectionError, TimeoutError)):
-            hint = " / ".join(env.get("endpoint_url", ())) or "the URL"
+            hint = "the configured endpoint" if self.target.endpoint_url else " / ".join(env.get("endpoint_url", ()))
+            hint = hint or "the URL"
             msg = (
                 f"storage endpoint unreachable ({endpoint}) while {self.step} for {self.url}: "
                 f"{detail}. Check that the server is running and that {hint} points at it."

@@ -33,17 +33,14 @@ SCHEMA_ENTRIES: tuple[dict[str, Any], ...] = (
     },
 )
 
-#: storage option -> environment variables, first one set wins (S3 targets).
+#: storage option -> AWS's own environment variables, first one set wins (S3 targets). The project's settings
+#: (an endpoint, a region) come in as `BucketTarget` fields, bound in `lightly_assets.definitions`.
 S3_STORAGE_OPTIONS_ENV: Mapping[str, tuple[str, ...]] = {
     "key": ("AWS_ACCESS_KEY_ID",),
     "secret": ("AWS_SECRET_ACCESS_KEY",),
     "token": ("AWS_SESSION_TOKEN",),
-    "endpoint_url": (
-        "LIGHTLY_ASSETS_S3_ENDPOINT",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_ENDPOINT_URL",
-    ),
-    "region_name": ("LIGHTLY_ASSETS_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+    "endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "region_name": ("AWS_REGION", "AWS_DEFAULT_REGION"),
 }
 S3_SCHEMES = {"s3", "s3a"}
 CLIENT_KWARGS = {"endpoint_url", "region_name"}  # go into s3fs client_kwargs
@@ -83,6 +80,8 @@ class BucketTarget:
     timeout_s: float = 30.0
     retries: int = 3
     checkpoint_s: float = 30.0  # how often finished uploads are recorded, for resuming
+    endpoint_url: str | None = None  # set: used before the environment's (an S3-compatible server)
+    region_name: str | None = None
 
     @property
     def scheme(self) -> str:
@@ -104,8 +103,10 @@ class BucketTarget:
 
     def resolved_options(self) -> dict[str, str]:
         """Option values read from the environment now (may contain secrets: never log)."""
-        resolved: dict[str, str] = {}
+        resolved = {k: v for k, v in (("endpoint_url", self.endpoint_url), ("region_name", self.region_name)) if v}
         for option, names in self.env_names().items():
+            if option in resolved:
+                continue
             value = next((os.environ[n] for n in names if os.environ.get(n)), None)
             if value is not None:
                 resolved[option] = value
