@@ -79,3 +79,13 @@ def wait_healthy(base: str, server: subprocess.Popen[bytes], timeout_s: float = 
         except OSError:
             time.sleep(0.3)
     raise AssertionError("GUI server did not become healthy")
+
+
+def stop(server: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    """Stop a server this test started, by its own process: politely, then for good."""
+    server.terminate()
+    try:
+        server.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()

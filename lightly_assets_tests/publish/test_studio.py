@@ -26,7 +26,7 @@ from lightly_assets.publish.studio import MISSING_TAG, StudioError, StudioTarget
 from lightly_assets.publish.studio.browse import QuietAnalytics404, gui_base_url, links, quiet_logs
 from lightly_assets_tests import REPO
 from lightly_assets_tests.media import make_cats_and_dogs, make_video, shaded_image
-from lightly_assets_tests.servers import free_port, get_json, http, start_gui, wait_healthy
+from lightly_assets_tests.servers import free_port, get_json, http, start_gui, stop, wait_healthy
 from lightly_assets_tests.tables import frame_index, image_rows, video_rows, write_csv
 
 # Raised inside lightly_studio 1.2.0 itself on every dataset creation.
@@ -183,12 +183,7 @@ def test_two_processes_upload_then_gui_reads_everything_back(tmp_path: Path) -> 
             http(f"{base}/api/text_embedding/for_collection/{image_id}?query_text=cat")
         assert refused.value.code == 409  # LightlyStudio: the collection's embedding space cannot answer a text query
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
     assert not cache.exists() or not any(cache.iterdir()), "LightlyStudio downloaded a model"
 
 

@@ -7,7 +7,6 @@ The weights are a random initialisation of the real MobileCLIP-S0 architecture, 
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 from lightly_assets_tests.media import make_image
-from lightly_assets_tests.servers import free_port, get_json, start_gui, wait_healthy
+from lightly_assets_tests.servers import free_port, get_json, start_gui, stop, wait_healthy
 from lightly_assets_tests.tables import frame_index, image_rows
 
 pytestmark = pytest.mark.e2e  # LightlyStudio's import, a 54M-parameter model and its GUI server
@@ -98,10 +97,5 @@ def test_mobileclip_vectors_are_text_searchable_in_the_lightly_studio_gui(
         expected = [result.filenames[i] for i in np.argsort(-scores)]
         assert ranked == expected  # LightlyStudio ranks our vectors by the phrase
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
     assert sorted(p.name for p in cache.iterdir()) == ["mobileclip_s0.pt"], "LightlyStudio downloaded a model"
