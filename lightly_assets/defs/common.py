@@ -6,7 +6,17 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from dagster import AssetsDefinition, BetaWarning, Failure, asset, with_source_code_references
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    AssetsDefinition,
+    BetaWarning,
+    DagsterInstance,
+    EventLogRecord,
+    Failure,
+    asset,
+    with_source_code_references,
+)
 
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.errors import LightlyAssetsError
@@ -49,3 +59,10 @@ def user_errors() -> Iterator[None]:
     except OSError as exc:  # unwritable output folder, disk full: name the path and the reason
         where = exc.filename or "an output file"
         raise Failure(description=f"{where}: {exc.strerror or exc}") from None
+
+
+def latest_materialization(instance: DagsterInstance, asset: str | AssetKey, partition: str) -> EventLogRecord | None:
+    """The latest materialization of `asset` for one dataset (from this run or an earlier one), or None."""
+    key = asset if isinstance(asset, AssetKey) else AssetKey(asset)
+    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), 1)
+    return records.records[0] if records.records else None

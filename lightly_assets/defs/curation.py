@@ -11,8 +11,6 @@ import numpy as np
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
-    AssetRecordsFilter,
     Config,
     MetadataValue,
     Output,
@@ -26,7 +24,7 @@ from lightly_assets import columns
 from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import DEFAULT_MAX_DISTANCE
 from lightly_assets.defs import checks
-from lightly_assets.defs.common import dataset_asset, user_errors
+from lightly_assets.defs.common import dataset_asset, latest_materialization, user_errors
 from lightly_assets.defs.metadata import contract_schema, markdown_table, projection_markdown
 from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
 
@@ -59,10 +57,8 @@ class SelectionConfig(Config):
 
 def embedding_metadata(context: AssetExecutionContext) -> dict[str, Any]:
     """The metadata of this partition's latest `embeddings` (model, weights' sha256, random_init)."""
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("embeddings"), asset_partitions=[context.partition_key]), limit=1
-    ).records
-    materialization = records[0].asset_materialization if records else None
+    record = latest_materialization(context.instance, "embeddings", context.partition_key)
+    materialization = record.asset_materialization if record else None
     return {k: getattr(v, "value", v) for k, v in (materialization.metadata if materialization else {}).items()}
 
 

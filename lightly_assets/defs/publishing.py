@@ -11,8 +11,6 @@ import numpy as np
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
-    AssetRecordsFilter,
     Config,
     Failure,
     MaterializeResult,
@@ -21,7 +19,7 @@ from dagster import (
 
 from lightly_assets import columns
 from lightly_assets.defs import checks
-from lightly_assets.defs.common import dataset_asset, user_errors
+from lightly_assets.defs.common import dataset_asset, latest_materialization, user_errors
 from lightly_assets.defs.metadata import (
     PARTITION_ROW_COUNT,
     contract_schema,
@@ -263,7 +261,7 @@ def published_curation(
     Beside the chain, never in it: `uploaded_dataset` publishes without curation and keeps what this wrote.
     """
     name = context.partition_key
-    if not _materialized(context, "uploaded_dataset"):
+    if latest_materialization(context.instance, "uploaded_dataset", name) is None:
         raise Failure(description=f"{name}: the dataset is not published yet: materialize uploaded_dataset first")
     with user_errors():
         result = publish_target.publish_curation(
@@ -283,11 +281,3 @@ def published_curation(
         metadata["files"] = "; ".join(f"{file}: {state}" for file, state in result["files"].items())
     context.log.info(f"{name}: curation published to {result['target']}")
     return MaterializeResult(metadata=metadata)
-
-
-def _materialized(context: AssetExecutionContext, asset: str) -> bool:
-    """Whether `asset` has been materialized for this partition (in this run or an earlier one)."""
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[context.partition_key]), limit=1
-    ).records
-    return bool(records)

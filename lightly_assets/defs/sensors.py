@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from dagster import (
     AssetKey,
-    AssetRecordsFilter,
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -29,6 +28,7 @@ from dagster import (
 
 from lightly_assets.dataset.roots import fingerprint
 from lightly_assets.dataset.scan import DatasetError
+from lightly_assets.defs.common import latest_materialization
 from lightly_assets.defs.jobs import lightly_assets_job
 from lightly_assets.defs.metadata import FINGERPRINT
 from lightly_assets.defs.partitions import DATASETS, datasets_partitions
@@ -143,8 +143,8 @@ def plan_tick(
 def materialized_fingerprint(instance: DagsterInstance, dataset: str) -> str | None:
     """The fingerprint recorded by the dataset's latest `file_index`, if the chain's last asset materialized after
     it in a run that did not fail; None when the dataset has no such complete materialization."""
-    first = _latest(instance, FIRST_ASSET, dataset)
-    last = _latest(instance, LAST_ASSET, dataset)
+    first = latest_materialization(instance, FIRST_ASSET, dataset)
+    last = latest_materialization(instance, LAST_ASSET, dataset)
     if first is None or last is None or last.storage_id < first.storage_id:
         return None
     run = instance.get_run_by_id(last.run_id)
@@ -153,11 +153,6 @@ def materialized_fingerprint(instance: DagsterInstance, dataset: str) -> str | N
     materialization = first.asset_materialization
     value = materialization.metadata.get(FINGERPRINT) if materialization else None
     return str(value.value) if value is not None else None
-
-
-def _latest(instance: DagsterInstance, key: AssetKey, partition: str):
-    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), 1)
-    return records.records[0] if records.records else None
 
 
 DEFAULT_INTERVAL_S = 30
