@@ -56,13 +56,15 @@ def engine_cache(pytestconfig: pytest.Config) -> Iterator[Path]:
     compiled_cache.DEFAULT_ROOT = None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """How `-n` (pytest-xdist, `--dist loadgroup`) shares the tests out: the end-to-end ones form one group that one
-    worker runs in turn (their servers, runs and browsers would compete for the cores and miss their timeouts); the
-    quick ones go to whichever worker is free."""
+    """How `-n` (pytest-xdist, `--dist loadgroup`) shares the tests out: whichever worker is free takes the next
+    test, except that the tests calling Lightly's own tools form one group, so one worker, not every one, pays the
+    ~5 CPU-seconds of importing them. The end-to-end tests are spread like the others: their timeouts allow for a
+    busy machine."""
     for item in items:
-        if item.get_closest_marker("e2e"):
-            item.add_marker(pytest.mark.xdist_group("e2e"))
+        if item.get_closest_marker("lightly_tools") and not item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.xdist_group("lightly_tools"))
 
 
 @pytest.fixture

@@ -52,6 +52,7 @@ def test_a_host_that_is_not_this_machine_is_one_line() -> None:
         gui_address("192.0.2.1", free_port(), env={})
 
 
+@pytest.mark.e2e  # a fresh Python process imports LightlyStudio's server (~5 CPU-s)
 def test_binding_localhost_over_ipv6_fails_under_the_simulation_and_our_address_works() -> None:
     """The simulation the GUI test runs `browse --open` under reproduces LightlyStudio's failure, and our
     address choice does not meet it."""

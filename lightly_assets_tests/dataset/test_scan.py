@@ -9,17 +9,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from lightly.data import LightlyDataset
 
 from lightly_assets.dataset.scan import DatasetError, require_usable, scan_dataset
 from lightly_assets_tests.media import make_image
-
-
-def lightly_view(root: Path) -> tuple[list[str], list[int]]:
-    ds = LightlyDataset(input_dir=str(root))
-    names = ds.get_filenames()
-    labels = [label for _, label in ds.dataset.samples]
-    return [n.replace(os.sep, "/") for n in names], labels
+from lightly_assets_tests.reference import lightly_view
 
 
 def our_view(root: Path) -> tuple[list[str], list[int]]:
@@ -40,6 +33,7 @@ CONFORMANCE = {
 }  # fmt: skip
 
 
+@pytest.mark.lightly_tools
 @pytest.mark.parametrize("case", sorted(CONFORMANCE))
 def test_filenames_order_and_labels_equal_lightly(image_tree, case: str) -> None:
     root = image_tree(CONFORMANCE[case], root=case)

@@ -97,6 +97,7 @@ def test_frame_name_examples() -> None:
         frame_name("a.mp4", 5, 5)
 
 
+@pytest.mark.lightly_tools
 def test_frame_name_equals_lightly_video_dataset(tmp_path: Path) -> None:
     """Runs lightly 1.6's own VideoDataset.get_filenames/get_filename on our layout.
 

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torchvision
-from lightly.cli._helpers import get_model_from_config
-from lightly.embedding import SelfSupervisedEmbedding
 
 from lightly_assets.embedding.errors import ModelError
 from lightly_assets.embedding.factory import load_model
 from lightly_assets.embedding.families.lightly import build_lightly_model
 from lightly_assets.embedding.network import LightlyArch
 from lightly_assets.embedding.runtime import bf16_supported
+from lightly_assets_tests.reference import lightly_backbone_vectors, lightly_training_state
+
+pytestmark = pytest.mark.lightly_tools  # lightly's own classes build the checkpoints
 
 
 def _pixels(n: int = 4, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -39,29 +39,16 @@ def _lightly_cli_checkpoint(path: Path, arch: LightlyArch = DEFAULT_ARCH, seed: 
     torch.manual_seed(seed)
     model = build_lightly_model(arch)
     _randomise_batchnorm(model, seed)
-    encoder = SelfSupervisedEmbedding(model, None, None, None)
     state = {
         "epoch": 0,
         "global_step": 1,
         "pytorch-lightning_version": "2.6.6",
-        "state_dict": encoder.state_dict(),
+        "state_dict": lightly_training_state(model),
         "optimizer_states": [],
         "lr_schedulers": [],
     }
     torch.save(state, path)
     return path
-
-
-def _lightly_reference(checkpoint: Path, arch: LightlyArch, batch: torch.Tensor) -> np.ndarray:
-    """The vectors lightly-embed computes: lightly's own model loading, then `model.backbone` flattened."""
-    cfg = {
-        "checkpoint": str(checkpoint),
-        "model": {"name": arch.name, "width": arch.width, "num_ftrs": arch.num_ftrs, "out_dim": arch.out_dim},
-    }
-    encoder = get_model_from_config(cfg)
-    encoder.model.eval()
-    with torch.no_grad():
-        return encoder.model.backbone(batch.contiguous()).flatten(1).cpu().numpy()
 
 
 def test_default_model_is_seeded_random_init_and_says_so() -> None:
@@ -85,7 +72,7 @@ def test_lightly_cli_checkpoint_loads_unchanged(tmp_path: Path) -> None:
     assert not m.random_init and m.dim == 32 and m.checkpoint == str(ckpt)
     pixels = _pixels()
     ours = m.embed(pixels)
-    reference = _lightly_reference(ckpt, DEFAULT_ARCH, m.preprocess(pixels))
+    reference = lightly_backbone_vectors(ckpt, DEFAULT_ARCH, m.preprocess(pixels))
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
     # Other weights give other vectors: the checkpoint really was used.
     assert not np.allclose(ours, load_model(None, input_size=32).embed(pixels), atol=1e-3)
@@ -96,11 +83,13 @@ def test_lightly_checkpoint_with_other_settings_is_recognised(tmp_path: Path) ->
     ckpt = _lightly_cli_checkpoint(tmp_path / "small.ckpt", arch)
     m = load_model(str(ckpt), input_size=16, precision="fp32")
     assert m.dim == 16 and "resnet-9" in m.description and "width 0.5" in m.description
-    reference = _lightly_reference(ckpt, arch, m.preprocess(_pixels(size=16)))
+    reference = lightly_backbone_vectors(ckpt, arch, m.preprocess(_pixels(size=16)))
     np.testing.assert_allclose(m.embed(_pixels(size=16)), reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
 
 
 def test_torchvision_resnet18_state_dict(tmp_path: Path) -> None:
+    import torchvision  # ~2.5 s on its own: imported by the two tests that build its ResNet
+
     torch.manual_seed(1)
     net = torchvision.models.resnet18(weights=None)
     _randomise_batchnorm(net, 1)
@@ -116,6 +105,8 @@ def test_torchvision_resnet18_state_dict(tmp_path: Path) -> None:
 
 
 def test_wrong_architecture_fails_before_any_work(tmp_path: Path) -> None:
+    import torchvision  # ~2.5 s on its own: imported by the two tests that build its ResNet
+
     torch.manual_seed(0)
     state = torchvision.models.resnet18(weights=None).state_dict()
     del state["layer2.1.conv1.weight"]

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from lightly.cli.embed_cli import _embed_cli
 from PIL import Image
 
 from lightly_assets.columns import ColumnsError
@@ -21,6 +20,7 @@ from lightly_assets.embedding.families.lightly import build_lightly_model
 from lightly_assets.embedding.network import LightlyArch
 from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets_tests.media import blocky_image, shaded_video
+from lightly_assets_tests.reference import lightly_embed
 from lightly_assets_tests.tables import frame_index_for
 
 SIZE = 16  # input size: tiny keeps the tests fast; the network is the real default one
@@ -31,6 +31,7 @@ def model():
     return load_model(None, input_size=SIZE, seed=0)
 
 
+@pytest.mark.lightly_tools
 def test_same_vectors_as_lightly_embed(tmp_path: Path) -> None:
     """lightly-embed's own pipeline (LightlyDataset + transform + checkpoint loading) on the same folder."""
     names = ["a/x.jpg", "a/y.png", "b/z.jpg"]
@@ -40,14 +41,7 @@ def test_same_vectors_as_lightly_embed(tmp_path: Path) -> None:
     net = build_lightly_model()
     ckpt = tmp_path / "model.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, ckpt)
-    cfg = {
-        "input_dir": str(tmp_path / "data"),
-        "checkpoint": str(ckpt),
-        "model": {"name": "resnet-18", "width": 1, "num_ftrs": 32, "out_dim": 128},
-        "collate": {"input_size": SIZE},
-        "loader": {"batch_size": 2, "shuffle": False, "num_workers": 0, "drop_last": False},
-    }
-    expected, labels, filenames = _embed_cli(cfg, is_cli_call=False)
+    expected, labels, filenames = lightly_embed(tmp_path / "data", ckpt, SIZE)
     m = load_model(str(ckpt), input_size=SIZE, precision="fp32")
     result = embed_samples(
         frame_index_for(tmp_path / "data", names), tmp_path / "data", m, options=EmbedOptions(batch_size=2, draft=False)
@@ -168,6 +162,7 @@ def test_bad_frame_index(tmp_path: Path, model) -> None:
     assert empty.matrix.shape == (0, 32) and empty.filenames == [] and empty.unreadable == []
 
 
+@pytest.mark.lightly_tools
 def test_model_checkpoint_from_lightly_arch_embeds(tmp_path: Path) -> None:
     """A non-default lightly checkpoint (16-d) goes through the same data path."""
     torch.manual_seed(0)

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightly.cli._helpers import _filter_state_dict, _fix_projection_head_keys
 
 from lightly_assets.embedding import runtime, settings
 from lightly_assets.embedding.cache import EmbeddingCache
@@ -21,6 +20,7 @@ from lightly_assets.embedding.network import LightlyArch, build_backbone, lightl
 from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.runtime import bf16_supported
 from lightly_assets_tests.media import blocky_image
+from lightly_assets_tests.reference import lightly_renamed_keys
 from lightly_assets_tests.tables import frame_index_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,6 +125,7 @@ def test_int8_is_opt_in_and_only_on_openvino() -> None:
     assert settings.choose_precision("auto", "cpu", True, "openvino")[0] == "bf16"
 
 
+@pytest.mark.lightly_tools
 def test_zoo_url_is_lightlys_without_importing_the_zoo() -> None:
     from lightly.models.zoo import ZOO
 
@@ -179,6 +180,7 @@ def test_lower_priority_touches_only_the_calling_thread() -> None:
     assert seen in ([], [min(19, main + 3)])
 
 
+@pytest.mark.lightly_tools
 @pytest.mark.parametrize("arch", [LightlyArch(), LightlyArch("resnet-9", 0.5, 16, 8), LightlyArch("resnet-50", 0.125)])
 def test_backbone_without_lightly_is_lightlys(arch: LightlyArch) -> None:
     """Same keys, same seeded weights, same outputs as lightly's own classes."""
@@ -194,6 +196,7 @@ def test_backbone_without_lightly_is_lightlys(arch: LightlyArch) -> None:
         assert torch.equal(ours(x), theirs(x))
 
 
+@pytest.mark.lightly_tools
 def test_checkpoint_keys_renamed_as_lightlys_cli_does() -> None:
     t = torch.zeros(1)
     old = {
@@ -203,7 +206,7 @@ def test_checkpoint_keys_renamed_as_lightlys_cli_does() -> None:
         "model.projection_head.layers.2.bias": t,
         "model.prediction_head.1.bias": t,
     }
-    assert lightly_keys(old) == _fix_projection_head_keys(_filter_state_dict(dict(old)))
+    assert lightly_keys(old) == lightly_renamed_keys(old)
 
 
 @pytest.mark.e2e  # a fresh Python process imports the package (~5 CPU-s)
@@ -258,6 +261,7 @@ def test_decode_threads_at_any_priority_give_the_same_rows(tmp_path: Path, low: 
     np.testing.assert_allclose(result.matrix, reference.matrix, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.lightly_tools
 def test_half_precision_checkpoint_loads_as_float32(tmp_path: Path) -> None:
     torch.manual_seed(2)
     net = build_lightly_model()
@@ -271,6 +275,7 @@ def test_half_precision_checkpoint_loads_as_float32(tmp_path: Path) -> None:
     np.testing.assert_allclose(a.embed(pixels), b.embed(pixels), rtol=0.05, atol=0.02)
 
 
+@pytest.mark.lightly_tools
 def test_batchnorms_folded_for_inference_same_vectors(tmp_path: Path) -> None:
     """The network that runs has no BatchNorm after a convolution, and gives lightly's vectors (fp32)."""
     torch.manual_seed(4)

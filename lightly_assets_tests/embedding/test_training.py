@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightly.cli.embed_cli import _embed_cli
 
 from lightly_assets.embedding.factory import load_model
 from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
@@ -22,7 +21,10 @@ from lightly_assets.embedding.training import TrainingError, TrainSettings, trai
 from lightly_assets.embedding.weights import TRAINED_NAME, choose_weights
 from lightly_assets_tests import REPO
 from lightly_assets_tests.media import blocky_image, shaded_video
+from lightly_assets_tests.reference import lightly_embed
 from lightly_assets_tests.tables import frame_index_for
+
+pytestmark = pytest.mark.lightly_tools  # training builds lightly's own network
 
 SIZE = 16
 TINY = TrainSettings(epochs=1, batch_size=4, input_size=32, max_minutes=5)
@@ -71,14 +73,7 @@ def test_tiny_run_writes_a_checkpoint_that_lightly_embed_loads(tmp_path: Path) -
     for name in names:
         (images / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(root / name, images / name)
-    cfg = {
-        "input_dir": str(images),
-        "checkpoint": str(out),
-        "model": {"name": "resnet-18", "width": 1, "num_ftrs": 32, "out_dim": 128},
-        "collate": {"input_size": SIZE},
-        "loader": {"batch_size": 2, "shuffle": False, "num_workers": 0, "drop_last": False},
-    }
-    expected, _, filenames = _embed_cli(cfg, is_cli_call=False)
+    expected, _, filenames = lightly_embed(images, out, SIZE)
     ours = embed_samples(
         frame_index_for(images, names),
         images,

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightly.cli.embed_cli import _embed_cli
 
 from lightly_assets.embedding.factory import load_model
 from lightly_assets.embedding.families.lightly import build_lightly_model
@@ -29,7 +28,10 @@ from lightly_assets.embedding.weights import (
 )
 from lightly_assets_tests import OFFLINE_PRETRAINED_URL
 from lightly_assets_tests.media import blocky_image
+from lightly_assets_tests.reference import lightly_embed
 from lightly_assets_tests.tables import frame_index_for
+
+pytestmark = pytest.mark.lightly_tools  # lightly's own classes build the checkpoints
 
 SIZE = 16
 DEFAULT_ARCH = LightlyArch()
@@ -121,14 +123,7 @@ def test_download_then_offline_cache_and_same_vectors_as_lightly_embed(tmp_path:
         options=EmbedOptions(batch_size=2, draft=False),
     )
     # lightly-embed with no checkpoint: its zoo URL, served from the same hub cache (TORCH_HOME), nothing fetched
-    cfg = {
-        "input_dir": str(tmp_path / "data"),
-        "checkpoint": "",
-        "model": {"name": "resnet-18", "width": 1, "num_ftrs": 32, "out_dim": 128},
-        "collate": {"input_size": SIZE},
-        "loader": {"batch_size": 2, "shuffle": False, "num_workers": 0, "drop_last": False},
-    }
-    expected, _, filenames = _embed_cli(cfg, is_cli_call=False)
+    expected, _, filenames = lightly_embed(tmp_path / "data", "", SIZE)
     assert ours.filenames == filenames == names
     np.testing.assert_allclose(ours.matrix, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     random = load_model(None, input_size=SIZE)
