@@ -59,11 +59,13 @@ def engine_cache(pytestconfig: pytest.Config) -> Iterator[Path]:
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """How `-n` (pytest-xdist, `--dist loadgroup`) shares the tests out: whichever worker is free takes the next
-    test, except that the tests calling Lightly's own tools form one group, so one worker, not every one, pays the
-    ~5 CPU-seconds of importing them. The end-to-end tests are spread like the others: their timeouts allow for a
-    busy machine."""
+    test, except for two kinds of group. The end-to-end tests of one module run on one worker, so its module-wide
+    servers (`dagster dev`, LightlyStudio) start once; the tests calling Lightly's own tools run on one worker, so
+    only one pays the ~5 CPU-seconds of importing them."""
     for item in items:
-        if item.get_closest_marker("lightly_tools") and not item.get_closest_marker("e2e"):
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.xdist_group(f"e2e-{item.module.__name__ if item.module else item.name}"))
+        elif item.get_closest_marker("lightly_tools"):
             item.add_marker(pytest.mark.xdist_group("lightly_tools"))
 
 

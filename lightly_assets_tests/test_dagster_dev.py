@@ -1,6 +1,6 @@
 """End to end: `dagster dev` (webserver + daemon) on loopback, a dataset folder dropped into the data root, the
-sensor's run materializing all five assets with passing checks (read through GraphQL), and a real headless
-Chromium finding the assets in the UI."""
+sensor's run materializing all five assets with passing checks (read through GraphQL, and each dataset's result on
+the asset's Checks tab), and a real headless Chromium finding the assets in the UI."""
 
 from __future__ import annotations
 
@@ -57,6 +57,40 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 2.0):
             last = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last}")
+
+
+def _chromium(playwright):
+    """Debian's headless Chromium, the browser the tests look at the UI with."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail(
+            "Debian's chromium is not installed (`apt-get install chromium`; `bash scripts/dev.sh test` does it)"
+        )
+    return playwright.chromium.launch(
+        executable_path=chromium,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+              "--disable-sync", "--no-first-run", "--disable-quic"],
+    )  # fmt: skip
+
+
+def _checks_tab(port: int, asset: str, shot: Path) -> str:
+    """The text of an asset's Checks tab in the UI, as a user opening it sees it (first check selected)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = _chromium(p)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        try:
+            page.goto(f"http://127.0.0.1:{port}/assets/{asset}?view=checks", wait_until="domcontentloaded")
+            with contextlib.suppress(PlaywrightTimeout):  # Dagster's first-visit dialog, when it shows
+                page.get_by_role("button", name="Skip").click(timeout=15_000)
+            page.get_by_text("Latest execution").wait_for(timeout=60_000)
+            page.get_by_text("Passed", exact=True).first.wait_for(timeout=60_000)
+            return page.inner_text("body")
+        finally:
+            page.screenshot(path=str(shot))
+            browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +185,12 @@ def test_sensor_run_materializes_all_assets_with_passing_checks(dagster_dev) -> 
         k: "SUCCEEDED" for k in results if k not in expected
     }
     assert results["embeddings.trained_weights"] == results["duplicates.similarities_meaningful"] == "FAILED"
+    # The checks are partitioned like their asset: the UI's Checks tab gives this dataset's own result.
+    text = _checks_tab(port, "embeddings_csv", dagster_dev["base"] / "checks_tab.png")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    assert {"column_order", "label_counts"} <= set(lines), text
+    assert lines[lines.index("Evaluation result") + 1] == "Passed", text
+    assert lines[lines.index("Partition") + 1] == DATASET, text
     csv = dagster_dev["outputs"] / DATASET / "embeddings.csv"
     assert csv.is_file()
     entries = graphql(port, LATEST_METADATA, {"key": {"path": ["embeddings_csv"]}, "partition": DATASET})
@@ -168,20 +208,11 @@ def test_browser_shows_the_assets_and_materialize_raises_no_false_alarm(dagster_
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail(
-            "Debian's chromium is not installed (`apt-get install chromium`; `bash scripts/dev.sh test` does it)"
-        )
     shot = dagster_dev["base"] / "asset_graph.png"
     viewport = {"width": 1600, "height": 1000}
     boxes: dict[str, dict | None] = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
-        )  # fmt: skip
+        browser = _chromium(p)
         page = browser.new_page(viewport=viewport)
         try:
             group = f"http://127.0.0.1:{dagster_dev['port']}/locations/lightly_assets/asset-groups/lightly"
