@@ -111,7 +111,7 @@ def advisory_lock(target: StudioTarget, name: str, what: str) -> Iterator[None]:
 
 def _lock_engine(target: StudioTarget) -> sqlalchemy.Engine:
     """An engine on the database LightlyStudio uses, with its driver (psycopg 3), without a pool."""
-    # LightlyStudio takes seconds to import: only uploads and its GUI need it
+    # SQLAlchemy and LightlyStudio (seconds to import) only for a PostgreSQL database
     import sqlalchemy as sa
 
     import_studio()  # offline first: importing any part of lightly_studio runs its package set-up
