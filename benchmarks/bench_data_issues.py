@@ -117,7 +117,7 @@ def run_chain(tmp: Path) -> tuple[dict, dict]:
     """file_index .. selection through Dagster, twice (the second: statistics from the cache)."""
     from dagster import DagsterEventType, DagsterInstance, materialize
 
-    from lightly_assets.definitions import RESOURCES
+    from lightly_assets.definitions import resources
     from lightly_assets.defs.curation import duplicates, selection
     from lightly_assets.defs.data_issues import data_issues
     from lightly_assets.defs.embedding import embeddings
@@ -127,7 +127,7 @@ def run_chain(tmp: Path) -> tuple[dict, dict]:
 
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(datasets_partitions.name, ["ds"])
-    resources = dict(RESOURCES) | {"storage": StorageResource(data_dir=str(tmp / "data"), output_dir=str(tmp / "out"))}
+    resources = resources() | {"storage": StorageResource(data_dir=str(tmp / "data"), output_dir=str(tmp / "out"))}
     timings = []
     for _ in range(2):
         result = materialize(

@@ -12,9 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, build_resources
 
+from lightly_assets.definitions import resources
+from lightly_assets.embedding.weights import TRAINED_NAME
+from lightly_assets.errors import LightlyAssetsError, first_line
 from lightly_assets.publish.studio.browse import text_search_note
+from lightly_assets.publish.studio.embedder import space_for
+from lightly_assets.publish.studio.search import is_ours, register
 
 UPLOADED = AssetKey("uploaded_dataset")
 EMBEDDINGS = AssetKey("embeddings")
@@ -62,14 +67,6 @@ def enable_search(items: list[Published], output_dir: Path) -> None:
     A space LightlyStudio knows (MobileCLIP) keeps its own embedder; a model that now gives another space (a
     different LIGHTLY_ASSETS_MODEL or checkpoint than the run's) is not registered, and the line says so.
     """
-    from dagster import build_resources
-
-    from lightly_assets.definitions import RESOURCES
-    from lightly_assets.embedding.weights import TRAINED_NAME
-    from lightly_assets.errors import LightlyAssetsError, first_line
-    from lightly_assets.publish.studio.embedder import space_for
-    from lightly_assets.publish.studio.search import is_ours, register
-
     done: dict[str, str] = {}
     for item in items:
         if not item.urls or not item.space or not is_ours(item.space):
@@ -78,7 +75,7 @@ def enable_search(items: list[Published], output_dir: Path) -> None:
             item.search = done[item.space]
             continue
         try:
-            with build_resources({"embedding_model": RESOURCES["embedding_model"]}) as built:
+            with build_resources({"embedding_model": resources()["embedding_model"]}) as built:
                 resource = built.embedding_model
             with warnings.catch_warnings():  # torch.jit's deprecation notes while the engine converts the model
                 warnings.simplefilter("ignore", FutureWarning)

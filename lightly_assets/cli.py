@@ -14,6 +14,18 @@ import os
 import sys
 from pathlib import Path
 
+from dagster import DagsterInstance
+
+from lightly_assets.atomic import write_bytes_atomic
+from lightly_assets.browse import enable_search, published, render, studio_database
+from lightly_assets.dataset.scan import DatasetError
+from lightly_assets.definitions import ENVIRONMENT, SECRET_NAMES
+from lightly_assets.defs.partitions import DATASETS
+from lightly_assets.errors import LightlyAssetsError
+from lightly_assets.publish.studio.browse import gui_address, gui_base_url, start_gui
+from lightly_assets.publish.studio.target import StudioTarget
+from lightly_assets.runner import open_storage, run_datasets, storage_config, train_datasets
+
 DEFAULT_HOME = ".dagster_home"
 # Written only into a dagster.yaml that the CLI creates itself; a user's own dagster.yaml is left as it is.
 NEW_INSTANCE_YAML = """\
@@ -29,8 +41,6 @@ def _prepare_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_HOME).resolve()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists() and not (home / "dagster.yml").exists():
-        from lightly_assets.atomic import write_bytes_atomic
-
         write_bytes_atomic(home / "dagster.yaml", NEW_INSTANCE_YAML.encode())
     os.environ["DAGSTER_HOME"] = str(home)  # the instance for this process; the one variable Dagster reads itself
     return home
@@ -64,9 +74,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from lightly_assets.dataset.scan import DatasetError
-    from lightly_assets.runner import open_storage, run_datasets, storage_config
-
     config = storage_config(data_dir=args.data_dir, output_dir=args.output_dir)
     storage = open_storage(config)
     try:
@@ -97,8 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _prepare_home()
     if args.command == "train":
-        from lightly_assets.runner import train_datasets
-
         training = {
             "epochs": args.epochs,
             "batch_size": args.batch_size,
@@ -116,15 +121,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _browse(args: argparse.Namespace, names: list[str], output_dir: str) -> int:
     """Print each published dataset's LightlyStudio links; with --open, serve the GUI on their database."""
-    from dagster import DagsterInstance
-
-    from lightly_assets.browse import enable_search, published, render, studio_database
-    from lightly_assets.definitions import ENVIRONMENT, SECRET_NAMES
-    from lightly_assets.defs.partitions import DATASETS
-    from lightly_assets.errors import LightlyAssetsError
-    from lightly_assets.publish.studio.browse import gui_address, gui_base_url, start_gui
-    from lightly_assets.publish.studio.target import StudioTarget
-
     with DagsterInstance.get() as instance:
         if not args.datasets:  # every published dataset, also one whose folder is gone
             names = sorted(set(names) | set(instance.get_dynamic_partitions(DATASETS)))

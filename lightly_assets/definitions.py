@@ -2,8 +2,12 @@
 
 Every asset, check, job and sensor lives in a module of `lightly_assets/defs/` (one per domain: indexing,
 embedding, training, publishing, jobs) and is found there by `dg.load_from_defs_folder`, so
-`dg scaffold defs ...` writes objects that load. What is bound here: the environment, into the resources and
-the sensor's interval (the one object built here, since its interval is read from the environment).
+`dg scaffold defs ...` writes objects that load. What is bound here: the environment, into the resources, the
+sensor's interval and the target's badges (the objects built here, since they are read from the environment).
+
+`defs` is built lazily (`@dagster.definitions`): importing this module builds nothing and reads no environment;
+Dagster (`dagster dev`, `dg`, a code server) and the CLI call `defs()` when they load the code location, so the
+environment of that moment is the one bound.
 
 Configuration has one precedence rule: run config > environment variable > the resource field's default.
 `ENVIRONMENT` below is the one place where environment variables are bound to resource fields.
@@ -14,7 +18,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetKey, AssetSpec, Definitions, EnvVar, PreviewWarning, load_from_defs_folder
+from dagster import (
+    AssetKey,
+    AssetSpec,
+    Definitions,
+    EnvVar,
+    PreviewWarning,
+    SensorDefinition,
+    definitions,
+    load_from_defs_folder,
+)
 
 from lightly_assets.defs.io_manager import AtomicFilesystemIOManager
 from lightly_assets.defs.publishing import target_kinds
@@ -66,31 +79,45 @@ def from_env(resource: str) -> dict[str, Any]:
     return bound | {f: n for f, n in SECRET_NAMES.get(resource, {}).items() if os.environ.get(n)}
 
 
-RESOURCES = {
-    # Declared, so `execute_in_process` (the CLI) keeps values on disk like the daemon's runs do; atomic, so
-    # several runs of one dataset at once never read each other's half-written values.
-    "io_manager": AtomicFilesystemIOManager(),
-    "storage": StorageResource(**from_env("storage")),
-    "embedding_model": EmbeddingModelResource(**from_env("embedding_model")),
-    "ray_cluster": RayClusterResource(**from_env("ray_cluster")),
-    "publish_target": PublishTargetResource(**from_env("publish_target")),
-}
-SENSORS = [folder_sensor(int(os.environ.get(SENSOR_INTERVAL) or DEFAULT_INTERVAL_S))]
-# The badges of `uploaded_dataset`: the target these variables configure (kinds are fixed when definitions load).
-TARGET_KINDS = target_kinds(
-    os.environ.get(ENVIRONMENT["publish_target"]["target"]) or "studio",
-    os.environ.get(ENVIRONMENT["publish_target"]["bucket_url"]),
-    bool(os.environ.get(SECRET_NAMES["publish_target"]["studio_db_url_env"])),
-)
+def resources() -> dict[str, Any]:
+    """The resources, with the environment variables set now bound to their fields."""
+    return {
+        # Declared, so `execute_in_process` (the CLI) keeps values on disk like the daemon's runs do; atomic, so
+        # several runs of one dataset at once never read each other's half-written values.
+        "io_manager": AtomicFilesystemIOManager(),
+        "storage": StorageResource(**from_env("storage")),
+        "embedding_model": EmbeddingModelResource(**from_env("embedding_model")),
+        "ray_cluster": RayClusterResource(**from_env("ray_cluster")),
+        "publish_target": PublishTargetResource(**from_env("publish_target")),
+    }
 
 
-def _with_target_kinds(spec: AssetSpec) -> AssetSpec:
-    return spec.replace_attributes(kinds=TARGET_KINDS) if spec.key == AssetKey("uploaded_dataset") else spec
+def sensor() -> SensorDefinition:
+    """The folder sensor, ticking at the interval the environment sets."""
+    return folder_sensor(int(os.environ.get(SENSOR_INTERVAL) or DEFAULT_INTERVAL_S))
 
 
-with warnings.catch_warnings():  # `map_asset_specs` is public; Dagster 1.13 implements it with a preview method
-    warnings.simplefilter("ignore", PreviewWarning)
-    defs = Definitions.merge(
-        load_from_defs_folder(path_within_project=Path(__file__).parent),
-        Definitions(sensors=SENSORS, resources=RESOURCES),
-    ).map_asset_specs(func=_with_target_kinds)
+def uploaded_dataset_kinds() -> set[str]:
+    """The badges of `uploaded_dataset`: the target the environment configures (kinds are fixed when the
+    definitions load)."""
+    return target_kinds(
+        os.environ.get(ENVIRONMENT["publish_target"]["target"]) or "studio",
+        os.environ.get(ENVIRONMENT["publish_target"]["bucket_url"]),
+        bool(os.environ.get(SECRET_NAMES["publish_target"]["studio_db_url_env"])),
+    )
+
+
+@definitions
+def defs() -> Definitions:
+    """The definitions, with the environment of this moment bound."""
+    kinds = uploaded_dataset_kinds()
+
+    def with_target_kinds(spec: AssetSpec) -> AssetSpec:
+        return spec.replace_attributes(kinds=kinds) if spec.key == AssetKey("uploaded_dataset") else spec
+
+    with warnings.catch_warnings():  # `map_asset_specs` is public; Dagster 1.13 implements it with a preview method
+        warnings.simplefilter("ignore", PreviewWarning)
+        return Definitions.merge(
+            load_from_defs_folder(path_within_project=Path(__file__).parent),
+            Definitions(sensors=[sensor()], resources=resources()),
+        ).map_asset_specs(func=with_target_kinds)

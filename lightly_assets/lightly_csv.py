@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from lightly_assets.atomic import atomic_output
 from lightly_assets.errors import LightlyAssetsError
@@ -157,8 +158,6 @@ def _parse_plain(text: str) -> tuple[list[str], np.ndarray, list[int]] | None:
     None for anything unusual (a bad header, a short or long row, an empty cell, NaN, a label that is not an
     integer), which the csv-module reader then parses or explains. Values are the same: `round_trip` parses a
     number as Python's `float` does, and labels go through `int` as there."""
-    import pandas as pd
-
     header = next(csv.reader(io.StringIO(text, newline=""), delimiter=","), None)
     if not header or header_problems(header):
         return None

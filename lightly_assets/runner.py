@@ -21,6 +21,7 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     Field,
+    JobDefinition,
     RunsFilter,
     colored_console_logger,
     logger,
@@ -169,10 +170,14 @@ def _run_config(storage: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
     return config
 
 
-def _execute(job_name: str, name: str, run_config: dict[str, Any], instance: DagsterInstance):
+def _job(job_name: str) -> JobDefinition:
+    """The definitions' job, built with the environment of now (once per command), logging to the terminal."""
+    return defs().resolve_job_def(job_name).with_logger_defs({"console": cli_console_logger})
+
+
+def _execute(job: JobDefinition, name: str, run_config: dict[str, Any], instance: DagsterInstance):
     """One in-process run of the code location, tagged with this process so a later CLI run can tell when it
     was killed."""
-    job = defs.resolve_job_def(job_name).with_logger_defs({"console": cli_console_logger})
     tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     return execute_in_location(job, name, run_config, tags, instance)
 
@@ -186,7 +191,8 @@ def run_datasets(
     """
     instance = _prepare(instance, names)
     run_config = _run_config(storage)
-    return [summarise_run(name, _execute(lightly_assets_job.name, name, run_config, instance)) for name in names]
+    job = _job(lightly_assets_job.name)
+    return [summarise_run(name, _execute(job, name, run_config, instance)) for name in names]
 
 
 def train_datasets(
@@ -195,4 +201,5 @@ def train_datasets(
     """Index each dataset and train its `embedding_model` with `config` (EmbeddingModelConfig fields)."""
     instance = _prepare(instance, names)
     run_config = _run_config(storage, ops={"embedding_model": {"config": config}})
-    return [summarise_training(name, _execute(embedding_model_job.name, name, run_config, instance)) for name in names]
+    job = _job(embedding_model_job.name)
+    return [summarise_training(name, _execute(job, name, run_config, instance)) for name in names]

@@ -92,11 +92,14 @@ def test_run_materializes_the_chain_and_prints_a_summary(env) -> None:
         # `dagster dev` started now: its sensor's first tick sees the folder already materialized (not "still
         # copying?"), so no run, then or later
         storage = {"storage": StorageResource(data_dir=str(env["data"]))}
-        context = build_sensor_context(instance=instance, definitions=defs, resources=storage)
+        definitions = defs()
+        context = build_sensor_context(instance=instance, definitions=definitions, resources=storage)
         first = dataset_folders_sensor(context)
         assert not first.run_requests and "already materialized" in first.skip_reason.skip_message
         assert "still copying" not in first.skip_reason.skip_message
-        context = build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs, resources=storage)
+        context = build_sensor_context(
+            instance=instance, cursor=first.cursor, definitions=definitions, resources=storage
+        )
         second = dataset_folders_sensor(context)
         assert not second.run_requests and "unchanged since their last run" in second.skip_reason.skip_message
     before = csv.read_bytes()
@@ -211,7 +214,7 @@ def test_runs_of_a_killed_cli_process_are_failed_by_the_next_one(tmp_path: Path)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     host = socket.gethostname()
-    job = defs.resolve_job_def(lightly_assets_job.name)
+    job = defs().resolve_job_def(lightly_assets_job.name)
     with DagsterInstance.ephemeral() as instance:
         runs = {
             name: instance.create_run_for_job(job, status=DagsterRunStatus.STARTED, tags=tags).run_id

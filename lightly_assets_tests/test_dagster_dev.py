@@ -167,7 +167,7 @@ def test_sensor_run_materializes_all_assets_with_passing_checks(dagster_dev) -> 
     checks = [(n["assetKey"]["path"][0], c["name"]) for n in nodes for c in n["assetChecksOrError"]["checks"]]
     from lightly_assets.definitions import defs
 
-    declared = {(k.asset_key.path[0], k.name) for k in defs.resolve_asset_graph().asset_check_keys}
+    declared = {(k.asset_key.path[0], k.name) for k in defs().resolve_asset_graph().asset_check_keys}
     assert set(checks) == declared  # the UI shows every check the definitions declare
 
     def finished() -> dict[str, str] | None:  # the last asset's check is stored just after its materialization

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,22 +28,27 @@ DESIGN_ASSETS = {
     "data_issues",
 }
 ON_REQUEST = {"embedding_model"}  # trained only when asked: not in the main job
+REPO = Path(__file__).resolve().parents[1]
+# Packages a code server loading the definitions has no use for: torch's stack, LightlyStudio, curation's search.
+HEAVY = ("torch", "torchvision", "timm", "lightly", "lightly_studio", "openvino", "faiss", "scipy", "ray", "open_clip")
 
 
 def test_definitions_load_with_the_asset_keys_of_the_design() -> None:
-    Definitions.validate_loadable(defs)
-    specs = {s.key: s for s in defs.resolve_all_asset_specs()}
+    definitions = defs()
+    Definitions.validate_loadable(definitions)
+    specs = {s.key: s for s in definitions.resolve_all_asset_specs()}
     assert set(specs) == {AssetKey(k) for k in DESIGN_ASSETS | ON_REQUEST}
-    job_assets = defs.resolve_job_def("lightly_assets_job").asset_layer.selected_asset_keys
+    job_assets = definitions.resolve_job_def("lightly_assets_job").asset_layer.selected_asset_keys
     assert job_assets == {AssetKey(k) for k in DESIGN_ASSETS}
-    assert defs.resolve_sensor_def("dataset_folders_sensor").required_resource_keys == {"storage"}
+    assert definitions.resolve_sensor_def("dataset_folders_sensor").required_resource_keys == {"storage"}
 
 
 def test_the_main_job_has_no_upstream_outside_itself() -> None:
     """Materialize on the main group in the UI asks "upstream not materialized?" for any upstream asset outside
     the selection: the optional `embedding_model` is found on disk, not declared as an upstream."""
-    graph = defs.resolve_asset_graph()
-    job_assets = defs.resolve_job_def("lightly_assets_job").asset_layer.selected_asset_keys
+    definitions = defs()
+    graph = definitions.resolve_asset_graph()
+    job_assets = definitions.resolve_job_def("lightly_assets_job").asset_layer.selected_asset_keys
     outside = {parent for key in job_assets for parent in graph.get(key).parent_keys} - job_assets
     assert outside == set()
     assert graph.get(AssetKey("embedding_model")).parent_keys == {AssetKey("frame_index")}
@@ -60,19 +69,21 @@ def test_every_dagster_object_of_the_defs_folder_is_loaded() -> None:
         for value in vars(importlib.import_module(module.name)).values()
     ]
     assets = {v.key.to_user_string() for v in values if isinstance(v, AssetsDefinition)}
-    assert {s.key.to_user_string() for s in defs.resolve_all_asset_specs()} == assets
+    definitions = defs()
+    assert {s.key.to_user_string() for s in definitions.resolve_all_asset_specs()} == assets
     sensors = {v.name for v in values if isinstance(v, SensorDefinition)} | {"dataset_folders_sensor"}
-    assert {s.name for s in defs.sensors} == sensors  # the folder's, and the one definitions.py builds
+    assert {s.name for s in definitions.sensors} == sensors  # the folder's, and the one definitions.py builds
 
 
 def test_every_asset_has_kinds_owner_description_and_code_reference() -> None:
-    for spec in defs.resolve_all_asset_specs():
+    specs = defs().resolve_all_asset_specs()
+    for spec in specs:
         name = spec.key.to_user_string()
         assert spec.kinds and len(spec.kinds) <= 10, name  # Dagster shows at most 10 kinds
         assert spec.owners == ["team:lightly-assets"], name
         assert spec.description and len(spec.description) > 20, name
         assert "dagster/code_references" in spec.metadata, name
-    kinds = {s.key.to_user_string(): s.kinds for s in defs.resolve_all_asset_specs()}
+    kinds = {s.key.to_user_string(): s.kinds for s in specs}
     assert kinds["embeddings"] == {"pytorch", "numpy"} and kinds["file_index"] == {"pandas"}
     assert kinds["embeddings_csv"] == {"csv"} and "duckdb" in kinds["uploaded_dataset"]
 
@@ -87,17 +98,18 @@ def test_every_asset_has_kinds_owner_description_and_code_reference() -> None:
     ],
 )
 def test_declared_column_schema_describes_every_column(asset: str, contract: dict[str, str]) -> None:
-    spec = next(s for s in defs.resolve_all_asset_specs() if s.key == AssetKey(asset))
+    spec = next(s for s in defs().resolve_all_asset_specs() if s.key == AssetKey(asset))
     schema = spec.metadata["dagster/column_schema"]
     assert [(c.name, c.description) for c in schema.columns] == list(contract.items())
     assert all(c.description for c in schema.columns)
 
 
 def test_every_check_is_described() -> None:
-    checks = list(defs.resolve_asset_graph().asset_check_keys)
+    graph = defs().resolve_asset_graph()
+    checks = list(graph.asset_check_keys)
     assert len(checks) == 14
     for key in checks:
-        spec = defs.resolve_asset_graph().get_check_spec(key)
+        spec = graph.get_check_spec(key)
         assert spec.description, key
 
 
@@ -179,3 +191,48 @@ def test_a_value_outside_the_choices_is_one_clear_line(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigurationError, match=r"^publish_target.target='s4' is not one of studio, bucket$"):
         PublishTargetResource(target="s4").publish("ds", tmp_path, tmp_path, None, None, tmp_path / "e.csv")
+
+
+def test_the_environment_is_read_when_the_definitions_are_built_not_when_imported(monkeypatch) -> None:
+    """Set after this module imported `definitions.py`, the variables still reach what the UI shows: the target's
+    badges, the sensor's interval, the bound storage folder."""
+    monkeypatch.setenv("LIGHTLY_ASSETS_TARGET", "bucket")
+    monkeypatch.setenv("LIGHTLY_ASSETS_BUCKET_URL", "gs://shared/lightly")
+    monkeypatch.setenv("LIGHTLY_ASSETS_SENSOR_INTERVAL", "7")
+    monkeypatch.setenv("LIGHTLY_ASSETS_DATA_DIR", "/later/data")
+    definitions = defs()
+    kinds = {s.key.to_user_string(): s.kinds for s in definitions.resolve_all_asset_specs()}
+    assert kinds["uploaded_dataset"] == {"gcs"}
+    assert definitions.resolve_sensor_def("dataset_folders_sensor").minimum_interval_seconds == 7
+    with build_resources({"storage": definitions.resources["storage"]}) as built:
+        assert built.storage.data_dir == "/later/data"
+
+
+def test_importing_the_definitions_reads_no_variable_and_loads_no_heavy_package(tmp_path: Path) -> None:
+    """A fresh process, as `dagster dev`'s code server starts: a bad interval fails only when `defs()` builds, and
+    neither the import nor the build loads torch, OpenVINO, LightlyStudio or curation's search."""
+    probe = (
+        "import json, os, sys\n"
+        "import lightly_assets.definitions as d\n"
+        f"heavy = lambda: [n for n in {HEAVY!r} if n in sys.modules]\n"
+        "seen = {'import': heavy()}\n"
+        "try:\n"
+        "    d.defs()\n"
+        "except ValueError as exc:\n"
+        "    seen['error'] = str(exc)\n"
+        "os.environ['LIGHTLY_ASSETS_SENSOR_INTERVAL'] = '30'\n"
+        "seen['interval'] = d.defs().resolve_sensor_def('dataset_folders_sensor').minimum_interval_seconds\n"
+        "seen['build'] = heavy()\n"
+        "print(json.dumps(seen))\n"
+    )
+    environment = os.environ | {"LIGHTLY_ASSETS_SENSOR_INTERVAL": "soon", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "import": [],
+        "error": "invalid literal for int() with base 10: 'soon'",
+        "interval": 30,
+        "build": [],
+    }

@@ -66,8 +66,9 @@ def settings() -> str:
     bound = {v: f"{r}.{f}" for r, fields in d.ENVIRONMENT.items() for f, v in fields.items()}
     out.append("### Environment variables\n")
     out.append("| variable | resource field | default |\n|---|---|---|")
+    resources = d.resources()
     for resource, fields in d.ENVIRONMENT.items():
-        model = type(d.RESOURCES[resource]).model_fields
+        model = type(resources[resource]).model_fields
         for field, variable in fields.items():
             out.append(f"| {code(variable)} | {code(f'{resource}.{field}')} | {_default(model[field])} |")
     for resource, fields in d.SECRET_NAMES.items():
@@ -78,7 +79,7 @@ def settings() -> str:
     from lightly_assets.defs.sensors import DEFAULT_INTERVAL_S
 
     out.append(f"| {code(d.SENSOR_INTERVAL)} | the sensor's tick interval in seconds | {code(DEFAULT_INTERVAL_S)} |")
-    for resource, instance in d.RESOURCES.items():
+    for resource, instance in resources.items():
         if resource not in d.ENVIRONMENT:
             continue
         cls = type(instance)
@@ -103,7 +104,7 @@ def asset_configs() -> str:
     from lightly_assets.definitions import defs
 
     out: list[str] = []
-    for asset in sorted((a for a in defs.assets if isinstance(a, AssetsDefinition)), key=lambda a: a.key.path):
+    for asset in sorted((a for a in defs().assets if isinstance(a, AssetsDefinition)), key=lambda a: a.key.path):
         fn = asset.op.compute_fn.decorated_fn
         config = inspect.signature(fn).parameters.get("config")
         cls = config.annotation if config else None
@@ -126,7 +127,7 @@ def asset_configs() -> str:
 def asset_graph() -> str:
     from lightly_assets.definitions import defs
 
-    graph = defs.resolve_asset_graph()
+    graph = defs().resolve_asset_graph()
     keys = sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string())
     lines = ["```mermaid", "flowchart LR"]
     for key in keys:
@@ -145,7 +146,7 @@ def asset_graph() -> str:
 def assets() -> str:
     from lightly_assets.definitions import defs
 
-    graph = defs.resolve_asset_graph()
+    graph = defs().resolve_asset_graph()
     out = ["| asset | group | kinds | reads | what it is |", "|---|---|---|---|---|"]
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
         node = graph.get(key)
@@ -168,7 +169,7 @@ def declared_checks() -> list[tuple[str, str, str, bool]]:
     from lightly_assets.definitions import defs
 
     found = []
-    for asset in defs.assets:
+    for asset in defs().assets:
         if isinstance(asset, AssetsDefinition):
             for spec in asset.check_specs:
                 found.append((spec.asset_key.to_user_string(), spec.name, spec.description or "", spec.blocking))
@@ -248,7 +249,7 @@ def metadata() -> str:
     from lightly_assets.definitions import defs
     from lightly_assets.defs.metadata import FACTS
 
-    graph = defs.resolve_asset_graph()
+    graph = defs().resolve_asset_graph()
     descriptions = {k.to_user_string(): graph.get(k).description or "" for k in graph.get_all_asset_keys()}
     out = ["| key | written by | what it means |", "|---|---|---|"]
     for key, meaning in FACTS.items():

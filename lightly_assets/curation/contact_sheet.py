@@ -15,6 +15,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from lightly_assets.atomic import atomic_output
+from lightly_assets.dataset.video import iter_frames
 
 THUMB = 64
 GROUPS_SHOWN = 6
@@ -33,7 +34,6 @@ def _thumbnails(samples: pd.DataFrame, data_dir: Path) -> dict[str, Image.Image]
                     image.draft("RGB", (THUMB * 2, THUMB * 2))
                     out[str(rows["filename"].iloc[0])] = _fit(image.convert("RGB"))
                 continue
-            from lightly_assets.dataset.video import iter_frames
 
             wanted = {int(f): str(n) for f, n in zip(rows["frame"], rows["filename"], strict=True)}
             for number, image in iter_frames(path, size=(THUMB, THUMB)):

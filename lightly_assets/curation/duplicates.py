@@ -34,6 +34,7 @@ import pandas as pd
 from lightly_assets.atomic import atomic_output
 from lightly_assets.columns import DUPLICATES_CSV
 from lightly_assets.curation.errors import CurationError
+from lightly_assets.curation.phash import agreement, hamming, hash_pairs
 
 EXACT_LIMIT = 20_000  # above it, an approximate index: 20k x 20k exact inner products take seconds at 768-d
 NEIGHBOURS = 16  # per sample; components link larger groups through chains of neighbours
@@ -182,6 +183,7 @@ def _index(unit: np.ndarray, approximate: bool):
     An inverted file rather than HNSW: on 20,000 768-d vectors (2 shared cores) faiss built HNSW (M=32) in 138 s,
     slower than the exact search (29 s); near-duplicates sit in the same or a neighbouring cell.
     """
+    # faiss only when searching: the definitions load and runs start without it
     import faiss
 
     if not approximate:
@@ -251,6 +253,7 @@ def _reused_pairs(state: State | None, names, digests, model: str, similarity: f
 
 
 def _components(n: int, pairs: np.ndarray) -> np.ndarray:
+    # scipy (~0.2 s) only when computing this: the definitions load and runs start without it
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -281,8 +284,6 @@ def find_duplicates(
 ) -> Duplicates:
     """Group the samples: exact copies (equal `keys`), near-duplicates (cosine >= `similarity`; None when the vectors
     mean nothing: not searched) and visual copies (perceptual hashes within `hashes.max_distance`)."""
-    from lightly_assets.curation.phash import hash_pairs
-
     n = len(names)
     unit = unit_rows(np.asarray(matrix).reshape(n, -1) if n else np.zeros((0, 1), np.float32))
     digests = vector_digests(unit)
@@ -324,8 +325,6 @@ def _table(
     `similarity`, when near-duplicates were searched), else `visual` (linked by hashes; its similarity is the
     hashes' agreement with the first member's); a chain of near pairs is `near` too.
     """
-    from lightly_assets.curation.phash import agreement, hamming
-
     sizes = np.bincount(labels) if len(labels) else np.zeros(0, int)
     rows = np.flatnonzero(sizes[labels] >= 2) if len(labels) else np.zeros(0, int)
     records = []

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from lightly_assets.curation.errors import CurationError
+
 HASH_SIZE = 8  # 8x8 low frequencies: 64 bits
 BITS = HASH_SIZE * HASH_SIZE
 SMALL = 32  # the greyscale picture the DCT is taken of
@@ -26,6 +28,7 @@ DEFAULT_MAX_DISTANCE = 10  # of 64 bits; see bench_data_issues for copies vs dis
 
 def dct_hash(grey: Image.Image | np.ndarray) -> np.ndarray:
     """The 8 bytes (64 bits) of a picture's DCT hash, from a greyscale PIL image or a 2-D array."""
+    # scipy (~0.2 s) only when computing this: the definitions load and runs start without it
     from scipy.fft import dctn
 
     if isinstance(grey, np.ndarray):
@@ -55,6 +58,7 @@ def hash_pairs(
     `valid` masks rows without a hash (undecodable samples); rows with equal non-empty `same` keys (the frames of
     one video) are never paired: neighbouring frames look alike by nature.
     """
+    # faiss only when searching: the definitions load and runs start without it
     import faiss
 
     hashes = np.ascontiguousarray(np.asarray(hashes, dtype=np.uint8).reshape(-1, BITS // 8))
@@ -85,8 +89,6 @@ def hash_pairs(
 
 def check_max_distance(value: int) -> int:
     """A Hamming distance in [0, BITS), else a one-line configuration error."""
-    from lightly_assets.curation.errors import CurationError
-
     if not (0 <= int(value) < BITS):
         raise CurationError(f"duplicates config: max_hash_distance must be in [0, {BITS - 1}], got {value}")
     return int(value)

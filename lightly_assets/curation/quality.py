@@ -29,11 +29,13 @@ on planted problems and how many untouched photos are flagged. Why each value:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from lightly_assets.atomic import atomic_output
 from lightly_assets.columns import DATA_ISSUES_CSV
 from lightly_assets.curation.errors import CurationError
 
@@ -124,6 +126,7 @@ def picture_issues(stats: pd.DataFrame, t: Thresholds) -> dict[str, tuple[np.nda
 
 def knn_outliers(unit: np.ndarray, threshold: float, k: int = OUTLIER_NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
     """(flagged, score) by k-NN distance: mean cosine distance to the k nearest others, as robust z-scores."""
+    # faiss only when searching: the definitions load and runs start without it
     import faiss
 
     n = len(unit)
@@ -189,10 +192,6 @@ def counts(table: pd.DataFrame) -> dict[str, int]:
 
 def write_issues_csv(path, table: pd.DataFrame):
     """`data_issues.csv`: filenames,issue,score; a header only when nothing was found."""
-    from pathlib import Path
-
-    from lightly_assets.atomic import atomic_output
-
     with atomic_output(path) as handle:
         handle.write(table[COLUMNS].to_csv(index=False).encode("utf-8"))
     return Path(path)

@@ -18,10 +18,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import lightly_mundig  # LightlyStudio's sampling engine, compiled without type stubs (see the ignores)
 import numpy as np
 
+from lightly_assets.atomic import atomic_output
 from lightly_assets.curation.duplicates import unit_rows
 from lightly_assets.curation.errors import CurationError
+from lightly_assets.curation.phash import BITS
 
 STRATEGIES = ("diverse", "typicality", "balance")
 DEFAULT_PROPORTION = 0.1  # without n_samples or proportion: a tenth of the samples, rounded down (at least 1)
@@ -111,15 +114,11 @@ def select(
 def hash_features(hashes: np.ndarray) -> np.ndarray:
     """Perceptual hash bits as +-1 vectors: cosine distance between them is proportional to Hamming distance, so
     farthest-point sampling on them spreads a selection over what pictures look like, with no model."""
-    from lightly_assets.curation.phash import BITS
-
     bits = np.unpackbits(np.asarray(hashes, dtype=np.uint8).reshape(-1, BITS // 8), axis=1)
     return (bits.astype(np.float32) * 2.0 - 1.0).reshape(len(bits), BITS)
 
 
 def _run(unit: np.ndarray, labels: np.ndarray, n: int, strategy: str) -> np.ndarray:
-    import lightly_mundig  # a compiled extension without type stubs: pyright cannot see its classes
-
     engine = lightly_mundig.Selection()  # pyright: ignore[reportAttributeAccessIssue]
     if strategy == "typicality":
         k = min(TYPICALITY_NEIGHBOURS, len(unit) - 1)
@@ -139,6 +138,7 @@ def _run(unit: np.ndarray, labels: np.ndarray, n: int, strategy: str) -> np.ndar
 
 def coverage_radius(matrix: np.ndarray, selected: np.ndarray) -> float | None:
     """The largest cosine distance from any sample to its nearest selected one (None for an empty selection)."""
+    # faiss only when searching: the definitions load and runs start without it
     import faiss
 
     if len(selected) == 0 or len(matrix) == 0:
@@ -158,7 +158,5 @@ def random_rows(pool: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 def write_selection(path, names: Sequence[str]) -> None:
     """`selection.txt`: one Lightly filename per line, in `frame_index` order (the caller's row order)."""
-    from lightly_assets.atomic import atomic_output
-
     with atomic_output(path) as handle:
         handle.write("".join(f"{name}\n" for name in names).encode("utf-8"))

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import av
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -34,6 +35,7 @@ from lightly_assets.atomic import atomic_output
 from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import BITS, dct_hash
 from lightly_assets.dataset.orientation import exif_upright
+from lightly_assets.dataset.video import iter_frames
 from lightly_assets.errors import exception_line
 
 ANALYSIS = 256  # long side, in pixels, that statistics are measured at
@@ -47,6 +49,7 @@ FLAT = 1.0  # luminance std (0..255) below which a picture has no structure to b
 
 def picture_stats(ycbcr: np.ndarray, width: int, height: int) -> dict:
     """The statistics of one picture (an (h, w, 3) uint8 YCbCr array at analysis size) and its hash."""
+    # scipy (~0.2 s) only when computing this: the definitions load and runs start without it
     from scipy.ndimage import laplace
 
     y = ycbcr[..., 0]
@@ -93,10 +96,6 @@ def image_stats(path: Path) -> dict:
 
 def video_stats(path: Path, frames: set[int]) -> Iterator[tuple[int, dict | None, str]]:
     """(frame number, statistics or None, reason) for the wanted frames, from one sequential decode."""
-    import av
-
-    from lightly_assets.dataset.video import iter_frames
-
     wanted = set(frames)
     reason = "frame not found in the video (it has fewer frames than were indexed)"
     try:

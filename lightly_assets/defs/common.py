@@ -18,6 +18,7 @@ from dagster import (
     with_source_code_references,
 )
 
+from lightly_assets.defs.metadata import facts_markdown
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.errors import LightlyAssetsError
 
@@ -33,7 +34,6 @@ def dataset_asset(facts: Sequence[str] = (), **spec: Any) -> Callable[[Callable]
     `facts` are the metadata keys the asset writes: their meanings (metadata.FACTS) end its description, which the
     Overview tab shows, since Dagster has no description per metadata entry.
     """
-    from lightly_assets.defs.metadata import facts_markdown
 
     def with_source(fn: Callable) -> AssetsDefinition:
         text = spec.get("description") or inspect.cleandoc(fn.__doc__ or "")

@@ -21,8 +21,30 @@ from dagster import (
 from pydantic import Field
 
 from lightly_assets import columns
+from lightly_assets.curation.contact_sheet import write_contact_sheet
+from lightly_assets.curation.duplicates import (
+    Hashes,
+    State,
+    content_keys,
+    find_duplicates,
+    unit_rows,
+    vector_digests,
+    write_duplicates_csv,
+)
 from lightly_assets.curation.errors import CurationError
-from lightly_assets.curation.phash import DEFAULT_MAX_DISTANCE
+from lightly_assets.curation.phash import DEFAULT_MAX_DISTANCE, check_max_distance
+from lightly_assets.curation.quality import ISSUES
+from lightly_assets.curation.selection import (
+    candidates,
+    check_strategy,
+    coverage_radius,
+    hash_features,
+    random_rows,
+    requested_count,
+    select,
+    write_selection,
+)
+from lightly_assets.curation.thresholds import check_similarity, default_similarity, uniformity_warning
 from lightly_assets.defs import checks
 from lightly_assets.defs.common import dataset_asset, latest_materialization, user_errors
 from lightly_assets.defs.metadata import contract_schema, markdown_table, projection_markdown
@@ -124,18 +146,6 @@ def duplicates(
     """Exact copies, visual copies (perceptual hashes, no model) and near-duplicates (cosine >= `similarity`, only
     when the vectors mean something) grouped as connected components, at `<outputs>/<dataset>/duplicates.csv`
     (filenames,group,kind,similarity); only new samples are searched."""
-    from lightly_assets.curation.contact_sheet import write_contact_sheet
-    from lightly_assets.curation.duplicates import (
-        State,
-        content_keys,
-        find_duplicates,
-        unit_rows,
-        vector_digests,
-        write_duplicates_csv,
-    )
-    from lightly_assets.curation.phash import check_max_distance
-    from lightly_assets.curation.thresholds import check_similarity, default_similarity, uniformity_warning
-
     name = context.partition_key
     out = storage.outputs_for(name)
     setting = str(getattr(embedding_model, "model", None) or "lightly")
@@ -213,8 +223,6 @@ def duplicates(
 def sample_hashes(data_issues: dict, samples: pd.DataFrame, max_distance: int):
     """The perceptual hashes of `samples` (rows in their order) from data_issues' statistics, and which frames
     belong to one video (never visual copies of each other)."""
-    from lightly_assets.curation.duplicates import Hashes
-
     stats: pd.DataFrame = data_issues["stats"]
     # A flat picture (no structure: sharpness undefined) hashes to all zeros: blank pictures are low_information,
     # not visual copies of each other (identical files are still exact copies).
@@ -245,18 +253,6 @@ def selection(
     `<outputs>/<dataset>/selection.txt` (one Lightly filename per line, `frame_index` order); diversity from the
     embeddings when they mean something, else from the perceptual hashes; its coverage radius beside a random
     selection's of the same size."""
-    from lightly_assets.curation.quality import ISSUES
-    from lightly_assets.curation.selection import (
-        candidates,
-        check_strategy,
-        coverage_radius,
-        hash_features,
-        random_rows,
-        requested_count,
-        select,
-        write_selection,
-    )
-
     name = context.partition_key
     out = storage.outputs_for(name)
     samples = embedded_samples(embeddings, frame_index)

@@ -14,7 +14,11 @@ from dagster import AssetExecutionContext, Config, MetadataValue, Output
 from pydantic import Field
 
 from lightly_assets import columns
-from lightly_assets.curation.quality import Thresholds
+from lightly_assets.curation.contact_sheet import write_contact_sheet
+from lightly_assets.curation.duplicates import unit_rows
+from lightly_assets.curation.quality import Thresholds, counts, issue_table, knn_outliers, write_issues_csv
+from lightly_assets.curation.stats import StatsCache, sample_stats
+from lightly_assets.curation.thresholds import default_similarity, uniformity_warning
 from lightly_assets.defs import checks
 from lightly_assets.defs.common import dataset_asset, user_errors
 from lightly_assets.defs.curation import embedded_samples, embedding_metadata, random_weights
@@ -66,11 +70,6 @@ def data_issues(
 ):
     """Per-sample problems at `<outputs>/<dataset>/data_issues.csv` (filenames,issue,score; score in [0, 1],
     higher is worse); only new or changed files are decoded again. `outlier` needs trained weights."""
-    from lightly_assets.curation.duplicates import unit_rows
-    from lightly_assets.curation.quality import counts, issue_table, knn_outliers, write_issues_csv
-    from lightly_assets.curation.stats import StatsCache, sample_stats
-    from lightly_assets.curation.thresholds import default_similarity, uniformity_warning
-
     name = context.partition_key
     out = storage.outputs_for(name)
     known = frame_index.reset_index(drop=True)
@@ -171,8 +170,6 @@ def _worst(table: pd.DataFrame) -> MetadataValue:
 
 def _contact_sheet(out, table: pd.DataFrame, samples: pd.DataFrame, data_dir, name: str):
     """One row per issue (the most frequent first): its worst samples side by side, with their scores."""
-    from lightly_assets.curation.contact_sheet import write_contact_sheet
-
     rows = []
     for number, (issue, group) in enumerate(
         sorted(table.groupby("issue"), key=lambda item: (-len(item[1]), item[0]))[:SHEET_ISSUES]

@@ -13,6 +13,10 @@ from dagster import (
 from pydantic import Field
 
 from lightly_assets import columns
+from lightly_assets.dataset.roots import fingerprint
+from lightly_assets.dataset.samples import build_sample_index, require_samples
+from lightly_assets.dataset.sampling import FrameSampling
+from lightly_assets.dataset.scan import require_usable, scan_dataset
 from lightly_assets.defs import checks
 from lightly_assets.defs.common import dataset_asset, user_errors
 from lightly_assets.defs.metadata import (
@@ -46,9 +50,6 @@ class FileIndexConfig(Config):
 )
 def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage: StorageResource):
     """Every usable image and video of the dataset with its weak label, in Lightly's order."""
-    from lightly_assets.dataset.roots import fingerprint
-    from lightly_assets.dataset.scan import require_usable, scan_dataset
-
     folder = storage.dataset_dir(context.partition_key)
     files_seen = fingerprint(folder)  # taken before the scan: a file changed meanwhile makes the sensor run again
     with user_errors():
@@ -108,9 +109,6 @@ def frame_index(
     context: AssetExecutionContext, config: FrameIndexConfig, storage: StorageResource, file_index: pd.DataFrame
 ):
     """One row per sample: images as they are, each kept video frame with its Lightly name and timestamp."""
-    from lightly_assets.dataset.samples import build_sample_index, require_samples
-    from lightly_assets.dataset.sampling import FrameSampling
-
     folder = storage.dataset_dir(context.partition_key)
     start = time.perf_counter()
     with user_errors():

@@ -18,6 +18,7 @@ from typing import Any
 
 from dagster import ConfigurableIOManagerFactory, Failure, InitResourceContext, InputContext, UPathIOManager
 from pydantic import Field
+from upath import UPath
 
 from lightly_assets.atomic import atomic_output
 
@@ -28,8 +29,6 @@ class _AtomicPickles(UPathIOManager):
     extension: str = ""  # as FilesystemIOManager, so values stored by either are read by the other
 
     def __init__(self, base_dir: str) -> None:
-        from upath import UPath
-
         super().__init__(base_path=UPath(base_dir))
 
     def handle_output(self, context: Any, obj: Any) -> None:

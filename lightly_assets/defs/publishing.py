@@ -29,6 +29,14 @@ from lightly_assets.defs.metadata import (
     projection_markdown,
 )
 from lightly_assets.defs.resources import Curation, PublishTargetResource, StorageResource
+from lightly_assets.embedding.projection import legend_markdown, write_projections
+from lightly_assets.lightly_csv import (
+    EmbeddingsFileError,
+    check_header,
+    merge_custom_embeddings,
+    read_embeddings_csv,
+    write_embeddings_csv,
+)
 
 
 class EmbeddingsCsvConfig(Config):
@@ -58,15 +66,6 @@ def embeddings_csv(
 
     The file is the asset: nothing is pickled, and `uploaded_dataset` finds it through the storage resource.
     """
-    from lightly_assets.embedding.projection import legend_markdown, write_projections
-    from lightly_assets.lightly_csv import (
-        EmbeddingsFileError,
-        check_header,
-        merge_custom_embeddings,
-        read_embeddings_csv,
-        write_embeddings_csv,
-    )
-
     name = context.partition_key
     out = storage.outputs_for(name)
     custom = _custom_csv(config, storage.dataset_dir(name))
@@ -199,8 +198,6 @@ def uploaded_dataset(
 
     `lightly-assets browse DATASET` prints the link of each LightlyStudio dataset and `--open` starts the GUI.
     """
-    from lightly_assets.lightly_csv import read_embeddings_csv
-
     name = context.partition_key
     path = csv_path(storage, name)
     require_file(path, "embeddings_csv", name)

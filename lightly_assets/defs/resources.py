@@ -24,7 +24,11 @@ from lightly_assets.embedding.settings import Calibration, RunSettings
 from lightly_assets.embedding.spec import BuildOptions, ModelSpec, parse_spec
 from lightly_assets.embedding.weights import Weights, choose_weights
 from lightly_assets.errors import LightlyAssetsError
+from lightly_assets.publish.bucket import publish_curation_files, publish_to_bucket
 from lightly_assets.publish.bucket.target import BucketError, BucketTarget
+from lightly_assets.publish.studio import StudioTarget, upload_dataset
+from lightly_assets.publish.studio.browse import gui_base_url, links, links_markdown, text_search_note
+from lightly_assets.publish.studio.tags import publish_tags
 
 TARGETS = ("studio", "bucket")
 
@@ -286,12 +290,9 @@ class PublishTargetResource(ConfigurableResource):
         `.lightly/`. Returns the target and what was written (tag names, or file name -> written/unchanged)."""
         dataset_name = self.dataset_id or name
         if choice("publish_target.target", self.target, TARGETS) == "bucket":
-            from lightly_assets.publish.bucket import publish_curation_files
-
             target = self._bucket_target()
             files = publish_curation_files(target, dataset_name, curation.files)
             return {"target": target.safe_url, "dataset": dataset_name, "files": files, "tags": {}}
-        from lightly_assets.publish.studio.tags import publish_tags
 
         target, db_file = self._studio_target(dataset_name, outputs_root)
         tags = publish_tags(target, dataset_dir, frame_index, curation.tags)
@@ -300,8 +301,6 @@ class PublishTargetResource(ConfigurableResource):
 
     def _studio_target(self, dataset_name: str, outputs_root: Path):  # -> tuple[StudioTarget, Path | None]
         """LightlyStudio's database: the PostgreSQL URL's variable when set, else the DuckDB file."""
-        from lightly_assets.publish.studio import StudioTarget
-
         if self.studio_db_url_env:  # the URL is read from that variable when connecting, and never shown
             return StudioTarget(db_url_env=self.studio_db_url_env, dataset_name=dataset_name), None
         db_file = Path(self.studio_db_file or outputs_root / "lightly_studio.db").resolve()
@@ -321,9 +320,6 @@ class PublishTargetResource(ConfigurableResource):
         csv_path: Path,
         space: Optional[str] = None,
     ) -> dict[str, Any]:
-        from lightly_assets.publish.studio import upload_dataset
-        from lightly_assets.publish.studio.browse import gui_base_url, links, links_markdown, text_search_note
-
         target, db_file = self._studio_target(dataset_name, outputs_root)
         result = upload_dataset(target, dataset_dir, frame_index, csv_path, space)
         return {
@@ -350,8 +346,6 @@ class PublishTargetResource(ConfigurableResource):
         frame_index: pd.DataFrame,
         csv_path: Path,
     ) -> dict[str, Any]:
-        from lightly_assets.publish.bucket import publish_to_bucket
-
         result = publish_to_bucket(
             self._bucket_target(),
             dataset_name,

@@ -16,9 +16,11 @@ from lightly_assets.defs.common import TRAINING_GROUP, dataset_asset, user_error
 from lightly_assets.defs.metadata import weights_fact
 from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
 from lightly_assets.embedding.factory import create_embedder
+from lightly_assets.embedding.quality import knn_of_model
 from lightly_assets.embedding.settings import RunSettings
 from lightly_assets.embedding.spec import BuildOptions
 from lightly_assets.embedding.weights import TRAINED_NAME, Weights, file_weights
+from lightly_assets.plots import loss_curve_png
 
 
 class EmbeddingModelConfig(Config):
@@ -52,9 +54,8 @@ def embedding_model(
 
     Runs only when asked (UI or `lightly-assets train DATASET`): on a CPU it is a long job.
     """
-    from lightly_assets.embedding.quality import knn_of_model
+    # torch and lightly (seconds): only when training, not when the definitions load
     from lightly_assets.embedding.training import TrainSettings, train
-    from lightly_assets.plots import loss_curve_png
 
     name = context.partition_key
     out = storage.outputs_for(name) / TRAINED_NAME

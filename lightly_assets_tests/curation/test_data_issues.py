@@ -257,7 +257,7 @@ def test_real_photos_are_rarely_flagged_and_planted_blur_is(real_media: dict[str
 def _materialize(tmp_path: Path, selection: dict | None = None):
     from dagster import DagsterInstance, materialize
 
-    from lightly_assets.definitions import RESOURCES
+    from lightly_assets.definitions import resources
     from lightly_assets.defs.curation import duplicates
     from lightly_assets.defs.curation import selection as selection_asset
     from lightly_assets.defs.data_issues import data_issues
@@ -271,7 +271,7 @@ def _materialize(tmp_path: Path, selection: dict | None = None):
     storage = StorageResource(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"))
     return materialize(
         [file_index, frame_index, embeddings, data_issues, duplicates, selection_asset],
-        resources=dict(RESOURCES) | {"storage": storage},
+        resources=resources() | {"storage": storage},
         partition_key="ds",
         instance=instance,
         run_config={"ops": {"selection": {"config": selection or {}}}},

@@ -92,7 +92,7 @@ def test_whole_chain_on_real_media(real_dataset: Path, tmp_path: Path) -> None:
     }
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(datasets_partitions.name, ["real"])
-        job = defs.resolve_job_def("lightly_assets_job")
+        job = defs().resolve_job_def("lightly_assets_job")
         result = job.execute_in_process(run_config=config, instance=instance, partition_key="real")
     assert result.success
     checks = {f"{e.asset_key.to_user_string()}.{e.check_name}": e for e in result.get_asset_check_evaluations()}

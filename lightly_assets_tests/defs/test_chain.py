@@ -21,7 +21,7 @@ CURATION = ["data_issues", "duplicates", "selection", "published_curation"]
 def materialize(instance: DagsterInstance, tmp_path: Path, assets: list[str]):
     """What a user does in the UI: pick assets of one dataset and materialize them, nothing else."""
     storage = {"data_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "out")}
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = defs().resolve_implicit_global_asset_job_def()
     return job.execute_in_process(
         run_config={"resources": {"storage": {"config": storage}}},
         instance=instance,
@@ -47,7 +47,7 @@ def fresh(tmp_path: Path) -> DagsterInstance:
 
 
 def test_no_chain_asset_reads_curation() -> None:
-    graph = defs.resolve_asset_graph()
+    graph = defs().resolve_asset_graph()
     for key in CHAIN:
         upstream = {k.to_user_string() for k in graph.get(AssetKey(key)).parent_keys}
         assert not upstream & set(CURATION), f"{key} depends on {upstream & set(CURATION)}"

@@ -24,7 +24,7 @@ def run(instance: DagsterInstance, tmp_path: Path, duplicates: dict, selection: 
         "ops": {"duplicates": {"config": duplicates}, "selection": {"config": selection}},
         "resources": {"storage": {"config": storage}, **({"publish_target": {"config": target}} if target else {})},
     }
-    job = defs.resolve_job_def("lightly_assets_job")
+    job = defs().resolve_job_def("lightly_assets_job")
     return job.execute_in_process(run_config=config, instance=instance, partition_key="ds", raise_on_error=False)
 
 

@@ -195,7 +195,7 @@ def root(tmp_path: Path) -> Path:
 def evaluate(instance: DagsterInstance, cursor: str | None, root: Path) -> SensorResult:
     """One evaluation with the storage resource pointing at `root` (as definitions.py binds it from the env)."""
     context = build_sensor_context(
-        instance=instance, cursor=cursor, definitions=defs, resources={"storage": StorageResource(data_dir=str(root))}
+        instance=instance, cursor=cursor, definitions=defs(), resources={"storage": StorageResource(data_dir=str(root))}
     )
     return dataset_folders_sensor(context)
 

@@ -80,7 +80,7 @@ def test_executor_is_chosen_by_the_resource_field_and_a_bad_one_names_it() -> No
 def test_a_bad_executor_in_run_config_fails_the_step_naming_the_field(tmp_path: Path) -> None:
     from dagster import DagsterInstance, materialize
 
-    from lightly_assets.definitions import RESOURCES
+    from lightly_assets.definitions import resources
     from lightly_assets.defs.embedding import embeddings
     from lightly_assets.defs.indexing import file_index, frame_index
     from lightly_assets.defs.partitions import datasets_partitions
@@ -95,7 +95,7 @@ def test_a_bad_executor_in_run_config_fails_the_step_naming_the_field(tmp_path: 
             [file_index, frame_index, embeddings],
             instance=instance,
             partition_key="ds",
-            resources={**RESOURCES, "storage": storage},
+            resources={**resources(), "storage": storage},
             run_config={"resources": {"embedding_model": {"config": {"executor": "spark"}}}},
             raise_on_error=False,
         )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 
 from lightly_assets.embedding.checkpoint import check_fit, read_state_dict
 from lightly_assets.embedding.errors import ModelError, WeightsError
@@ -259,8 +260,6 @@ def fold_batchnorms(module: nn.Module) -> nn.Module:
     """
     if not (isinstance(module, Backbone) and isinstance(module.backbone, nn.Sequential)):
         return module
-    from torch.fx.experimental.optimization import fuse  # torch.fx is loaded with torch: no import cost
-
     return Backbone(fuse(module.backbone)).eval()
 
 

@@ -12,6 +12,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from fsspec.core import url_to_fs
+
 from lightly_assets.publish.bucket.inputs import (
     CURATION_FILES,
     Inputs,
@@ -109,8 +111,6 @@ class PublishSession:
     # -- filesystem
 
     def connect(self) -> None:
-        from fsspec.core import url_to_fs
-
         scheme = self.target.scheme
         options: dict[str, Any] = {"skip_instance_cache": True}
         if scheme in S3_SCHEMES:
@@ -141,6 +141,7 @@ class PublishSession:
         interim response with no timeout at all, so a stalled server would hang an
         upload forever; without the header ``read_timeout`` covers the whole exchange.
         """
+        # botocore (~100 modules) only for S3: runs to other targets start without it
         from botocore.handlers import add_expect_header
 
         self.fs.retries = max(1, self.target.retries)

@@ -132,6 +132,7 @@ def start_gui(db_file: Path | None, db_url_env: str | None, host: str, port: int
     `host` and `port` come from `gui_address`; a failure to listen is a one-line `GuiAddressError`.
     """
     os.environ[ANALYTICS_ENV] = "false"  # before lightly_studio is imported
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     import lightly_studio
     from lightly_studio.database import db_manager
 

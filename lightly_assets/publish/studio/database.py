@@ -77,6 +77,7 @@ def advisory_lock(target: StudioTarget, name: str, what: str) -> Iterator[None]:
     The wait is PostgreSQL's own (`lock_timeout`); the lock lives on a connection of its own, so it is released
     when the block ends, and by the server when the process dies.
     """
+    # SQLAlchemy only for a PostgreSQL database (LightlyStudio's driver)
     import sqlalchemy as sa
     from sqlalchemy.exc import OperationalError
 
@@ -110,6 +111,7 @@ def advisory_lock(target: StudioTarget, name: str, what: str) -> Iterator[None]:
 
 def _lock_engine(target: StudioTarget) -> sqlalchemy.Engine:
     """An engine on the database LightlyStudio uses, with its driver (psycopg 3), without a pool."""
+    # SQLAlchemy and LightlyStudio (seconds to import) only for a PostgreSQL database
     import sqlalchemy as sa
 
     import_studio()  # offline first: importing any part of lightly_studio runs its package set-up
@@ -122,6 +124,7 @@ def _lock_engine(target: StudioTarget) -> sqlalchemy.Engine:
 
 def _create_database_if_missing(url: str, target: StudioTarget) -> None:
     """What LightlyStudio does on first connect, done before the lock, since the lock lives in the database."""
+    # sqlalchemy_utils only for a PostgreSQL database
     import sqlalchemy_utils
 
     try:
@@ -180,6 +183,7 @@ def import_studio() -> None:
 def connected(target: StudioTarget) -> Iterator[Session]:
     """Open the database for this process, yield LightlyStudio's session, always close it again."""
     import_studio()
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.database import db_manager
 
     schema_lock = (

@@ -16,6 +16,7 @@ from lightly_assets.publish.studio.target import SPACE_KEY_PREFIX
 @cache
 def _embedder_class() -> type:
     """Subclass LightlyStudio's embedder interfaces lazily (they live in the slow-to-import package)."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     import lightly_studio as ls
     from lightly_studio_serve.embedder import ImagePathEmbedder, VideoPathEmbedder
 
@@ -70,6 +71,7 @@ def _embedder(dimension: int, space: str | None = None) -> Any:
     """One registered embedder per space and process; registering changes no default of LightlyStudio."""
     key = (space_key(dimension, space), dimension)
     if key not in _EMBEDDERS:
+        # LightlyStudio takes seconds to import: only uploads and its GUI need it
         import lightly_studio as ls
 
         embedder = _embedder_class()(dimension, key[0])

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 def paths_in(session: Session, collection_id: UUID, table: Any) -> dict[str, UUID]:
     """File path → sample id of the images or videos (`table`) of one collection."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.sample import SampleTable
     from sqlmodel import col, select
 
@@ -39,6 +40,7 @@ def paths_in(session: Session, collection_id: UUID, table: Any) -> dict[str, UUI
 
 
 def _image_paths(session: Session, collection_id: UUID) -> dict[str, UUID]:
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.image import ImageTable
 
     return paths_in(session, collection_id, ImageTable)
@@ -61,6 +63,7 @@ def add_new_images(session: Session, collection_id: UUID, paths: list[str]) -> N
     """Create image samples in bulk: headers read in parallel, then a few large inserts through LightlyStudio's
     `image_resolver.create_many` (what its own loader calls, 32 rows at a time). Unreadable files are left out,
     as LightlyStudio's loader leaves them out."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.image import ImageCreate
     from lightly_studio.resolvers import image_resolver
 
@@ -78,6 +81,7 @@ def add_new_images(session: Session, collection_id: UUID, paths: list[str]) -> N
 
 
 def sync_images(name: str, images: list[ImageRow], dimension: int, space: str | None = None) -> Outcome:
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     import lightly_studio as ls
     from lightly_studio.embed import embedding_storage
 

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 
 def root_type(session: Session, name: str) -> str | None:
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.resolvers import collection_resolver
 
     collection_id = collection_resolver.get_by_name(session=session, name=name, parent_collection_id=None)
@@ -23,6 +24,7 @@ def root_type(session: Session, name: str) -> str | None:
 
 def frames_collection(session: Session, collection_id: UUID) -> UUID | None:
     """The frame collection under a video collection, without creating one."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.collection import CollectionTable, SampleType
     from sqlmodel import col, select
 

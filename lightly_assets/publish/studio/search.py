@@ -13,7 +13,9 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from lightly_assets.dataset.orientation import exif_upright
 from lightly_assets.publish.studio.target import SPACE_KEY_PREFIX
 
 OUR_SPACES = SPACE_KEY_PREFIX.rsplit("/", 1)[0] + "/"
@@ -26,10 +28,6 @@ def is_ours(space: str) -> bool:
 
 def _image_pixels(data: bytes, model: Any) -> np.ndarray:
     """An uploaded image as the model takes it: upright by its EXIF orientation, then the model's preprocessing."""
-    from PIL import Image
-
-    from lightly_assets.dataset.orientation import exif_upright
-
     with Image.open(io.BytesIO(data)) as image:
         return model.prep.apply(exif_upright(image).convert("RGB"))
 
@@ -37,6 +35,7 @@ def _image_pixels(data: bytes, model: Any) -> np.ndarray:
 @cache
 def _classes() -> tuple[type, type]:
     """LightlyStudio's embedder interfaces, subclassed lazily (they live in the slow-to-import package)."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     import lightly_studio as ls
     from lightly_studio_serve.embedder import ImageBytesEmbedder, TextEmbedder
 
@@ -78,6 +77,7 @@ def query_embedder(model: Any, space: str) -> Any:
 
 def register(model: Any, space: str) -> str:
     """Register `model` for the GUI's queries in `space` (before the GUI starts); returns what search can do."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     import lightly_studio as ls
 
     ls.register_default_embedder(embedder=query_embedder(model, space))

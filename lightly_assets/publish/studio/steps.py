@@ -20,6 +20,7 @@ def default_model(
     session: Session, collection_id: UUID, dataset_id: UUID, dimension: int, space: str | None = None
 ) -> UUID:
     """Make our embedding space the collection's default model (what LightlyStudio does on first embed)."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.embedding_model import EmbeddingModelCreate
     from lightly_studio.resolvers import (
         collection_embedding_model_resolver,
@@ -47,6 +48,7 @@ def default_model(
 
 
 def _tag(session: Session, collection_id: UUID, name: str) -> UUID:
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.resolvers import tag_resolver
 
     return tag_resolver.get_or_create_sample_tag_by_name(
@@ -56,6 +58,7 @@ def _tag(session: Session, collection_id: UUID, name: str) -> UUID:
 
 def tag_samples(session: Session, collection_id: UUID, by_tag: dict[str, list[UUID]]) -> None:
     """Add samples to tags, only those not linked yet: a rerun with a few new files writes a few links."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.resolvers import tag_resolver
 
     for name, sample_ids in by_tag.items():
@@ -69,6 +72,7 @@ def tag_samples(session: Session, collection_id: UUID, by_tag: dict[str, list[UU
 
 
 def _tagged(session: Session, tag_id: UUID) -> set[UUID]:
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.sample import SampleTagLinkTable
     from sqlmodel import col, select
 
@@ -77,6 +81,7 @@ def _tagged(session: Session, tag_id: UUID) -> set[UUID]:
 
 
 def _delete_embeddings(session: Session, model_id: UUID, sample_ids: list[UUID]) -> None:
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.sample_embedding import SampleEmbeddingTable
     from sqlmodel import col, delete
 
@@ -94,6 +99,7 @@ def flag_missing(
     session: Session, collection_id: UUID, model_id: UUID, missing: list[UUID], present: list[UUID]
 ) -> int:
     """Tag samples whose files are gone (and drop their vectors); untag those that came back."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.resolvers import tag_resolver
 
     existing = tag_resolver.get_by_name(session=session, tag_name=MISSING_TAG, collection_id=collection_id)
@@ -122,6 +128,7 @@ def sync_embeddings(
     With `collection_id` (the collection `wanted` covers), the stored vectors are read with one query over the
     collection rather than in lists of ids, and compared as one matrix: a rerun with a few new files stays cheap.
     """
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.resolvers import sample_embedding_resolver
 
     if collection_id is not None:
@@ -167,6 +174,7 @@ def _differing(stored: list, wanted: dict[UUID, np.ndarray]) -> list[UUID]:
 
 def count_live(session: Session, collection_id: UUID) -> tuple[int, int]:
     """Samples of a collection not tagged missing, and how many of them have a default-model vector."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.sample import SampleTable, SampleTagLinkTable
     from lightly_studio.models.sample_embedding import SampleEmbeddingTable
     from lightly_studio.resolvers import collection_embedding_model_resolver, tag_resolver

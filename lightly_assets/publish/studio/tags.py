@@ -18,8 +18,10 @@ from uuid import UUID
 import pandas as pd
 
 from lightly_assets.publish.studio.database import connected, scrub, writer_lock
+from lightly_assets.publish.studio.images import paths_in
 from lightly_assets.publish.studio.naming import dataset_names, frames_collection
 from lightly_assets.publish.studio.target import StudioError, StudioTarget
+from lightly_assets.publish.studio.videos import _frames_of
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -34,15 +36,15 @@ def versioned(base: str, existing: Sequence[str]) -> tuple[str | None, str]:
 
 
 def _collection(session: Session, name: str) -> UUID | None:
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.resolvers import collection_resolver
 
     return collection_resolver.get_by_name(session=session, name=name, parent_collection_id=None)
 
 
 def _image_ids(session: Session, collection_id: UUID, root: Path, images: pd.DataFrame) -> dict[str, UUID]:
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.image import ImageTable
-
-    from lightly_assets.publish.studio.images import paths_in
 
     by_path = paths_in(session, collection_id, ImageTable)
     names = {(root / str(s)).as_posix(): str(n) for s, n in zip(images["source"], images["filename"], strict=True)}
@@ -51,10 +53,8 @@ def _image_ids(session: Session, collection_id: UUID, root: Path, images: pd.Dat
 
 def _frame_ids(session: Session, collection_id: UUID, root: Path, frames: pd.DataFrame) -> dict[str, UUID]:
     """Frame sample name -> LightlyStudio frame id, matched like the upload does (pts, else frame number)."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.video import VideoTable
-
-    from lightly_assets.publish.studio.images import paths_in
-    from lightly_assets.publish.studio.videos import _frames_of
 
     videos = paths_in(session, collection_id, VideoTable)
     stored = _frames_of(session, list(videos.values()))
@@ -75,6 +75,7 @@ def _frame_ids(session: Session, collection_id: UUID, root: Path, frames: pd.Dat
 
 
 def _write_tag(session: Session, collection_id: UUID, base: str, sample_ids: list[UUID]) -> str:
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.resolvers import tag_resolver
 
     existing = {t.name: t.tag_id for t in tag_resolver.get_all_by_collection_id(session, collection_id)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shlex
 import threading
 from dataclasses import dataclass
@@ -33,8 +34,6 @@ def file_size_mb(size: int) -> float:
 
 def modified_number(mtime_ns: int) -> int:
     """`20261201085912` for 2026-12-01 08:59:12 UTC: a date as a number LightlyStudio can filter by range."""
-    import datetime as dt
-
     moment = dt.datetime.fromtimestamp(int(mtime_ns) // 1_000_000_000, tz=dt.UTC)
     return int(moment.strftime("%Y%m%d%H%M%S"))
 

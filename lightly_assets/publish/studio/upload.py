@@ -68,6 +68,7 @@ def count_in_studio(target: StudioTarget, dataset_name: str) -> tuple[int, int]:
     if target.db_file is not None and not Path(target.db_file).exists():
         return 0, 0
     with file_lock(target), connected(target) as session:
+        # LightlyStudio takes seconds to import: only uploads and its GUI need it
         from lightly_studio.resolvers import collection_resolver
 
         samples = embeddings = 0

@@ -50,6 +50,7 @@ def _frame_set(video: VideoRow) -> str:
 
 
 def _video_samples(session: Session, collection_id: UUID) -> dict[str, UUID]:
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.video import VideoTable
 
     return paths_in(session, collection_id, VideoTable)
@@ -57,6 +58,7 @@ def _video_samples(session: Session, collection_id: UUID) -> dict[str, UUID]:
 
 def _frames_of(session: Session, video_ids: list[UUID]) -> dict[UUID, list[tuple[UUID, int, int]]]:
     """(frame sample id, frame number, pts) per video sample id."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.video import VideoFrameTable
     from sqlmodel import col, select
 
@@ -74,6 +76,7 @@ def _frames_of(session: Session, video_ids: list[UUID]) -> dict[UUID, list[tuple
 
 
 def _markers(session: Session, sample_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.metadata import SampleMetadataTable
     from sqlmodel import col, select
 
@@ -100,6 +103,7 @@ def _is_current(marker: dict[str, Any] | None, video: VideoRow) -> bool:
 
 def _referenced_elsewhere(session: Session, sample_ids: list[UUID]) -> bool:
     """Whether anything besides our own rows (vectors, tags, metadata) points at these samples."""
+    # sqlmodel comes with LightlyStudio: only uploads need it
     from sqlmodel import SQLModel, func, select
 
     own = {"sample_embedding", "sampletaglinktable", "metadata", "video", "video_frame", "image"}
@@ -122,6 +126,7 @@ def _referenced_elsewhere(session: Session, sample_ids: list[UUID]) -> bool:
 
 def _purge_video(session: Session, video_id: UUID, frame_ids: list[UUID]) -> bool:
     """Remove a partial or changed video so it can be loaded again; refuse if the UI added anything to it."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.metadata import SampleMetadataTable
     from lightly_studio.models.sample import SampleTagLinkTable
     from lightly_studio.resolvers import video_resolver
@@ -141,6 +146,7 @@ def _purge_video(session: Session, video_id: UUID, frame_ids: list[UUID]) -> boo
 
 def _load_video(session: Session, dataset: Any, video: VideoRow) -> int:
     """Let LightlyStudio decode one video into frames, then mark it complete; returns frames added."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.core.file_outcome_report import AllInputFilesFailedError
     from lightly_studio.core.video import add_videos
 
@@ -177,6 +183,7 @@ def _keep_only_sampled(session: Session, video_id: UUID, video: VideoRow) -> int
     Same order of deletes as `video_resolver.delete_with_frames` (no cascading foreign keys; DuckDB checks them
     against committed state). Nothing else refers to a frame yet: tags and vectors come after loading.
     """
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.sample import SampleTable
     from lightly_studio.models.video import VideoFrameTable
     from sqlmodel import col, delete
@@ -247,6 +254,7 @@ def _embed_videos(
     space: str | None = None,
 ) -> None:
     """Frames: vectors stored as LightlyStudio's frame embedding does. Videos: through the registered embedder."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.embed import embed_samples, embedding_storage
 
     sync_embeddings(
@@ -273,6 +281,7 @@ def _embed_videos(
 
 
 def sync_videos(name: str, videos: list[VideoRow], dimension: int, space: str | None = None) -> Outcome:
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
     import lightly_studio as ls
     from lightly_studio.models.collection import SampleType
     from lightly_studio.resolvers import collection_resolver
