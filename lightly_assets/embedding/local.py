@@ -3,7 +3,8 @@
 The first batch is small (`FIRST_BATCH` samples), the others the job's batch size: the network starts as soon as a
 few samples are decoded instead of waiting for a whole batch, and the first vectors (and the start-up figure) come
 after a short forward pass: 64 samples of the default network take 0.1 s on 2 AMX cores but 0.65 s on 2 AVX-512
-cores. A vector does not depend on the batch it was in (within cosine 0.9999 where bf16 kernels differ by shape).
+cores (4 samples: 0.14 CPU-s there, with OpenVINO's one-time set-up of a batch shape it has not seen). A vector
+does not depend on the batch it was in (within cosine 0.9999 where bf16 kernels differ by batch shape).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from lightly_assets.embedding.decode import Decoder, tasks
 from lightly_assets.embedding.embedder import Embedder
 from lightly_assets.embedding.executor import EmbedJob, JobResult, Sink
 
-FIRST_BATCH = 8  # samples in the first forward pass (at most the batch size)
+FIRST_BATCH = 4  # samples in the first forward pass (at most the batch size)
 
 
 class LocalExecutor:
