@@ -55,6 +55,8 @@ def _child(job: dict) -> None:
             marks[name], cpus[name] = time.time(), time.process_time()
 
     mark("child")
+    from dagster import DagsterInstance
+
     from lightly_assets import runner  # what `main` imports first: the definitions and Dagster
     from lightly_assets.cli import main
     from lightly_assets.defs.resources import EmbeddingModelResource
@@ -62,9 +64,9 @@ def _child(job: dict) -> None:
 
     mark("imported")
     _after(runner, "_prepare", lambda: mark("prepared"))
-    _after(runner.DagsterInstance, "create_run_for_job", lambda: mark("run"))
+    _after(DagsterInstance, "create_run_for_job", lambda: mark("run"))
     _after(EmbeddingModelResource, "load", lambda: mark("model"))
-    handle = runner.DagsterInstance.handle_new_event
+    handle = DagsterInstance.handle_new_event  # each step's start, with the process's CPU time then
 
     def handle_new_event(self, event, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         got = getattr(event, "dagster_event", None)
@@ -72,7 +74,7 @@ def _child(job: dict) -> None:
             mark(f"step {got.step_key}")
         return handle(self, event, *args, **kwargs)
 
-    runner.DagsterInstance.handle_new_event = handle_new_event
+    DagsterInstance.handle_new_event = handle_new_event
     profiler = None
     if job.get("profile"):
         import cProfile
@@ -108,8 +110,10 @@ def _child(job: dict) -> None:
 
 
 def _after(owner: object, name: str, then) -> None:  # noqa: ANN001
-    """Call `then()` each time `owner.name` returns (a mark keeps its first time)."""
-    original = getattr(owner, name)
+    """Call `then()` each time `owner.name` returns (a mark keeps its first time); a checkout without it: no mark."""
+    original = getattr(owner, name, None)
+    if original is None:
+        return
 
     def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         result = original(*args, **kwargs)
