@@ -77,7 +77,7 @@ class ModelCache:
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root) if root else default_cache_dir()
         # entries this object verified, with their files' (size, mtime): hashed once per run, again when changed
-        self._intact: dict[str, tuple[tuple[tuple[int, int], ...], dict[str, Any]]] = {}
+        self._intact: dict[str, tuple[tuple[tuple[int, ...], ...], dict[str, Any]]] = {}
 
     def entry(self, key: str) -> Path:
         return self.root / key
