@@ -14,6 +14,9 @@ untimed run puts it there). The process stops itself at the first batch, so the 
   heavy         which of torch, torchvision, timm, open_clip, lightly_studio, faiss, scipy, sklearn, matplotlib
                 and ray were imported by then.
 Medians of the repetitions, with the CPU flags and the load average (above the core count every figure is noisy).
+Then where the time went, each phase's median wall and CPU seconds (process start to: `lightly_assets.runner` and
+the definitions imported; the instance opened, orphaned runs failed, partitions added; the run created with its
+planned events; each step started; the model loaded; the first batch embedded).
 Goals (issue 26): start->batch <= 2 s, step->batch <= 0.3 s.
 """
 
@@ -34,15 +37,44 @@ REPO = Path(os.environ.get("BENCH_CODE") or Path(__file__).resolve().parents[1])
 HEAVY = ("torch", "torchvision", "timm", "open_clip", "lightly_studio", "faiss", "scipy", "sklearn", "matplotlib",
          "ray")  # fmt: skip
 GOAL_START_S, GOAL_STEP_S = 2.0, 0.3
+PHASES = (
+    ("interpreter", "child"), ("imports, definitions", "imported"), ("instance, partitions", "prepared"),
+    ("run created", "run"), ("run start", "step file_index"), ("file_index", "step frame_index"),
+    ("frame_index", "step embeddings"), ("embeddings: inputs, resources", "body"), ("embeddings: model", "model"),
+    ("embeddings: decode, first forward", "batch"),
+)  # fmt: skip
 
 
 def _child(job: dict) -> None:
-    """The CLI in this process, with two clocks hooked in; exits at the first batch (or at the end of a warm-up)."""
+    """The CLI in this process, with clocks hooked in; exits at the first batch (or at the end of a warm-up)."""
+    marks: dict[str, float] = {}
+    cpus: dict[str, float] = {}
+
+    def mark(name: str) -> None:
+        if name not in marks:
+            marks[name], cpus[name] = time.time(), time.process_time()
+
+    mark("child")
+    from dagster import DagsterInstance
+
+    from lightly_assets import runner  # what `main` imports first: the definitions and Dagster
     from lightly_assets.cli import main
     from lightly_assets.defs.resources import EmbeddingModelResource
     from lightly_assets.embedding import local
 
-    marks: dict[str, float] = {}
+    mark("imported")
+    _after(runner, "_prepare", lambda: mark("prepared"))
+    _after(DagsterInstance, "create_run_for_job", lambda: mark("run"))
+    _after(EmbeddingModelResource, "load", lambda: mark("model"))
+    handle = DagsterInstance.handle_new_event  # each step's start, with the process's CPU time then
+
+    def handle_new_event(self, event, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        got = getattr(event, "dagster_event", None)
+        if got is not None and got.event_type_value == "STEP_START":
+            mark(f"step {got.step_key}")
+        return handle(self, event, *args, **kwargs)
+
+    DagsterInstance.handle_new_event = handle_new_event
     profiler = None
     if job.get("profile"):
         import cProfile
@@ -52,7 +84,7 @@ def _child(job: dict) -> None:
     flush = local._Batches.flush
 
     def first_call(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        marks.setdefault("step", time.time())
+        mark("body")
         return executor_for(self, *args, **kwargs)
 
     def timed_flush(self, *args) -> None:  # noqa: ANN001, ANN002
@@ -60,8 +92,10 @@ def _child(job: dict) -> None:
         if self.first_batch_at is not None and not job["warmup"]:
             heavy = [n for n in HEAVY if n in sys.modules]
             cpu = time.process_time()  # CPU seconds of all its threads: less skewed by other processes than wall time
-            print(json.dumps({"step": marks.get("step"), "batch": self.first_batch_at, "heavy": heavy, "cpu": cpu}),
-                  flush=True)  # fmt: skip
+            mark("batch")
+            marks["batch"] = self.first_batch_at
+            print(json.dumps({"step": marks.get("body"), "batch": self.first_batch_at, "heavy": heavy, "cpu": cpu,
+                              "marks": marks, "cpus": cpus}), flush=True)  # fmt: skip
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(job["profile"])
@@ -73,6 +107,37 @@ def _child(job: dict) -> None:
         profiler.enable()
     code = main(["run", job["dataset"], "--data-dir", job["data_dir"], "--output-dir", job["output_dir"]])
     sys.exit(code)
+
+
+def _after(owner: object, name: str, then) -> None:  # noqa: ANN001
+    """Call `then()` each time `owner.name` returns (a mark keeps its first time); a checkout without it: no mark."""
+    original = getattr(owner, name, None)
+    if original is None:
+        return
+
+    def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        result = original(*args, **kwargs)
+        then()
+        return result
+
+    setattr(owner, name, wrapped)
+
+
+def _phases(runs: list[dict], started: list[float]) -> list[str]:
+    """Each phase's median wall and CPU seconds, from the previous mark a run has to this one."""
+    lines = []
+    for label, key in PHASES:
+        walls, cpus = [], []
+        for got, t0 in zip(runs, started, strict=True):
+            marks, cpu = got.get("marks", {}), got.get("cpus", {})
+            done = [k for _, k in PHASES[: [k for _, k in PHASES].index(key)] if k in marks]
+            if key not in marks:
+                continue
+            walls.append(marks[key] - (marks[done[-1]] if done else t0))
+            cpus.append(cpu[key] - (cpu[done[-1]] if done else 0.0))
+        if walls:
+            lines.append(f"  {label:36s} wall {statistics.median(walls):6.3f} s   CPU {statistics.median(cpus):6.3f} s")
+    return lines
 
 
 def _make_photos(folder: Path, n: int) -> None:
@@ -126,7 +191,7 @@ def main() -> None:
         warm_home.mkdir()
         job = {"dataset": dataset, "data_dir": str(data), "output_dir": str(tmp / "warm"), "warmup": True}
         _run(job, warm_home)  # creates the instance and fills the engine cache: later runs are warm
-        rows = []
+        rows, runs, starts = [], [], []
         for i in range(args.repeat):
             home = tmp / f"home{i}"
             shutil.copytree(warm_home, home)
@@ -137,6 +202,8 @@ def main() -> None:
             if got is None:
                 raise SystemExit("the run ended without embedding a batch")
             rows.append((got["batch"] - started, got["batch"] - got["step"], got["heavy"], got["cpu"]))
+            runs.append(got)
+            starts.append(started)
             print(f"run {i + 1}: start->batch {rows[-1][0]:.2f} s, step->batch {rows[-1][1]:.3f} s, "
                   f"CPU {rows[-1][3]:.2f} s, heavy imports {rows[-1][2] or 'none'}", flush=True)  # fmt: skip
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -146,6 +213,7 @@ def main() -> None:
         print(f"machine: {cpu_summary()}; load average {load}")
         print(f"median of {len(rows)}: start->batch {start:.2f} s (goal <= {GOAL_START_S}), "
               f"step->batch {step:.3f} s (goal <= {GOAL_STEP_S}), CPU time to the batch {cpu:.2f} s")  # fmt: skip
+        print("phases (medians; CPU: the process's, all threads):", *_phases(runs, starts), sep="\n")
 
 
 if __name__ == "__main__":

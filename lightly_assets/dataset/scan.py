@@ -86,6 +86,14 @@ def _kinds() -> dict[str, str]:
     return kinds
 
 
+def _common_kinds() -> dict[str, str]:
+    """`_kinds` for Pillow's common formats (`Image.preinit`: JPEG, PNG, BMP, GIF, PPM, which decoding loads anyway)
+    and videos: a folder of those is classified without importing Pillow's ~45 other plugins (`Image.init`)."""
+    Image.preinit()
+    common = {ext.lower() for ext, fmt in Image.EXTENSION.items() if fmt in Image.OPEN} - VIDEO_EXTENSIONS
+    return dict.fromkeys(common, "image") | dict.fromkeys(VIDEO_EXTENSIONS, "video")
+
+
 def _utf8(name: str) -> bool:
     try:
         name.encode("utf-8")
@@ -100,7 +108,7 @@ def _walk(root: str, skipped: list[Skipped]) -> list[_Folder]:
     This is the hot loop of `file_index` (one stat per file is the floor for sizes and times), so it works on
     plain strings: no relpath, no Path objects.
     """
-    kinds = _kinds()
+    kinds, complete = _common_kinds(), False  # every extension Pillow opens only once one is not a common one
     root_stat = os.stat(root)
     stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
         ("", root, frozenset({(root_stat.st_dev, root_stat.st_ino)}))
@@ -124,6 +132,9 @@ def _walk(root: str, skipped: list[Skipped]) -> list[_Folder]:
                 continue
             dot = name.rfind(".")
             kind = kinds.get(name[dot:].lower()) if dot > 0 else None
+            if kind is None and dot > 0 and not complete:
+                kinds, complete = _kinds(), True
+                kind = kinds.get(name[dot:].lower())
             if kind is not None and name.isascii() and _is_file(entry):  # the common case: one stat, no strings
                 try:
                     st = entry.stat()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,31 @@ def test_conversion_is_cached_and_a_corrupt_entry_is_rebuilt(tmp_path: Path) -> 
     (folder / "meta.json").write_text("{not json")
     assert cache.lookup(eng.cache_key(identity, pre, "fp32")) is None
     assert not folder.exists()
+
+
+def test_an_entry_is_hashed_once_and_any_later_write_to_it_is_caught(tmp_path: Path, monkeypatch) -> None:
+    """A warm run trusts the files an earlier run hashed while they are untouched; a rewrite (even of the same size,
+    with the old modification time put back) is hashed again, and a mismatch rebuilds the entry."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([-1, 4], ov.Type.f32)
+    model = ov.Model([ops.relu(ops.multiply(x, ops.constant(np.arange(4, dtype=np.float32))))], [x], "tiny")
+    ModelCache(tmp_path).store("k", model, {"dim": 4})
+    hashed: list[str] = []
+    real = eng.sha256_of
+    monkeypatch.setattr(eng, "sha256_of", lambda path: hashed.append(Path(path).name) or real(path))
+    assert ModelCache(tmp_path).lookup("k") is not None and sorted(hashed) == ["model.bin", "model.xml"]
+    hashed.clear()
+    assert ModelCache(tmp_path).lookup("k") is not None and hashed == []  # the next run: no hashing
+
+    blob = tmp_path / "k" / "model.bin"
+    before, data = blob.stat(), bytearray(blob.read_bytes())
+    data[0] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    os.utime(blob, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert ModelCache(tmp_path).lookup("k") is None and "model.bin" in hashed
+    assert not (tmp_path / "k").exists()
 
 
 def test_cache_key_changes_with_what_changes_the_graph() -> None:

@@ -3,15 +3,17 @@ executor's batches, in whatever order they come, land on their own rows."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from lightly_assets.embedding.cache import EmbeddingCache
+from lightly_assets.embedding.decode import load_image
 from lightly_assets.embedding.executor import Collected, DecodeOptions, EmbedJob, JobResult, Sink
 from lightly_assets.embedding.factory import load_model
-from lightly_assets.embedding.local import LocalExecutor
+from lightly_assets.embedding.local import FIRST_BATCH, LocalExecutor
 from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets_tests.media import blocky_image
 from lightly_assets_tests.tables import frame_index_for
@@ -76,3 +78,25 @@ def test_the_local_executor_reports_when_its_first_batch_was_ready(tmp_path: Pat
     outcome = LocalExecutor().run(job, collected)
     assert collected.done.tolist() == [True] and outcome.first_batch_at is not None and outcome.nodes == frozenset()
     assert LocalExecutor().describe() == "local"
+
+
+def test_the_first_batch_is_small_and_no_vector_depends_on_its_batch(tmp_path: Path) -> None:
+    """The network's first forward pass takes a few samples (the first vectors come sooner), later ones full
+    batches; on the default engine (OpenVINO, the machine's default precision) every vector is the one it gets
+    alone (within the outputs' cosine 0.9999: bf16 kernels may differ by batch shape), in `frame_index` order."""
+    names = [f"a/{i:02d}.jpg" for i in range(FIRST_BATCH + 13)]
+    for i, name in enumerate(names):
+        blocky_image(tmp_path / name, 40, 30, seed=i)
+    model = load_model(None, input_size=SIZE, seed=0, engine="openvino", precision="auto")
+    sizes: list[int] = []
+
+    def recording(batch: np.ndarray) -> np.ndarray:
+        sizes.append(len(batch))
+        return model.runner(batch)
+
+    counted = dataclasses.replace(model, runner=recording)
+    result = embed_samples(frame_index_for(tmp_path, names), tmp_path, counted, EmbedOptions(batch_size=10, workers=2))
+    assert sizes == [FIRST_BATCH, 10, 3] and result.filenames == names
+    alone = np.concatenate([model.embed(load_image(tmp_path / n, SIZE)[None]) for n in names])
+    cosine = (result.matrix * alone).sum(1) / np.linalg.norm(result.matrix, axis=1) / np.linalg.norm(alone, axis=1)
+    assert cosine.min() > 0.9999
