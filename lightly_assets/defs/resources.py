@@ -11,18 +11,20 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import pandas as pd
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from lightly_assets.dataset.roots import DataRoot, find_datasets
+from lightly_assets.defs.preloading import Preloads, embeds_later
 from lightly_assets.embedding.distributed import RayExecutor
+from lightly_assets.embedding.download import cached_path
 from lightly_assets.embedding.embedder import Embedder
 from lightly_assets.embedding.executor import EXECUTORS, Executor
 from lightly_assets.embedding.factory import create_embedder
 from lightly_assets.embedding.local import LocalExecutor
 from lightly_assets.embedding.settings import Calibration, RunSettings
 from lightly_assets.embedding.spec import BuildOptions, ModelSpec, parse_spec
-from lightly_assets.embedding.weights import Weights, choose_weights
+from lightly_assets.embedding.weights import Weights, choose_weights, zoo_url
 from lightly_assets.errors import LightlyAssetsError
 from lightly_assets.publish.bucket import publish_curation_files, publish_to_bucket
 from lightly_assets.publish.bucket.target import BucketError, BucketTarget
@@ -127,6 +129,35 @@ class EmbeddingModelResource(ConfigurableResource):
     )
 
     _model: Optional[Embedder] = PrivateAttr(default=None)
+    _preloads: Optional[Preloads] = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Start making the model (and the random baseline) while the run's first steps run (`preloading`)."""
+        if not embeds_later(context):
+            return
+        try:
+            spec, settings, options = self.spec(), self._settings(None), self._options(None)
+        except LightlyAssetsError:
+            return  # the step raises it, as without a preload
+        self._preloads = Preloads(spec, settings, options, self._weights_known_now)
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._preloads is not None:
+            self._preloads.close()
+            self._preloads = None
+
+    def _weights_known_now(self) -> Optional[Weights]:
+        """`choose()` unless that needs a download (the step downloads, and logs it): the weights unless the dataset
+        has a trained checkpoint, which `load` looks for."""
+        if not self.checkpoint and self.pretrained and not cached_path(self.pretrained_url or zoo_url()).is_file():
+            return None
+        return self.choose()
+
+    def _preloaded_choice(self, trained: Optional[Path]) -> Optional[Weights]:
+        """The weights chosen on the preload's thread, where `choose(trained)` picks the same ones now."""
+        if self._preloads is None or (not self.checkpoint and trained is not None and trained.is_file()):
+            return None
+        return self._preloads.chosen()
 
     def spec(self) -> ModelSpec:
         """What `model` asks for; an unknown value is one line listing what is accepted."""
@@ -160,7 +191,7 @@ class EmbeddingModelResource(ConfigurableResource):
                     f"embedding_model.checkpoint={self.checkpoint!r} is a checkpoint of the lightly model, but "
                     f"embedding_model.model={self.model!r}; unset one of them"
                 )
-            weights = None if spec.named else self.choose(trained, log)
+            weights = None if spec.named else self._preloaded_choice(trained) or self.choose(trained, log)
             self._model = create_embedder(spec, self._settings(calibration), self._options(log), weights)
         return self._model
 

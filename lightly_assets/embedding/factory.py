@@ -9,10 +9,20 @@ family's own cache for a named model); the network (`families.build`); the engin
 A shortcut skips the middle: a lightly-family network converted before is served straight from the converted-model
 cache (`engines.compiled_cache`), keyed by the weights file's sha256 (or the random seed), with OpenVINO alone: about
 0.2 s instead of the seconds of importing torch, building and converting the network. This module imports no torch.
+
+`preload` makes an embedder on a worker thread ahead of time (the `embedding_model` resource starts it when the run
+starts, so OpenVINO's import and compile, which release the GIL, overlap Dagster's first steps); the next
+`create_embedder` with the same spec, settings, options and weights (or random weights of another note) takes it
+instead of making its own, and gets its error, if any, exactly as it would have raised it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +35,7 @@ from lightly_assets.embedding.settings import Placement, RunSettings, place
 from lightly_assets.embedding.spec import BuildOptions, ModelSpec, parse_spec
 from lightly_assets.embedding.weights import Weights, choose_weights, file_weights
 
-__all__ = ["create_embedder", "from_compiled_cache", "load_model"]
+__all__ = ["Preload", "create_embedder", "discard", "from_compiled_cache", "load_model", "preload"]
 
 
 def create_embedder(
@@ -41,6 +51,11 @@ def create_embedder(
     """
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     settings, options = settings or RunSettings(), options or BuildOptions()
+    preloaded = _take(spec, settings, options, weights)
+    return preloaded if preloaded is not None else _create(spec, settings, options, weights)
+
+
+def _create(spec: ModelSpec, settings: RunSettings, options: BuildOptions, weights: Weights | None) -> Embedder:
     placement = place(settings)
     if spec.named and weights is not None:
         raise ModelError(f"{spec}: weights {weights.describe()} belong to the lightly model, not to a named one")
@@ -104,3 +119,112 @@ def _warm(
         decode_workers=plan.decode_workers,
         low_priority_decode=plan.low_priority_decode,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Preloading: an embedder made on a worker thread before the step that needs it asks for it.
+
+
+@dataclass(frozen=True)
+class Preload:
+    """One embedder under way: `weights` resolves as soon as they are chosen (None: none chosen, nothing made),
+    `embedder` when it is made (None: not made), or with the error that making it raised."""
+
+    weights: Future[Weights | None]
+    embedder: Future[Embedder | None]
+
+
+_PRELOADS: dict[tuple[Any, ...], list[Preload]] = {}  # by what makes a model besides its weights
+_PRELOADS_LOCK = threading.Lock()
+
+
+def preload(
+    pool: Executor,
+    spec: ModelSpec | str,
+    settings: RunSettings,
+    options: BuildOptions,
+    weights: Weights | Callable[[], Weights | None],
+    warm_only: bool = False,
+    wanted: Callable[[], bool] | None = None,
+) -> Preload | None:
+    """Make on `pool` the embedder that `create_embedder(spec, settings, options, weights)` would make; that call
+    then takes it (once) instead of making its own.
+
+    `weights` may be chosen on the pool (a function; None: make no model). The engine is imported in any case
+    (OpenVINO: 0.1-0.2 s). `warm_only`: only a model the converted-model cache has, never built and converted here.
+    `wanted`: asked on the pool before making the model. Nothing is preloaded for a named model (its weights may
+    need a download, which the step logs) or int8 (calibrated on the dataset). `discard` forgets what was not taken.
+    """
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    key = _key(spec, settings, options)
+    if key is None:
+        return None
+    chosen: Future[Weights | None] = Future()
+    if isinstance(weights, Weights):
+        chosen.set_result(weights)
+
+    def make() -> Embedder | None:
+        if not chosen.done():
+            try:
+                chosen.set_result(weights() if callable(weights) else weights)
+            except BaseException:
+                chosen.set_result(None)  # the caller chooses again, and raises it itself
+                raise
+        picked = chosen.result()
+        if place(settings).engine == "openvino":  # whatever the weights: the model runs on it (0.1-0.2 s of import)
+            import openvino  # noqa: F401  # imported here, on the pool, only where the engine is OpenVINO
+        if picked is None or (wanted is not None and not wanted()):
+            return None
+        if warm_only:
+            return from_compiled_cache(picked, settings, options)
+        return _create(spec, settings, options, picked)
+
+    future = pool.submit(make)
+    future.add_done_callback(lambda _: chosen.done() or chosen.set_result(None))  # cancelled: never chosen
+    made = Preload(chosen, future)
+    with _PRELOADS_LOCK:
+        _PRELOADS.setdefault(key, []).append(made)
+    return made
+
+
+def discard(preloads: list[Preload]) -> None:
+    """Forget these preloads where no `create_embedder` took them (the run that started them ended)."""
+    with _PRELOADS_LOCK:
+        for key, pending in list(_PRELOADS.items()):
+            kept = [p for p in pending if p not in preloads]
+            if kept:
+                _PRELOADS[key] = kept
+            else:
+                del _PRELOADS[key]
+
+
+def _take(spec: ModelSpec, settings: RunSettings, options: BuildOptions, weights: Weights | None) -> Embedder | None:
+    """The preloaded embedder of exactly these arguments (waiting for it), or None; its error is raised here."""
+    key = _key(spec, settings, options)
+    if key is None or weights is None:
+        return None
+    with _PRELOADS_LOCK:
+        pending = list(_PRELOADS.get(key, ()))
+    for candidate in pending:
+        if not _same_network(candidate.weights.result(), weights):  # known early: no wait for another model
+            continue
+        with _PRELOADS_LOCK:
+            if candidate not in _PRELOADS.get(key, ()):
+                continue  # taken by another caller meanwhile
+            _PRELOADS[key].remove(candidate)
+        made = candidate.embedder.result()  # None: not made after all (warm_only, not in the cache)
+        return made if made is None or made.weights == weights else dataclasses.replace(made, weights=weights)
+    return None
+
+
+def _same_network(preloaded: Weights | None, asked: Weights) -> bool:
+    """The same weights, or both the seeded random initialisation (whatever their note: the options hold the
+    seed), whose provenance the caller's `Weights` then give."""
+    return preloaded is not None and (preloaded == asked or (preloaded.random and asked.random))
+
+
+def _key(spec: ModelSpec, settings: RunSettings, options: BuildOptions) -> tuple[Any, ...] | None:
+    """What makes a model besides its weights; the log and calibration do not (None: never preloaded)."""
+    if spec.named or settings.precision == "int8":
+        return None
+    return (spec, dataclasses.replace(settings, calibration=None), dataclasses.replace(options, log=None))
