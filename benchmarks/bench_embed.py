@@ -44,7 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, os.environ.get("BENCH_CODE", str(REPO)))  # a child runs the code it was asked for
 sys.path.insert(1, str(REPO / "benchmarks"))  # make_data.py, also when a child runs older code
 
-GOAL_SPEEDUP = 3.0  # whole process, ours (defaults, warm engine cache) over lightly-embed (num_workers=2)
+GOAL_SPEEDUP = 5.0  # whole process, ours (defaults, warm engine cache) over lightly-embed (num_workers=2); issue 26
+# set it on a machine with AMX, where the limit is ~6x: the limit line says what the machine measured allows
 GOAL_STARTUP_S = 2.0  # process start to the first embedded batch, warm engine cache
 GOAL_EFFICIENCY = 0.85  # embedding step over forward-only
 
@@ -426,6 +427,14 @@ def main() -> None:
             after = next(r for r in runs if r["name"] == "ours defaults")
             print(f"speed-up whole process, ours defaults over {base['name']}: {base['wall'] / after['wall']:.2f}x "
                   f"(goal >= {GOAL_SPEEDUP}x)")  # fmt: skip
+            limit = base["wall"] / _at_forward_rate(after, max(measured["forward"].values()))
+            print(f"limit on this machine: {limit:.2f}x (ours with the embedding step at the forward-only rate); "
+                  f"reached {base['wall'] / after['wall'] / limit:.0%} of it")  # fmt: skip
+
+
+def _at_forward_rate(run: dict, forward_per_s: float) -> float:
+    """The run's wall time had its embedding step gone at the network's forward-only rate (nothing else changed)."""
+    return run["wall"] - run["embed"] + run["n"] / forward_per_s
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ def data_issues(
 
 def _with_unindexed(table: pd.DataFrame, file_index: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
     """Files of file_index with no sample at all (a video that could not be indexed) are broken, by their path."""
-    lost = [f for f in file_index["filename"].astype(str) if f not in set(samples["source"].astype(str))]
+    indexed = set(samples["source"].astype(str))  # once: rebuilt per file, 100k files took 17 minutes here
+    lost = [f for f in file_index["filename"].astype(str) if f not in indexed]
     extra = pd.DataFrame({"filenames": lost, "issue": "broken", "score": 1.0})
     return pd.concat([table, extra], ignore_index=True) if lost else table
 

@@ -135,12 +135,9 @@ class PublishSession:
         self.root = f"{root.rstrip('/')}/{self.dataset}"
 
     def _tune_s3(self) -> None:
-        """Bound every S3 wait by the timeout.
-
-        botocore adds ``Expect: 100-continue`` to S3 uploads and aiohttp waits for the
-        interim response with no timeout at all, so a stalled server would hang an
-        upload forever; without the header ``read_timeout`` covers the whole exchange.
-        """
+        """Bound every S3 wait by the timeout: botocore adds ``Expect: 100-continue`` to S3 uploads and aiohttp
+        waits for the interim response with no timeout at all, so a stalled server would hang an upload forever;
+        without the header ``read_timeout`` covers the whole exchange."""
         # botocore (~100 modules) only for S3: runs to other targets start without it
         from botocore.handlers import add_expect_header
 
