@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import av
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -98,6 +97,8 @@ def video_stats(path: Path, frames: set[int]) -> Iterator[tuple[int, dict | None
     """(frame number, statistics or None, reason) for the wanted frames, from one sequential decode."""
     wanted = set(frames)
     reason = "frame not found in the video (it has fewer frames than were indexed)"
+    import av  # PyAV (0.1 s to import): only for videos, as in dataset.video
+
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             stream = container.streams.video[0]

@@ -16,19 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import av
-import av.codec.context
-import av.container
-import av.stream
-import av.video.stream
-from av.error import FFmpegError
 from PIL import Image
 
 from lightly_assets.dataset.orientation import display_upright
 from lightly_assets.dataset.packets import PACKET_PER_FRAME_CODECS, TINY_MPEG4_PACKET, shown_frames
 from lightly_assets.errors import LightlyAssetsError
+
+if TYPE_CHECKING:  # PyAV itself (0.1 s to import) is imported by the functions that open a video: not by photo runs
+    import av.container
+    import av.video.stream
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
@@ -48,8 +46,7 @@ class VideoError(LightlyAssetsError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
-    def __reduce__(self) -> tuple[type[VideoError], tuple[str, str]]:
-        # Keeps the error picklable across process pools despite the 2-arg __init__.
+    def __reduce__(self) -> tuple[type[VideoError], tuple[str, str]]:  # picklable, despite the 2-arg __init__
         return (type(self), (self.path, self.reason))
 
 
@@ -98,9 +95,11 @@ def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
         raise VideoError(path, "does not exist" if not p.exists() else "is not a file")
     if p.stat().st_size == 0:
         raise VideoError(path, "file is empty (0 bytes)")
+    import av  # see the imports at the top
+
     try:
         container = av.open(str(p), mode="r", metadata_errors="ignore")
-    except FFmpegError as exc:
+    except av.FFmpegError as exc:
         raise VideoError(path, f"cannot be opened as a video: {_why(exc)}") from None
     except OSError as exc:
         raise VideoError(path, f"cannot be read: {exc.strerror or exc}") from None
@@ -121,6 +120,8 @@ def _video_stream(container: av.container.InputContainer, path: str | os.PathLik
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise VideoError(path, f"has no video stream (streams: {', '.join(kinds)})")
+    import av.stream  # see the imports at the top
+
     stream = container.streams.video[0]
     for other in container.streams:
         if other.index != stream.index:
@@ -146,6 +147,8 @@ def _demux(
     path: str | os.PathLike[str],
 ) -> _Packets:
     """Reads every packet of the stream once, without decoding."""
+    import av  # see the imports at the top
+
     codec = stream.codec_context.name
     got = _Packets(pts=[], dts=[])
     try:
@@ -177,7 +180,7 @@ def _demux(
             if stamp is not None:
                 stop = stamp + (packet.duration or 0)
                 got.end = stop if got.end is None else max(got.end, stop)
-    except FFmpegError as exc:
+    except av.FFmpegError as exc:
         raise VideoError(path, f"unreadable after packet {got.total}: {_why(exc)}") from None
     known = [p for p in got.pts if p is not None]
     if known and got.key_pts is not None and min(known) < got.key_pts:
@@ -234,12 +237,14 @@ def _decode_pts(
     path: str | os.PathLike[str],
 ) -> list[int | None]:
     """Full decode (threaded), keeping only each frame's pts; the count fallback."""
+    import av.codec.context  # see the imports at the top
+
     stream.thread_type = av.codec.context.ThreadType.AUTO
     pts: list[int | None] = []
     try:
         for frame in container.decode(stream):
             pts.append(frame.pts)
-    except FFmpegError as exc:
+    except av.FFmpegError as exc:
         raise VideoError(path, f"decoding failed at frame {len(pts)}: {_why(exc)}") from None
     return pts
 
@@ -376,6 +381,8 @@ def iter_frames(
     False gives the stored pixels (lightly-embed's). With `keep`, only those frame numbers are converted and
     yielded (the others are decoded and dropped: a subsampled or resumed video pays no conversion for them).
     """
+    import av.codec.context  # see the imports at the top
+
     with _open(path) as container:
         stream = _video_stream(container, path)
         if threads:
@@ -387,7 +394,7 @@ def iter_frames(
                 if keep is None or number in keep:
                     yield number, _upright_image(frame, size) if upright else frame.to_image(**kwargs)
                 number += 1
-        except FFmpegError as exc:
+        except av.FFmpegError as exc:
             raise VideoError(path, f"decoding failed at frame {number}: {_why(exc)}") from None
     if expected_frames is not None and number != expected_frames:
         raise VideoError(path, f"decoded {number} frames but the index has {expected_frames}")
