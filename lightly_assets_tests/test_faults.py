@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
@@ -349,7 +348,9 @@ def test_a_frame_that_fails_to_convert_skips_its_whole_video(tmp_path: Path, mon
     noisy_video(tmp_path / "ds" / "ok.mp4", 4, (64, 48))
     files = scan_dataset(tmp_path / "ds").files
     samples = build_sample_index(files, tmp_path / "ds").samples
-    real = av.VideoFrame.to_image
+    from lightly_assets.dataset import video
+
+    real = video._rgb  # the frame's conversion to RGB (swscale)
     converted = {"bad": 0}
 
     def flaky(frame, *args, **kwargs):
@@ -359,7 +360,7 @@ def test_a_frame_that_fails_to_convert_skips_its_whole_video(tmp_path: Path, mon
                 raise ValueError("cannot convert this frame")
         return real(frame, *args, **kwargs)
 
-    monkeypatch.setattr(av.VideoFrame, "to_image", flaky)
+    monkeypatch.setattr(video, "_rgb", flaky)
     cache = EmbeddingCache(tmp_path / "cache.npz")
     result = embed_samples(
         samples, tmp_path / "ds", load_model(None, input_size=16), options=EmbedOptions(workers=1), cache=cache
@@ -368,7 +369,7 @@ def test_a_frame_that_fails_to_convert_skips_its_whole_video(tmp_path: Path, mon
     assert len(bad) == 6 and all(name.startswith("bad-") for name in bad), result.unreadable
     assert all("whole or not at all" in reason or "cannot convert" in reason for _, reason in result.unreadable)
     assert sorted(result.filenames) == sorted(["x.png", *[f"ok-{i}-mp4.png" for i in range(4)]])
-    monkeypatch.setattr(av.VideoFrame, "to_image", real)
+    monkeypatch.setattr(video, "_rgb", real)
     converted["bad"] = -100  # now every frame converts, and the cached frames of bad.mp4 were not kept
     again = embed_samples(
         samples, tmp_path / "ds", load_model(None, input_size=16), options=EmbedOptions(workers=1), cache=cache

@@ -25,8 +25,10 @@ from lightly_assets.dataset.packets import PACKET_PER_FRAME_CODECS, TINY_MPEG4_P
 from lightly_assets.errors import LightlyAssetsError
 
 if TYPE_CHECKING:  # PyAV itself (0.1 s to import) is imported by the functions that open a video: not by photo runs
+    import av
     import av.container
     import av.video.stream
+    from av.video.reformatter import VideoReformatter
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
@@ -54,12 +56,10 @@ class VideoError(LightlyAssetsError):
 class VideoIndex:
     """What index_video learned about one video; per-frame tuples are in presentation order.
 
-    `time_s` is pts * time_base, as the container states it (not shifted to start at 0),
-    which is what PyAV's `frame.time` and Lightly's `pts_unit='sec'` timestamps give.
-
-    `method` says how frames were counted ('demux' or 'decode'), `timestamps` where the
-    pts/time values come from ('pts', 'dts', 'synthesized' from frame rate, or 'none'),
-    and `note` why a decode count was needed, if it was.
+    `time_s` is pts * time_base as the container states it (not shifted to start at 0): PyAV's `frame.time`,
+    Lightly's `pts_unit='sec'`. `method`: how frames were counted ('demux' or 'decode'); `timestamps`: where the
+    pts/time values come from ('pts', 'dts', 'synthesized' from the frame rate, or 'none'); `note`: why a decode
+    count was needed, if it was.
     """
 
     path: str
@@ -78,9 +78,8 @@ class VideoIndex:
 def frame_name(relpath: str, frame: int, n_frames: int) -> str:
     """Lightly's sample name for one video frame (lightly 1.6 VideoDataset.get_filename).
 
-    Lightly splits the relative path on the last '.', so `sub/a.b.mp4` gives
-    `sub/a.b-007-mp4.png`; the extension keeps its case; the zero padding is the
-    number of digits of this video's own frame count.
+    Lightly splits the relative path on the last '.', so `sub/a.b.mp4` gives `sub/a.b-007-mp4.png`; the extension
+    keeps its case; the zero padding is the number of digits of this video's own frame count.
     """
     if not 0 <= frame < n_frames:
         raise ValueError(f"{relpath}: frame {frame} out of range for {n_frames} frames")
@@ -335,10 +334,9 @@ def _index_or_error(path: str | os.PathLike[str]) -> VideoIndex | VideoError:
 def index_videos(paths: Iterable[str | os.PathLike[str]], workers: int | None = None) -> list[VideoIndex | VideoError]:
     """index_video over many files in a thread pool, in input order; errors are returned.
 
-    Threads, not processes: most of the time per file is avformat_find_stream_info and
-    av_read_frame, which PyAV runs without the GIL. Measured on 2 shared cores, 48 files x
-    300 frames: sequential 390 ms, 2 threads 220-250 ms, 2 forked processes 200-410 ms;
-    threads match processes without start-up, pickling or fork-with-threads hazards.
+    Threads, not processes: most of the time per file is avformat_find_stream_info and av_read_frame, which PyAV
+    runs without the GIL. 2 shared cores, 48 files x 300 frames: sequential 390 ms, 2 threads 220-250 ms, 2 forked
+    processes 200-410 ms: threads match processes without start-up, pickling or fork-with-threads hazards.
     """
     items = list(paths)
     if workers is None:
@@ -349,18 +347,20 @@ def index_videos(paths: Iterable[str | os.PathLike[str]], workers: int | None = 
         return list(pool.map(_index_or_error, items))
 
 
-def _upright_image(frame: av.VideoFrame, size: tuple[int, int] | None) -> Image.Image:
-    """The frame as players show it (display rotation applied), at `size` (width, height) when given.
+def _rgb(frame: av.VideoFrame, reformatter: VideoReformatter, size: tuple[int, int] | None) -> Image.Image:
+    """The frame in RGB at `size` (width, height) when given, scaled and converted in one swscale call; one
+    reformatter per video keeps swscale's context (`frame.to_image` makes one per frame: 2x the cost at 64 px)."""
+    width, height = size if size is not None else (None, None)
+    return reformatter.reformat(frame, width, height, "rgb24").to_image()
 
-    swscale resizes before the turn (cheap), so a quarter turn scales to the transposed size first.
-    """
+
+def _upright_image(frame: av.VideoFrame, reformatter: VideoReformatter, size: tuple[int, int] | None) -> Image.Image:
+    """The frame as players show it (display rotation applied), at `size` (width, height) when given; swscale
+    resizes before the turn (cheap), so a quarter turn scales to the transposed size first."""
     rotation = getattr(frame, "rotation", 0) or 0  # PyAV's reading of the DISPLAYMATRIX side data
-    if size is None:
-        return display_upright(frame.to_image(), rotation)
-    width, height = size
-    if round(rotation) % 180 == 90:
-        width, height = height, width
-    return display_upright(frame.to_image(width=width, height=height), rotation)
+    if size is not None and round(rotation) % 180 == 90:
+        size = size[1], size[0]
+    return display_upright(_rgb(frame, reformatter, size), rotation)
 
 
 def iter_frames(
@@ -373,26 +373,25 @@ def iter_frames(
 ) -> Iterator[tuple[int, Image.Image]]:
     """Decodes a video once, front to back, yielding (frame number, RGB PIL image).
 
-    `size` is (width, height) and is applied by PyAV's swscale while converting to RGB,
-    which is far cheaper than resizing the full-size PIL image. Only the frame being
-    yielded (plus the decoder's few reference frames) is held in memory. When
-    `expected_frames` is given (index_video's n_frames), a different count raises.
-    `upright` turns each frame by the video's display rotation, as players and LightlyStudio show it;
-    False gives the stored pixels (lightly-embed's). With `keep`, only those frame numbers are converted and
-    yielded (the others are decoded and dropped: a subsampled or resumed video pays no conversion for them).
-    """
+    `size` (width, height) is applied by swscale while converting to RGB, far cheaper than resizing the full
+    image; only the frame yielded (and the decoder's reference frames) is held. `expected_frames` (index_video's
+    n_frames): a different count raises. `upright` turns each frame by the display rotation, as players and
+    LightlyStudio show it (False: the stored pixels, lightly-embed's). With `keep`, only those frame numbers are
+    converted and yielded: a subsampled or resumed video pays no conversion for the others."""
     import av.codec.context  # see the imports at the top
+    from av.video.reformatter import VideoReformatter
 
     with _open(path) as container:
         stream = _video_stream(container, path)
         if threads:
             stream.thread_type = av.codec.context.ThreadType.AUTO
-        kwargs = {} if size is None else {"width": size[0], "height": size[1]}
+        reformatter = VideoReformatter()
         number = 0
         try:
             for frame in container.decode(stream):
                 if keep is None or number in keep:
-                    yield number, _upright_image(frame, size) if upright else frame.to_image(**kwargs)
+                    image = _upright_image(frame, reformatter, size) if upright else _rgb(frame, reformatter, size)
+                    yield number, image
                 number += 1
         except av.FFmpegError as exc:
             raise VideoError(path, f"decoding failed at frame {number}: {_why(exc)}") from None

@@ -33,6 +33,39 @@ class Runner(Protocol):
     def to(self, device: str, precision: str) -> Runner: ...
 
 
+class InFlight(Protocol):
+    """Batches handed to an engine that runs several at once (`engines.openvino.InFlight`); vectors come back in the
+    order the batches went in: `put` may wait for the oldest, `ready` never waits, `finish` waits for all, `close`
+    leaves nothing running."""
+
+    def put(self, pixels: np.ndarray) -> list[np.ndarray]: ...
+
+    def ready(self) -> list[np.ndarray]: ...
+
+    def finish(self) -> list[np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class _OneAtATime:
+    """`InFlight` of an engine that runs one batch at a time (torch): each batch runs when it is put."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def put(self, pixels: np.ndarray) -> list[np.ndarray]:
+        return [self.runner(pixels)]
+
+    def ready(self) -> list[np.ndarray]:
+        return []
+
+    def finish(self) -> list[np.ndarray]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class Embedder:
     """A ready embedding model: `embed` maps a uint8 NHWC batch of `prep.shape` images to float32 (N, dim).
@@ -81,6 +114,17 @@ class Embedder:
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Embed a uint8 NHWC batch of `prep.shape` images; returns float32 (N, dim)."""
         return self.runner(batch)
+
+    @property
+    def streams(self) -> int:
+        """Batches the engine runs at once (OpenVINO's streams); 1 for torch."""
+        return int(getattr(self.runner, "streams", 1))
+
+    def in_flight(self) -> InFlight:
+        """Where to put batches one after the other: an engine with streams (OpenVINO) runs the next batches while
+        the caller fills another; any other runs each batch when it is put."""
+        make = getattr(self.runner, "in_flight", None)
+        return make() if make is not None else _OneAtATime(self.runner)
 
     def preprocess(self, batch: np.ndarray) -> Any:
         """The normalised float NCHW tensor the torch network takes (torch runners only: the reference in tests)."""

@@ -15,7 +15,7 @@ from torch import nn
 
 from lightly_assets.embedding.engines import compiled_cache as eng
 from lightly_assets.embedding.engines.compiled_cache import ModelCache
-from lightly_assets.embedding.engines.openvino import openvino_engine
+from lightly_assets.embedding.engines.openvino import OpenVINOEngine, openvino_engine, streams_for
 from lightly_assets.embedding.engines.torch import TorchEngine
 from lightly_assets.embedding.errors import EngineError
 from lightly_assets.embedding.factory import from_compiled_cache, load_model
@@ -75,6 +75,27 @@ def test_openvino_fp32_matches_torch_fp32_on_the_lightly_network(lightly_ov) -> 
     assert ours.dtype == np.float32 and ours.shape == reference.shape
     assert _cosine(ours, reference).min() >= 0.9999
     np.testing.assert_allclose(ours, reference, rtol=1e-3, atol=1e-4 * np.abs(reference).max())
+
+
+def test_two_streams_give_the_vectors_of_one(lightly_ov) -> None:
+    """Two streams (two threads or more) split a single batch between them and keep one batch each in flight,
+    with the vectors one stream gives, in the order the batches came."""
+    assert (streams_for(0), streams_for(1), streams_for(2), streams_for(8)) == (1, 1, 2, 2)
+    one = OpenVINOEngine(lightly_ov.runner.xml, "fp32", 1)
+    two = OpenVINOEngine(lightly_ov.runner.xml, "fp32", 2)
+    assert (one.streams, two.streams) == (1, 2)
+    pixels = _pixels(9)
+    np.testing.assert_allclose(two(pixels), one(pixels), rtol=1e-4, atol=1e-5)
+    flight, got = two.in_flight(), []
+    for batch in (pixels[:4], pixels[4:8], pixels[8:]):
+        got += flight.put(batch)  # the third waits for the first: two requests
+    assert len(got) >= 1
+    got += flight.finish()
+    assert [len(v) for v in got] == [4, 4, 1] and flight.finish() == []
+    np.testing.assert_allclose(np.concatenate(got), one(pixels), rtol=1e-4, atol=1e-5)
+    flight.put(pixels)
+    flight.close()  # after an error: nothing left running, the requests free for the next call
+    np.testing.assert_allclose(two(pixels[:1]), one(pixels[:1]), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.e2e  # a second OpenVINO compilation of the network, in bf16 (~6 CPU-s)

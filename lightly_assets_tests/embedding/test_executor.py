@@ -11,6 +11,7 @@ import numpy as np
 
 from lightly_assets.embedding.cache import EmbeddingCache
 from lightly_assets.embedding.decode import load_image
+from lightly_assets.embedding.embedder import InFlight
 from lightly_assets.embedding.executor import Collected, DecodeOptions, EmbedJob, JobResult, Sink
 from lightly_assets.embedding.factory import load_model
 from lightly_assets.embedding.local import FIRST_BATCH, LocalExecutor
@@ -100,3 +101,34 @@ def test_the_first_batch_is_small_and_no_vector_depends_on_its_batch(tmp_path: P
     alone = np.concatenate([model.embed(load_image(tmp_path / n, SIZE)[None]) for n in names])
     cosine = (result.matrix * alone).sum(1) / np.linalg.norm(result.matrix, axis=1) / np.linalg.norm(alone, axis=1)
     assert cosine.min() > 0.9999
+
+
+def test_two_streams_keep_the_rows_and_share_the_last_batch(tmp_path: Path) -> None:
+    """With two OpenVINO streams a batch is in the network while the next is filled (from the same array, which the
+    engine copies): every vector lands on its own row, and the first and last batches are split between the streams."""
+    names = [f"a/{i:02d}.jpg" for i in range(FIRST_BATCH + 23)]
+    for i, name in enumerate(names):
+        blocky_image(tmp_path / name, 40, 30, seed=i)
+    model = load_model(None, input_size=SIZE, seed=0, engine="openvino", precision="fp32", threads=2)
+    assert model.streams == 2
+    sizes: list[int] = []
+
+    class Recording:
+        """The engine, noting the size of each batch put into it."""
+
+        name, precision, streams = "openvino", "fp32", 2
+
+        def __call__(self, batch: np.ndarray) -> np.ndarray:
+            return model.runner(batch)
+
+        def in_flight(self) -> InFlight:
+            flight = model.in_flight()
+            put = flight.put
+            flight.put = lambda pixels: sizes.append(len(pixels)) or put(pixels)  # type: ignore[method-assign]
+            return flight
+
+    counted = dataclasses.replace(model, runner=Recording())
+    result = embed_samples(frame_index_for(tmp_path, names), tmp_path, counted, EmbedOptions(batch_size=10, workers=2))
+    assert sizes == [FIRST_BATCH // 2, FIRST_BATCH // 2, 10, 10, 2, 1] and result.filenames == names
+    alone = np.concatenate([model.embed(load_image(tmp_path / n, SIZE)[None]) for n in names])
+    np.testing.assert_allclose(result.matrix, alone, rtol=1e-4, atol=1e-5)

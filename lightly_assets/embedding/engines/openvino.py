@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -33,36 +34,109 @@ log = logging.getLogger(__name__)
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: quantised graph, f32 for the rest
 
 
+def streams_for(threads: int) -> int:
+    """Two streams, each with half the network's threads, where it has two threads or more; else one.
+
+    One stream of N threads meets at a barrier after every layer: when a decode thread (or another process)
+    takes one of its cores, the other threads wait for it. Two streams, each on its own batch, share no barrier,
+    so one keeps its core busy while the other core decodes. `threads` 0 (OpenVINO's own choice): one stream.
+    """
+    return 2 if threads >= 2 else 1
+
+
 class OpenVINOEngine:
-    """A compiled OpenVINO model taking uint8 NHWC batches of any length; picklable (recompiles from its files)."""
+    """A compiled OpenVINO model taking uint8 NHWC batches of any length; picklable (recompiles from its files).
+
+    `streams` (default `streams_for(threads)`) infer requests run at once, one batch each: `in_flight` keeps them
+    all fed; a single call splits its batch between them.
+    """
 
     name = "openvino"
 
-    def __init__(self, xml: Path, precision: str, threads: int) -> None:
+    def __init__(self, xml: Path, precision: str, threads: int, streams: int | None = None) -> None:
         import openvino as ov  # see the module's docstring
 
         self.xml, self.precision, self.threads = Path(xml), precision, threads
+        self.streams = streams or streams_for(threads)
         core = ov.Core()
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],  # explicit: bf16 CPUs default to bf16
-            "PERFORMANCE_HINT": "LATENCY",  # one stream: the batch is the parallelism
-            "NUM_STREAMS": 1,
+            "NUM_STREAMS": self.streams,  # the threads are split between the streams
         }
+        if self.streams == 1:
+            config["PERFORMANCE_HINT"] = "LATENCY"  # one stream: the batch is the parallelism
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
         self._compiled = core.compile_model(core.read_model(str(self.xml)), "CPU", config)
-        self._request = self._compiled.create_infer_request()
+        self._requests = [self._compiled.create_infer_request() for _ in range(self.streams)]
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        self._request.infer({0: np.ascontiguousarray(pixels, dtype=np.uint8)})
-        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        """One batch; with several streams it is split between them, so that all the threads work on it."""
+        if self.streams == 1 or len(pixels) < 2:
+            request = self._requests[0]
+            request.infer({0: np.ascontiguousarray(pixels, dtype=np.uint8)})
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        flight = self.in_flight()
+        try:
+            for part in np.array_split(np.asarray(pixels), min(self.streams, len(pixels))):
+                flight.put(part)
+            return np.concatenate(flight.finish())
+        finally:
+            flight.close()
 
-    def __reduce__(self) -> tuple[type[OpenVINOEngine], tuple[Path, str, int]]:
-        return (OpenVINOEngine, (self.xml, self.precision, self.threads))
+    def in_flight(self) -> InFlight:
+        """Batches run one per stream at once: the next is filled while the others are in the network."""
+        return InFlight(self._requests)
+
+    def __reduce__(self) -> tuple[type[OpenVINOEngine], tuple[Path, str, int, int]]:
+        return (OpenVINOEngine, (self.xml, self.precision, self.threads, self.streams))
 
     def to(self, device: str, precision: str) -> OpenVINOEngine:
         """OpenVINO runs on the CPU only; `embedder.Embedder.to` hands a GPU to the torch network instead."""
         return self
+
+
+class InFlight:
+    """Batches in an engine's infer requests, oldest first; every method hands back vectors in submission order.
+
+    `put` starts a batch (copied into its request, so the caller may refill its array at once), first waiting for
+    the oldest batch when every request is busy; `ready` takes what has finished by now without waiting; `finish`
+    waits for the rest; `close` (always, e.g. after an error) leaves no request running.
+    """
+
+    def __init__(self, requests: list[Any]) -> None:
+        self._free, self._busy = list(requests), deque[Any]()
+
+    def put(self, pixels: np.ndarray) -> list[np.ndarray]:
+        done = self.ready()
+        if not self._free:
+            done.append(self._pop())
+        request = self._free.pop()
+        request.start_async({0: np.ascontiguousarray(pixels, dtype=np.uint8)}, share_inputs=False)
+        self._busy.append(request)
+        return done
+
+    def ready(self) -> list[np.ndarray]:
+        done = []
+        while self._busy and self._busy[0].wait_for(0):
+            done.append(self._pop())
+        return done
+
+    def finish(self) -> list[np.ndarray]:
+        return [self._pop() for _ in range(len(self._busy))]
+
+    def close(self) -> None:
+        for request in self._busy:
+            request.wait()
+        self._free += self._busy
+        self._busy.clear()
+
+    def _pop(self) -> np.ndarray:
+        request = self._busy.popleft()
+        request.wait()
+        vectors = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        self._free.append(request)
+        return vectors
 
 
 def with_preprocessing(model: ov.Model, pre: Preprocessing) -> ov.Model:
