@@ -81,7 +81,8 @@ def _child(job: dict) -> None:
 
         profiler = cProfile.Profile()
     executor_for = EmbeddingModelResource.executor_for
-    flush = local._Batches.flush
+    hooked = "_deliver" if hasattr(local._Batches, "_deliver") else "flush"  # where vectors leave (older: flush)
+    flush = getattr(local._Batches, hooked)
 
     def first_call(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         mark("body")
@@ -102,7 +103,7 @@ def _child(job: dict) -> None:
             os._exit(0)
 
     EmbeddingModelResource.executor_for = first_call
-    local._Batches.flush = timed_flush
+    setattr(local._Batches, hooked, timed_flush)
     if profiler is not None:
         profiler.enable()
     code = main(["run", job["dataset"], "--data-dir", job["data_dir"], "--output-dir", job["output_dir"]])
