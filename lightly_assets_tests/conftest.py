@@ -111,3 +111,19 @@ def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture
+def made_on(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the threads on which models are made."""
+    from lightly_assets.embedding import factory  # as the engine cache fixture: conftest imports no package module
+
+    threads: list[str] = []
+    make = factory._create
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        threads.append(threading.current_thread().name)
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(factory, "_create", recording)
+    return threads

@@ -14,7 +14,6 @@ from lightly_assets.defs.embedding import embeddings
 from lightly_assets.defs.indexing import file_index, frame_index
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.defs.resources import EmbeddingModelResource, RayClusterResource, StorageResource
-from lightly_assets.embedding import factory
 from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.summary import failure_reason
 
@@ -33,20 +32,6 @@ def _run(tmp_path: Path, model: EmbeddingModelResource):
                 "embedding_model": model, "ray_cluster": RayClusterResource(),
             },
         )  # fmt: skip
-
-
-@pytest.fixture
-def made_on(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the threads on which models are made."""
-    threads: list[str] = []
-    make = factory._create
-
-    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        threads.append(threading.current_thread().name)
-        return make(*args, **kwargs)
-
-    monkeypatch.setattr(factory, "_create", recording)
-    return threads
 
 
 def _preload_threads() -> list[str]:

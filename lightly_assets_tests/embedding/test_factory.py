@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightly_assets.embedding import factory
 from lightly_assets.embedding.errors import ModelError
 from lightly_assets.embedding.factory import create_embedder, discard, preload
 from lightly_assets.embedding.settings import RunSettings
@@ -28,21 +27,7 @@ def pool():
         yield executor
 
 
-def _made_on(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the threads on which models are made."""
-    threads: list[str] = []
-    make = factory._create
-
-    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        threads.append(threading.current_thread().name)
-        return make(*args, **kwargs)
-
-    monkeypatch.setattr(factory, "_create", recording)
-    return threads
-
-
-def test_the_preloaded_model_is_the_one_used_once_with_the_same_vectors(pool, monkeypatch) -> None:
-    made_on = _made_on(monkeypatch)
+def test_the_preloaded_model_is_the_one_used_once_with_the_same_vectors(pool, made_on) -> None:
     started = preload(pool, "lightly", SETTINGS, OPTIONS, lambda: Weights("random"))
     assert started is not None
     # the log (the step's) and calibration (int8 only) make no other model
@@ -61,8 +46,7 @@ def test_random_weights_of_another_provenance_take_the_random_network_and_keep_t
     assert model.weights == offline and model.runner is started.embedder.result().runner
 
 
-def test_other_weights_or_settings_are_made_anew_without_waiting_for_the_preload(pool, monkeypatch, tmp_path) -> None:
-    made_on = _made_on(monkeypatch)
+def test_other_weights_or_settings_are_made_anew_without_waiting_for_the_preload(pool, made_on, tmp_path) -> None:
     gate = threading.Event()
     started = preload(pool, "lightly", SETTINGS, OPTIONS, Weights("random"), wanted=lambda: gate.wait(30))
     assert started is not None
@@ -106,8 +90,7 @@ def test_nothing_is_preloaded_for_named_models_or_int8(pool) -> None:
     assert preload(pool, "lightly", int8, OPTIONS, Weights("random")) is None
 
 
-def test_a_cancelled_preload_never_blocks_the_caller(monkeypatch) -> None:
-    made_on = _made_on(monkeypatch)
+def test_a_cancelled_preload_never_blocks_the_caller(monkeypatch, made_on) -> None:
     gate = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-preload") as busy:
         busy.submit(gate.wait, 30)
