@@ -3,6 +3,7 @@ fixtures; builders are in `media.py`, `tables.py` and `servers.py`."""
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -35,6 +36,9 @@ def pytest_configure(config: pytest.Config) -> None:
     environment.setenv("LIGHTLY_ASSETS_ENGINE_CACHE", str(folders["engines"]))
     environment.setenv("LIGHTLY_ASSETS_PRETRAINED_URL", OFFLINE_PRETRAINED_URL)  # bound by definitions.py
     environment.setenv("LIGHTLY_STUDIO_ANALYTICS_ENABLED", os.environ.get("LIGHTLY_STUDIO_ANALYTICS_ENABLED", "false"))
+    # Two xdist workers share the cores: torch's OpenMP threads would spin between tensors, taking a core the other
+    # worker needs (~15 CPU-s of the quick loop). Read when torch loads, i.e. after this, during collection.
+    environment.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
     config.stash[_ENVIRONMENT], config.stash[_FOLDERS] = environment, folders
 
 
@@ -44,6 +48,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.stash[_ENVIRONMENT].undo()
         for folder in config.stash[_FOLDERS].values():
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def pytest_collection_finish() -> None:
+    """What collection imported (torch, Dagster, pandas: millions of objects) lives until the end: moved out of the
+    garbage collector's sight, so that its full collections stop walking it again and again (~2% of the loop's CPU)."""
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -56,17 +66,24 @@ def engine_cache(pytestconfig: pytest.Config) -> Iterator[Path]:
     compiled_cache.DEFAULT_ROOT = None
 
 
+#: Markers of tests whose first run in a process costs seconds of CPU (imports, conversions): one worker runs each.
+HEAVY = ("lightly_tools", "lightly_studio", "openvino")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """How `-n` (pytest-xdist, `--dist loadgroup`) shares the tests out: whichever worker is free takes the next
-    test, except for two kinds of group. The end-to-end tests of one module run on one worker, so its module-wide
-    servers (`dagster dev`, LightlyStudio) start once; the tests calling Lightly's own tools run on one worker, so
-    only one pays the ~5 CPU-seconds of importing them."""
+    test, except for groups. The end-to-end tests of one module run on one worker, so its module-wide servers
+    (`dagster dev`, LightlyStudio) start once; the tests of each `HEAVY` marker run on one worker, so only one pays
+    for the imports (Lightly's tools, LightlyStudio) or conversions (OpenVINO) they share: with two workers on two
+    cores, every CPU-second both pay is half a second of the loop's wall time."""
     for item in items:
         if item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.xdist_group(f"e2e-{item.module.__name__ if item.module else item.name}"))
-        elif item.get_closest_marker("lightly_tools"):
-            item.add_marker(pytest.mark.xdist_group("lightly_tools"))
+            continue
+        heavy = next((name for name in HEAVY if item.get_closest_marker(name)), None)
+        if heavy:
+            item.add_marker(pytest.mark.xdist_group(heavy))
 
 
 @pytest.fixture

@@ -106,6 +106,7 @@ class _Model:
         return np.ones((len(texts), 3))
 
 
+@pytest.mark.lightly_studio
 def test_query_embedders_embed_example_images_and_text_when_the_model_has_a_text_tower(tmp_path) -> None:
     import io
 

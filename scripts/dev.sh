@@ -49,7 +49,10 @@ ui() {
 cmd=${1:-run}; shift || true
 case "$cmd" in
   run)  setup; exec .venv/bin/lightly-assets run "$@" ;;
-  test) setup test,ray,docs; browser; exec .venv/bin/python -m pytest "$@" ;;  # docs: the strict site build is a test too
+  # docs: the strict site build is a test too. Bytecode is cached (__pycache__, ignored by git) even where the
+  # environment turns it off (PYTHONDONTWRITEBYTECODE): each xdist worker and each process a test starts would
+  # otherwise compile the package and the rewritten test modules again, ~3 s of the quick loop's wall time.
+  test) setup test,ray,docs; browser; unset PYTHONDONTWRITEBYTECODE; exec .venv/bin/python -m pytest "$@" ;;
   check) setup; VIRTUAL_ENV="$PWD/.venv" exec .venv/bin/dg check defs ;;  # the venv dg expects: no mismatch warning
   ui)   setup; ui ;;
   docs) setup docs; out=$(mktemp -d); trap 'rm -rf "$out"' EXIT  # the reference pages are generated from the code

@@ -18,6 +18,8 @@ from lightly_assets.defs.checks import samples_match_files
 from lightly_assets.publish.studio import StudioTarget, count_in_studio, upload_dataset
 from lightly_assets_tests.media import make_image, make_video
 
+pytestmark = pytest.mark.lightly_studio  # LightlyStudio's own sampling is the reference
+
 
 def test_stride_keeps_every_nth_frame() -> None:
     assert FrameSampling(frame_stride=4).kept(10, 30.0) == [0, 4, 8]

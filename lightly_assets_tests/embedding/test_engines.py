@@ -27,6 +27,7 @@ from lightly_assets.embedding.weights import Weights
 from lightly_assets_tests.media import blocky_image, make_image, make_video
 from lightly_assets_tests.tables import frame_index_for
 
+pytestmark = pytest.mark.openvino  # the module's tests share the conversions of one network
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
 

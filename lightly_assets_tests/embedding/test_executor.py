@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lightly_assets.embedding.cache import EmbeddingCache
 from lightly_assets.embedding.decode import load_image
@@ -81,6 +82,7 @@ def test_the_local_executor_reports_when_its_first_batch_was_ready(tmp_path: Pat
     assert LocalExecutor().describe() == "local"
 
 
+@pytest.mark.openvino
 def test_the_first_batch_is_small_and_no_vector_depends_on_its_batch(tmp_path: Path) -> None:
     """The network's first forward pass takes a few samples (the first vectors come sooner), later ones full
     batches; on the default engine (OpenVINO, the machine's default precision) every vector is the one it gets
@@ -103,6 +105,7 @@ def test_the_first_batch_is_small_and_no_vector_depends_on_its_batch(tmp_path: P
     assert cosine.min() > 0.9999
 
 
+@pytest.mark.openvino
 def test_two_streams_keep_the_rows_and_share_the_last_batch(tmp_path: Path) -> None:
     """With two OpenVINO streams a batch is in the network while the next is filled (from the same array, which the
     engine copies): every vector lands on its own row, and the first and last batches are split between the streams."""

@@ -30,7 +30,10 @@ from lightly_assets_tests.servers import free_port, get_json, http, start_gui, s
 from lightly_assets_tests.tables import frame_index, image_rows, video_rows, write_csv
 
 # Raised inside lightly_studio 1.2.0 itself on every dataset creation.
-pytestmark = pytest.mark.filterwarnings("ignore:The `objects` parameter of `Session.flush` is deprecated")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The `objects` parameter of `Session.flush` is deprecated"),
+    pytest.mark.lightly_studio,
+]
 
 
 # ---------------------------------------------------------------------------------------------------------

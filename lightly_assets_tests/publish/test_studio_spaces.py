@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from lightly_assets.publish.studio import StudioTarget, upload_dataset
 from lightly_assets.publish.studio.embedder import space_for, space_key
 from lightly_assets_tests.media import make_cats_and_dogs
 from lightly_assets_tests.tables import frame_index, image_rows, write_csv
+
+pytestmark = pytest.mark.lightly_studio
 
 
 def test_space_per_model_and_weights() -> None:
