@@ -23,6 +23,7 @@ LAZY = {  # top-level packages a function may import itself
     "huggingface_hub",
     "openvino",  # never on the torch (GPU) path
     "nncf",
+    "openvino_telemetry",  # comes with OpenVINO: read only to respect a user's opt-in
     "ray",
     "faiss",  # curation's search
     "scipy",

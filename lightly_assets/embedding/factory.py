@@ -29,6 +29,7 @@ from typing import Any
 from lightly_assets.embedding.embedder import Embedder
 from lightly_assets.embedding.engines.compiled_cache import ModelCache, cache_key, lightly_identity
 from lightly_assets.embedding.engines.openvino import openvino_engine
+from lightly_assets.embedding.engines.openvino_import import import_openvino
 from lightly_assets.embedding.errors import ModelError
 from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.settings import Placement, RunSettings, place
@@ -172,7 +173,7 @@ def preload(
                 raise
         picked = chosen.result()
         if place(settings).engine == "openvino":  # whatever the weights: the model runs on it (0.1-0.2 s of import)
-            import openvino  # noqa: F401  # imported here, on the pool, only where the engine is OpenVINO
+            import_openvino()  # here, on the pool, only where the engine is OpenVINO
         if picked is None or (wanted is not None and not wanted()):
             return None
         if warm_only:

@@ -16,6 +16,7 @@ from torch import nn
 from lightly_assets.embedding.engines import compiled_cache as eng
 from lightly_assets.embedding.engines.compiled_cache import ModelCache
 from lightly_assets.embedding.engines.openvino import OpenVINOEngine, openvino_engine, streams_for
+from lightly_assets.embedding.engines.openvino_import import opted_in
 from lightly_assets.embedding.engines.torch import TorchEngine
 from lightly_assets.embedding.errors import EngineError
 from lightly_assets.embedding.factory import from_compiled_cache, load_model
@@ -316,3 +317,45 @@ def test_a_warm_model_embeds_through_the_pipeline_like_the_model_it_was_cached_f
     expected = embed_samples(frame_index_for(tmp_path, names), tmp_path, lightly_ov, options=EmbedOptions(workers=1))
     assert got.filenames == names
     np.testing.assert_allclose(got.matrix, expected.matrix, rtol=1e-6, atol=1e-7)
+
+
+def test_a_user_who_never_opted_in_sends_nothing_to_openvinos_telemetry(tmp_path: Path) -> None:
+    """`import openvino` and each conversion send usage events to Google Analytics (from a forked process each)
+    unless the user opted out: in a fresh process (OpenVINO's telemetry is made once per process) on a machine whose
+    user was never asked, our import and conversion send none and fork nothing."""
+    script = f"""
+import json, os, openvino_telemetry
+events, forks, fork = [], [], os.fork
+def send_event(self, *args, force_send=False, **kwargs):
+    events.append(self.consent or force_send)
+openvino_telemetry.Telemetry.send_event = send_event
+os.fork = lambda: forks.append(1) or fork()
+from lightly_assets.embedding.factory import load_model
+model = load_model(None, input_size=16, precision="fp32", engine="openvino", cache_dir={str(tmp_path / "cache")!r})
+converted = os.path.isdir({str(tmp_path / "cache")!r})
+print(json.dumps({{"engine": model.engine, "converted": converted, "sent": any(events), "forks": len(forks)}}))
+"""
+    (tmp_path / "home").mkdir()  # no ~/intel/openvino_telemetry: never asked
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}  # as on a laptop
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env={**env, "HOME": str(tmp_path / "home")}
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert json.loads(ran.stdout.splitlines()[-1]) == {
+        "engine": "openvino",
+        "converted": True,
+        "sent": False,
+        "forks": 0,
+    }
+
+
+@pytest.mark.parametrize(("answer", "opted"), [(None, False), ("0", False), ("1", True)])
+def test_the_answer_to_openvinos_opt_in_out_decides(
+    monkeypatch, tmp_path: Path, answer: str | None, opted: bool
+) -> None:
+    """OpenVINO's telemetry stays on for a user whose `opt_in_out` answer (~/intel/openvino_telemetry) is yes."""
+    (tmp_path / "intel").mkdir()
+    if answer is not None:
+        (tmp_path / "intel" / "openvino_telemetry").write_text(answer)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert opted_in() is opted

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightly_assets.atomic import write_bytes_atomic
 from lightly_assets.embedding.download import sha256_of
+from lightly_assets.embedding.engines.openvino_import import import_openvino
 from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.weights import Weights
 
@@ -111,7 +112,7 @@ class ModelCache:
 
     def store(self, key: str, model: ov.Model, meta: dict[str, Any]) -> dict[str, Any]:
         """Write model.xml/.bin/meta.json into a temporary folder, then rename it into place."""
-        import openvino as ov  # the cache is asked first; OpenVINO loads only to write or run a graph
+        ov = import_openvino()  # the cache is asked first; OpenVINO loads only to write or run a graph
 
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=self.root))

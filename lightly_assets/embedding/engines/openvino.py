@@ -5,8 +5,8 @@ normalisation into the graph (u8 NHWC -> f32 NCHW, `/255`, `-mean`, `/std`), so 
 the batch; bf16 through `INFERENCE_PRECISION_HINT` where the CPU has it natively, f32 elsewhere, int8 after NNCF
 quantisation (opt-in). Converted graphs are kept by `compiled_cache`.
 
-OpenVINO itself is imported inside the functions: loading the Dagster definitions (which name this engine) and
-the CUDA path do not pay for it.
+OpenVINO itself is imported inside the functions (`openvino_import`, which declines its telemetry first): loading
+the Dagster definitions (which name this engine) and the CUDA path do not pay for it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from lightly_assets.embedding.engines.compiled_cache import ModelCache, cache_key
+from lightly_assets.embedding.engines.openvino_import import import_nncf, import_openvino
 from lightly_assets.embedding.errors import EngineError
 from lightly_assets.embedding.preprocessing import Preprocessing
 
@@ -54,7 +55,7 @@ class OpenVINOEngine:
     name = "openvino"
 
     def __init__(self, xml: Path, precision: str, threads: int, streams: int | None = None) -> None:
-        import openvino as ov  # see the module's docstring
+        ov = import_openvino()  # see the module's docstring
 
         self.xml, self.precision, self.threads = Path(xml), precision, threads
         self.streams = streams or streams_for(threads)
@@ -144,6 +145,7 @@ def with_preprocessing(model: ov.Model, pre: Preprocessing) -> ov.Model:
 
     An output `[B, D, h, w]` is mean-pooled and `[B, T, D]` gives its first token, as for `onnx:` models.
     """
+    import_openvino()
     from openvino.preprocess import ColorFormat, PrePostProcessor  # see the module's docstring
 
     if len(model.inputs) != 1:
@@ -162,8 +164,8 @@ def with_preprocessing(model: ov.Model, pre: Preprocessing) -> ov.Model:
 
 def _flat_output(model: ov.Model) -> ov.Model:
     """The first output as (N, D): pooled over space (rank 4), first token (rank 3)."""
-    import openvino as ov  # see the module's docstring
-    import openvino.opset13 as ops
+    ov = import_openvino()  # see the module's docstring
+    import openvino.opset13 as ops  # see the module's docstring
 
     out = model.outputs[0]
     rank = out.get_partial_shape().rank.get_length()
@@ -181,13 +183,13 @@ def _flat_output(model: ov.Model) -> ov.Model:
 
 
 def _ov_type(name: str):
-    import openvino as ov  # see the module's docstring
+    ov = import_openvino()  # see the module's docstring
 
     return getattr(ov.Type, name)
 
 
 def _layout(name: str):
-    import openvino as ov  # see the module's docstring
+    ov = import_openvino()  # see the module's docstring
 
     return ov.Layout(name)
 
@@ -197,7 +199,7 @@ def convert(source: nn.Module | Path | str, pre: Preprocessing, calibration: np.
 
     `calibration` (uint8 NHWC samples) quantises the result to int8 with NNCF's post-training quantisation.
     """
-    import openvino as ov  # see the module's docstring
+    ov = import_openvino()  # see the module's docstring
 
     try:
         if isinstance(source, (str, Path)):
@@ -224,7 +226,7 @@ def convert(source: nn.Module | Path | str, pre: Preprocessing, calibration: np.
 
 def quantize_int8(model: ov.Model, calibration: np.ndarray, batch: int = 16) -> ov.Model:
     """NNCF post-training quantisation on real samples (uint8 NHWC, the graph's own input)."""
-    import nncf  # optional and slow to import: only for precision int8
+    nncf = import_nncf()  # optional and slow to import: only for precision int8
 
     if len(calibration) == 0:
         raise EngineError("precision int8 needs calibration samples, got none")
