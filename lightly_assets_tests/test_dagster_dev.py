@@ -118,8 +118,8 @@ def dagster_dev(tmp_path_factory):
         yield {"port": port, "data": data, "outputs": outputs, "base": base}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the group of dagster dev's own process: webserver, daemon, code server
-        try:
-            proc.wait(timeout=30)
+        try:  # it stops in ~3 s; after the browser tests its webserver has waited 30 s and more for old connections
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
