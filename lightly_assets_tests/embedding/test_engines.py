@@ -29,6 +29,7 @@ from lightly_assets_tests.media import blocky_image, make_image, make_video
 from lightly_assets_tests.tables import frame_index_for
 
 pytestmark = pytest.mark.openvino  # the module's tests share the conversions of one network
+
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
 
@@ -337,8 +338,9 @@ print(json.dumps({{"engine": model.engine, "converted": converted, "sent": any(e
 """
     (tmp_path / "home").mkdir()  # no ~/intel/openvino_telemetry: never asked
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}  # as on a laptop
+    home = {"HOME": str(tmp_path / "home")}
     ran = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env={**env, "HOME": str(tmp_path / "home")}
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO, env={**env, **home}
     )
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert json.loads(ran.stdout.splitlines()[-1]) == {
