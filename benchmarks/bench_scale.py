@@ -13,13 +13,16 @@ incremental run follows the cold one on the same instance after `--new` new file
 Printed per run: the wall time of the process, the time of every step as Dagster's event log records it
 (STEP_START to STEP_SUCCESS) and the time before the first step (process start, imports, run set-up), the peak
 RSS of the process (`wait4`, its largest process, children it waited for included), its CPU time over its wall
-time (cores kept busy), and the incremental run over the cold one. The CPU model, its bf16 flags and the load
-average go with the figures: a loaded machine slows every step.
+time (cores kept busy), and the incremental run over the cold one. Then the network's own time: the model the run
+used (made as the `embedding_model` resource makes it, in a process of its own with the run's environment) times
+its forward passes alone on ready pixels, and the cold run is printed over N / that rate (goal <= 1.3). The CPU
+model, its bf16 flags and the load average go with the figures: a loaded machine slows every step.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -33,6 +36,7 @@ from pathlib import Path
 from make_data import make_small_jpegs
 
 DATASET = "scale"
+GOAL_OVER_NETWORK = 1.3  # the cold chain over the network's own time
 
 
 @dataclass
@@ -95,6 +99,40 @@ def run_chain(work: Path, name: str, log: Path) -> Run:
     return run
 
 
+def forward_only(work: Path, seconds: float) -> dict:
+    """The network's forward-only rate, in a process of its own with the run's environment (its weights choice)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--forward-child", str(seconds)]
+    out = subprocess.run(cmd, env=_env(work), capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _forward_child(seconds: float) -> None:
+    """Samples/s of the default model on ready uint8 batches: one batch at a time, and as many in flight as the
+    engine runs at once (OpenVINO's streams, as the step feeds it); the better of the two is the network's rate."""
+    import numpy as np
+
+    from lightly_assets.defs.resources import EmbeddingModelResource
+
+    resource = EmbeddingModelResource()
+    model = resource.load()
+    pixels = np.random.default_rng(0).integers(0, 256, (resource.batch_size, model.input_size,
+                                                        model.input_size, 3), dtype=np.uint8)  # fmt: skip
+
+    def rate(put) -> float:  # noqa: ANN001
+        put(), put()
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            n += put()
+        return n / (time.perf_counter() - start)
+
+    one = rate(lambda: len(model.embed(pixels)))
+    flight = model.in_flight()
+    streams = rate(lambda: sum(len(v) for v in flight.put(pixels)))
+    flight.finish()
+    flight.close()
+    print(json.dumps({"one_batch": one, "in_flight": streams, "engine": model.engine, "streams": model.streams}))
+
+
 def step_times(home: Path) -> tuple[dict[str, float], float | None]:
     """Seconds per step of the newest run (STEP_START to STEP_SUCCESS/FAILURE) and when its first step started."""
     from dagster import DagsterEventType, DagsterInstance
@@ -115,7 +153,7 @@ def step_times(home: Path) -> tuple[dict[str, float], float | None]:
         return steps, min(starts.values(), default=None)
 
 
-def report(cold: Run, warm: Run, files: int, new: int) -> None:
+def report(cold: Run, warm: Run, files: int, new: int, forward: dict) -> None:
     print(f"\n{files:,} small JPEGs, then {new:,} new ({new / files:.2%}); CPU: {cpu_flags()}")
     print(f"load average now: {load_average()} (above the core count: figures are noisy)")
     print(f"{'':28}{'cold':>10}{'incremental':>13}{'incr/cold':>11}{'cold share':>12}")
@@ -131,6 +169,11 @@ def report(cold: Run, warm: Run, files: int, new: int) -> None:
     if "file_index" in cold.steps:
         print(f"file_index: {files / cold.steps['file_index']:,.0f} files/s cold")
     print(f"incremental / cold, whole process: {warm.wall_s / cold.wall_s:.3f} (goal <= 0.05)")
+    best = max(forward["one_batch"], forward["in_flight"])
+    print(f"the network alone ({forward['engine']}, {forward['streams']} streams; forward-only on ready pixels: one "
+          f"batch at a time {forward['one_batch']:.1f}/s, batches in flight {forward['in_flight']:.1f}/s): "
+          f"{files / best:.1f} s for {files:,} samples")  # fmt: skip
+    print(f"cold chain / the network alone: {cold.wall_s / (files / best):.2f} (goal <= {GOAL_OVER_NETWORK})")
     for run in (cold, warm):
         if run.returncode:
             print(f"{run.name}: lightly-assets exited {run.returncode}; see its log")
@@ -143,7 +186,11 @@ def main() -> None:
     p.add_argument("--dir", type=Path, help="work folder (default: a temporary one, removed after)")
     p.add_argument("--keep", action="store_true", help="keep the work folder's data for the next call")
     p.add_argument("--quick", action="store_true", help="200 files: checks the script")
+    p.add_argument("--forward-seconds", type=float, default=20.0, help="how long the network alone is timed")
+    p.add_argument("--forward-child", type=float, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.forward_child is not None:
+        return _forward_child(a.forward_child)
     files = 200 if a.quick else a.files
     new = a.new if a.new is not None else max(1, math.ceil(files * 0.001))
     work = a.dir or Path(tempfile.mkdtemp(prefix="bench_scale_"))
@@ -169,7 +216,8 @@ def main() -> None:
         print(f"cold run: {cold.wall_s:.1f} s (log {work / 'cold.log'})", flush=True)
         make_small_jpegs(data, new, start=files)
         warm = run_chain(work, "incremental", work / "incremental.log")
-        report(cold, warm, files, new)
+        forward = forward_only(work, 2.0 if a.quick else a.forward_seconds)
+        report(cold, warm, files, new, forward)
         if cold.returncode or warm.returncode:
             sys.exit(1)
     finally:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
+from lightly_assets.curation import stats as stats_module
 from lightly_assets.curation.contact_sheet import THUMB
 from lightly_assets.curation.duplicates import Hashes, find_duplicates
 from lightly_assets.curation.errors import CurationError
@@ -182,6 +183,41 @@ def test_statistics_of_unchanged_files_come_from_the_cache(tmp_path: Path) -> No
     os.utime(tmp_path / "1.jpg", ns=(1, 1))
     _, scored = sample_stats(samples_of(tmp_path, ["0.jpg", "1.jpg", "2.jpg"]), tmp_path, cache)
     assert scored == 1
+
+
+def test_many_files_are_scored_in_worker_processes_with_the_same_results(tmp_path: Path, monkeypatch) -> None:
+    for i in range(5):
+        make_image(tmp_path / f"{i}.jpg", seed=i, size=(64, 48))
+    (tmp_path / "5.jpg").write_bytes(b"not a picture")
+    make_video(tmp_path / "v.mp4", n_frames=4, size=(64, 48))
+    images = samples_of(tmp_path, [f"{i}.jpg" for i in range(6)])
+    frames = pd.DataFrame({"filename": ["v-0-mp4.png", "v-3-mp4.png"], "source": "v.mp4", "kind": "video",
+                           "frame": [0, 3], "size": 1, "mtime_ns": 1})  # fmt: skip
+    samples = pd.concat([images.assign(frame=0), frames], ignore_index=True)
+    in_threads = compute_stats(samples, tmp_path, workers=1)
+    monkeypatch.setattr(stats_module, "PROCESSES_FROM", 2)
+    monkeypatch.setattr(stats_module, "CHUNK", 3)
+    monkeypatch.setattr(stats_module, "usable_cores", lambda: 2)
+    started = stats_module.multiprocessing.active_children()
+    in_processes = compute_stats(samples, tmp_path)
+    pd.testing.assert_frame_equal(in_processes, in_threads)
+    assert in_processes["broken"].iloc[5] and (in_processes["broken"].drop(index=5) == "").all()
+    assert stats_module.multiprocessing.active_children() == started  # the workers are gone
+
+
+def test_statistics_fall_back_to_threads_when_worker_processes_cannot_start(tmp_path: Path, monkeypatch) -> None:
+    for i in range(4):
+        make_image(tmp_path / f"{i}.jpg", seed=i, size=(64, 48))
+    samples = samples_of(tmp_path, [f"{i}.jpg" for i in range(4)])
+
+    class Broken(stats_module.ProcessPoolExecutor):
+        def map(self, *args, **kwargs):  # what a worker that dies while starting does to the caller
+            raise stats_module.BrokenProcessPool("a child process terminated abruptly")
+
+    monkeypatch.setattr(stats_module, "PROCESSES_FROM", 2)
+    monkeypatch.setattr(stats_module, "usable_cores", lambda: 2)
+    monkeypatch.setattr(stats_module, "ProcessPoolExecutor", Broken)
+    pd.testing.assert_frame_equal(compute_stats(samples, tmp_path), compute_stats(samples, tmp_path, workers=1))
 
 
 def test_frames_of_a_video_are_decoded_once_and_scored(tmp_path: Path) -> None:
