@@ -179,3 +179,20 @@ def test_merge_custom_embeddings_errors(tmp_path: Path) -> None:
         merge_custom_embeddings(names, model, nocol)
     with pytest.raises(EmbeddingsFileError, match="absent.csv: file not found"):
         merge_custom_embeddings(names, model, tmp_path / "absent.csv")
+
+
+def test_a_csv_read_again_is_not_parsed_again_until_it_is_rewritten(tmp_path: Path, monkeypatch) -> None:
+    import lightly_assets.lightly_csv as lightly_csv
+
+    parsed = []
+    parse = lightly_csv.parse_embeddings_csv
+    monkeypatch.setattr(lightly_csv, "parse_embeddings_csv", lambda *a: parsed.append(a[1]) or parse(*a))
+    path = write_embeddings_csv(tmp_path / "embeddings.csv", ["a.jpg", "b.jpg"], np.eye(2, dtype=np.float32), [0, 1])
+    first, again = read_embeddings_csv(path), read_embeddings_csv(path)
+    assert len(parsed) == 1 and first[0] == again[0] == ["a.jpg", "b.jpg"] and first[2] == again[2] == [0, 1]
+    first[0].append("changed by a caller")  # lists are the caller's own; the shared matrix cannot be changed
+    assert read_embeddings_csv(path)[0] == ["a.jpg", "b.jpg"]
+    with pytest.raises(ValueError, match="read-only"):
+        again[1][0, 0] = 5.0
+    write_embeddings_csv(path, ["c.jpg"], np.ones((1, 2), dtype=np.float32), [1])
+    assert read_embeddings_csv(path)[0] == ["c.jpg"] and len(parsed) == 2
