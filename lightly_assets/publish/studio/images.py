@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
 
-def paths_in(session: Session, collection_id: UUID, table: Any) -> dict[str, UUID]:
-    """File path → sample id of the images or videos (`table`) of one collection."""
+def paths_in(session: Session, collection_id: UUID, table: Any, only: Sequence[str] | None = None) -> dict[str, UUID]:
+    """File path → sample id of the images or videos (`table`) of one collection (`only` these paths, if given)."""
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.sample import SampleTable
     from sqlmodel import col, select
@@ -36,16 +37,23 @@ def paths_in(session: Session, collection_id: UUID, table: Any) -> dict[str, UUI
         .join(SampleTable, col(SampleTable.sample_id) == col(table.sample_id))
         .where(col(SampleTable.collection_id) == collection_id)
     )
-    return dict(session.exec(query).all())
+    if only is None:
+        return dict(session.exec(query).all())
+    found: dict[str, UUID] = {}
+    for start in range(0, len(only), _PATHS_PER_QUERY):
+        chunk = list(only[start : start + _PATHS_PER_QUERY])
+        found.update(session.exec(query.where(col(table.file_path_abs).in_(chunk))).all())
+    return found
 
 
-def _image_paths(session: Session, collection_id: UUID) -> dict[str, UUID]:
+def _image_paths(session: Session, collection_id: UUID, only: Sequence[str] | None = None) -> dict[str, UUID]:
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.image import ImageTable
 
-    return paths_in(session, collection_id, ImageTable)
+    return paths_in(session, collection_id, ImageTable, only)
 
 
+_PATHS_PER_QUERY = 1000  # paths per IN (...) list when looking up the new rows only
 # Image rows per `image_resolver.create_many` call (one commit each): LightlyStudio's path loader commits every 32.
 _ROWS_PER_COMMIT = 4096
 
@@ -93,7 +101,12 @@ def sync_images(name: str, images: list[ImageRow], dimension: int, space: str | 
     new_paths = [path for path in wanted if path not in before]
     if new_paths:
         add_new_images(session, collection_id, new_paths)
-    present = _image_paths(session, collection_id)
+    # after the first upload only the new rows are looked up (reading 100,000 paths back takes ~1.2 s)
+    present = (
+        {**before, **_image_paths(session, collection_id, new_paths)}
+        if before
+        else _image_paths(session, collection_id)
+    )
     live = {path: present[path] for path in wanted if path in present}
     by_label: dict[str, list[UUID]] = {}
     for path, sample_id in live.items():
