@@ -99,18 +99,20 @@ class State:
     def save(self, path: Path) -> None:
         stamps = list(self.file_hashes)
         buffer = io.BytesIO()
-        np.savez_compressed(
+        # uncompressed, hex digests as ASCII bytes: compressing 100,000 samples' state took 1.9 s (7.7 MB), this
+        # takes 0.1 s (34 MB); `load` reads either
+        np.savez(
             buffer,
             version=np.int64(STATE_VERSION),
             model=np.str_(self.model),
             similarity=np.float64(self.similarity),
             names=np.array(self.names, dtype=np.str_),
-            digests=np.array(self.digests, dtype=np.str_),
+            digests=np.array(self.digests, dtype=np.bytes_),
             pairs=self.pairs.astype(np.int64).reshape(-1, 2),
             pair_similarity=self.pair_similarity.astype(np.float32),
             hash_sources=np.array([s[0] for s in stamps], dtype=np.str_),
             hash_stamps=np.array([[s[1], s[2]] for s in stamps], dtype=np.int64).reshape(-1, 2),
-            hash_values=np.array(list(self.file_hashes.values()), dtype=np.str_),
+            hash_values=np.array(list(self.file_hashes.values()), dtype=np.bytes_),
         )
         with atomic_output(path) as handle:
             handle.write(buffer.getvalue())
@@ -125,15 +127,16 @@ class State:
                 if int(data["version"]) != STATE_VERSION:
                     return None
                 stamps = data["hash_stamps"].tolist()
+                values = data["hash_values"].astype(np.str_).tolist()  # ASCII bytes, or text (earlier files)
                 hashes = {
-                    (str(s), int(st[0]), int(st[1])): str(h)
-                    for s, st, h in zip(data["hash_sources"], stamps, data["hash_values"], strict=True)
+                    (str(s), int(st[0]), int(st[1])): h
+                    for s, st, h in zip(data["hash_sources"].tolist(), stamps, values, strict=True)
                 }
                 return cls(
                     model=str(data["model"]),
                     similarity=float(data["similarity"]),
-                    names=[str(n) for n in data["names"]],
-                    digests=[str(d) for d in data["digests"]],
+                    names=data["names"].astype(np.str_).tolist(),
+                    digests=data["digests"].astype(np.str_).tolist(),
                     pairs=data["pairs"].astype(np.int64).reshape(-1, 2),
                     pair_similarity=data["pair_similarity"].astype(np.float32),
                     file_hashes=hashes,
