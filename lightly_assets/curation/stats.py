@@ -52,6 +52,7 @@ FLAT = 1.0  # luminance std (0..255) below which a picture has no structure to b
 # small numpy calls that hold the GIL, so threads scale badly (64x48 JPEGs, 2 cores: 4 threads 0.88 ms a file, one
 # thread 0.57 ms, two processes 0.29 ms); a spawned worker costs ~1 s to start, which pays from a few thousand on.
 PROCESSES_FROM = 4096
+MAX_PROCESSES = 8  # each holds its own numpy, Pillow and SciPy (~150 MB)
 CHUNK = 256  # files per task of a worker process
 log = logging.getLogger(__name__)
 
@@ -158,10 +159,13 @@ def _results(files: list, data_dir: Path, workers: int | None) -> Iterator[list]
     """`_task`'s results file by file (or chunk by chunk): worker processes for many files, else threads."""
     cores = usable_cores()
     if workers is None and len(files) >= PROCESSES_FROM and cores > 1:
-        chunks = [files[start : start + CHUNK] for start in range(0, len(files), CHUNK)]
+        images = [task for task in files if not task[1]]
+        chunks = [[task] for task in files if task[1]]  # a video is a task of its own: they are long
+        chunks += [images[start : start + CHUNK] for start in range(0, len(images), CHUNK)]
         done = 0
         try:  # spawned, never forked: this process runs threads (Dagster's, the network's)
-            with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
+            processes = min(cores, MAX_PROCESSES, len(chunks))
+            with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
                 for results in pool.map(_tasks, repeat(data_dir), chunks):
                     done += 1
                     yield results
