@@ -5,8 +5,9 @@ Why its own decode: judging blur needs more pixels than the network's 64x64 inpu
 reduced DCT scale (Pillow's `draft`) straight to YCbCr, so the luminance is the Y plane and the colour test reads
 Cb/Cr, with no colour conversion; then boxed down to ANALYSIS on the long side, so that the sharpness of a 640-px
 and of a 4000-px photo are measured at the same scale. Video frames come from one sequential PyAV decode,
-scaled by swscale. Moving this decode into the embedding step's (one decode for both) is left for after the
-embedding pipeline's reshape; bench_data_issues measures what it adds.
+scaled by swscale. It is not shared with the embedding step: that one decodes at the network's scale (a JPEG
+draft of at least 128 px for the default 64 px input, not 256), and on small files the time here is the statistics,
+not the decode. Many files are measured in worker processes (PROCESSES_FROM); bench_scale measures the step.
 
 Statistics (all in [0, 1] except the sizes):
 - `lum_p05`, `lum_p95`: 5th / 95th percentile of the luminance (dark: even the bright parts are dark; light:
