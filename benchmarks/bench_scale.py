@@ -153,7 +153,7 @@ def step_times(home: Path) -> tuple[dict[str, float], float | None]:
         return steps, min(starts.values(), default=None)
 
 
-def report(cold: Run, warm: Run, files: int, new: int, forward: dict) -> None:
+def report(cold: Run, warm: Run, files: int, new: int, forward: list[dict]) -> None:
     print(f"\n{files:,} small JPEGs, then {new:,} new ({new / files:.2%}); CPU: {cpu_flags()}")
     print(f"load average now: {load_average()} (above the core count: figures are noisy)")
     print(f"{'':28}{'cold':>10}{'incremental':>13}{'incr/cold':>11}{'cold share':>12}")
@@ -169,11 +169,14 @@ def report(cold: Run, warm: Run, files: int, new: int, forward: dict) -> None:
     if "file_index" in cold.steps:
         print(f"file_index: {files / cold.steps['file_index']:,.0f} files/s cold")
     print(f"incremental / cold, whole process: {warm.wall_s / cold.wall_s:.3f} (goal <= 0.05)")
-    best = max(forward["one_batch"], forward["in_flight"])
-    print(f"the network alone ({forward['engine']}, {forward['streams']} streams; forward-only on ready pixels: one "
-          f"batch at a time {forward['one_batch']:.1f}/s, batches in flight {forward['in_flight']:.1f}/s): "
-          f"{files / best:.1f} s for {files:,} samples")  # fmt: skip
-    print(f"cold chain / the network alone: {cold.wall_s / (files / best):.2f} (goal <= {GOAL_OVER_NETWORK})")
+    rates = [max(f["one_batch"], f["in_flight"]) for f in forward]
+    for when, f in zip(("before the runs", "after the runs"), forward, strict=True):
+        print(f"the network alone {when} ({f['engine']}, {f['streams']} streams; forward-only on ready pixels): one "
+              f"batch at a time {f['one_batch']:.1f}/s, batches in flight {f['in_flight']:.1f}/s")  # fmt: skip
+    rate = sum(rates) / len(rates)
+    print(f"the network alone at their mean best rate, {rate:.1f}/s: {files / rate:.1f} s for {files:,} samples; "
+          f"the embeddings step ran at {files / cold.steps.get('embeddings', math.nan):.1f}/s")  # fmt: skip
+    print(f"cold chain / the network alone: {cold.wall_s / (files / rate):.2f} (goal <= {GOAL_OVER_NETWORK})")
     for run in (cold, warm):
         if run.returncode:
             print(f"{run.name}: lightly-assets exited {run.returncode}; see its log")
@@ -212,11 +215,13 @@ def main() -> None:
                 if int(extra.stem.split("-")[1]) >= files:
                     extra.unlink()
         print(f"CPU: {cpu_flags()}; load average {load_average()}", flush=True)
+        seconds = 2.0 if a.quick else a.forward_seconds
+        forward = [forward_only(work, seconds)]  # before and after the runs: the machine's speed drifts
         cold = run_chain(work, "cold", work / "cold.log")
         print(f"cold run: {cold.wall_s:.1f} s (log {work / 'cold.log'})", flush=True)
         make_small_jpegs(data, new, start=files)
         warm = run_chain(work, "incremental", work / "incremental.log")
-        forward = forward_only(work, 2.0 if a.quick else a.forward_seconds)
+        forward.append(forward_only(work, seconds))
         report(cold, warm, files, new, forward)
         if cold.returncode or warm.returncode:
             sys.exit(1)
