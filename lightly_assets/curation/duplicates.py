@@ -14,18 +14,18 @@
   at all, so exact and visual copies still give useful groups, never one group of everything.
 - Ours, not LightlyStudio's `deduplicate`: that strategy is a diverse selection that stops once the next pick is
   closer than a distance, so it says which samples to keep but not which groups exist, nor which are exact copies.
-- Incremental: the pairs found are kept in a small state file keyed by the model's fingerprint and the vectors'
-  digests; the next run searches only for the neighbours of new or changed samples and keeps the old pairs
-  (valid while the model is the same and the threshold is not lower than the one they were found at).
+- Incremental: the pairs found are kept in a state file (duplicates_state.py) keyed by the model's fingerprint
+  and the vectors' digests, and by the perceptual hashes; the next run searches only for the neighbours of new or
+  changed samples and keeps the old pairs (near pairs while the model is the same and the threshold is not lower
+  than the one they were found at, visual ones while the distance is not larger than the one searched).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +33,13 @@ import pandas as pd
 
 from lightly_assets.atomic import atomic_output
 from lightly_assets.columns import DUPLICATES_CSV
+from lightly_assets.curation.duplicates_state import State, Visual
 from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import agreement, hamming, hash_pairs
 
 EXACT_LIMIT = 20_000  # above it, an approximate index: 20k x 20k exact inner products take seconds at 768-d
 NEIGHBOURS = 16  # per sample; components link larger groups through chains of neighbours
 IVF_MAX_CELLS, IVF_TRAIN_PER_CELL, IVF_TRAIN_ITERATIONS, IVF_PROBES = 4096, 40, 10, 8
-STATE_VERSION = 1
 COLUMNS = list(DUPLICATES_CSV)  # filenames,group,kind,similarity
 
 
@@ -82,67 +82,6 @@ def content_keys(
             hashes[stamp] = known.get(stamp) or file_sha256(Path(data_dir) / str(source))
         keys.append(f"file:{hashes[stamp]}")
     return keys, hashes
-
-
-@dataclass
-class State:
-    """What one run leaves for the next: the samples it saw, their vectors' digests and the pairs it found."""
-
-    model: str
-    similarity: float
-    names: list[str]
-    digests: list[str]
-    pairs: np.ndarray  # (m, 2) int64 positions into names
-    pair_similarity: np.ndarray  # (m,) float32
-    file_hashes: dict[tuple, str] = field(default_factory=dict)
-
-    def save(self, path: Path) -> None:
-        stamps = list(self.file_hashes)
-        buffer = io.BytesIO()
-        # uncompressed, hex digests as ASCII bytes: compressing 100,000 samples' state took 1.9 s (7.7 MB), this
-        # takes 0.1 s (34 MB); `load` reads either
-        np.savez(
-            buffer,
-            version=np.int64(STATE_VERSION),
-            model=np.str_(self.model),
-            similarity=np.float64(self.similarity),
-            names=np.array(self.names, dtype=np.str_),
-            digests=np.array(self.digests, dtype=np.bytes_),
-            pairs=self.pairs.astype(np.int64).reshape(-1, 2),
-            pair_similarity=self.pair_similarity.astype(np.float32),
-            hash_sources=np.array([s[0] for s in stamps], dtype=np.str_),
-            hash_stamps=np.array([[s[1], s[2]] for s in stamps], dtype=np.int64).reshape(-1, 2),
-            hash_values=np.array(list(self.file_hashes.values()), dtype=np.bytes_),
-        )
-        with atomic_output(path) as handle:
-            handle.write(buffer.getvalue())
-
-    @classmethod
-    def load(cls, path: Path) -> State | None:
-        """The saved state, or None when there is none or it is from another version (then everything is new)."""
-        if not Path(path).is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                if int(data["version"]) != STATE_VERSION:
-                    return None
-                stamps = data["hash_stamps"].tolist()
-                values = data["hash_values"].astype(np.str_).tolist()  # ASCII bytes, or text (earlier files)
-                hashes = {
-                    (str(s), int(st[0]), int(st[1])): h
-                    for s, st, h in zip(data["hash_sources"].tolist(), stamps, values, strict=True)
-                }
-                return cls(
-                    model=str(data["model"]),
-                    similarity=float(data["similarity"]),
-                    names=data["names"].astype(np.str_).tolist(),
-                    digests=data["digests"].astype(np.str_).tolist(),
-                    pairs=data["pairs"].astype(np.int64).reshape(-1, 2),
-                    pair_similarity=data["pair_similarity"].astype(np.float32),
-                    file_hashes=hashes,
-                )
-        except (OSError, KeyError, ValueError) as exc:
-            raise CurationError(f"{path}: unreadable duplicates state ({exc}); delete it to start over") from None
 
 
 @dataclass
@@ -255,6 +194,37 @@ def _reused_pairs(state: State | None, names, digests, model: str, similarity: f
     return np.sort(mapped[keep], axis=1), state.pair_similarity[keep], np.array(fresh, dtype=np.int64)
 
 
+def _reused_visual(state: State | None, names: Sequence[str], hashes: Hashes):
+    """Old visual pairs whose two samples kept their hash, and the rows whose pairs must be searched anew (all of
+    them when the state has no visual pairs, or searched a smaller distance)."""
+    n = len(names)
+    old = state.visual if state is not None else Visual()
+    if state is None or old.max_distance < hashes.max_distance or len(old.hashes) != len(state.names):
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64), np.arange(n)
+    position = {name: i for i, name in enumerate(state.names)}
+    before = np.array([position.get(name, -1) for name in names], dtype=np.int64)
+    known = np.flatnonzero(before >= 0)
+    unchanged = np.zeros(n, dtype=bool)
+    was = before[known]
+    unchanged[known] = (old.valid[was] == hashes.valid[known]) & (old.hashes[was] == hashes.values[known]).all(axis=1)
+    old_to_new = np.full(len(state.names), -1, dtype=np.int64)
+    old_to_new[before[unchanged]] = np.flatnonzero(unchanged)
+    mapped = old_to_new[old.pairs.reshape(-1, 2)]
+    keep = (mapped >= 0).all(axis=1) & (old.distances <= hashes.max_distance)
+    return np.sort(mapped[keep], axis=1), old.distances[keep], np.flatnonzero(~unchanged)
+
+
+def visual_pairs(state: State | None, names: Sequence[str], hashes: Hashes) -> tuple[Visual, int]:
+    """The visual pairs of the samples (the state's, where both samples kept their hash; searched for the others),
+    as the next state keeps them, and how many samples were searched."""
+    kept, kept_distances, fresh = _reused_visual(state, names, hashes)
+    values, valid = np.asarray(hashes.values, dtype=np.uint8), np.asarray(hashes.valid, dtype=bool)
+    found, distances = hash_pairs(values, hashes.max_distance, valid, hashes.videos, queries=fresh)
+    pairs, distances = np.concatenate([kept, found]), np.concatenate([kept_distances, distances])
+    order = np.lexsort((pairs[:, 1], pairs[:, 0])) if len(pairs) else np.zeros(0, dtype=np.int64)
+    return Visual(hashes.max_distance, values, valid, pairs[order], distances[order]), len(fresh)
+
+
 def _components(n: int, pairs: np.ndarray) -> np.ndarray:
     # scipy (~0.2 s) only when computing this: the definitions load and runs start without it
     from scipy.sparse import coo_matrix
@@ -300,13 +270,11 @@ def find_duplicates(
     else:  # nothing searched, nothing kept: a later run with meaningful vectors searches everything
         fresh, close, close_sims = np.zeros(0, np.int64), np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
         model = f"{model}|not searched"
-    visual = np.zeros((0, 2), dtype=np.int64)
-    if hashes is not None:
-        visual, _ = hash_pairs(hashes.values, hashes.max_distance, hashes.valid, hashes.videos)
+    visual = visual_pairs(state, names, hashes)[0] if hashes is not None else Visual()
     exact = _exact_pairs(keys)
-    labels = _components(n, np.concatenate([close, exact, visual])) if n else np.zeros(0, int)
+    labels = _components(n, np.concatenate([close, exact, visual.pairs])) if n else np.zeros(0, int)
     table = _table(names, unit, keys, labels, similarity if near else None, hashes)
-    new_state = State(model, similarity, list(names), digests, close, close_sims.astype(np.float32))
+    new_state = State(model, similarity, list(names), digests, close, close_sims.astype(np.float32), visual=visual)
     if not near:
         method = "none: vectors not meaningful"
     else:

@@ -51,32 +51,41 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def hash_pairs(
-    hashes: np.ndarray, max_distance: int, valid: np.ndarray | None = None, same: Sequence | None = None
+    hashes: np.ndarray,
+    max_distance: int,
+    valid: np.ndarray | None = None,
+    same: Sequence | None = None,
+    queries: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(pairs i < j, Hamming distances) of the rows within `max_distance` of each other.
 
     `valid` masks rows without a hash (undecodable samples); rows with equal non-empty `same` keys (the frames of
-    one video) are never paired: neighbouring frames look alike by nature.
+    one video) are never paired: neighbouring frames look alike by nature. With `queries`, only the pairs that
+    hold at least one of those rows (the new samples of an incremental run) are searched.
     """
     # faiss only when searching: the definitions load and runs start without it
     import faiss
 
     hashes = np.ascontiguousarray(np.asarray(hashes, dtype=np.uint8).reshape(-1, BITS // 8))
     rows = np.arange(len(hashes)) if valid is None else np.flatnonzero(valid)
+    asked = rows if queries is None else np.intersect1d(np.asarray(queries, dtype=np.int64), rows)
     empty = np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    if len(rows) < 2 or max_distance < 0:
+    if len(rows) < 2 or len(asked) == 0 or max_distance < 0:
         return empty
+    is_query = np.zeros(len(hashes), dtype=bool)
+    is_query[asked] = True
     index = faiss.IndexBinaryFlat(BITS)
     index.add(hashes[rows])
     found_pairs, found_dist = [], []
-    for start in range(0, len(rows), CHUNK):
-        queries = hashes[rows[start : start + CHUNK]]
-        lims, dist, ids = index.range_search(queries, max_distance + 1)  # faiss keeps distances < radius
-        q = start + np.repeat(np.arange(len(queries)), np.diff(lims.astype(np.int64)))
-        keep = ids > q  # each pair once, never a row with itself
-        found_pairs.append(np.stack([q[keep], ids[keep]], axis=1))
+    for start in range(0, len(asked), CHUNK):
+        chunk = asked[start : start + CHUNK]
+        lims, dist, ids = index.range_search(hashes[chunk], max_distance + 1)  # faiss keeps distances < radius
+        q = np.repeat(chunk, np.diff(lims.astype(np.int64)))
+        other = rows[ids.astype(np.int64)]
+        keep = (other != q) & (~is_query[other] | (other > q))  # each pair once, never a row with itself
+        found_pairs.append(np.sort(np.stack([q[keep], other[keep]], axis=1), axis=1))
         found_dist.append(dist[keep])
-    pairs = rows[np.concatenate(found_pairs).astype(np.int64)]
+    pairs = np.concatenate(found_pairs).astype(np.int64)
     distances = np.concatenate(found_dist).astype(np.int64)
     if same is not None and len(pairs):
         keys = np.asarray([str(s) if s else "" for s in same], dtype=object)

@@ -24,13 +24,13 @@ from lightly_assets import columns
 from lightly_assets.curation.contact_sheet import write_contact_sheet
 from lightly_assets.curation.duplicates import (
     Hashes,
-    State,
     content_keys,
     find_duplicates,
     unit_rows,
     vector_digests,
     write_duplicates_csv,
 )
+from lightly_assets.curation.duplicates_state import State
 from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import DEFAULT_MAX_DISTANCE, check_max_distance
 from lightly_assets.curation.quality import ISSUES

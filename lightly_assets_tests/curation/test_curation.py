@@ -11,7 +11,6 @@ import pytest
 from lightly_assets.curation import CurationError
 from lightly_assets.curation.duplicates import (
     COLUMNS,
-    State,
     content_keys,
     find_duplicates,
     read_duplicates_csv,
@@ -19,6 +18,7 @@ from lightly_assets.curation.duplicates import (
     vector_digests,
     write_duplicates_csv,
 )
+from lightly_assets.curation.duplicates_state import State
 from lightly_assets.curation.selection import (
     candidates,
     coverage_radius,

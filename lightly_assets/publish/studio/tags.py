@@ -43,20 +43,23 @@ def _collection(session: Session, name: str) -> UUID | None:
 
 
 def _image_ids(session: Session, collection_id: UUID, root: Path, images: pd.DataFrame) -> dict[str, UUID]:
+    """Image sample name -> LightlyStudio id, for the rows of `images` only (the tags' members)."""
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.image import ImageTable
 
-    by_path = paths_in(session, collection_id, ImageTable)
     names = {(root / str(s)).as_posix(): str(n) for s, n in zip(images["source"], images["filename"], strict=True)}
+    by_path = paths_in(session, collection_id, ImageTable, list(names))
     return {names[path]: sample_id for path, sample_id in by_path.items() if path in names}
 
 
 def _frame_ids(session: Session, collection_id: UUID, root: Path, frames: pd.DataFrame) -> dict[str, UUID]:
-    """Frame sample name -> LightlyStudio frame id, matched like the upload does (pts, else frame number)."""
+    """Frame sample name -> LightlyStudio frame id, matched like the upload does (pts, else frame number), for
+    the videos of `frames` only (every row of a video: the match by pts needs them all)."""
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.video import VideoTable
 
-    videos = paths_in(session, collection_id, VideoTable)
+    sources = [(root / str(s)).as_posix() for s in frames["source"].unique()]
+    videos = paths_in(session, collection_id, VideoTable, sources)
     stored = _frames_of(session, list(videos.values()))
     out: dict[str, UUID] = {}
     for source, rows in frames.groupby("source", sort=False):
@@ -97,12 +100,16 @@ def publish_tags(
     Call after `upload_dataset`: the samples must be in LightlyStudio already. An empty list writes no tag.
     """
     root = Path(data_dir).absolute()
-    images = pd.DataFrame(frame_index[frame_index["kind"] == "image"])
-    frames = pd.DataFrame(frame_index[frame_index["kind"] == "video"])
+    has_images = bool((frame_index["kind"] == "image").any())
+    # only the samples that some tag holds are looked up (reading every path back takes seconds at 100,000)
+    members = frame_index["filename"].isin({n for names in tags.values() for n in names})
+    images = pd.DataFrame(frame_index[(frame_index["kind"] == "image") & members])
+    tagged_videos = frame_index.loc[(frame_index["kind"] == "video") & members, "source"].unique()
+    frames = pd.DataFrame(frame_index[(frame_index["kind"] == "video") & frame_index["source"].isin(tagged_videos)])
     written: dict[str, list[str]] = {}
     with writer_lock(target), connected(target) as session:
         try:
-            image_name, video_name = dataset_names(session, target.dataset_name, not images.empty)
+            image_name, video_name = dataset_names(session, target.dataset_name, has_images)
             ids: list[tuple[UUID, dict[str, UUID]]] = []
             if not images.empty and (image_id := _collection(session, image_name)) is not None:
                 ids.append((image_id, _image_ids(session, image_id, root, images)))

@@ -1,0 +1,116 @@
+"""What one duplicates run leaves for the next, so the next searches only new or changed samples.
+
+Near pairs are kept with the model's fingerprint and each sample's vector digest, visual pairs with each sample's
+perceptual hash and the largest Hamming distance searched; a pair is reused while both of its samples are
+unchanged. Files saved before visual pairs were kept still load (their visual pairs are searched once anew).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lightly_assets.atomic import atomic_output
+from lightly_assets.curation.errors import CurationError
+
+STATE_VERSION = 1
+HASH_BYTES = 8
+NOT_SEARCHED = -1  # `hash_max_distance` of a state whose run searched no visual copies
+
+
+def _no_pairs() -> np.ndarray:
+    return np.zeros((0, 2), dtype=np.int64)
+
+
+@dataclass
+class Visual:
+    """Visual pairs found at Hamming distances up to `max_distance`, with the hashes they were found from."""
+
+    max_distance: int = NOT_SEARCHED
+    hashes: np.ndarray = field(default_factory=lambda: np.zeros((0, HASH_BYTES), dtype=np.uint8))  # (n, 8)
+    valid: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # (n,): the sample has a hash
+    pairs: np.ndarray = field(default_factory=_no_pairs)  # (m, 2) int64 positions into the state's names
+    distances: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # (m,)
+
+
+@dataclass
+class State:
+    """The samples one run saw, their vectors' digests, the near pairs it found and its visual pairs."""
+
+    model: str
+    similarity: float
+    names: list[str]
+    digests: list[str]
+    pairs: np.ndarray  # (m, 2) int64 positions into names
+    pair_similarity: np.ndarray  # (m,) float32
+    file_hashes: dict[tuple, str] = field(default_factory=dict)
+    visual: Visual = field(default_factory=Visual)
+
+    def save(self, path: Path) -> None:
+        stamps = list(self.file_hashes)
+        buffer = io.BytesIO()
+        # uncompressed, hex digests as ASCII bytes: compressing 100,000 samples' state took 1.9 s (7.7 MB), this
+        # takes 0.1 s (34 MB); `load` reads either
+        np.savez(
+            buffer,
+            version=np.int64(STATE_VERSION),
+            model=np.str_(self.model),
+            similarity=np.float64(self.similarity),
+            names=np.array(self.names, dtype=np.str_),
+            digests=np.array(self.digests, dtype=np.bytes_),
+            pairs=self.pairs.astype(np.int64).reshape(-1, 2),
+            pair_similarity=self.pair_similarity.astype(np.float32),
+            hash_sources=np.array([s[0] for s in stamps], dtype=np.str_),
+            hash_stamps=np.array([[s[1], s[2]] for s in stamps], dtype=np.int64).reshape(-1, 2),
+            hash_values=np.array(list(self.file_hashes.values()), dtype=np.bytes_),
+            visual_max_distance=np.int64(self.visual.max_distance),
+            visual_hashes=self.visual.hashes.astype(np.uint8).reshape(-1, HASH_BYTES),
+            visual_valid=self.visual.valid.astype(bool),
+            visual_pairs=self.visual.pairs.astype(np.int64).reshape(-1, 2),
+            visual_distances=self.visual.distances.astype(np.int64),
+        )
+        with atomic_output(path) as handle:
+            handle.write(buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> State | None:
+        """The saved state, or None when there is none or it is from another version (then everything is new)."""
+        if not Path(path).is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if int(data["version"]) != STATE_VERSION:
+                    return None
+                stamps = data["hash_stamps"].tolist()
+                values = data["hash_values"].astype(np.str_).tolist()  # ASCII bytes, or text (earlier files)
+                hashes = {
+                    (str(s), int(st[0]), int(st[1])): h
+                    for s, st, h in zip(data["hash_sources"].tolist(), stamps, values, strict=True)
+                }
+                return cls(
+                    model=str(data["model"]),
+                    similarity=float(data["similarity"]),
+                    names=data["names"].astype(np.str_).tolist(),
+                    digests=data["digests"].astype(np.str_).tolist(),
+                    pairs=data["pairs"].astype(np.int64).reshape(-1, 2),
+                    pair_similarity=data["pair_similarity"].astype(np.float32),
+                    file_hashes=hashes,
+                    visual=_visual(data),
+                )
+        except (OSError, KeyError, ValueError) as exc:
+            raise CurationError(f"{path}: unreadable duplicates state ({exc}); delete it to start over") from None
+
+
+def _visual(data) -> Visual:  # noqa: ANN001  (numpy's NpzFile)
+    if "visual_max_distance" not in data.files:  # saved before visual pairs were kept
+        return Visual()
+    return Visual(
+        max_distance=int(data["visual_max_distance"]),
+        hashes=data["visual_hashes"].astype(np.uint8).reshape(-1, HASH_BYTES),
+        valid=data["visual_valid"].astype(bool),
+        pairs=data["visual_pairs"].astype(np.int64).reshape(-1, 2),
+        distances=data["visual_distances"].astype(np.int64),
+    )
