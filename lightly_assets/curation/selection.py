@@ -31,6 +31,7 @@ DEFAULT_PROPORTION = 0.1  # without n_samples or proportion: a tenth of the samp
 # Balance first, diversity within it: at equal strengths the engine let one label take 9 of 25 picks (5 labels
 # of 60..300 samples), at 10 it gave 5 each.
 BALANCE_STRENGTH = 10.0
+COVERAGE_BLOCK = 512  # rows per product; blocks of 2,048 and 8,192 rows were slower (1.8 s, 2.5 s; see coverage_radius)
 TYPICALITY_NEIGHBOURS = 20  # LightlyStudio's DEFAULT_NUM_NEAREST_NEIGHBORS for its typicality metadata
 
 
@@ -137,16 +138,19 @@ def _run(unit: np.ndarray, labels: np.ndarray, n: int, strategy: str) -> np.ndar
 
 
 def coverage_radius(matrix: np.ndarray, selected: np.ndarray) -> float | None:
-    """The largest cosine distance from any sample to its nearest selected one (None for an empty selection)."""
-    # faiss only when searching: the definitions load and runs start without it
-    import faiss
+    """The largest cosine distance from any sample to its nearest selected one (None for an empty selection).
 
+    numpy's matrix product in blocks of rows, not a faiss flat index: the faiss wheel's own BLAS is built for any
+    x86 CPU, and at 100,000 samples against 10,000 selected (64-d) it took 6.0 s where numpy took 1.4 s
+    (Intel Xeon, AVX-512, 2 cores).
+    """
     if len(selected) == 0 or len(matrix) == 0:
         return None
     unit = unit_rows(matrix)
-    index = faiss.IndexFlatIP(unit.shape[1])
-    index.add(np.ascontiguousarray(unit[selected]))
-    nearest, _ = index.search(unit, 1)
+    chosen = np.ascontiguousarray(unit[selected].T)
+    nearest = np.empty(len(unit), dtype=np.float32)
+    for start in range(0, len(unit), COVERAGE_BLOCK):
+        np.max(unit[start : start + COVERAGE_BLOCK] @ chosen, axis=1, out=nearest[start : start + COVERAGE_BLOCK])
     return float(max(0.0, 1.0 - float(nearest.min())))
 
 
