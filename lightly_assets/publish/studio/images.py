@@ -39,6 +39,9 @@ def paths_in(session: Session, collection_id: UUID, table: Any, only: Sequence[s
     )
     if only is None:
         return dict(session.exec(query).all())
+    if len(only) > _SCAN_ABOVE:
+        wanted = set(only)
+        return {path: sample_id for path, sample_id in session.exec(query).all() if path in wanted}
     found: dict[str, UUID] = {}
     for start in range(0, len(only), _PATHS_PER_QUERY):
         chunk = list(only[start : start + _PATHS_PER_QUERY])
@@ -54,6 +57,8 @@ def _image_paths(session: Session, collection_id: UUID, only: Sequence[str] | No
 
 
 _PATHS_PER_QUERY = 1000  # paths per IN (...) list when looking up the new rows only
+# Above it, one scan of the collection: in DuckDB 100,000 paths read back take ~1 s, an IN list of 1,000 ~40 ms.
+_SCAN_ABOVE = 20_000
 # Image rows per `image_resolver.create_many` call (one commit each): LightlyStudio's path loader commits every 32.
 _ROWS_PER_COMMIT = 4096
 

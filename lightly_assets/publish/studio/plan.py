@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,18 @@ def _optional_int(value: Any) -> int | None:
     return None if pd.isna(value) else int(value)
 
 
+def absolute_paths(root: Path, sources: Iterable[object]) -> list[str]:
+    """Each source's path as LightlyStudio stores it, `(root / source).as_posix()`: joined as text for the usual
+    relative, normalised source (a Path per row took ~1 s at 100,000 rows), through Path for any other."""
+    base = root.as_posix().rstrip("/") + "/"
+    return [base + s if _plain(s) else (root / s).as_posix() for s in map(str, sources)]
+
+
+def _plain(source: str) -> bool:
+    """No leading, trailing or doubled slash and no `.` segment: Path would keep it as it is."""
+    return bool(source) and source[0] != "/" and source[-1] != "/" and "//" not in source and "/./" not in f"/{source}/"
+
+
 def plan_upload(dataset: str, data_dir: Path, frame_index: pd.DataFrame, csv_path: Path) -> _Plan:
     """Join frame_index with the CSV; a sample without a vector (or the reverse) means a stale CSV."""
     columns.require(frame_index, REQUIRED_COLUMNS, f"frame_index of {dataset!r}")
@@ -73,9 +86,9 @@ def plan_upload(dataset: str, data_dir: Path, frame_index: pd.DataFrame, csv_pat
     images: list[ImageRow] = []
     videos: dict[str, VideoRow] = {}
     row: Any  # a row of `frame_index` (pandas types itertuples as plain tuples)
-    for row in frame_index.itertuples(index=False):
+    paths = absolute_paths(root, frame_index["source"])
+    for row, path in zip(frame_index.itertuples(index=False), paths, strict=True):
         vector = vectors[row_of[row.filename]]
-        path = (root / row.source).as_posix()
         if row.kind == "image":
             images.append(ImageRow(path, str(row.label_name), vector))
             continue

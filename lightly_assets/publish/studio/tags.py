@@ -20,6 +20,7 @@ import pandas as pd
 from lightly_assets.publish.studio.database import connected, scrub, writer_lock
 from lightly_assets.publish.studio.images import paths_in
 from lightly_assets.publish.studio.naming import dataset_names, frames_collection
+from lightly_assets.publish.studio.plan import absolute_paths
 from lightly_assets.publish.studio.target import StudioError, StudioTarget
 from lightly_assets.publish.studio.videos import _frames_of
 
@@ -47,7 +48,7 @@ def _image_ids(session: Session, collection_id: UUID, root: Path, images: pd.Dat
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.image import ImageTable
 
-    names = {(root / str(s)).as_posix(): str(n) for s, n in zip(images["source"], images["filename"], strict=True)}
+    names = dict(zip(absolute_paths(root, images["source"]), images["filename"].astype(str), strict=True))
     by_path = paths_in(session, collection_id, ImageTable, list(names))
     return {names[path]: sample_id for path, sample_id in by_path.items() if path in names}
 
@@ -58,8 +59,7 @@ def _frame_ids(session: Session, collection_id: UUID, root: Path, frames: pd.Dat
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.video import VideoTable
 
-    sources = [(root / str(s)).as_posix() for s in frames["source"].unique()]
-    videos = paths_in(session, collection_id, VideoTable, sources)
+    videos = paths_in(session, collection_id, VideoTable, absolute_paths(root, frames["source"].unique()))
     stored = _frames_of(session, list(videos.values()))
     out: dict[str, UUID] = {}
     for source, rows in frames.groupby("source", sort=False):
