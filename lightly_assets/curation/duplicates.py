@@ -35,7 +35,7 @@ from lightly_assets.atomic import atomic_output
 from lightly_assets.columns import DUPLICATES_CSV
 from lightly_assets.curation.duplicates_state import State, Visual
 from lightly_assets.curation.errors import CurationError
-from lightly_assets.curation.phash import agreement, hamming, hash_pairs
+from lightly_assets.curation.phash import BITS, agreement, hamming, hash_pairs
 
 EXACT_LIMIT = 20_000  # above it, an approximate index: 20k x 20k exact inner products take seconds at 768-d
 NEIGHBOURS = 16  # per sample; components link larger groups through chains of neighbours
@@ -296,29 +296,25 @@ def _table(
     `similarity`, when near-duplicates were searched), else `visual` (linked by hashes; its similarity is the
     hashes' agreement with the first member's); a chain of near pairs is `near` too.
     """
-    sizes = np.bincount(labels) if len(labels) else np.zeros(0, int)
-    rows = np.flatnonzero(sizes[labels] >= 2) if len(labels) else np.zeros(0, int)
-    records = []
-    groups: dict[int, int] = {}
-    first: dict[int, int] = {}
-    for row in rows.tolist():  # ascending: the first member of each component comes first
-        component = int(labels[row])
-        if component not in groups:
-            groups[component], first[component] = len(groups), row
-        head = first[component]
-        records.append((row, groups[component], head))
-    heads_with_copy = {head for row, _, head in records if row != head and keys[row] == keys[head]}
-    out = []
-    for row, group, head in records:
-        cosine = round(float(np.clip(unit[row] @ unit[head], -1.0, 1.0)), 6)
-        if keys[row] == keys[head] and (row != head or head in heads_with_copy):
-            kind, value = "exact", cosine
-        elif hashes is None or (similarity is not None and cosine >= similarity - 1e-6):
-            kind, value = "near", cosine
-        else:
-            distance = int(hamming(hashes.values[row], hashes.values[head])) if row != head else 0
-            kind, value = "visual", round(float(agreement(distance)), 6)
-        out.append({"filenames": str(names[row]), "group": group, "kind": kind, "similarity": value, "row": row})
+    rows, groups, heads = _members(labels)
+    if not len(rows):
+        return pd.DataFrame([], columns=pd.Index([*COLUMNS, "row"]))
+    key = np.asarray(keys, dtype=object)
+    same_key = key[rows] == key[heads]
+    heads_with_copy = np.unique(heads[(rows != heads) & same_key])
+    exact = same_key & ((rows != heads) | np.isin(heads, heads_with_copy))
+    # one dot per member, as `unit[row] @ unit[head]`: the rounded values stay those of earlier duplicates.csv files
+    dots = (float(unit[r] @ unit[h]) for r, h in zip(rows, heads, strict=True))
+    cosine = np.array([round(min(1.0, max(-1.0, d)), 6) for d in dots])
+    near = ~exact & (hashes is None or (similarity is not None and cosine >= similarity - 1e-6))
+    value = cosine.copy()
+    if hashes is not None:
+        visual = ~exact & ~near
+        distances = hamming(hashes.values[rows[visual]], hashes.values[heads[visual]])
+        value[visual] = np.array([round(float(agreement(d)), 6) for d in range(BITS + 1)])[distances]
+    kind = np.where(exact, "exact", np.where(near, "near", "visual")).astype(object)
+    names_of = np.asarray(names, dtype=object)[rows]
+    out = {"filenames": [str(n) for n in names_of], "group": groups, "kind": kind, "similarity": value, "row": rows}
     table = pd.DataFrame(out, columns=pd.Index([*COLUMNS, "row"])).sort_values(["group", "row"], kind="stable")
     table = table.reset_index(drop=True)
     if len(table):  # a first member is of its group's kind: that of the member after it
@@ -326,6 +322,22 @@ def _table(
         follower = table["kind"].shift(-1)
         table.loc[head & (table["kind"] != "exact"), "kind"] = follower[head & (table["kind"] != "exact")]
     return table
+
+
+def _members(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows in components of two or more (ascending), their group (numbered in the order of first members)
+    and their group's first member."""
+    labels = np.asarray(labels, dtype=np.int64)
+    sizes = np.bincount(labels) if len(labels) else np.zeros(0, np.int64)
+    rows = np.flatnonzero(sizes[labels] >= 2) if len(labels) else np.zeros(0, np.int64)
+    components = labels[rows]
+    _, first = np.unique(components, return_index=True)
+    first.sort()  # positions in `rows` of each component's first member, in row order
+    group = np.full(len(sizes), -1, dtype=np.int64)
+    group[components[first]] = np.arange(len(first))
+    head = np.full(len(sizes), -1, dtype=np.int64)
+    head[components[first]] = rows[first]
+    return rows.astype(np.int64), group[components], head[components]
 
 
 def write_duplicates_csv(path: Path, table: pd.DataFrame) -> Path:
