@@ -272,3 +272,42 @@ def blocky_image(path: Path, w: int, h: int, seed: int) -> Path:
 def shaded_video(path: Path, n_frames: int, w: int = 48, h: int = 32) -> Path:
     """An MPEG-4 video whose frames all differ (grey level and a widening bar): `make_video` with `barred_frames`."""
     return make_video(path, n_frames, (w, h), frames=barred_frames)
+
+
+# Tiny videos of the video tests: W x H, a moving texture at 30 fps.
+W, H = 64, 48
+
+
+def write_video(
+    path: Path,
+    codec: str = "libx264",
+    n: int = 30,
+    pts: list[int] | None = None,
+    fmt: str | None = None,
+    options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
+) -> Path:
+    """n frames of a moving texture at 30 fps (B-frames where the codec has them); `pts` (in 1/30 s) makes a
+    variable frame rate."""
+    return make_video(
+        path, n, (W, H), codec, 30, moving_texture,
+        pts=pts, fmt=fmt, options=options, container_options=container_options,
+    )  # fmt: skip
+
+
+def decoded(path: Path) -> list[av.VideoFrame]:
+    """All frames of a plain, full PyAV decode: the reference for every count."""
+    with av.open(str(path)) as container:
+        return list(container.decode(video=0))
+
+
+def packets(path: Path) -> list[av.Packet]:
+    with av.open(str(path)) as container:
+        return [p for p in container.demux(video=0) if p.size]
+
+
+def truncated(src: Path, dst: Path, fraction: float) -> Path:
+    """The first `fraction` of a file's bytes, as a download cut off."""
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * fraction)])
+    return dst

@@ -227,14 +227,17 @@ def sample_hashes(data_issues: dict, samples: pd.DataFrame, max_distance: int):
     # A flat picture (no structure: sharpness undefined) hashes to all zeros: blank pictures are low_information,
     # not visual copies of each other (identical files are still exact copies).
     usable = (stats["broken"] == "").to_numpy() & np.isfinite(stats["sharpness"].to_numpy(dtype=np.float64))
-    by_name = dict(zip(stats["filename"], zip(stats["hash"], usable, strict=True), strict=True))
+    names = stats["filename"].astype(str)
+    last = np.flatnonzero(~names.duplicated(keep="last").to_numpy())  # a name listed twice: its last row
+    at = pd.Index(names.iloc[last]).get_indexer(samples["filename"].astype(str))
+    rows = np.flatnonzero(at >= 0)
+    in_stats = last[at[rows]]
+    rows, in_stats = rows[usable[in_stats]], in_stats[usable[in_stats]]
     values = np.zeros((len(samples), 8), dtype=np.uint8)
     valid = np.zeros(len(samples), dtype=bool)
-    for row, filename in enumerate(samples["filename"]):
-        found = by_name.get(filename)
-        if found is not None and found[1]:
-            values[row] = np.frombuffer(found[0], dtype=np.uint8)
-            valid[row] = True
+    if len(rows):
+        values[rows] = np.frombuffer(b"".join(stats["hash"].to_numpy()[in_stats]), dtype=np.uint8).reshape(-1, 8)
+        valid[rows] = True
     videos = np.where(samples["kind"].astype(str) == "video", samples["source"].astype(str), "").tolist()
     return Hashes(values, valid, videos, max_distance)
 

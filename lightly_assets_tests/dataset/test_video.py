@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lightly_assets.dataset import video as video_module
 from lightly_assets.dataset.packets import shown_frames
 from lightly_assets.dataset.video import (
     VIDEO_EXTENSIONS,
@@ -24,39 +23,8 @@ from lightly_assets.dataset.video import (
     frame_name,
     index_video,
     index_videos,
-    iter_frames,
 )
-from lightly_assets_tests.media import EXTRAS, make_video, moving_texture, video_with
-
-W, H = 64, 48
-
-
-def write_video(
-    path: Path,
-    codec: str = "libx264",
-    n: int = 30,
-    pts: list[int] | None = None,
-    fmt: str | None = None,
-    options: dict[str, str] | None = None,
-    container_options: dict[str, str] | None = None,
-) -> Path:
-    """n frames of a moving texture at 30 fps (B-frames where the codec has them); `pts` (in 1/30 s) makes a
-    variable frame rate."""
-    return make_video(
-        path, n, (W, H), codec, 30, moving_texture,
-        pts=pts, fmt=fmt, options=options, container_options=container_options,
-    )  # fmt: skip
-
-
-def decoded(path: Path) -> list[av.VideoFrame]:
-    """All frames of a plain, full PyAV decode: the reference for every count."""
-    with av.open(str(path)) as container:
-        return list(container.decode(video=0))
-
-
-def packets(path: Path) -> list[av.Packet]:
-    with av.open(str(path)) as container:
-        return [p for p in container.demux(video=0) if p.size]
+from lightly_assets_tests.media import H, W, decoded, packets, truncated, write_video
 
 
 def remux(src: Path, dst: Path, edit) -> Path:
@@ -274,12 +242,6 @@ def test_method_decode_agrees_with_demux(tmp_path: Path) -> None:
 # --- errors -----------------------------------------------------------------------
 
 
-def _truncate(src: Path, dst: Path, fraction: float) -> Path:
-    data = src.read_bytes()
-    dst.write_bytes(data[: int(len(data) * fraction)])
-    return dst
-
-
 def _audio_only(path: Path) -> Path:
     with av.open(str(path), "w", format="mp4") as out:
         stream = out.add_stream("aac", rate=8000)
@@ -310,9 +272,9 @@ def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "image": (image, "still image"),
         "audio": (_audio_only(tmp_path / "sound.m4a"), "no video stream"),
         "missing": (tmp_path / "missing.mp4", "does not exist"),
-        "mp4 cut": (_truncate(good, tmp_path / "cut.mp4", 0.5), "cannot be opened"),
-        "faststart cut": (_truncate(fast, tmp_path / "fcut.mp4", 0.6), "truncated"),
-        "mkv cut": (_truncate(mkv, tmp_path / "cut.mkv", 0.6), "truncated"),
+        "mp4 cut": (truncated(good, tmp_path / "cut.mp4", 0.5), "cannot be opened"),
+        "faststart cut": (truncated(fast, tmp_path / "fcut.mp4", 0.6), "truncated"),
+        "mkv cut": (truncated(mkv, tmp_path / "cut.mkv", 0.6), "truncated"),
     }
 
 
@@ -347,98 +309,3 @@ def test_index_videos_keeps_order_and_returns_errors(tmp_path: Path) -> None:
     assert [r.n_frames for r in results if isinstance(r, VideoIndex)] == [12, 7, 12]
     assert results[1].path == str(empty)
     assert index_videos([], workers=None) == []
-
-
-# --- sequential decoding ------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("name", "codec"), [("v.mp4", "libx264"), ("v.avi", "mpeg4")])
-def test_iter_frames_count_order_and_size(tmp_path: Path, name: str, codec: str) -> None:
-    options = {} if codec == "libx264" else {"bf": "2"}
-    path = write_video(tmp_path / name, codec, n=30, options=options)
-    assert [p.pts for p in packets(path)] != sorted(p.pts for p in packets(path))
-    index = index_video(path)
-    seen = list(iter_frames(path, size=(32, 24), expected_frames=index.n_frames))
-    assert [i for i, _ in seen] == list(range(index.n_frames))
-    assert all(img.mode == "RGB" and img.size == (32, 24) for _, img in seen)
-    corner = (slice(0, 8), slice(0, 8))  # the numbered 16x16 corner of moving_texture, at half size
-    brightness = [float(np.asarray(img)[corner].mean()) for _, img in seen]
-    assert brightness == sorted(brightness)  # presentation order, not decode order
-    expected = [20 + 6 * i for i in range(30)]  # what moving_texture(i) encodes
-    assert brightness == pytest.approx(expected, abs=8)
-
-
-def test_iter_frames_full_size_without_threads(tmp_path: Path) -> None:
-    path = write_video(tmp_path / "v.mkv", n=10)
-    reference = [f.to_image() for f in decoded(path)]
-    seen = list(iter_frames(path, threads=False))
-    assert len(seen) == index_video(path).n_frames == 10
-    assert all(img.size == (W, H) for _, img in seen)
-    assert all(np.array_equal(np.asarray(img), np.asarray(ref)) for (_, img), ref in zip(seen, reference, strict=True))
-
-
-def test_iter_frames_count_mismatch_raises(tmp_path: Path) -> None:
-    path = write_video(tmp_path / "v.mp4", n=10)
-    with pytest.raises(VideoError, match="decoded 10 frames but the index has 11"):
-        list(iter_frames(path, expected_frames=11))
-
-
-def test_iter_frames_decode_error_names_file_and_frame(tmp_path: Path) -> None:
-    fast = write_video(tmp_path / "f.mp4", n=30, container_options={"movflags": "faststart"})
-    cut = _truncate(fast, tmp_path / "cut.mp4", 0.8)
-    got: list[int] = []
-    with pytest.raises(VideoError, match=r"decoding failed at frame \d+") as info:
-        for number, _ in iter_frames(cut, threads=False):
-            got.append(number)
-    assert str(cut) in str(info.value)
-    assert got == list(range(len(got))) and 0 < len(got) < 30
-    # Frame-threaded decoding drops the broken tail silently; the count check catches it.
-    with pytest.raises(VideoError, match="but the index has 30") as info:
-        list(iter_frames(cut, threads=True, expected_frames=30))
-    assert str(cut) in str(info.value)
-
-
-# --- the extra streams real files carry ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("extra", sorted(EXTRAS))
-def test_extra_streams_are_ignored_and_every_frame_counted(tmp_path: Path, extra: str) -> None:
-    """Sound (AAC, AC3, 5.1, two tracks, sound first), subtitles, timecode, cover art, a second picture stream."""
-    path = video_with(tmp_path / extra, extra, n_frames=12)
-    with av.open(str(path)) as container:
-        assert len(container.streams) > 1, "the file has its extra stream"
-    index = index_video(path)
-    assert index.n_frames == len(decoded(path)) == 12
-    assert (index.width, index.height) == (64, 48) and index.codec == "h264"
-    frames = list(iter_frames(path, size=(16, 16), expected_frames=index.n_frames))
-    assert [n for n, _ in frames] == list(range(12))
-
-
-def test_audio_track_kinds_are_what_they_claim(tmp_path: Path) -> None:
-    """The builders write real multichannel AAC and AC3, so the tests above do test what they name."""
-    layouts = {}
-    for extra in ("aac", "aac51", "ac3"):
-        with av.open(str(video_with(tmp_path / extra, extra))) as container:
-            audio = container.streams.audio[0].codec_context
-            layouts[extra] = (audio.name, audio.channels)
-    assert layouts == {"aac": ("aac", 2), "aac51": ("aac", 6), "ac3": ("ac3", 6)}
-
-
-def test_no_pyav_setting_is_a_string_where_pyav_wants_an_enum() -> None:
-    """The class of bug behind `discard = "all"`: PyAV 18 takes its own enums; a string may raise or be ignored."""
-    import ast
-
-    source = Path(video_module.__file__).read_text("utf-8")
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-            for target in node.targets:
-                if isinstance(target, ast.Attribute):
-                    assert target.attr not in {"discard", "thread_type", "skip_frame"}, ast.unparse(node)
-
-
-def test_iter_frames_keep_yields_only_those_frames_in_one_pass(tmp_path: Path) -> None:
-    path = write_video(tmp_path / "v.mp4", n=30)
-    every = {n: np.asarray(im) for n, im in iter_frames(path, size=(16, 16))}
-    kept = list(iter_frames(path, size=(16, 16), keep={0, 7, 29}, expected_frames=30))
-    assert [n for n, _ in kept] == [0, 7, 29]
-    assert all((np.asarray(im) == every[n]).all() for n, im in kept)

@@ -1,4 +1,5 @@
-"""Bucket datasource publishing, against a real S3-compatible server (moto_server) on 127.0.0.1."""
+"""Bucket datasource publishing, against a real S3-compatible server (moto_server) on 127.0.0.1 (the local file
+target and bad input: test_bucket_file.py)."""
 
 from __future__ import annotations
 
@@ -15,31 +16,28 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import s3fs
-from lightly.utils.io import save_embeddings
 
-from lightly_assets.dataset.samples import build_sample_index
-from lightly_assets.dataset.scan import scan_dataset
 from lightly_assets.publish.bucket import (
     MANIFEST_KEY,
     SCHEMA_KEY,
     BucketError,
-    BucketResult,
     BucketTarget,
-    publish_curation_files,
-    publish_to_bucket,
 )
-from lightly_assets_tests.media import make_image, make_video
+from lightly_assets_tests.media import make_image
+from lightly_assets_tests.publish.bucket_data import (
+    ACCESS_KEY,
+    IMAGES,
+    SECRET,
+    VIDEO,
+    assert_no_secret,
+    bucket_keys,
+    expected_keys,
+)
 from lightly_assets_tests.servers import free_port
 
-ACCESS_KEY = "AKIALIGHTLYASSETSTEST"
-SECRET = "sEcReT-never-shown-7f3a9c"
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
-IMAGES = ["cats/a.png", "cats/b.png", "dogs/c.png", "dogs/sub/d.png"]
-VIDEO = "clips/walk.mp4"
 VIDEO_FRAMES = 10
 
 
@@ -124,61 +122,6 @@ def make_bucket(endpoint: str, name: str) -> s3fs.S3FileSystem:
     fs = s3(endpoint)
     fs.mkdir(name)
     return fs
-
-
-# ---------------------------------------------------------------- dataset
-
-
-@dataclass
-class Dataset:
-    """A dataset folder, its indexes (from the project's scanner) and its Lightly CSV."""
-
-    root: Path
-    csv: Path
-    file_index: pd.DataFrame = None  # type: ignore[assignment]
-    frame_index: pd.DataFrame = None  # type: ignore[assignment]
-
-    def refresh(self) -> Dataset:
-        """Re-scan after a change and rewrite the CSV with save_embeddings, like the pipeline does."""
-        self.file_index = scan_dataset(self.root).files
-        self.frame_index = build_sample_index(self.file_index, self.root, workers=1).samples
-        rng = np.random.default_rng(0)
-        embeddings = rng.normal(size=(len(self.frame_index), 8))
-        save_embeddings(
-            str(self.csv), embeddings, [int(x) for x in self.frame_index["label"]], list(self.frame_index["filename"])
-        )
-        return self
-
-    def publish(self, target: BucketTarget, **kwargs) -> BucketResult:
-        return publish_to_bucket(target, "pets", self.root, self.frame_index, self.file_index, self.csv, **kwargs)
-
-
-@pytest.fixture
-def dataset(tmp_path: Path) -> Dataset:
-    root = tmp_path / "data" / "pets"
-    for i, name in enumerate(IMAGES):
-        make_image(root / name, seed=i)
-    make_video(root / VIDEO)
-    out = tmp_path / "outputs" / "pets"
-    out.mkdir(parents=True)
-    return Dataset(root, out / "embeddings.csv").refresh()
-
-
-def expected_keys(ds: Dataset) -> set[str]:
-    files = set(ds.file_index["filename"])
-    meta = {".lightly/metadata/" + f.rsplit(".", 1)[0] + ".json" for f in files}
-    return files | meta | {SCHEMA_KEY, MANIFEST_KEY, ".lightly/embeddings/pets.csv"}
-
-
-def bucket_keys(fs, root: str) -> dict[str, dict]:
-    fs.invalidate_cache()
-    return {k[len(root) + 1 :]: v for k, v in fs.find(root, detail=True).items()}
-
-
-def assert_no_secret(*texts: str) -> None:
-    for text in texts:
-        assert SECRET not in text
-        assert ACCESS_KEY not in text
 
 
 # ---------------------------------------------------------------- tests
@@ -354,126 +297,3 @@ def test_server_paused_mid_way_times_out_and_next_run_resumes(moto, s3_env, data
     result = dataset.publish(BucketTarget(url="s3://paused"))
     assert set(written[:2]) <= set(result.files_skipped)  # what made it before the stall is not sent again
     assert result.embeddings == result.samples == len(dataset.frame_index)
-
-
-def test_file_target_is_atomic_and_idempotent(tmp_path, dataset, monkeypatch):
-    bucket = tmp_path / "bucket"
-    target = BucketTarget(url=bucket.as_uri())
-    first = dataset.publish(target)
-    root = bucket / "pets"
-    found = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-    assert found == expected_keys(dataset)
-    assert (root / ".lightly/embeddings/pets.csv").read_bytes() == dataset.csv.read_bytes()
-    assert first.embeddings == first.samples == len(dataset.frame_index)
-    assert dataset.publish(target).files_written == ()
-
-    # A failing rename must leave the published CSV as it was and no temporary file behind.
-    old_csv = (root / ".lightly/embeddings/pets.csv").read_bytes()
-    (dataset.root / "dogs/sub/d.png").unlink()
-    dataset.refresh()
-
-    def broken_replace(src, dst):
-        if str(dst).endswith(".csv"):
-            raise OSError(28, "No space left on device")
-        return os.rename(src, dst)
-
-    monkeypatch.setattr("lightly_assets.publish.bucket.session.os.replace", broken_replace)
-    with pytest.raises(BucketError, match="writing .lightly/embeddings/pets.csv failed"):
-        dataset.publish(target)
-    assert (root / ".lightly/embeddings/pets.csv").read_bytes() == old_csv
-    assert not [p for p in root.rglob("*") if p.name.endswith(".lightly-assets-tmp")]
-
-    monkeypatch.undo()
-    result = dataset.publish(target)
-    assert (root / ".lightly/embeddings/pets.csv").read_bytes() == dataset.csv.read_bytes()
-    assert "dogs/sub/d.png" in result.files_removed
-    assert not (root / "dogs/sub").exists()  # emptied folders go too
-
-
-def test_copy_files_false_writes_only_lightly_keys(tmp_path, dataset):
-    target = BucketTarget(url=f"memory://{tmp_path.name}/only-lightly")
-    result = dataset.publish(target, copy_files=False)
-    assert all(key.startswith(".lightly/") for key in result.files_written)
-    assert result.data_files == 0 and result.metadata_files == len(IMAGES) + 1
-    assert result.samples == result.embeddings == len(dataset.frame_index)
-
-
-@pytest.mark.parametrize(
-    ("change", "expected"),
-    [
-        ("csv_row", "name samples missing from frame_index"),
-        ("collision", "both map to the Lightly metadata file .lightly/metadata/cats/a.json"),
-        ("missing_file", "cannot read input file"),
-        ("bad_name", "not usable as a bucket folder"),
-    ],
-)
-def test_bad_input_is_rejected_before_anything_is_written(tmp_path, dataset, change, expected):
-    target = BucketTarget(url=(tmp_path / "bucket").as_uri())
-    name = "pets"
-    files, frames = dataset.file_index, dataset.frame_index
-    if change == "csv_row":
-        frames = frames[frames["filename"] != "cats/b.png"]
-    elif change == "collision":
-        make_image(dataset.root / "cats/a.jpg")
-        files = pd.concat([files, files[files["filename"] == "cats/a.png"].assign(filename="cats/a.jpg")])
-        # Both used (a sample each): an unused file never blocks a dataset.
-        extra = frames[frames["filename"] == "cats/a.png"].assign(filename="cats/a.jpg", source="cats/a.jpg")
-        frames = pd.concat([frames, extra])
-    elif change == "missing_file":
-        (dataset.root / "dogs/c.png").unlink()
-    else:
-        name = "../escape"
-    with pytest.raises(BucketError, match=expected.replace(".", r"\.")) as info:
-        publish_to_bucket(target, name, dataset.root, frames, files, dataset.csv)
-    if change == "csv_row":
-        assert str(dataset.csv) in str(info.value)
-    assert not (tmp_path / "bucket").exists()
-
-
-def test_target_never_shows_secret_values(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    target = BucketTarget(url="s3://bucket/prefix", endpoint_url="https://user:hunter2@minio.local:9000")
-    described = target.describe()
-    assert described["endpoint"] == "https://***@minio.local:9000"
-    assert "AWS_SECRET_ACCESS_KEY" in described["credential_env_vars"]
-    assert described["credentials_set"] == "key, secret"
-    assert_no_secret(repr(target), json.dumps(described))
-    assert "hunter2" not in repr(target) + json.dumps(described)
-    assert "p4ss" not in repr(BucketTarget(url="https://me:p4ss@host/data?sig=abc"))
-
-
-def test_error_text_is_masked_whatever_the_storage_layer_says(tmp_path, dataset, monkeypatch):
-    monkeypatch.setenv("LIGHTLY_ASSETS_TEST_PASSWORD", SECRET)
-    target = BucketTarget(
-        url=f"memory://{tmp_path.name}/masked", storage_options_env={"password": "LIGHTLY_ASSETS_TEST_PASSWORD"}
-    )
-
-    def failing(event: str, key: str) -> None:
-        raise RuntimeError(f"server rejected password {SECRET} for {key}")
-
-    with pytest.raises(BucketError) as info:
-        dataset.publish(target, on_progress=failing)
-    assert "server rejected password *** for" in str(info.value)
-    assert_no_secret(str(info.value), "".join(traceback.format_exception(info.value)))
-
-
-def test_curation_files_are_written_after_the_dataset_and_kept_by_a_later_publish(dataset, tmp_path):
-    target = BucketTarget(url=f"file://{tmp_path / 'bucket'}")
-    with pytest.raises(BucketError, match="materialize uploaded_dataset first"):
-        publish_curation_files(target, "pets", {"duplicates.csv": b"filenames,group,kind,similarity\n"})
-    dataset.publish(target)
-    files = {"duplicates.csv": b"filenames,group,kind,similarity\n", "selection.txt": b"cats/a.png\n"}
-    assert publish_curation_files(target, "pets", files) == {"duplicates.csv": "written", "selection.txt": "written"}
-    assert publish_curation_files(target, "pets", files) == {
-        "duplicates.csv": "unchanged",
-        "selection.txt": "unchanged",
-    }
-    lightly = tmp_path / "bucket" / "pets" / ".lightly"
-    again = dataset.publish(target)  # the chain alone, after curation: the curation's files stay
-    assert not {".lightly/duplicates.csv", ".lightly/selection.txt"} & set(again.files_removed)
-    assert (lightly / "selection.txt").read_bytes() == b"cats/a.png\n"
-    manifest = json.loads((lightly / MANIFEST_KEY.split("/", 1)[1]).read_text())
-    assert ".lightly/selection.txt" in manifest["keys"]
-    with pytest.raises(BucketError, match="not a curation file"):
-        publish_curation_files(target, "pets", {"../escape.txt": b""})
