@@ -180,18 +180,25 @@ def _reused_pairs(state: State | None, names, digests, model: str, similarity: f
     n = len(names)
     if state is None or state.model != model or state.similarity > similarity:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float32), np.arange(n)
-    position = {name: i for i, name in enumerate(state.names)}
-    old_to_new = np.full(len(state.names), -1, dtype=np.int64)
-    fresh = []
-    for row, (name, digest) in enumerate(zip(names, digests, strict=True)):
-        old = position.get(name)
-        if old is not None and state.digests[old] == digest:
-            old_to_new[old] = row
-        else:
-            fresh.append(row)
-    mapped = old_to_new[state.pairs.reshape(-1, 2)]
-    keep = (mapped >= 0).all(axis=1) & (state.pair_similarity >= similarity - 1e-6)
-    return np.sort(mapped[keep], axis=1), state.pair_similarity[keep], np.array(fresh, dtype=np.int64)
+    before = _previous_rows(state.names, names)
+    unchanged = np.array([b >= 0 and state.digests[b] == d for b, d in zip(before, digests, strict=True)], dtype=bool)
+    mapped, keep = _carried(state.pairs, before, unchanged, len(state.names))
+    keep &= state.pair_similarity >= similarity - 1e-6
+    return np.sort(mapped[keep], axis=1), state.pair_similarity[keep], np.flatnonzero(~unchanged)
+
+
+def _previous_rows(old_names: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """Per sample its row in the state (-1: new)."""
+    position = {name: i for i, name in enumerate(old_names)}
+    return np.array([position.get(name, -1) for name in names], dtype=np.int64).reshape(-1)
+
+
+def _carried(pairs: np.ndarray, before: np.ndarray, unchanged: np.ndarray, old_count: int):
+    """The state's pairs in this run's rows, and which of them join two unchanged samples."""
+    old_to_new = np.full(old_count, -1, dtype=np.int64)
+    old_to_new[before[unchanged]] = np.flatnonzero(unchanged)
+    mapped = old_to_new[pairs.reshape(-1, 2)]
+    return mapped, (mapped >= 0).all(axis=1)
 
 
 def _reused_visual(state: State | None, names: Sequence[str], hashes: Hashes):
@@ -201,16 +208,13 @@ def _reused_visual(state: State | None, names: Sequence[str], hashes: Hashes):
     old = state.visual if state is not None else Visual()
     if state is None or old.max_distance < hashes.max_distance or len(old.hashes) != len(state.names):
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64), np.arange(n)
-    position = {name: i for i, name in enumerate(state.names)}
-    before = np.array([position.get(name, -1) for name in names], dtype=np.int64)
+    before = _previous_rows(state.names, names)
     known = np.flatnonzero(before >= 0)
     unchanged = np.zeros(n, dtype=bool)
     was = before[known]
     unchanged[known] = (old.valid[was] == hashes.valid[known]) & (old.hashes[was] == hashes.values[known]).all(axis=1)
-    old_to_new = np.full(len(state.names), -1, dtype=np.int64)
-    old_to_new[before[unchanged]] = np.flatnonzero(unchanged)
-    mapped = old_to_new[old.pairs.reshape(-1, 2)]
-    keep = (mapped >= 0).all(axis=1) & (old.distances <= hashes.max_distance)
+    mapped, keep = _carried(old.pairs, before, unchanged, len(state.names))
+    keep &= old.distances <= hashes.max_distance
     return np.sort(mapped[keep], axis=1), old.distances[keep], np.flatnonzero(~unchanged)
 
 
