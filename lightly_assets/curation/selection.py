@@ -22,6 +22,7 @@ import lightly_mundig  # LightlyStudio's sampling engine, compiled without type 
 import numpy as np
 
 from lightly_assets.atomic import atomic_output
+from lightly_assets.curation.coverage import cover
 from lightly_assets.curation.duplicates import unit_rows
 from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import BITS
@@ -31,7 +32,6 @@ DEFAULT_PROPORTION = 0.1  # without n_samples or proportion: a tenth of the samp
 # Balance first, diversity within it: at equal strengths the engine let one label take 9 of 25 picks (5 labels
 # of 60..300 samples), at 10 it gave 5 each.
 BALANCE_STRENGTH = 10.0
-COVERAGE_BLOCK = 512  # rows per product; blocks of 2,048 and 8,192 rows were slower (1.8 s, 2.5 s; see coverage_radius)
 TYPICALITY_NEIGHBOURS = 20  # LightlyStudio's DEFAULT_NUM_NEAREST_NEIGHBORS for its typicality metadata
 
 
@@ -44,6 +44,7 @@ class Selection:
     requested: int
     candidates: int
     notes: tuple[str, ...] = ()
+    kept: int = 0  # rows kept from the last run's selection (selection_state.py); 0 when selected anew
 
 
 def check_strategy(strategy: str) -> str:
@@ -83,7 +84,7 @@ def candidates(group_of: np.ndarray, excluded: np.ndarray | None = None) -> np.n
 
 def select(
     matrix: np.ndarray,
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     group_of: np.ndarray,
     n: int,
     strategy: str = "diverse",
@@ -94,13 +95,7 @@ def select(
     check_strategy(strategy)
     group_of = np.asarray(group_of)
     pool = candidates(group_of, excluded)
-    notes: list[str] = []
-    left_out = int(np.asarray(excluded, dtype=bool).sum()) if excluded is not None else 0
-    if left_out:
-        notes.append(f"{left_out} {excluded_why} left out")
-    grouped_out = len(group_of) - left_out - len(pool)
-    if grouped_out > 0:
-        notes.append(f"{grouped_out} duplicates left out (one sample per duplicate group)")
+    notes = left_out(group_of, excluded, excluded_why, pool)
     if n >= len(pool):
         if n > len(pool):
             notes.append(f"n_samples {n} is above the {len(pool)} candidates: all of them are selected")
@@ -110,6 +105,18 @@ def select(
     unit = unit_rows(matrix[pool])
     picked = _run(unit, np.asarray(labels)[pool], n, strategy)
     return Selection(np.sort(pool[picked]), strategy, n, len(pool), tuple(notes))
+
+
+def left_out(group_of: np.ndarray, excluded: np.ndarray | None, why: str, pool: np.ndarray) -> list[str]:
+    """Notes on the samples that are not candidates: those with an excluded issue, duplicates past the first."""
+    notes: list[str] = []
+    left = int(np.asarray(excluded, dtype=bool).sum()) if excluded is not None else 0
+    if left:
+        notes.append(f"{left} {why} left out")
+    grouped_out = len(group_of) - left - len(pool)
+    if grouped_out > 0:
+        notes.append(f"{grouped_out} duplicates left out (one sample per duplicate group)")
+    return notes
 
 
 def hash_features(hashes: np.ndarray) -> np.ndarray:
@@ -138,20 +145,8 @@ def _run(unit: np.ndarray, labels: np.ndarray, n: int, strategy: str) -> np.ndar
 
 
 def coverage_radius(matrix: np.ndarray, selected: np.ndarray) -> float | None:
-    """The largest cosine distance from any sample to its nearest selected one (None for an empty selection).
-
-    numpy's matrix product in blocks of rows, not a faiss flat index: the faiss wheel's own BLAS is built for any
-    x86 CPU, and at 100,000 samples against 10,000 selected (64-d) it took 6.0 s where numpy took 1.4 s
-    (Intel Xeon, AVX-512, 2 cores).
-    """
-    if len(selected) == 0 or len(matrix) == 0:
-        return None
-    unit = unit_rows(matrix)
-    chosen = np.ascontiguousarray(unit[selected].T)
-    nearest = np.empty(len(unit), dtype=np.float32)
-    for start in range(0, len(unit), COVERAGE_BLOCK):
-        np.max(unit[start : start + COVERAGE_BLOCK] @ chosen, axis=1, out=nearest[start : start + COVERAGE_BLOCK])
-    return float(max(0.0, 1.0 - float(nearest.min())))
+    """The largest cosine distance from any sample to its nearest selected one (None for an empty selection)."""
+    return cover(unit_rows(matrix), selected).radius() if len(matrix) else None
 
 
 def random_rows(pool: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

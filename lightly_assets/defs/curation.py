@@ -34,16 +34,8 @@ from lightly_assets.curation.duplicates_state import State
 from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import DEFAULT_MAX_DISTANCE, check_max_distance
 from lightly_assets.curation.quality import ISSUES
-from lightly_assets.curation.selection import (
-    candidates,
-    check_strategy,
-    coverage_radius,
-    hash_features,
-    random_rows,
-    requested_count,
-    select,
-    write_selection,
-)
+from lightly_assets.curation.selection import check_strategy, hash_features, requested_count, write_selection
+from lightly_assets.curation.selection_state import Request, SelectionState, choose
 from lightly_assets.curation.thresholds import check_similarity, default_similarity, uniformity_warning
 from lightly_assets.defs import checks
 from lightly_assets.defs.common import dataset_asset, latest_materialization, user_errors
@@ -74,6 +66,11 @@ class SelectionConfig(Config):
     strategy: str = Field(default="diverse", description="`diverse` (k-center), `typicality` or `balance`.")
     exclude_issues: list[str] = Field(
         default=["broken", "low_information"], description="Samples with these data issues are never selected."
+    )
+    keep_selected: bool = Field(
+        default=True,
+        description="diverse: keep what the last run selected (still candidates, unchanged) and add the samples "
+        "farthest from it; false: select anew.",
     )
 
 
@@ -123,8 +120,9 @@ DUPLICATES_FACTS = [
     "searched_samples", "reused_samples", "duplicates_csv",
 ]  # fmt: skip
 SELECTION_FACTS = [
-    "selected_per_label", "selected", "samples", "requested", "candidates", "strategy", "diversity_from",
-    "excluded_issues", "sampling_engine", "coverage_radius", "coverage_radius_random", "notes", "selection_txt",
+    "selected_per_label", "selected", "samples", "requested", "candidates", "kept_from_last_run", "strategy",
+    "diversity_from", "excluded_issues", "sampling_engine", "coverage_radius", "coverage_radius_random", "notes",
+    "selection_txt",
 ]  # fmt: skip
 
 
@@ -277,14 +275,20 @@ def selection(
         features = embeddings.matrix if meaningful else hash_features(sample_hashes(data_issues, samples, 0).values)
         n = requested_count(len(samples), config.n_samples, config.proportion)
         why = "samples with " + "/".join(config.exclude_issues)
-        chosen = select(features, embeddings.labels, group_of, n, strategy, excluded, why)
+        state_path = out / "curation" / "selection_state.npz"
+        previous = SelectionState.load(state_path) if config.keep_selected and strategy == "diverse" else None
+        labels, everyone = np.asarray(embeddings.labels), samples["filename"].to_numpy(dtype=str)
+        request = Request(n, strategy, excluded, why)
+        chosen, state, radius, baseline = choose(features, labels, group_of, everyone, request, previous)
         names = samples["filename"].iloc[chosen.rows].tolist()
         path = out / "selection.txt"
         write_selection(path, names)
+        if state is None:
+            state_path.unlink(missing_ok=True)  # the last selection was not diverse: nothing to keep
+        else:
+            state.save(state_path)
     for note in chosen.notes:
         context.log.info(f"{name}: {note}")
-    radius = coverage_radius(features, chosen.rows)
-    baseline = coverage_radius(features, random_rows(candidates(group_of, excluded), len(chosen.rows)))
     diversity = "embeddings" if meaningful else "perceptual hashes (the embeddings' similarities mean nothing)"
     context.log.info(f"{name}: selected {len(names)} of {len(samples)} samples ({strategy}, from {diversity})")
     yield Output(
@@ -295,6 +299,7 @@ def selection(
             "samples": MetadataValue.int(len(samples)),
             "requested": MetadataValue.int(n),
             "candidates": MetadataValue.int(chosen.candidates),
+            "kept_from_last_run": MetadataValue.int(chosen.kept),
             "strategy": strategy,
             "diversity_from": diversity,
             "excluded_issues": ", ".join(config.exclude_issues) or "none",

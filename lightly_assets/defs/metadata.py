@@ -129,6 +129,8 @@ FACTS: dict[str, str] = {
     "selected": "samples in selection.txt",
     "requested": "samples the config asked for (n_samples, or proportion of the samples)",
     "candidates": "samples that could be selected: those in no duplicate group, and each group's first member",
+    "kept_from_last_run": "selected samples kept from the last run's diverse selection (the rest were added as the "
+    "farthest from them); 0: selected anew",
     "strategy": "diverse (k-center), typicality, or balance (by weak label)",
     "sampling_engine": "what selected: LightlyStudio's sampling engine, lightly_mundig",
     "coverage_radius": "largest cosine distance (1 - cosine) from any sample to its nearest selected one",

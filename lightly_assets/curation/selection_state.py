@@ -1,0 +1,196 @@
+"""What a diverse selection leaves for the next run, and how the next run keeps it and grows it.
+
+A re-run keeps the samples selected before that are still candidates with unchanged vectors and adds the candidates
+farthest from them (farthest-point sampling continued: what LightlyStudio's engine picks with them preselected), so a
+selection already sent to labelling stays put and grows with the data, as Lightly's datapool keeps earlier
+selections. Each sample's nearest pick is kept too, so a re-run measures only new or changed samples and those whose
+nearest pick left: 100 new samples among 100,000 cost milliseconds where the engine takes a minute to select anew.
+Asking for fewer samples than are kept selects anew; so do the other strategies, which keep no state.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lightly_assets.atomic import atomic_output
+from lightly_assets.curation.coverage import Cover, cover, farthest_points
+from lightly_assets.curation.duplicates import unit_rows, vector_digests
+from lightly_assets.curation.errors import CurationError
+from lightly_assets.curation.selection import Selection, candidates, left_out, random_rows, select
+
+STATE_VERSION = 1
+
+
+@dataclass
+class SelectionState:
+    """The samples one run saw (names, vector digests), its selection and random baseline, and their covers."""
+
+    names: np.ndarray  # (N,) str
+    digests: np.ndarray  # (N,) bytes
+    chosen: np.ndarray  # rows selected
+    chosen_cover: Cover
+    random: np.ndarray  # rows of the random baseline
+    random_cover: Cover
+
+    def save(self, path: Path) -> None:
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            version=np.int64(STATE_VERSION),
+            names=np.asarray(self.names, dtype=np.str_),
+            digests=np.asarray(self.digests, dtype=np.bytes_),
+            chosen=self.chosen.astype(np.int64),
+            chosen_nearest=self.chosen_cover.nearest.astype(np.float32),
+            chosen_owner=self.chosen_cover.owner.astype(np.int64),
+            random=self.random.astype(np.int64),
+            random_nearest=self.random_cover.nearest.astype(np.float32),
+            random_owner=self.random_cover.owner.astype(np.int64),
+        )
+        with atomic_output(path) as handle:
+            handle.write(buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> SelectionState | None:
+        """The saved state, or None when there is none or it is from another version (then it selects anew)."""
+        if not Path(path).is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if int(data["version"]) != STATE_VERSION:
+                    return None
+                return cls(
+                    names=data["names"],
+                    digests=data["digests"],
+                    chosen=data["chosen"].astype(np.int64),
+                    chosen_cover=Cover(data["chosen_nearest"].astype(np.float32), data["chosen_owner"]),
+                    random=data["random"].astype(np.int64),
+                    random_cover=Cover(data["random_nearest"].astype(np.float32), data["random_owner"]),
+                )
+        except (OSError, KeyError, ValueError) as exc:
+            raise CurationError(f"{path}: unreadable selection state ({exc}); delete it to start over") from None
+
+
+@dataclass(frozen=True)
+class Samples:
+    """This run's samples: unit vectors (rows), names and vector digests, the candidates, the requested count."""
+
+    matrix: np.ndarray  # as given: the engine selects from these
+    unit: np.ndarray
+    names: np.ndarray
+    digests: np.ndarray
+    pool: np.ndarray
+    n: int
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the config asks: how many, how, and which samples an issue rules out (with the notes' word for them)."""
+
+    n: int
+    strategy: str = "diverse"
+    excluded: np.ndarray | None = None
+    why: str = "samples with issues"
+
+
+def choose(
+    matrix: np.ndarray,
+    labels: np.ndarray,
+    group_of: np.ndarray,
+    names: np.ndarray,
+    request: Request,
+    previous: SelectionState | None,
+) -> tuple[Selection, SelectionState | None, float | None, float | None]:
+    """The selection, the state to save (None for strategies that keep none), its coverage radius and the random
+    baseline's. `previous` is the last run's state, or None to select anew."""
+    unit = unit_rows(matrix)
+    group_of = np.asarray(group_of)
+    pool = candidates(group_of, request.excluded)
+    if request.strategy != "diverse":
+        selection = select(matrix, labels, group_of, request.n, request.strategy, request.excluded, request.why)
+        random = random_rows(pool, len(selection.rows))
+        return selection, None, cover(unit, selection.rows).radius(), cover(unit, random).radius()
+    digests = np.asarray(vector_digests(unit), dtype=np.bytes_)
+    samples = Samples(matrix, unit, np.asarray(names, dtype=np.str_), digests, pool, request.n)
+    selection, state = diverse(samples, labels, group_of, request, previous)
+    return selection, state, state.chosen_cover.radius(), state.random_cover.radius()
+
+
+def selected_anew(samples: Samples, selection: Selection) -> SelectionState:
+    """The state of a selection made from scratch, with a seeded random baseline of the same size."""
+    random = random_rows(samples.pool, len(selection.rows))
+    return SelectionState(
+        samples.names,
+        samples.digests,
+        selection.rows,
+        cover(samples.unit, selection.rows),
+        random,
+        cover(samples.unit, random),
+    )
+
+
+def diverse(
+    samples: Samples, labels: np.ndarray, group_of: np.ndarray, request: Request, previous: SelectionState | None
+) -> tuple[Selection, SelectionState]:
+    """The diverse selection, kept from `previous` and grown when it can be, else selected anew; and its state."""
+    if previous is not None and samples.n < len(samples.pool):
+        now = _now(samples, previous)
+        kept, chosen_cover = _carry(samples, now, previous.chosen, previous.chosen_cover)
+        if 0 < len(kept) <= samples.n:
+            added = farthest_points(chosen_cover, samples.unit, samples.pool, kept, samples.n - len(kept))
+            rows = np.sort(np.concatenate([kept, added]))
+            notes = left_out(group_of, request.excluded, request.why, samples.pool)
+            notes.append(f"kept {len(kept)} selected by the last run")
+            selection = Selection(rows, "diverse", samples.n, len(samples.pool), tuple(notes), kept=len(kept))
+            random, random_cover = _grow_random(samples, now, previous, len(rows))
+            state = SelectionState(samples.names, samples.digests, rows, chosen_cover, random, random_cover)
+            return selection, state
+    selection = select(samples.matrix, labels, group_of, samples.n, "diverse", request.excluded, request.why)
+    return selection, selected_anew(samples, selection)
+
+
+def _now(samples: Samples, previous: SelectionState) -> np.ndarray:
+    """For each of the last run's rows, its row now: -1 when it left or its vector changed."""
+    at = pd.Index(previous.names).get_indexer(samples.names)
+    same = np.flatnonzero(at >= 0)
+    same = same[previous.digests[at[same]] == samples.digests[same]]
+    now = np.full(len(previous.names), -1, dtype=np.int64)
+    now[at[same]] = same
+    return now
+
+
+def _carry(samples: Samples, now: np.ndarray, picks: np.ndarray, old: Cover) -> tuple[np.ndarray, Cover]:
+    """The last run's picks that are still candidates, and the cover carried over: samples whose nearest pick
+    stayed keep it, the others (new, changed, or their pick gone) are measured against the picks kept."""
+    rows = now[picks]
+    rows = rows[rows >= 0]
+    in_pool = np.zeros(len(samples.unit), dtype=bool)
+    in_pool[samples.pool] = True
+    kept = np.sort(rows[in_pool[rows]])
+    is_kept = np.zeros(len(samples.unit), dtype=bool)
+    is_kept[kept] = True
+    before = np.flatnonzero(now >= 0)
+    owner = np.where(old.owner[before] >= 0, now[np.maximum(old.owner[before], 0)], -1)
+    valid = owner >= 0
+    valid[valid] = is_kept[owner[valid]]
+    carried = Cover.empty(len(samples.unit))
+    carried.nearest[now[before[valid]]] = old.nearest[before[valid]]
+    carried.owner[now[before[valid]]] = owner[valid]
+    carried.measure(samples.unit, kept, np.flatnonzero(carried.owner < 0))
+    return kept, carried
+
+
+def _grow_random(samples: Samples, now: np.ndarray, previous: SelectionState, size: int) -> tuple[np.ndarray, Cover]:
+    """The random baseline kept the same way: its rows still candidates, plus seeded random ones up to `size`."""
+    kept, random_cover = _carry(samples, now, previous.random, previous.random_cover)
+    if len(kept) > size:
+        random = random_rows(samples.pool, size)
+        return random, cover(samples.unit, random)
+    rest = samples.pool[~np.isin(samples.pool, kept)]
+    extra = np.random.default_rng(len(samples.pool)).choice(rest, size=size - len(kept), replace=False)
+    random_cover.add(samples.unit, extra)
+    return np.sort(np.concatenate([kept, extra])), random_cover
