@@ -2,7 +2,7 @@
 
 The largest distance from any sample to its nearest pick is a selection's coverage radius. Kept between runs, the
 cover lets a re-run measure only new or changed samples, and continue farthest-point sampling from the last picks:
-the next pick is the candidate covered worst, as LightlyStudio's sampling engine picks with those picks preselected.
+the next pick is the candidate covered worst.
 
 Products are numpy's, in blocks of rows: the faiss wheel's own BLAS is built for any x86 CPU, and at 100,000 samples
 against 10,000 picks (64-d) a faiss flat index took 6.0 s where numpy took 1.4 s (Intel Xeon, AVX-512, 2 cores).
@@ -67,21 +67,22 @@ def cover(unit: np.ndarray, picks: np.ndarray) -> Cover:
     return result
 
 
-def farthest_points(cover_: Cover, unit: np.ndarray, pool: np.ndarray, taken: np.ndarray, count: int) -> np.ndarray:
-    """`count` more picks from `pool` (rows) less `taken` (the cover's picks), each the one covered worst so far:
-    farthest-point sampling continued from the cover's picks. The cover is updated with each pick."""
+def farthest_points(unit: np.ndarray, pool: np.ndarray, nearest: np.ndarray, count: int) -> np.ndarray:
+    """`count` picks from `pool` (rows of `unit`), each the one least similar to its nearest pick so far:
+    farthest-point sampling. `nearest` holds, per pool row, the similarity to its nearest earlier pick (-inf:
+    none, so a fresh start picks the first row; +inf: picked already, never again).
+
+    Exact, on the pool's rows alone: one matrix-vector product, one maximum and one argmin per pick (1.5 ms at
+    100,000 rows of 64 where LightlyStudio's engine took 4.3 ms, Intel Xeon, AVX-512, 2 cores)."""
     pool = np.asarray(pool, dtype=np.int64)
-    open_ = ~np.isin(pool, taken)
-    picked = np.empty(min(count, int(open_.sum())), dtype=np.int64)
+    sub = np.ascontiguousarray(unit[pool])
+    near = np.array(nearest, dtype=np.float32)
+    picked = np.empty(min(count, int((near < np.inf).sum())), dtype=np.int64)
+    similarity = np.empty(len(pool), dtype=np.float32)
     for k in range(len(picked)):
-        at = int(np.argmin(np.where(open_, cover_.nearest[pool], np.inf)))
-        row = int(pool[at])
-        open_[at] = False
-        picked[k] = row
-        similarity = unit @ unit[row]
-        better = similarity > cover_.nearest
-        cover_.nearest[better] = similarity[better]
-        cover_.owner[better] = row
-        cover_.nearest[row] = max(cover_.nearest[row], similarity[row])
-        cover_.owner[row] = row
-    return picked
+        at = int(np.argmin(near))
+        picked[k] = at
+        np.matmul(sub, sub[at], out=similarity)
+        np.maximum(near, similarity, out=near)
+        near[at] = np.inf
+    return pool[picked]

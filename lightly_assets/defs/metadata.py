@@ -132,7 +132,8 @@ FACTS: dict[str, str] = {
     "kept_from_last_run": "selected samples kept from the last run's diverse selection (the rest were added as the "
     "farthest from them); 0: selected anew",
     "strategy": "diverse (k-center), typicality, or balance (by weak label)",
-    "sampling_engine": "what selected: LightlyStudio's sampling engine, lightly_mundig",
+    "sampling_engine": "what selected: farthest-point sampling with numpy (diverse), LightlyStudio's sampling engine "
+    "lightly_mundig (typicality, balance)",
     "coverage_radius": "largest cosine distance (1 - cosine) from any sample to its nearest selected one",
     "coverage_radius_random": "the same for a seeded random selection of the same size (a baseline)",
     "notes": "what the selection left out or could not do (duplicates left out, more requested than there are)",

@@ -51,6 +51,7 @@ def test_a_first_run_is_the_engines_selection_and_an_unchanged_rerun_keeps_it() 
     first, state, radius, baseline = run(x, names, 25)
     assert state is not None and first.kept == 0
     assert first.rows.tolist() == select(x, np.zeros(300), np.full(300, -1), 25).rows.tolist()
+    assert set(first.rows.tolist()) == engine_with(unit_rows(x), [], 25)  # LightlyStudio's engine picks the same
     assert radius is not None and baseline is not None and radius < baseline
     again, state2, radius2, baseline2 = run(x, names, 25, state)
     assert again.rows.tolist() == first.rows.tolist() and again.kept == 25
