@@ -45,22 +45,62 @@ def _field(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _chunk_text(names_labels: Iterator[tuple[str, int]], matrix: np.ndarray) -> str:
+def _chunk_text(
+    names_labels: Iterator[tuple[str, int]], matrix: np.ndarray, kept: Sequence[str | None] | None = None
+) -> str:
     """The CSV lines of one chunk, byte for byte what csv.writer writes. `astype(str)` on float32 is numpy's shortest
     round-trip repr, the same text as `str(np.float32(x))`, which is what csv.writer prints for lightly's float32
-    embeddings; numbers never need quotes, so a row is one join."""
-    values = matrix.astype(np.float32, copy=False).astype(str).tolist()
-    # `values` first: zip stops at its end without taking a row of the next chunk from `names_labels`
+    embeddings; numbers never need quotes, so a row is one join. `kept` holds a line to reuse, or None, per row."""
+    if kept is None:
+        kept = [None] * len(matrix)
+    todo = [i for i, line in enumerate(kept) if line is None]
+    values = iter(matrix[todo].astype(np.float32, copy=False).astype(str).tolist())
+    # `kept` first: zip stops at its end without taking a row of the next chunk from `names_labels`
     return "".join(
-        f"{_field(name)},{','.join(vals)},{int(label)}\r\n"
-        for vals, (name, label) in zip(values, names_labels, strict=False)
+        line + "\r\n" if line is not None else f"{_field(name)},{','.join(next(values))},{int(label)}\r\n"
+        for line, (name, label) in zip(kept, names_labels, strict=False)
     )
+
+
+def _kept_lines(
+    path: Path, filenames: Sequence[str], matrix: np.ndarray, labels: Sequence[int]
+) -> list[str | None] | None:
+    """Per row, the line of the file on disk with the same name, label and float32 bits (the text this row would
+    get), or None; None for all when there is no plain earlier file (absent, unreadable, another header or a
+    quoted name)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    lines = text.split("\r\n")
+    if '"' in text or lines[0] != ",".join(header_for(matrix.shape[1])) or lines[-1] != "":
+        return None
+    rows_text = lines[1:-1]
+    names = [line[: line.find(",")] for line in rows_text]
+    if not rows_text or len(set(names)) != len(names):
+        return None
+    try:  # numpy's C reader, 2.7x faster than pandas' round-trip parser; a value read a ulp off is only rewritten
+        old = np.loadtxt(rows_text, delimiter=",", usecols=range(1, matrix.shape[1] + 1), dtype=np.float32, ndmin=2)
+        old_labels = np.array([int(line[line.rfind(",") + 1 :]) for line in rows_text], dtype=np.int64)
+    except ValueError:
+        return None
+    at = pd.Index(names).get_indexer(list(filenames))
+    rows = np.flatnonzero(at >= 0)
+    bits = np.ascontiguousarray(matrix[rows], dtype=np.float32).view(np.uint32)
+    same = (old[at[rows]].view(np.uint32) == bits).all(axis=1)
+    same &= old_labels[at[rows]] == np.asarray(labels)[rows]
+    kept: list[str | None] = [None] * len(filenames)
+    for row in rows[same].tolist():
+        kept[row] = rows_text[at[row]]
+    return kept
 
 
 def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.ndarray, labels: Sequence[int]) -> Path:
     """Write the CSV atomically (temporary file in the same folder, then `os.replace`); returns the path.
 
-    One streaming pass over the rows, a chunk at a time, so a million samples need no million-row text copy.
+    One streaming pass over the rows, a chunk at a time, so a million samples need no million-row text copy. A row
+    whose name, label and float32 bits the file on disk already holds keeps that file's line: numbers to text is
+    most of the time (3.7 s of 5.5 s at 100,000 rows of 64), and a rerun with a few new files turns only those.
     """
     path = Path(path)
     matrix = np.asarray(matrix)
@@ -73,13 +113,15 @@ def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.
             f"{path}: {matrix.shape[0]} embeddings, {len(filenames)} filenames and {len(labels)} labels: "
             "the counts differ"
         )
+    kept = _kept_lines(path, filenames, matrix, labels)
     with atomic_output(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         writer = csv.writer(text, delimiter=",")
         writer.writerow(header_for(matrix.shape[1]))
         names_labels = zip(filenames, labels, strict=True)
         for start in range(0, matrix.shape[0], _ROWS_PER_CHUNK):
-            text.write(_chunk_text(names_labels, matrix[start : start + _ROWS_PER_CHUNK]))
+            block = matrix[start : start + _ROWS_PER_CHUNK]
+            text.write(_chunk_text(names_labels, block, kept[start : start + len(block)] if kept else None))
         text.flush()
         text.detach()  # leave the binary file to atomic_output, which syncs and renames it
     return path

@@ -10,6 +10,7 @@ from lightly.utils.io import check_embeddings, load_embeddings, save_embeddings
 
 from lightly_assets.lightly_csv import (
     EmbeddingsFileError,
+    _kept_lines,
     check_header,
     merge_custom_embeddings,
     read_embeddings_csv,
@@ -196,3 +197,27 @@ def test_a_csv_read_again_is_not_parsed_again_until_it_is_rewritten(tmp_path: Pa
         again[1][0, 0] = 5.0
     write_embeddings_csv(path, ["c.jpg"], np.ones((1, 2), dtype=np.float32), [1])
     assert read_embeddings_csv(path)[0] == ["c.jpg"] and len(parsed) == 2
+
+
+def test_a_rewrite_keeps_unchanged_lines_and_equals_a_fresh_write(tmp_path: Path) -> None:
+    names = [f"dir/{i:03d}.jpg" for i in range(300)]
+    m = _matrix(300, 16, seed=2)
+    labels = [i % 4 for i in range(300)]
+    path = write_embeddings_csv(tmp_path / "embeddings.csv", names, m, labels)
+    m2, labels2 = m.copy(), list(labels)
+    m2[0, 0], m[0, 0] = -0.0, 0.0  # the same number, other bits: written anew
+    m2[5, 3] = np.nextafter(m2[5, 3], np.float32(np.inf))  # one ulp
+    labels2[7] = 9
+    keep = [i for i in range(300) if i != 11]
+    names3 = [names[i] for i in keep] + ["dir/new.jpg"]
+    m3 = np.concatenate([m2[keep], _matrix(1, 16, seed=3)])
+    labels3 = [labels2[i] for i in keep] + [1]
+    write_embeddings_csv(tmp_path / "embeddings.csv", names, m, labels)  # the earlier file, with m[0, 0] = +0.0
+    kept = _kept_lines(path, names3, m3, labels3)
+    assert kept is not None
+    assert [i for i, line in enumerate(kept) if line is None] == [0, 5, 7, len(names3) - 1]
+    write_embeddings_csv(path, names3, m3, labels3)
+    fresh = write_embeddings_csv(tmp_path / "fresh" / "embeddings.csv", names3, m3, labels3)
+    assert path.read_bytes() == fresh.read_bytes()
+    quoted = write_embeddings_csv(tmp_path / "nasty.csv", NASTY, _matrix(len(NASTY), 4), list(range(len(NASTY))))
+    assert _kept_lines(quoted, NASTY, _matrix(len(NASTY), 4), list(range(len(NASTY)))) is None  # quoted: anew
