@@ -254,7 +254,7 @@ def selection(
     """A subset with no two members of a duplicate group and no sample with an excluded issue, at
     `<outputs>/<dataset>/selection.txt` (one Lightly filename per line, `frame_index` order); diversity from the
     embeddings when they mean something, else from the perceptual hashes; its coverage radius beside a random
-    selection's of the same size."""
+    selection's of the same size. A re-run keeps the last diverse selection and adds the farthest samples."""
     name = context.partition_key
     out = storage.outputs_for(name)
     samples = embedded_samples(embeddings, frame_index)
