@@ -54,6 +54,16 @@ class SelectionState:
         with atomic_output(path) as handle:
             handle.write(buffer.getvalue())
 
+    def check(self) -> None:
+        """Raise ValueError when the arrays do not fit together (a file written by hand or cut short)."""
+        size = len(self.names)
+        covers = (self.chosen_cover, self.random_cover)
+        if len(self.digests) != size or any(len(c.nearest) != size or len(c.owner) != size for c in covers):
+            raise ValueError(f"{size} names, but other lengths for their digests or covers")
+        for rows in (self.chosen, self.random, *(c.owner for c in covers)):
+            if len(rows) and (rows.min() < -1 or rows.max() >= size):
+                raise ValueError("a row number outside the samples")
+
     @classmethod
     def load(cls, path: Path) -> SelectionState | None:
         """The saved state, or None when there is none or it is from another version (then it selects anew)."""
@@ -63,7 +73,7 @@ class SelectionState:
             with np.load(path, allow_pickle=False) as data:
                 if int(data["version"]) != STATE_VERSION:
                     return None
-                return cls(
+                state = cls(
                     names=data["names"],
                     digests=data["digests"],
                     chosen=data["chosen"].astype(np.int64),
@@ -71,6 +81,8 @@ class SelectionState:
                     random=data["random"].astype(np.int64),
                     random_cover=Cover(data["random_nearest"].astype(np.float32), data["random_owner"]),
                 )
+            state.check()
+            return state
         except (OSError, KeyError, ValueError) as exc:
             raise CurationError(f"{path}: unreadable selection state ({exc}); delete it to start over") from None
 

@@ -129,6 +129,10 @@ def test_the_state_round_trips_and_a_bad_file_is_one_line(tmp_path: Path) -> Non
     assert SelectionState.load(tmp_path / "missing.npz") is None
     np.savez(tmp_path / "old.npz", version=np.int64(STATE_VERSION + 1))
     assert SelectionState.load(tmp_path / "old.npz") is None
+    state.chosen = np.append(state.chosen, 10_000)  # a row that no sample has
+    state.save(tmp_path / "cut.npz")
+    with pytest.raises(CurationError, match="outside the samples"):
+        SelectionState.load(tmp_path / "cut.npz")
     (tmp_path / "bad.npz").write_bytes(b"not a state")
     with pytest.raises(CurationError, match="unreadable selection state") as error:
         SelectionState.load(tmp_path / "bad.npz")
