@@ -10,18 +10,16 @@ Asking for fewer samples than are kept selects anew; so do the other strategies,
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lightly_assets.atomic import atomic_output
 from lightly_assets.curation.coverage import Cover, cover, farthest_points
 from lightly_assets.curation.duplicates import unit_rows, vector_digests
-from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.selection import Selection, candidates, left_out, random_rows, select
+from lightly_assets.curation.state_file import save_state, state_arrays
 
 STATE_VERSION = 1
 
@@ -38,10 +36,9 @@ class SelectionState:
     random_cover: Cover
 
     def save(self, path: Path) -> None:
-        buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            version=np.int64(STATE_VERSION),
+        save_state(
+            path,
+            STATE_VERSION,
             names=np.asarray(self.names, dtype=np.str_),
             digests=np.asarray(self.digests, dtype=np.bytes_),
             chosen=self.chosen.astype(np.int64),
@@ -51,8 +48,6 @@ class SelectionState:
             random_nearest=self.random_cover.nearest.astype(np.float32),
             random_owner=self.random_cover.owner.astype(np.int64),
         )
-        with atomic_output(path) as handle:
-            handle.write(buffer.getvalue())
 
     def check(self) -> None:
         """Raise ValueError when the arrays do not fit together (a file written by hand or cut short)."""
@@ -67,24 +62,19 @@ class SelectionState:
     @classmethod
     def load(cls, path: Path) -> SelectionState | None:
         """The saved state, or None when there is none or it is from another version (then it selects anew)."""
-        if not Path(path).is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                if int(data["version"]) != STATE_VERSION:
-                    return None
-                state = cls(
-                    names=data["names"],
-                    digests=data["digests"],
-                    chosen=data["chosen"].astype(np.int64),
-                    chosen_cover=Cover(data["chosen_nearest"].astype(np.float32), data["chosen_owner"]),
-                    random=data["random"].astype(np.int64),
-                    random_cover=Cover(data["random_nearest"].astype(np.float32), data["random_owner"]),
-                )
+        with state_arrays(path, STATE_VERSION, "selection state") as data:
+            if data is None:
+                return None
+            state = cls(
+                names=data["names"],
+                digests=data["digests"],
+                chosen=data["chosen"].astype(np.int64),
+                chosen_cover=Cover(data["chosen_nearest"].astype(np.float32), data["chosen_owner"]),
+                random=data["random"].astype(np.int64),
+                random_cover=Cover(data["random_nearest"].astype(np.float32), data["random_owner"]),
+            )
             state.check()
             return state
-        except (OSError, KeyError, ValueError) as exc:
-            raise CurationError(f"{path}: unreadable selection state ({exc}); delete it to start over") from None
 
 
 @dataclass(frozen=True)

