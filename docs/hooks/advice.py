@@ -71,7 +71,8 @@ ERRORS: dict[str, str] = {
     "bucket target needs bucket_url": "set `LIGHTLY_ASSETS_BUCKET_URL=s3://bucket/prefix`.",
     "both map to the Lightly metadata file": "rename one of the two files.",
     "is a checkpoint of the lightly model": "unset `LIGHTLY_ASSETS_CHECKPOINT` or set `LIGHTLY_ASSETS_MODEL=lightly`.",
-    "unreadable duplicates state": "delete the named file; the next run searches all samples again.",
+    "; delete it to start over": "a curation state (duplicates or selection) that cannot be read: delete the named "
+    "file; the next run searches all samples again, or selects anew.",
     "data root does not exist": "create `data/` or set `LIGHTLY_ASSETS_DATA_DIR` / `--data-dir`.",
     "no usable": "add images or videos to the folder; the `skipped` list says why each file was left out.",
     "no sample could be decoded": "the folder's files are all unreadable: re-copy or re-encode them.",
