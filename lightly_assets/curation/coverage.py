@@ -1,8 +1,8 @@
 """How a set of picked samples covers all samples: for each sample, its nearest pick and their cosine similarity.
 
 The largest distance from any sample to its nearest pick is a selection's coverage radius. Kept between runs, the
-cover lets a re-run measure only new or changed samples, and continue farthest-point sampling from the last picks:
-the next pick is the candidate covered worst.
+cover lets a re-run measure only new or changed samples, and continue farthest-point sampling (`farthest.py`) from
+the last picks: the next pick is the candidate covered worst.
 
 Products are numpy's, in blocks of rows: the faiss wheel's own BLAS is built for any x86 CPU, and at 100,000 samples
 against 10,000 picks (64-d) a faiss flat index took 6.0 s where numpy took 1.4 s (Intel Xeon, AVX-512, 2 cores).
@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from lightly_assets.curation.farthest import Spread
 
 BLOCK = 512  # rows per product; blocks of 2,048 and 8,192 rows were slower (1.8 s, 2.5 s against 1.4 s)
 UNCOVERED = -np.inf  # the similarity of a sample when nothing is picked
@@ -42,9 +44,16 @@ class Cover:
         self.owner[rows] = -1
         self._closer(unit, np.asarray(picks, dtype=np.int64), rows)
 
-    def add(self, unit: np.ndarray, picks: np.ndarray) -> None:
-        """Count `picks` in too: every sample nearer to one of them than to its pick so far moves to it."""
-        self._closer(unit, np.asarray(picks, dtype=np.int64), np.arange(len(unit)))
+    def add(self, unit: np.ndarray, picks: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Count `picks` in too: every sample (of `rows`) nearer to one of them than to its pick so far moves to it."""
+        rows = np.arange(len(unit)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self._closer(unit, np.asarray(picks, dtype=np.int64), rows)
+
+    def follow(self, pool: np.ndarray, spread: Spread) -> None:
+        """Take the cover farthest-point sampling left on `pool`: the rows a new pick is nearest to move to it."""
+        moved = spread.owner >= 0
+        self.nearest[pool[moved]] = spread.nearest[moved]
+        self.owner[pool[moved]] = spread.owner[moved]
 
     def _closer(self, unit: np.ndarray, picks: np.ndarray, rows: np.ndarray) -> None:
         if not len(picks) or not len(rows):
@@ -65,24 +74,3 @@ def cover(unit: np.ndarray, picks: np.ndarray) -> Cover:
     result = Cover.empty(len(unit))
     result.add(unit, picks)
     return result
-
-
-def farthest_points(unit: np.ndarray, pool: np.ndarray, nearest: np.ndarray, count: int) -> np.ndarray:
-    """`count` picks from `pool` (rows of `unit`), each the one least similar to its nearest pick so far:
-    farthest-point sampling. `nearest` holds, per pool row, the similarity to its nearest earlier pick (-inf:
-    none, so a fresh start picks the first row; +inf: picked already, never again).
-
-    Exact, on the pool's rows alone: one matrix-vector product, one maximum and one argmin per pick (1.5 ms at
-    100,000 rows of 64 where LightlyStudio's engine took 4.3 ms, Intel Xeon, AVX-512, 2 cores)."""
-    pool = np.asarray(pool, dtype=np.int64)
-    sub = np.ascontiguousarray(unit[pool])
-    near = np.array(nearest, dtype=np.float32)
-    picked = np.empty(min(count, int((near < np.inf).sum())), dtype=np.int64)
-    similarity = np.empty(len(pool), dtype=np.float32)
-    for k in range(len(picked)):
-        at = int(np.argmin(near))
-        picked[k] = at
-        np.matmul(sub, sub[at], out=similarity)
-        np.maximum(near, similarity, out=near)
-        near[at] = np.inf
-    return pool[picked]

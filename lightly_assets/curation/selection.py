@@ -4,9 +4,9 @@
 `lightly_studio.sampling` calls for typicality weighting and class balancing), on the vectors directly:
 LightlyStudio's `sampling` API reads embeddings from its database and writes a tag, which would tie the selection
 to the upload target; the engine alone needs neither and is deterministic for the same inputs. `diverse` is the
-engine's algorithm, farthest-point sampling from the first candidate, run exactly with numpy (`coverage.py`):
-2.8x faster than the engine, and it continues from a kept selection (`selection_state.py`), which the engine can
-only do by measuring everything again.
+engine's algorithm, farthest-point sampling from the first candidate, run with numpy (`farthest.py`): 2.8x faster
+than the engine on one product per pick, more on large clustered sets where groups spare most products, and it
+continues from a kept selection (`selection_state.py`), which the engine can only do by measuring everything again.
 
 Only one member of each duplicate group (its first) is a candidate, so no selection holds two members of a group;
 samples with issues that rule them out (by default `broken` and `low_information`) are not candidates either.
@@ -24,9 +24,10 @@ import lightly_mundig  # LightlyStudio's sampling engine, compiled without type 
 import numpy as np
 
 from lightly_assets.atomic import atomic_output
-from lightly_assets.curation.coverage import cover, farthest_points
+from lightly_assets.curation.coverage import cover
 from lightly_assets.curation.duplicates import unit_rows
 from lightly_assets.curation.errors import CurationError
+from lightly_assets.curation.farthest import farthest_points
 from lightly_assets.curation.phash import BITS
 
 STRATEGIES = ("diverse", "typicality", "balance")
@@ -129,8 +130,8 @@ def hash_features(hashes: np.ndarray) -> np.ndarray:
 
 
 def _run(unit: np.ndarray, labels: np.ndarray, n: int, strategy: str) -> np.ndarray:
-    if strategy == "diverse":  # farthest-point sampling from the first candidate, as the engine's, 2.8x faster
-        return farthest_points(unit, np.arange(len(unit)), np.full(len(unit), -np.inf, dtype=np.float32), n)
+    if strategy == "diverse":  # farthest-point sampling from the first candidate, as the engine's
+        return farthest_points(unit, np.arange(len(unit)), np.full(len(unit), -np.inf, dtype=np.float32), n).picks
     engine = lightly_mundig.Selection()  # pyright: ignore[reportAttributeAccessIssue]
     if strategy == "typicality":
         k = min(TYPICALITY_NEIGHBOURS, len(unit) - 1)

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lightly_assets.curation.coverage import Cover, cover, farthest_points
+from lightly_assets.curation.coverage import Cover, cover
 from lightly_assets.curation.duplicates import unit_rows, vector_digests
+from lightly_assets.curation.farthest import farthest_points
 from lightly_assets.curation.selection import Selection, candidates, left_out, random_rows, select
 from lightly_assets.curation.state_file import save_state, state_arrays
 
@@ -145,8 +146,10 @@ def diverse(
         if 0 < len(kept) <= samples.n:
             nearest = chosen_cover.nearest[samples.pool]
             nearest[np.isin(samples.pool, kept)] = np.inf
-            added = farthest_points(samples.unit, samples.pool, nearest, samples.n - len(kept))
-            chosen_cover.add(samples.unit, added)
+            spread = farthest_points(samples.unit, samples.pool, nearest, samples.n - len(kept))
+            added = spread.picks
+            chosen_cover.follow(samples.pool, spread)
+            chosen_cover.add(samples.unit, added, _outside(samples))
             rows = np.sort(np.concatenate([kept, added]))
             notes = left_out(group_of, request.excluded, request.why, samples.pool)
             notes.append(f"kept {len(kept)} selected by the last run")
@@ -154,8 +157,33 @@ def diverse(
             random, random_cover = _grow_random(samples, now, previous, len(rows))
             state = SelectionState(samples.names, samples.digests, rows, chosen_cover, random, random_cover)
             return selection, state
-    selection = select(samples.matrix, labels, group_of, samples.n, "diverse", request.excluded, request.why)
-    return selection, selected_anew(samples, selection)
+    return _anew(samples, labels, group_of, request)
+
+
+def _anew(
+    samples: Samples, labels: np.ndarray, group_of: np.ndarray, request: Request
+) -> tuple[Selection, SelectionState]:
+    """A diverse selection from scratch; its cover on the candidates is what the sampling left, not measured again."""
+    if not 0 < samples.n < len(samples.pool):
+        selection = select(samples.matrix, labels, group_of, samples.n, "diverse", request.excluded, request.why)
+        return selection, selected_anew(samples, selection)
+    start = np.full(len(samples.pool), -np.inf, dtype=np.float32)
+    spread = farthest_points(samples.unit, samples.pool, start, samples.n)
+    chosen_cover = Cover.empty(len(samples.unit))
+    chosen_cover.follow(samples.pool, spread)
+    chosen_cover.add(samples.unit, spread.picks, _outside(samples))
+    notes = left_out(group_of, request.excluded, request.why, samples.pool)
+    selection = Selection(np.sort(spread.picks), "diverse", samples.n, len(samples.pool), tuple(notes))
+    random = random_rows(samples.pool, len(selection.rows))
+    state = SelectionState(
+        samples.names, samples.digests, selection.rows, chosen_cover, random, cover(samples.unit, random)
+    )
+    return selection, state
+
+
+def _outside(samples: Samples) -> np.ndarray:
+    """The rows that are not candidates (duplicates past the first, samples with excluding issues)."""
+    return np.setdiff1d(np.arange(len(samples.unit)), samples.pool)
 
 
 def _now(samples: Samples, previous: SelectionState) -> np.ndarray:
