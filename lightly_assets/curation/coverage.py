@@ -6,6 +6,8 @@ the last picks: the next pick is the candidate covered worst.
 
 Products are numpy's, in blocks of rows: the faiss wheel's own BLAS is built for any x86 CPU, and at 100,000 samples
 against 10,000 picks (64-d) a faiss flat index took 6.0 s where numpy took 1.4 s (Intel Xeon, AVX-512, 2 cores).
+A block's products stay near 1 M values so they stay in cache: 200,000 samples against 20,000 picks (32-d) took
+6.3 s in blocks of 512 rows and 3.9 s in blocks of 64.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from lightly_assets.curation.farthest import Spread
 
-BLOCK = 512  # rows per product; blocks of 2,048 and 8,192 rows were slower (1.8 s, 2.5 s against 1.4 s)
+BLOCK_VALUES = 2**20  # products per block; of rows, at least 32 and at most 512 (2,048 and 8,192 were slower)
 UNCOVERED = -np.inf  # the similarity of a sample when nothing is picked
 
 
@@ -59,8 +61,9 @@ class Cover:
         if not len(picks) or not len(rows):
             return
         chosen = np.ascontiguousarray(unit[picks].T)
-        for start in range(0, len(rows), BLOCK):
-            block = rows[start : start + BLOCK]
+        step = int(np.clip(BLOCK_VALUES // len(picks), 32, 512))
+        for start in range(0, len(rows), step):
+            block = rows[start : start + step]
             similarity = unit[block] @ chosen
             best = np.argmax(similarity, axis=1)
             value = similarity[np.arange(len(block)), best]
