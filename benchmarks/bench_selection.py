@@ -1,7 +1,7 @@
 """The diverse selection from scratch at scale: ours against LightlyStudio's engine, side by side.
 
     python benchmarks/bench_selection.py [--n 1000000] [--share 0.1] [--kinds clustered,manifold,uniform]
-                                         [--csv embeddings.csv] [--prefix 500]
+                                         [--csv embeddings.csv] [--prefix 2000]
 
 Each kind of vectors (made here, seeded) is selected from with `--share` of its rows picked, farthest-point
 sampling from the first row, three ways:
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=0.1)
     parser.add_argument("--kinds", default="clustered,manifold,uniform")
     parser.add_argument("--csv", type=Path)
-    parser.add_argument("--prefix", type=int, default=500, help="picks the engine and plain are timed on")
+    parser.add_argument("--prefix", type=int, default=2000, help="picks the engine and plain are timed on")
     args = parser.parse_args()
     print(f"machine: {cpu_flags()}; engine and plain: the rate of their first {args.prefix} picks x the picks")
     for kind in [k for k in args.kinds.split(",") if k]:

@@ -17,8 +17,9 @@ import numpy as np
 GROUPED_FROM = 20_000  # fewer candidates: plain sampling (a pass over them costs less than grouping them)
 MARGIN = 1e-3  # distance slack in the reach test, far above float32 rounding of the products of unit vectors
 SEEDS_MIN, SEEDS_MAX = 64, 4_096
-CHECK_EVERY, GIVE_UP = 256, 0.7  # back to plain when a pick measures over 70% of the rows on average
-GAP = 512  # rows between two touched groups that are measured rather than a second call made
+CHECK_EVERY, GIVE_UP = 256, 0.8  # back to plain when a pick costs over 80% of a plain one on average
+CALL_NS, ROW_NS, ROW_NS_PER_DIM = 5_000.0, 1.5, 0.12  # one numpy call; one row of a product (x86, AVX-512)
+CALLS_PER_PICK, CALLS_PER_RUN = 15, 6  # numpy calls a grouped pick makes, and each run of groups it measures
 
 
 @dataclass
@@ -44,10 +45,10 @@ def farthest_points(unit: np.ndarray, pool: np.ndarray, nearest: np.ndarray, cou
     grouped, left = _Grouped.from_seeds(sampler, picked[0]), total - seeds
     while left:
         step = min(left, CHECK_EVERY)
-        measured = grouped.measured
+        cost = grouped.cost
         picked.append(grouped.take(step))
         left -= step
-        if grouped.measured - measured > GIVE_UP * step * len(pool):  # the groups do not prune these vectors
+        if grouped.cost - cost > GIVE_UP * step * len(pool):  # the groups do not prune these vectors
             break
     sampler.near[grouped.position], sampler.owner[grouped.position] = grouped.near, grouped.owner
     picked.append(sampler.take(left))
@@ -112,7 +113,8 @@ class _Grouped:
     radius: np.ndarray  # (G,) distance from a seed to its farthest member
     worst: np.ndarray  # (G,) the lowest similarity to a pick among a group's members not picked (+inf: none)
     owner: np.ndarray  # position of each grouped row's nearest pick made here (-1: none)
-    measured: int = 0  # rows measured so far
+    call_rows: int = 1_000  # rows of a product that cost as much as one numpy call
+    cost: int = 0  # so far, in rows of a product (a plain pick costs one per candidate)
 
     @classmethod
     def from_seeds(cls, plain: _Plain, seeds: np.ndarray) -> _Grouped:
@@ -134,6 +136,7 @@ class _Grouped:
             _distance(far),
             np.minimum.reduceat(near, starts[:-1]),
             plain.owner[position],
+            int(CALL_NS / (ROW_NS + ROW_NS_PER_DIM * plain.sub.shape[1])),
         )
 
     def take(self, count: int) -> np.ndarray:
@@ -145,7 +148,8 @@ class _Grouped:
             reach = np.where(self.worst < np.inf, _distance(self.worst), -np.inf)
             touched = np.flatnonzero(_distance(self.seeds @ point) - self.radius < reach + MARGIN)
             self.near[at] = np.inf
-            for first, last in _runs(self.starts, touched):
+            self.cost += len(self.seeds) + CALLS_PER_PICK * self.call_rows
+            for first, last in _runs(self.starts, touched, self.call_rows):
                 self._update(first, last, point, picked[k])
             g = int(np.searchsorted(self.starts, at, side="right")) - 1
             self.worst[g] = self.near[self.starts[g] : self.starts[g + 1]].min()
@@ -154,7 +158,7 @@ class _Grouped:
     def _update(self, first: int, last: int, point: np.ndarray, position: int) -> None:
         """Groups `first` to `last` (a slice of rows) measured against the pick at `position`."""
         s, e = self.starts[first], self.starts[last + 1]
-        self.measured += int(e - s)
+        self.cost += int(e - s) + CALLS_PER_RUN * self.call_rows
         near, similarity = self.near[s:e], self.sub[s:e] @ point
         closer = similarity > near
         np.copyto(near, similarity, where=closer)
@@ -180,12 +184,12 @@ def _neighbourly(seeds: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(seeds)), np.argmax(seeds @ head.T, axis=1)))
 
 
-def _runs(starts: np.ndarray, groups: np.ndarray) -> list[tuple[int, int]]:
-    """The touched groups as runs of adjacent groups, a run also spanning a gap of under GAP rows: a product over
-    rows no pick is nearer to changes nothing, and one call costs as much as a few hundred rows."""
+def _runs(starts: np.ndarray, groups: np.ndarray, call_rows: int) -> list[tuple[int, int]]:
+    """The touched groups as runs of adjacent groups, a run also spanning a gap that costs less than its calls: a
+    product over rows no pick is nearer to changes nothing, and a call costs as much as hundreds of rows."""
     if not len(groups):
         return []
     gap = starts[groups[1:]] - starts[groups[:-1] + 1]
-    cut = np.flatnonzero(gap >= GAP) + 1
+    cut = np.flatnonzero(gap >= CALLS_PER_RUN * call_rows) + 1
     firsts, lasts = groups[np.concatenate([[0], cut])], groups[np.concatenate([cut - 1, [-1]])]
     return list(zip(firsts.tolist(), lasts.tolist(), strict=True))
