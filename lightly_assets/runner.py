@@ -33,6 +33,7 @@ from lightly_assets.defs.partitions import DATASETS
 from lightly_assets.defs.resources import StorageResource
 from lightly_assets.launch import execute_in_location
 from lightly_assets.locks import exclusive
+from lightly_assets.sqlite_wal import keep_wal_open
 from lightly_assets.summary import RunSummary, TrainSummary, summarise_run, summarise_training, user_error_in_log
 
 # Bookkeeping that lets a later CLI run fail a killed one's runs. Dagster's UI hides tags under `.dagster/`
@@ -79,6 +80,7 @@ def _home_lock(home: Path) -> Iterator[None]:
 
 def open_instance() -> DagsterInstance:
     """The instance in DAGSTER_HOME, with its SQLite storages created by one process at a time."""
+    keep_wal_open()
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         return DagsterInstance.get()
