@@ -21,6 +21,7 @@ from typing import Any
 from dagster import (
     AssetKey,
     AssetSpec,
+    ComponentTree,
     Definitions,
     EnvVar,
     PreviewWarning,
@@ -107,9 +108,8 @@ def uploaded_dataset_kinds() -> set[str]:
     )
 
 
-@definitions
-def defs() -> Definitions:
-    """The definitions, with the environment of this moment bound."""
+def _bound(found: Definitions) -> Definitions:
+    """The defs folder's objects with the sensor and resources added and the target's badges set."""
     kinds = uploaded_dataset_kinds()
 
     def with_target_kinds(spec: AssetSpec) -> AssetSpec:
@@ -117,7 +117,25 @@ def defs() -> Definitions:
 
     with warnings.catch_warnings():  # `map_asset_specs` is public; Dagster 1.13 implements it with a preview method
         warnings.simplefilter("ignore", PreviewWarning)
-        return Definitions.merge(
-            load_from_defs_folder(path_within_project=Path(__file__).parent),
-            Definitions(sensors=[sensor()], resources=resources()),
-        ).map_asset_specs(func=with_target_kinds)
+        return Definitions.merge(found, Definitions(sensors=[sensor()], resources=resources())).map_asset_specs(
+            func=with_target_kinds
+        )
+
+
+@definitions
+def defs() -> Definitions:
+    """The definitions, with the environment of this moment bound."""
+    return _bound(load_from_defs_folder(path_within_project=Path(__file__).parent))
+
+
+def run_defs() -> Definitions:
+    """The same definitions without the component-library listing Dagster adds for its UI: what a CLI run needs.
+
+    The listing (every installed component type's JSON schema, found through entry points) is repository
+    metadata only; building it is ~0.25 s of `lightly-assets run`'s start.
+    """
+    with warnings.catch_warnings():  # what `load_from_defs_folder` silences: its loaders are in preview
+        warnings.simplefilter("ignore", PreviewWarning)
+        tree = ComponentTree.for_project(path_within_project=Path(__file__).parent)
+        found = tree.build_defs(tree.defs_module_path)
+    return _bound(found)

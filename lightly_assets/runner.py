@@ -27,7 +27,7 @@ from dagster import (
     logger,
 )
 
-from lightly_assets.definitions import ENVIRONMENT, defs
+from lightly_assets.definitions import ENVIRONMENT, run_defs
 from lightly_assets.defs.jobs import embedding_model_job, lightly_assets_job
 from lightly_assets.defs.partitions import DATASETS
 from lightly_assets.defs.resources import StorageResource
@@ -174,7 +174,7 @@ def _run_config(storage: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
 
 def _job(job_name: str) -> JobDefinition:
     """The definitions' job, built with the environment of now (once per command), logging to the terminal."""
-    return defs().resolve_job_def(job_name).with_logger_defs({"console": cli_console_logger})
+    return run_defs().resolve_job_def(job_name).with_logger_defs({"console": cli_console_logger})
 
 
 def _execute(job: JobDefinition, name: str, run_config: dict[str, Any], instance: DagsterInstance):

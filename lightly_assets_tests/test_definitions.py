@@ -12,7 +12,7 @@ import pytest
 from dagster import AssetKey, Definitions, EnvVar, build_resources
 
 from lightly_assets import columns
-from lightly_assets.definitions import ENVIRONMENT, defs, from_env
+from lightly_assets.definitions import ENVIRONMENT, defs, from_env, run_defs
 from lightly_assets.defs.resources import StorageResource
 from lightly_assets.runner import open_storage, storage_config
 
@@ -73,6 +73,20 @@ def test_every_dagster_object_of_the_defs_folder_is_loaded() -> None:
     assert {s.key.to_user_string() for s in definitions.resolve_all_asset_specs()} == assets
     sensors = {v.name for v in values if isinstance(v, SensorDefinition)} | {"dataset_folders_sensor"}
     assert {s.name for s in definitions.sensors} == sensors  # the folder's, and the one definitions.py builds
+
+
+def test_the_cli_runs_the_same_definitions_without_the_ui_s_component_listing() -> None:
+    ui, cli = defs(), run_defs()
+    assert cli.metadata == {} and ui.metadata  # the listing is repository metadata, nothing else
+    for job in ("lightly_assets_job", "embedding_model_job"):
+        a, b = ui.resolve_job_def(job), cli.resolve_job_def(job)
+        assert a.asset_layer.selected_asset_keys == b.asset_layer.selected_asset_keys
+        assert sorted(a.graph.node_names()) == sorted(b.graph.node_names())
+        assert set(a.resource_defs) == set(b.resource_defs)
+    assert {s.key: s.kinds for s in ui.resolve_all_asset_specs()} == {
+        s.key: s.kinds for s in cli.resolve_all_asset_specs()
+    }
+    assert set(ui.resolve_asset_graph().asset_check_keys) == set(cli.resolve_asset_graph().asset_check_keys)
 
 
 def test_every_asset_has_kinds_owner_description_and_code_reference() -> None:
