@@ -6,8 +6,9 @@ embedding, training, publishing, jobs) and is found there by `dg.load_from_defs_
 sensor's interval and the target's badges (the objects built here, since they are read from the environment).
 
 `defs` is built lazily (`@dagster.definitions`): importing this module builds nothing and reads no environment;
-Dagster (`dagster dev`, `dg`, a code server) and the CLI call `defs()` when they load the code location, so the
-environment of that moment is the one bound.
+Dagster (`dagster dev`, `dg`, a code server) calls `defs()` when it loads the code location and the CLI calls
+`run_defs()` (the same objects, without the UI's component listing), so the environment of that moment is the one
+bound.
 
 Configuration has one precedence rule: run config > environment variable > the resource field's default.
 `ENVIRONMENT` below is the one place where environment variables are bound to resource fields.
