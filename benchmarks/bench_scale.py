@@ -4,6 +4,8 @@ usage:
   python benchmarks/bench_scale.py --files 10000        # N small JPEGs (64x48, 10 weak labels), made here
   python benchmarks/bench_scale.py --quick              # 200 files: checks the script in about a minute
   python benchmarks/bench_scale.py --files 100000 --dir /tmp/scale --keep   # keep (and reuse) the data
+  python benchmarks/bench_scale.py --files 1000000 --seed-cache   # every step but the network's, at sizes whose
+                                                                  # embedding outlasts a session
 
 The JPEGs are made by benchmarks/make_data.py (seeded, numbered, so a kept folder is reused). Each run is
 `lightly-assets run scale` in a process of its own, with its own Dagster home, outputs and LightlyStudio DuckDB
@@ -17,6 +19,11 @@ time (cores kept busy), and the incremental run over the cold one. Then the netw
 used (made as the `embedding_model` resource makes it, in a process of its own with the run's environment) times
 its forward passes alone on ready pixels, and the cold run is printed over N / that rate (goal <= 1.3). The CPU
 model, its bf16 flags and the load average go with the figures: a loaded machine slows every step.
+
+With `--seed-cache` the cold run finds every sample's vector in its embedding cache (seeded random unit vectors,
+written under the run's model fingerprint and the keys the step computes, in a process with the run's
+environment), so it runs every step but the network's forward passes, which the report then adds from the
+network's measured rate; the incremental run embeds its new files as usual.
 """
 
 from __future__ import annotations
@@ -106,6 +113,40 @@ def forward_only(work: Path, seconds: float) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def seed_cache(work: Path) -> None:
+    """Write the cold run's embedding cache, in a process of its own with the run's environment."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--seed-child"]
+    start = time.perf_counter()
+    out = subprocess.run(cmd, env=_env(work), capture_output=True, text=True, check=True).stdout
+    print(f"{out.strip().splitlines()[-1]} in {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def _seed_child() -> None:
+    """Seeded random unit vectors for every sample, keyed and fingerprinted as the `embeddings` step keys them."""
+    import numpy as np
+
+    from lightly_assets.dataset.orientation import check_orientation
+    from lightly_assets.dataset.samples import build_sample_index
+    from lightly_assets.dataset.scan import scan_dataset
+    from lightly_assets.defs.resources import EmbeddingModelResource
+    from lightly_assets.embedding.cache import EmbeddingCache
+    from lightly_assets.embedding.executor import DecodeOptions
+    from lightly_assets.embedding.pipeline import _cache_fingerprint, _keys
+
+    folder = Path(os.environ["LIGHTLY_ASSETS_DATA_DIR"]) / DATASET
+    frames = build_sample_index(scan_dataset(folder).files, folder).samples
+    resource = EmbeddingModelResource()
+    model = resource.load()
+    decode = DecodeOptions(draft=True, orientation=check_orientation(resource.orientation))  # the step's defaults
+    fingerprint = _cache_fingerprint(model, decode)
+    vectors = np.random.default_rng(0).standard_normal((len(frames), model.dim), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    out = Path(os.environ["LIGHTLY_ASSETS_OUTPUT_DIR"]) / DATASET
+    out.mkdir(parents=True, exist_ok=True)
+    EmbeddingCache(out / "embedding_cache.npz").save(fingerprint, _keys(frames), vectors)
+    print(f"seeded the embedding cache with {len(frames):,} vectors of {model.dim} dimensions")
+
+
 def _forward_child(seconds: float) -> None:
     """Samples/s of the default model on ready uint8 batches: one batch at a time, and as many in flight as the
     engine runs at once (OpenVINO's streams, as the step feeds it); the better of the two is the network's rate."""
@@ -153,7 +194,7 @@ def step_times(home: Path) -> tuple[dict[str, float], float | None]:
         return steps, min(starts.values(), default=None)
 
 
-def report(cold: Run, warm: Run, files: int, new: int, forward: list[dict]) -> None:
+def report(cold: Run, warm: Run, files: int, new: int, forward: list[dict], seeded: bool = False) -> None:
     print(f"\n{files:,} small JPEGs, then {new:,} new ({new / files:.2%}); CPU: {cpu_flags()}")
     print(f"load average now: {load_average()} (above the core count: figures are noisy)")
     print(f"{'':28}{'cold':>10}{'incremental':>13}{'incr/cold':>11}{'cold share':>12}")
@@ -174,6 +215,12 @@ def report(cold: Run, warm: Run, files: int, new: int, forward: list[dict]) -> N
         print(f"the network alone {when} ({f['engine']}, {f['streams']} streams; forward-only on ready pixels): one "
               f"batch at a time {f['one_batch']:.1f}/s, batches in flight {f['in_flight']:.1f}/s")  # fmt: skip
     rate = sum(rates) / len(rates)
+    if seeded:
+        network = files / rate
+        print(f"the network alone at their mean best rate, {rate:.1f}/s: {network:.1f} s for {files:,} samples, not "
+              f"spent (vectors seeded); the cold run with it: {cold.wall_s + network:.1f} s, "
+              f"{(cold.wall_s + network) / network:.2f} of the network's own time")  # fmt: skip
+        return
     step_rate = files / cold.steps.get("embeddings", math.nan)
     print(f"the network alone at their mean best rate, {rate:.1f}/s: {files / rate:.1f} s for {files:,} samples; "
           f"the embeddings step ran at {step_rate:.1f}/s")  # fmt: skip
@@ -195,10 +242,14 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the work folder's data for the next call")
     p.add_argument("--quick", action="store_true", help="200 files: checks the script")
     p.add_argument("--forward-seconds", type=float, default=20.0, help="how long the network alone is timed")
+    p.add_argument("--seed-cache", action="store_true", help="the cold run's vectors seeded: no network (above)")
     p.add_argument("--forward-child", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--seed-child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.forward_child is not None:
         return _forward_child(a.forward_child)
+    if a.seed_child:
+        return _seed_child()
     files = 200 if a.quick else a.files
     new = a.new if a.new is not None else max(1, math.ceil(files * 0.001))
     work = a.dir or Path(tempfile.mkdtemp(prefix="bench_scale_"))
@@ -222,12 +273,14 @@ def main() -> None:
         print(f"CPU: {cpu_flags()}; load average {load_average()}", flush=True)
         seconds = 2.0 if a.quick else a.forward_seconds
         forward = [forward_only(work, seconds)]  # before and after the runs: the machine's speed drifts
+        if a.seed_cache:
+            seed_cache(work)
         cold = run_chain(work, "cold", work / "cold.log")
         print(f"cold run: {cold.wall_s:.1f} s (log {work / 'cold.log'})", flush=True)
         make_small_jpegs(data, new, start=files)
         warm = run_chain(work, "incremental", work / "incremental.log")
         forward.append(forward_only(work, seconds))
-        report(cold, warm, files, new, forward)
+        report(cold, warm, files, new, forward, seeded=a.seed_cache)
         if cold.returncode or warm.returncode:
             sys.exit(1)
     finally:
