@@ -129,9 +129,9 @@ def _seed_child() -> None:
     from lightly_assets.dataset.samples import build_sample_index
     from lightly_assets.dataset.scan import scan_dataset
     from lightly_assets.defs.resources import EmbeddingModelResource
-    from lightly_assets.embedding.cache import KEY_COLUMNS, EmbeddingCache
+    from lightly_assets.embedding.cache import EmbeddingCache
     from lightly_assets.embedding.executor import DecodeOptions
-    from lightly_assets.embedding.pipeline import _cache_fingerprint
+    from lightly_assets.embedding.pipeline import _cache_fingerprint, _keys
 
     folder = Path(os.environ["LIGHTLY_ASSETS_DATA_DIR"]) / DATASET
     frames = build_sample_index(scan_dataset(folder).files, folder).samples
@@ -143,7 +143,7 @@ def _seed_child() -> None:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     out = Path(os.environ["LIGHTLY_ASSETS_OUTPUT_DIR"]) / DATASET
     out.mkdir(parents=True, exist_ok=True)
-    EmbeddingCache(out / "embedding_cache.npz").save(fingerprint, frames[KEY_COLUMNS], vectors)
+    EmbeddingCache(out / "embedding_cache.npz").save(fingerprint, _keys(frames), vectors)
     print(f"seeded the embedding cache with {len(frames):,} vectors of {model.dim} dimensions")
 
 
