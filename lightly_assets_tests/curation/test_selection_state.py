@@ -8,7 +8,7 @@ import lightly_mundig
 import numpy as np
 import pytest
 
-from lightly_assets.curation.coverage import cover
+from lightly_assets.curation.coverage import Cover, cover
 from lightly_assets.curation.duplicates import unit_rows
 from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.selection import candidates, select
@@ -137,3 +137,33 @@ def test_the_state_round_trips_and_a_bad_file_is_one_line(tmp_path: Path) -> Non
     with pytest.raises(CurationError, match="unreadable selection state") as error:
         SelectionState.load(tmp_path / "bad.npz")
     assert "\n" not in str(error.value)
+
+
+def test_asking_for_every_candidate_measures_only_the_others_and_a_rerun_only_what_changed(monkeypatch) -> None:
+    x = points(400, 0)
+    names = [f"{i:04d}.jpg" for i in range(400)]
+    group_of = np.full(400, -1)
+    group_of[:300] = np.arange(300) // 3  # 100 groups of three: 200 duplicates past the first
+    products: list[int] = []
+    closer = Cover._closer
+
+    def counted(self, unit, picks, rows) -> None:
+        products.append(len(picks) * len(rows))
+        closer(self, unit, picks, rows)
+
+    monkeypatch.setattr(Cover, "_closer", counted)
+    first, state, radius, baseline = run(x, names, 500, group_of=group_of)
+    pool = candidates(group_of)
+    assert first.rows.tolist() == pool.tolist() and any("above the 200 candidates" in n for n in first.notes)
+    assert sum(products) == 200 * 200  # the 200 duplicates against the 200 picks, once
+    assert state is not None and state.random.tolist() == pool.tolist() and radius == baseline
+    assert_exact(state, x)
+    products.clear()
+    new = points(10, 1) * 1.5
+    grown_x = np.concatenate([x, new, new[:2] + 1e-3])
+    grown_names = names + [f"new-{i:02d}.jpg" for i in range(12)]
+    grown_groups = np.concatenate([group_of, np.arange(100, 110), [100, 101]])  # two new duplicates
+    grown, grown_state, _, _ = run(grown_x, grown_names, 500, state, group_of=grown_groups)
+    assert sum(products) == 2 * 210 + 200 * 10  # the new duplicates against every pick, the old against the new
+    assert grown.kept == 200 and len(grown.rows) == 210 and grown_state is not None
+    assert_exact(grown_state, grown_x)
