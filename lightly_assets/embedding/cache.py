@@ -5,59 +5,125 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
+import pandas as pd
+from pandas.util import hash_pandas_object
 
 from lightly_assets.atomic import atomic_output
 
 log = logging.getLogger(__name__)
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: keys as columns; 1 (keys as a JSON list of rows) is still read
+KEY_COLUMNS = ["source", "size", "mtime_ns", "filename"]  # frame_index columns: source file, its stat, the sample
+_SEP = "\0"  # no file name holds a NUL
 
-Key = tuple[str, int, int, str]  # (source, size, mtime_ns, sample filename)
+
+@dataclass(frozen=True)
+class Cached:
+    """Vectors of an earlier run and their keys (a table of `KEY_COLUMNS`), row for row."""
+
+    keys: pd.DataFrame
+    vectors: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Cached:
+        return cls(pd.DataFrame({c: pd.Series(dtype=object) for c in KEY_COLUMNS}), np.zeros((0, 0), np.float32))
+
+    def rows_for(self, keys: pd.DataFrame) -> np.ndarray:
+        """For each row of `keys`, the row of its vector here, or -1. Matched by a 64-bit hash of the four key
+        columns, then checked column by column, so a hash collision is a miss, never a wrong vector."""
+        if not len(self.keys) or not len(keys):
+            return np.full(len(keys), -1, dtype=np.int64)
+        mine, theirs = _hashes(self.keys), _hashes(keys)
+        first = ~pd.Index(mine).duplicated()
+        at = pd.Index(mine[first]).get_indexer(theirs)
+        rows = np.where(at >= 0, np.flatnonzero(first)[at], -1)
+        hit = np.flatnonzero(rows >= 0)
+        for column in KEY_COLUMNS:
+            same = self.keys[column].to_numpy()[rows[hit]] == keys[column].to_numpy()[hit]
+            rows[hit[~same]] = -1
+        return rows
+
+
+def _hashes(keys: pd.DataFrame) -> np.ndarray:
+    table = pd.DataFrame({c: keys[c].to_numpy() for c in KEY_COLUMNS})  # the same dtypes on both sides
+    table["size"], table["mtime_ns"] = table["size"].astype(np.int64), table["mtime_ns"].astype(np.int64)
+    table["source"], table["filename"] = table["source"].astype(str), table["filename"].astype(str)
+    hashed = cast(Any, hash_pandas_object)(
+        table, index=False, categorize=False
+    )  # pandas types this decorated function loosely
+    return np.asarray(hashed, dtype=np.uint64)
 
 
 class EmbeddingCache:
     """Vectors from earlier runs, keyed by (source, size, mtime_ns, sample filename) and the model fingerprint.
 
-    One `.npz` file without pickled objects (keys are stored as UTF-8 JSON), replaced atomically, so a
-    crash leaves the previous cache intact. A cache written by another model or settings is ignored.
+    One `.npz` file without pickled objects (names as NUL-joined UTF-8, stat fields as integer arrays), replaced
+    atomically, so a crash leaves the previous cache intact. A cache written by another model or settings is
+    ignored. Keys stay columns throughout: a million cached samples are a few arrays, not a million tuples.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
 
-    def load(self, fingerprint: str) -> dict[Key, np.ndarray]:
+    def load(self, fingerprint: str) -> Cached:
         """Vectors of the previous run with the same fingerprint; empty when none, stale or unreadable."""
         if not self.path.is_file():
-            return {}
+            return Cached.empty()
         try:
             with np.load(self.path, allow_pickle=False) as data:
                 meta = json.loads(data["meta"].tobytes().decode("utf-8"))
-                if meta.get("version") != _CACHE_VERSION or meta.get("fingerprint") != fingerprint:
-                    return {}
-                keys = [tuple(k) for k in json.loads(data["keys"].tobytes().decode("utf-8"))]
+                if meta.get("fingerprint") != fingerprint or meta.get("version") not in (1, _CACHE_VERSION):
+                    return Cached.empty()
+                keys = _read_keys(data) if meta["version"] == _CACHE_VERSION else _read_rows(data)
                 vectors = np.asarray(data["vectors"], dtype=np.float32)
         except Exception as exc:  # noqa: BLE001 - a broken cache only costs a recomputation
             log.warning("%s: embedding cache unreadable, recomputing (%s)", self.path, exc)
-            return {}
+            return Cached.empty()
         if len(keys) != len(vectors):
             log.warning("%s: embedding cache inconsistent, recomputing", self.path)
-            return {}
-        return {(str(s), int(n), int(m), str(f)): vectors[i] for i, (s, n, m, f) in enumerate(keys)}
+            return Cached.empty()
+        return Cached(keys, vectors)
 
-    def save(self, fingerprint: str, keys: list[Key], vectors: np.ndarray) -> None:
+    def save(self, fingerprint: str, keys: pd.DataFrame, vectors: np.ndarray) -> None:
         """Replace the cache with exactly these vectors (files that disappeared drop out)."""
         meta = json.dumps({"version": _CACHE_VERSION, "fingerprint": fingerprint}).encode("utf-8")
-        packed = json.dumps([list(k) for k in keys], ensure_ascii=False).encode("utf-8")
         with atomic_output(self.path) as f:
             np.savez(
                 f,
                 meta=np.frombuffer(meta, dtype=np.uint8),
-                keys=np.frombuffer(packed, dtype=np.uint8),
+                sources=_joined(keys["source"].to_numpy()),
+                sizes=keys["size"].to_numpy(dtype=np.int64),
+                mtimes=keys["mtime_ns"].to_numpy(dtype=np.int64),
+                filenames=_joined(keys["filename"].to_numpy()),
                 vectors=np.asarray(vectors, dtype=np.float32),
             )
+
+
+def _joined(names: np.ndarray) -> np.ndarray:
+    return np.frombuffer(_SEP.join(map(str, names)).encode("utf-8"), dtype=np.uint8)
+
+
+def _split(blob: np.ndarray, n: int) -> list[str]:
+    return blob.tobytes().decode("utf-8").split(_SEP) if n else []
+
+
+def _read_keys(data: Any) -> pd.DataFrame:
+    sizes, mtimes = np.asarray(data["sizes"], dtype=np.int64), np.asarray(data["mtimes"], dtype=np.int64)
+    sources, filenames = _split(data["sources"], len(sizes)), _split(data["filenames"], len(sizes))
+    if not len(sources) == len(filenames) == len(sizes) == len(mtimes):
+        raise ValueError("key columns of different lengths")
+    return pd.DataFrame({"source": sources, "size": sizes, "mtime_ns": mtimes, "filename": filenames})
+
+
+def _read_rows(data: Any) -> pd.DataFrame:
+    """Version 1: keys as one JSON list of [source, size, mtime_ns, filename] rows."""
+    rows = json.loads(data["keys"].tobytes().decode("utf-8"))
+    return pd.DataFrame(rows, columns=pd.Index(KEY_COLUMNS)).astype({"size": np.int64, "mtime_ns": np.int64})
 
 
 class Checkpoint:
@@ -72,7 +138,7 @@ class Checkpoint:
         self,
         cache: EmbeddingCache,
         fingerprint: str,
-        keys: list[Key],
+        keys: pd.DataFrame,
         matrix: np.ndarray,
         done: np.ndarray,
         interval_s: float = 2.0,
@@ -94,7 +160,7 @@ class Checkpoint:
         start = time.monotonic()
         ok = np.flatnonzero(self.done)
         try:
-            self.cache.save(self.fingerprint, [self.keys[i] for i in ok.tolist()], self.matrix[ok])
+            self.cache.save(self.fingerprint, self.keys.iloc[ok], self.matrix[ok])
         except OSError as exc:
             log.warning("embedding cache not saved: %s: %s", exc.filename or self.cache.path, exc.strerror or exc)
         cost = time.monotonic() - start

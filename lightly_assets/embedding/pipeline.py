@@ -17,7 +17,7 @@ import pandas as pd
 
 from lightly_assets import columns
 from lightly_assets.dataset.orientation import check_orientation
-from lightly_assets.embedding.cache import Checkpoint, EmbeddingCache, Key
+from lightly_assets.embedding.cache import KEY_COLUMNS, Cached, Checkpoint, EmbeddingCache
 from lightly_assets.embedding.decode import DRAFT_FACTOR
 from lightly_assets.embedding.embedder import Embedder
 from lightly_assets.embedding.errors import EmbeddingError
@@ -58,19 +58,6 @@ def _cache_fingerprint(model: Embedder, decode: DecodeOptions) -> str:
     return f"{model.fingerprint}|draft={int(decode.draft) * DRAFT_FACTOR}|orientation={decode.orientation}"
 
 
-def _keys(frame_index: pd.DataFrame) -> list[Key]:
-    return [
-        (str(s), int(n), int(m), str(f))
-        for s, n, m, f in zip(
-            frame_index["source"],
-            frame_index["size"],
-            frame_index["mtime_ns"],
-            frame_index["filename"],
-            strict=True,
-        )
-    ]
-
-
 @dataclass(frozen=True)
 class EmbedOptions:
     """How `embed_samples` runs: `batch_size` samples per forward pass; `workers` decode threads (None: the model's
@@ -105,17 +92,16 @@ def embed_samples(
         raise EmbeddingError(f"batch_size must be at least 1, got {batch_size}")
     start = time.perf_counter()
     n = len(frame_index)
-    keys = _keys(frame_index)
+    keys = pd.DataFrame({c: frame_index[c].to_numpy() for c in KEY_COLUMNS})
     decode = DecodeOptions(draft=draft, orientation=check_orientation(orientation))
     fingerprint = _cache_fingerprint(model, decode)
     matrix = np.zeros((n, model.dim), dtype=np.float32)
     done = np.zeros(n, dtype=bool)
-    cached = cache.load(fingerprint) if cache is not None else {}
-    for row, key in enumerate(keys):
-        vector = cached.get(key)
-        if vector is not None and vector.shape == (model.dim,):
-            matrix[row] = vector
-            done[row] = True
+    cached = cache.load(fingerprint) if cache is not None else Cached.empty()
+    if cached.vectors.ndim == 2 and cached.vectors.shape[1] == model.dim:
+        rows = cached.rows_for(keys)
+        done = rows >= 0
+        matrix[done] = cached.vectors[rows[done]]
     reused = int(done.sum())
     unreadable: dict[int, str] = {}
     todo = np.flatnonzero(~done)

@@ -1,19 +1,78 @@
-"""The embedding cache's checkpoint: saved often enough that a kill loses little, seldom enough to cost little."""
+"""The embedding cache: keys kept as columns and matched exactly; its checkpoint saved often enough that a kill
+loses little, seldom enough to cost little."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
+
+from lightly_assets.embedding import cache as cache_module
+from lightly_assets.embedding.cache import KEY_COLUMNS, EmbeddingCache
+
+
+def _keys(*rows: tuple) -> pd.DataFrame:
+    return pd.DataFrame(list(rows), columns=KEY_COLUMNS)
+
+
+ROWS = [
+    ("a.jpg", 10, 1, "a.jpg"),
+    ("b.jpg", 20, 2, "b.jpg"),
+    ("v.mp4", 99, 3, "v-000-mp4.png"),
+    ("é ü.png", 5, 4, "é ü.png"),
+]
+
+
+def test_vectors_come_back_for_exactly_the_same_keys_in_any_order(tmp_path: Path) -> None:
+    store = EmbeddingCache(tmp_path / "c.npz")
+    vectors = np.arange(8, dtype=np.float32).reshape(4, 2)
+    store.save("fp", _keys(*ROWS), vectors)
+    cached = store.load("fp")
+    asked = _keys(ROWS[2], ("a.jpg", 11, 1, "a.jpg"), ROWS[3], ("new.jpg", 1, 1, "new.jpg"), ROWS[0],
+                  ("b.jpg", 20, 2, "b2.jpg"), ("c.jpg", 20, 2, "b.jpg"), ("b.jpg", 20, 3, "b.jpg"))  # fmt: skip
+    assert cached.rows_for(asked).tolist() == [2, -1, 3, -1, 0, -1, -1, -1]
+    assert np.array_equal(cached.vectors, vectors)
+    assert len(store.load("another model").vectors) == 0
+
+
+def test_a_hash_collision_is_a_miss_never_another_sample_s_vector(tmp_path: Path, monkeypatch) -> None:
+    store = EmbeddingCache(tmp_path / "c.npz")
+    store.save("fp", _keys(*ROWS), np.ones((4, 2), dtype=np.float32))
+    cached = store.load("fp")
+    monkeypatch.setattr(cache_module, "_hashes", lambda keys: np.zeros(len(keys), dtype=np.uint64))
+    assert cached.rows_for(_keys(*ROWS)).tolist() == [0, -1, -1, -1]
+
+
+def test_a_cache_of_the_earlier_format_is_still_reused(tmp_path: Path) -> None:
+    path = tmp_path / "old.npz"
+    meta = json.dumps({"version": 1, "fingerprint": "fp"}).encode()
+    keys = json.dumps([list(r) for r in ROWS], ensure_ascii=False).encode()
+    np.savez(path, meta=np.frombuffer(meta, np.uint8), keys=np.frombuffer(keys, np.uint8),
+             vectors=np.eye(4, dtype=np.float32))  # fmt: skip
+    cached = EmbeddingCache(path).load("fp")
+    assert cached.rows_for(_keys(ROWS[3], ROWS[1])).tolist() == [3, 1]
+
+
+@pytest.mark.parametrize("broken", ["sizes", "vectors"])
+def test_a_cache_whose_columns_disagree_is_ignored(tmp_path: Path, broken: str) -> None:
+    store = EmbeddingCache(tmp_path / "c.npz")
+    store.save("fp", _keys(*ROWS), np.ones((4, 2), dtype=np.float32))
+    with np.load(store.path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays[broken] = arrays[broken][:2]
+    np.savez(store.path, **arrays)
+    assert len(store.load("fp").vectors) == 0
 
 
 def test_checkpoint_cost_is_bounded(tmp_path: Path, monkeypatch) -> None:
-    from lightly_assets.embedding import cache as cache_module
-    from lightly_assets.embedding.cache import Checkpoint, EmbeddingCache
+    from lightly_assets.embedding.cache import Checkpoint
 
     clock = {"t": 0.0}
     monkeypatch.setattr(cache_module.time, "monotonic", lambda: clock["t"])
-    keys = [("a.png", 1, 1, "a.png"), ("b.png", 1, 1, "b.png")]
+    keys = _keys(("a.png", 1, 1, "a.png"), ("b.png", 1, 1, "b.png"))
     matrix, done = np.ones((2, 4), dtype=np.float32), np.array([True, False])
     store = EmbeddingCache(tmp_path / "c.npz")
     saves: list[float] = []
@@ -30,4 +89,4 @@ def test_checkpoint_cost_is_bounded(tmp_path: Path, monkeypatch) -> None:
         clock["t"] = float(step)
         point.maybe_save()
     assert saves[0] == 0.0 and all(b - a >= 20.0 for a, b in zip(saves, saves[1:], strict=False)), saves
-    assert len(store.load("fp")) == 1
+    assert len(store.load("fp").vectors) == 1
