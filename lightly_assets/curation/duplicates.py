@@ -35,7 +35,7 @@ from lightly_assets.atomic import atomic_output
 from lightly_assets.columns import DUPLICATES_CSV
 from lightly_assets.curation.duplicates_state import State, Visual
 from lightly_assets.curation.errors import CurationError
-from lightly_assets.curation.phash import BITS, agreement, hamming, hash_pairs
+from lightly_assets.curation.phash import BITS, agreement, hamming, hash_pairs, pair_order
 
 EXACT_LIMIT = 20_000  # above it, an approximate index: 20k x 20k exact inner products take seconds at 768-d
 NEIGHBOURS = 16  # per sample; components link larger groups through chains of neighbours
@@ -225,7 +225,7 @@ def visual_pairs(state: State | None, names: Sequence[str], hashes: Hashes) -> t
     values, valid = np.asarray(hashes.values, dtype=np.uint8), np.asarray(hashes.valid, dtype=bool)
     found, distances = hash_pairs(values, hashes.max_distance, valid, hashes.videos, queries=fresh)
     pairs, distances = np.concatenate([kept, found]), np.concatenate([kept_distances, distances])
-    order = np.lexsort((pairs[:, 1], pairs[:, 0])) if len(pairs) else np.zeros(0, dtype=np.int64)
+    order = pair_order(pairs)
     return Visual(hashes.max_distance, values, valid, pairs[order], distances[order]), len(fresh)
 
 

@@ -16,7 +16,7 @@ from lightly_assets.curation import stats as stats_module
 from lightly_assets.curation.contact_sheet import THUMB
 from lightly_assets.curation.duplicates import Hashes, find_duplicates
 from lightly_assets.curation.errors import CurationError
-from lightly_assets.curation.phash import check_max_distance, dct_hash, hamming, hash_pairs
+from lightly_assets.curation.phash import check_max_distance, dct_hash, hamming, hash_pairs, pair_order
 from lightly_assets.curation.quality import ISSUES, Thresholds, counts, issue_table, knn_outliers
 from lightly_assets.curation.selection import hash_features, select
 from lightly_assets.curation.stats import StatsCache, compute_stats, image_stats, picture_stats, sample_stats
@@ -369,3 +369,11 @@ def test_a_dataset_where_every_sample_has_an_issue_completes(tmp_path: Path) -> 
     issues = pd.read_csv(tmp_path / "out" / "ds" / "data_issues.csv")
     assert issues["filenames"].nunique() == 4
     assert (tmp_path / "out" / "ds" / "selection.txt").read_text() == ""  # all low_information: none to select
+
+
+def test_pairs_are_ordered_as_lexsort_orders_them() -> None:
+    rng = np.random.default_rng(0)
+    pairs = np.sort(rng.integers(0, 5_000, (20_000, 2)), axis=1)
+    pairs = np.concatenate([pairs, pairs[:50]])  # repeated pairs keep their input order
+    assert pair_order(pairs).tolist() == np.lexsort((pairs[:, 1], pairs[:, 0])).tolist()
+    assert pair_order(np.zeros((0, 2), dtype=np.int64)).tolist() == []
