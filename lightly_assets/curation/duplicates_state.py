@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lightly_assets.curation.state_file import save_state, state_arrays
+from lightly_assets.curation.state_file import compact_rows, save_state, state_arrays
 
 STATE_VERSION = 1
 HASH_BYTES = 8
@@ -56,16 +56,16 @@ class State:
             similarity=np.float64(self.similarity),
             names=np.array(self.names, dtype=np.str_),
             digests=np.array(self.digests, dtype=np.bytes_),
-            pairs=self.pairs.astype(np.int64).reshape(-1, 2),
+            pairs=compact_rows(self.pairs.reshape(-1, 2)),
             pair_similarity=self.pair_similarity.astype(np.float32),
             hash_sources=np.array([s[0] for s in stamps], dtype=np.str_),
-            hash_stamps=np.array([[s[1], s[2]] for s in stamps], dtype=np.int64).reshape(-1, 2),
+            hash_stamps=np.array([s[1:3] for s in stamps], dtype=np.int64).reshape(-1, 2),
             hash_values=np.array(list(self.file_hashes.values()), dtype=np.bytes_),
             visual_max_distance=np.int64(self.visual.max_distance),
             visual_hashes=self.visual.hashes.astype(np.uint8).reshape(-1, HASH_BYTES),
             visual_valid=self.visual.valid.astype(bool),
-            visual_pairs=self.visual.pairs.astype(np.int64).reshape(-1, 2),
-            visual_distances=self.visual.distances.astype(np.int64),
+            visual_pairs=compact_rows(self.visual.pairs.reshape(-1, 2)),
+            visual_distances=self.visual.distances.astype(np.uint8),  # of 64 bits
         )
 
     @classmethod

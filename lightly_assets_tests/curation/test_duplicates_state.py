@@ -50,6 +50,10 @@ def test_an_incremental_run_searches_only_new_or_changed_samples_and_groups_as_a
     first.state.save(tmp_path / "state.npz")
     state = State.load(tmp_path / "state.npz")
     assert state is not None and len(state.visual.pairs) == len(first.state.visual.pairs) > 0
+    assert state.visual.pairs.tolist() == first.state.visual.pairs.tolist() and state.visual.pairs.dtype == np.int64
+    assert state.visual.distances.tolist() == first.state.visual.distances.tolist()
+    with np.load(tmp_path / "state.npz") as saved:  # row numbers in 32 bits, distances in 8: most of the file
+        assert saved["visual_pairs"].dtype == np.uint32 and saved["visual_distances"].dtype == np.uint8
     changed = values.copy()
     changed[100] = changed[4]  # an old sample whose picture changed: now a copy of another
     hashes = hashes_of(changed)
