@@ -124,13 +124,13 @@ def seed_cache(work: Path) -> None:
 def _seed_child() -> None:
     """Seeded random unit vectors for every sample, keyed and fingerprinted as the `embeddings` step keys them."""
     import numpy as np
-    import pandas as pd
 
+    from lightly_assets.dataset.keys import key_table
     from lightly_assets.dataset.orientation import check_orientation
     from lightly_assets.dataset.samples import build_sample_index
     from lightly_assets.dataset.scan import scan_dataset
     from lightly_assets.defs.resources import EmbeddingModelResource
-    from lightly_assets.embedding.cache import KEY_COLUMNS, EmbeddingCache
+    from lightly_assets.embedding.cache import EmbeddingCache
     from lightly_assets.embedding.executor import DecodeOptions
     from lightly_assets.embedding.pipeline import _cache_fingerprint
 
@@ -144,9 +144,7 @@ def _seed_child() -> None:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     out = Path(os.environ["LIGHTLY_ASSETS_OUTPUT_DIR"]) / DATASET
     out.mkdir(parents=True, exist_ok=True)
-    EmbeddingCache(out / "embedding_cache.npz").save(
-        fingerprint, pd.DataFrame({c: frames[c].to_numpy() for c in KEY_COLUMNS}), vectors
-    )
+    EmbeddingCache(out / "embedding_cache.npz").save(fingerprint, key_table(frames), vectors)
     print(f"seeded the embedding cache with {len(frames):,} vectors of {model.dim} dimensions")
 
 

@@ -37,6 +37,7 @@ from PIL import Image
 from lightly_assets.atomic import atomic_output
 from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import BITS, dct_hash
+from lightly_assets.dataset.keys import KEY_COLUMNS, matching_rows
 from lightly_assets.dataset.orientation import exif_upright
 from lightly_assets.dataset.video import iter_frames
 from lightly_assets.embedding.runtime import usable_cores
@@ -44,8 +45,7 @@ from lightly_assets.errors import exception_line
 
 ANALYSIS = 256  # long side, in pixels, that statistics are measured at
 STATS = ["width", "height", "lum_p05", "lum_p95", "chroma_p99", "entropy", "sharpness"]
-KEY = ["source", "size", "mtime_ns", "filename"]
-CACHED = pd.Index([*KEY, *STATS, "hash", "broken"])  # the columns of the statistics cache, in order
+CACHED = pd.Index([*KEY_COLUMNS, *STATS, "hash", "broken"])  # the columns of the statistics cache, in order
 CACHE_VERSION = 1
 _EXIF_ORIENTATION, _QUARTER_TURNS = 0x0112, (5, 6, 7, 8)  # EXIF: transposed or turned by 90 degrees
 FLAT = 1.0  # luminance std (0..255) below which a picture has no structure to be sharp or blurry
@@ -179,7 +179,7 @@ def _results(files: list, data_dir: Path, workers: int | None) -> Iterator[list]
 
 
 def compute_stats(samples: pd.DataFrame, data_dir: Path, workers: int | None = None) -> pd.DataFrame:
-    """One row per sample (the input's order): KEY, STATS, `hash` (8 bytes) and `broken` (reason, or '').
+    """One row per sample (the input's order): KEY_COLUMNS, STATS, `hash` (8 bytes) and `broken` (reason, or '').
 
     `workers` asks for that many threads; by default the pool follows the number of files and cores."""
     n = len(samples)
@@ -193,7 +193,7 @@ def compute_stats(samples: pd.DataFrame, data_dir: Path, workers: int | None = N
                 continue
             values[row] = [stats[column] for column in STATS]
             hashes[row] = stats["hash"].tobytes()
-    out = samples[KEY].reset_index(drop=True).copy()
+    out = samples[KEY_COLUMNS].reset_index(drop=True).copy()
     out[STATS] = values
     return out.assign(hash=hashes, broken=broken)
 
@@ -211,7 +211,7 @@ class StatsCache:
             with np.load(self.path, allow_pickle=False) as data:
                 if int(data["version"]) != CACHE_VERSION:
                     return pd.DataFrame(columns=CACHED)
-                table = pd.DataFrame({c: data[c] for c in [*KEY, *STATS, "broken"]})
+                table = pd.DataFrame({c: data[c] for c in [*KEY_COLUMNS, *STATS, "broken"]})
                 table["hash"] = [bytes(h) for h in data["hash"]]
                 return table.loc[:, CACHED]
         except (OSError, KeyError, ValueError) as exc:
@@ -236,23 +236,13 @@ def sample_stats(
     if cache is None:
         return compute_stats(samples, data_dir, workers), len(samples)
     old = cache.load()
-    old_keys = {tuple(k): i for i, k in enumerate(_keys(old))}
-    new_keys = _keys(samples)
-    hit = np.array([k in old_keys for k in new_keys], dtype=bool)
-    fresh = compute_stats(samples.loc[~hit], data_dir, workers) if (~hit).any() else None
-    table = pd.DataFrame(index=range(len(samples)), columns=CACHED)
-    if hit.any():
-        reused = old.iloc[[old_keys[k] for k, h in zip(new_keys, hit, strict=True) if h]]
-        table.loc[hit] = reused[table.columns].to_numpy()
-    if fresh is not None:
-        table.loc[~hit] = fresh[table.columns].to_numpy()
+    at = matching_rows(old, samples)
+    hit = at >= 0
+    parts = [old.iloc[at[hit]].loc[:, CACHED].set_axis(np.flatnonzero(hit))] if hit.any() else []
+    if (~hit).any():
+        fresh = compute_stats(samples.loc[~hit], data_dir, workers)
+        parts.append(fresh.loc[:, CACHED].set_axis(np.flatnonzero(~hit)))
+    table = pd.concat(parts).sort_index().reset_index(drop=True) if parts else pd.DataFrame(columns=CACHED)
     table = table.astype({c: np.float64 for c in STATS} | {"size": np.int64, "mtime_ns": np.int64})
     cache.save(table)
     return table, int((~hit).sum())
-
-
-def _keys(table: pd.DataFrame) -> list[tuple]:
-    return [
-        (str(s), int(n), int(m), str(f))
-        for s, n, m, f in zip(table["source"], table["size"], table["mtime_ns"], table["filename"], strict=True)
-    ]

@@ -7,18 +7,17 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pandas.util import hash_pandas_object
 
 from lightly_assets.atomic import atomic_output
+from lightly_assets.dataset.keys import KEY_COLUMNS, matching_rows
 
 log = logging.getLogger(__name__)
 
 _CACHE_VERSION = 2  # 2: keys as columns; 1 (keys as a JSON list of rows) is still read
-KEY_COLUMNS = ["source", "size", "mtime_ns", "filename"]  # frame_index columns: source file, its stat, the sample
 _SEP = "\0"  # no file name holds a NUL
 
 
@@ -34,28 +33,8 @@ class Cached:
         return cls(pd.DataFrame({c: pd.Series(dtype=object) for c in KEY_COLUMNS}), np.zeros((0, 0), np.float32))
 
     def rows_for(self, keys: pd.DataFrame) -> np.ndarray:
-        """For each row of `keys`, the row of its vector here, or -1. Matched by a 64-bit hash of the four key
-        columns, then checked column by column, so a hash collision is a miss, never a wrong vector."""
-        if not len(self.keys) or not len(keys):
-            return np.full(len(keys), -1, dtype=np.int64)
-        mine, theirs = _hashes(self.keys), _hashes(keys)
-        first = ~pd.Index(mine).duplicated()
-        at = pd.Index(mine[first]).get_indexer(theirs)
-        rows = np.where(at >= 0, np.flatnonzero(first)[at], -1)
-        hit = np.flatnonzero(rows >= 0)
-        for column in KEY_COLUMNS:
-            same = self.keys[column].to_numpy()[rows[hit]] == keys[column].to_numpy()[hit]
-            rows[hit[~same]] = -1
-        return rows
-
-
-def _hashes(keys: pd.DataFrame) -> np.ndarray:
-    table = pd.DataFrame({c: keys[c].to_numpy() for c in KEY_COLUMNS})  # the same dtypes on both sides
-    table["size"], table["mtime_ns"] = table["size"].astype(np.int64), table["mtime_ns"].astype(np.int64)
-    table["source"], table["filename"] = table["source"].astype(str), table["filename"].astype(str)
-    # pandas types this decorated function loosely; strings hashed as they are (categorising them first took 2x)
-    hashed = cast(Any, hash_pandas_object)(table, index=False, categorize=False)
-    return np.asarray(hashed, dtype=np.uint64)
+        """For each row of `keys`, the row of its vector here, or -1 (dataset/keys.py)."""
+        return matching_rows(self.keys, keys)
 
 
 class EmbeddingCache:

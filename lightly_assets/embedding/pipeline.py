@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from lightly_assets import columns
+from lightly_assets.dataset.keys import key_table
 from lightly_assets.dataset.orientation import check_orientation
-from lightly_assets.embedding.cache import KEY_COLUMNS, Cached, Checkpoint, EmbeddingCache
+from lightly_assets.embedding.cache import Cached, Checkpoint, EmbeddingCache
 from lightly_assets.embedding.decode import DRAFT_FACTOR
 from lightly_assets.embedding.embedder import Embedder
 from lightly_assets.embedding.errors import EmbeddingError
@@ -92,7 +93,7 @@ def embed_samples(
         raise EmbeddingError(f"batch_size must be at least 1, got {batch_size}")
     start = time.perf_counter()
     n = len(frame_index)
-    keys = pd.DataFrame({c: frame_index[c].to_numpy() for c in KEY_COLUMNS})
+    keys = key_table(frame_index)
     decode = DecodeOptions(draft=draft, orientation=check_orientation(orientation))
     fingerprint = _cache_fingerprint(model, decode)
     matrix = np.zeros((n, model.dim), dtype=np.float32)

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lightly_assets.dataset.keys import KEY_COLUMNS
 from lightly_assets.embedding import cache as cache_module
-from lightly_assets.embedding.cache import KEY_COLUMNS, EmbeddingCache
+from lightly_assets.embedding.cache import EmbeddingCache
 
 
 def _keys(*rows: tuple) -> pd.DataFrame:
@@ -36,14 +37,6 @@ def test_vectors_come_back_for_exactly_the_same_keys_in_any_order(tmp_path: Path
     assert cached.rows_for(asked).tolist() == [2, -1, 3, -1, 0, -1, -1, -1]
     assert np.array_equal(cached.vectors, vectors)
     assert len(store.load("another model").vectors) == 0
-
-
-def test_a_hash_collision_is_a_miss_never_another_sample_s_vector(tmp_path: Path, monkeypatch) -> None:
-    store = EmbeddingCache(tmp_path / "c.npz")
-    store.save("fp", _keys(*ROWS), np.ones((4, 2), dtype=np.float32))
-    cached = store.load("fp")
-    monkeypatch.setattr(cache_module, "_hashes", lambda keys: np.zeros(len(keys), dtype=np.uint64))
-    assert cached.rows_for(_keys(*ROWS)).tolist() == [0, -1, -1, -1]
 
 
 def test_a_cache_of_the_earlier_format_is_still_reused(tmp_path: Path) -> None:

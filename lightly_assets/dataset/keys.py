@@ -1,0 +1,51 @@
+"""What says a sample is unchanged between runs: its source file's path and stat, and the sample's name.
+
+The embedding cache and the picture statistics' cache both keep results under these four `frame_index` columns and
+match a run's samples against them. Matching stays columnar: a 64-bit hash of the four columns finds the candidate
+row, then every column is compared, so a hash collision is a miss, never a wrong result. At a million samples this is
+a few arrays, not a million tuples in a dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+from pandas.util import hash_pandas_object
+
+KEY_COLUMNS = ["source", "size", "mtime_ns", "filename"]
+
+
+def key_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The four key columns of `table` (any index), with the same dtypes whatever `table` held."""
+    return pd.DataFrame(
+        {
+            "source": table["source"].astype(str).to_numpy(dtype=object),  # objects: no fixed-width copy
+            "size": table["size"].to_numpy(dtype=np.int64),
+            "mtime_ns": table["mtime_ns"].to_numpy(dtype=np.int64),
+            "filename": table["filename"].astype(str).to_numpy(dtype=object),
+        }
+    )
+
+
+def matching_rows(known: pd.DataFrame, wanted: pd.DataFrame) -> np.ndarray:
+    """For each row of `wanted`, the position of the first row of `known` with the same key, or -1."""
+    if not len(known) or not len(wanted):
+        return np.full(len(wanted), -1, dtype=np.int64)
+    known, wanted = key_table(known), key_table(wanted)
+    mine, theirs = _hashes(known), _hashes(wanted)
+    first = ~pd.Index(mine).duplicated()
+    at = pd.Index(mine[first]).get_indexer(theirs)
+    rows = np.where(at >= 0, np.flatnonzero(first)[at], -1)
+    hit = np.flatnonzero(rows >= 0)
+    for column in KEY_COLUMNS:
+        same = known[column].to_numpy()[rows[hit]] == wanted[column].to_numpy()[hit]
+        rows[hit[~same]] = -1
+    return rows
+
+
+def _hashes(keys: pd.DataFrame) -> np.ndarray:
+    # pandas types this decorated function loosely; strings hashed as they are (categorising them first took 2x)
+    hashed = cast(Any, hash_pandas_object)(keys, index=False, categorize=False)
+    return np.asarray(hashed, dtype=np.uint64)

@@ -1,0 +1,31 @@
+"""Samples matched between runs by their key columns: exactly, whatever dtypes the tables hold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lightly_assets.dataset import keys as keys_module
+from lightly_assets.dataset.keys import KEY_COLUMNS, matching_rows
+
+KNOWN = pd.DataFrame(
+    [
+        ("a.jpg", 10, 1, "a.jpg"),
+        ("b.jpg", 20, 2, "b.jpg"),
+        ("v.mp4", 99, 3, "v-000-mp4.png"),
+        ("é ü.png", 5, 4, "é ü.png"),
+    ],
+    columns=KEY_COLUMNS,
+)
+
+
+def test_rows_match_on_all_four_columns_whatever_their_dtypes() -> None:
+    wanted = KNOWN.iloc[[3, 0, 2]].astype({"size": np.int32, "mtime_ns": np.uint64})  # another order, other dtypes
+    wanted = pd.concat([wanted, pd.DataFrame([("a.jpg", 10, 2, "a.jpg")], columns=KEY_COLUMNS)], ignore_index=True)
+    assert matching_rows(KNOWN, wanted).tolist() == [3, 0, 2, -1]
+    assert matching_rows(KNOWN.iloc[:0], wanted).tolist() == [-1, -1, -1, -1]
+
+
+def test_a_hash_collision_is_a_miss_never_another_sample(monkeypatch) -> None:
+    monkeypatch.setattr(keys_module, "_hashes", lambda keys: np.zeros(len(keys), dtype=np.uint64))
+    assert matching_rows(KNOWN, KNOWN).tolist() == [0, -1, -1, -1]
