@@ -13,12 +13,11 @@ import numpy as np
 import pandas as pd
 
 from lightly_assets.atomic import atomic_output
-from lightly_assets.dataset.keys import KEY_COLUMNS, matching_rows
+from lightly_assets.dataset.keys import KEY_COLUMNS, joined_text, matching_rows, split_text
 
 log = logging.getLogger(__name__)
 
 _CACHE_VERSION = 2  # 2: keys as columns; 1 (keys as a JSON list of rows) is still read
-_SEP = "\0"  # no file name holds a NUL
 
 
 @dataclass(frozen=True)
@@ -74,25 +73,17 @@ class EmbeddingCache:
             np.savez(
                 f,
                 meta=np.frombuffer(meta, dtype=np.uint8),
-                sources=_joined(keys["source"].to_numpy()),
+                sources=joined_text(keys["source"].to_numpy()),
                 sizes=keys["size"].to_numpy(dtype=np.int64),
                 mtimes=keys["mtime_ns"].to_numpy(dtype=np.int64),
-                filenames=_joined(keys["filename"].to_numpy()),
+                filenames=joined_text(keys["filename"].to_numpy()),
                 vectors=np.asarray(vectors, dtype=np.float32),
             )
 
 
-def _joined(names: np.ndarray) -> np.ndarray:
-    return np.frombuffer(_SEP.join(map(str, names)).encode("utf-8"), dtype=np.uint8)
-
-
-def _split(blob: np.ndarray, n: int) -> list[str]:
-    return blob.tobytes().decode("utf-8").split(_SEP) if n else []
-
-
 def _read_keys(data: Any) -> pd.DataFrame:
     sizes, mtimes = np.asarray(data["sizes"], dtype=np.int64), np.asarray(data["mtimes"], dtype=np.int64)
-    sources, filenames = _split(data["sources"], len(sizes)), _split(data["filenames"], len(sizes))
+    sources, filenames = split_text(data["sources"], len(sizes)), split_text(data["filenames"], len(sizes))
     if not len(sources) == len(filenames) == len(sizes) == len(mtimes):
         raise ValueError("key columns of different lengths")
     return pd.DataFrame({"source": sources, "size": sizes, "mtime_ns": mtimes, "filename": filenames})

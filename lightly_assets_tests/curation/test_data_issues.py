@@ -19,7 +19,14 @@ from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import check_max_distance, dct_hash, hamming, hash_pairs, pair_order
 from lightly_assets.curation.quality import ISSUES, Thresholds, counts, issue_table, knn_outliers
 from lightly_assets.curation.selection import hash_features, select
-from lightly_assets.curation.stats import StatsCache, compute_stats, image_stats, picture_stats, sample_stats
+from lightly_assets.curation.stats import (
+    STATS,
+    StatsCache,
+    compute_stats,
+    image_stats,
+    picture_stats,
+    sample_stats,
+)
 from lightly_assets_tests import EXAMPLE_DATA
 from lightly_assets_tests.media import make_image, make_video
 
@@ -183,6 +190,22 @@ def test_statistics_of_unchanged_files_come_from_the_cache(tmp_path: Path) -> No
     os.utime(tmp_path / "1.jpg", ns=(1, 1))
     _, scored = sample_stats(samples_of(tmp_path, ["0.jpg", "1.jpg", "2.jpg"]), tmp_path, cache)
     assert scored == 1
+
+
+def test_a_statistics_cache_of_the_earlier_format_is_still_reused(tmp_path: Path) -> None:
+    for i in range(3):
+        make_image(tmp_path / f"{i}.jpg", seed=i, size=(64, 48))
+    samples = samples_of(tmp_path, ["0.jpg", "1.jpg", "2.jpg"])
+    first, _ = sample_stats(samples, tmp_path, StatsCache(tmp_path / "new.npz"))
+    text = {c: first[c].to_numpy(dtype=np.str_) for c in ("source", "filename", "broken")}  # version 1: unicode
+    numbers = {c: first[c].to_numpy() for c in ["size", "mtime_ns", *STATS]}
+    hashes = np.frombuffer(b"".join(first["hash"]), dtype=np.uint8).reshape(-1, 8)
+    np.savez_compressed(tmp_path / "old.npz", version=np.int64(1), hash=hashes, **text, **numbers)
+    again, scored = sample_stats(samples, tmp_path, StatsCache(tmp_path / "old.npz"))
+    assert scored == 0
+    pd.testing.assert_frame_equal(again, first)
+    with np.load(tmp_path / "old.npz") as data:  # rewritten in this version's format
+        assert int(data["version"]) == 2 and data["source"].dtype == np.uint8
 
 
 def test_many_files_are_scored_in_worker_processes_with_the_same_results(tmp_path: Path, monkeypatch) -> None:
