@@ -54,8 +54,12 @@ def _hashes(keys: pd.DataFrame) -> np.ndarray:
 
 def joined_text(values: np.ndarray) -> np.ndarray:
     """A text column as one NUL-joined UTF-8 byte array: what cache files store instead of fixed-width unicode
-    (4 bytes a character, padded to the longest: 1 M file names were 120 MB, now about 30)."""
-    return np.frombuffer(_SEP.join(map(str, values)).encode("utf-8"), dtype=np.uint8)
+    (4 bytes a character, padded to the longest: 1 M file names were 120 MB, now about 30). A NUL inside a value
+    (never in a file name; a decoder's message could hold one) becomes a space, so the file always reads back."""
+    text = _SEP.join(map(str, values))
+    if text.count(_SEP) != max(len(values) - 1, 0):
+        text = _SEP.join(str(v).replace(_SEP, " ") for v in values)
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
 
 def split_text(blob: np.ndarray, n: int) -> list[str]:

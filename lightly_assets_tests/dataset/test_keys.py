@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from lightly_assets.dataset import keys as keys_module
-from lightly_assets.dataset.keys import KEY_COLUMNS, matching_rows
+from lightly_assets.dataset.keys import KEY_COLUMNS, joined_text, matching_rows, split_text
 
 KNOWN = pd.DataFrame(
     [
@@ -29,3 +29,9 @@ def test_rows_match_on_all_four_columns_whatever_their_dtypes() -> None:
 def test_a_hash_collision_is_a_miss_never_another_sample(monkeypatch) -> None:
     monkeypatch.setattr(keys_module, "_hashes", lambda keys: np.zeros(len(keys), dtype=np.uint64))
     assert matching_rows(KNOWN, KNOWN).tolist() == [0, -1, -1, -1]
+
+
+def test_text_columns_read_back_even_with_a_nul_inside_a_value() -> None:
+    values = np.array(["a.jpg", "é ü.png", "", "cannot decode: bad\0byte"], dtype=object)
+    assert split_text(joined_text(values), 4) == ["a.jpg", "é ü.png", "", "cannot decode: bad byte"]
+    assert split_text(joined_text(np.array([], dtype=object)), 0) == []
