@@ -311,3 +311,14 @@ def truncated(src: Path, dst: Path, fraction: float) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[: int(len(data) * fraction)])
     return dst
+
+
+def cut_inside_packet(src: Path, dst: Path, number: int) -> Path:
+    """The file cut off halfway through its video packet `number`: a cut at a fraction of the bytes can fall on
+    a packet boundary (where the encoder's output puts it), leaving a shorter file that decodes cleanly."""
+    with av.open(str(src)) as container:
+        packet = [p for p in container.demux(video=0) if p.size][number]
+        pos, size = packet.pos, packet.size
+    assert pos is not None and pos > 0
+    dst.write_bytes(src.read_bytes()[: pos + size // 2])
+    return dst

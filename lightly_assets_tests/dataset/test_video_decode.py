@@ -11,7 +11,7 @@ import pytest
 
 from lightly_assets.dataset import video as video_module
 from lightly_assets.dataset.video import VideoError, index_video, iter_frames
-from lightly_assets_tests.media import EXTRAS, H, W, decoded, packets, truncated, video_with, write_video
+from lightly_assets_tests.media import EXTRAS, H, W, cut_inside_packet, decoded, packets, video_with, write_video
 
 # --- sequential decoding ------------------------------------------------------------
 
@@ -49,7 +49,7 @@ def test_iter_frames_count_mismatch_raises(tmp_path: Path) -> None:
 
 def test_iter_frames_decode_error_names_file_and_frame(tmp_path: Path) -> None:
     fast = write_video(tmp_path / "f.mp4", n=30, container_options={"movflags": "faststart"})
-    cut = truncated(fast, tmp_path / "cut.mp4", 0.8)
+    cut = cut_inside_packet(fast, tmp_path / "cut.mp4", 20)
     got: list[int] = []
     with pytest.raises(VideoError, match=r"decoding failed at frame \d+") as info:
         for number, _ in iter_frames(cut, threads=False):
