@@ -11,6 +11,8 @@ from lightly.utils.io import check_embeddings, load_embeddings, save_embeddings
 from lightly_assets.lightly_csv import (
     EmbeddingsFileError,
     _kept_lines,
+    _parse_plain,
+    _read_rows,
     check_header,
     merge_custom_embeddings,
     read_embeddings_csv,
@@ -76,6 +78,21 @@ def test_many_rows_equal_lightly_both_ways(tmp_path: Path) -> None:
     names2, m2, labels2 = read_embeddings_csv(ours)
     assert names2 == names and labels2 == labels
     assert np.array_equal(m2.view(np.uint32), m.view(np.uint32))
+
+
+def test_the_fast_reader_takes_odd_filenames_and_agrees_with_the_csv_module(tmp_path: Path) -> None:
+    """Quoted commas, quotes and line ends in names stay on the fast path (Arrow's reader), with the same values
+    as the csv module and Python's `float` give; a file without quotes too."""
+    m = _matrix(len(NASTY) * 40, 6, seed=3)
+    for names in (NASTY * 40, [f"{i}.png" for i in range(len(NASTY) * 40)]):
+        path = write_embeddings_csv(tmp_path / "e.csv", names, m, list(range(len(names))))
+        fast = _parse_plain(path.read_bytes())
+        assert fast is not None
+        _, rows = _read_rows(path)
+        assert fast[0] == [row[0] for row in rows] == names
+        slow = np.array([[float(v) for v in row[1:-1]] for row in rows]).astype(np.float32)
+        assert np.array_equal(fast[1].view(np.uint32), slow.view(np.uint32))
+        assert fast[2] == [int(row[-1]) for row in rows]
 
 
 @pytest.mark.parametrize(
