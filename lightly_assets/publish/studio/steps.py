@@ -10,6 +10,7 @@ from uuid import UUID
 import numpy as np
 
 from lightly_assets.publish.studio.embedder import space_key
+from lightly_assets.publish.studio.stored import differing, read_stored
 from lightly_assets.publish.studio.target import MISSING_TAG, StudioDataset
 
 if TYPE_CHECKING:
@@ -131,6 +132,8 @@ def sync_embeddings(
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.resolvers import sample_embedding_resolver
 
+    if collection_id is not None and _sync_as_matrix(session, model_id, wanted, store, collection_id):
+        return
     if collection_id is not None:
         stored = [
             row
@@ -150,6 +153,27 @@ def sync_embeddings(
     todo = [sample_id for sample_id in wanted if sample_id not in done]
     if todo:
         store(todo)
+
+
+def _sync_as_matrix(
+    session: Session,
+    model_id: UUID,
+    wanted: dict[UUID, np.ndarray],
+    store: Callable[[list[UUID]], None],
+    collection_id: UUID,
+) -> bool:
+    """`sync_embeddings` with the stored vectors read as one matrix; False where that read does not apply."""
+    stored = read_stored(session, collection_id, model_id)
+    compared = differing(stored, wanted) if stored is not None else None
+    if compared is None:
+        return False
+    stale, done = compared
+    if stale:
+        _delete_embeddings(session, model_id, stale)
+    todo = [sample_id for sample_id, kept in zip(wanted, done.tolist(), strict=True) if not kept]
+    if todo:
+        store(todo)
+    return True
 
 
 def _differing(stored: list, wanted: dict[UUID, np.ndarray]) -> list[UUID]:

@@ -1,0 +1,58 @@
+"""A collection's stored vectors read as one matrix (publish/studio/stored.py) against a real LightlyStudio DuckDB
+file: the same vectors as plain DuckDB reads, and what a re-run would replace or add."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import UUID
+
+import duckdb
+import numpy as np
+import pytest
+
+from lightly_assets.publish.studio import StudioTarget, upload_dataset
+from lightly_assets.publish.studio.database import connected
+from lightly_assets.publish.studio.stored import differing, read_stored
+from lightly_assets_tests.media import make_cats_and_dogs
+from lightly_assets_tests.tables import frame_index, image_rows, write_csv
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The `objects` parameter of `Session.flush` is deprecated"),
+    pytest.mark.lightly_studio,
+    pytest.mark.usefixtures("no_builtin_embedder"),
+]
+
+
+def test_stored_vectors_read_as_a_matrix_and_compared(tmp_path: Path) -> None:
+    dataset_dir, db, csv = tmp_path / "animals", tmp_path / "s.db", tmp_path / "animals.csv"
+    make_cats_and_dogs(dataset_dir)
+    target = StudioTarget(db_file=db, dataset_name="animals")
+    index = frame_index(image_rows(dataset_dir))
+    write_csv(index, csv)
+    collection_id = UUID(upload_dataset(target, dataset_dir, index, csv).collection_id)
+    with duckdb.connect(str(db), read_only=True) as con:
+        plain = dict(con.execute("select sample_id::varchar, embedding from sample_embedding").fetchall())
+        (model_id,) = con.execute("select distinct embedding_model_id from sample_embedding").fetchone() or (None,)
+    with connected(target) as session:
+        stored = read_stored(session, collection_id, model_id)
+    assert stored is not None and len(stored.ids) == len(plain) == 6
+    for sample_id, row in zip(stored.ids, stored.matrix, strict=True):
+        assert np.array_equal(row, np.asarray(plain[sample_id], dtype=np.float32))
+
+    ids = [UUID(i) for i in stored.ids]
+    wanted = {sample_id: row.copy() for sample_id, row in zip(ids, stored.matrix, strict=True)}
+    wanted[ids[1]] = wanted[ids[1]] + 1e-3  # a changed vector
+    wanted[ids[2]] = wanted[ids[2]] + 1e-7  # within the tolerance: kept
+    del wanted[ids[3]]  # stored, no longer wanted: left to the missing tag
+    new = UUID(int=7)
+    wanted[new] = np.zeros(stored.matrix.shape[1], dtype=np.float32)  # not stored yet
+    compared = differing(stored, wanted)
+    assert compared is not None
+    stale, done = compared
+    assert stale == [ids[1]]
+    assert dict(zip(wanted, done.tolist(), strict=True)) == {i: i not in (ids[1], new) for i in wanted}
+
+    wider = {sample_id: np.zeros(stored.matrix.shape[1] + 1, dtype=np.float32) for sample_id in ids}
+    compared = differing(stored, wider)  # another network's width: every stored vector is replaced
+    assert compared is not None
+    assert compared[0] == ids and not compared[1].any()
