@@ -1,0 +1,39 @@
+"""A long list of sample ids as a table the database joins, instead of a bound array of them.
+
+A tag of 910,000 members written through `IN (array of ids)` took 47 s in DuckDB (12 s of it SQLAlchemy expanding
+the parameters), and reading a tag's members back to compare took 13 s. In DuckDB the ids are registered on the
+session's own connection as an Arrow table for the statement's lifetime; other databases keep the bound array.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from sqlalchemy import Subquery
+    from sqlmodel import Session
+
+
+@contextlib.contextmanager
+def id_table(session: Session, sample_ids: Sequence[UUID]) -> Iterator[Subquery | None]:
+    """A relation of one UUID column `sample_id` holding `sample_ids` (each once), while the block runs; None
+    outside DuckDB."""
+    if session.get_bind().dialect.name != "duckdb":
+        yield None
+        return
+    import pyarrow as pa  # with DuckDB's Arrow interface
+    from sqlalchemy import String, Uuid, cast, column, select, table
+
+    name = f"lightly_assets_ids_{uuid.uuid4().hex}"
+    raw: Any = session.connection().connection.dbapi_connection  # duckdb_engine's wrapper of the connection
+    text = list(dict.fromkeys(str(i) for i in sample_ids))
+    raw.register(name, pa.table({"sample_id": pa.array(text, type=pa.string())}))
+    try:
+        ids = table(name, column("sample_id", String()))
+        yield select(cast(ids.c.sample_id, Uuid()).label("sample_id")).subquery()
+    finally:
+        raw.unregister(name)
