@@ -67,21 +67,21 @@ def _kept_lines(
     get), or None; None for all when there is no plain earlier file (absent, unreadable, another header or a
     quoted name)."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
     lines = text.split("\r\n")
     if '"' in text or lines[0] != ",".join(header_for(matrix.shape[1])) or lines[-1] != "":
         return None
     rows_text = lines[1:-1]
-    names = [line[: line.find(",")] for line in rows_text]
-    if not rows_text or len(set(names)) != len(names):
+    parsed = _parse_plain(data)  # the exact float32 values (a million rows: ~2 s; numpy's loadtxt took ~9 s)
+    if parsed is None or not rows_text or len(parsed[0]) != len(rows_text):
         return None
-    try:  # numpy's C reader, 2.7x faster than pandas' round-trip parser; a value read a ulp off is only rewritten
-        old = np.loadtxt(rows_text, delimiter=",", usecols=range(1, matrix.shape[1] + 1), dtype=np.float32, ndmin=2)
-        old_labels = np.array([int(line[line.rfind(",") + 1 :]) for line in rows_text], dtype=np.int64)
-    except ValueError:
+    names, old, old_labels_list = parsed
+    if len(set(names)) != len(names):
         return None
+    old_labels = np.array(old_labels_list, dtype=np.int64)
     at = pd.Index(names).get_indexer(list(filenames))
     rows = np.flatnonzero(at >= 0)
     bits = np.ascontiguousarray(matrix[rows], dtype=np.float32).view(np.uint32)
