@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from lightly_assets.columns import DUPLICATES_CSV
 from lightly_assets.curation.duplicates_state import State, Visual
 from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import BITS, agreement, hamming, hash_pairs, pair_order
+from lightly_assets.dataset.keys import FILE_COLUMNS, key_table, matching_rows
 
 EXACT_LIMIT = 20_000  # above it, an approximate index: 20k x 20k exact inner products take seconds at 768-d
 NEIGHBOURS = 16  # per sample; components link larger groups through chains of neighbours
@@ -64,24 +65,25 @@ def file_sha256(path: Path) -> str:
 
 
 def content_keys(
-    samples: pd.DataFrame, data_dir: Path, digests: Sequence[str], known: Mapping[tuple, str] | None = None
-) -> tuple[list[str], dict[tuple, str]]:
+    samples: pd.DataFrame, data_dir: Path, digests: Sequence[str], known: pd.DataFrame | None = None
+) -> tuple[list[str], pd.DataFrame]:
     """Per sample the key that exact copies share: `file:<sha256>` for images, `frame:<vector digest>` for
-    video frames. `known` maps (source, size, mtime_ns) to an earlier hash, so unchanged files are not re-read.
-    Returns the keys and the updated hash map."""
-    known = dict(known or {})
-    hashes: dict[tuple, str] = {}
-    keys: list[str] = []
-    files = samples.loc[:, ["kind", "source", "size", "mtime_ns"]].itertuples(index=False, name=None)
-    for (kind, source, size, mtime_ns), digest in zip(files, digests, strict=True):
-        if kind != "image":
-            keys.append(f"frame:{digest}")
-            continue
-        stamp = (str(source), int(size), int(mtime_ns))
-        if stamp not in hashes:
-            hashes[stamp] = known.get(stamp) or file_sha256(Path(data_dir) / str(source))
-        keys.append(f"file:{hashes[stamp]}")
-    return keys, hashes
+    video frames. `known` (source, size, mtime_ns, sha256: a table this returns) holds earlier hashes, so unchanged
+    files are not re-read. Returns the keys and the image files' hashes."""
+    images = samples["kind"].to_numpy() == "image"
+    files = key_table(samples.loc[images], FILE_COLUMNS)
+    at = matching_rows(known, files, FILE_COLUMNS) if known is not None else np.full(len(files), -1)
+    sha = np.empty(len(files), dtype=object)
+    if known is not None:
+        sha[at >= 0] = known["sha256"].to_numpy(dtype=object)[at[at >= 0]]
+    fresh: dict[str, str] = {}
+    for i in np.flatnonzero(at < 0).tolist():
+        source = files["source"].iat[i]
+        sha[i] = fresh.get(source) or fresh.setdefault(source, file_sha256(Path(data_dir) / source))
+    keys = np.asarray(digests, dtype=object)
+    keys = np.where(images, "", "frame:" + keys).astype(object)
+    keys[images] = "file:" + sha
+    return keys.tolist(), files.assign(sha256=sha)
 
 
 @dataclass
@@ -189,6 +191,9 @@ def _reused_pairs(state: State | None, names, digests, model: str, similarity: f
 
 def _previous_rows(old_names: Sequence[str], names: Sequence[str]) -> np.ndarray:
     """Per sample its row in the state (-1: new)."""
+    old = pd.Index(old_names)
+    if old.is_unique:  # names are unique in a run: one hash lookup each, no million-entry dict
+        return old.get_indexer(names).astype(np.int64)
     position = {name: i for i, name in enumerate(old_names)}
     return np.array([position.get(name, -1) for name in names], dtype=np.int64).reshape(-1)
 
@@ -307,9 +312,12 @@ def _table(
     same_key = key[rows] == key[heads]
     heads_with_copy = np.unique(heads[(rows != heads) & same_key])
     exact = same_key & ((rows != heads) | np.isin(heads, heads_with_copy))
-    # one dot per member, as `unit[row] @ unit[head]`: the rounded values stay those of earlier duplicates.csv files
-    dots = (float(unit[r] @ unit[h]) for r, h in zip(rows, heads, strict=True))
-    cosine = np.array([round(min(1.0, max(-1.0, d)), 6) for d in dots])
+    # one dot per member, as `unit[row] @ unit[head]`: the rounded values stay those of earlier duplicates.csv files;
+    # without near-duplicates searched, only exact copies show theirs (visual ones show the hashes' agreement)
+    shown = exact if hashes is not None and similarity is None else np.ones(len(rows), dtype=bool)
+    cosine = np.zeros(len(rows))
+    dots = (float(unit[r] @ unit[h]) for r, h in zip(rows[shown], heads[shown], strict=True))
+    cosine[shown] = [round(min(1.0, max(-1.0, d)), 6) for d in dots]
     near = ~exact & (hashes is None or (similarity is not None and cosine >= similarity - 1e-6))
     value = cosine.copy()
     if hashes is not None:

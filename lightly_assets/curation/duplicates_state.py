@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from lightly_assets.curation.state_file import compact_rows, save_state, state_arrays
+from lightly_assets.dataset.keys import joined_text, split_text
 
 STATE_VERSION = 1
 HASH_BYTES = 8
@@ -21,6 +23,10 @@ NOT_SEARCHED = -1  # `hash_max_distance` of a state whose run searched no visual
 
 def _no_pairs() -> np.ndarray:
     return np.zeros((0, 2), dtype=np.int64)
+
+
+def _no_file_hashes() -> pd.DataFrame:
+    return pd.DataFrame({"source": [], "size": [], "mtime_ns": [], "sha256": []})
 
 
 @dataclass
@@ -44,23 +50,24 @@ class State:
     digests: list[str]
     pairs: np.ndarray  # (m, 2) int64 positions into names
     pair_similarity: np.ndarray  # (m,) float32
-    file_hashes: dict[tuple, str] = field(default_factory=dict)
+    file_hashes: pd.DataFrame = field(default_factory=_no_file_hashes)  # source, size, mtime_ns, sha256
     visual: Visual = field(default_factory=Visual)
 
     def save(self, path: Path) -> None:
-        stamps = list(self.file_hashes)
-        save_state(  # hex digests as ASCII bytes; `load` reads text too (earlier files)
+        files = self.file_hashes
+        save_state(  # text NUL-joined (fixed-width unicode was 4 bytes a character), hex digests as ASCII bytes
             path,
             STATE_VERSION,
             model=np.str_(self.model),
             similarity=np.float64(self.similarity),
-            names=np.array(self.names, dtype=np.str_),
+            names_text=joined_text(np.asarray(self.names, dtype=object)),
+            names_count=np.int64(len(self.names)),
             digests=np.array(self.digests, dtype=np.bytes_),
             pairs=compact_rows(self.pairs.reshape(-1, 2)),
             pair_similarity=self.pair_similarity.astype(np.float32),
-            hash_sources=np.array([s[0] for s in stamps], dtype=np.str_),
-            hash_stamps=np.array([s[1:3] for s in stamps], dtype=np.int64).reshape(-1, 2),
-            hash_values=np.array(list(self.file_hashes.values()), dtype=np.bytes_),
+            hash_sources_text=joined_text(files["source"].to_numpy(dtype=object)),
+            hash_stamps=files[["size", "mtime_ns"]].to_numpy(dtype=np.int64).reshape(-1, 2),
+            hash_values=np.array(files["sha256"].tolist(), dtype=np.bytes_),
             visual_max_distance=np.int64(self.visual.max_distance),
             visual_hashes=self.visual.hashes.astype(np.uint8).reshape(-1, HASH_BYTES),
             visual_valid=self.visual.valid.astype(bool),
@@ -70,26 +77,35 @@ class State:
 
     @classmethod
     def load(cls, path: Path) -> State | None:
-        """The saved state, or None when there is none or it is from another version (then everything is new)."""
+        """The saved state, or None when there is none or it is from another version (then everything is new).
+        Files that stored text as unicode arrays (before the NUL-joined text) still load."""
         with state_arrays(path, STATE_VERSION, "duplicates state") as data:
             if data is None:
                 return None
-            stamps = data["hash_stamps"].tolist()
-            values = data["hash_values"].astype(np.str_).tolist()  # ASCII bytes, or text (earlier files)
-            hashes = {
-                (str(s), int(st[0]), int(st[1])): h
-                for s, st, h in zip(data["hash_sources"].tolist(), stamps, values, strict=True)
-            }
+            stamps = data["hash_stamps"].astype(np.int64).reshape(-1, 2)
             return cls(
                 model=str(data["model"]),
                 similarity=float(data["similarity"]),
-                names=data["names"].astype(np.str_).tolist(),
+                names=_text(data, "names", int(data["names_count"]) if "names_count" in data.files else 0),
                 digests=data["digests"].astype(np.str_).tolist(),
                 pairs=data["pairs"].astype(np.int64).reshape(-1, 2),
                 pair_similarity=data["pair_similarity"].astype(np.float32),
-                file_hashes=hashes,
+                file_hashes=pd.DataFrame(
+                    {
+                        "source": _text(data, "hash_sources", len(stamps)),
+                        "size": stamps[:, 0],
+                        "mtime_ns": stamps[:, 1],
+                        "sha256": data["hash_values"].astype(np.str_).tolist(),  # ASCII bytes, or text (earlier)
+                    }
+                ),
                 visual=_visual(data),
             )
+
+
+def _text(data, name: str, count: int) -> list[str]:  # noqa: ANN001  (numpy's NpzFile)
+    if f"{name}_text" in data.files:
+        return split_text(data[f"{name}_text"], count)
+    return data[name].astype(np.str_).tolist()  # an earlier file: a unicode array
 
 
 def _visual(data) -> Visual:  # noqa: ANN001  (numpy's NpzFile)

@@ -8,6 +8,7 @@ a few arrays, not a million tuples in a dict.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -15,32 +16,35 @@ import pandas as pd
 from pandas.util import hash_pandas_object
 
 KEY_COLUMNS = ["source", "size", "mtime_ns", "filename"]
+FILE_COLUMNS = KEY_COLUMNS[:3]  # a file, whatever samples it holds
+_INTEGER = {"size", "mtime_ns"}
 _SEP = "\0"  # no file name (nor a decoder's one-line reason) holds a NUL
 
 
-def key_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The four key columns of `table` (any index), with the same dtypes whatever `table` held."""
+def key_table(table: pd.DataFrame, columns: Sequence[str] = KEY_COLUMNS) -> pd.DataFrame:
+    """The key columns of `table` (any index), with the same dtypes whatever `table` held."""
     return pd.DataFrame(
         {
-            "source": table["source"].astype(str).to_numpy(dtype=object),  # objects: no fixed-width copy
-            "size": table["size"].to_numpy(dtype=np.int64),
-            "mtime_ns": table["mtime_ns"].to_numpy(dtype=np.int64),
-            "filename": table["filename"].astype(str).to_numpy(dtype=object),
+            column: table[column].to_numpy(dtype=np.int64)
+            if column in _INTEGER
+            else table[column].astype(str).to_numpy(dtype=object)  # objects: no fixed-width copy
+            for column in columns
         }
     )
 
 
-def matching_rows(known: pd.DataFrame, wanted: pd.DataFrame) -> np.ndarray:
-    """For each row of `wanted`, the position of the first row of `known` with the same key, or -1."""
+def matching_rows(known: pd.DataFrame, wanted: pd.DataFrame, columns: Sequence[str] = KEY_COLUMNS) -> np.ndarray:
+    """For each row of `wanted`, the position of the first row of `known` with the same key, or -1. `columns`: a
+    subset of the key (a file's content is keyed by its source and stat alone)."""
     if not len(known) or not len(wanted):
         return np.full(len(wanted), -1, dtype=np.int64)
-    known, wanted = key_table(known), key_table(wanted)
+    known, wanted = key_table(known, columns), key_table(wanted, columns)
     mine, theirs = _hashes(known), _hashes(wanted)
     first = ~pd.Index(mine).duplicated()
     at = pd.Index(mine[first]).get_indexer(theirs)
     rows = np.where(at >= 0, np.flatnonzero(first)[at], -1)
     hit = np.flatnonzero(rows >= 0)
-    for column in KEY_COLUMNS:
+    for column in columns:
         same = known[column].to_numpy()[rows[hit]] == wanted[column].to_numpy()[hit]
         rows[hit[~same]] = -1
     return rows

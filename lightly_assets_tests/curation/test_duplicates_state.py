@@ -83,3 +83,24 @@ def test_a_larger_hash_distance_or_an_older_state_file_searches_everything_again
 def _saved(state: State, tmp_path: Path) -> Path:
     state.save(tmp_path / "state.npz")
     return tmp_path / "state.npz"
+
+
+def test_a_state_file_with_unicode_text_arrays_still_loads(tmp_path: Path) -> None:
+    """Files saved before names and file sources were stored NUL-joined (fixed-width unicode arrays)."""
+    values = copies(50)
+    names = [f"{i}.jpg" for i in range(50)]
+    state = find_duplicates(names, np.ones((50, 4), np.float32), names, None, hashes=hashes_of(values)).state
+    state.file_hashes = pd.DataFrame(
+        {"source": ["a/ü.jpg", "b.jpg"], "size": [3, 4], "mtime_ns": [5, 6], "sha256": ["ab" * 32, "cd" * 32]}
+    )
+    new = State.load(_saved(state, tmp_path))
+    assert new is not None and new.names == names
+    pd.testing.assert_frame_equal(new.file_hashes, state.file_hashes, check_dtype=False)
+    path = tmp_path / "old.npz"
+    with np.load(_saved(state, tmp_path), allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files if k not in ("names_text", "names_count", "hash_sources_text")}
+    np.savez(path, names=np.array(names, dtype=np.str_), hash_sources=np.array(["a/ü.jpg", "b.jpg"]), **arrays)
+    old = State.load(path)
+    assert old is not None and old.names == names and old.digests == state.digests
+    pd.testing.assert_frame_equal(old.file_hashes, state.file_hashes, check_dtype=False)
+    assert old.visual.pairs.tolist() == state.visual.pairs.tolist()
