@@ -56,3 +56,27 @@ def test_stored_vectors_read_as_a_matrix_and_compared(tmp_path: Path) -> None:
     compared = differing(stored, wider)  # another network's width: every stored vector is replaced
     assert compared is not None
     assert compared[0] == ids and not compared[1].any()
+
+
+def test_the_samples_a_tag_lacks_are_found_in_the_database(tmp_path: Path) -> None:
+    """`tag_samples` links only what a tag lacks: asked through the ids registered as a table (DuckDB), the same
+    answer as reading the tag's links back."""
+    from lightly_assets.publish.studio.steps import _not_tagged, _tagged
+
+    dataset_dir, db, csv = tmp_path / "animals", tmp_path / "s.db", tmp_path / "animals.csv"
+    make_cats_and_dogs(dataset_dir)
+    target = StudioTarget(db_file=db, dataset_name="animals")
+    index = frame_index(image_rows(dataset_dir))
+    write_csv(index, csv)
+    upload_dataset(target, dataset_dir, index, csv)
+    with duckdb.connect(str(db), read_only=True) as con:
+        tag_id, tagged = con.execute(
+            "select t.tag_id, list(l.sample_id) from tag t join sampletaglinktable l using (tag_id) "
+            "group by 1 order by count(*) limit 1"
+        ).fetchone() or (None, [])
+        untagged = [i for (i,) in con.execute("select sample_id from sample").fetchall() if i not in set(tagged)]
+    assert tagged and untagged
+    asked = [untagged[0], tagged[0], UUID(int=1), *tagged[1:], *untagged[1:]]
+    with connected(target) as session:
+        assert set(_tagged(session, tag_id)) == set(tagged)
+        assert _not_tagged(session, tag_id, asked) == [untagged[0], UUID(int=1), *untagged[1:]]

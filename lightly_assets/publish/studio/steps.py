@@ -10,6 +10,7 @@ from uuid import UUID
 import numpy as np
 
 from lightly_assets.publish.studio.embedder import space_key
+from lightly_assets.publish.studio.id_relation import id_table
 from lightly_assets.publish.studio.stored import differing, read_stored
 from lightly_assets.publish.studio.target import MISSING_TAG, StudioDataset
 
@@ -66,10 +67,26 @@ def tag_samples(session: Session, collection_id: UUID, by_tag: dict[str, list[UU
         if not sample_ids:
             continue
         tag_id = _tag(session, collection_id, name)
-        linked = _tagged(session, tag_id)
-        todo = [sample_id for sample_id in sample_ids if sample_id not in linked]
+        todo = _not_tagged(session, tag_id, sample_ids)
         if todo:
             tag_resolver.add_sample_ids_to_tag_id(session=session, tag_id=tag_id, sample_ids=todo)
+
+
+def _not_tagged(session: Session, tag_id: UUID, sample_ids: list[UUID]) -> list[UUID]:
+    """Which of `sample_ids` the tag lacks: asked of the database when the ids can be a table there (a million
+    links read back took 11 s), else by reading the tag's links."""
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
+    from lightly_studio.models.sample import SampleTagLinkTable
+    from sqlmodel import and_, col, select
+
+    with id_table(session, sample_ids) as ids:
+        if ids is not None:
+            link = and_(col(SampleTagLinkTable.sample_id) == ids.c.sample_id, col(SampleTagLinkTable.tag_id) == tag_id)
+            query = select(ids.c.sample_id).outerjoin(SampleTagLinkTable, link)
+            lacking = {str(i) for i in session.exec(query.where(col(SampleTagLinkTable.sample_id).is_(None))).all()}
+            return [sample_id for sample_id in sample_ids if str(sample_id) in lacking] if lacking else []
+    linked = _tagged(session, tag_id)
+    return [sample_id for sample_id in sample_ids if sample_id not in linked]
 
 
 def _tagged(session: Session, tag_id: UUID) -> set[UUID]:
