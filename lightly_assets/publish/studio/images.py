@@ -11,6 +11,7 @@ from uuid import UUID
 import numpy as np
 from PIL import Image
 
+from lightly_assets.publish.studio.bulk_reads import read_paths
 from lightly_assets.publish.studio.plan import ImageRow
 from lightly_assets.publish.studio.steps import (
     Outcome,
@@ -37,11 +38,13 @@ def paths_in(session: Session, collection_id: UUID, table: Any, only: Sequence[s
         .join(SampleTable, col(SampleTable.sample_id) == col(table.sample_id))
         .where(col(SampleTable.collection_id) == collection_id)
     )
-    if only is None:
-        return dict(session.exec(query).all())
-    if len(only) > _SCAN_ABOVE:
-        wanted = set(only)
-        return {path: sample_id for path, sample_id in session.exec(query).all() if path in wanted}
+    if only is None or len(only) > _SCAN_ABOVE:
+        everything = read_paths(session, collection_id, table)
+        if everything is None:
+            everything = dict(session.exec(query).all())
+        if only is None:
+            return everything
+        return {path: everything[path] for path in only if path in everything}
     found: dict[str, UUID] = {}
     for start in range(0, len(only), _PATHS_PER_QUERY):
         chunk = list(only[start : start + _PATHS_PER_QUERY])

@@ -9,9 +9,9 @@ from uuid import UUID
 
 import numpy as np
 
+from lightly_assets.publish.studio.bulk_reads import differing, read_stored
 from lightly_assets.publish.studio.embedder import space_key
 from lightly_assets.publish.studio.id_relation import id_table
-from lightly_assets.publish.studio.stored import differing, read_stored
 from lightly_assets.publish.studio.target import MISSING_TAG, StudioDataset
 
 if TYPE_CHECKING:

@@ -1,5 +1,6 @@
-"""A collection's stored vectors read as one matrix (publish/studio/stored.py) against a real LightlyStudio DuckDB
-file: the same vectors as plain DuckDB reads, and what a re-run would replace or add."""
+"""Bulk reads and joins of a collection in DuckDB (publish/studio/bulk_reads.py, id_relation.py) against a real
+LightlyStudio database file: the same vectors and paths as plain DuckDB reads, what a re-run would replace or add, what
+a tag lacks."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 
 from lightly_assets.publish.studio import StudioTarget, upload_dataset
+from lightly_assets.publish.studio.bulk_reads import differing, read_paths, read_stored
 from lightly_assets.publish.studio.database import connected
-from lightly_assets.publish.studio.stored import differing, read_stored
 from lightly_assets_tests.media import make_cats_and_dogs
 from lightly_assets_tests.tables import frame_index, image_rows, write_csv
 
@@ -33,8 +34,14 @@ def test_stored_vectors_read_as_a_matrix_and_compared(tmp_path: Path) -> None:
     with duckdb.connect(str(db), read_only=True) as con:
         plain = dict(con.execute("select sample_id::varchar, embedding from sample_embedding").fetchall())
         (model_id,) = con.execute("select distinct embedding_model_id from sample_embedding").fetchone() or (None,)
+    with duckdb.connect(str(db), read_only=True) as con:
+        plain_paths = dict(con.execute("select file_path_abs, sample_id from image").fetchall())
     with connected(target) as session:
+        from lightly_studio.models.image import ImageTable
+
         stored = read_stored(session, collection_id, model_id)
+        assert read_paths(session, collection_id, ImageTable) == plain_paths
+        assert len(plain_paths) == 6 and read_paths(session, UUID(int=3), ImageTable) == {}
     assert stored is not None and len(stored.ids) == len(plain) == 6
     for sample_id, row in zip(stored.ids, stored.matrix, strict=True):
         assert np.array_equal(row, np.asarray(plain[sample_id], dtype=np.float32))
