@@ -29,6 +29,7 @@ LAZY = {  # top-level packages a function may import itself
     "scipy",
     "botocore",  # S3 only
     "av",  # PyAV (0.1 s): only where a video is opened, so a run of photos never loads it
+    "pyarrow",  # the embeddings CSV's reader and DuckDB's bulk reads: not at the definitions' load
 }
 # Our modules that import torch at module level, imported lazily by the warm path's modules and the definitions.
 LAZY_OURS = {
