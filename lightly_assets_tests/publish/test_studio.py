@@ -25,15 +25,11 @@ import pytest
 from lightly_assets.publish.studio import MISSING_TAG, StudioError, StudioTarget, count_in_studio, upload_dataset
 from lightly_assets_tests import REPO
 from lightly_assets_tests.media import make_cats_and_dogs, make_video, shaded_image
+from lightly_assets_tests.publish import STUDIO_TEST
 from lightly_assets_tests.servers import free_port, get_json, http, start_gui, stop, wait_healthy
 from lightly_assets_tests.tables import frame_index, image_rows, video_rows, write_csv
 
-# Raised inside lightly_studio 1.2.0 itself on every dataset creation.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:The `objects` parameter of `Session.flush` is deprecated"),
-    pytest.mark.lightly_studio,
-    pytest.mark.usefixtures("no_builtin_embedder"),
-]
+pytestmark = STUDIO_TEST
 
 
 # ---------------------------------------------------------------------------------------------------------

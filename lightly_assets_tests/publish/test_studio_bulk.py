@@ -9,19 +9,15 @@ from uuid import UUID
 
 import duckdb
 import numpy as np
-import pytest
 
 from lightly_assets.publish.studio import StudioTarget, upload_dataset
 from lightly_assets.publish.studio.bulk_reads import differing, read_paths, read_stored
 from lightly_assets.publish.studio.database import connected
 from lightly_assets_tests.media import make_cats_and_dogs
+from lightly_assets_tests.publish import STUDIO_TEST
 from lightly_assets_tests.tables import frame_index, image_rows, write_csv
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:The `objects` parameter of `Session.flush` is deprecated"),
-    pytest.mark.lightly_studio,
-    pytest.mark.usefixtures("no_builtin_embedder"),
-]
+pytestmark = STUDIO_TEST
 
 
 def test_stored_vectors_read_as_a_matrix_and_compared(tmp_path: Path) -> None:

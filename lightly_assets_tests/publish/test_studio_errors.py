@@ -16,15 +16,11 @@ import pytest
 from lightly_assets.publish.studio import StudioError, StudioTarget, upload_dataset
 from lightly_assets.publish.studio.browse import QuietAnalytics404, gui_base_url, links, quiet_logs
 from lightly_assets_tests.media import make_cats_and_dogs
+from lightly_assets_tests.publish import STUDIO_TEST
 from lightly_assets_tests.servers import free_port
 from lightly_assets_tests.tables import frame_index, image_rows, write_csv
 
-# Raised inside lightly_studio 1.2.0 itself on every dataset creation.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:The `objects` parameter of `Session.flush` is deprecated"),
-    pytest.mark.lightly_studio,
-    pytest.mark.usefixtures("no_builtin_embedder"),
-]
+pytestmark = STUDIO_TEST
 
 
 # ---------------------------------------------------------------------------------------------------------

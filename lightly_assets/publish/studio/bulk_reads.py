@@ -27,10 +27,19 @@ class StoredVectors:
     matrix: np.ndarray
 
 
+def duckdb_connection(session: Session) -> Any | None:
+    """The DuckDB connection under the session (duckdb_engine's wrapper; it sees the session's transaction), or
+    None on another database."""
+    if session.get_bind().dialect.name != "duckdb":
+        return None
+    return session.connection().connection.dbapi_connection
+
+
 def read_stored(session: Session, collection_id: UUID, model_id: UUID) -> StoredVectors | None:
     """Every vector of `model_id` stored for the collection's samples; None where this fast read does not apply
     (not DuckDB, or vectors of different lengths): then the caller reads them through LightlyStudio."""
-    if session.get_bind().dialect.name != "duckdb":
+    connection = duckdb_connection(session)
+    if connection is None:
         return None
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.sample import SampleTable
@@ -41,12 +50,13 @@ def read_stored(session: Session, collection_id: UUID, model_id: UUID) -> Stored
         f"JOIN {SampleTable.__tablename__} s ON e.sample_id = s.sample_id "
         "WHERE s.collection_id = ? AND e.embedding_model_id = ?"
     )
-    return _as_matrix(_arrow(session, sql, [collection_id, model_id]))
+    return _as_matrix(_arrow(connection, sql, [collection_id, model_id]))
 
 
 def read_paths(session: Session, collection_id: UUID, table: Any) -> dict[str, UUID] | None:
     """File path → sample id of the images or videos (`table`) of one collection; None outside DuckDB."""
-    if session.get_bind().dialect.name != "duckdb":
+    connection = duckdb_connection(session)
+    if connection is None:
         return None
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.sample import SampleTable
@@ -55,14 +65,13 @@ def read_paths(session: Session, collection_id: UUID, table: Any) -> dict[str, U
         f"SELECT t.file_path_abs, t.sample_id FROM {table.__tablename__} t "
         f"JOIN {SampleTable.__tablename__} s ON t.sample_id = s.sample_id WHERE s.collection_id = ?"
     )
-    found = _arrow(session, sql, [collection_id])
+    found = _arrow(connection, sql, [collection_id])
     return dict(zip(found.column(0).to_pylist(), map(UUID, found.column(1).to_pylist()), strict=True))
 
 
-def _arrow(session: Session, sql: str, parameters: list[Any]) -> Any:
-    """The query's result as one Arrow table, on the session's own connection (its transaction's view)."""
-    raw: Any = session.connection().connection.dbapi_connection  # duckdb_engine's wrapper of the DuckDB connection
-    result = raw.execute(sql, parameters)
+def _arrow(connection: Any, sql: str, parameters: list[Any]) -> Any:
+    """The query's result as one Arrow table."""
+    result = connection.execute(sql, parameters)
     to_table = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table  # the older name before 1.4
     return to_table()
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from uuid import UUID
+
+from lightly_assets.publish.studio.bulk_reads import duckdb_connection
 
 if TYPE_CHECKING:
     from sqlalchemy import Subquery
@@ -22,14 +24,14 @@ if TYPE_CHECKING:
 def id_table(session: Session, sample_ids: Sequence[UUID]) -> Iterator[Subquery | None]:
     """A relation of one UUID column `sample_id` holding `sample_ids` (each once), while the block runs; None
     outside DuckDB."""
-    if session.get_bind().dialect.name != "duckdb":
+    raw = duckdb_connection(session)
+    if raw is None:
         yield None
         return
     import pyarrow as pa  # with DuckDB's Arrow interface
     from sqlalchemy import String, Uuid, cast, column, select, table
 
     name = f"lightly_assets_ids_{uuid.uuid4().hex}"
-    raw: Any = session.connection().connection.dbapi_connection  # duckdb_engine's wrapper of the connection
     text = list(dict.fromkeys(str(i) for i in sample_ids))
     raw.register(name, pa.table({"sample_id": pa.array(text, type=pa.string())}))
     try:

@@ -146,11 +146,26 @@ def sync_embeddings(
     With `collection_id` (the collection `wanted` covers), the stored vectors are read with one query over the
     collection rather than in lists of ids, and compared as one matrix: a rerun with a few new files stays cheap.
     """
+    stale, todo = _compare_stored(session, model_id, wanted, collection_id)
+    if stale:
+        _delete_embeddings(session, model_id, stale)
+    if todo:
+        store(todo)
+
+
+def _compare_stored(
+    session: Session, model_id: UUID, wanted: dict[UUID, np.ndarray], collection_id: UUID | None
+) -> tuple[list[UUID], list[UUID]]:
+    """(Stored vectors that differ from the wanted ones, wanted ids to store): read as one matrix where that
+    applies (a collection in DuckDB), else as LightlyStudio's rows."""
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.resolvers import sample_embedding_resolver
 
-    if collection_id is not None and _sync_as_matrix(session, model_id, wanted, store, collection_id):
-        return
+    matrix = read_stored(session, collection_id, model_id) if collection_id is not None else None
+    compared = differing(matrix, wanted) if matrix is not None else None
+    if compared is not None:
+        stale, done = compared
+        return stale, [sample_id for sample_id, kept in zip(wanted, done.tolist(), strict=True) if not kept]
     if collection_id is not None:
         stored = [
             row
@@ -164,33 +179,8 @@ def sync_embeddings(
             session=session, sample_ids=list(wanted), embedding_model_id=model_id
         )
     stale = _differing(stored, wanted)
-    if stale:
-        _delete_embeddings(session, model_id, stale)
     done = {row.sample_id for row in stored} - set(stale)
-    todo = [sample_id for sample_id in wanted if sample_id not in done]
-    if todo:
-        store(todo)
-
-
-def _sync_as_matrix(
-    session: Session,
-    model_id: UUID,
-    wanted: dict[UUID, np.ndarray],
-    store: Callable[[list[UUID]], None],
-    collection_id: UUID,
-) -> bool:
-    """`sync_embeddings` with the stored vectors read as one matrix; False where that read does not apply."""
-    stored = read_stored(session, collection_id, model_id)
-    compared = differing(stored, wanted) if stored is not None else None
-    if compared is None:
-        return False
-    stale, done = compared
-    if stale:
-        _delete_embeddings(session, model_id, stale)
-    todo = [sample_id for sample_id, kept in zip(wanted, done.tolist(), strict=True) if not kept]
-    if todo:
-        store(todo)
-    return True
+    return stale, [sample_id for sample_id in wanted if sample_id not in done]
 
 
 def _differing(stored: list, wanted: dict[UUID, np.ndarray]) -> list[UUID]:
