@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightly_assets.dataset.scan import DatasetError, is_hidden
+from lightly_assets.dataset.scan import DatasetError, fingerprint_digest, fingerprint_line, is_hidden, is_link
 
 # Dagster refuses these in partition keys; a comma also breaks Dagster's multi-key selection syntax in the UI.
 _FORBIDDEN = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0", ",", "[", "]")
@@ -62,11 +62,15 @@ def fingerprint(dataset_dir: Path | str) -> str:
     """Hash of relative names, sizes and modification times of every non-hidden entry; reads no file contents.
 
     The walk is `os.walk`'s (top-down, symlinked folders listed but not entered), with folders and files sorted;
-    it runs on every sensor tick and every `file_index`, so it uses `os.scandir` with plain string paths (one
-    stat per file, no `relpath`) and hashes a folder's lines at once.
+    it runs on every sensor tick, so it uses `os.scandir` with plain string paths (one stat per file, no
+    `relpath`). `file_index` gets the same hash from its own scan's stats (`ScanResult.fingerprint`).
     """
-    digest = hashlib.sha256()
     root = os.fspath(dataset_dir)
+    return fingerprint_digest(_lines_per_folder(root), root)
+
+
+def _lines_per_folder(root: str) -> Iterator[list[str]]:
+    """Each folder's lines, in `os.walk`'s order with names sorted, one folder at a time."""
     stack = [("", root)]
     while stack:
         prefix, folder = stack.pop()
@@ -86,28 +90,15 @@ def fingerprint(dataset_dir: Path | str) -> str:
                 continue
             try:
                 st = entry.stat()
-                lines.append(f"{prefix}{name}\0{st.st_size}\0{st.st_mtime_ns}\n")
             except OSError:
-                lines.append(f"{prefix}{name}\0?\n")
-        if lines:
-            digest.update("".join(lines).encode(errors="replace"))
-        stack.extend((f"{prefix}{name}/", entry.path) for name, entry in reversed(dirs) if not _is_link(entry))
-    custom = os.path.join(root, ".lightly", "custom_embeddings.csv")  # hidden, yet an input of the chain
-    if os.path.isfile(custom):
-        st = os.stat(custom)
-        digest.update(f".lightly/custom_embeddings.csv\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
+                st = None
+            lines.append(fingerprint_line(prefix + name, st))
+        yield lines
+        stack.extend((f"{prefix}{name}/", entry.path) for name, entry in reversed(dirs) if not is_link(entry))
 
 
 def _is_dir(entry: os.DirEntry) -> bool:
     try:
         return entry.is_dir()
-    except OSError:
-        return False
-
-
-def _is_link(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_symlink()
     except OSError:
         return False

@@ -9,8 +9,10 @@ silently.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -44,11 +46,13 @@ class Skipped:
 
 @dataclass
 class ScanResult:
-    """The usable files of a dataset (as the `file_index` table) and everything left out."""
+    """The usable files of a dataset (as the `file_index` table), everything left out, and the folder's
+    fingerprint (`roots.fingerprint`) from the same walk's stats, or None where this walk cannot give it."""
 
     files: pd.DataFrame
     skipped: list[Skipped] = field(default_factory=list)
     layout: str = "flat"
+    fingerprint: str | None = None
 
 
 # (name, kind, size, mtime_ns): plain tuples, since the walk makes one per file and sorts them by name.
@@ -62,6 +66,7 @@ class _Folder:
     rel: str
     path: str
     entries: list[_Entry] = field(default_factory=list)
+    lines: list[str] | None = field(default_factory=list)  # the fingerprint's lines; None: reached through a link
 
     def rel_of(self, name: str) -> str:
         return f"{self.rel}/{name}" if self.rel else name
@@ -94,6 +99,31 @@ def _common_kinds() -> dict[str, str]:
     return dict.fromkeys(common, "image") | dict.fromkeys(VIDEO_EXTENSIONS, "video")
 
 
+def fingerprint_line(rel: str, st: os.stat_result | None) -> str:
+    """One non-folder entry in a dataset's fingerprint: its relative path, size and modification time."""
+    return f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n" if st is not None else f"{rel}\0?\n"
+
+
+def fingerprint_digest(blocks: Iterable[list[str]], root: str) -> str:
+    """The fingerprint of the folders' lines, in `os.walk`'s order (top-down, folders and files sorted by name),
+    and of the custom embeddings file (hidden, yet an input of the chain)."""
+    digest = hashlib.sha256()
+    for lines in blocks:
+        if lines:
+            digest.update("".join(lines).encode(errors="replace"))
+    custom = os.path.join(root, ".lightly", "custom_embeddings.csv")
+    if os.path.isfile(custom):
+        digest.update(fingerprint_line(".lightly/custom_embeddings.csv", os.stat(custom)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _walk_fingerprint(folders: list[_Folder], root: str) -> str:
+    """The fingerprint from the walk's own stats: folders in preorder with sorted names (their path components
+    sorted), lines sorted (a line sorts as its name: NUL ends the name)."""
+    walked = sorted((f for f in folders if f.lines is not None), key=lambda f: f.rel.split("/") if f.rel else [])
+    return fingerprint_digest((sorted(f.lines or ()) for f in walked), root)
+
+
 def _utf8(name: str) -> bool:
     try:
         name.encode("utf-8")
@@ -102,30 +132,33 @@ def _utf8(name: str) -> bool:
     return True
 
 
-def _walk(root: str, skipped: list[Skipped]) -> list[_Folder]:
-    """Scan every folder below `root`, following symlinks like torchvision does, but never in a loop.
+def _walk(root: str, skipped: list[Skipped]) -> tuple[list[_Folder], bool]:
+    """Scan every folder below `root`, following symlinks like torchvision does, but never in a loop; also whether
+    the walk saw every folder the fingerprint enters (`os.walk`'s: symlinked folders listed, not entered).
 
-    This is the hot loop of `file_index` (one stat per file is the floor for sizes and times), so it works on
-    plain strings: no relpath, no Path objects.
+    This is the hot loop of `file_index` (one stat per file is the floor for sizes and times, and the fingerprint's
+    lines come from the same stats), so it works on plain strings: no relpath, no Path objects.
     """
     kinds, complete = _common_kinds(), False  # every extension Pillow opens only once one is not a common one
     root_stat = os.stat(root)
-    stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
-        ("", root, frozenset({(root_stat.st_dev, root_stat.st_ino)}))
+    stack: list[tuple[str, str, frozenset[tuple[int, int]], bool]] = [
+        ("", root, frozenset({(root_stat.st_dev, root_stat.st_ino)}), False)
     ]
     folders: list[_Folder] = []
+    fingerprinted = True
     while stack:
-        rel_folder, folder, seen = stack.pop()
+        rel_folder, folder, seen, linked = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = list(it)
         except OSError as exc:
             skipped.append(Skipped(rel_folder, f"folder cannot be read: {exc.strerror or exc}"))
             continue
-        current = _Folder(rel_folder, folder)
+        current = _Folder(rel_folder, folder, lines=None if linked else [])
         folders.append(current)
         prefix = rel_folder + "/" if rel_folder else ""
         append = current.entries.append
+        line = current.lines.append if current.lines is not None else _no_line
         for entry in entries:
             name = entry.name
             if name[0] == ".":
@@ -140,30 +173,37 @@ def _walk(root: str, skipped: list[Skipped]) -> list[_Folder]:
                     st = entry.stat()
                 except OSError as exc:
                     skipped.append(Skipped(prefix + name, _stat_problem(entry, exc)))
+                    line(f"{prefix}{name}\0?\n")
                     continue
+                line(f"{prefix}{name}\0{st.st_size}\0{st.st_mtime_ns}\n")  # fingerprint_line's, inlined
                 if st.st_size:
                     append((name, kind, st.st_size, st.st_mtime_ns))
                 else:
                     skipped.append(Skipped(prefix + name, "empty file (0 bytes)"))
                 continue
             rel = prefix + name
-            if not _utf8(name):
-                shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # bad\xff.jpg
-                skipped.append(Skipped(shown, "name is not valid UTF-8"))
-                continue
             try:
                 st = entry.stat()
             except OSError as exc:
-                skipped.append(Skipped(rel, _stat_problem(entry, exc)))
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                key = (st.st_dev, st.st_ino)
-                if key in seen:
+                st, problem = None, _stat_problem(entry, exc)
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                key, link = (st.st_dev, st.st_ino), is_link(entry)
+                if not _utf8(name) or key in seen or kind == "video":
+                    fingerprinted = fingerprinted and link  # a folder the fingerprint enters, not walked here
+                if not _utf8(name):
+                    skipped.append(Skipped(_shown(rel), "name is not valid UTF-8"))
+                elif key in seen:
                     skipped.append(Skipped(rel, "symlink loop: folder links back to one of its parents"))
                 elif kind == "video":
                     skipped.append(Skipped(rel, "is a folder, not a video file"))
                 else:
-                    stack.append((rel, entry.path, seen | {key}))
+                    stack.append((rel, entry.path, seen | {key}, linked or link))
+                continue
+            line(fingerprint_line(rel, st))
+            if not _utf8(name):
+                skipped.append(Skipped(_shown(rel), "name is not valid UTF-8"))
+            elif st is None:
+                skipped.append(Skipped(rel, problem))
             elif kind is None:
                 skipped.append(Skipped(rel, "unsupported file type"))
             elif not stat.S_ISREG(st.st_mode):
@@ -172,7 +212,24 @@ def _walk(root: str, skipped: list[Skipped]) -> list[_Folder]:
                 skipped.append(Skipped(rel, "empty file (0 bytes)"))
             else:
                 append((name, kind, st.st_size, st.st_mtime_ns))
-    return folders
+    return folders, fingerprinted
+
+
+def _no_line(line: str) -> None:
+    """Folders reached through a symlink are not in the fingerprint."""
+
+
+def _shown(rel: str) -> str:
+    """A path that is not valid UTF-8, shown with its bad bytes escaped (bad\\xff.jpg)."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_link(entry: os.DirEntry) -> bool:
+    """`DirEntry.is_symlink`, False where it cannot tell."""
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
 
 
 def _is_file(entry: os.DirEntry) -> bool:
@@ -307,12 +364,13 @@ def scan_dataset(dataset_dir: Path | str, verify: bool = False, workers: int = 8
     if not os.path.isdir(root):
         raise DatasetError(root, "is not a folder")
     skipped: list[Skipped] = []
-    folders = _walk(root, skipped)
+    folders, fingerprinted = _walk(root, skipped)
+    seen = _walk_fingerprint(folders, root) if fingerprinted else None
     if verify:
         _verify(folders, skipped, workers)
     files, layout = _label(folders, skipped, os.path.basename(os.path.normpath(root)))
     skipped.sort(key=lambda s: s.path)
-    return ScanResult(files=files, skipped=skipped, layout=layout)
+    return ScanResult(files=files, skipped=skipped, layout=layout, fingerprint=seen)
 
 
 def require_usable(result: ScanResult, dataset_dir: Path | str) -> None:

@@ -51,9 +51,12 @@ class FileIndexConfig(Config):
 def file_index(context: AssetExecutionContext, config: FileIndexConfig, storage: StorageResource):
     """Every usable image and video of the dataset with its weak label, in Lightly's order."""
     folder = storage.dataset_dir(context.partition_key)
-    files_seen = fingerprint(folder)  # taken before the scan: a file changed meanwhile makes the sensor run again
     with user_errors():
         result = scan_dataset(folder, verify=config.verify_images)
+        files_seen = result.fingerprint  # the scan's own stats: a file changed since makes the sensor run again
+        if files_seen is None:  # a folder the sensor's walk enters and the scan does not: its own walk, then
+            files_seen = fingerprint(folder)  # the scan again, so the fingerprint is not newer than the files
+            result = scan_dataset(folder, verify=config.verify_images)
         require_usable(result, folder)
     files = result.files
     for s in result.skipped:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lightly_assets.dataset.roots import fingerprint
 from lightly_assets.dataset.scan import DatasetError, require_usable, scan_dataset
 from lightly_assets_tests.media import make_image
 from lightly_assets_tests.reference import lightly_view
@@ -161,3 +162,34 @@ def test_missing_folder_and_empty_dataset_name_the_path(tmp_path: Path) -> None:
     result = scan_dataset(empty)
     with pytest.raises(DatasetError, match=r"empty: no usable image or video file \(readme.txt: unsupported"):
         require_usable(result, empty)
+
+
+def test_scan_gives_the_sensor_walks_fingerprint(image_tree) -> None:
+    """`file_index` takes the fingerprint from its own scan: the same hash as the sensor's walk (roots.fingerprint)
+    for hidden, empty, unsupported and symlinked entries, folders entered through a link, names that are not
+    UTF-8 and the custom embeddings file; it changes with a file's size or time."""
+    root = image_tree(["cats/a.jpg", "cats/deep/b.png", "dogs/c.jpg", ".cache/x.jpg"])
+    (root / "cats" / "empty.jpg").write_bytes(b"")
+    (root / "dogs" / "notes.txt").write_text("stray")
+    (root / "dogs" / ".hidden.jpg").write_text("x")
+    os.symlink(root / "cats" / "a.jpg", root / "dogs" / "link.jpg")
+    os.symlink(root / "missing.jpg", root / "dogs" / "dangling.jpg")
+    os.symlink(root / "cats" / "deep", root / "dogs" / "linked-folder")  # the scan enters it, the sensor does not
+    os.symlink(root, root / "cats" / "loop")
+    (root / "dogs" / os.fsdecode(b"bad\xff.jpg")).write_bytes(b"x")
+    (root / ".lightly").mkdir()
+    (root / ".lightly" / "custom_embeddings.csv").write_text("filenames,embedding_0,labels\n")
+    result = scan_dataset(root)
+    assert result.fingerprint == fingerprint(root)
+    assert "dogs/linked-folder/b.png" in result.files["filename"].tolist()
+    os.utime(root / "dogs" / "c.jpg", ns=(1, 1))
+    changed = scan_dataset(root).fingerprint
+    assert changed == fingerprint(root) != result.fingerprint
+
+
+def test_scan_leaves_the_fingerprint_to_the_sensor_walk_where_it_skips_a_folder(image_tree) -> None:
+    """A folder named like a video is not scanned but is in the sensor's walk: no fingerprint from the scan."""
+    root = image_tree(["a.jpg"])
+    (root / "clip.mp4").mkdir()
+    make_image(root / "clip.mp4" / "inside.jpg")
+    assert scan_dataset(root).fingerprint is None
