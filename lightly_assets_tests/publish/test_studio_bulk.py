@@ -36,8 +36,11 @@ def test_stored_vectors_read_as_a_matrix_and_compared(tmp_path: Path) -> None:
         from lightly_studio.models.image import ImageTable
 
         stored = read_stored(session, collection_id, model_id)
-        assert read_paths(session, collection_id, ImageTable) == plain_paths
-        assert len(plain_paths) == 6 and read_paths(session, UUID(int=3), ImageTable) == {}
+        paths = read_paths(session, collection_id, ImageTable)
+        assert paths is not None and dict(zip(paths.paths, map(UUID, paths.ids), strict=True)) == plain_paths
+        assert paths.lookup([*plain_paths, "/nowhere.jpg"]).tolist() == [*map(str, plain_paths.values()), None]
+        elsewhere = read_paths(session, UUID(int=3), ImageTable)
+        assert len(plain_paths) == 6 and elsewhere is not None and len(elsewhere.paths) == 0
     assert stored is not None and len(stored.ids) == len(plain) == 6
     for sample_id, row in zip(stored.ids, stored.matrix, strict=True):
         assert np.array_equal(row, np.asarray(plain[sample_id], dtype=np.float32))
@@ -49,16 +52,18 @@ def test_stored_vectors_read_as_a_matrix_and_compared(tmp_path: Path) -> None:
     del wanted[ids[3]]  # stored, no longer wanted: left to the missing tag
     new = UUID(int=7)
     wanted[new] = np.zeros(stored.matrix.shape[1], dtype=np.float32)  # not stored yet
-    compared = differing(stored, wanted)
-    assert compared is not None
-    stale, done = compared
-    assert stale == [ids[1]]
-    assert dict(zip(wanted, done.tolist(), strict=True)) == {i: i not in (ids[1], new) for i in wanted}
+    keys = list(wanted)
+    for vectors in (list(wanted.values()), np.stack(list(wanted.values()))):  # one per sample, or a matrix
+        compared = differing(stored, [str(k) for k in keys[:2]] + keys[2:], vectors)  # UUIDs or their text
+        assert compared is not None
+        stale, done = compared
+        assert stale.tolist() == [keys.index(ids[1])]
+        assert dict(zip(keys, done.tolist(), strict=True)) == {i: i not in (ids[1], new) for i in wanted}
 
-    wider = {sample_id: np.zeros(stored.matrix.shape[1] + 1, dtype=np.float32) for sample_id in ids}
-    compared = differing(stored, wider)  # another network's width: every stored vector is replaced
+    wider = [np.zeros(stored.matrix.shape[1] + 1, dtype=np.float32) for _ in ids]
+    compared = differing(stored, ids, wider)  # another network's width: every stored vector is replaced
     assert compared is not None
-    assert compared[0] == ids and not compared[1].any()
+    assert sorted(compared[0].tolist()) == list(range(len(ids))) and not compared[1].any()
 
 
 def test_the_samples_a_tag_lacks_are_found_in_the_database(tmp_path: Path) -> None:
@@ -83,3 +88,5 @@ def test_the_samples_a_tag_lacks_are_found_in_the_database(tmp_path: Path) -> No
     with connected(target) as session:
         assert set(_tagged(session, tag_id)) == set(tagged)
         assert _not_tagged(session, tag_id, asked) == [untagged[0], UUID(int=1), *untagged[1:]]
+        as_text = [str(i) for i in asked]  # the ids as DuckDB's bulk reads give them: the same answer, as text
+        assert _not_tagged(session, tag_id, as_text) == [str(i) for i in (untagged[0], UUID(int=1), *untagged[1:])]

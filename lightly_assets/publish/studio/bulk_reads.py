@@ -8,12 +8,15 @@ LightlyStudio's resolver already reads pgvector's binary form).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import numpy as np
 import pandas as pd
+
+from lightly_assets.publish.studio.sample_ids import PathIds, SampleId, as_text
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -53,8 +56,8 @@ def read_stored(session: Session, collection_id: UUID, model_id: UUID) -> Stored
     return _as_matrix(_arrow(connection, sql, [collection_id, model_id]))
 
 
-def read_paths(session: Session, collection_id: UUID, table: Any) -> dict[str, UUID] | None:
-    """File path → sample id of the images or videos (`table`) of one collection; None outside DuckDB."""
+def read_paths(session: Session, collection_id: UUID, table: Any) -> PathIds | None:
+    """The file paths and sample ids of the images or videos (`table`) of one collection; None outside DuckDB."""
     connection = duckdb_connection(session)
     if connection is None:
         return None
@@ -66,7 +69,7 @@ def read_paths(session: Session, collection_id: UUID, table: Any) -> dict[str, U
         f"JOIN {SampleTable.__tablename__} s ON t.sample_id = s.sample_id WHERE s.collection_id = ?"
     )
     found = _arrow(connection, sql, [collection_id])
-    return dict(zip(found.column(0).to_pylist(), map(UUID, found.column(1).to_pylist()), strict=True))
+    return PathIds.of(found.column(0).to_pylist(), found.column(1).to_pylist())
 
 
 def _arrow(connection: Any, sql: str, parameters: list[Any]) -> Any:
@@ -92,17 +95,22 @@ def _as_matrix(table: Any) -> StoredVectors | None:
     return StoredVectors(ids, values.reshape(len(vectors), int(lengths[0])))
 
 
-def differing(stored: StoredVectors, wanted: dict[UUID, np.ndarray]) -> tuple[list[UUID], np.ndarray] | None:
-    """(Wanted sample ids whose stored vector differs, `np.allclose` at atol 1e-6; which wanted ids have their
-    vector stored, a mask in `wanted`'s order). None when the wanted vectors are not of one length."""
-    keys = list(wanted)
-    at = pd.Index([str(key) for key in keys]).get_indexer(stored.ids)
+Vectors = np.ndarray | Sequence[np.ndarray]  # a matrix, or one vector per sample where lengths may differ
+
+
+def differing(stored: StoredVectors, ids: Sequence[SampleId], vectors: Vectors) -> tuple[np.ndarray, np.ndarray] | None:
+    """(Rows of `ids` whose stored vector differs, `np.allclose` at atol 1e-6; which rows have their vector stored,
+    a mask). None when the wanted vectors are not of one length."""
+    at = pd.Index(as_text(ids)).get_indexer(stored.ids)
     rows = np.flatnonzero(at >= 0)
     positions = at[rows]
-    try:
-        want = np.stack([wanted[keys[i]] for i in positions]) if len(positions) else None
-    except ValueError:
-        return None
+    if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
+        want = vectors[positions]
+    else:
+        try:
+            want = np.stack([vectors[i] for i in positions]) if len(positions) else None
+        except ValueError:
+            return None
     have = stored.matrix[rows]
     if want is None or want.shape != have.shape:
         same = np.zeros(len(positions), dtype=bool)
@@ -111,6 +119,6 @@ def differing(stored: StoredVectors, wanted: dict[UUID, np.ndarray]) -> tuple[li
         same = (have == want).all(axis=1)  # a re-run's vectors are mostly the very values stored
         near = np.flatnonzero(~same)
         same[near] = np.isclose(have[near], want[near], atol=1e-6).all(axis=1)
-    done = np.zeros(len(keys), dtype=bool)
+    done = np.zeros(len(ids), dtype=bool)
     done[positions[same]] = True
-    return [keys[i] for i in positions[~same]], done
+    return positions[~same], done

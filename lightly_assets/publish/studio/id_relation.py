@@ -11,9 +11,9 @@ import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
-from uuid import UUID
 
 from lightly_assets.publish.studio.bulk_reads import duckdb_connection
+from lightly_assets.publish.studio.sample_ids import SampleId, as_text
 
 if TYPE_CHECKING:
     from sqlalchemy import Subquery
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
-def id_table(session: Session, sample_ids: Sequence[UUID]) -> Iterator[Subquery | None]:
+def id_table(session: Session, sample_ids: Sequence[SampleId]) -> Iterator[Subquery | None]:
     """A relation of one UUID column `sample_id` holding `sample_ids` (each once), while the block runs; None
     outside DuckDB."""
     raw = duckdb_connection(session)
@@ -32,7 +32,7 @@ def id_table(session: Session, sample_ids: Sequence[UUID]) -> Iterator[Subquery 
     from sqlalchemy import String, Uuid, cast, column, select, table
 
     name = f"lightly_assets_ids_{uuid.uuid4().hex}"
-    text = list(dict.fromkeys(str(i) for i in sample_ids))
+    text = list(dict.fromkeys(as_text(sample_ids)))
     raw.register(name, pa.table({"sample_id": pa.array(text, type=pa.string())}))
     try:
         ids = table(name, column("sample_id", String()))

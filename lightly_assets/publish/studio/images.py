@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from lightly_assets.publish.studio.bulk_reads import read_paths
-from lightly_assets.publish.studio.plan import ImageRow
+from lightly_assets.publish.studio.plan import ImageColumns
+from lightly_assets.publish.studio.sample_ids import PathIds, as_uuids
 from lightly_assets.publish.studio.steps import (
     Outcome,
     count_live,
@@ -27,36 +29,47 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
 
+def stored_paths(session: Session, collection_id: UUID, table: Any) -> PathIds:
+    """Every file path of the images or videos (`table`) of one collection, with its sample id."""
+    found = read_paths(session, collection_id, table)
+    if found is not None:
+        return found
+    rows = session.exec(_paths_query(collection_id, table)).all()
+    return PathIds.of([path for path, _ in rows], [sample_id for _, sample_id in rows])
+
+
+def ids_of(session: Session, collection_id: UUID, table: Any, paths: Sequence[str]) -> np.ndarray:
+    """Each path's sample id (text) in the collection, None where it has no such file: one scan of the collection
+    for many paths, lists of them for a few."""
+    if len(paths) > _SCAN_ABOVE:
+        return stored_paths(session, collection_id, table).lookup(paths)
+    query = _paths_query(collection_id, table)
+    found: list[tuple[str, UUID]] = []
+    for start in range(0, len(paths), _PATHS_PER_QUERY):
+        chunk = list(paths[start : start + _PATHS_PER_QUERY])
+        found.extend(session.exec(query.where(table.file_path_abs.in_(chunk))).all())
+    return PathIds.of([path for path, _ in found], [sample_id for _, sample_id in found]).lookup(paths)
+
+
 def paths_in(session: Session, collection_id: UUID, table: Any, only: Sequence[str] | None = None) -> dict[str, UUID]:
     """File path → sample id of the images or videos (`table`) of one collection (`only` these paths, if given)."""
+    if only is None:
+        found = stored_paths(session, collection_id, table)
+        return dict(zip(found.paths, as_uuids(found.ids), strict=True))
+    ids = ids_of(session, collection_id, table, only)
+    return {path: UUID(sample_id) for path, sample_id in zip(only, ids.tolist(), strict=True) if sample_id is not None}
+
+
+def _paths_query(collection_id: UUID, table: Any) -> Any:
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.sample import SampleTable
     from sqlmodel import col, select
 
-    query = (
+    return (
         select(table.file_path_abs, table.sample_id)
         .join(SampleTable, col(SampleTable.sample_id) == col(table.sample_id))
         .where(col(SampleTable.collection_id) == collection_id)
     )
-    if only is None or len(only) > _SCAN_ABOVE:
-        everything = read_paths(session, collection_id, table)
-        if everything is None:
-            everything = dict(session.exec(query).all())
-        if only is None:
-            return everything
-        return {path: everything[path] for path in only if path in everything}
-    found: dict[str, UUID] = {}
-    for start in range(0, len(only), _PATHS_PER_QUERY):
-        chunk = list(only[start : start + _PATHS_PER_QUERY])
-        found.update(session.exec(query.where(col(table.file_path_abs).in_(chunk))).all())
-    return found
-
-
-def _image_paths(session: Session, collection_id: UUID, only: Sequence[str] | None = None) -> dict[str, UUID]:
-    # LightlyStudio takes seconds to import: only uploads and its GUI need it
-    from lightly_studio.models.image import ImageTable
-
-    return paths_in(session, collection_id, ImageTable, only)
 
 
 _PATHS_PER_QUERY = 1000  # paths per IN (...) list when looking up the new rows only
@@ -96,51 +109,48 @@ def add_new_images(session: Session, collection_id: UUID, paths: list[str]) -> N
         )
 
 
-def sync_images(name: str, images: list[ImageRow], dimension: int, space: str | None = None) -> Outcome:
+def sync_images(name: str, images: ImageColumns, dimension: int, space: str | None = None) -> Outcome:
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     import lightly_studio as ls
     from lightly_studio.embed import embedding_storage
+    from lightly_studio.models.image import ImageTable
 
     dataset = ls.ImageDataset.load_or_create(name=name)
     session, collection_id = dataset.session, dataset.collection_id
     model_id = default_model(session, collection_id, dataset.dataset_id, dimension, space)
-    wanted = {image.path: image for image in images}
-    before = _image_paths(session, collection_id)
-    new_paths = [path for path in wanted if path not in before]
-    if new_paths:
+    before = stored_paths(session, collection_id, ImageTable)
+    at = before.positions(images.paths)  # the plan's paths are unique: one row each
+    ids = np.full(len(images), None, dtype=object)
+    ids[at >= 0] = before.ids[at[at >= 0]]
+    new = np.flatnonzero(at < 0)
+    if len(new):
+        new_paths = [images.paths[i] for i in new.tolist()]
         add_new_images(session, collection_id, new_paths)
-    # after the first upload only the new rows are looked up (reading 100,000 paths back takes ~1.2 s)
-    present = (
-        {**before, **_image_paths(session, collection_id, new_paths)}
-        if before
-        else _image_paths(session, collection_id)
-    )
-    live = {path: present[path] for path in wanted if path in present}
-    by_label: dict[str, list[UUID]] = {}
-    for path, sample_id in live.items():
-        by_label.setdefault(wanted[path].label_name, []).append(sample_id)
-    tag_samples(session, collection_id, by_label)
-    missing = [sample_id for path, sample_id in present.items() if path not in wanted]
-    removed = flag_missing(session, collection_id, model_id, missing, list(live.values()))
+        # after the first upload only the new rows are looked up (reading 100,000 paths back takes ~1 s)
+        ids[new] = ids_of(session, collection_id, ImageTable, new_paths)
+    live = np.flatnonzero(pd.notna(ids))
+    live_ids = ids[live].tolist()
+    by_label = pd.Series(live_ids, dtype=object).groupby(images.label_names[live], sort=False).agg(list)
+    tag_samples(session, collection_id, by_label.to_dict())
+    wanted = np.zeros(len(before.ids), dtype=bool)
+    wanted[at[at >= 0]] = True
+    removed = flag_missing(session, collection_id, model_id, as_uuids(before.ids[~wanted]), live_ids)
 
-    vectors = {sample_id: wanted[path].vector for path, sample_id in live.items()}
+    vectors = images.vectors[live]
     sync_embeddings(  # in bulk, as frames: one validated insert of every missing vector, one commit
         session,
         model_id,
+        live_ids,
         vectors,
-        lambda todo: embedding_storage.store_embeddings(
-            session=session,
-            model_id=model_id,
-            sample_ids=todo,
-            embeddings=np.stack([vectors[sample_id] for sample_id in todo]),
-            show_progress=False,
+        lambda todo, rows: embedding_storage.store_embeddings(
+            session=session, model_id=model_id, sample_ids=todo, embeddings=vectors[rows], show_progress=False
         ),
         collection_id,
     )
     samples, embeddings = count_live(session, collection_id)
     return Outcome(
         dataset=StudioDataset(name, "image", str(dataset.dataset_id), str(collection_id), samples, embeddings),
-        added=len(set(present) - set(before)),
+        added=int(pd.notna(ids[new]).sum()),
         removed=removed,
-        unmatched=len(wanted) - len(live),
+        unmatched=len(images) - len(live),
     )

@@ -16,10 +16,15 @@ from lightly_assets.publish.studio.target import REQUIRED_COLUMNS, StudioError
 
 
 @dataclass
-class ImageRow:
-    path: str
-    label_name: str
-    vector: np.ndarray
+class ImageColumns:
+    """The images to upload, column by column (a million row objects took seconds to build and to walk)."""
+
+    paths: list[str]  # absolute, as LightlyStudio stores them
+    label_names: np.ndarray  # object array of str
+    vectors: np.ndarray  # (n, d) float32, row for row
+
+    def __len__(self) -> int:
+        return len(self.paths)
 
 
 @dataclass
@@ -37,7 +42,7 @@ class VideoRow:
 
 @dataclass
 class _Plan:
-    images: list[ImageRow]
+    images: ImageColumns
     videos: list[VideoRow]
     dimension: int
 
@@ -72,28 +77,41 @@ def plan_upload(dataset: str, data_dir: Path, frame_index: pd.DataFrame, csv_pat
     """Join frame_index with the CSV; a sample without a vector (or the reverse) means a stale CSV."""
     columns.require(frame_index, REQUIRED_COLUMNS, f"frame_index of {dataset!r}")
     filenames, vectors = _read_csv(dataset, csv_path)
-    row_of = {name: i for i, name in enumerate(filenames)}
-    index_names = set(frame_index["filename"])
-    absent = [name for name in frame_index["filename"] if name not in row_of]
-    extra = [name for name in filenames if name not in index_names]
-    if absent or extra:
+    names = frame_index["filename"].astype(str).tolist()
+    row_of = pd.Index(filenames).get_indexer(names)  # the CSV's names are unique (checked above)
+    if (row_of < 0).any() or len(names) != len(filenames):
+        absent = [name for name, row in zip(names, row_of.tolist(), strict=True) if row < 0]
+        extra = pd.Index(filenames)[~pd.Index(filenames).isin(names)].tolist()
         raise StudioError(
             dataset,
             f"{csv_path} does not match frame_index ({len(absent)} samples without a CSV row, e.g. "
             f"{absent[:3]}; {len(extra)} CSV rows without a sample, e.g. {extra[:3]}); rebuild the CSV",
         )
+    kind = frame_index["kind"].to_numpy(dtype=object)
+    unknown = np.flatnonzero((kind != "image") & (kind != "video"))
+    if len(unknown):
+        row = unknown[0]
+        raise StudioError(dataset, f"frame_index row {names[row]!r} has unknown kind {kind[row]!r}")
     root = Path(data_dir).absolute()
-    images: list[ImageRow] = []
+    image = kind == "image"
+    images = ImageColumns(
+        paths=absolute_paths(root, frame_index["source"].to_numpy(dtype=object)[image]),
+        label_names=frame_index["label_name"].astype(str).to_numpy(dtype=object)[image],
+        vectors=np.asarray(vectors[row_of[image]], dtype=np.float32),
+    )
+    frames = pd.DataFrame(frame_index.loc[~image])
+    return _Plan(images, _video_rows(dataset, root, frames, vectors, row_of[~image]), vectors.shape[1])
+
+
+def _video_rows(
+    dataset: str, root: Path, frames: pd.DataFrame, vectors: np.ndarray, row_of: np.ndarray
+) -> list[VideoRow]:
+    """One row per video with its frames' vectors by frame number and by pts."""
     videos: dict[str, VideoRow] = {}
     row: Any  # a row of `frame_index` (pandas types itertuples as plain tuples)
-    paths = absolute_paths(root, frame_index["source"])
-    for row, path in zip(frame_index.itertuples(index=False), paths, strict=True):
-        vector = vectors[row_of[row.filename]]
-        if row.kind == "image":
-            images.append(ImageRow(path, str(row.label_name), vector))
-            continue
-        if row.kind != "video":
-            raise StudioError(dataset, f"frame_index row {row.filename!r} has unknown kind {row.kind!r}")
+    paths = absolute_paths(root, frames["source"])
+    for row, path, at in zip(frames.itertuples(index=False), paths, row_of.tolist(), strict=True):
+        vector = vectors[at]
         if _optional_int(row.frame) is None:
             raise StudioError(dataset, f"frame_index row {row.filename!r} is a video frame without a frame number")
         video = videos.setdefault(row.source, VideoRow(path, str(row.label_name), int(row.size), int(row.mtime_ns)))
@@ -101,4 +119,4 @@ def plan_upload(dataset: str, data_dir: Path, frame_index: pd.DataFrame, csv_pat
         pts = _optional_int(row.pts)
         if pts is not None:
             video.by_pts[pts] = vector
-    return _Plan(images=images, videos=list(videos.values()), dimension=int(vectors.shape[1]))
+    return list(videos.values())

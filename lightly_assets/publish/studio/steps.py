@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import numpy as np
 
-from lightly_assets.publish.studio.bulk_reads import differing, read_stored
+from lightly_assets.publish.studio.bulk_reads import Vectors, differing, read_stored
 from lightly_assets.publish.studio.embedder import space_key
 from lightly_assets.publish.studio.id_relation import id_table
+from lightly_assets.publish.studio.sample_ids import SampleId, as_text, as_uuids
 from lightly_assets.publish.studio.target import MISSING_TAG, StudioDataset
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def _tag(session: Session, collection_id: UUID, name: str) -> UUID:
     ).tag_id
 
 
-def tag_samples(session: Session, collection_id: UUID, by_tag: dict[str, list[UUID]]) -> None:
+def tag_samples(session: Session, collection_id: UUID, by_tag: Mapping[str, Sequence[SampleId]]) -> None:
     """Add samples to tags, only those not linked yet: a rerun with a few new files writes a few links."""
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.resolvers import tag_resolver
@@ -69,10 +70,10 @@ def tag_samples(session: Session, collection_id: UUID, by_tag: dict[str, list[UU
         tag_id = _tag(session, collection_id, name)
         todo = _not_tagged(session, tag_id, sample_ids)
         if todo:
-            tag_resolver.add_sample_ids_to_tag_id(session=session, tag_id=tag_id, sample_ids=todo)
+            tag_resolver.add_sample_ids_to_tag_id(session=session, tag_id=tag_id, sample_ids=as_uuids(todo))
 
 
-def _not_tagged(session: Session, tag_id: UUID, sample_ids: list[UUID]) -> list[UUID]:
+def _not_tagged(session: Session, tag_id: UUID, sample_ids: Sequence[SampleId]) -> list[SampleId]:
     """Which of `sample_ids` the tag lacks: asked of the database when the ids can be a table there (a million
     links read back took 11 s), else by reading the tag's links."""
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
@@ -83,10 +84,13 @@ def _not_tagged(session: Session, tag_id: UUID, sample_ids: list[UUID]) -> list[
         if ids is not None:
             link = and_(col(SampleTagLinkTable.sample_id) == ids.c.sample_id, col(SampleTagLinkTable.tag_id) == tag_id)
             query = select(ids.c.sample_id).outerjoin(SampleTagLinkTable, link)
-            lacking = {str(i) for i in session.exec(query.where(col(SampleTagLinkTable.sample_id).is_(None))).all()}
-            return [sample_id for sample_id in sample_ids if str(sample_id) in lacking] if lacking else []
-    linked = _tagged(session, tag_id)
-    return [sample_id for sample_id in sample_ids if sample_id not in linked]
+            lacking = set(as_text(session.exec(query.where(col(SampleTagLinkTable.sample_id).is_(None))).all()))
+            if not lacking:
+                return []
+        else:
+            linked = set(as_text(_tagged(session, tag_id)))
+            lacking = {text for text in as_text(sample_ids) if text not in linked}
+    return [i for i, text in zip(sample_ids, as_text(sample_ids), strict=True) if text in lacking]
 
 
 def _tagged(session: Session, tag_id: UUID) -> set[UUID]:
@@ -114,7 +118,7 @@ def _delete_embeddings(session: Session, model_id: UUID, sample_ids: list[UUID])
 
 
 def flag_missing(
-    session: Session, collection_id: UUID, model_id: UUID, missing: list[UUID], present: list[UUID]
+    session: Session, collection_id: UUID, model_id: UUID, missing: list[UUID], present: Sequence[SampleId]
 ) -> int:
     """Tag samples whose files are gone (and drop their vectors); untag those that came back."""
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
@@ -125,7 +129,8 @@ def flag_missing(
         return 0  # nothing was ever missing: no empty tag in the UI
     tag_id = existing.tag_id if existing is not None else _tag(session, collection_id, MISSING_TAG)
     flagged = _tagged(session, tag_id)
-    returned = [sample_id for sample_id in present if sample_id in flagged]
+    flagged_text = set(as_text(flagged))
+    returned = as_uuids(i for i, text in zip(present, as_text(present), strict=True) if text in flagged_text)
     if returned:
         tag_resolver.remove_sample_ids_from_tag_id(session=session, tag_id=tag_id, sample_ids=returned)
     if missing:
@@ -137,70 +142,75 @@ def flag_missing(
 def sync_embeddings(
     session: Session,
     model_id: UUID,
-    wanted: dict[UUID, np.ndarray],
-    store: Callable[[list[UUID]], None],
+    ids: Sequence[SampleId],
+    vectors: Vectors,
+    store: Callable[[list[UUID], np.ndarray], None],
     collection_id: UUID | None = None,
 ) -> None:
-    """Store vectors that are absent, replace those that differ from the CSV, leave the rest alone.
+    """Store vectors that are absent, replace those that differ from the wanted ones (`vectors`, row for row with
+    `ids`), leave the rest alone. `store` gets the ids to store and their rows.
 
-    With `collection_id` (the collection `wanted` covers), the stored vectors are read with one query over the
+    With `collection_id` (the collection `ids` cover), the stored vectors are read with one query over the
     collection rather than in lists of ids, and compared as one matrix: a rerun with a few new files stays cheap.
     """
-    stale, todo = _compare_stored(session, model_id, wanted, collection_id)
-    if stale:
-        _delete_embeddings(session, model_id, stale)
-    if todo:
-        store(todo)
+    stale, todo = _compare_stored(session, model_id, ids, vectors, collection_id)
+    if len(stale):
+        _delete_embeddings(session, model_id, as_uuids(ids[i] for i in stale.tolist()))
+    if len(todo):
+        store(as_uuids(ids[i] for i in todo.tolist()), todo)
 
 
 def _compare_stored(
-    session: Session, model_id: UUID, wanted: dict[UUID, np.ndarray], collection_id: UUID | None
-) -> tuple[list[UUID], list[UUID]]:
-    """(Stored vectors that differ from the wanted ones, wanted ids to store): read as one matrix where that
+    session: Session, model_id: UUID, ids: Sequence[SampleId], vectors: Vectors, collection_id: UUID | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(Rows whose stored vector differs from the wanted one, rows to store): read as one matrix where that
     applies (a collection in DuckDB), else as LightlyStudio's rows."""
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.resolvers import sample_embedding_resolver
 
     matrix = read_stored(session, collection_id, model_id) if collection_id is not None else None
-    compared = differing(matrix, wanted) if matrix is not None else None
+    compared = differing(matrix, ids, vectors) if matrix is not None else None
     if compared is not None:
         stale, done = compared
-        return stale, [sample_id for sample_id, kept in zip(wanted, done.tolist(), strict=True) if not kept]
+        return stale, np.flatnonzero(~done)
+    row_of = {text: row for row, text in enumerate(as_text(ids))}
     if collection_id is not None:
-        stored = [
-            row
-            for row in sample_embedding_resolver.get_all_by_collection_id(
-                session=session, collection_id=collection_id, embedding_model_id=model_id
-            )
-            if row.sample_id in wanted
-        ]
-    else:
-        stored = sample_embedding_resolver.get_by_sample_ids(
-            session=session, sample_ids=list(wanted), embedding_model_id=model_id
+        rows = sample_embedding_resolver.get_all_by_collection_id(
+            session=session, collection_id=collection_id, embedding_model_id=model_id
         )
-    stale = _differing(stored, wanted)
-    done = {row.sample_id for row in stored} - set(stale)
-    return stale, [sample_id for sample_id in wanted if sample_id not in done]
+    else:
+        rows = sample_embedding_resolver.get_by_sample_ids(
+            session=session, sample_ids=as_uuids(ids), embedding_model_id=model_id
+        )
+    stored = [(row_of[text], row.embedding) for row in rows if (text := str(row.sample_id)) in row_of]
+    stale = _differing(stored, vectors)
+    done = np.zeros(len(ids), dtype=bool)
+    done[[at for at, _ in stored]] = True
+    done[stale] = False
+    return stale, np.flatnonzero(~done)
 
 
-def _differing(stored: list, wanted: dict[UUID, np.ndarray]) -> list[UUID]:
-    """Sample ids whose stored vector is not the wanted one (`np.allclose`, atol 1e-6), row by row."""
+def _differing(stored: Sequence[tuple[int, Any]], vectors: Vectors) -> np.ndarray:
+    """Rows whose stored vector is not the wanted one (`np.allclose`, atol 1e-6), given (row, stored vector)."""
     if not stored:
-        return []
+        return np.zeros(0, dtype=np.int64)
+    rows = np.array([at for at, _ in stored], dtype=np.int64)
     try:
-        have = np.stack([np.asarray(row.embedding, dtype=np.float32) for row in stored])
-        want = np.stack([wanted[row.sample_id] for row in stored]).astype(np.float32, copy=False)
+        have = np.stack([np.asarray(embedding, dtype=np.float32) for _, embedding in stored])
+        want = np.stack([vectors[at] for at in rows.tolist()]).astype(np.float32, copy=False)
     except ValueError:  # vectors of different lengths: compare one by one
         have = want = None
     if have is not None and want is not None and have.shape == want.shape:
-        same = [bool(x) for x in np.atleast_1d(np.isclose(have, want, atol=1e-6).all(axis=1))]
-        return [row.sample_id for row, ok in zip(stored, same, strict=True) if not ok]
-    return [
-        row.sample_id
-        for row in stored
-        if np.shape(row.embedding) != np.shape(wanted[row.sample_id])
-        or not np.allclose(np.asarray(row.embedding, dtype=np.float32), wanted[row.sample_id], atol=1e-6)
-    ]
+        return rows[~np.atleast_1d(np.isclose(have, want, atol=1e-6).all(axis=1))]
+    return np.array(
+        [
+            at
+            for at, embedding in stored
+            if np.shape(embedding) != np.shape(vectors[at])
+            or not np.allclose(np.asarray(embedding, dtype=np.float32), vectors[at], atol=1e-6)
+        ],
+        dtype=np.int64,
+    )
 
 
 def count_live(session: Session, collection_id: UUID) -> tuple[int, int]:

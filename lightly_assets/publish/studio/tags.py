@@ -19,9 +19,10 @@ import pandas as pd
 
 from lightly_assets.publish.studio.database import connected, scrub, writer_lock
 from lightly_assets.publish.studio.id_relation import id_table
-from lightly_assets.publish.studio.images import paths_in
+from lightly_assets.publish.studio.images import ids_of, paths_in
 from lightly_assets.publish.studio.naming import dataset_names, frames_collection
 from lightly_assets.publish.studio.plan import absolute_paths
+from lightly_assets.publish.studio.sample_ids import SampleId, as_text, as_uuids
 from lightly_assets.publish.studio.target import StudioError, StudioTarget
 from lightly_assets.publish.studio.videos import _frames_of
 
@@ -46,14 +47,14 @@ def _collection(session: Session, name: str) -> UUID | None:
     return collection_resolver.get_by_name(session=session, name=name, parent_collection_id=None)
 
 
-def _image_ids(session: Session, collection_id: UUID, root: Path, images: pd.DataFrame) -> dict[str, UUID]:
+def _image_ids(session: Session, collection_id: UUID, root: Path, images: pd.DataFrame) -> dict[str, SampleId]:
     """Image sample name -> LightlyStudio id, for the rows of `images` only (the tags' members)."""
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.image import ImageTable
 
-    names = dict(zip(absolute_paths(root, images["source"]), images["filename"].astype(str), strict=True))
-    by_path = paths_in(session, collection_id, ImageTable, list(names))
-    return {names[path]: sample_id for path, sample_id in by_path.items() if path in names}
+    ids = ids_of(session, collection_id, ImageTable, absolute_paths(root, images["source"]))
+    names = images["filename"].astype(str).tolist()
+    return {name: sample_id for name, sample_id in zip(names, ids.tolist(), strict=True) if sample_id is not None}
 
 
 def _frame_ids(session: Session, collection_id: UUID, root: Path, frames: pd.DataFrame) -> dict[str, UUID]:
@@ -80,7 +81,7 @@ def _frame_ids(session: Session, collection_id: UUID, root: Path, frames: pd.Dat
     return out
 
 
-def _write_tag(session: Session, collection_id: UUID, base: str, sample_ids: list[UUID]) -> str:
+def _write_tag(session: Session, collection_id: UUID, base: str, sample_ids: list[SampleId]) -> str:
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.resolvers import tag_resolver
 
@@ -98,7 +99,7 @@ def _write_tag(session: Session, collection_id: UUID, base: str, sample_ids: lis
     return new
 
 
-def _same_members(session: Session, tag_id: UUID, sample_ids: list[UUID], ids: Subquery | None) -> bool:
+def _same_members(session: Session, tag_id: UUID, sample_ids: list[SampleId], ids: Subquery | None) -> bool:
     """Whether the tag holds exactly `sample_ids`: two counts in the database when the ids are a table there."""
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.sample import SampleTagLinkTable
@@ -106,14 +107,14 @@ def _same_members(session: Session, tag_id: UUID, sample_ids: list[UUID], ids: S
     from sqlmodel import col, func, select
 
     if ids is None:
-        return set(tag_resolver.get_sample_ids_by_tag_id(session, tag_id)) == set(sample_ids)
+        return set(as_text(tag_resolver.get_sample_ids_by_tag_id(session, tag_id))) == set(as_text(sample_ids))
     members = select(func.count()).where(col(SampleTagLinkTable.tag_id) == tag_id)
     shared = members.join_from(SampleTagLinkTable, ids, ids.c.sample_id == col(SampleTagLinkTable.sample_id))
-    wanted = len(set(sample_ids))
+    wanted = len(set(as_text(sample_ids)))
     return session.exec(members).one() == wanted and session.exec(shared).one() == wanted
 
 
-def _in_collection(collection_id: UUID, sample_ids: list[UUID], ids: Subquery | None) -> SelectOfScalar[UUID]:
+def _in_collection(collection_id: UUID, sample_ids: list[SampleId], ids: Subquery | None) -> SelectOfScalar[UUID]:
     """The query LightlyStudio's `add_sample_ids_to_tag_id` inserts from. That function first counts the same query
     to check every id is in the collection: ours were just read from it, and at 900,000 ids the count took as long
     as the insert (47 of 102 s). With the ids as a table (`id_table`) the insert joins it."""
@@ -125,7 +126,7 @@ def _in_collection(collection_id: UUID, sample_ids: list[UUID], ids: Subquery | 
     query = select(SampleTable.sample_id).where(col(SampleTable.collection_id) == collection_id)
     if ids is not None:
         return query.join(ids, ids.c.sample_id == col(SampleTable.sample_id))
-    return query.where(db_array.in_array(column=col(SampleTable.sample_id), values=sample_ids))
+    return query.where(db_array.in_array(column=col(SampleTable.sample_id), values=as_uuids(sample_ids)))
 
 
 def publish_tags(
@@ -146,7 +147,7 @@ def publish_tags(
     with writer_lock(target), connected(target) as session:
         try:
             image_name, video_name = dataset_names(session, target.dataset_name, has_images)
-            ids: list[tuple[UUID, dict[str, UUID]]] = []
+            ids: list[tuple[UUID, Mapping[str, SampleId]]] = []
             if not images.empty and (image_id := _collection(session, image_name)) is not None:
                 ids.append((image_id, _image_ids(session, image_id, root, images)))
             if not frames.empty and (video_id := _collection(session, video_name)) is not None:

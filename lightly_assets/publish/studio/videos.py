@@ -257,15 +257,17 @@ def _embed_videos(
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.embed import embed_samples, embedding_storage
 
+    frame_ids, frame_rows = list(frame_vectors), list(frame_vectors.values())
     sync_embeddings(
         session,
         models[1],
-        frame_vectors,
-        lambda todo: embedding_storage.store_embeddings(
+        frame_ids,
+        frame_rows,
+        lambda todo, rows: embedding_storage.store_embeddings(
             session=session,
             model_id=models[1],
             sample_ids=todo,
-            embeddings=np.stack([frame_vectors[sample_id] for sample_id in todo]),
+            embeddings=np.stack([frame_rows[row] for row in rows.tolist()]),
             show_progress=False,
         ),
     )
@@ -273,8 +275,9 @@ def _embed_videos(
         sync_embeddings(
             session,
             models[0],
-            dict(video_vectors.values()),
-            lambda todo: embed_samples.embed_video_samples(
+            [video_id for video_id, _ in video_vectors.values()],
+            [vector for _, vector in video_vectors.values()],
+            lambda todo, _rows: embed_samples.embed_video_samples(
                 session=session, collection_id=collection_id, sample_ids=todo
             ),
         )
