@@ -106,6 +106,20 @@ def pair_order(pairs: np.ndarray) -> np.ndarray:
     return np.argsort(pairs[:, 0] * n + pairs[:, 1], kind="stable")
 
 
+def merge_in_order(
+    kept: np.ndarray, kept_values: np.ndarray, found: np.ndarray, found_values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs `kept` (already in `pair_order`) and `found` (any order) in `pair_order`, with their values: the
+    same rows as sorting them together, but only the few found pairs are sorted (kept ones first on a tie)."""
+    if not len(found):
+        return kept, kept_values
+    order = pair_order(found)
+    found, found_values = np.asarray(found, dtype=np.int64)[order], np.asarray(found_values)[order]
+    n = int(max(kept.max(initial=0), found.max(initial=0))) + 1
+    at = np.searchsorted(kept[:, 0] * n + kept[:, 1], found[:, 0] * n + found[:, 1], side="right")
+    return np.insert(kept, at, found, axis=0), np.insert(kept_values, at, found_values)
+
+
 def check_max_distance(value: int) -> int:
     """A Hamming distance in [0, BITS), else a one-line configuration error."""
     if not (0 <= int(value) < BITS):

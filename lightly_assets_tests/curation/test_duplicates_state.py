@@ -9,7 +9,7 @@ import pandas as pd
 
 from lightly_assets.curation.duplicates import Hashes, find_duplicates, visual_pairs
 from lightly_assets.curation.duplicates_state import State
-from lightly_assets.curation.phash import hash_pairs
+from lightly_assets.curation.phash import hash_pairs, merge_in_order, pair_order
 
 
 def copies(n: int, seed: int = 0) -> np.ndarray:
@@ -64,6 +64,38 @@ def test_an_incremental_run_searches_only_new_or_changed_samples_and_groups_as_a
     pd.testing.assert_frame_equal(again.table, cold.table)
     assert again.state.visual.pairs.tolist() == cold.state.visual.pairs.tolist()
     assert "100.jpg" in again.table["filenames"].tolist()
+
+
+def test_pairs_carried_for_samples_in_another_order_are_sorted_again(tmp_path: Path) -> None:
+    """Samples that changed their relative order (renamed folders, a new sort) carry their pairs too: the state
+    then holds the pairs a cold run finds, in the same order."""
+    n = 300
+    values, names = copies(n, seed=2), [f"{i}.jpg" for i in range(n)]
+    vectors = np.random.default_rng(3).normal(size=(n, 8)).astype(np.float32)
+    first = find_duplicates(names, vectors, names, None, hashes=hashes_of(values))
+    order = np.random.default_rng(4).permutation(n)
+    moved = [names[i] for i in order]
+    hashes = Hashes(values[order], (order % 11 != 3), ["v.mp4" if i % 7 == 0 else "" for i in order], 4)
+    again = find_duplicates(moved, vectors[order], moved, None, state=first.state, hashes=hashes)
+    cold = find_duplicates(moved, vectors[order], moved, None, hashes=hashes)
+    assert visual_pairs(first.state, moved, hashes)[1] == 0  # every pair carried, none searched
+    assert again.state.visual.pairs.tolist() == cold.state.visual.pairs.tolist()
+    assert again.state.visual.distances.tolist() == cold.state.visual.distances.tolist()
+    pd.testing.assert_frame_equal(again.table, cold.table)
+
+
+def test_new_pairs_merged_into_ordered_ones_are_ordered_as_one_sort_orders_them() -> None:
+    rng = np.random.default_rng(5)
+    kept = np.sort(rng.integers(0, 2_000, (5_000, 2)), axis=1)
+    kept = kept[pair_order(kept)]
+    found = np.sort(rng.integers(0, 2_500, (300, 2)), axis=1)
+    found = np.concatenate([found, kept[:20]])  # ties with kept pairs: the kept one first
+    kept_values, found_values = np.arange(len(kept)), -np.arange(1, len(found) + 1)
+    pairs, values = merge_in_order(kept, kept_values, found, found_values)
+    together = np.concatenate([kept, found])
+    order = pair_order(together)
+    assert pairs.tolist() == together[order].tolist()
+    assert values.tolist() == np.concatenate([kept_values, found_values])[order].tolist()
 
 
 def test_a_larger_hash_distance_or_an_older_state_file_searches_everything_again(tmp_path: Path) -> None:
