@@ -50,6 +50,14 @@ def matching_rows(known: pd.DataFrame, wanted: pd.DataFrame, columns: Sequence[s
     return rows
 
 
+def same_names(names: Sequence[str] | pd.Series, others: Sequence[str] | pd.Series) -> bool:
+    """Whether two name columns hold the same names in the same order: the usual case between `frame_index` and the
+    CSV (every sample embedded), found by one comparison instead of hashing a million strings to match them."""
+    if len(names) != len(others):
+        return False
+    return bool((np.asarray(names, dtype=object) == np.asarray(others, dtype=object)).all())
+
+
 def _hashes(keys: pd.DataFrame) -> np.ndarray:
     # pandas types this decorated function loosely; strings hashed as they are (categorising them first took 2x)
     hashed = cast(Any, hash_pandas_object)(keys, index=False, categorize=False)

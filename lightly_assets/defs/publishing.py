@@ -18,6 +18,7 @@ from dagster import (
 )
 
 from lightly_assets import columns
+from lightly_assets.dataset.keys import same_names
 from lightly_assets.defs import checks
 from lightly_assets.defs.common import dataset_asset, latest_materialization, user_errors
 from lightly_assets.defs.metadata import (
@@ -203,7 +204,9 @@ def uploaded_dataset(
     require_file(path, "embeddings_csv", name)
     with user_errors():
         in_csv = read_embeddings_csv(path)[0]  # samples that could not be decoded are not in the CSV
-        embedded = frame_index.loc[frame_index["filename"].isin(in_csv)]
+        if not same_names(frame_index["filename"], in_csv):
+            frame_index = frame_index.loc[frame_index["filename"].isin(in_csv)]
+        embedded = frame_index
         result = publish_target.publish(
             name,
             storage.dataset_dir(name),

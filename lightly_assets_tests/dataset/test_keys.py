@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from lightly_assets.dataset import keys as keys_module
-from lightly_assets.dataset.keys import KEY_COLUMNS, joined_text, matching_rows, split_text
+from lightly_assets.dataset.keys import KEY_COLUMNS, joined_text, matching_rows, same_names, split_text
 
 KNOWN = pd.DataFrame(
     [
@@ -35,3 +35,9 @@ def test_text_columns_read_back_even_with_a_nul_inside_a_value() -> None:
     values = np.array(["a.jpg", "é ü.png", "", "cannot decode: bad\0byte"], dtype=object)
     assert split_text(joined_text(values), 4) == ["a.jpg", "é ü.png", "", "cannot decode: bad byte"]
     assert split_text(joined_text(np.array([], dtype=object)), 0) == []
+
+
+def test_same_names_is_true_only_for_the_same_names_in_the_same_order() -> None:
+    names = [f"img-{i:05d}.jpg" for i in range(1000)]
+    assert same_names(names, [str(n) for n in names]) and same_names(pd.Series(names), names)
+    assert not same_names(names, names[::-1]) and not same_names(names, names[:-1]) and same_names([], [])

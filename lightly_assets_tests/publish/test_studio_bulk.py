@@ -11,7 +11,7 @@ import duckdb
 import numpy as np
 
 from lightly_assets.publish.studio import StudioTarget, upload_dataset
-from lightly_assets.publish.studio.bulk_reads import differing, read_paths, read_stored
+from lightly_assets.publish.studio.bulk_reads import differing, match_paths, read_paths, read_stored
 from lightly_assets.publish.studio.database import connected
 from lightly_assets_tests.media import make_cats_and_dogs
 from lightly_assets_tests.publish import STUDIO_TEST
@@ -39,6 +39,10 @@ def test_stored_vectors_read_as_a_matrix_and_compared(tmp_path: Path) -> None:
         paths = read_paths(session, collection_id, ImageTable)
         assert paths is not None and dict(zip(paths.paths, map(UUID, paths.ids), strict=True)) == plain_paths
         assert paths.lookup([*plain_paths, "/nowhere.jpg"]).tolist() == [*map(str, plain_paths.values()), None]
+        asked = [*list(plain_paths)[:4], "/nowhere.jpg"]  # joined in DuckDB: ids, and the files not asked for
+        matched = match_paths(session, collection_id, ImageTable, asked)
+        assert matched is not None and matched.ids.tolist() == [*(str(plain_paths[a]) for a in asked[:4]), None]
+        assert sorted(matched.unlisted) == sorted(str(plain_paths[a]) for a in list(plain_paths)[4:])
         elsewhere = read_paths(session, UUID(int=3), ImageTable)
         assert len(plain_paths) == 6 and elsewhere is not None and len(elsewhere.paths) == 0
     assert stored is not None and len(stored.ids) == len(plain) == 6

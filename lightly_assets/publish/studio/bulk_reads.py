@@ -8,7 +8,9 @@ LightlyStudio's resolver already reads pgvector's binary form).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -70,6 +72,52 @@ def read_paths(session: Session, collection_id: UUID, table: Any) -> PathIds | N
     )
     found = _arrow(connection, sql, [collection_id])
     return PathIds.of(found.column(0).to_pylist(), found.column(1).to_pylist())
+
+
+@dataclass(frozen=True)
+class PathMatch:
+    """Paths asked for, matched in the collection: each one's sample id (text, None where the collection has no
+    such file) and the ids of the collection's files that were not asked for."""
+
+    ids: np.ndarray  # object array, row for row with the paths asked for
+    unlisted: list[str]
+
+
+def match_paths(session: Session, collection_id: UUID, table: Any, paths: Sequence[str]) -> PathMatch | None:
+    """The paths registered as an Arrow table and joined with the collection's images or videos (`table`) in DuckDB:
+    a million paths matched in ~0.5 s, against ~2 s of reading them all and hashing them in Python. None outside
+    DuckDB."""
+    connection = duckdb_connection(session)
+    if connection is None:
+        return None
+    import pyarrow as pa  # with DuckDB's Arrow interface
+
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
+    from lightly_studio.models.sample import SampleTable
+
+    rows = pa.table({"row": pa.array(np.arange(len(paths), dtype=np.int64)), "path": pa.array(paths, pa.string())})
+    files = (
+        f"(SELECT t.file_path_abs, CAST(t.sample_id AS VARCHAR) AS sample_id FROM {table.__tablename__} t "
+        f"JOIN {SampleTable.__tablename__} s ON t.sample_id = s.sample_id WHERE s.collection_id = ?) f"
+    )
+    with registered(connection, rows) as name:
+        on = f"{name} p ON f.file_path_abs = p.path"
+        found = _arrow(connection, f"SELECT p.row, f.sample_id FROM {files} JOIN {on}", [collection_id])
+        others = _arrow(connection, f"SELECT f.sample_id FROM {files} ANTI JOIN {on}", [collection_id])
+    ids = np.full(len(paths), None, dtype=object)
+    ids[found.column(0).to_numpy()] = np.array(found.column(1).to_pylist(), dtype=object)
+    return PathMatch(ids, others.column(0).to_pylist())
+
+
+@contextlib.contextmanager
+def registered(connection: Any, table: Any) -> Iterator[str]:
+    """An Arrow table registered on the DuckDB connection under a new name while the block runs."""
+    name = f"lightly_assets_{uuid.uuid4().hex}"
+    connection.register(name, table)
+    try:
+        yield name
+    finally:
+        connection.unregister(name)
 
 
 def _arrow(connection: Any, sql: str, parameters: list[Any]) -> Any:

@@ -8,11 +8,10 @@ session's own connection as an Arrow table for the statement's lifetime; other d
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from lightly_assets.publish.studio.bulk_reads import duckdb_connection
+from lightly_assets.publish.studio.bulk_reads import duckdb_connection, registered
 from lightly_assets.publish.studio.sample_ids import SampleId, as_text
 
 if TYPE_CHECKING:
@@ -31,11 +30,7 @@ def id_table(session: Session, sample_ids: Sequence[SampleId]) -> Iterator[Subqu
     import pyarrow as pa  # with DuckDB's Arrow interface
     from sqlalchemy import String, Uuid, cast, column, select, table
 
-    name = f"lightly_assets_ids_{uuid.uuid4().hex}"
     text = list(dict.fromkeys(as_text(sample_ids)))
-    raw.register(name, pa.table({"sample_id": pa.array(text, type=pa.string())}))
-    try:
+    with registered(raw, pa.table({"sample_id": pa.array(text, type=pa.string())})) as name:
         ids = table(name, column("sample_id", String()))
         yield select(cast(ids.c.sample_id, Uuid()).label("sample_id")).subquery()
-    finally:
-        raw.unregister(name)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from lightly_assets.publish.studio.bulk_reads import read_paths
+from lightly_assets.publish.studio.bulk_reads import PathMatch, match_paths, read_paths
 from lightly_assets.publish.studio.plan import ImageColumns
 from lightly_assets.publish.studio.sample_ids import PathIds, as_uuids
 from lightly_assets.publish.studio.steps import (
@@ -38,11 +38,26 @@ def stored_paths(session: Session, collection_id: UUID, table: Any) -> PathIds:
     return PathIds.of([path for path, _ in rows], [sample_id for _, sample_id in rows])
 
 
+def match_files(session: Session, collection_id: UUID, table: Any, paths: Sequence[str]) -> PathMatch:
+    """Each path's sample id (text) in the collection (None: no such file), and the ids of its other files: joined
+    in DuckDB, else every path read back and matched here."""
+    matched = match_paths(session, collection_id, table, paths)
+    if matched is not None:
+        return matched
+    stored = stored_paths(session, collection_id, table)
+    at = stored.positions(paths)
+    ids = np.full(len(paths), None, dtype=object)
+    ids[at >= 0] = stored.ids[at[at >= 0]]
+    listed = np.zeros(len(stored.ids), dtype=bool)
+    listed[at[at >= 0]] = True
+    return PathMatch(ids, stored.ids[~listed].tolist())
+
+
 def ids_of(session: Session, collection_id: UUID, table: Any, paths: Sequence[str]) -> np.ndarray:
-    """Each path's sample id (text) in the collection, None where it has no such file: one scan of the collection
-    for many paths, lists of them for a few."""
+    """Each path's sample id (text) in the collection, None where it has no such file: matched against the whole
+    collection for many paths, looked up in lists of them for a few."""
     if len(paths) > _SCAN_ABOVE:
-        return stored_paths(session, collection_id, table).lookup(paths)
+        return match_files(session, collection_id, table, paths).ids
     query = _paths_query(collection_id, table)
     found: list[tuple[str, UUID]] = []
     for start in range(0, len(paths), _PATHS_PER_QUERY):
@@ -118,11 +133,9 @@ def sync_images(name: str, images: ImageColumns, dimension: int, space: str | No
     dataset = ls.ImageDataset.load_or_create(name=name)
     session, collection_id = dataset.session, dataset.collection_id
     model_id = default_model(session, collection_id, dataset.dataset_id, dimension, space)
-    before = stored_paths(session, collection_id, ImageTable)
-    at = before.positions(images.paths)  # the plan's paths are unique: one row each
-    ids = np.full(len(images), None, dtype=object)
-    ids[at >= 0] = before.ids[at[at >= 0]]
-    new = np.flatnonzero(at < 0)
+    matched = match_files(session, collection_id, ImageTable, images.paths)
+    ids = matched.ids
+    new = np.flatnonzero(pd.isna(ids))
     if len(new):
         new_paths = [images.paths[i] for i in new.tolist()]
         add_new_images(session, collection_id, new_paths)
@@ -132,9 +145,7 @@ def sync_images(name: str, images: ImageColumns, dimension: int, space: str | No
     live_ids = ids[live].tolist()
     by_label = pd.Series(live_ids, dtype=object).groupby(images.label_names[live], sort=False).agg(list)
     tag_samples(session, collection_id, by_label.to_dict())
-    wanted = np.zeros(len(before.ids), dtype=bool)
-    wanted[at[at >= 0]] = True
-    removed = flag_missing(session, collection_id, model_id, as_uuids(before.ids[~wanted]), live_ids)
+    removed = flag_missing(session, collection_id, model_id, as_uuids(matched.unlisted), live_ids)
 
     vectors = images.vectors[live]
     sync_embeddings(  # in bulk, as frames: one validated insert of every missing vector, one commit

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lightly_assets import columns
+from lightly_assets.dataset.keys import same_names
 from lightly_assets.lightly_csv import EmbeddingsFileError, read_embeddings_csv, require_unique_finite
 from lightly_assets.publish.studio.target import REQUIRED_COLUMNS, StudioError
 
@@ -78,7 +79,8 @@ def plan_upload(dataset: str, data_dir: Path, frame_index: pd.DataFrame, csv_pat
     columns.require(frame_index, REQUIRED_COLUMNS, f"frame_index of {dataset!r}")
     filenames, vectors = _read_csv(dataset, csv_path)
     names = frame_index["filename"].astype(str).tolist()
-    row_of = pd.Index(filenames).get_indexer(names)  # the CSV's names are unique (checked above)
+    same = same_names(names, filenames)  # the usual case: the CSV holds every sample, in frame_index's order
+    row_of = np.arange(len(names)) if same else pd.Index(filenames).get_indexer(names)  # CSV names are unique
     if (row_of < 0).any() or len(names) != len(filenames):
         absent = [name for name, row in zip(names, row_of.tolist(), strict=True) if row < 0]
         extra = pd.Index(filenames)[~pd.Index(filenames).isin(names)].tolist()

@@ -139,7 +139,7 @@ def publish_tags(
     root = Path(data_dir).absolute()
     has_images = bool((frame_index["kind"] == "image").any())
     # only the samples that some tag holds are looked up (reading every path back takes seconds at 100,000)
-    members = frame_index["filename"].isin(sorted({n for names in tags.values() for n in names}))
+    members = frame_index["filename"].isin([n for names in tags.values() for n in names])
     images = pd.DataFrame(frame_index[(frame_index["kind"] == "image") & members])
     tagged_videos = frame_index.loc[(frame_index["kind"] == "video") & members, "source"].unique()
     frames = pd.DataFrame(frame_index[(frame_index["kind"] == "video") & frame_index["source"].isin(tagged_videos)])
