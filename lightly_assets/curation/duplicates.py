@@ -270,12 +270,14 @@ def find_duplicates(
     state: State | None = None,
     exact_limit: int = EXACT_LIMIT,
     hashes: Hashes | None = None,
+    digests: Sequence[str] | None = None,
 ) -> Duplicates:
     """Group the samples: exact copies (equal `keys`), near-duplicates (cosine >= `similarity`; None when the vectors
-    mean nothing: not searched) and visual copies (perceptual hashes within `hashes.max_distance`)."""
+    mean nothing: not searched) and visual copies (perceptual hashes within `hashes.max_distance`). `digests`: the
+    unit rows' `vector_digests`, when the caller has them already (a million take ~1 s)."""
     n = len(names)
     unit = unit_rows(np.asarray(matrix).reshape(n, -1) if n else np.zeros((0, 1), np.float32))
-    digests = vector_digests(unit)
+    digests = vector_digests(unit) if digests is None else list(digests)
     approximate = n > exact_limit
     near = similarity is not None
     similarity = 1.0 if similarity is None else similarity  # what the state records when nothing was searched

@@ -159,12 +159,15 @@ def duplicates(
         state_path = out / "curation" / "duplicates_state.npz"
         state = State.load(state_path)
         unit = unit_rows(embeddings.matrix)
+        digests = vector_digests(unit_rows(unit))  # of the rows find_duplicates makes of `unit`: its state's
         keys, file_hashes = content_keys(
-            samples, storage.dataset_dir(name), vector_digests(unit), state.file_hashes if state else None
+            samples, storage.dataset_dir(name), digests, state.file_hashes if state else None
         )
         warning = uniformity_warning(unit, similarity, random_weights(upstream))
         searched = None if warning else similarity  # random or uniform vectors: no near-duplicates by cosine
-        found = find_duplicates(samples["filename"].tolist(), unit, keys, searched, model_key, state, hashes=hashes)
+        found = find_duplicates(
+            samples["filename"].tolist(), unit, keys, searched, model_key, state, hashes=hashes, digests=digests
+        )
         found.state.file_hashes = file_hashes
         found.state.save(state_path)
         path = write_duplicates_csv(out / "duplicates.csv", found.table)
