@@ -263,10 +263,8 @@ def selection(
     samples = embedded_samples(embeddings, frame_index)
     table: pd.DataFrame = duplicates["table"]
     group_of = np.full(len(samples), -1, dtype=np.int64)
-    row_of = {n: i for i, n in enumerate(samples["filename"])}
-    for filename, group in zip(table["filenames"], table["group"], strict=True):
-        if filename in row_of:
-            group_of[row_of[filename]] = int(group)
+    at = pd.Index(samples["filename"]).get_indexer(table["filenames"])  # sample names are unique
+    group_of[at[at >= 0]] = table["group"].to_numpy(dtype=np.int64)[at >= 0]
     with user_errors():
         strategy = check_strategy(config.strategy)
         unknown = sorted(set(config.exclude_issues) - set(ISSUES))
