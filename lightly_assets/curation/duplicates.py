@@ -56,6 +56,19 @@ def vector_digests(unit: np.ndarray) -> list[str]:
     return [hashlib.blake2b(row.tobytes(), digest_size=12).hexdigest() for row in unit]
 
 
+@dataclass(frozen=True)
+class UnitVectors:
+    """Rows scaled to length 1 and their digests (equal digests: bit-identical rows), made once per run."""
+
+    unit: np.ndarray
+    digests: list[str]
+
+    @classmethod
+    def of(cls, matrix: np.ndarray) -> UnitVectors:
+        unit = unit_rows(matrix)
+        return cls(unit, vector_digests(unit))
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -263,21 +276,21 @@ class Hashes:
 
 def find_duplicates(
     names: Sequence[str],
-    matrix: np.ndarray,
+    matrix: np.ndarray | UnitVectors,
     keys: Sequence[str],
     similarity: float | None,
     model: str = "",
     state: State | None = None,
     exact_limit: int = EXACT_LIMIT,
     hashes: Hashes | None = None,
-    digests: Sequence[str] | None = None,
 ) -> Duplicates:
     """Group the samples: exact copies (equal `keys`), near-duplicates (cosine >= `similarity`; None when the vectors
-    mean nothing: not searched) and visual copies (perceptual hashes within `hashes.max_distance`). `digests`: the
-    unit rows' `vector_digests`, when the caller has them already (a million take ~1 s)."""
+    mean nothing: not searched) and visual copies (perceptual hashes within `hashes.max_distance`). `matrix` may be
+    `UnitVectors` made already (their digests serve the exact keys too: a million take ~1 s)."""
     n = len(names)
-    unit = unit_rows(np.asarray(matrix).reshape(n, -1) if n else np.zeros((0, 1), np.float32))
-    digests = vector_digests(unit) if digests is None else list(digests)
+    if not isinstance(matrix, UnitVectors):
+        matrix = UnitVectors.of(np.asarray(matrix).reshape(n, -1) if n else np.zeros((0, 1), np.float32))
+    unit, digests = matrix.unit, matrix.digests
     approximate = n > exact_limit
     near = similarity is not None
     similarity = 1.0 if similarity is None else similarity  # what the state records when nothing was searched

@@ -50,7 +50,7 @@ def matching_rows(known: pd.DataFrame, wanted: pd.DataFrame, columns: Sequence[s
     return rows
 
 
-def same_names(names: Sequence[str] | pd.Series, others: Sequence[str] | pd.Series) -> bool:
+def same_names(names: Sequence[str] | pd.Series | np.ndarray, others: Sequence[str] | pd.Series | np.ndarray) -> bool:
     """Whether two name columns hold the same names in the same order: the usual case between `frame_index` and the
     CSV (every sample embedded), found by one comparison instead of hashing a million strings to match them."""
     if len(names) != len(others):

@@ -24,10 +24,10 @@ from lightly_assets import columns
 from lightly_assets.curation.contact_sheet import write_contact_sheet
 from lightly_assets.curation.duplicates import (
     Hashes,
+    UnitVectors,
     content_keys,
     find_duplicates,
     unit_rows,
-    vector_digests,
     write_duplicates_csv,
 )
 from lightly_assets.curation.duplicates_state import State
@@ -159,15 +159,13 @@ def duplicates(
         state_path = out / "curation" / "duplicates_state.npz"
         state = State.load(state_path)
         unit = unit_rows(embeddings.matrix)
-        digests = vector_digests(unit_rows(unit))  # of the rows find_duplicates makes of `unit`: its state's
+        vectors = UnitVectors.of(unit)  # the rows and digests find_duplicates made of `unit`: the state's
         keys, file_hashes = content_keys(
-            samples, storage.dataset_dir(name), digests, state.file_hashes if state else None
+            samples, storage.dataset_dir(name), vectors.digests, state.file_hashes if state else None
         )
         warning = uniformity_warning(unit, similarity, random_weights(upstream))
         searched = None if warning else similarity  # random or uniform vectors: no near-duplicates by cosine
-        found = find_duplicates(
-            samples["filename"].tolist(), unit, keys, searched, model_key, state, hashes=hashes, digests=digests
-        )
+        found = find_duplicates(samples["filename"].tolist(), vectors, keys, searched, model_key, state, hashes=hashes)
         found.state.file_hashes = file_hashes
         found.state.save(state_path)
         path = write_duplicates_csv(out / "duplicates.csv", found.table)

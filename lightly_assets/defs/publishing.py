@@ -204,7 +204,7 @@ def uploaded_dataset(
     require_file(path, "embeddings_csv", name)
     with user_errors():
         in_csv = read_embeddings_csv(path)[0]  # samples that could not be decoded are not in the CSV
-        if not same_names(frame_index["filename"], in_csv):
+        if not same_names(frame_index["filename"].to_numpy(dtype=object), in_csv):
             frame_index = frame_index.loc[frame_index["filename"].isin(in_csv)]
         embedded = frame_index
         result = publish_target.publish(
