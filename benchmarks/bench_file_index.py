@@ -71,16 +71,19 @@ def main() -> None:
     bare_walk(root)  # warm the page cache
     rows = [
         ("bare os.scandir walk", *timed(bare_walk, root)),
-        ("file_index (stat only)", *timed(lambda r: len(scan_dataset(r, verify=False).files), root)),
-        ("folder fingerprint (sensor, file_index)", *timed(lambda r: len(fingerprint(r)) and a.files, root)),
+        (
+            "file_index (stat only, with its fingerprint)",
+            *timed(lambda r: len(scan_dataset(r, verify=False).files), root),
+        ),
+        ("folder fingerprint (the sensor's walk)", *timed(lambda r: len(fingerprint(r)) and a.files, root)),
         ("file_index (+ image headers)", *timed(lambda r: len(scan_dataset(r, verify=True).files), root)),
         ("LightlyDataset(input_dir)", *timed(lambda r: len(LightlyDataset(str(r))), root)),
     ]
     base = rows[0][1]
     print(f"{a.files:,} files in {a.folders} folders")
-    print(f"{'tool':40s} {'seconds':>9s} {'files':>9s} {'x bare walk':>12s}")
+    print(f"{'tool':42s} {'seconds':>9s} {'files':>9s} {'x bare walk':>12s}")
     for name, seconds, n in rows:
-        print(f"{name:40s} {seconds:9.3f} {n:9d} {seconds / base:12.2f}")
+        print(f"{name:42s} {seconds:9.3f} {n:9d} {seconds / base:12.2f}")
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {len(os.sched_getaffinity(0))} cores")
 
 

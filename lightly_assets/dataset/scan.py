@@ -174,7 +174,7 @@ def _walk(root: str, skipped: list[Skipped]) -> tuple[list[_Folder], bool]:
                     st = entry.stat()
                 except OSError as exc:
                     skipped.append(Skipped(prefix + name, _stat_problem(entry, exc)))
-                    line(f"{prefix}{name}\0?\n")
+                    line(fingerprint_line(prefix + name, None))
                     continue
                 line(f"{prefix}{name}\0{st.st_size}\0{st.st_mtime_ns}\n")  # fingerprint_line's, inlined
                 if st.st_size:

@@ -18,7 +18,7 @@ from uuid import UUID
 import numpy as np
 import pandas as pd
 
-from lightly_assets.publish.studio.sample_ids import PathIds, SampleId, as_text
+from lightly_assets.publish.studio.sample_ids import PathIds, PathMatch, SampleId, as_text
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -72,15 +72,6 @@ def read_paths(session: Session, collection_id: UUID, table: Any) -> PathIds | N
     )
     found = _arrow(connection, sql, [collection_id])
     return PathIds.of(found.column(0).to_pylist(), found.column(1).to_pylist())
-
-
-@dataclass(frozen=True)
-class PathMatch:
-    """Paths asked for, matched in the collection: each one's sample id (text, None where the collection has no
-    such file) and the ids of the collection's files that were not asked for."""
-
-    ids: np.ndarray  # object array, row for row with the paths asked for
-    unlisted: list[str]
 
 
 def match_paths(session: Session, collection_id: UUID, table: Any, paths: Sequence[str]) -> PathMatch | None:

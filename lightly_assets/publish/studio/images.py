@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from lightly_assets.publish.studio.bulk_reads import PathMatch, match_paths, read_paths
+from lightly_assets.publish.studio.bulk_reads import match_paths, read_paths
 from lightly_assets.publish.studio.plan import ImageColumns
-from lightly_assets.publish.studio.sample_ids import PathIds, as_uuids
+from lightly_assets.publish.studio.sample_ids import PathIds, PathMatch, as_uuids
 from lightly_assets.publish.studio.steps import (
     Outcome,
     count_live,
@@ -44,13 +44,7 @@ def match_files(session: Session, collection_id: UUID, table: Any, paths: Sequen
     matched = match_paths(session, collection_id, table, paths)
     if matched is not None:
         return matched
-    stored = stored_paths(session, collection_id, table)
-    at = stored.positions(paths)
-    ids = np.full(len(paths), None, dtype=object)
-    ids[at >= 0] = stored.ids[at[at >= 0]]
-    listed = np.zeros(len(stored.ids), dtype=bool)
-    listed[at[at >= 0]] = True
-    return PathMatch(ids, stored.ids[~listed].tolist())
+    return stored_paths(session, collection_id, table).match(paths)
 
 
 def ids_of(session: Session, collection_id: UUID, table: Any, paths: Sequence[str]) -> np.ndarray:

@@ -79,11 +79,12 @@ def plan_upload(dataset: str, data_dir: Path, frame_index: pd.DataFrame, csv_pat
     columns.require(frame_index, REQUIRED_COLUMNS, f"frame_index of {dataset!r}")
     filenames, vectors = _read_csv(dataset, csv_path)
     names = frame_index["filename"].astype(str).tolist()
+    in_csv = pd.Index(filenames)
     same = same_names(names, filenames)  # the usual case: the CSV holds every sample, in frame_index's order
-    row_of = np.arange(len(names)) if same else pd.Index(filenames).get_indexer(names)  # CSV names are unique
+    row_of = np.arange(len(names)) if same else in_csv.get_indexer(names)  # the CSV's names are unique
     if (row_of < 0).any() or len(names) != len(filenames):
         absent = [name for name, row in zip(names, row_of.tolist(), strict=True) if row < 0]
-        extra = pd.Index(filenames)[~pd.Index(filenames).isin(names)].tolist()
+        extra = in_csv[~in_csv.isin(names)].tolist()
         raise StudioError(
             dataset,
             f"{csv_path} does not match frame_index ({len(absent)} samples without a CSV row, e.g. "

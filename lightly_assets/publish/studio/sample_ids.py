@@ -25,6 +25,15 @@ def as_text(sample_ids: Iterable[SampleId]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class PathMatch:
+    """Paths asked for, matched in the collection: each one's sample id (text, None where the collection has no
+    such file) and the ids of the collection's files that were not asked for."""
+
+    ids: np.ndarray  # object array, row for row with the paths asked for
+    unlisted: list[str]
+
+
+@dataclass(frozen=True)
 class PathIds:
     """File paths of a collection's images or videos and their samples' ids (text), row for row."""
 
@@ -46,7 +55,14 @@ class PathIds:
 
     def lookup(self, paths: Sequence[str]) -> np.ndarray:
         """Each path's sample id (text), None where the collection has no such file."""
+        return self.match(paths).ids
+
+    def match(self, paths: Sequence[str]) -> PathMatch:
+        """Each path's sample id (text), None where the collection has no such file, and the ids not asked for."""
         at = self.positions(paths)
-        out = np.full(len(at), None, dtype=object)
-        out[at >= 0] = self.ids[at[at >= 0]]
-        return out
+        found = at[at >= 0]
+        ids = np.full(len(at), None, dtype=object)
+        ids[at >= 0] = self.ids[found]
+        listed = np.zeros(len(self.ids), dtype=bool)
+        listed[found] = True
+        return PathMatch(ids, self.ids[~listed].tolist())

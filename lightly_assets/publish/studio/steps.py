@@ -80,7 +80,8 @@ def _not_tagged(session: Session, tag_id: UUID, sample_ids: Sequence[SampleId]) 
     from lightly_studio.models.sample import SampleTagLinkTable
     from sqlmodel import and_, col, select
 
-    with id_table(session, sample_ids) as ids:
+    texts = as_text(sample_ids)
+    with id_table(session, texts) as ids:
         if ids is not None:
             link = and_(col(SampleTagLinkTable.sample_id) == ids.c.sample_id, col(SampleTagLinkTable.tag_id) == tag_id)
             query = select(ids.c.sample_id).outerjoin(SampleTagLinkTable, link)
@@ -89,8 +90,8 @@ def _not_tagged(session: Session, tag_id: UUID, sample_ids: Sequence[SampleId]) 
                 return []
         else:
             linked = set(as_text(_tagged(session, tag_id)))
-            lacking = {text for text in as_text(sample_ids) if text not in linked}
-    return [i for i, text in zip(sample_ids, as_text(sample_ids), strict=True) if text in lacking]
+            lacking = {text for text in texts if text not in linked}
+    return [i for i, text in zip(sample_ids, texts, strict=True) if text in lacking]
 
 
 def _tagged(session: Session, tag_id: UUID) -> set[UUID]:
