@@ -8,7 +8,7 @@ usage:
 Both sides load one checkpoint file written here in lightly's CLI format (a seeded random init), so
 `lightly-embed` downloads nothing and both compute the same network. Each run is its own process, end to
 end (imports, folder scan, model load, embedding, CSV), timed from the outside, one after the other:
-- `lightly-embed` with its defaults and `loader.num_workers=2` (the reference; fp32);
+- `lightly-embed` with its defaults and `loader.num_workers=2` (the reference; fp32; on the GPU when there is one);
 - ours with defaults (engine auto = OpenVINO on a CPU, precision auto, threads sized for the machine) twice:
   first with an empty converted-model cache ("cold": pays the one conversion), then warm (every later run);
   ours with `engine=torch` (the previous engine), with `precision=fp32`, and with `--before REF` our code
@@ -21,6 +21,10 @@ Efficiency = the embedding step's rate over the forward-only rate of the same ne
 best of torch fp32/bf16 x contiguous/channels-last and OpenVINO f32/bf16, all cores, in a process of its own where the
 embedding step (defaults) and that forward-only pass alternate twice over the same data (a change of the
 machine's load then skews both alike); the ratio across processes is printed too.
+With a CUDA GPU both sides use it (`trainer.gpus=1` for lightly-embed; ours: `device: auto`), the forward-only
+settings are the torch engine's on the GPU (fp32/bf16/fp16 at batch 64 and 256, uint8 batches from host memory), and
+the step's limit is the slower of that and every core decoding (the chips work at once). `--lightly-workers` then
+sets lightly's DataLoader processes (its own default is one per core).
 The CPU model, its bf16 flags and the load average are printed with the figures: ratios differ between
 machine types, and a loaded machine (load average above the core count) makes every figure noisy.
 """
@@ -94,7 +98,7 @@ def _run_lightly(data: Path, ckpt: Path, work: Path, args: argparse.Namespace) -
         f"input_dir={data}",
         f"checkpoint={ckpt}",
         f"loader.num_workers={args.lightly_workers}",
-        "trainer.gpus=0",
+        f"trainer.gpus={int(cuda_present())}",
         f"hydra.run.dir={work / 'hydra'}",
     ]
     wall, rss, text, _ = _run_measured(cmd, work)
@@ -242,6 +246,8 @@ def limit_line(measured: dict, forward_best: float, efficiency: float) -> None:
     decode = decode if isinstance(decode, dict) else {"all": decode}
     print("  decode CPU ms/sample, one thread: " + ", ".join(f"{k} {v:.2f}" for k, v in decode.items())
           + " (all: as the data mixes them)")  # fmt: skip
+    if measured.get("device", "cpu").startswith("cuda"):
+        return _gpu_limit_line(measured, forward_best, cores)
     f_all, d_ms = 1000 * cores / forward_best, decode["all"]
     one = measured.get("one_core")
     f_one = 1000 / one if one else f_all
@@ -252,6 +258,26 @@ def limit_line(measured: dict, forward_best: float, efficiency: float) -> None:
     print(f"  limit of the step on this machine: {cores} cores / (forward {f_ms:.2f} + decode {d_ms:.2f} ms) = "
           f"{limit:.0f}/s = {limit / forward_best:.2f} of the forward-only rate; reached: "
           f"{efficiency / (limit / forward_best):.2f} of the limit (alternated figure)")  # fmt: skip
+
+
+def _gpu_limit_line(measured: dict, forward_best: float, cores: int) -> None:
+    """On a GPU the network and the decoding run on different chips at once: the step's limit is the slower of
+    the GPU's forward-only rate and every core decoding; reached = the alternated step rate over that limit."""
+    decoded = 1000 * cores / measured["decode_ms"]["all"]
+    limit = min(forward_best, decoded)
+    pairs = measured["interleaved"]
+    step = sum(e for e, _ in pairs) / len(pairs)
+    fastest = max(measured["forward"], key=measured["forward"].get)
+    print(f"  limit of the step on this machine: min(GPU forward-only {forward_best:.0f}/s ({fastest}), "
+          f"{cores} cores decoding {decoded:.0f}/s) = {limit:.0f}/s = {limit / forward_best:.2f} of the forward-only "
+          f"rate; reached: {step / limit:.2f} of the limit (alternated step {step:.0f}/s)")  # fmt: skip
+
+
+def cuda_present() -> bool:
+    """Whether lightly-embed should be given the GPU too (`trainer.gpus=1`): both sides then use it."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def main() -> None:

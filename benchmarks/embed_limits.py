@@ -7,7 +7,9 @@ usage (bench_embed.py runs it in a process of its own):
 Prints one JSON line: forward-only samples/s per setting on ready pixels (OpenVINO f32/bf16, torch fp32/bf16 x
 contiguous/channels-last, all cores), the best setting's rate on one core, CPU ms to decode one sample per kind,
 and the embedding step (defaults) alternated twice with the best forward-only pass over the same data, so a
-change of the machine's load skews both alike.
+change of the machine's load skews both alike. With a CUDA GPU the forward-only settings are the torch engine's
+on the GPU (fp32/bf16/fp16, at the pipeline's batch and 4x it), fed decoded uint8 batches from host memory as
+the pipeline feeds it, and there is no one-core rate (the cores only decode).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def load_as_the_resource(checkpoint: str, settings: dict):  # noqa: ANN202
 
 
 def _openvino_rate(engine, pixels: np.ndarray, seconds: float, at_least: int) -> float:  # noqa: ANN001
-    """Samples/s of a compiled OpenVINO engine on a ready uint8 batch (2 warm-up calls first)."""
+    """Samples/s of an engine (OpenVINO, or torch on CUDA: it returns host arrays, so each call has finished)
+    on a ready uint8 batch (2 warm-up calls first)."""
     engine(pixels)
     engine(pixels)
     n, start = 0, time.perf_counter()
@@ -74,15 +77,14 @@ def measure(job: dict) -> None:
     process, so that a change of the machine's load between runs does not skew their ratio."""
     import torch
 
-    from lightly_assets.dataset.samples import build_sample_index
-    from lightly_assets.dataset.scan import scan_dataset
     from lightly_assets.embedding.factory import load_model
-    from lightly_assets.embedding.pipeline import embed_samples
     from lightly_assets.embedding.runtime import usable_cores
 
     cores, size = usable_cores(), job["input_size"]
     x = torch.randn(job["batch_size"], 3, size, size)
     pixels = np.random.default_rng(0).integers(0, 256, (job["batch_size"], size, size, 3), dtype=np.uint8)
+    if torch.cuda.is_available():
+        return _alternate(job, None, *_cuda_rates(job, size, pixels))
     results, modules, engines = {}, {}, {}
     for precision in ("fp32", "bf16"):
         model = load_model(job["checkpoint"], input_size=size, precision=precision, threads=cores, engine="openvino")
@@ -117,7 +119,18 @@ def measure(job: dict) -> None:
             torch.set_num_threads(cores)
             return _forward_rate(best_module, best_x, precision, 0.0, n)
 
-    data = Path(job["data"])
+    _alternate(job, one_core, results, forward_pass, best)
+
+
+def _alternate(job: dict, one_core: float | None, results: dict, forward_pass, best: str) -> None:  # noqa: ANN001
+    """The embedding step (defaults) and the best forward-only pass in turn over the same data; the JSON line."""
+    import torch
+
+    from lightly_assets.dataset.samples import build_sample_index
+    from lightly_assets.dataset.scan import scan_dataset
+    from lightly_assets.embedding.pipeline import embed_samples
+
+    data, size = Path(job["data"]), job["input_size"]
     frames = build_sample_index(scan_dataset(data).files, data).samples
     default = load_as_the_resource(job["checkpoint"], {"input_size": size})
     pairs = []
@@ -127,8 +140,31 @@ def measure(job: dict) -> None:
             torch.set_num_threads(default.threads)
         pairs.append((embed_samples(frames, data, default).samples_per_s, forward))
     report = {"forward": results, "one_core": one_core, "decode_ms": decode_cost(data, size), "interleaved": pairs,
-              "best": best}  # fmt: skip
+              "best": best, "device": str(getattr(default, "device", "cpu"))}  # fmt: skip
     print(json.dumps(report))
+
+
+def _cuda_rates(job: dict, size: int, pixels: np.ndarray):  # noqa: ANN202
+    """The torch engine on the GPU per precision and batch (uint8 in host memory, vectors back: the pipeline's
+    calls), and the best setting at the pipeline's batch with its pass for `_alternate`."""
+    from lightly_assets.embedding.factory import load_model
+
+    results, runners = {}, {}
+    for precision in ("fp32", "bf16", "fp16"):
+        model = load_model(job["checkpoint"], input_size=size, precision=precision, engine="torch", device="cuda")
+        if model.precision != precision:
+            continue
+        runners[precision] = model.runner
+        for batch in (len(pixels), 4 * len(pixels)):
+            ready = np.resize(pixels, (batch, *pixels.shape[1:]))
+            results[f"cuda {precision} b{batch}"] = _openvino_rate(model.runner, ready, job["seconds"], 3 * batch)
+    best = max((k for k in results if k.endswith(f"b{len(pixels)}")), key=results.get)
+    runner = runners[best.split()[1]]
+
+    def forward_pass(n: int) -> float:
+        return _openvino_rate(runner, pixels, 0.0, n)
+
+    return results, forward_pass, best
 
 
 def decode_cost(data: Path, size: int, limit: int = 120) -> dict[str, float]:
