@@ -19,6 +19,21 @@ from lightly_assets.embedding.embedder import Embedder, InFlight
 from lightly_assets.embedding.executor import EmbedJob, JobResult, Sink
 
 FIRST_BATCH = 4  # samples in the first forward pass (at most the batch size)
+WAITING_BYTES = 64 * 2**20  # decoded pixels that may wait for the network when the decoders have cores of their own
+
+
+def queue_depth(batch_size: int, shape: tuple[int, int], own_cores: bool) -> int:
+    """How many decoded samples may wait for the network.
+
+    On a CPU the decoders share the cores with the network, and two batches keep it fed. Beside a GPU they have
+    every core to themselves, so they keep decoding through the network's one-time set-up instead of stopping two
+    batches ahead: on an H200 the first call took 0.95 s while 16 threads decode ~1,450 photos/s. Up to
+    WAITING_BYTES of pixels then (5,461 samples at 64 px, 445 at 224 px).
+    """
+    if not own_cores:
+        return 2 * batch_size
+    height, width = shape
+    return max(2 * batch_size, WAITING_BYTES // (height * width * 3))
 
 
 class LocalExecutor:
@@ -34,7 +49,7 @@ class LocalExecutor:
             job.model.prep,
             job.decode,
             job.workers,
-            depth=2 * job.batch_size,
+            depth=queue_depth(job.batch_size, job.model.prep.shape, own_cores=not job.model.low_priority_decode),
             low_priority=job.model.low_priority_decode,
         )
         batches = _Batches(job.model, job.batch_size, sink)

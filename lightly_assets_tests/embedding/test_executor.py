@@ -4,18 +4,20 @@ executor's batches, in whatever order they come, land on their own rows."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lightly_assets.embedding import local
 from lightly_assets.embedding.cache import EmbeddingCache
 from lightly_assets.embedding.decode import load_image
 from lightly_assets.embedding.embedder import InFlight
 from lightly_assets.embedding.executor import Collected, DecodeOptions, EmbedJob, JobResult, Sink
 from lightly_assets.embedding.factory import load_model
-from lightly_assets.embedding.local import FIRST_BATCH, LocalExecutor
+from lightly_assets.embedding.local import FIRST_BATCH, LocalExecutor, queue_depth
 from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets_tests.media import blocky_image
 from lightly_assets_tests.tables import frame_index_for
@@ -135,3 +137,46 @@ def test_two_streams_keep_the_rows_and_share_the_last_batch(tmp_path: Path) -> N
     assert sizes == [FIRST_BATCH // 2, FIRST_BATCH // 2, 10, 10, 2, 1] and result.filenames == names
     alone = np.concatenate([model.embed(load_image(tmp_path / n, SIZE)[None]) for n in names])
     np.testing.assert_allclose(result.matrix, alone, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("own_cores", "waiting"), [(True, 3 * 8 - FIRST_BATCH + 2), (False, 2 * 8)])
+def test_decoders_beside_a_gpu_keep_going_while_the_network_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_cores: bool, waiting: int
+) -> None:
+    """While the network's first call runs (a GPU's one-time set-up), decoders with cores of their own decode
+    every remaining sample (all fit in the bytes allowed: the queue then also holds each of the two workers' end
+    mark); decoders sharing the cores stop two batches ahead."""
+    names = [f"a/{i:02d}.png" for i in range(3 * 8)]
+    for i, name in enumerate(names):
+        blocky_image(tmp_path / name, 20, 20, seed=i)
+    decoders: list[local.Decoder] = []
+
+    class Watched(local.Decoder):
+        def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+            super().__init__(*args, **kwargs)
+            decoders.append(self)
+
+    monkeypatch.setattr(local, "Decoder", Watched)
+    model = load_model(None, input_size=SIZE, seed=0, precision="fp32")
+    seen: list[int] = []
+
+    def slow_first_call(batch: np.ndarray) -> np.ndarray:
+        if not seen:  # wait until the decoders can go no further (or 10 s)
+            deadline, queued = time.monotonic() + 10, -1
+            while time.monotonic() < deadline and queued != decoders[0].out.qsize():
+                queued = decoders[0].out.qsize()
+                time.sleep(0.3)
+            seen.append(decoders[0].out.qsize())
+        return model.runner(batch)
+
+    slow = dataclasses.replace(model, runner=slow_first_call, low_priority_decode=not own_cores)
+    result = embed_samples(frame_index_for(tmp_path, names), tmp_path, slow, EmbedOptions(batch_size=8, workers=2))
+    assert seen == [waiting]
+    assert result.filenames == names
+
+
+def test_the_queue_is_bounded_by_batches_on_a_cpu_and_by_bytes_beside_a_gpu() -> None:
+    assert queue_depth(64, (64, 64), own_cores=False) == 128
+    assert queue_depth(64, (64, 64), own_cores=True) == local.WAITING_BYTES // (64 * 64 * 3)
+    assert queue_depth(64, (224, 224), own_cores=True) * 224 * 224 * 3 <= local.WAITING_BYTES
+    assert queue_depth(512, (512, 512), own_cores=True) == 1024  # never fewer than two batches
