@@ -1,11 +1,12 @@
 """Decoding samples into the model's pixels, in worker threads that feed a bounded queue.
 
-Pillow and PyAV release the GIL while decoding (torch and OpenVINO while computing), so the network rarely waits and
-memory is bounded by a few batches whatever the dataset or video length. How decoding shares the machine with the
-network is the model's plan (`runtime.plan_threads`): on a CPU the decode threads run beside the network's threads
-at a lower priority, so they take the cores kept for them and fill whatever time the network leaves idle without
-preempting its threads mid-layer; on a GPU every core decodes, at normal priority. A video is decoded once, in
-order (PyAV), never by seeking frame by frame and never to disk.
+Pillow and PyAV release the GIL while decoding (torch and OpenVINO while computing), so the network rarely waits, and
+memory is bounded whatever the dataset or video length (`local.queue_depth`: two batches on a CPU, 64 MiB of pixels
+beside a GPU). How decoding shares the machine with the network is the model's plan (`runtime.plan_threads`): on a
+CPU the decode threads run beside the network's threads at a lower priority, so they take the cores kept for them
+and fill whatever time the network leaves idle without preempting its threads mid-layer; on a GPU every core
+decodes, at normal priority (the Python between Pillow's calls holds the GIL: on 16 cores threads stop scaling at
+about 8). A video is decoded once, in order (PyAV), never by seeking frame by frame and never to disk.
 """
 
 from __future__ import annotations
