@@ -23,6 +23,7 @@ from PIL import Image
 
 from lightly_assets.dataset.orientation import exif_upright
 from lightly_assets.dataset.video import iter_frames
+from lightly_assets.embedding.decode_pool import CHUNK, PhotoPool
 from lightly_assets.embedding.errors import EmbeddingError
 from lightly_assets.embedding.executor import DecodeOptions
 from lightly_assets.embedding.preprocessing import Preprocessing
@@ -128,6 +129,24 @@ def decode_video(path: Path, wanted: dict[int, int], size: Preprocessing, uprigh
         yield row, None, reason
 
 
+def decode_photos(chunk: list[_Task], data_dir: Path, size: Preprocessing, decode: DecodeOptions) -> list[Item]:
+    """A chunk of photos decoded together (in a `PhotoPool` process: one round trip for the chunk)."""
+    return [item for task in chunk for item in _decode(task, data_dir, size, decode)]
+
+
+def _in_chunks(tasks: list[_Task]) -> list[_Task | list[_Task]]:
+    """Photos in chunks of up to CHUNK, in order, for the processes; each video a unit of its own."""
+    units: list[_Task | list[_Task]] = []
+    for task in tasks:
+        if task.video:
+            units.append(task)
+        elif units and isinstance(units[-1], list) and len(units[-1]) < CHUNK:
+            units[-1].append(task)
+        else:
+            units.append([task])
+    return units
+
+
 def _frame_pixels(image: Image.Image, size: Preprocessing) -> np.ndarray:
     return size.apply(image)
 
@@ -144,14 +163,17 @@ class Decoder:
         workers: int,
         depth: int,
         low_priority: bool = False,
+        processes: int = 0,
     ) -> None:
         self.out: queue.Queue = queue.Queue(maxsize=depth)
         self._low_priority = low_priority
-        self._tasks: queue.SimpleQueue[_Task] = queue.SimpleQueue()
-        for task in tasks:
-            self._tasks.put(task)
+        self._pool = PhotoPool(processes, decode_photos) if processes else None
+        units = _in_chunks(tasks) if self._pool else tasks
+        self._tasks: queue.SimpleQueue[_Task | list[_Task]] = queue.SimpleQueue()
+        for unit in units:
+            self._tasks.put(unit)
         self._stop = threading.Event()
-        self.n_workers = max(1, min(workers, len(tasks)))
+        self.n_workers = max(1, min(workers, len(units)))
         args = (data_dir, size, decode)
         self._threads = [
             threading.Thread(target=self._work, args=args, name=f"embed-decode-{i}", daemon=True)
@@ -178,13 +200,21 @@ class Decoder:
                     task = self._tasks.get_nowait()
                 except queue.Empty:
                     break
-                items = _decode(task, data_dir, size, decode)
+                items = self._items(task, data_dir, size, decode)
                 for item in items:
                     if not self._put(item):
-                        items.close()
+                        getattr(items, "close", lambda: None)()
                         return
         finally:
             self._put(_DONE)
+
+    def _items(
+        self, unit: _Task | list[_Task], data_dir: Path, size: Preprocessing, decode: DecodeOptions
+    ) -> Iterator[Item]:
+        if isinstance(unit, _Task):
+            return _decode(unit, data_dir, size, decode)
+        pool, args = self._pool, (unit, data_dir, size, decode)
+        return iter(pool.decode(*args) if pool else decode_photos(*args))  # a process decodes, this thread waits
 
     def items(self) -> Iterator[Item]:
         done = 0
@@ -197,5 +227,7 @@ class Decoder:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._pool is not None:
+            self._pool.close()
         for t in self._threads:
             t.join(timeout=5)

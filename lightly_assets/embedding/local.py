@@ -15,8 +15,10 @@ from collections import deque
 import numpy as np
 
 from lightly_assets.embedding.decode import Decoder, tasks
+from lightly_assets.embedding.decode_pool import pool_size
 from lightly_assets.embedding.embedder import Embedder, InFlight
 from lightly_assets.embedding.executor import EmbedJob, JobResult, Sink
+from lightly_assets.embedding.runtime import usable_cores
 
 FIRST_BATCH = 4  # samples in the first forward pass (at most the batch size)
 WAITING_BYTES = 64 * 2**20  # decoded pixels that may wait for the network when the decoders have cores of their own
@@ -37,20 +39,25 @@ def queue_depth(batch_size: int, shape: tuple[int, int], own_cores: bool) -> int
 
 
 class LocalExecutor:
-    """The decode-and-embed step in this process: decoder threads feeding the model, batch after batch."""
+    """The decode-and-embed step in this process: decoder threads (beside a GPU, with many photos: threads each
+    waiting on a decoding process, `decode_pool`) feeding the model, batch after batch."""
 
     def describe(self) -> str:
         return "local"
 
     def run(self, job: EmbedJob, sink: Sink) -> JobResult:
+        todo = tasks(job.samples, np.arange(len(job.samples)))
+        own_cores = not job.model.low_priority_decode  # beside a GPU: nothing else computes on the cores
+        photos = sum(1 for task in todo if not task.video)
         decoder = Decoder(
-            tasks(job.samples, np.arange(len(job.samples))),
+            todo,
             job.data_dir,
             job.model.prep,
             job.decode,
             job.workers,
-            depth=queue_depth(job.batch_size, job.model.prep.shape, own_cores=not job.model.low_priority_decode),
+            depth=queue_depth(job.batch_size, job.model.prep.shape, own_cores),
             low_priority=job.model.low_priority_decode,
+            processes=pool_size(photos, own_cores, job.workers, usable_cores()),
         )
         batches = _Batches(job.model, job.batch_size, sink)
         batches.embed_all(decoder)
