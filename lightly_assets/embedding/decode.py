@@ -16,9 +16,9 @@ import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from lightly_assets.dataset.orientation import exif_upright
@@ -29,6 +29,9 @@ from lightly_assets.embedding.executor import DecodeOptions
 from lightly_assets.embedding.preprocessing import Preprocessing
 from lightly_assets.embedding.runtime import lower_this_thread_priority
 from lightly_assets.errors import exception_line
+
+if TYPE_CHECKING:  # a worker process that only decodes photos (decode_pool) does not load pandas
+    import pandas as pd
 
 # JPEG draft decoding is asked for this many times the input size, so the final bilinear resize still
 # averages over several pixels. Measured on 640x480 JPEGs at 64 px (decoded at 160x120): mean pixel

@@ -2,28 +2,34 @@
 
 Decoder threads stop scaling at about 8 cores: Pillow releases the GIL while it decodes and resizes, but the Python
 around those calls holds it. On an H200's 16 Xeon cores, 2,000 photos of 800x600 decoded alone: 16 threads 1,474/s
-with 8.3 cores busy, a pool of 16 processes 2,397/s, its start included. The processes are forked from a server that
-imports only the decoding module (forking this process, which runs CUDA and threads, is unsafe), so the pool costs
-an interpreter's start once: below PROCESS_MIN_PHOTOS photos the threads decode them as before. Videos stay in
-threads (a video is decoded in order by one decoder anyway); so do all samples on a CPU, where the decoders share
+with 8.3 cores busy, a pool of 16 processes 2,397/s, its start included. Each worker is a fresh interpreter
+(`python -m` this module) that imports only what decoding needs, reads pickled work on its standard input and writes
+the results on its standard output; multiprocessing's own pools would re-import the program's main module in every
+process (the `lightly-assets` command: Dagster, 2.3 s each) or fork a process that runs CUDA and threads. A worker
+costs an interpreter's start, so below PROCESS_MIN_PHOTOS photos the threads decode them as before. Videos stay in
+threads (a video is decoded in order by one decoder anyway); so does everything on a CPU, where the decoders share
 the cores with the network.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import os
+import pickle
+import queue
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
-from concurrent.futures import CancelledError, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
-PROCESS_MIN_PHOTOS = 5_000  # the pool's start (~1 s) is won back from a few thousand photos on
+PROCESS_MIN_PHOTOS = 5_000  # the workers' start (an interpreter each, in parallel) is won back from here on
 MIN_CORES = 4  # fewer cores than this: threads (the GIL is not the limit there)
 CHUNK = 16  # photos per call into a process: few round trips, small pieces at the end
-SERVER_IMPORTS = ["lightly_assets.embedding.decode"]  # what the fork server loads once, for every process
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where `lightly_assets` is imported from
 
 
 def pool_size(photos: int, own_cores: bool, workers: int, cores: int) -> int:
@@ -34,34 +40,95 @@ def pool_size(photos: int, own_cores: bool, workers: int, cores: int) -> int:
     return max(1, workers)
 
 
+class _Worker:
+    """One decoding process and its two pipes."""
+
+    def __init__(self) -> None:
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": _PACKAGE_ROOT + (os.pathsep + path if path else "")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+
+    def call(self, work: Callable[..., list[Any]], args: tuple[Any, ...]) -> list[Any]:
+        """`work(*args)` in the process; OSError, EOFError or UnpicklingError when it died."""
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        assert stdin is not None and stdout is not None
+        pickle.dump((work, args), stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        stdin.flush()
+        return pickle.load(stdout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 class PhotoPool:
-    """`decode(chunk, ...)` runs `work(chunk, ...)` in a process; in the calling thread if the pool broke."""
+    """`decode(*args)` runs `work(*args)` in a worker process (started on first use, one per calling thread at
+    most `processes`); in the calling thread once a worker has died."""
 
     def __init__(self, processes: int, work: Callable[..., list[Any]]) -> None:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(SERVER_IMPORTS)
-        self._work = work
-        self._executor = ProcessPoolExecutor(processes, mp_context=context)
+        self._work, self._processes = work, processes
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._started: list[_Worker] = []
+        self._lock = threading.Lock()
         self._broken = self._closed = False
 
     def decode(self, *args: Any) -> list[Any]:
         """The work's result; [] once the pool is closed (the decoder is stopping)."""
-        if self._broken:
-            return self._work(*args)
+        worker = None if self._broken else self._worker()
+        if worker is None:
+            return [] if self._closed else self._work(*args)
         try:
-            return self._executor.submit(self._work, *args).result()
-        except CancelledError:
-            return []
-        except BrokenProcessPool as exc:  # a process died (killed, out of memory): go on in threads
-            if not self._broken:
-                log.warning("photo decoding processes stopped (%s); decoding in threads", exc)
-            self._broken = True
-            return self._work(*args)
-        except RuntimeError:
-            if self._closed:  # submitted after close: the decoder is stopping
+            result = worker.call(self._work, args)
+        except (OSError, EOFError, pickle.UnpicklingError) as exc:
+            if self._closed:
                 return []
-            raise
+            self._break(exc)
+            return self._work(*args)
+        self._idle.put(worker)
+        return result
 
-    def close(self) -> None:
-        self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def _worker(self) -> _Worker | None:
+        """An idle worker, a new one while fewer than `processes` run, else the next freed; None once closed."""
+        while not (self._closed or self._broken):
+            try:
+                return self._idle.get(timeout=0.0 if len(self._started) < self._processes else 0.1)
+            except queue.Empty:
+                pass
+            with self._lock:
+                if not (self._closed or self._broken) and len(self._started) < self._processes:
+                    self._started.append(_Worker())
+                    return self._started[-1]
+        return None
+
+    def _break(self, exc: BaseException) -> None:
+        """A worker died (killed, out of memory): the others are stopped, and the threads decode from now on."""
+        if not self._broken:
+            log.warning("a photo-decoding process stopped (%s: %s); decoding in threads", type(exc).__name__, exc)
+        self._broken = True
+        self.close(broken=True)
+
+    def close(self, broken: bool = False) -> None:
+        with self._lock:
+            self._closed = self._closed or not broken
+            workers, self._started = self._started, []
+        for worker in workers:
+            worker.kill()
+
+
+def _serve(requests: IO[bytes], replies: IO[bytes]) -> None:
+    """A worker's loop: (work, args) in, work(*args) out, until its standard input closes."""
+    while True:
+        try:
+            work, args = pickle.load(requests)
+        except EOFError:
+            return
+        pickle.dump(work(*args), replies, protocol=pickle.HIGHEST_PROTOCOL)
+        replies.flush()
+
+
+if __name__ == "__main__":
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must not corrupt the replies
+    _serve(requests, replies)

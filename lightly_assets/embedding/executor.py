@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import pandas as pd
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas: a worker process that only decodes photos does not load it
+    import pandas as pd
+
     from lightly_assets.embedding.embedder import Embedder
 
 EXECUTORS = ("local", "ray")  # the values of `embedding_model.executor` (LIGHTLY_ASSETS_EXECUTOR)

@@ -4,8 +4,8 @@ still in threads, and a pool that breaks or closes never loses or hangs a row.""
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,14 +76,14 @@ def test_processes_only_beside_a_gpu_with_many_photos_and_cores() -> None:
 
 
 def _die_in_a_worker(chunk: list[int]) -> list[int]:
-    """Kills the process it runs in, unless that is the test's own."""
-    if multiprocessing.parent_process() is not None:
+    """Kills the worker process it runs in; in the test's own process it does the work."""
+    if getattr(sys.modules["__main__"].__spec__, "name", "") == decode_pool.__name__:
         os._exit(3)
     return [2 * x for x in chunk]
 
 
 def test_a_broken_pool_decodes_in_the_thread_and_a_closed_one_returns_nothing() -> None:
-    pool = PhotoPool(1, _die_in_a_worker)
+    pool = PhotoPool(2, _die_in_a_worker)
     try:
         assert pool.decode([1, 2]) == [2, 4]  # the process died: done here instead
         assert pool.decode([3]) == [6]
@@ -92,6 +92,17 @@ def test_a_broken_pool_decodes_in_the_thread_and_a_closed_one_returns_nothing() 
     closed = PhotoPool(1, decode_photos)
     closed.close()
     assert closed.decode([], Path("."), as_preprocessing(SIZE), DecodeOptions()) == []
+
+
+def test_workers_are_reused_and_closing_ends_them() -> None:
+    pool = PhotoPool(2, decode_photos)
+    try:
+        for _ in range(3):
+            assert pool.decode([], Path("."), as_preprocessing(SIZE), DecodeOptions()) == []
+        (worker,) = pool._started  # one thread asked: one process, reused
+    finally:
+        pool.close()
+    assert worker.proc.poll() is not None
 
 
 def test_the_pipeline_beside_a_gpu_embeds_photos_from_processes_as_from_threads(
