@@ -30,8 +30,8 @@ from lightly_assets.publish.studio.embedder import space_for
 
 EMBEDDINGS_FACTS = [
     "samples", "dimension", "model", "model_spec", "preprocessing", "studio_space", "weights", "weights_sha256",
-    "device", "precision", "engine", "orientation", "torch_threads", "decode_workers", "reused", "embedded",
-    "skipped", "seconds", "samples_per_second", "knn_agreement", "knn_agreement_random_network",
+    "device", "precision", "engine", "orientation", "torch_threads", "decode_workers", "decode_processes", "reused",
+    "embedded", "skipped", "seconds", "samples_per_second", "knn_agreement", "knn_agreement_random_network",
     "knn_agreement_chance", "knn_samples", "knn_k", "knn_rule", "executor", "ray_nodes",
 ]  # fmt: skip
 
@@ -121,6 +121,7 @@ def embeddings(
             "orientation": embedding_model.orientation,
             "torch_threads": model.threads,
             "decode_workers": result.workers,
+            "decode_processes": result.decode_processes,
             "reused": result.reused,
             "embedded": len(result.filenames) - result.reused,
             "skipped": skipped(left_out),

@@ -58,6 +58,7 @@ FACTS: dict[str, str] = {
     "orientation": "`upright` (EXIF orientation and video rotation applied, as viewers show them) or `raw` pixels",
     "torch_threads": "CPU threads of the forward pass",
     "decode_workers": "threads decoding images and video frames",
+    "decode_processes": "processes decoding photos beside a GPU, from 5,000 photos on (0: the threads decode them)",
     "reused": "samples whose vectors came from the cache (unchanged files)",
     "embedded": "samples embedded in this run",
     "seconds": "seconds spent embedding",

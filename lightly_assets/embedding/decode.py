@@ -171,6 +171,7 @@ class Decoder:
         self.out: queue.Queue = queue.Queue(maxsize=depth)
         self._low_priority = low_priority
         self._pool = PhotoPool(processes, decode_photos) if processes else None
+        self.processes = processes if self._pool else 0
         units = _in_chunks(tasks) if self._pool else tasks
         self._tasks: queue.SimpleQueue[_Task | list[_Task]] = queue.SimpleQueue()
         for unit in units:

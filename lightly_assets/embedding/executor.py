@@ -53,11 +53,12 @@ class JobResult:
 
     `first_batch_at`: wall-clock time (`time.time()`) at which the first vectors were ready in this process,
     for start-up measurements; None when nothing was embedded. `nodes`: the Ray nodes that did work (empty
-    locally).
+    locally). `decode_processes`: processes that decoded photos (`decode_pool`; 0: threads decoded them).
     """
 
     first_batch_at: float | None = None
     nodes: frozenset[str] = frozenset()
+    decode_processes: int = 0
 
 
 class Sink(Protocol):

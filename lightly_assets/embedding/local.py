@@ -61,7 +61,7 @@ class LocalExecutor:
         )
         batches = _Batches(job.model, job.batch_size, sink)
         batches.embed_all(decoder)
-        return JobResult(first_batch_at=batches.first_batch_at)
+        return JobResult(first_batch_at=batches.first_batch_at, decode_processes=decoder.processes)
 
 
 class _Batches:

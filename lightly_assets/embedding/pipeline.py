@@ -50,6 +50,7 @@ class EmbedResult:
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     first_batch_at: float | None = None
     workers: int = 0
+    decode_processes: int = 0  # processes that decoded photos beside a GPU (`decode_pool`; 0: the threads did)
     nodes: frozenset[str] = frozenset()  # the Ray nodes that embedded (empty locally)
     model: str = ""  # the model's description, set by the `embeddings` asset for what comes downstream
     space: str | None = None  # its LightlyStudio embedding space (publish/studio/embedder.space_for), likewise
@@ -142,6 +143,7 @@ def embed_samples(
         indices=ok,
         first_batch_at=outcome.first_batch_at,
         workers=workers if len(todo) else 0,
+        decode_processes=outcome.decode_processes,
         nodes=outcome.nodes,
     )
 

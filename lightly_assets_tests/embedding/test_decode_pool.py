@@ -119,6 +119,6 @@ def test_the_pipeline_beside_a_gpu_embeds_photos_from_processes_as_from_threads(
     monkeypatch.setattr(local, "pool_size", lambda *a, **k: sizes.append(real(*a, **k)) or sizes[-1])
     beside_a_gpu = dataclasses.replace(model, low_priority_decode=False)
     processes = embed_samples(index, tmp_path, beside_a_gpu, EmbedOptions(workers=2))
-    assert sizes == [2]
+    assert sizes == [2] and (threads.decode_processes, processes.decode_processes) == (0, 2)
     assert processes.filenames == threads.filenames and processes.unreadable == threads.unreadable
     np.testing.assert_allclose(processes.matrix, threads.matrix, rtol=1e-6, atol=1e-7)
