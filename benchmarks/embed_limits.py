@@ -42,7 +42,7 @@ def load_as_the_resource(checkpoint: str, settings: dict):  # noqa: ANN202
     return load_model(weights, **{"engine": "auto", "cache_dir": cache_dir, **settings})
 
 
-def _openvino_rate(engine, pixels: np.ndarray, seconds: float, at_least: int) -> float:  # noqa: ANN001
+def _engine_rate(engine, pixels: np.ndarray, seconds: float, at_least: int) -> float:  # noqa: ANN001
     """Samples/s of an engine (OpenVINO, or torch on CUDA: it returns host arrays, so each call has finished)
     on a ready uint8 batch (2 warm-up calls first)."""
     engine(pixels)
@@ -90,7 +90,7 @@ def measure(job: dict) -> None:
         model = load_model(job["checkpoint"], input_size=size, precision=precision, threads=cores, engine="openvino")
         if model.precision == precision and model.engine == "openvino":
             engines[precision] = model.runner
-            results[f"openvino {precision}"] = _openvino_rate(model.runner, pixels, job["seconds"], 3 * len(x))
+            results[f"openvino {precision}"] = _engine_rate(model.runner, pixels, job["seconds"], 3 * len(x))
     for precision in ("fp32", "bf16"):
         model = load_model(job["checkpoint"], input_size=size, precision=precision, threads=cores, engine="torch")
         if model.precision != precision:
@@ -105,10 +105,10 @@ def measure(job: dict) -> None:
     first, precision = best.split()
     if first == "openvino":
         one = load_model(job["checkpoint"], input_size=size, precision=precision, threads=1, engine="openvino")
-        one_core = _openvino_rate(one.runner, pixels, job["seconds"], 3 * len(x))
+        one_core = _engine_rate(one.runner, pixels, job["seconds"], 3 * len(x))
 
         def forward_pass(n: int) -> float:
-            return _openvino_rate(engines[precision], pixels, 0.0, n)
+            return _engine_rate(engines[precision], pixels, 0.0, n)
     else:
         fmt = torch.channels_last if precision == "channels_last" else torch.contiguous_format
         precision, best_module, best_x = first, modules[first].to(memory_format=fmt), x.contiguous(memory_format=fmt)
@@ -157,12 +157,12 @@ def _cuda_rates(job: dict, size: int, pixels: np.ndarray):  # noqa: ANN202
         runners[precision] = model.runner
         for batch in (len(pixels), 4 * len(pixels)):
             ready = np.resize(pixels, (batch, *pixels.shape[1:]))
-            results[f"cuda {precision} b{batch}"] = _openvino_rate(model.runner, ready, job["seconds"], 3 * batch)
+            results[f"cuda {precision} b{batch}"] = _engine_rate(model.runner, ready, job["seconds"], 3 * batch)
     best = max((k for k in results if k.endswith(f"b{len(pixels)}")), key=results.get)
     runner = runners[best.split()[1]]
 
     def forward_pass(n: int) -> float:
-        return _openvino_rate(runner, pixels, 0.0, n)
+        return _engine_rate(runner, pixels, 0.0, n)
 
     return results, forward_pass, best
 

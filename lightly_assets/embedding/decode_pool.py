@@ -13,6 +13,7 @@ the cores with the network.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -76,7 +77,7 @@ class PhotoPool:
 
     def decode(self, *args: Any) -> list[Any]:
         """The work's result; [] once the pool is closed (the decoder is stopping)."""
-        worker = None if self._broken else self._worker()
+        worker = self._worker()
         if worker is None:
             return [] if self._closed else self._work(*args)
         try:
@@ -92,10 +93,8 @@ class PhotoPool:
     def _worker(self) -> _Worker | None:
         """An idle worker, a new one while fewer than `processes` run, else the next freed; None once closed."""
         while not (self._closed or self._broken):
-            try:
+            with contextlib.suppress(queue.Empty):  # none idle: start one below, or wait for one again
                 return self._idle.get(timeout=0.0 if len(self._started) < self._processes else 0.1)
-            except queue.Empty:
-                pass
             with self._lock:
                 if not (self._closed or self._broken) and len(self._started) < self._processes:
                     self._started.append(_Worker())
