@@ -120,6 +120,12 @@ class Embedder:
         """Batches the engine runs at once (OpenVINO's streams); 1 for torch."""
         return int(getattr(self.runner, "streams", 1))
 
+    def rows_per_put(self, batch_size: int) -> int:
+        """Samples per `in_flight().put`: the engine's share of a batch (OpenVINO: per stream, cache-sized), else
+        the whole batch (torch: one call, and a GPU wants it whole)."""
+        share = getattr(self.runner, "rows_per_request", None)
+        return batch_size if share is None else int(share(batch_size, self.prep.height * self.prep.width))
+
     def in_flight(self) -> InFlight:
         """Where to put batches one after the other: an engine with streams (OpenVINO) runs the next batches while
         the caller fills another; any other runs each batch when it is put."""

@@ -1,10 +1,11 @@
 """`LocalExecutor`: the decode-and-embed step in this process, decoder threads feeding the model batch after batch.
 
-The first batch is small (`FIRST_BATCH` samples), the others the job's batch size: the network starts as soon as a
-few samples are decoded instead of waiting for a whole batch, and the first vectors (and the start-up figure) come
-after a short forward pass: 64 samples of the default network take 0.1 s on 2 AMX cores but 0.65 s on 2 AVX-512
-cores (4 samples: 0.14 CPU-s there, with OpenVINO's one-time set-up of a batch shape it has not seen). A vector
-does not depend on the batch it was in (within cosine 0.9999 where bf16 kernels differ by batch shape).
+The first batch is small (`FIRST_BATCH` samples), the others the job's batch size, each engine stream taking its
+share (`Embedder.rows_per_put`): the network starts as soon as a few samples are decoded instead of waiting for a
+whole batch, and the first vectors (and the start-up figure) come after a short forward pass: 64 samples of the
+default network take 0.1 s on 2 AMX cores but 0.65 s on 2 AVX-512 cores (4 samples: 0.14 CPU-s there, with
+OpenVINO's one-time set-up of a batch shape it has not seen). A vector does not depend on the batch it was in
+(within cosine 0.9999 where bf16 kernels differ by batch shape).
 """
 
 from __future__ import annotations
@@ -68,15 +69,17 @@ class _Batches:
     """Consumes decoded samples in arrival order; each batch's vectors go to the sink as soon as they are ready.
 
     Batches go into `Embedder.in_flight`, which keeps one in each OpenVINO stream while the next is filled, so the
-    rows of each batch wait in `pending` until its vectors come back (checked after every decoded sample). The
-    small first batch and the last one are split between the streams: the first vectors come as soon as with one
-    stream of all the threads, and no stream idles at the end.
+    rows of each batch wait in `pending` until its vectors come back (checked after every decoded sample). Each
+    stream takes its share of a batch (`Embedder.rows_per_put`), one after the other. The small first batch and
+    the last one are split between the streams: the first vectors come as soon as with one stream of all the
+    threads, and no stream idles at the end.
     """
 
     def __init__(self, model: Embedder, batch_size: int, sink: Sink) -> None:
         self.model, self.sink = model, sink
         height, width = model.prep.shape
-        self.batch = np.empty((batch_size, height, width, 3), dtype=np.uint8)  # refilled once its rows are put
+        rows = model.rows_per_put(batch_size)
+        self.batch = np.empty((rows, height, width, 3), dtype=np.uint8)  # refilled once its rows are put
         self.pending: deque[list[int]] = deque()
         self.first_batch_at: float | None = None
 

@@ -15,6 +15,7 @@ from lightly_assets.embedding import local
 from lightly_assets.embedding.cache import EmbeddingCache
 from lightly_assets.embedding.decode import load_image
 from lightly_assets.embedding.embedder import InFlight
+from lightly_assets.embedding.engines.openvino import OpenVINOEngine
 from lightly_assets.embedding.executor import Collected, DecodeOptions, EmbedJob, JobResult, Sink
 from lightly_assets.embedding.factory import load_model
 from lightly_assets.embedding.local import FIRST_BATCH, LocalExecutor, queue_depth
@@ -109,13 +110,15 @@ def test_the_first_batch_is_small_and_no_vector_depends_on_its_batch(tmp_path: P
 
 @pytest.mark.openvino
 def test_two_streams_keep_the_rows_and_share_the_last_batch(tmp_path: Path) -> None:
-    """With two OpenVINO streams a batch is in the network while the next is filled (from the same array, which the
-    engine copies): every vector lands on its own row, and the first and last batches are split between the streams."""
+    """With two OpenVINO streams each takes half of every batch, one after the other, and a half is in the network
+    while the next is filled (from the same array, which the engine copies): every vector lands on its own row,
+    and the small first batch and the last one are split between the streams."""
     names = [f"a/{i:02d}.jpg" for i in range(FIRST_BATCH + 23)]
     for i, name in enumerate(names):
         blocky_image(tmp_path / name, 40, 30, seed=i)
     model = load_model(None, input_size=SIZE, seed=0, engine="openvino", precision="fp32", threads=2)
-    assert model.streams == 2
+    engine = model.runner
+    assert model.streams == 2 and isinstance(engine, OpenVINOEngine)
     sizes: list[int] = []
 
     class Recording:
@@ -126,6 +129,9 @@ def test_two_streams_keep_the_rows_and_share_the_last_batch(tmp_path: Path) -> N
         def __call__(self, batch: np.ndarray) -> np.ndarray:
             return model.runner(batch)
 
+        def rows_per_request(self, batch_size: int, pixels: int) -> int:
+            return engine.rows_per_request(batch_size, pixels)
+
         def in_flight(self) -> InFlight:
             flight = model.in_flight()
             put = flight.put
@@ -134,7 +140,7 @@ def test_two_streams_keep_the_rows_and_share_the_last_batch(tmp_path: Path) -> N
 
     counted = dataclasses.replace(model, runner=Recording())
     result = embed_samples(frame_index_for(tmp_path, names), tmp_path, counted, EmbedOptions(batch_size=10, workers=2))
-    assert sizes == [FIRST_BATCH // 2, FIRST_BATCH // 2, 10, 10, 2, 1] and result.filenames == names
+    assert sizes == [FIRST_BATCH // 2, FIRST_BATCH // 2, 5, 5, 5, 5, 2, 1] and result.filenames == names
     alone = np.concatenate([model.embed(load_image(tmp_path / n, SIZE)[None]) for n in names])
     np.testing.assert_allclose(result.matrix, alone, rtol=1e-4, atol=1e-5)
 
