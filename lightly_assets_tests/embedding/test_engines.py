@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from lightly_assets.embedding.engines import compiled_cache as eng
-from lightly_assets.embedding.engines import openvino as ov_engine
 from lightly_assets.embedding.engines.compiled_cache import ModelCache
 from lightly_assets.embedding.engines.openvino import OpenVINOEngine, openvino_engine, streams_for
 from lightly_assets.embedding.engines.openvino_import import opted_in
@@ -100,31 +99,6 @@ def test_two_streams_give_the_vectors_of_one(lightly_ov) -> None:
     flight.put(pixels)
     flight.close()  # after an error: nothing left running, the requests free for the next call
     np.testing.assert_allclose(two(pixels[:1]), one(pixels[:1]), rtol=1e-4, atol=1e-5)
-
-
-def test_a_request_holds_what_its_threads_keep_in_cache(lightly_ov, monkeypatch) -> None:
-    """A batch is shared between the streams, and large samples go a few per request (the activations of a whole
-    batch of 224 px photos leave the caches); one call of many requests gives the vectors of one request each."""
-    two = OpenVINOEngine(lightly_ov.runner.xml, "fp32", 2)
-    assert two.rows_per_request(64, 64 * 64) == 32  # the default network: half a batch per stream
-    assert two.rows_per_request(3, 64 * 64) == 2 and two.rows_per_request(1, 64 * 64) == 1
-    assert two.rows_per_request(64, 224 * 224) == 2 and two.rows_per_request(64, 1024 * 1024) == 1
-    monkeypatch.setattr(ov_engine, "PIXELS_PER_THREAD", 3 * SIZE * SIZE)
-    assert two.rows_per_request(64, SIZE * SIZE) == 3
-    sizes: list[int] = []
-    real_flight = two.in_flight
-
-    def recording():  # noqa: ANN202
-        flight = real_flight()
-        put = flight.put
-        flight.put = lambda pixels: sizes.append(len(pixels)) or put(pixels)  # type: ignore[method-assign]
-        return flight
-
-    monkeypatch.setattr(two, "in_flight", recording)
-    pixels = _pixels(10)
-    one = OpenVINOEngine(lightly_ov.runner.xml, "fp32", 1)
-    np.testing.assert_allclose(two(pixels), np.concatenate([one(p[None]) for p in pixels]), rtol=1e-4, atol=1e-5)
-    assert sizes == [3, 3, 3, 1]
 
 
 @pytest.mark.e2e  # a second OpenVINO compilation of the network, in bf16 (~6 CPU-s)

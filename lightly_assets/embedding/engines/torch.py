@@ -17,6 +17,10 @@ from torch import nn
 from lightly_assets.embedding.preprocessing import Preprocessing
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Input pixels per call and thread on a CPU: a batch whose activations leave the caches runs slower per sample. On
+# 2 AVX-512 cores (bf16) the default network at 64 px ran 94-98 samples/s with 8-16 samples per call, 91 with 32
+# and 80 with 64; at 224 px 7.4-7.6 with 1-2 samples, 7.2 with 4, 6.4 with 8, 6.3 with 64.
+CPU_PIXELS_PER_THREAD = 64 * 64 * 8
 
 
 class TorchEngine:
@@ -61,8 +65,23 @@ class TorchEngine:
         self._copied.record()
         return x.permute(0, 3, 1, 2)
 
-    @torch.inference_mode()
+    def rows_per_request(self, batch_size: int, pixels: int) -> int:
+        """Samples of `pixels` each per forward pass: the whole batch on a GPU; on a CPU no more than
+        CPU_PIXELS_PER_THREAD per thread (at least one)."""
+        if self.device.type != "cpu":
+            return batch_size
+        budget = CPU_PIXELS_PER_THREAD * torch.get_num_threads()
+        return max(1, min(batch_size, budget // max(1, pixels)))
+
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """A batch's vectors, in forward passes of `rows_per_request` samples."""
+        rows = self.rows_per_request(len(pixels), pixels.shape[1] * pixels.shape[2])
+        if rows >= len(pixels):
+            return self._forward(pixels)
+        return np.concatenate([self._forward(pixels[i : i + rows]) for i in range(0, len(pixels), rows)])
+
+    @torch.inference_mode()
+    def _forward(self, pixels: np.ndarray) -> np.ndarray:
         x = self.preprocess(pixels)
         if self._autocast is not None:
             with torch.autocast(device_type=self.device.type, dtype=self._autocast):
