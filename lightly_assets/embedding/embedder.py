@@ -121,8 +121,8 @@ class Embedder:
         return int(getattr(self.runner, "streams", 1))
 
     def rows_per_put(self, batch_size: int) -> int:
-        """Samples per `in_flight().put`: the engine's share of a batch (OpenVINO: per stream, cache-sized), else
-        the whole batch (torch: one call, and a GPU wants it whole)."""
+        """Samples per `in_flight().put`: the engine's `rows_per_request` (OpenVINO: a stream's share, cut to the
+        caches; torch: cut to the caches on a CPU, whole on a GPU), else the whole batch."""
         share = getattr(self.runner, "rows_per_request", None)
         return batch_size if share is None else int(share(batch_size, self.prep.height * self.prep.width))
 

@@ -33,9 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: quantised graph, f32 for the rest
-# Input pixels per infer request and network thread: small requests keep their activations in the caches. On 2
-# AVX-512 cores (one thread per stream) the default network at 64 px ran 99-101 samples/s with 8-32 samples per
-# request, 94-95 with 64, 88-91 with 128; at 224 px 8.1-8.3 with 1-2, 7.7 with 8, 7.0 with 32, 6.3 with 64.
+# Input pixels per infer request and network thread: a request whose activations leave the caches runs slower per
+# sample. On 2 AVX-512 cores, one thread per stream (docs/benchmarks.md, 2026-12-04): the network alone at 224 px
+# ran 7.1-7.6 samples/s with 1-2 per request against 4.1 with 64; the embedding step at 64 px ran fastest with 32
+# per request (the network alone with 4-8: below that, the Python around each request costs more than it saves).
 PIXELS_PER_THREAD = 64 * 64 * 32
 
 

@@ -17,9 +17,9 @@ from torch import nn
 from lightly_assets.embedding.preprocessing import Preprocessing
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# Input pixels per call and thread on a CPU: a batch whose activations leave the caches runs slower per sample. On
-# 2 AVX-512 cores (bf16) the default network at 64 px ran 94-98 samples/s with 8-16 samples per call, 91 with 32
-# and 80 with 64; at 224 px 7.4-7.6 with 1-2 samples, 7.2 with 4, 6.4 with 8, 6.3 with 64.
+# Input pixels per forward pass and thread on a CPU: a batch whose activations leave the caches runs slower per
+# sample. On 2 AVX-512 cores in bf16 (docs/benchmarks.md, 2026-12-04) the default network at 64 px ran 90-98
+# samples/s with 16 per pass against 72-80 with 64; at 224 px 7.3-7.7 with 1-2 against 5.6-6.3 with 64.
 CPU_PIXELS_PER_THREAD = 64 * 64 * 8
 
 
