@@ -34,6 +34,11 @@ def test_a_request_holds_what_its_threads_keep_in_cache(lightly_ov, monkeypatch)
     assert two.rows_per_request(64, 64 * 64) == 32  # the default network: half a batch per stream
     assert two.rows_per_request(3, 64 * 64) == 2 and two.rows_per_request(1, 64 * 64) == 1
     assert two.rows_per_request(64, 224 * 224) == 2 and two.rows_per_request(64, 1024 * 1024) == 1
+    own_choice = OpenVINOEngine(lightly_ov.runner.xml, "fp32", 0)  # OpenVINO picks its threads: every core
+    monkeypatch.setattr(ov_engine, "usable_cores", lambda: 1)
+    assert own_choice.streams == 1 and own_choice.rows_per_request(64, 64 * 64) == 32
+    monkeypatch.setattr(ov_engine, "usable_cores", lambda: 3)
+    assert own_choice.rows_per_request(64, 64 * 64) == 64
     monkeypatch.setattr(ov_engine, "PIXELS_PER_THREAD", 3 * SIZE * SIZE)
     assert two.rows_per_request(64, SIZE * SIZE) == 3
     sizes: list[int] = []

@@ -25,6 +25,7 @@ from lightly_assets.embedding.engines.compiled_cache import ModelCache, cache_ke
 from lightly_assets.embedding.engines.openvino_import import import_nncf, import_openvino
 from lightly_assets.embedding.errors import EngineError
 from lightly_assets.embedding.preprocessing import Preprocessing
+from lightly_assets.embedding.runtime import usable_cores
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -100,9 +101,9 @@ class OpenVINOEngine:
 
     def rows_per_request(self, batch_size: int, pixels: int) -> int:
         """Samples of `pixels` each to put into one request: a batch shared between the streams, and no more
-        than PIXELS_PER_THREAD per thread of a stream (at least one)."""
+        than PIXELS_PER_THREAD per thread of a stream (at least one; threads 0, OpenVINO's choice: every core)."""
         share = -(-batch_size // self.streams)
-        threads = max(1, self.threads // self.streams)
+        threads = max(1, (self.threads or usable_cores()) // self.streams)
         return max(1, min(share, PIXELS_PER_THREAD * threads // max(1, pixels)))
 
     def __reduce__(self) -> tuple[type[OpenVINOEngine], tuple[Path, str, int, int]]:
