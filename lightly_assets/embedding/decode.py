@@ -217,8 +217,8 @@ class Decoder:
     ) -> Iterator[Item]:
         if isinstance(unit, _Task):
             return _decode(unit, data_dir, size, decode)
-        pool, args = self._pool, (unit, data_dir, size, decode)
-        return iter(pool.decode(*args) if pool else decode_photos(*args))  # a process decodes, this thread waits
+        assert self._pool is not None  # photos come in chunks only when a pool decodes them (`_in_chunks`)
+        return iter(self._pool.decode(unit, data_dir, size, decode))  # a process decodes, this thread waits
 
     def items(self) -> Iterator[Item]:
         done = 0
