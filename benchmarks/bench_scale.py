@@ -87,7 +87,7 @@ def _env(work: Path) -> dict[str, str]:
 
 def _cli() -> list[str]:
     exe = Path(sys.executable).with_name("lightly-assets")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "lightly_assets.cli"]
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "lightly_assets"]
 
 
 def run_chain(work: Path, name: str, log: Path) -> Run:

@@ -23,6 +23,7 @@ Goals (issue 26): start->batch <= 2 s, step->batch <= 0.3 s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -55,6 +56,10 @@ def _child(job: dict) -> None:
             marks[name], cpus[name] = time.time(), time.process_time()
 
     mark("child")
+    with contextlib.suppress(ImportError):  # as the command does first (`lightly_assets.__main__`); older: none
+        from lightly_assets import collector
+
+        collector.pause()
     from dagster import DagsterInstance
 
     from lightly_assets import runner  # what `main` imports first: the definitions and Dagster

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
+from lightly_assets import collector
 from lightly_assets.atomic import write_bytes_atomic
 from lightly_assets.browse import enable_search, published, render, studio_database
 from lightly_assets.dataset.scan import DatasetError
@@ -146,6 +147,7 @@ def _browse(args: argparse.Namespace, names: list[str], output_dir: str) -> int:
         print(render(items, gui_base_url(host, port), target.gui_command(), True), flush=True)
         if note:
             print(f"note: {note}", flush=True)
+        collector.resume()  # the GUI serves until stopped: it collects its cycles
         start_gui(db_file, url_env, host, port)
     except LightlyAssetsError as exc:
         print(f"error: {exc}", file=sys.stderr)

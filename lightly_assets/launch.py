@@ -35,6 +35,8 @@ from dagster._core.remote_origin import (
 )
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
+from lightly_assets import collector
+
 # The code location as `dg dev` / `dagster dev` load it: [tool.dagster] and workspace.yaml name the same ones.
 DEFINITIONS_MODULE = "lightly_assets.definitions"
 DEFINITIONS_ATTRIBUTE = "defs"
@@ -82,6 +84,7 @@ def execute_in_location(
         job_code_origin=code_origin(job.name),
     )
     captured: dict = {}
+    collector.resume()  # start-up ends here: the steps collect their cycles (see `lightly_assets.collector`)
     events = list(
         ExecuteRunWithPlanIterable(
             execution_plan=plan,

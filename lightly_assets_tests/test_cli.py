@@ -42,7 +42,7 @@ def env(tmp_path: Path, monkeypatch) -> dict[str, Path]:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "lightly_assets.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "lightly_assets", *args], cwd=REPO, capture_output=True, text=True, timeout=600
     )
 
 

@@ -274,7 +274,7 @@ def test_a_cli_run_is_listed_with_the_job_like_the_uis_own(dagster_dev) -> None:
         "LIGHTLY_ASSETS_OUTPUT_DIR": str(dagster_dev["outputs"]),
     }
     out = subprocess.run(
-        [sys.executable, "-m", "lightly_assets.cli", "run", DATASET],
+        [sys.executable, "-m", "lightly_assets", "run", DATASET],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]

@@ -118,7 +118,7 @@ def cli_env(paths: dict[str, Path], **extra: str) -> dict[str, str]:
 
 def start(paths: dict[str, Path], *args: str, **extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "lightly_assets.cli", "run", *args],
+        [sys.executable, "-m", "lightly_assets", "run", *args],
         cwd=REPO,
         env=cli_env(paths, **extra),
         stdout=subprocess.PIPE,

@@ -33,6 +33,7 @@ LAZY = {  # top-level packages a function may import itself
 }
 # Our modules that import torch at module level, imported lazily by the warm path's modules and the definitions.
 LAZY_OURS = {
+    "lightly_assets.cli",  # the command imports it after pausing the cycle collector (`lightly_assets.__main__`)
     "lightly_assets.embedding.assemble",
     "lightly_assets.embedding.engines.torch",
     "lightly_assets.embedding.training",

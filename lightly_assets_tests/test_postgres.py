@@ -160,7 +160,7 @@ def test_two_runs_at_once_share_dagster_and_lightly_studio_on_postgres(pg_socket
     }
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "lightly_assets.cli", "run", name],
+            [sys.executable, "-m", "lightly_assets", "run", name],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,

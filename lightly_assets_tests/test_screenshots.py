@@ -103,7 +103,7 @@ def project(tmp_path_factory) -> dict:
         "PYTHONPATH": str(REPO),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "lightly_assets.cli", "run", *DATASETS],
+        [sys.executable, "-m", "lightly_assets", "run", *DATASETS],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -160,7 +160,7 @@ def test_lightly_studio_grid(project) -> None:
 
     base, port = project["base"], free_port()
     env = project["env"] | {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
-    browse = [sys.executable, "-m", "lightly_assets.cli", "browse", "--open", "--host", "127.0.0.1"]
+    browse = [sys.executable, "-m", "lightly_assets", "browse", "--open", "--host", "127.0.0.1"]
     browse += ["--port", str(port)]
     log = base / "browse.log"
     with _server(browse, env, log):

@@ -246,7 +246,7 @@ def _inside_namespace(work: Path) -> None:
         }
         start = time.monotonic()
         cli = subprocess.run(
-            [sys.executable, "-m", "lightly_assets.cli", "run", *DATASETS],
+            [sys.executable, "-m", "lightly_assets", "run", *DATASETS],
             cwd=REPO,
             env=run_env,
             capture_output=True,

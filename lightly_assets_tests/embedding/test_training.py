@@ -93,7 +93,7 @@ def test_cli_train_then_a_killed_run_keeps_the_previous_checkpoint(tmp_path: Pat
         blocky_image(data / "ds" / "ab"[i % 2] / f"{i}.jpg", 40, 30, seed=i)
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "LIGHTLY_ASSETS_DATA_DIR": str(data),
            "LIGHTLY_ASSETS_OUTPUT_DIR": str(out), "PYTHONUNBUFFERED": "1"}  # fmt: skip
-    cmd = [sys.executable, "-m", "lightly_assets.cli", "train", "ds", "--batch-size", "2"]
+    cmd = [sys.executable, "-m", "lightly_assets", "train", "ds", "--batch-size", "2"]
     done = subprocess.run([*cmd, "--epochs", "1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     ckpt = out / "ds" / TRAINED_NAME

@@ -134,7 +134,7 @@ def test_browse_link_opens_the_dataset_its_tags_filter_and_no_bookkeeping_is_a_f
         server_env.pop(name, None)
     with open(log_path, "w") as log:  # no flags, on a machine whose `localhost` has no IPv6 entry
         server = subprocess.Popen(
-            [sys.executable, "-c", NO_IPV6_LOCALHOST, "lightly_assets.cli", "browse", "--open"],
+            [sys.executable, "-c", NO_IPV6_LOCALHOST, "lightly_assets", "browse", "--open"],
             cwd=REPO, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     shots: list[Path] = []
