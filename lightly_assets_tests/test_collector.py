@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from lightly_assets import collector
+from lightly_assets.__main__ import main  # the console script's entry: it imports the CLI after its pause
 from lightly_assets.launch import execute_in_location
 
 
@@ -54,3 +56,9 @@ def test_a_run_executes_with_the_collector_on() -> None:
     with dg.instance_for_test() as instance:
         result = execute_in_location(probe, "a", {}, {}, instance)
     assert result.success and seen[0][0] and seen[0][1] > 0
+
+
+def test_the_command_leaves_the_collector_on_when_it_returns(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    assert main(["list", "--data-dir", str(tmp_path)]) == 0
+    assert gc.isenabled() and gc.get_freeze_count() > 0
