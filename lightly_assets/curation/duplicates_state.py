@@ -2,11 +2,14 @@
 
 Near pairs are kept with the model's fingerprint and each sample's vector digest, visual pairs with each sample's
 perceptual hash and the largest Hamming distance searched; a pair is reused while both of its samples are
-unchanged. Files saved before visual pairs were kept still load (their visual pairs are searched once anew).
+unchanged. The components the kept pairs make are kept too (components.py). Files saved before visual pairs
+were kept still load (their visual pairs are searched once anew), and those saved before the components were
+kept (their components are found once from all the pairs).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +55,7 @@ class State:
     pair_similarity: np.ndarray  # (m,) float32
     file_hashes: pd.DataFrame = field(default_factory=_no_file_hashes)  # source, size, mtime_ns, sha256
     visual: Visual = field(default_factory=Visual)
+    linked: np.ndarray | None = None  # (n,) the components of the kept pairs (near and visual); None: not known
 
     def save(self, path: Path) -> None:
         files = self.file_hashes
@@ -73,6 +77,7 @@ class State:
             visual_valid=self.visual.valid.astype(bool),
             visual_pairs=compact_rows(self.visual.pairs.reshape(-1, 2)),
             visual_distances=self.visual.distances.astype(np.uint8),  # of 64 bits
+            **({} if self.linked is None else {"linked": compact_rows(self.linked)}),
         )
 
     @classmethod
@@ -99,6 +104,7 @@ class State:
                     }
                 ),
                 visual=_visual(data),
+                linked=_linked(data, int(data["names_count"]) if "names_count" in data.files else -1),
             )
 
 
@@ -106,6 +112,12 @@ def _text(data, name: str, count: int) -> list[str]:  # noqa: ANN001  (numpy's N
     if f"{name}_text" in data.files:
         return split_text(data[f"{name}_text"], count)
     return data[name].astype(np.str_).tolist()  # an earlier file: a unicode array
+
+
+def _linked(data, count: int) -> np.ndarray | None:  # noqa: ANN001  (numpy's NpzFile)
+    """The components of the kept pairs, when the file has them for each of its samples (older files do not)."""
+    linked = data["linked"] if "linked" in data.files else None
+    return linked.astype(np.int64) if linked is not None and len(linked) == count else None
 
 
 def _visual(data) -> Visual:  # noqa: ANN001  (numpy's NpzFile)
@@ -118,3 +130,37 @@ def _visual(data) -> Visual:  # noqa: ANN001  (numpy's NpzFile)
         pairs=data["visual_pairs"].astype(np.int64).reshape(-1, 2),
         distances=data["visual_distances"].astype(np.int64),
     )
+
+
+def reused_near(state: State | None, before: np.ndarray, digests, model: str, similarity: float):
+    """Old pairs whose two samples are unchanged, the rows whose neighbours must be searched anew, and whether
+    every old pair was kept."""
+    n = len(before)
+    if state is None or state.model != model or state.similarity > similarity:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float32), np.arange(n), not had_pairs(state)
+    unchanged = np.array([b >= 0 and state.digests[b] == d for b, d in zip(before, digests, strict=True)], dtype=bool)
+    mapped, keep = carried(state.pairs, before, unchanged, len(state.names))
+    keep &= state.pair_similarity >= similarity - 1e-6
+    complete = bool(keep.all())
+    return np.sort(mapped[keep], axis=1), state.pair_similarity[keep], np.flatnonzero(~unchanged), complete
+
+
+def had_pairs(state: State | None) -> bool:
+    return state is not None and len(state.pairs) > 0
+
+
+def previous_rows(old_names: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """Per sample its row in the state (-1: new)."""
+    old = pd.Index(old_names)
+    if old.is_unique:  # names are unique in a run: one hash lookup each, no million-entry dict
+        return old.get_indexer(names).astype(np.int64)
+    position = {name: i for i, name in enumerate(old_names)}
+    return np.array([position.get(name, -1) for name in names], dtype=np.int64).reshape(-1)
+
+
+def carried(pairs: np.ndarray, before: np.ndarray, unchanged: np.ndarray, old_count: int):
+    """The state's pairs in this run's rows, and which of them join two unchanged samples."""
+    old_to_new = np.full(old_count, -1, dtype=np.int64)
+    old_to_new[before[unchanged]] = np.flatnonzero(unchanged)
+    mapped = old_to_new[pairs.reshape(-1, 2)]
+    return mapped, (mapped >= 0).all(axis=1)

@@ -67,8 +67,10 @@ def hash_pairs(
     import faiss
 
     hashes = np.ascontiguousarray(np.asarray(hashes, dtype=np.uint8).reshape(-1, BITS // 8))
-    rows = np.arange(len(hashes)) if valid is None else np.flatnonzero(valid)
-    asked = rows if queries is None else np.intersect1d(np.asarray(queries, dtype=np.int64), rows)
+    usable = np.ones(len(hashes), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    rows = np.flatnonzero(usable)
+    asked = rows if queries is None else np.unique(np.asarray(queries, dtype=np.int64))
+    asked = asked[usable[asked]]  # (not intersect1d: that sorts all the rows again, ~0.7 s at a million)
     empty = np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
     if len(rows) < 2 or len(asked) == 0 or max_distance < 0:
         return empty

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from lightly_assets.curation import duplicates as duplicates_module
 from lightly_assets.curation.duplicates import Hashes, find_duplicates, visual_pairs
 from lightly_assets.curation.duplicates_state import State
 from lightly_assets.curation.phash import hash_pairs, merge_in_order, pair_order
@@ -60,6 +62,7 @@ def test_an_incremental_run_searches_only_new_or_changed_samples_and_groups_as_a
     _, searched = visual_pairs(state, names, hashes)
     assert searched == 11  # ten new, one changed
     again = find_duplicates(names, vectors, names, None, state=state, hashes=hashes)
+    assert again.searched == 11  # visual copies searched, near-duplicates not (None)
     cold = find_duplicates(names, vectors, names, None, hashes=hashes)
     pd.testing.assert_frame_equal(again.table, cold.table)
     assert again.state.visual.pairs.tolist() == cold.state.visual.pairs.tolist()
@@ -136,3 +139,68 @@ def test_a_state_file_with_unicode_text_arrays_still_loads(tmp_path: Path) -> No
     assert old is not None and old.names == names and old.digests == state.digests
     pd.testing.assert_frame_equal(old.file_hashes, state.file_hashes, check_dtype=False)
     assert old.visual.pairs.tolist() == state.visual.pairs.tolist()
+
+
+def planted(n: int) -> tuple[list[str], np.ndarray, list[str]]:
+    """Names, vectors with near copies (every 13th row close to an earlier one) and content keys with exact copies
+    (every 17th row shares an earlier one's)."""
+    rng = np.random.default_rng(6)
+    vectors = rng.normal(size=(n, 8)).astype(np.float32)
+    keys = [f"k{i}" for i in range(n)]
+    for row in range(13, n, 13):
+        vectors[row] = vectors[rng.integers(0, row)] + rng.normal(scale=1e-3, size=8).astype(np.float32)
+    for row in range(17, n, 17):
+        keys[row] = keys[int(rng.integers(0, row))]
+    return [f"{i:04d}.jpg" for i in range(n)], vectors, keys
+
+
+def test_a_run_that_carries_every_pair_groups_from_the_old_components_as_a_cold_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 600
+    names, vectors, keys = planted(n)
+    values = copies(n, seed=7)
+    values[:200] = values[np.arange(200) // 20 * 20]  # ten groups of 20 alike: 190 pairs each, 19 links in a star
+    first_rows = [i for i in range(n) if i % 40 != 11]  # fifteen samples are new in the second run
+    first = find_duplicates([names[i] for i in first_rows], vectors[first_rows], [keys[i] for i in first_rows],
+                            0.99, model="m", hashes=hashes_of(values, rows=first_rows))  # fmt: skip
+    state = State.load(_saved(first.state, tmp_path))
+    assert state is not None and state.linked is not None and state.linked.tolist() == first.state.linked.tolist()
+    in_pairs = np.zeros(len(first_rows), dtype=bool)
+    in_pairs[np.concatenate([state.pairs, state.visual.pairs]).reshape(-1)] = True
+    gone = {first_rows[i] for i in np.flatnonzero(~in_pairs)[:5]}  # removed samples that were in no pair
+    rows = [i for i in range(n) if i not in gone]
+    run = ([names[i] for i in rows], vectors[rows], [keys[i] for i in rows])
+    sizes: list[int] = []
+    real = duplicates_module.components
+    monkeypatch.setattr(duplicates_module, "components", lambda k, p: sizes.append(len(p)) or real(k, p))
+    again = find_duplicates(*run, 0.99, model="m", state=state, hashes=hashes_of(values, rows=rows))
+    carried_pairs = len(state.pairs) + len(state.visual.pairs)
+    assert sizes and sizes[0] < carried_pairs / 4  # the old components stood in for the carried pairs
+    assert again.searched == 15
+    cold = find_duplicates(*run, 0.99, model="m", hashes=hashes_of(values, rows=rows))
+    pd.testing.assert_frame_equal(again.table, cold.table)
+    assert again.counts()["near"] > 0 and again.counts()["exact"] > 0 and again.counts()["visual"] > 0
+    assert again.state.pairs.tolist() == cold.state.pairs.tolist()
+    assert again.state.visual.pairs.tolist() == cold.state.visual.pairs.tolist()
+
+
+def test_a_removed_sample_that_joined_others_or_an_older_file_groups_from_all_pairs(tmp_path: Path) -> None:
+    n = 400
+    names, vectors, keys = planted(n)
+    values = copies(n, seed=8)
+    first = find_duplicates(names, vectors, keys, 0.99, model="m", hashes=hashes_of(values))
+    joined = int(first.state.visual.pairs[0, 0])  # in a pair: removing it may split its group
+    rows = [i for i in range(n) if i != joined]
+    run = ([names[i] for i in rows], vectors[rows], [keys[i] for i in rows])
+    cold = find_duplicates(*run, 0.99, model="m", hashes=hashes_of(values, rows=rows))
+    again = find_duplicates(*run, 0.99, model="m", state=first.state, hashes=hashes_of(values, rows=rows))
+    pd.testing.assert_frame_equal(again.table, cold.table)
+    path = tmp_path / "older.npz"
+    with np.load(_saved(first.state, tmp_path), allow_pickle=False) as data:
+        np.savez(path, **{k: data[k] for k in data.files if k != "linked"})  # saved before components were kept
+    older = State.load(path)
+    assert older is not None and older.linked is None
+    all_rows = find_duplicates(names, vectors, keys, 0.99, model="m", state=older, hashes=hashes_of(values))
+    pd.testing.assert_frame_equal(all_rows.table, first.table)
+    assert all_rows.searched == 0 and all_rows.state.linked is not None
