@@ -36,6 +36,8 @@ DEFAULT_PROPORTION = 0.1  # without n_samples or proportion: a tenth of the samp
 # of 60..300 samples), at 10 it gave 5 each.
 BALANCE_STRENGTH = 10.0
 TYPICALITY_NEIGHBOURS = 20  # LightlyStudio's DEFAULT_NUM_NEAREST_NEIGHBORS for its typicality metadata
+# each byte's 8 bits (most significant first, as np.unpackbits) as +-1: hash_features' lookup table
+_BYTE_SIGNS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32) * 2.0 - 1.0
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,8 @@ def left_out(group_of: np.ndarray, excluded: np.ndarray | None, why: str, pool: 
 def hash_features(hashes: np.ndarray) -> np.ndarray:
     """Perceptual hash bits as +-1 vectors: cosine distance between them is proportional to Hamming distance, so
     farthest-point sampling on them spreads a selection over what pictures look like, with no model."""
-    bits = np.unpackbits(np.asarray(hashes, dtype=np.uint8).reshape(-1, BITS // 8), axis=1)
-    return (bits.astype(np.float32) * 2.0 - 1.0).reshape(len(bits), BITS)
+    values = np.asarray(hashes, dtype=np.uint8).reshape(-1, BITS // 8)
+    return _BYTE_SIGNS[values].reshape(len(values), BITS)  # one gather: a million hashes in ~0.3 s, not ~2 s
 
 
 def _run(unit: np.ndarray, labels: np.ndarray, n: int, strategy: str) -> np.ndarray:

@@ -268,6 +268,7 @@ def test_selection_leaves_out_excluded_samples_and_spreads_over_hashes() -> None
     values = rng.integers(0, 256, (30, 8), dtype=np.uint8)
     features = hash_features(values)
     assert features.shape == (30, 64) and set(np.unique(features)) == {-1.0, 1.0}
+    assert (features == np.where(np.unpackbits(values, axis=1) == 1, 1.0, -1.0)).all()  # bit by bit, in order
     excluded = np.zeros(30, bool)
     excluded[[0, 1, 2]] = True
     group_of = np.full(30, -1)
