@@ -185,7 +185,9 @@ def _anew(
 
 def _outside(samples: Samples) -> np.ndarray:
     """The rows that are not candidates (duplicates past the first, samples with excluding issues)."""
-    return np.setdiff1d(np.arange(len(samples.unit)), samples.pool)
+    outside = np.ones(len(samples.unit), dtype=bool)
+    outside[samples.pool] = False
+    return np.flatnonzero(outside)  # as setdiff1d with every row, without sorting a million rows twice
 
 
 def _now(samples: Samples, previous: SelectionState) -> np.ndarray:
