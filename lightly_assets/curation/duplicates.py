@@ -189,7 +189,9 @@ def _exact_pairs(keys: Sequence[str]) -> np.ndarray:
     return np.stack([order[same], order[same + 1]], axis=1).astype(np.int64).reshape(-1, 2)
 
 
-def _reused_visual(state: State | None, before: np.ndarray, hashes: Hashes):
+def _reused_visual(
+    state: State | None, before: np.ndarray, hashes: Hashes
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, bool]:
     """Old visual pairs whose two samples kept their hash, the rows whose pairs must be searched anew (all of
     them when the state has no visual pairs, or searched a smaller distance), whether the old pairs are still
     in pair order (the unchanged samples kept their relative order, as when files are only added or removed),
@@ -219,6 +221,7 @@ class _VisualSearch:
 
 
 def _search_visual(state: State | None, before: np.ndarray, hashes: Hashes) -> _VisualSearch:
+    """The state's visual pairs carried over, merged with those searched for new or changed samples."""
     kept, kept_distances, fresh, in_order, complete = _reused_visual(state, before, hashes)
     values, valid = np.asarray(hashes.values, dtype=np.uint8), np.asarray(hashes.valid, dtype=bool)
     found, found_distances = hash_pairs(values, hashes.max_distance, valid, hashes.videos, queries=fresh)

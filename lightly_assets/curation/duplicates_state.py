@@ -132,7 +132,9 @@ def _visual(data) -> Visual:  # noqa: ANN001  (numpy's NpzFile)
     )
 
 
-def reused_near(state: State | None, before: np.ndarray, digests, model: str, similarity: float):
+def reused_near(
+    state: State | None, before: np.ndarray, digests: Sequence[str], model: str, similarity: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Old pairs whose two samples are unchanged, the rows whose neighbours must be searched anew, and whether
     every old pair was kept."""
     n = len(before)
@@ -146,6 +148,7 @@ def reused_near(state: State | None, before: np.ndarray, digests, model: str, si
 
 
 def had_pairs(state: State | None) -> bool:
+    """Whether the state kept near pairs: a run that reuses none of them cannot reuse the state's components."""
     return state is not None and len(state.pairs) > 0
 
 
@@ -158,9 +161,11 @@ def previous_rows(old_names: Sequence[str], names: Sequence[str]) -> np.ndarray:
     return np.array([position.get(name, -1) for name in names], dtype=np.int64).reshape(-1)
 
 
-def carried(pairs: np.ndarray, before: np.ndarray, unchanged: np.ndarray, old_count: int):
+def carried(
+    pairs: np.ndarray, before: np.ndarray, unchanged: np.ndarray, old_count: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The state's pairs in this run's rows, and which of them join two unchanged samples."""
     old_to_new = np.full(old_count, -1, dtype=np.int64)
     old_to_new[before[unchanged]] = np.flatnonzero(unchanged)
     mapped = old_to_new[pairs.reshape(-1, 2)]
-    return mapped, (mapped >= 0).all(axis=1)
+    return mapped, np.asarray((mapped >= 0).all(axis=1))
