@@ -27,13 +27,25 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
 
 def star(labels: np.ndarray) -> np.ndarray:
     """Pairs that make the same components as `labels`: each sample linked to its component's first sample."""
-    labels = np.asarray(labels)
-    if not len(labels):
-        return np.zeros((0, 2), dtype=np.int64)
-    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-    heads = first[inverse.reshape(-1)].astype(np.int64)
-    rows = np.flatnonzero(heads != np.arange(len(labels)))
-    return np.stack([heads[rows], rows], axis=1)
+    rows, _, heads = members(labels)
+    linked = rows != heads
+    return np.stack([heads[linked], rows[linked]], axis=1)
+
+
+def members(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows in components of two or more (ascending), their group (numbered in the order of first members)
+    and their group's first member."""
+    labels = np.asarray(labels, dtype=np.int64)
+    sizes = np.bincount(labels) if len(labels) else np.zeros(0, np.int64)
+    rows = np.flatnonzero(sizes[labels] >= 2) if len(labels) else np.zeros(0, np.int64)
+    components = labels[rows]
+    _, first = np.unique(components, return_index=True)
+    first.sort()  # positions in `rows` of each component's first member, in row order
+    group = np.full(len(sizes), -1, dtype=np.int64)
+    group[components[first]] = np.arange(len(first))
+    head = np.full(len(sizes), -1, dtype=np.int64)
+    head[components[first]] = rows[first]
+    return rows.astype(np.int64), group[components], head[components]
 
 
 def carried_labels(old: np.ndarray, before: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ import pandas as pd
 
 from lightly_assets.atomic import atomic_output
 from lightly_assets.columns import DUPLICATES_CSV
-from lightly_assets.curation.components import carried_labels, components, star
+from lightly_assets.curation.components import carried_labels, components, members, star
 from lightly_assets.curation.duplicates_state import State, Visual, carried, had_pairs, previous_rows, reused_near
 from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import BITS, agreement, hamming, hash_pairs, merge_in_order, pair_order
@@ -332,7 +332,7 @@ def _table(
     `similarity`, when near-duplicates were searched), else `visual` (linked by hashes; its similarity is the
     hashes' agreement with the first member's); a chain of near pairs is `near` too.
     """
-    rows, groups, heads = _members(labels)
+    rows, groups, heads = members(labels)
     if not len(rows):
         return pd.DataFrame([], columns=pd.Index([*COLUMNS, "row"]))
     key = np.asarray(keys, dtype=object)
@@ -361,22 +361,6 @@ def _table(
         follower = table["kind"].shift(-1)
         table.loc[head & (table["kind"] != "exact"), "kind"] = follower[head & (table["kind"] != "exact")]
     return table
-
-
-def _members(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The rows in components of two or more (ascending), their group (numbered in the order of first members)
-    and their group's first member."""
-    labels = np.asarray(labels, dtype=np.int64)
-    sizes = np.bincount(labels) if len(labels) else np.zeros(0, np.int64)
-    rows = np.flatnonzero(sizes[labels] >= 2) if len(labels) else np.zeros(0, np.int64)
-    components = labels[rows]
-    _, first = np.unique(components, return_index=True)
-    first.sort()  # positions in `rows` of each component's first member, in row order
-    group = np.full(len(sizes), -1, dtype=np.int64)
-    group[components[first]] = np.arange(len(first))
-    head = np.full(len(sizes), -1, dtype=np.int64)
-    head[components[first]] = rows[first]
-    return rows.astype(np.int64), group[components], head[components]
 
 
 def write_duplicates_csv(path: Path, table: pd.DataFrame) -> Path:
