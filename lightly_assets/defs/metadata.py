@@ -84,7 +84,8 @@ FACTS: dict[str, str] = {
     "added": "samples added by this upload (0 when everything was there already)",
     "removed": "samples whose files are gone: tagged `missing-file` in LightlyStudio, never deleted",
     "unmatched": "video frames LightlyStudio decoded differently from us (not matched to a CSV row)",
-    "tags": "the curation as LightlyStudio tags (duplicates, selection), versioned: a new result gets a new name",
+    "tags": "the curation as LightlyStudio tags (duplicates, selection), versioned: a result that drops members gets "
+    "a new name, one that only adds members grows the latest version",
     "files": "the curation's files under the bucket's .lightly/ (duplicates.csv, selection.txt), written or unchanged",
     "open": "links that open each LightlyStudio dataset once the GUI runs (`lightly-assets browse --open`)",
     "browse": "the command that lists these links and starts LightlyStudio's GUI",

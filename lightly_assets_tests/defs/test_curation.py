@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from lightly_assets.definitions import defs
 from lightly_assets.defs.metadata import FACTS, INLINE_MARKDOWN_LIMIT
 from lightly_assets.defs.partitions import datasets_partitions
 from lightly_assets.publish.studio import images as studio_images
+from lightly_assets.publish.studio import tags as studio_tags
 from lightly_assets.summary import summarise_run
 from lightly_assets_tests import EXAMPLE_DATA
 from lightly_assets_tests.media import make_video, still_then_moving
@@ -37,7 +39,7 @@ def tags(db: Path) -> dict[str, int]:
     return {name: n for name, n in rows}
 
 
-@pytest.mark.e2e  # the whole chain, three times (~40 s)
+@pytest.mark.e2e  # the whole chain, four times (~50 s)
 def test_duplicates_and_selection_in_the_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "data" / "ds"
     shutil.copytree(EXAMPLE_DATA / "images_weak_labels" / "cats", data / "cats")
@@ -95,6 +97,13 @@ def test_duplicates_and_selection_in_the_chain(tmp_path: Path, monkeypatch: pyte
     [meta] = [m.metadata for m in again.asset_materializations_for_node("data_issues")]
     assert meta["scored_samples"].value == 0 and meta["reused_stats"].value == 13
     assert not {"duplicates-v2", "selection-diverse-v2", "issue-low_information-v2"} & set(tags(db))
+
+    shutil.copy(data / "cats" / "chelsea-1.jpg", data / "cats" / "copy-of-chelsea-1.jpg")
+    monkeypatch.setattr(studio_tags, "id_table", lambda session, ids: contextlib.nullcontext(None))  # as on PostgreSQL
+    grown = run(instance, tmp_path, {"similarity": 1.0}, every)  # a new pair: the latest version grows
+    [meta] = [m.metadata for m in grown.asset_materializations_for_node("published_curation")]
+    assert tags(db)["duplicates-v1"] == 9 and "duplicates-v2" not in tags(db)  # the new pair joined the tag
+    assert "duplicates: duplicates-v1 (+2 members)" in meta["tags"].value
 
     smaller = run(instance, tmp_path, {"similarity": 1.0}, {"n_samples": 3, "exclude_issues": []})  # a new tag
     assert smaller.success and tags(db)["selection-diverse-v2"] == 3 and tags(db)["selection-diverse-v1"] == 8

@@ -1,10 +1,11 @@
 """Curation results as LightlyStudio tags: the duplicates, and each selection, under a versioned name.
 
-LightlyStudio's own sampling writes its result into a tag whose name must be new; we follow that rule: a result
-goes into `<base>-v<k>`, the next version after the highest one the collection has. A run whose result equals the
-latest version's members reuses that tag, so re-running an unchanged dataset does not pile up identical tags.
-Images are tagged in the image dataset, video frames in the video dataset's frame collection (a selection over
-videos is a frame selection).
+LightlyStudio's own sampling writes its result into a tag whose name must be new; we follow that rule for a result
+that drops members: it goes into `<base>-v<k>`, the next version after the highest one the collection has. A result
+that holds every member of the latest version grows that tag instead (new files and the copies they bring): each
+version of a million-member tag was another million links, and DuckDB's commit of them took 13 s once the table
+held 21 M. An unchanged result keeps its tag. Images are tagged in the image dataset, video frames in the video
+dataset's frame collection (a selection over videos is a frame selection).
 """
 
 from __future__ import annotations
@@ -82,57 +83,79 @@ def _frame_ids(session: Session, collection_id: UUID, root: Path, frames: pd.Dat
 
 
 def _write_tag(session: Session, collection_id: UUID, base: str, sample_ids: list[SampleId]) -> str:
+    """The tag written or kept, as `<name>` or `<name> (+N members)` when the latest version grew."""
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.resolvers import tag_resolver
 
     existing = {t.name: t.tag_id for t in tag_resolver.get_all_by_collection_id(session, collection_id)}
     latest, new = versioned(base, list(existing))
     with id_table(session, sample_ids) as ids:
-        if latest is not None and _same_members(session, existing[latest], sample_ids, ids):
-            return latest
+        if latest is not None:
+            held, shared = _overlap(session, existing[latest], sample_ids, ids)
+            if shared == held:  # the result keeps every member: the latest version grows, or stays as it is
+                added = len(set(as_text(sample_ids))) - held
+                if added:
+                    _add(session, existing[latest], _in_collection(collection_id, sample_ids, ids, existing[latest]))
+                return f"{latest} (+{added:,} members)" if added else latest
         tag_id = tag_resolver.get_or_create_sample_tag_by_name(
             session=session, collection_id=collection_id, tag_name=new
         ).tag_id
-        tag_resolver.add_samples_to_tag_from_query(
-            session=session, tag_id=tag_id, sample_ids_query=_in_collection(collection_id, sample_ids, ids)
-        )
+        _add(session, tag_id, _in_collection(collection_id, sample_ids, ids))
     return new
 
 
-def _same_members(session: Session, tag_id: UUID, sample_ids: list[SampleId], ids: Subquery | None) -> bool:
-    """Whether the tag holds exactly `sample_ids`: two counts in the database when the ids are a table there."""
+def _add(session: Session, tag_id: UUID, query: SelectOfScalar[UUID]) -> None:
+    # LightlyStudio takes seconds to import: only uploads and its GUI need it
+    from lightly_studio.resolvers import tag_resolver
+
+    tag_resolver.add_samples_to_tag_from_query(session=session, tag_id=tag_id, sample_ids_query=query)
+
+
+def _overlap(session: Session, tag_id: UUID, sample_ids: list[SampleId], ids: Subquery | None) -> tuple[int, int]:
+    """(the tag's members, how many of them are in `sample_ids`): two counts in the database when the ids are a
+    table there."""
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.models.sample import SampleTagLinkTable
     from lightly_studio.resolvers import tag_resolver
     from sqlmodel import col, func, select
 
     if ids is None:
-        return set(as_text(tag_resolver.get_sample_ids_by_tag_id(session, tag_id))) == set(as_text(sample_ids))
+        held = set(as_text(tag_resolver.get_sample_ids_by_tag_id(session, tag_id)))
+        return len(held), len(held & set(as_text(sample_ids)))
     members = select(func.count()).where(col(SampleTagLinkTable.tag_id) == tag_id)
     shared = members.join_from(SampleTagLinkTable, ids, ids.c.sample_id == col(SampleTagLinkTable.sample_id))
-    wanted = len(set(as_text(sample_ids)))
-    return session.exec(members).one() == wanted and session.exec(shared).one() == wanted
+    return session.exec(members).one(), session.exec(shared).one()
 
 
-def _in_collection(collection_id: UUID, sample_ids: list[SampleId], ids: Subquery | None) -> SelectOfScalar[UUID]:
-    """The query LightlyStudio's `add_sample_ids_to_tag_id` inserts from. That function first counts the same query
-    to check every id is in the collection: ours were just read from it, and at 900,000 ids the count took as long
-    as the insert (47 of 102 s). With the ids as a table (`id_table`) the insert joins it."""
+def _in_collection(
+    collection_id: UUID, sample_ids: list[SampleId], ids: Subquery | None, unless_in: UUID | None = None
+) -> SelectOfScalar[UUID]:
+    """The query LightlyStudio's `add_sample_ids_to_tag_id` inserts from, less the members of tag `unless_in`.
+    That function first counts the same query to check every id is in the collection: ours were just read from
+    it, and at 900,000 ids the count took as long as the insert (47 of 102 s). With the ids as a table
+    (`id_table`) the insert joins it."""
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
     from lightly_studio.database import db_array
-    from lightly_studio.models.sample import SampleTable
+    from lightly_studio.models.sample import SampleTable, SampleTagLinkTable
     from sqlmodel import col, select
 
     query = select(SampleTable.sample_id).where(col(SampleTable.collection_id) == collection_id)
     if ids is not None:
-        return query.join(ids, ids.c.sample_id == col(SampleTable.sample_id))
-    return query.where(db_array.in_array(column=col(SampleTable.sample_id), values=as_uuids(sample_ids)))
+        query = query.join(ids, ids.c.sample_id == col(SampleTable.sample_id))
+    else:
+        query = query.where(db_array.in_array(column=col(SampleTable.sample_id), values=as_uuids(sample_ids)))
+    if unless_in is None:
+        return query
+    linked = select(SampleTagLinkTable.sample_id).where(
+        col(SampleTagLinkTable.tag_id) == unless_in, col(SampleTagLinkTable.sample_id) == col(SampleTable.sample_id)
+    )
+    return query.where(~linked.exists())
 
 
 def publish_tags(
     target: StudioTarget, data_dir: Path, frame_index: pd.DataFrame, tags: Mapping[str, Sequence[str]]
 ) -> dict[str, str]:
-    """Tag samples (by Lightly filename) under versioned names; returns base name -> tag names written or kept.
+    """Tag samples (by Lightly filename) under versioned names; returns base name -> tag names written, grown or kept.
 
     Call after `upload_dataset`: the samples must be in LightlyStudio already. An empty list writes no tag.
     """
