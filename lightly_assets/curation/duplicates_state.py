@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lightly_assets.curation.state_file import compact_rows, save_state, state_arrays
+from lightly_assets.curation.state_file import compact_rows, rows_dtype, save_state, state_arrays
 from lightly_assets.dataset.keys import joined_text, split_text
 
 STATE_VERSION = 1
@@ -120,6 +120,12 @@ def _linked(data, count: int) -> np.ndarray | None:  # noqa: ANN001  (numpy's Np
     return linked.astype(np.int64) if linked is not None and len(linked) == count else None
 
 
+def _rows(rows: np.ndarray) -> np.ndarray:
+    """Row numbers as saved (32 bits where they fit), in the type `carried` maps them to."""
+    top = int(rows.max(initial=0)) + 1
+    return rows.astype(rows_dtype(top), copy=False)
+
+
 def _visual(data) -> Visual:  # noqa: ANN001  (numpy's NpzFile)
     if "visual_max_distance" not in data.files:  # saved before visual pairs were kept
         return Visual()
@@ -127,8 +133,8 @@ def _visual(data) -> Visual:  # noqa: ANN001  (numpy's NpzFile)
         max_distance=int(data["visual_max_distance"]),
         hashes=data["visual_hashes"].astype(np.uint8).reshape(-1, HASH_BYTES),
         valid=data["visual_valid"].astype(bool),
-        pairs=data["visual_pairs"].astype(np.int64).reshape(-1, 2),
-        distances=data["visual_distances"].astype(np.int64),
+        pairs=_rows(data["visual_pairs"]).reshape(-1, 2),
+        distances=data["visual_distances"].astype(np.uint8, copy=False),  # of 64 bits
     )
 
 
@@ -165,7 +171,7 @@ def carried(
     pairs: np.ndarray, before: np.ndarray, unchanged: np.ndarray, old_count: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The state's pairs in this run's rows, and which of them join two unchanged samples."""
-    old_to_new = np.full(old_count, -1, dtype=np.int64)
+    old_to_new = np.full(old_count, -1, dtype=rows_dtype(len(unchanged)))
     old_to_new[before[unchanged]] = np.flatnonzero(unchanged)
     mapped = old_to_new[pairs.reshape(-1, 2)]
     return mapped, np.asarray((mapped >= 0).all(axis=1))

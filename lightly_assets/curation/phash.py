@@ -118,7 +118,8 @@ def merge_in_order(
     order = pair_order(found)
     found, found_values = np.asarray(found, dtype=np.int64)[order], np.asarray(found_values)[order]
     n = int(max(kept.max(initial=0), found.max(initial=0))) + 1
-    at = np.searchsorted(kept[:, 0] * n + kept[:, 1], found[:, 0] * n + found[:, 1], side="right")
+    keys = kept[:, 0].astype(np.int64) * n + kept[:, 1]  # 64 bits: `kept` may be row numbers in 32 (rows_dtype)
+    at = np.searchsorted(keys, found[:, 0] * n + found[:, 1], side="right")
     return np.insert(kept, at, found, axis=0), np.insert(kept_values, at, found_values)
 
 

@@ -52,10 +52,10 @@ def test_an_incremental_run_searches_only_new_or_changed_samples_and_groups_as_a
     first.state.save(tmp_path / "state.npz")
     state = State.load(tmp_path / "state.npz")
     assert state is not None and len(state.visual.pairs) == len(first.state.visual.pairs) > 0
-    assert state.visual.pairs.tolist() == first.state.visual.pairs.tolist() and state.visual.pairs.dtype == np.int64
+    assert state.visual.pairs.tolist() == first.state.visual.pairs.tolist() and state.visual.pairs.dtype == np.int32
     assert state.visual.distances.tolist() == first.state.visual.distances.tolist()
     with np.load(tmp_path / "state.npz") as saved:  # row numbers in 32 bits, distances in 8: most of the file
-        assert saved["visual_pairs"].dtype == np.uint32 and saved["visual_distances"].dtype == np.uint8
+        assert saved["visual_pairs"].itemsize == 4 and saved["visual_distances"].dtype == np.uint8
     changed = values.copy()
     changed[100] = changed[4]  # an old sample whose picture changed: now a copy of another
     hashes = hashes_of(changed)
@@ -99,6 +99,18 @@ def test_new_pairs_merged_into_ordered_ones_are_ordered_as_one_sort_orders_them(
     order = pair_order(together)
     assert pairs.tolist() == together[order].tolist()
     assert values.tolist() == np.concatenate([kept_values, found_values])[order].tolist()
+
+
+def test_pairs_in_32_bits_merge_as_in_64_where_their_order_keys_do_not_fit_in_32() -> None:
+    rng = np.random.default_rng(6)
+    kept = np.sort(rng.integers(0, 200_000, (5_000, 2)), axis=1)  # i * n + j reaches 4e10
+    kept = kept[pair_order(kept)]
+    found = np.sort(rng.integers(0, 200_000, (300, 2)), axis=1)
+    values = np.arange(len(kept), dtype=np.uint8), np.ones(len(found), dtype=np.int64)
+    wide = merge_in_order(kept, values[0], found, values[1])
+    narrow = merge_in_order(kept.astype(np.int32), values[0], found, values[1])
+    assert narrow[0].dtype == np.int32 and narrow[0].tolist() == wide[0].tolist()
+    assert narrow[1].tolist() == wide[1].tolist()
 
 
 def test_a_larger_hash_distance_or_an_older_state_file_searches_everything_again(tmp_path: Path) -> None:
