@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,43 +43,82 @@ class EmbeddingCache:
     One `.npz` file without pickled objects (names as NUL-joined UTF-8, stat fields as integer arrays), replaced
     atomically, so a crash leaves the previous cache intact. A cache written by another model or settings is
     ignored. Keys stay columns throughout: a million cached samples are a few arrays, not a million tuples.
+
+    While a run embeds, its own vectors go to a journal beside it (`<name>.journal.npz`, the same format), so a
+    checkpoint writes what the run added, not the whole cache again (210 MB at a million samples, ~0.7 s a save).
+    The run's last save replaces the cache and removes the journal; a run killed before that leaves both, and the
+    next load folds the journal in.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self.journal = self.path.with_name(f"{self.path.stem}.journal.npz")
 
     def load(self, fingerprint: str) -> Cached:
-        """Vectors of the previous run with the same fingerprint; empty when none, stale or unreadable."""
-        if not self.path.is_file():
+        """Vectors of the previous runs with the same fingerprint (a killed run's journal folded in, and written
+        into the cache at once, so that the next journal holds only that run's vectors); empty when none, stale or
+        unreadable."""
+        cached = self._read(self.path, fingerprint)
+        if not self.journal.is_file():
+            return cached
+        cached = _newer_first(self._read(self.journal, fingerprint), cached)
+        try:
+            self.save(fingerprint, cached.keys, cached.vectors)
+        except OSError as exc:
+            log.warning("%s: killed run's vectors not folded in: %s", self.path, exc.strerror or exc)
+        return cached
+
+    def _read(self, path: Path, fingerprint: str) -> Cached:
+        if not path.is_file():
             return Cached.empty()
         try:
-            with np.load(self.path, allow_pickle=False) as data:
+            with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(data["meta"].tobytes().decode("utf-8"))
                 if meta.get("fingerprint") != fingerprint or meta.get("version") not in (1, _CACHE_VERSION):
                     return Cached.empty()
                 keys = _read_keys(data) if meta["version"] == _CACHE_VERSION else _read_rows(data)
                 vectors = np.asarray(data["vectors"], dtype=np.float32)
         except Exception as exc:  # noqa: BLE001 - a broken cache only costs a recomputation
-            log.warning("%s: embedding cache unreadable, recomputing (%s)", self.path, exc)
+            log.warning("%s: embedding cache unreadable, recomputing (%s)", path, exc)
             return Cached.empty()
         if len(keys) != len(vectors):
-            log.warning("%s: embedding cache inconsistent, recomputing", self.path)
+            log.warning("%s: embedding cache inconsistent, recomputing", path)
             return Cached.empty()
         return Cached(keys, vectors)
 
     def save(self, fingerprint: str, keys: pd.DataFrame, vectors: np.ndarray) -> None:
-        """Replace the cache with exactly these vectors (files that disappeared drop out)."""
-        meta = json.dumps({"version": _CACHE_VERSION, "fingerprint": fingerprint}).encode("utf-8")
-        with atomic_output(self.path) as f:
-            np.savez(
-                f,
-                meta=np.frombuffer(meta, dtype=np.uint8),
-                sources=joined_text(keys["source"].to_numpy()),
-                sizes=keys["size"].to_numpy(dtype=np.int64),
-                mtimes=keys["mtime_ns"].to_numpy(dtype=np.int64),
-                filenames=joined_text(keys["filename"].to_numpy()),
-                vectors=np.asarray(vectors, dtype=np.float32),
-            )
+        """Replace the cache with exactly these vectors (files that disappeared drop out); the journal goes."""
+        _write(self.path, fingerprint, keys, vectors)
+        self.journal.unlink(missing_ok=True)
+
+    def save_journal(self, fingerprint: str, keys: pd.DataFrame, vectors: np.ndarray) -> None:
+        """Replace the journal with the vectors a run has added so far."""
+        _write(self.journal, fingerprint, keys, vectors)
+
+
+def _write(path: Path, fingerprint: str, keys: pd.DataFrame, vectors: np.ndarray) -> None:
+    meta = json.dumps({"version": _CACHE_VERSION, "fingerprint": fingerprint}).encode("utf-8")
+    with atomic_output(path) as f:
+        np.savez(
+            f,
+            meta=np.frombuffer(meta, dtype=np.uint8),
+            sources=joined_text(keys["source"].to_numpy()),
+            sizes=keys["size"].to_numpy(dtype=np.int64),
+            mtimes=keys["mtime_ns"].to_numpy(dtype=np.int64),
+            filenames=joined_text(keys["filename"].to_numpy()),
+            vectors=np.asarray(vectors, dtype=np.float32),
+        )
+
+
+def _newer_first(newer: Cached, older: Cached) -> Cached:
+    """The vectors of both, each key once (the newer's where both have it)."""
+    if not len(newer.keys) or (len(older.keys) and newer.vectors.shape[1] != older.vectors.shape[1]):
+        return older if not len(newer.keys) else newer
+    if not len(older.keys):
+        return newer
+    stale = matching_rows(newer.keys, older.keys) >= 0
+    keys = pd.DataFrame(pd.concat([newer.keys, older.keys[~stale]], ignore_index=True))
+    return Cached(keys, np.concatenate([newer.vectors, older.vectors[~stale]]))
 
 
 def _read_keys(data: Any) -> pd.DataFrame:
@@ -96,11 +136,11 @@ def _read_rows(data: Any) -> pd.DataFrame:
 
 
 class Checkpoint:
-    """Saves the vectors computed so far now and then, so a killed run resumes where it was.
+    """Journals the vectors computed so far now and then, so a killed run resumes where it was.
 
     The cost is bounded: after the first batch, a save happens at most every `interval_s` seconds and, when
-    saving gets slow (a big cache), at most `max_share` of the wall time goes into writing. Each save is
-    atomic, so a kill during a save leaves the previous cache.
+    saving gets slow (many vectors added), at most `max_share` of the wall time goes into writing. Each save is
+    atomic, so a kill during a save leaves the previous journal and cache.
     """
 
     def __init__(
@@ -115,23 +155,29 @@ class Checkpoint:
     ) -> None:
         self.cache, self.fingerprint, self.keys = cache, fingerprint, keys
         self.matrix, self.done = matrix, done
+        self.cached = done.copy()  # the rows the cache had: a checkpoint journals only the others
         self.interval_s, self.max_share = interval_s, max_share
         self._due = time.monotonic()  # the first batch is saved at once: the run is resumable from the start
         self.saves = 0
 
     def maybe_save(self) -> None:
-        """Save when due; called after each embedded batch."""
+        """Journal the run's vectors when due; called after each embedded batch."""
         if time.monotonic() >= self._due:
-            self.save()
+            start = time.monotonic()
+            added = np.flatnonzero(self.done & ~self.cached)
+            self._saved(lambda: self.cache.save_journal(self.fingerprint, self.keys.iloc[added], self.matrix[added]))
+            cost = time.monotonic() - start
+            self._due = time.monotonic() + max(self.interval_s, cost / self.max_share)
 
     def save(self) -> None:
-        """Save now. A cache that cannot be written (full disk) only costs a recomputation later: warn, go on."""
-        start = time.monotonic()
+        """Replace the cache with every vector done (the journal goes): the run's last save."""
         ok = np.flatnonzero(self.done)
+        self._saved(lambda: self.cache.save(self.fingerprint, self.keys.iloc[ok], self.matrix[ok]))
+
+    def _saved(self, save: Callable[[], None]) -> None:
+        """A cache that cannot be written (full disk) only costs a recomputation later: warn, go on."""
         try:
-            self.cache.save(self.fingerprint, self.keys.iloc[ok], self.matrix[ok])
+            save()
         except OSError as exc:
             log.warning("embedding cache not saved: %s: %s", exc.filename or self.cache.path, exc.strerror or exc)
-        cost = time.monotonic() - start
-        self._due = time.monotonic() + max(self.interval_s, cost / self.max_share)
         self.saves += 1

@@ -66,20 +66,47 @@ def test_checkpoint_cost_is_bounded(tmp_path: Path, monkeypatch) -> None:
     clock = {"t": 0.0}
     monkeypatch.setattr(cache_module.time, "monotonic", lambda: clock["t"])
     keys = _keys(("a.png", 1, 1, "a.png"), ("b.png", 1, 1, "b.png"))
-    matrix, done = np.ones((2, 4), dtype=np.float32), np.array([True, False])
+    matrix, done = np.ones((2, 4), dtype=np.float32), np.array([False, False])
     store = EmbeddingCache(tmp_path / "c.npz")
     saves: list[float] = []
-    real_save = store.save
+    real_save = store.save_journal
 
     def slow_save(*args) -> None:
         real_save(*args)
         saves.append(clock["t"])
         clock["t"] += 2.0  # a save that takes 2 s: the next one waits 20 s (10 % of the time at most)
 
-    store.save = slow_save  # type: ignore[method-assign]
+    store.save_journal = slow_save  # type: ignore[method-assign]
     point = Checkpoint(store, "fp", keys, matrix, done, interval_s=5.0)
+    done[0] = True  # the first batch
     for step in range(60):
         clock["t"] = float(step)
         point.maybe_save()
     assert saves[0] == 0.0 and all(b - a >= 20.0 for a, b in zip(saves, saves[1:], strict=False)), saves
     assert len(store.load("fp").vectors) == 1
+
+
+def test_a_checkpoint_journals_only_the_runs_vectors_and_a_killed_runs_journal_is_folded_in(tmp_path: Path) -> None:
+    from lightly_assets.embedding.cache import Checkpoint
+
+    store = EmbeddingCache(tmp_path / "c.npz")
+    keys = _keys(*ROWS)
+    old = np.arange(16, dtype=np.float32).reshape(4, 4)
+    store.save("fp", keys.iloc[:2], old[:2])  # the last run embedded a and b
+    matrix, done = np.zeros((4, 4), dtype=np.float32), np.zeros(4, dtype=bool)
+    rows = store.load("fp").rows_for(keys)
+    done[rows >= 0] = True
+    matrix[done] = old[:2]
+    point = Checkpoint(store, "fp", keys, matrix, done)
+    matrix[2], done[2] = old[2] + 100, True  # this run's first batch
+    point.maybe_save()
+    with np.load(store.journal) as journal:
+        assert journal["vectors"].tolist() == [(old[2] + 100).tolist()]  # not the cached rows again
+    # killed here: the next load has all three, and folds the journal into the cache
+    again = EmbeddingCache(tmp_path / "c.npz").load("fp")
+    assert again.vectors[again.rows_for(keys.iloc[:3])].tolist() == [*old[:2].tolist(), (old[2] + 100).tolist()]
+    assert not store.journal.exists() and len(store.load("fp").vectors) == 3
+    store.save_journal("fp", keys.iloc[[1]], old[[1]] - 1)  # a journal row newer than the cache's
+    assert store.load("fp").vectors[store.load("fp").rows_for(keys.iloc[[1]])].tolist() == [(old[1] - 1).tolist()]
+    store.save_journal("other model", keys.iloc[[3]], old[[3]])  # a stale journal adds nothing
+    assert len(store.load("fp").vectors) == 3 and not store.journal.exists()
