@@ -61,9 +61,13 @@ class EmbeddingCache:
         cached = self._read(self.path, fingerprint)
         if not self.journal.is_file():
             return cached
-        cached = _newer_first(self._read(self.journal, fingerprint), cached)
+        newer = self._read(self.journal, fingerprint)
         try:
-            self.save(fingerprint, cached.keys, cached.vectors)
+            if len(newer.keys):
+                cached = _newer_first(newer, cached)
+                self.save(fingerprint, cached.keys, cached.vectors)
+            else:  # another model's (or unreadable): nothing to resume, and the cache stays as it is
+                self.journal.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("%s: killed run's vectors not folded in: %s", self.path, exc.strerror or exc)
         return cached
@@ -111,10 +115,9 @@ def _write(path: Path, fingerprint: str, keys: pd.DataFrame, vectors: np.ndarray
 
 
 def _newer_first(newer: Cached, older: Cached) -> Cached:
-    """The vectors of both, each key once (the newer's where both have it)."""
-    if not len(newer.keys) or (len(older.keys) and newer.vectors.shape[1] != older.vectors.shape[1]):
-        return older if not len(newer.keys) else newer
-    if not len(older.keys):
+    """The vectors of both, each key once (the newer's where both have it); only the newer's when the two differ in
+    dimension."""
+    if not len(older.keys) or newer.vectors.shape[1] != older.vectors.shape[1]:
         return newer
     stale = matching_rows(newer.keys, older.keys) >= 0
     keys = pd.DataFrame(pd.concat([newer.keys, older.keys[~stale]], ignore_index=True))
