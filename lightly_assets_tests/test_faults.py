@@ -205,13 +205,15 @@ def test_kill_during_embedding_and_upload_then_resume(env) -> None:
     _image_folder(env["data"] / "big", 8)
     noisy_video(env["data"] / "big" / "long.mp4", 150, (32, 32))
     cache = env["out"] / "big" / "embedding_cache.npz"
+    journal = env["out"] / "big" / "embedding_cache.journal.npz"  # a checkpoint: the run's vectors so far
     with instance_at(env["home"]) as instance:  # one LightlyStudio writer: a killed upload must not keep the slot
         instance.event_log_storage.set_concurrency_slots(STUDIO_POOL, 1)
     proc = start(env, "big")
-    assert _wait_for(lambda: cache.exists(), proc), "no checkpoint before the run ended"
+    assert _wait_for(lambda: journal.exists(), proc), "no checkpoint before the run ended"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    n_saved = len(np.load(cache)["vectors"])
+    assert not cache.exists()  # the cache is written at the run's end
+    n_saved = len(np.load(journal)["vectors"])
     assert 0 < n_saved < 158, n_saved  # the vectors of the killed run are there, not all of them
     db = env["out"] / "lightly_studio.db"
     proc = start(env, "big")
@@ -224,7 +226,7 @@ def test_kill_during_embedding_and_upload_then_resume(env) -> None:
     assert code == 0, out
     assert "samples: 158" in out and "reused from cache: 158" in out, out  # every vector came from the kills
     _, _, filenames = load_embeddings(str(env["out"] / "big" / "embeddings.csv"))
-    assert len(filenames) == 158 and studio_counts(env, "big") == (158, 158)
+    assert len(filenames) == 158 and studio_counts(env, "big") == (158, 158) and not journal.exists()
     with instance_at(env["home"]) as instance:  # the killed runs are failed, not STARTED forever
         started = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
         failed = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
