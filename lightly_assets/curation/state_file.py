@@ -26,9 +26,9 @@ def save_state(path: Path, version: int, **arrays: Any) -> None:
 def compact_rows(rows: np.ndarray) -> np.ndarray:
     """Row numbers in 32 bits where they fit (readers widen them back): pairs are most of a state file."""
     rows = np.asarray(rows)
-    if rows.dtype == np.int32 and (not rows.size or rows.min() >= 0):
-        return rows  # already 32 bits (row numbers in memory, rows_dtype): no second copy
-    return rows.astype(np.uint32) if not rows.size or (rows.min() >= 0 and rows.max() < 2**32) else rows
+    if rows.size and (rows.min() < 0 or rows.max() >= 2**32):
+        return rows
+    return rows if rows.dtype == np.int32 else rows.astype(np.uint32)  # int32: rows_dtype's, no second copy
 
 
 def rows_dtype(count: int) -> type[np.signedinteger]:
