@@ -311,6 +311,7 @@ def test_failure_mid_upload_is_completed_by_the_next_run(tmp_path: Path, monkeyp
     rows = image_rows(dataset_dir)
     index = frame_index(rows + video_rows(dataset_dir, label=2))
     write_csv(index, csv)
+    monkeypatch.setattr(studio_images, "insert_images", lambda *_: None)  # LightlyStudio's inserts, as outside DuckDB
     monkeypatch.setattr(studio_images, "_ROWS_PER_COMMIT", 1)  # images are committed in bulk, here one by one
     real_batch = image_resolver.create_many
     image_calls = []
@@ -329,3 +330,25 @@ def test_failure_mid_upload_is_completed_by_the_next_run(tmp_path: Path, monkeyp
     result = upload_dataset(target, dataset_dir, index, csv)
     assert (result.samples, result.embeddings, result.added) == (19, 19, 1)
     assert count_in_studio(target, "mixed") == (19, 19)
+
+    # In DuckDB the new images go in with one insert per table: a failure before the commit leaves none of them.
+    from lightly_assets.publish.studio.bulk_writes import insert_images
+
+    shaded_image(dataset_dir / "dogs" / "4.png", 13)
+    shaded_image(dataset_dir / "dogs" / "5.png", 15)
+    index = frame_index(image_rows(dataset_dir) + video_rows(dataset_dir, label=2))
+    write_csv(index, csv)
+    before = table_count(db, "sample"), table_count(db, "image")
+
+    def insert_then_fail(*args: Any) -> Any:
+        insert_images(*args)
+        raise OSError("injected")
+
+    monkeypatch.setattr(studio_images, "insert_images", insert_then_fail)
+    with pytest.raises(StudioError, match="writing images into 'mixed'.*next run completes it"):
+        upload_dataset(target, dataset_dir, index, csv)
+    assert (table_count(db, "sample"), table_count(db, "image")) == before
+    monkeypatch.setattr(studio_images, "insert_images", insert_images)
+    result = upload_dataset(target, dataset_dir, index, csv)
+    assert (result.samples, result.embeddings, result.added) == (21, 21, 2)
+    assert (table_count(db, "sample"), table_count(db, "image")) == (before[0] + 2, before[1] + 2)

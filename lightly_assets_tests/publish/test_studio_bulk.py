@@ -4,6 +4,7 @@ a tag lacks."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -71,26 +72,114 @@ def test_stored_vectors_read_as_a_matrix_and_compared(tmp_path: Path) -> None:
 
 
 def test_the_samples_a_tag_lacks_are_found_in_the_database(tmp_path: Path) -> None:
-    """`tag_samples` links only what a tag lacks: asked through the ids registered as a table (DuckDB), the same
-    answer as reading the tag's links back."""
-    from lightly_assets.publish.studio.steps import _not_tagged, _tagged
+    """`tag_samples` links only what a tag lacks: the query it inserts from selects, of the ids asked, those of the
+    collection not linked yet, whether the ids are joined as a table (DuckDB) or bound as an array."""
+    from lightly_assets.publish.studio.id_relation import id_table, in_collection
+    from lightly_assets.publish.studio.steps import tag_samples
 
     dataset_dir, db, csv = tmp_path / "animals", tmp_path / "s.db", tmp_path / "animals.csv"
     make_cats_and_dogs(dataset_dir)
     target = StudioTarget(db_file=db, dataset_name="animals")
     index = frame_index(image_rows(dataset_dir))
     write_csv(index, csv)
-    upload_dataset(target, dataset_dir, index, csv)
+    collection_id = UUID(upload_dataset(target, dataset_dir, index, csv).collection_id)
     with duckdb.connect(str(db), read_only=True) as con:
-        tag_id, tagged = con.execute(
-            "select t.tag_id, list(l.sample_id) from tag t join sampletaglinktable l using (tag_id) "
-            "group by 1 order by count(*) limit 1"
-        ).fetchone() or (None, [])
+        tag_id, name, tagged = con.execute(
+            "select t.tag_id, t.name, list(l.sample_id) from tag t join sampletaglinktable l using (tag_id) "
+            "group by 1, 2 order by count(*) limit 1"
+        ).fetchone() or (None, None, [])
         untagged = [i for (i,) in con.execute("select sample_id from sample").fetchall() if i not in set(tagged)]
-    assert tagged and untagged
+    assert tagged and len(untagged) > 1
     asked = [untagged[0], tagged[0], UUID(int=1), *tagged[1:], *untagged[1:]]
     with connected(target) as session:
-        assert set(_tagged(session, tag_id)) == set(tagged)
-        assert _not_tagged(session, tag_id, asked) == [untagged[0], UUID(int=1), *untagged[1:]]
-        as_text = [str(i) for i in asked]  # the ids as DuckDB's bulk reads give them: the same answer, as text
-        assert _not_tagged(session, tag_id, as_text) == [str(i) for i in (untagged[0], UUID(int=1), *untagged[1:])]
+        for ids_of in (asked, [str(i) for i in asked]):  # UUIDs, or their text as DuckDB's bulk reads give them
+            with id_table(session, ids_of) as table:
+                assert table is not None
+                for joined in (table, None):
+                    lacking = session.exec(in_collection(collection_id, ids_of, joined, unless_in=tag_id)).all()
+                    assert sorted(lacking) == sorted(untagged)
+        tag_samples(session, collection_id, {name: [*tagged, untagged[0]]})
+    with duckdb.connect(str(db), read_only=True) as con:
+        linked = con.execute("select sample_id from sampletaglinktable where tag_id = ?", [tag_id]).fetchall()
+    assert sorted(i for (i,) in linked) == sorted([*tagged, untagged[0]])
+
+
+def test_new_images_and_vectors_are_written_as_lightly_studio_writes_them(tmp_path: Path) -> None:
+    """The bulk writes (DuckDB) against LightlyStudio's own resolvers on the same files: the same tables, columns
+    and values (new ids, timestamps aside); ids returned path for path; a vector already stored is kept; the
+    checks of `store_embeddings` hold."""
+    import pytest
+    from lightly_studio.embed import embedding_storage
+    from lightly_studio.models.image import ImageCreate
+    from lightly_studio.resolvers import image_resolver
+
+    from lightly_assets.publish.studio.bulk_writes import insert_images, insert_vectors
+
+    dataset_dir, csv = tmp_path / "animals", tmp_path / "animals.csv"
+    make_cats_and_dogs(dataset_dir)
+    index = frame_index(image_rows(dataset_dir))
+    write_csv(index, csv)
+    tables = {}
+    for way in ("resolvers", "bulk"):
+        db = tmp_path / f"{way}.db"
+        target = StudioTarget(db_file=db, dataset_name="animals")
+        result = upload_dataset(target, dataset_dir, index, csv)  # the collection, its model and six images
+        collection_id, paths = UUID(result.collection_id), [str(tmp_path / f"new-{i}.jpg") for i in range(3)]
+        with connected(target) as session:
+            model_id = session.exec(_models()).one()
+            if way == "bulk":
+                ids = insert_images(session, collection_id, paths, [(40, 30), (41, 31), (42, 32)])
+                assert ids is not None and len(set(ids)) == 3
+                made = [UUID(i) for i in ids]
+                assert insert_vectors(session, model_id, made, np.eye(3, 32, dtype=np.float32))
+                again = np.ones((3, 32), dtype=np.float32)
+                assert insert_vectors(session, model_id, made[:1], again[:1])  # stored already: kept
+                with pytest.raises(ValueError, match="dimension"):
+                    insert_vectors(session, model_id, made, np.zeros((3, 8), dtype=np.float32))
+                with pytest.raises(ValueError, match="NaN"):
+                    insert_vectors(session, model_id, made, np.full((3, 32), np.nan, dtype=np.float32))
+            else:
+                made = image_resolver.create_many(
+                    session=session,
+                    collection_id=collection_id,
+                    samples=[
+                        ImageCreate(file_name=Path(p).name, file_path_abs=p, width=40 + i, height=30 + i)
+                        for i, p in enumerate(paths)
+                    ],
+                )
+                embedding_storage.store_embeddings(
+                    session=session, model_id=model_id, sample_ids=made, embeddings=np.eye(3, 32, dtype=np.float32)
+                )
+            session.commit()
+        tables[way] = _new_rows(db, made, {collection_id: "collection", model_id: "model"})
+    assert tables["bulk"] == tables["resolvers"]
+
+
+def _models():
+    from lightly_studio.models.embedding_model import EmbeddingModelTable
+    from sqlmodel import select
+
+    return select(EmbeddingModelTable.embedding_model_id)
+
+
+def _new_rows(db: Path, made: list[UUID], names: dict[UUID, str]) -> dict[str, list[tuple]]:
+    """Each table's rows for the new samples, in a form both databases share: a sample id as its place in `made`,
+    the collection's and the model's ids by their `names`, a timestamp as whether it is within a minute of now."""
+    place: dict[object, object] = {**names, **{sample_id: at for at, sample_id in enumerate(made)}}
+    rows = {}
+    with duckdb.connect(str(db), read_only=True) as con:
+        for table in ("sample", "image", "sample_embedding"):
+            found = con.execute(f"select * from {table} where sample_id in (select unnest(?))", [made])
+            columns = [d[0] for d in found.description]
+            rows[table] = sorted(
+                tuple(_canonical(c, v, place) for c, v in zip(columns, row, strict=True)) for row in found.fetchall()
+            )
+    return rows
+
+
+def _canonical(column: str, value: object, place: dict[object, object]) -> object:
+    if column.endswith("_id"):
+        return place.get(value, value)
+    if isinstance(value, datetime):
+        return abs(value - datetime.now(UTC)) < timedelta(minutes=1)
+    return value

@@ -55,7 +55,7 @@ def read_stored(session: Session, collection_id: UUID, model_id: UUID) -> Stored
         f"JOIN {SampleTable.__tablename__} s ON e.sample_id = s.sample_id "
         "WHERE s.collection_id = ? AND e.embedding_model_id = ?"
     )
-    return _as_matrix(_arrow(connection, sql, [collection_id, model_id]))
+    return _as_matrix(arrow_of(connection, sql, [collection_id, model_id]))
 
 
 def read_paths(session: Session, collection_id: UUID, table: Any) -> PathIds | None:
@@ -70,7 +70,7 @@ def read_paths(session: Session, collection_id: UUID, table: Any) -> PathIds | N
         f"SELECT t.file_path_abs, t.sample_id FROM {table.__tablename__} t "
         f"JOIN {SampleTable.__tablename__} s ON t.sample_id = s.sample_id WHERE s.collection_id = ?"
     )
-    found = _arrow(connection, sql, [collection_id])
+    found = arrow_of(connection, sql, [collection_id])
     return PathIds.of(found.column(0).to_pylist(), found.column(1).to_pylist())
 
 
@@ -93,8 +93,8 @@ def match_paths(session: Session, collection_id: UUID, table: Any, paths: Sequen
     )
     with registered(connection, rows) as name:
         on = f"{name} p ON f.file_path_abs = p.path"
-        found = _arrow(connection, f"SELECT p.row, f.sample_id FROM {files} JOIN {on}", [collection_id])
-        others = _arrow(connection, f"SELECT f.sample_id FROM {files} ANTI JOIN {on}", [collection_id])
+        found = arrow_of(connection, f"SELECT p.row, f.sample_id FROM {files} JOIN {on}", [collection_id])
+        others = arrow_of(connection, f"SELECT f.sample_id FROM {files} ANTI JOIN {on}", [collection_id])
     ids = np.full(len(paths), None, dtype=object)
     ids[found.column(0).to_numpy()] = np.array(found.column(1).to_pylist(), dtype=object)
     return PathMatch(ids, others.column(0).to_pylist())
@@ -111,7 +111,7 @@ def registered(connection: Any, table: Any) -> Iterator[str]:
         connection.unregister(name)
 
 
-def _arrow(connection: Any, sql: str, parameters: list[Any]) -> Any:
+def arrow_of(connection: Any, sql: str, parameters: list[Any]) -> Any:
     """The query's result as one Arrow table."""
     result = connection.execute(sql, parameters)
     to_table = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table  # the older name before 1.4

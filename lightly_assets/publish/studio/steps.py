@@ -11,7 +11,7 @@ import numpy as np
 
 from lightly_assets.publish.studio.bulk_reads import Vectors, differing, read_stored
 from lightly_assets.publish.studio.embedder import space_key
-from lightly_assets.publish.studio.id_relation import id_table
+from lightly_assets.publish.studio.id_relation import add_to_tag, id_table, in_collection
 from lightly_assets.publish.studio.sample_ids import SampleId, as_text, as_uuids
 from lightly_assets.publish.studio.target import MISSING_TAG, StudioDataset
 
@@ -60,38 +60,14 @@ def _tag(session: Session, collection_id: UUID, name: str) -> UUID:
 
 
 def tag_samples(session: Session, collection_id: UUID, by_tag: Mapping[str, Sequence[SampleId]]) -> None:
-    """Add samples to tags, only those not linked yet: a rerun with a few new files writes a few links."""
-    # LightlyStudio takes seconds to import: only uploads and its GUI need it
-    from lightly_studio.resolvers import tag_resolver
-
+    """Add samples to tags, only those not linked yet: the database inserts what each tag lacks (a rerun with a
+    few new files writes a few links), joining the ids as a table in DuckDB."""
     for name, sample_ids in by_tag.items():
         if not sample_ids:
             continue
         tag_id = _tag(session, collection_id, name)
-        todo = _not_tagged(session, tag_id, sample_ids)
-        if todo:
-            tag_resolver.add_sample_ids_to_tag_id(session=session, tag_id=tag_id, sample_ids=as_uuids(todo))
-
-
-def _not_tagged(session: Session, tag_id: UUID, sample_ids: Sequence[SampleId]) -> list[SampleId]:
-    """Which of `sample_ids` the tag lacks: asked of the database when the ids can be a table there (a million
-    links read back took 11 s), else by reading the tag's links."""
-    # LightlyStudio takes seconds to import: only uploads and its GUI need it
-    from lightly_studio.models.sample import SampleTagLinkTable
-    from sqlmodel import and_, col, select
-
-    texts = as_text(sample_ids)
-    with id_table(session, texts) as ids:
-        if ids is not None:
-            link = and_(col(SampleTagLinkTable.sample_id) == ids.c.sample_id, col(SampleTagLinkTable.tag_id) == tag_id)
-            query = select(ids.c.sample_id).outerjoin(SampleTagLinkTable, link)
-            lacking = set(as_text(session.exec(query.where(col(SampleTagLinkTable.sample_id).is_(None))).all()))
-            if not lacking:
-                return []
-        else:
-            linked = set(as_text(_tagged(session, tag_id)))
-            lacking = {text for text in texts if text not in linked}
-    return [i for i, text in zip(sample_ids, texts, strict=True) if text in lacking]
+        with id_table(session, sample_ids) as ids:
+            add_to_tag(session, tag_id, in_collection(collection_id, sample_ids, ids, unless_in=tag_id))
 
 
 def _tagged(session: Session, tag_id: UUID) -> set[UUID]:

@@ -19,18 +19,17 @@ from uuid import UUID
 import pandas as pd
 
 from lightly_assets.publish.studio.database import connected, scrub, writer_lock
-from lightly_assets.publish.studio.id_relation import id_table
+from lightly_assets.publish.studio.id_relation import add_to_tag, id_table, in_collection
 from lightly_assets.publish.studio.images import ids_of, paths_in
 from lightly_assets.publish.studio.naming import dataset_names, frames_collection
 from lightly_assets.publish.studio.plan import absolute_paths
-from lightly_assets.publish.studio.sample_ids import SampleId, as_text, as_uuids
+from lightly_assets.publish.studio.sample_ids import SampleId, as_text
 from lightly_assets.publish.studio.target import StudioError, StudioTarget
 from lightly_assets.publish.studio.videos import _frames_of
 
 if TYPE_CHECKING:
     from sqlalchemy import Subquery
     from sqlmodel import Session
-    from sqlmodel.sql.expression import SelectOfScalar
 
 
 def versioned(base: str, existing: Sequence[str]) -> tuple[str | None, str]:
@@ -95,20 +94,15 @@ def _write_tag(session: Session, collection_id: UUID, base: str, sample_ids: lis
             if shared == held:  # the result keeps every member: the latest version grows, or stays as it is
                 added = len(set(as_text(sample_ids))) - held
                 if added:
-                    _add(session, existing[latest], _in_collection(collection_id, sample_ids, ids, existing[latest]))
+                    add_to_tag(
+                        session, existing[latest], in_collection(collection_id, sample_ids, ids, existing[latest])
+                    )
                 return f"{latest} (+{added:,} members)" if added else latest
         tag_id = tag_resolver.get_or_create_sample_tag_by_name(
             session=session, collection_id=collection_id, tag_name=new
         ).tag_id
-        _add(session, tag_id, _in_collection(collection_id, sample_ids, ids))
+        add_to_tag(session, tag_id, in_collection(collection_id, sample_ids, ids))
     return new
-
-
-def _add(session: Session, tag_id: UUID, query: SelectOfScalar[UUID]) -> None:
-    # LightlyStudio takes seconds to import: only uploads and its GUI need it
-    from lightly_studio.resolvers import tag_resolver
-
-    tag_resolver.add_samples_to_tag_from_query(session=session, tag_id=tag_id, sample_ids_query=query)
 
 
 def _overlap(session: Session, tag_id: UUID, sample_ids: list[SampleId], ids: Subquery | None) -> tuple[int, int]:
@@ -125,31 +119,6 @@ def _overlap(session: Session, tag_id: UUID, sample_ids: list[SampleId], ids: Su
     members = select(func.count()).where(col(SampleTagLinkTable.tag_id) == tag_id)
     shared = members.join_from(SampleTagLinkTable, ids, ids.c.sample_id == col(SampleTagLinkTable.sample_id))
     return session.exec(members).one(), session.exec(shared).one()
-
-
-def _in_collection(
-    collection_id: UUID, sample_ids: list[SampleId], ids: Subquery | None, unless_in: UUID | None = None
-) -> SelectOfScalar[UUID]:
-    """The query LightlyStudio's `add_sample_ids_to_tag_id` inserts from, less the members of tag `unless_in`.
-    That function first counts the same query to check every id is in the collection: ours were just read from
-    it, and at 900,000 ids the count took as long as the insert (47 of 102 s). With the ids as a table
-    (`id_table`) the insert joins it."""
-    # LightlyStudio takes seconds to import: only uploads and its GUI need it
-    from lightly_studio.database import db_array
-    from lightly_studio.models.sample import SampleTable, SampleTagLinkTable
-    from sqlmodel import col, select
-
-    query = select(SampleTable.sample_id).where(col(SampleTable.collection_id) == collection_id)
-    if ids is not None:
-        query = query.join(ids, ids.c.sample_id == col(SampleTable.sample_id))
-    else:
-        query = query.where(db_array.in_array(column=col(SampleTable.sample_id), values=as_uuids(sample_ids)))
-    if unless_in is None:
-        return query
-    linked = select(SampleTagLinkTable.sample_id).where(
-        col(SampleTagLinkTable.tag_id) == unless_in, col(SampleTagLinkTable.sample_id) == col(SampleTable.sample_id)
-    )
-    return query.where(~linked.exists())
 
 
 def publish_tags(

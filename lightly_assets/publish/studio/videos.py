@@ -9,6 +9,7 @@ from uuid import UUID
 
 import numpy as np
 
+from lightly_assets.publish.studio.bulk_writes import store_vectors
 from lightly_assets.publish.studio.embedder import serving
 from lightly_assets.publish.studio.images import paths_in
 from lightly_assets.publish.studio.plan import VideoRow
@@ -255,7 +256,7 @@ def _embed_videos(
 ) -> None:
     """Frames: vectors stored as LightlyStudio's frame embedding does. Videos: through the registered embedder."""
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
-    from lightly_studio.embed import embed_samples, embedding_storage
+    from lightly_studio.embed import embed_samples
 
     frame_ids, frame_rows = list(frame_vectors), list(frame_vectors.values())
     sync_embeddings(
@@ -263,12 +264,8 @@ def _embed_videos(
         models[1],
         frame_ids,
         frame_rows,
-        lambda todo, rows: embedding_storage.store_embeddings(
-            session=session,
-            model_id=models[1],
-            sample_ids=todo,
-            embeddings=np.stack([frame_rows[row] for row in rows.tolist()]),
-            show_progress=False,
+        lambda todo, rows: store_vectors(
+            session, models[1], todo, np.stack([frame_rows[row] for row in rows.tolist()])
         ),
     )
     with serving(dimension, {path: vector for path, (_, vector) in video_vectors.items()}, space):
