@@ -9,6 +9,7 @@ vectors checked as its `store_embeddings` checks them. Other databases keep Ligh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Sequence
@@ -71,7 +72,8 @@ def insert_images(
         )
         made = arrow_of(connection, f"SELECT CAST(sample_id AS VARCHAR) FROM {new} ORDER BY row", [])
     finally:
-        connection.execute(f"DROP TABLE {new}")
+        with contextlib.suppress(Exception):  # after a failed insert the transaction's rollback drops it
+            connection.execute(f"DROP TABLE {new}")
     return np.array(made.column(0).to_pylist(), dtype=object)
 
 
