@@ -1,15 +1,18 @@
-"""Bulk reads and joins of a collection in DuckDB (publish/studio/bulk_reads.py, id_relation.py) against a real
-LightlyStudio database file: the same vectors and paths as plain DuckDB reads, what a re-run would replace or add, what
-a tag lacks."""
+"""Bulk reads, joins and writes of a collection in DuckDB (publish/studio/bulk_reads.py, id_relation.py,
+bulk_writes.py) against a real LightlyStudio database file: the same vectors and paths as plain DuckDB reads, what a
+re-run would replace or add, what a tag lacks, the same rows as LightlyStudio's own inserts."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
 import duckdb
 import numpy as np
+import pytest
 
 from lightly_assets.publish.studio import StudioTarget, upload_dataset
 from lightly_assets.publish.studio.bulk_reads import differing, match_paths, read_paths, read_stored
@@ -71,9 +74,10 @@ def test_stored_vectors_read_as_a_matrix_and_compared(tmp_path: Path) -> None:
     assert sorted(compared[0].tolist()) == list(range(len(ids))) and not compared[1].any()
 
 
-def test_the_samples_a_tag_lacks_are_found_in_the_database(tmp_path: Path) -> None:
+def test_the_samples_a_tag_lacks_are_found_in_the_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`tag_samples` links only what a tag lacks: the query it inserts from selects, of the ids asked, those of the
     collection not linked yet, whether the ids are joined as a table (DuckDB) or bound as an array."""
+    from lightly_assets.publish.studio import steps
     from lightly_assets.publish.studio.id_relation import id_table, in_collection
     from lightly_assets.publish.studio.steps import tag_samples
 
@@ -98,17 +102,23 @@ def test_the_samples_a_tag_lacks_are_found_in_the_database(tmp_path: Path) -> No
                 for joined in (table, None):
                     lacking = session.exec(in_collection(collection_id, ids_of, joined, unless_in=tag_id)).all()
                     assert sorted(lacking) == sorted(untagged)
-        tag_samples(session, collection_id, {name: [*tagged, untagged[0]]})
+        tag_samples(session, collection_id, {name: [*tagged, untagged[0]]})  # ids joined as a table
+        monkeypatch.setattr(steps, "id_table", _no_table)  # as outside DuckDB: the ids lacking are bound
+        tag_samples(session, collection_id, {name: [untagged[1], *tagged, untagged[0]]})
     with duckdb.connect(str(db), read_only=True) as con:
         linked = con.execute("select sample_id from sampletaglinktable where tag_id = ?", [tag_id]).fetchall()
-    assert sorted(i for (i,) in linked) == sorted([*tagged, untagged[0]])
+    assert sorted(i for (i,) in linked) == sorted([*tagged, *untagged[:2]])
+
+
+@contextlib.contextmanager
+def _no_table(*_: object) -> Iterator[None]:
+    yield None
 
 
 def test_new_images_and_vectors_are_written_as_lightly_studio_writes_them(tmp_path: Path) -> None:
     """The bulk writes (DuckDB) against LightlyStudio's own resolvers on the same files: the same tables, columns
     and values (new ids, timestamps aside); ids returned path for path; a vector already stored is kept; the
     checks of `store_embeddings` hold."""
-    import pytest
     from lightly_studio.embed import embedding_storage
     from lightly_studio.models.image import ImageCreate
     from lightly_studio.resolvers import image_resolver

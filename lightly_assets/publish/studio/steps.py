@@ -60,14 +60,22 @@ def _tag(session: Session, collection_id: UUID, name: str) -> UUID:
 
 
 def tag_samples(session: Session, collection_id: UUID, by_tag: Mapping[str, Sequence[SampleId]]) -> None:
-    """Add samples to tags, only those not linked yet: the database inserts what each tag lacks (a rerun with a
-    few new files writes a few links), joining the ids as a table in DuckDB."""
+    """Add samples to tags, only those not linked yet (a rerun with a few new files writes a few links). In DuckDB
+    the ids are joined as a table and the database inserts what the tag lacks; elsewhere the tag's links are read
+    back and only the ids it lacks are bound."""
     for name, sample_ids in by_tag.items():
         if not sample_ids:
             continue
         tag_id = _tag(session, collection_id, name)
         with id_table(session, sample_ids) as ids:
-            add_to_tag(session, tag_id, in_collection(collection_id, sample_ids, ids, unless_in=tag_id))
+            todo = sample_ids if ids is not None else _lacking(session, tag_id, sample_ids)
+            if todo:
+                add_to_tag(session, tag_id, in_collection(collection_id, todo, ids, unless_in=tag_id))
+
+
+def _lacking(session: Session, tag_id: UUID, sample_ids: Sequence[SampleId]) -> list[SampleId]:
+    linked = set(as_text(_tagged(session, tag_id)))
+    return [i for i, text in zip(sample_ids, as_text(sample_ids), strict=True) if text not in linked]
 
 
 def _tagged(session: Session, tag_id: UUID) -> set[UUID]:
