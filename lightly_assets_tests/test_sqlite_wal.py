@@ -75,3 +75,35 @@ def test_registering_twice_listens_once(tmp_path: Path, monkeypatch: pytest.Monk
     db = _wal_db(tmp_path / "once.db")
     _synchronous(db)
     assert calls.count(str(db)) == 1
+
+
+def test_dagster_storages_reuse_one_engine_per_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+    real = sqlite_wal.create_engine
+
+    def counted(url: object, **options: object) -> object:
+        made.append(str(url))
+        return real(url, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_wal, "create_engine", counted)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    keep_wal_open()
+    instance = DagsterInstance.get()
+    for i in range(10):
+        instance.report_runless_asset_event(AssetMaterialization(f"key{i}"))
+    assert instance.get_latest_materialization_event(AssetMaterialization("key9").asset_key) is not None
+    assert made and len(made) == len(set(made)) <= 4  # one engine per database file, not one per event
+
+
+def test_only_plain_null_pool_engines_are_reused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert sqlite_wal.engine_for(url, poolclass=NullPool, connect_args={"timeout": 5}) is sqlite_wal.engine_for(
+        url, poolclass=NullPool, connect_args={"timeout": 5}
+    )
+    assert sqlite_wal.engine_for(url, poolclass=NullPool) is not sqlite_wal.engine_for(
+        url, poolclass=NullPool, connect_args={"timeout": 5}
+    )
+    assert sqlite_wal.engine_for(url, poolclass=NullPool, echo=False) is not sqlite_wal.engine_for(
+        url, poolclass=NullPool, echo=False
+    )
+    assert sqlite_wal.engine_for(url) is not sqlite_wal.engine_for(url)  # a pooled engine holds connections
