@@ -27,6 +27,9 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from dagster._core.storage.event_log.sqlite import sqlite_event_log
+from dagster._core.storage.runs.sqlite import sqlite_run_storage
+from dagster._core.storage.schedules.sqlite import sqlite_schedule_storage
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
@@ -85,10 +88,6 @@ def _hold(path: str) -> None:
 
 def _reuse_engines() -> None:
     """Dagster's SQLite storages make their engines with `engine_for` (idempotent)."""
-    from dagster._core.storage.event_log.sqlite import sqlite_event_log
-    from dagster._core.storage.runs.sqlite import sqlite_run_storage
-    from dagster._core.storage.schedules.sqlite import sqlite_schedule_storage
-
     for module in (sqlite_event_log, sqlite_run_storage, sqlite_schedule_storage):
         module.create_engine = engine_for  # type: ignore[attr-defined]
 
