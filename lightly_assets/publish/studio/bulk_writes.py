@@ -4,7 +4,7 @@ LightlyStudio's resolvers insert through SQLAlchemy: every multi-row INSERT is c
 value, and every image row is validated by pydantic first. That was ~1,500 samples/s, most of a cold upload. Here
 the rows go in as one registered Arrow table per statement. They are LightlyStudio's own rows: the same tables and
 columns, v4 UUIDs for new samples, UTC timestamps (one per row, in the order given, a microsecond apart), and
-vectors checked as its `store_embeddings` checks them. Other databases keep LightlyStudio's resolvers.
+vectors checked by its `store_embeddings`' own validation. Other databases keep LightlyStudio's resolvers.
 """
 
 from __future__ import annotations
@@ -87,9 +87,14 @@ def insert_vectors(session: Session, model_id: UUID, sample_ids: Sequence[UUID],
     import pyarrow as pa  # with DuckDB's Arrow interface
 
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
+    from lightly_studio.embed import embedding_storage
     from lightly_studio.models.sample_embedding import SampleEmbeddingTable
 
-    matrix = _checked(session, model_id, len(sample_ids), vectors)
+    # the checks of `store_embeddings` itself (shape, finite values, the model's dimension), pinned version 1.2.0
+    checked = embedding_storage._validate_and_coerce_embeddings(
+        session=session, model_id=model_id, sample_ids=list(sample_ids), embeddings=vectors
+    )
+    matrix = np.ascontiguousarray(checked, dtype=np.float32)
     offsets = np.arange(len(matrix) + 1, dtype=np.int64) * matrix.shape[1]
     rows = pa.table({
         "sample_id": pa.array([str(i) for i in sample_ids], pa.string()),
@@ -102,27 +107,6 @@ def insert_vectors(session: Session, model_id: UUID, sample_ids: Sequence[UUID],
             [model_id],
         )
     return True
-
-
-def _checked(session: Session, model_id: UUID, count: int, vectors: np.ndarray) -> np.ndarray:
-    """The vectors as float32, after LightlyStudio's checks on what `store_embeddings` may store."""
-    # LightlyStudio takes seconds to import: only uploads and its GUI need it
-    from lightly_studio.resolvers import embedding_model_resolver
-
-    if vectors.ndim != 2 or vectors.shape[0] != count:
-        raise ValueError(f"expected {count} vectors as a 2-D array, got shape {vectors.shape}")
-    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
-    if not np.isfinite(matrix).all():
-        raise ValueError("Embeddings must not contain NaN or infinite values.")
-    model = embedding_model_resolver.get_by_id(session=session, embedding_model_id=model_id)
-    if model is None:
-        raise ValueError(f"No embedding model found with ID {model_id}")
-    if count and matrix.shape[1] != model.embedding_dimension:
-        raise ValueError(
-            f"Embedding dimension ({matrix.shape[1]}) does not match the embedding model's declared dimension "
-            f"({model.embedding_dimension})."
-        )
-    return matrix
 
 
 def store_vectors(session: Session, model_id: UUID, sample_ids: list[UUID], vectors: np.ndarray) -> None:

@@ -74,17 +74,11 @@ def tag_samples(session: Session, collection_id: UUID, by_tag: Mapping[str, Sequ
 
 
 def _lacking(session: Session, tag_id: UUID, sample_ids: Sequence[SampleId]) -> list[SampleId]:
-    linked = set(as_text(_tagged(session, tag_id)))
-    return [i for i, text in zip(sample_ids, as_text(sample_ids), strict=True) if text not in linked]
-
-
-def _tagged(session: Session, tag_id: UUID) -> set[UUID]:
     # LightlyStudio takes seconds to import: only uploads and its GUI need it
-    from lightly_studio.models.sample import SampleTagLinkTable
-    from sqlmodel import col, select
+    from lightly_studio.resolvers import tag_resolver
 
-    query = select(SampleTagLinkTable.sample_id).where(col(SampleTagLinkTable.tag_id) == tag_id)
-    return {sample_id for sample_id in session.exec(query).all() if sample_id is not None}
+    linked = set(as_text(tag_resolver.get_sample_ids_by_tag_id(session, tag_id)))
+    return [i for i, text in zip(sample_ids, as_text(sample_ids), strict=True) if text not in linked]
 
 
 def _delete_embeddings(session: Session, model_id: UUID, sample_ids: list[UUID]) -> None:
@@ -113,7 +107,7 @@ def flag_missing(
     if existing is None and not missing:
         return 0  # nothing was ever missing: no empty tag in the UI
     tag_id = existing.tag_id if existing is not None else _tag(session, collection_id, MISSING_TAG)
-    flagged = _tagged(session, tag_id)
+    flagged = set(tag_resolver.get_sample_ids_by_tag_id(session, tag_id))
     flagged_text = set(as_text(flagged))
     returned = as_uuids(i for i, text in zip(present, as_text(present), strict=True) if text in flagged_text)
     if returned:
