@@ -21,12 +21,9 @@ Statistics (all in [0, 1] except the sizes):
 
 from __future__ import annotations
 
-import logging
-import multiprocessing
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from itertools import repeat
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +38,7 @@ from lightly_assets.dataset.orientation import exif_upright
 from lightly_assets.dataset.video import iter_frames
 from lightly_assets.embedding.runtime import usable_cores
 from lightly_assets.errors import exception_line
+from lightly_assets.workers import results_in_workers
 
 ANALYSIS = 256  # long side, in pixels, that statistics are measured at
 STATS = ["width", "height", "lum_p05", "lum_p95", "chroma_p99", "entropy", "sharpness"]
@@ -55,7 +53,6 @@ FLAT = 1.0  # luminance std (0..255) below which a picture has no structure to b
 PROCESSES_FROM = 4096
 MAX_PROCESSES = 8  # each holds its own numpy, Pillow and SciPy (~150 MB)
 CHUNK = 256  # files per task of a worker process
-log = logging.getLogger(__name__)
 
 
 def picture_stats(ycbcr: np.ndarray, width: int, height: int) -> dict:
@@ -163,17 +160,9 @@ def _results(files: list, data_dir: Path, workers: int | None) -> Iterator[list]
         images = [task for task in files if not task[1]]
         chunks = [[task] for task in files if task[1]]  # a video is a task of its own: they are long
         chunks += [images[start : start + CHUNK] for start in range(0, len(images), CHUNK)]
-        done = 0
-        try:  # spawned, never forked: this process runs threads (Dagster's, the network's)
-            processes = min(cores, MAX_PROCESSES, len(chunks))
-            with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-                for results in pool.map(_tasks, repeat(data_dir), chunks):
-                    done += 1
-                    yield results
-            return
-        except BrokenProcessPool as exc:  # e.g. a script without `if __name__ == "__main__":` started us
-            log.warning("picture statistics: worker processes failed (%s); the rest is computed in threads", exc)
-            files = [task for chunk in chunks[done:] for task in chunk]
+        processes = min(cores, MAX_PROCESSES)
+        yield from results_in_workers(partial(_tasks, data_dir), chunks, processes, min(4, cores), "picture statistics")
+        return
     with ThreadPoolExecutor(max_workers=max(1, workers or min(4, cores))) as threads:
         yield from threads.map(lambda task: _task(data_dir, *task), files)
 

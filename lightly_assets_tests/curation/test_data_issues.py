@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
+from lightly_assets import workers as workers_module
 from lightly_assets.curation import stats as stats_module
 from lightly_assets.curation.contact_sheet import THUMB
 from lightly_assets.curation.duplicates import Hashes, find_duplicates
@@ -214,11 +215,11 @@ def test_many_files_are_scored_in_worker_processes_with_the_same_results(tmp_pat
     monkeypatch.setattr(stats_module, "PROCESSES_FROM", 2)
     monkeypatch.setattr(stats_module, "CHUNK", 3)
     monkeypatch.setattr(stats_module, "usable_cores", lambda: 2)
-    started = stats_module.multiprocessing.active_children()
+    started = workers_module.multiprocessing.active_children()
     in_processes = compute_stats(samples, tmp_path)
     pd.testing.assert_frame_equal(in_processes, in_threads)
     assert in_processes["broken"].iloc[5] and (in_processes["broken"].drop(index=5) == "").all()
-    assert stats_module.multiprocessing.active_children() == started  # the workers are gone
+    assert workers_module.multiprocessing.active_children() == started  # the workers are gone
 
 
 def test_statistics_fall_back_to_threads_when_worker_processes_cannot_start(tmp_path: Path, monkeypatch) -> None:
@@ -226,13 +227,13 @@ def test_statistics_fall_back_to_threads_when_worker_processes_cannot_start(tmp_
         make_image(tmp_path / f"{i}.jpg", seed=i, size=(64, 48))
     samples = samples_of(tmp_path, [f"{i}.jpg" for i in range(4)])
 
-    class Broken(stats_module.ProcessPoolExecutor):
+    class Broken(workers_module.ProcessPoolExecutor):
         def map(self, *args, **kwargs):  # what a worker that dies while starting does to the caller
-            raise stats_module.BrokenProcessPool("a child process terminated abruptly")
+            raise workers_module.BrokenProcessPool("a child process terminated abruptly")
 
     monkeypatch.setattr(stats_module, "PROCESSES_FROM", 2)
     monkeypatch.setattr(stats_module, "usable_cores", lambda: 2)
-    monkeypatch.setattr(stats_module, "ProcessPoolExecutor", Broken)
+    monkeypatch.setattr(workers_module, "ProcessPoolExecutor", Broken)
     pd.testing.assert_frame_equal(compute_stats(samples, tmp_path), compute_stats(samples, tmp_path, workers=1))
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from lightly_assets.dataset.headers import image_sizes
 from lightly_assets.publish.studio.bulk_reads import match_paths, read_paths
 from lightly_assets.publish.studio.bulk_writes import insert_images, store_vectors
 from lightly_assets.publish.studio.plan import ImageColumns
@@ -87,33 +86,14 @@ _PATHS_PER_QUERY = 1000  # paths per IN (...) list when looking up the new rows 
 _SCAN_ABOVE = 20_000
 # Image rows per `image_resolver.create_many` call (one commit each): LightlyStudio's path loader commits every 32.
 _ROWS_PER_COMMIT = 4096
-# Headers read per thread task. Threads overlap the reads of files not in the page cache (20,000 small JPEGs: 2.7 s
-# read one by one, 2.2 s in 4 threads), but Pillow parses headers in Python under the GIL: one future per file
-# took 1.8 s on cached files, tasks of 256 files 1.0 s (0.6 s one by one).
-_HEADERS_PER_TASK = 256
-
-
-def _sizes(paths: list[str]) -> list[tuple[int, int] | None]:
-    return [_size(path) for path in paths]
-
-
-def _size(path: str) -> tuple[int, int] | None:
-    """Width and height from the image's header, or None when Pillow cannot open it (left out, counted)."""
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return None
 
 
 def add_new_images(session: Session, collection_id: UUID, paths: list[str]) -> np.ndarray:
     """Create image samples in bulk and return their sample ids (text; None for a file Pillow cannot open: left
-    out, as LightlyStudio's loader leaves it out). Headers are read in threads, then every row goes in with one
-    insert in DuckDB, elsewhere with a few large inserts through LightlyStudio's `image_resolver.create_many`
-    (what its own loader calls, 32 rows at a time)."""
-    chunks = [paths[start : start + _HEADERS_PER_TASK] for start in range(0, len(paths), _HEADERS_PER_TASK)]
-    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-        sizes = [size for chunk in pool.map(_sizes, chunks) for size in chunk]
+    out, as LightlyStudio's loader leaves it out). Headers are read in parallel (`image_sizes`), then every row
+    goes in with one insert in DuckDB, elsewhere with a few large inserts through LightlyStudio's
+    `image_resolver.create_many` (what its own loader calls, 32 rows at a time)."""
+    sizes = image_sizes(paths)
     readable = [(i, size) for i, size in enumerate(sizes) if size is not None]
     ids = np.full(len(paths), None, dtype=object)
     made = insert_images(session, collection_id, [paths[i] for i, _ in readable], [size for _, size in readable])

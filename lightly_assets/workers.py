@@ -1,0 +1,41 @@
+"""Many small tasks in worker processes: spawned, never forked (the run's process has threads: Dagster's, the
+network's), results in the tasks' order, and where the processes cannot start, the rest in threads.
+
+For work that holds the GIL per item (Pillow parsing headers, small numpy calls): threads do not scale there,
+processes do. A spawned worker costs a new interpreter and its imports, so callers use them from thousands of
+items on.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+Task = TypeVar("Task")
+Result = TypeVar("Result")
+log = logging.getLogger(__name__)
+
+
+def results_in_workers(
+    fn: Callable[[Task], Result], tasks: Sequence[Task], processes: int, threads: int, what: str
+) -> Iterator[Result]:
+    """`fn` of each task, in order: in `processes` spawned processes (`fn` and the tasks picklable), or in
+    `threads` threads when `processes` is 1 or the processes fail to start (e.g. a script without
+    `if __name__ == "__main__":` started us), from the first task not yet done."""
+    done = 0
+    if processes > 1 and len(tasks) > 1:
+        try:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(processes, len(tasks)), mp_context=context) as pool:
+                for result in pool.map(fn, tasks):
+                    done += 1
+                    yield result
+            return
+        except BrokenProcessPool as exc:
+            log.warning("%s: worker processes failed (%s); the rest is done in threads", what, exc)
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        yield from pool.map(fn, tasks[done:])
