@@ -239,7 +239,7 @@ def limit_line(measured: dict, forward_best: float, efficiency: float) -> None:
     cores / (F + D) samples/s. The fraction compares the alternated efficiency with limit / forward-only best
     (both measured in the forward-only process, so a change of load between processes skews it less).
     """
-    from lightly_assets.embedding.runtime import usable_cores
+    from lightly_assets.workers import usable_cores
 
     cores = usable_cores()
     decode = measured["decode_ms"]

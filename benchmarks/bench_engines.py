@@ -31,7 +31,8 @@ from lightly_assets.embedding.engines.compiled_cache import ModelCache
 from lightly_assets.embedding.engines.openvino import openvino_engine
 from lightly_assets.embedding.engines.torch import TorchEngine
 from lightly_assets.embedding.preprocessing import Preprocessing
-from lightly_assets.embedding.runtime import cpu_summary, native_cpu_bf16, usable_cores
+from lightly_assets.embedding.runtime import cpu_summary, native_cpu_bf16
+from lightly_assets.workers import usable_cores
 
 DEFAULT_MODELS = "lightly,torchvision:resnet18,timm:vit_tiny_patch16_224,clip:ViT-B-32,onnx:resnet18"
 

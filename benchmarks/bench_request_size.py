@@ -20,7 +20,8 @@ import time
 import numpy as np
 
 from lightly_assets.embedding.factory import load_model
-from lightly_assets.embedding.runtime import cpu_summary, usable_cores
+from lightly_assets.embedding.runtime import cpu_summary
+from lightly_assets.workers import usable_cores
 
 BATCH = 64
 

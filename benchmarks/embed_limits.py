@@ -78,7 +78,7 @@ def measure(job: dict) -> None:
     import torch
 
     from lightly_assets.embedding.factory import load_model
-    from lightly_assets.embedding.runtime import usable_cores
+    from lightly_assets.workers import usable_cores
 
     cores, size = usable_cores(), job["input_size"]
     x = torch.randn(job["batch_size"], 3, size, size)

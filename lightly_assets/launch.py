@@ -66,10 +66,12 @@ def execute_in_location(
     run_config: Mapping[str, Any],
     tags: Mapping[str, str],
     instance: DagsterInstance,
+    capture: dict | None = None,
 ) -> ExecuteInProcessResult:
     """Run `job` for one partition in this process, as a run of the code location; never raises on failure.
 
-    `job` is the definitions' job, possibly with other loggers; its name must be the definitions' job name.
+    `job` is the definitions' job, possibly with other loggers; its name must be the definitions' job name. The
+    steps' outputs go into `capture` (a plain dict keeps each whole to the end of the run).
     """
     ephemeral = job.as_ephemeral_job(resource_defs={}, input_values={})  # the in-process executor
     wrapped = InMemoryJob(ephemeral)
@@ -83,7 +85,7 @@ def execute_in_location(
         remote_job_origin=remote_origin(job.name),
         job_code_origin=code_origin(job.name),
     )
-    captured: dict = {}
+    captured: dict = {} if capture is None else capture
     collector.resume()  # start-up ends here: the steps collect their cycles (see `lightly_assets.collector`)
     events = list(
         ExecuteRunWithPlanIterable(

@@ -34,7 +34,14 @@ from lightly_assets.defs.resources import StorageResource
 from lightly_assets.launch import execute_in_location
 from lightly_assets.locks import exclusive
 from lightly_assets.sqlite_wal import keep_wal_open
-from lightly_assets.summary import RunSummary, TrainSummary, summarise_run, summarise_training, user_error_in_log
+from lightly_assets.summary import (
+    RunSummary,
+    SummaryOutputs,
+    TrainSummary,
+    summarise_run,
+    summarise_training,
+    user_error_in_log,
+)
 
 # Bookkeeping that lets a later CLI run fail a killed one's runs. Dagster's UI hides tags under `.dagster/`
 # (`TagType.HIDDEN`), so these do not show on every run; the tags of earlier versions are still read.
@@ -181,7 +188,7 @@ def _execute(job: JobDefinition, name: str, run_config: dict[str, Any], instance
     """One in-process run of the code location, tagged with this process so a later CLI run can tell when it
     was killed."""
     tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-    return execute_in_location(job, name, run_config, tags, instance)
+    return execute_in_location(job, name, run_config, tags, instance, capture=SummaryOutputs())
 
 
 def run_datasets(

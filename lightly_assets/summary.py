@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from dagster import AssetCheckSeverity, DagsterEvent, DagsterEventType
 
@@ -15,6 +16,37 @@ SKIPPED_SHOWN = 20
 USER_TEXT = ("Failure", "DagsterAssetCheckFailedError")
 # How such an error is printed in a log line: `package.module.ClassName: text`, whatever the module path.
 _USER_TEXT_HEAD = re.compile(rf"(?<![\w.])(?:[A-Za-z_]\w*\.)*(?:{'|'.join(USER_TEXT)}): ")
+
+
+class Facts(dict):
+    """What the summary reads of one step's output (see `summary_facts`)."""
+
+
+class SummaryOutputs(dict):
+    """Dagster's output capture for `summarise_run`: each output is kept as the few facts the summary prints.
+
+    Dagster holds what it captures until the run ends; whole outputs (the indexes, the vectors, the curation tables)
+    kept every step's values of a million-sample run in memory at once, ~3 GB more at its peak."""
+
+    def __setitem__(self, handle: Any, value: Any) -> None:
+        main = handle.output_name == "result"  # not an asset check's output (None)
+        super().__setitem__(handle, summary_facts(handle.step_key, value) if main else None)
+
+
+def summary_facts(step: str, value: Any) -> Facts | None:
+    """The facts of `step`'s output that the summary prints (None for a step it does not read)."""
+    if isinstance(value, Facts):
+        return value
+    if step == "embeddings":
+        return Facts(reused=value.reused)
+    if step == "duplicates":
+        return Facts((k, v) for k, v in value.items() if k != "table")
+    if step == "selection":
+        return Facts(path=value["path"], strategy=value["strategy"], samples=value["samples"],
+                     selected=len(value["filenames"]))  # fmt: skip
+    if step == "data_issues":
+        return Facts(path=value["path"], counts=value["counts"], with_issues=value["table"]["filenames"].nunique())
+    return None
 
 
 @dataclass
@@ -95,7 +127,7 @@ def summarise_run(name: str, result) -> RunSummary:
         csv = _metadata(result, "embeddings_csv")
         upload = _metadata(result, "uploaded_dataset")
         summary.samples, summary.dimension, summary.csv = csv.get("rows"), csv.get("dimension"), csv.get("csv")
-        summary.reused = result.output_for_node("embeddings").reused
+        summary.reused = _facts(result, "embeddings")["reused"]
         summary.browse = upload.get("browse")
         summary.urls = _urls(str(upload.get("open") or ""))
         summary.weights, summary.knn = _provenance(result)
@@ -110,6 +142,13 @@ def _metadata(result, node: str) -> dict:
     return {k: getattr(v, "value", v) for k, v in found[-1].metadata.items()} if found else {}
 
 
+def _facts(result, node: str) -> Facts:
+    """The summary's facts of `node`'s output, from a full capture (`execute_in_process`) or a `SummaryOutputs`."""
+    facts = summary_facts(node, result.output_for_node(node))
+    assert facts is not None, f"the summary reads nothing of {node}"
+    return facts
+
+
 def _urls(markdown: str) -> list[str]:
     """`name: url` for each `- [name](url)` line of the `open` metadata of `uploaded_dataset`."""
     return [f"{name}: {url}" for name, url in re.findall(r"^- \[(.*)\]\((\S+)\)$", markdown, re.MULTILINE)]
@@ -117,15 +156,13 @@ def _urls(markdown: str) -> list[str]:
 
 def _curation(result) -> tuple[str | None, str | None]:
     """The two curation lines: duplicate groups found, and the selection written."""
-    found, chosen = result.output_for_node("duplicates"), result.output_for_node("selection")
+    found, chosen = _facts(result, "duplicates"), _facts(result, "selection")
     duplicates = (
         f"{found['groups']} groups found ({found['exact']} exact, {found.get('visual', 0)} visual, {found['near']} "
         f"near copies at cosine >= {found['similarity']}), {found['path']}"
         + (f"; WARNING: {found['warning']}" if found.get("warning") else "")
     )
-    selection = (
-        f"{len(chosen['filenames'])} of {chosen['samples']} samples written ({chosen['strategy']}), {chosen['path']}"
-    )
+    selection = f"{chosen['selected']} of {chosen['samples']} samples written ({chosen['strategy']}), {chosen['path']}"
     return duplicates, selection
 
 
@@ -133,10 +170,9 @@ def _data_issues(result) -> str | None:
     """One line of counts per issue found (None when data_issues did not run)."""
     if not result.asset_materializations_for_node("data_issues"):
         return None
-    found = result.output_for_node("data_issues")
+    found = _facts(result, "data_issues")
     counts = ", ".join(f"{n} {issue}" for issue, n in found["counts"].items() if n) or "none found"
-    samples = found["table"]["filenames"].nunique()
-    return f"{samples} samples with issues ({counts}), {found['path']}"
+    return f"{found['with_issues']} samples with issues ({counts}), {found['path']}"
 
 
 def failure_reason(event: DagsterEvent) -> str:

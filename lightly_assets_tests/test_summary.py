@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
+import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSpec, Failure, asset, materialize
 
-from lightly_assets.summary import RunSummary, failure_reason, summarise_run, user_error_in_log
+from lightly_assets.summary import RunSummary, SummaryOutputs, failure_reason, summarise_run, user_error_in_log
 
 
 def _reason(target, **kwargs) -> str:
@@ -88,3 +91,25 @@ def test_a_user_error_in_the_console_log_is_one_line_without_dagsters_class_path
     assert user_error_in_log(moved) == "Step failed.\n\n1 blocking asset check failed"
     assert user_error_in_log("Step failed.\n\nKeyError: 'x'\n\nStack Trace:\n ...") is None  # a bug keeps its trace
     assert user_error_in_log("NoFailure: x") is None
+
+
+class Handle(NamedTuple):  # the two fields of Dagster's StepOutputHandle that the capture reads
+    step_key: str
+    output_name: str = "result"
+
+
+def test_the_runs_capture_keeps_the_printed_facts_not_the_outputs() -> None:
+    table = pd.DataFrame({"filenames": ["a", "a", "b"], "issue": ["dark", "blurry", "dark"], "score": 1.0})
+    counts = {"dark": 2, "blurry": 1}
+    capture = SummaryOutputs()
+    capture[Handle("data_issues")] = {"path": "i.csv", "table": table, "stats": table, "counts": counts}
+    capture[Handle("selection")] = {"path": "s.txt", "filenames": ["a", "b"], "strategy": "diverse", "samples": 3}
+    capture[Handle("duplicates")] = {"path": "d.csv", "table": table, "groups": 1, "exact": 1}
+    capture[Handle("frame_index")] = table
+    capture[Handle("selection", "selection_no_duplicates_selected")] = None  # an asset check's output
+    assert capture[Handle("data_issues")] == {"path": "i.csv", "counts": counts, "with_issues": 2}
+    assert capture[Handle("selection")] == {"path": "s.txt", "strategy": "diverse", "samples": 3, "selected": 2}
+    assert capture[Handle("duplicates")] == {"path": "d.csv", "groups": 1, "exact": 1}
+    assert capture[Handle("frame_index")] is None
+    kept = [v for facts in capture.values() if facts for v in facts.values()]
+    assert not any(isinstance(v, pd.DataFrame | np.ndarray | list) for v in kept)

@@ -36,9 +36,8 @@ from lightly_assets.curation.state_file import save_state
 from lightly_assets.dataset.keys import KEY_COLUMNS, joined_text, matching_rows, split_text
 from lightly_assets.dataset.orientation import exif_upright
 from lightly_assets.dataset.video import iter_frames
-from lightly_assets.embedding.runtime import usable_cores
 from lightly_assets.errors import exception_line
-from lightly_assets.workers import results_in_workers
+from lightly_assets.workers import results_in_workers, usable_cores
 
 ANALYSIS = 256  # long side, in pixels, that statistics are measured at
 STATS = ["width", "height", "lum_p05", "lum_p95", "chroma_p99", "entropy", "sharpness"]

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from lightly_assets.embedding.runtime import usable_cores
-from lightly_assets.workers import results_in_workers
+from lightly_assets.workers import results_in_workers, usable_cores
 
 # 100,000 64x48 JPEGs on 2 cores, cached / not in the page cache: 4 threads 5.5 / 10.8 s, 2 processes 1.7 / 8.2 s,
 # 4 processes 1.9 / 5.8 s. Four spawned workers start in ~0.15 s (they import Pillow, not the run's modules): on

@@ -19,7 +19,7 @@ from lightly_assets.embedding.decode import Decoder, tasks
 from lightly_assets.embedding.decode_pool import pool_size
 from lightly_assets.embedding.embedder import Embedder, InFlight
 from lightly_assets.embedding.executor import EmbedJob, JobResult, Sink
-from lightly_assets.embedding.runtime import usable_cores
+from lightly_assets.workers import usable_cores
 
 FIRST_BATCH = 4  # samples in the first forward pass (at most the batch size)
 WAITING_BYTES = 64 * 2**20  # decoded pixels that may wait for the network when the decoders have cores of their own

@@ -22,6 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lightly_assets.workers import usable_cores
+
 if TYPE_CHECKING:  # torch is imported only where a torch device is asked about: a warm OpenVINO run skips it
     import torch
 
@@ -80,14 +82,6 @@ def bf16_supported(device: str | torch.device) -> bool:
 def nvidia_present() -> bool:
     """A CUDA device may be there (then `device: auto` asks torch); decided without importing torch."""
     return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity mask, e.g. a container's CPU set)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

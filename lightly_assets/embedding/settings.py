@@ -19,6 +19,7 @@ import numpy as np
 
 from lightly_assets.embedding import runtime
 from lightly_assets.embedding.errors import ModelError
+from lightly_assets.workers import usable_cores
 
 if TYPE_CHECKING:
     from lightly_assets.embedding.preprocessing import Preprocessing
@@ -76,7 +77,7 @@ def place(settings: RunSettings) -> Placement:
         precision, notes = choose_precision(settings.precision, device_type, _native_bf16(device, settings), engine)
     except ValueError as exc:
         raise ModelError(str(exc)) from None
-    plan = runtime.plan_threads(device_type, runtime.usable_cores(), settings.threads, settings.decode_workers, engine)
+    plan = runtime.plan_threads(device_type, usable_cores(), settings.threads, settings.decode_workers, engine)
     return Placement(device, engine, precision, plan, tuple(notes))
 
 

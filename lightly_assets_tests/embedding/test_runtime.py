@@ -19,6 +19,7 @@ from lightly_assets.embedding.families.lightly import build_lightly_model
 from lightly_assets.embedding.network import LightlyArch, build_backbone, lightly_keys
 from lightly_assets.embedding.pipeline import EmbedOptions, embed_samples
 from lightly_assets.embedding.runtime import bf16_supported
+from lightly_assets.workers import usable_cores
 from lightly_assets_tests.media import blocky_image
 from lightly_assets_tests.reference import lightly_renamed_keys
 from lightly_assets_tests.tables import frame_index_for
@@ -158,7 +159,7 @@ def test_load_model_sets_torch_threads() -> None:
         m = load_model(None, input_size=16, threads=1, decode_workers=3)
         assert torch.get_num_threads() == m.threads == 1 and m.decode_workers == 3
         m = load_model(None, input_size=16)
-        plan = runtime.plan_threads("cpu", runtime.usable_cores())
+        plan = runtime.plan_threads("cpu", usable_cores())
         assert m.threads == torch.get_num_threads() == plan.network_threads
         assert (m.decode_workers, m.low_priority_decode) == (plan.decode_workers, plan.low_priority_decode)
     finally:

@@ -25,7 +25,7 @@ from lightly_assets.embedding.engines.compiled_cache import ModelCache, cache_ke
 from lightly_assets.embedding.engines.openvino_import import import_nncf, import_openvino
 from lightly_assets.embedding.errors import EngineError
 from lightly_assets.embedding.preprocessing import Preprocessing
-from lightly_assets.embedding.runtime import usable_cores
+from lightly_assets.workers import usable_cores
 
 if TYPE_CHECKING:
     import openvino as ov

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightly_assets.embedding import runtime
 from lightly_assets.embedding.download import sha256_of
 from lightly_assets.embedding.errors import ModelError
 from lightly_assets.embedding.families.base import Network
@@ -21,6 +20,7 @@ from lightly_assets.embedding.preprocessing import IMAGENET_MEAN, IMAGENET_STD, 
 from lightly_assets.embedding.spec import BuildOptions, ModelSpec
 from lightly_assets.embedding.weights import Weights
 from lightly_assets.errors import first_line
+from lightly_assets.workers import usable_cores
 
 _FLOAT_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)")
 
@@ -95,7 +95,7 @@ def _session(path: Path):
     import onnxruntime as ort  # only for `onnx:` models (and slow to import)
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = runtime.usable_cores()
+    opts.intra_op_num_threads = usable_cores()
     opts.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
