@@ -101,11 +101,19 @@ def hash_pairs(
 def pair_order(pairs: np.ndarray) -> np.ndarray:
     """The order that sorts (i, j) rows by i, then j: one stable sort of i * n + j. At a million samples (23 M
     pairs) 2.8 s instead of lexsort's 11 s, and fast on the mostly sorted pairs an incremental run carries."""
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    pairs = np.asarray(pairs).reshape(-1, 2)  # int32 row numbers stay so: the keys are made in 64 bits
     if not len(pairs):
         return np.zeros(0, dtype=np.int64)
     n = int(pairs.max()) + 1  # below 3e9 samples, i * n + j fits in 64 bits
-    return np.argsort(pairs[:, 0] * n + pairs[:, 1], kind="stable")
+    return np.argsort(_pair_keys(pairs, n), kind="stable")
+
+
+def _pair_keys(pairs: np.ndarray, n: int) -> np.ndarray:
+    """i * n + j per (i, j) row, in one int64 array (no temporaries: 23 M pairs are 180 MB an array)."""
+    keys = pairs[:, 0].astype(np.int64)
+    keys *= n
+    keys += pairs[:, 1]
+    return keys
 
 
 def merge_in_order(
@@ -118,8 +126,9 @@ def merge_in_order(
     order = pair_order(found)
     found, found_values = np.asarray(found, dtype=np.int64)[order], np.asarray(found_values)[order]
     n = int(max(kept.max(initial=0), found.max(initial=0))) + 1
-    keys = kept[:, 0].astype(np.int64) * n + kept[:, 1]  # 64 bits: `kept` may be row numbers in 32 (rows_dtype)
-    at = np.searchsorted(keys, found[:, 0] * n + found[:, 1], side="right")
+    keys = _pair_keys(kept, n)  # 64 bits: `kept` may be row numbers in 32 (rows_dtype)
+    at = np.searchsorted(keys, _pair_keys(found, n), side="right")
+    del keys
     return np.insert(kept, at, found, axis=0), np.insert(kept_values, at, found_values)
 
 

@@ -395,3 +395,5 @@ def test_pairs_are_ordered_as_lexsort_orders_them() -> None:
     pairs = np.concatenate([pairs, pairs[:50]])  # repeated pairs keep their input order
     assert pair_order(pairs).tolist() == np.lexsort((pairs[:, 1], pairs[:, 0])).tolist()
     assert pair_order(np.zeros((0, 2), dtype=np.int64)).tolist() == []
+    wide = np.sort(rng.integers(0, 200_000, (20_000, 2)), axis=1).astype(np.int32)  # i * n + j above 2**31
+    assert pair_order(wide).tolist() == np.lexsort((wide[:, 1], wide[:, 0])).tolist()
