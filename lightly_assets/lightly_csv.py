@@ -77,7 +77,7 @@ def _kept_lines(
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    del data  # the file's bytes, its text and its lines at once: ~1.3 GB at a million rows of 32, now ~0.9 GB
+    del data  # not the bytes, the text and the lines at once: a million rows of 32, the step's peak 3.0 -> 2.3 GB
     lines = text.split("\r\n")
     del text
     if lines[0] != ",".join(header_for(matrix.shape[1])) or lines[-1] != "":
