@@ -22,7 +22,6 @@ Statistics (all in [0, 1] except the sizes):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -153,17 +152,18 @@ def _tasks(data_dir: Path, tasks: list[tuple[str, bool, list[tuple[int, int]]]])
 
 
 def _results(files: list, data_dir: Path, workers: int | None) -> Iterator[list]:
-    """`_task`'s results file by file (or chunk by chunk): worker processes for many files, else threads."""
+    """`_task`'s results chunk by chunk: many files in worker processes (chunks of CHUNK images, a video each),
+    else each file in one of `workers` threads."""
     cores = usable_cores()
     if workers is None and len(files) >= PROCESSES_FROM and cores > 1:
         images = [task for task in files if not task[1]]
         chunks = [[task] for task in files if task[1]]  # a video is a task of its own: they are long
         chunks += [images[start : start + CHUNK] for start in range(0, len(images), CHUNK)]
         processes = min(cores, MAX_PROCESSES)
-        yield from results_in_workers(partial(_tasks, data_dir), chunks, processes, min(4, cores), "picture statistics")
-        return
-    with ThreadPoolExecutor(max_workers=max(1, workers or min(4, cores))) as threads:
-        yield from threads.map(lambda task: _task(data_dir, *task), files)
+    else:
+        chunks, processes = [[task] for task in files], 1
+    threads = workers or min(4, cores)
+    yield from results_in_workers(partial(_tasks, data_dir), chunks, processes, threads, "picture statistics")
 
 
 def compute_stats(samples: pd.DataFrame, data_dir: Path, workers: int | None = None) -> pd.DataFrame:
