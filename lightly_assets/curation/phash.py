@@ -8,6 +8,8 @@ are compared by their Hamming distance; distinct real photos sit near 32 of 64 b
 
 Pairs are searched with faiss' binary index (`IndexBinaryFlat`, exact Hamming distances with popcounts): 100,000
 hashes against each other is 10^10 distances of one 64-bit word, a few seconds on two cores (bench_data_issues).
+Each pair is compared once: a chunk of rows is searched against the rows from it on, not against all of them, which
+halves the search of a first run (a million hashes: ~5 * 10^11 distances, two minutes instead of four).
 """
 
 from __future__ import annotations
@@ -63,9 +65,6 @@ def hash_pairs(
     one video) are never paired: neighbouring frames look alike by nature. With `queries`, only the pairs that
     hold at least one of those rows (the new samples of an incremental run) are searched.
     """
-    # faiss only when searching: the definitions load and runs start without it
-    import faiss
-
     hashes = np.ascontiguousarray(np.asarray(hashes, dtype=np.uint8).reshape(-1, BITS // 8))
     usable = np.ones(len(hashes), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     rows = np.flatnonzero(usable)
@@ -76,17 +75,21 @@ def hash_pairs(
         return empty
     is_query = np.zeros(len(hashes), dtype=bool)
     is_query[asked] = True
-    index = faiss.IndexBinaryFlat(BITS)
-    index.add(hashes[rows])
+    rest = rows[~is_query[rows]]  # rows not asked: every chunk searches them
+    rest_index = _binary_index(hashes[rest]) if len(rest) else None
     found_pairs, found_dist = [], []
     for start in range(0, len(asked), CHUNK):
         chunk = asked[start : start + CHUNK]
-        lims, dist, ids = index.range_search(hashes[chunk], max_distance + 1)  # faiss keeps distances < radius
-        q = np.repeat(chunk, np.diff(lims.astype(np.int64)))
-        other = rows[ids.astype(np.int64)]
-        keep = (other != q) & (~is_query[other] | (other > q))  # each pair once, never a row with itself
-        found_pairs.append(np.sort(np.stack([q[keep], other[keep]], axis=1), axis=1))
-        found_dist.append(dist[keep])
+        later = asked[start:]  # (sorted) a pair of two asked rows is found by the chunk of its first row only
+        for targets, index in ((later, _binary_index(hashes[later])), (rest, rest_index)):
+            if index is None:
+                continue
+            lims, dist, ids = index.range_search(hashes[chunk], max_distance + 1)  # faiss keeps distances < radius
+            q = np.repeat(chunk, np.diff(lims.astype(np.int64)))
+            other = targets[ids.astype(np.int64)]
+            keep = (other != q) & (~is_query[other] | (other > q))  # each pair once, never a row with itself
+            found_pairs.append(np.sort(np.stack([q[keep], other[keep]], axis=1), axis=1))
+            found_dist.append(dist[keep])
     pairs = np.concatenate(found_pairs).astype(np.int64)
     distances = np.concatenate(found_dist).astype(np.int64)
     if same is not None and len(pairs):
@@ -96,6 +99,16 @@ def hash_pairs(
         pairs, distances = pairs[keep], distances[keep]
     order = pair_order(pairs)
     return pairs[order].reshape(-1, 2), distances[order]
+
+
+def _binary_index(hashes: np.ndarray):
+    """An exact Hamming index (faiss `IndexBinaryFlat`) holding `hashes`."""
+    # faiss only when searching: the definitions load and runs start without it
+    import faiss
+
+    index = faiss.IndexBinaryFlat(BITS)
+    index.add(np.ascontiguousarray(hashes))
+    return index
 
 
 def pair_order(pairs: np.ndarray) -> np.ndarray:
