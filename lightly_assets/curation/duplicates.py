@@ -38,6 +38,7 @@ from lightly_assets.curation.components import carried_labels, components, membe
 from lightly_assets.curation.duplicates_state import State, Visual, carried, had_pairs, previous_rows, reused_near
 from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import BITS, agreement, hamming, hash_pairs, merge_in_order, pair_order
+from lightly_assets.dataset.contents import file_sha256s
 from lightly_assets.dataset.keys import FILE_COLUMNS, key_table, matching_rows
 
 EXACT_LIMIT = 20_000  # above it, an approximate index: 20k x 20k exact inner products take seconds at 768-d
@@ -71,34 +72,36 @@ class UnitVectors:
         return cls(unit, vector_digests(unit))
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def content_keys(
     samples: pd.DataFrame, data_dir: Path, digests: Sequence[str], known: pd.DataFrame | None = None
 ) -> tuple[list[str], pd.DataFrame]:
-    """Per sample the key that exact copies share: `file:<sha256>` for images, `frame:<vector digest>` for
-    video frames. `known` (source, size, mtime_ns, sha256: a table this returns) holds earlier hashes, so unchanged
-    files are not re-read. Returns the keys and the image files' hashes."""
+    """Per sample the key that exact copies share: `file:<sha256>` for images whose byte size another image shares,
+    `only:<source>` for the others (files of different sizes are never copies: they are not read), `frame:<vector
+    digest>` for video frames. `known` (source, size, mtime_ns, sha256: a table this returns) holds earlier hashes,
+    so unchanged files are not re-read. Returns the keys and the hashed image files' hashes."""
     images = samples["kind"].to_numpy() == "image"
     files = key_table(samples.loc[images], FILE_COLUMNS)
     at = matching_rows(known, files, FILE_COLUMNS) if known is not None else np.full(len(files), -1)
-    sha = np.empty(len(files), dtype=object)
+    sha = np.full(len(files), "", dtype=object)
     if known is not None:
         sha[at >= 0] = known["sha256"].to_numpy(dtype=object)[at[at >= 0]]
-    fresh: dict[str, str] = {}
-    for i in np.flatnonzero(at < 0).tolist():
-        source = files["source"].iat[i]
-        sha[i] = fresh.get(source) or fresh.setdefault(source, file_sha256(Path(data_dir) / source))
+    shared = _size_shared(files)
+    wanted = np.flatnonzero(shared & (sha == ""))
+    names = files["source"].to_numpy(dtype=object)
+    sources = [str(source) for source in pd.unique(names[wanted])]
+    by_source = dict(zip(sources, file_sha256s([str(Path(data_dir) / s) for s in sources]), strict=True))
+    sha[wanted] = [by_source[source] for source in names[wanted]]
     keys = np.asarray(digests, dtype=object)
     keys = np.where(images, "", "frame:" + keys).astype(object)
-    keys[images] = "file:" + sha
-    return keys.tolist(), files.assign(sha256=sha)
+    keys[images] = np.where(shared, "file:" + sha, "only:" + names)
+    return keys.tolist(), files.assign(sha256=sha).loc[shared].reset_index(drop=True)
+
+
+def _size_shared(files: pd.DataFrame) -> np.ndarray:
+    """Per row, whether another file (another source) has the same byte size: only those can be exact copies."""
+    sizes = files["size"].to_numpy(dtype=np.int64)
+    values, counts = np.unique(sizes[~files["source"].duplicated().to_numpy()], return_counts=True)
+    return counts[np.searchsorted(values, sizes)] > 1
 
 
 @dataclass

@@ -153,6 +153,27 @@ def test_exact_copies_by_file_content_and_frames_by_identical_vectors(tmp_path: 
     assert set(table["kind"]) == {"exact"}
 
 
+def test_only_files_of_one_byte_size_are_read_for_exact_copies(tmp_path: Path) -> None:
+    make_image(tmp_path / "a.png", seed=1)
+    (tmp_path / "copy.png").write_bytes((tmp_path / "a.png").read_bytes())
+    (tmp_path / "same-size.png").write_bytes(bytes(reversed((tmp_path / "a.png").read_bytes())))
+    names = ["a.png", "copy.png", "same-size.png", "other.png"]  # other.png is never read: it does not exist
+    samples = pd.DataFrame(
+        {
+            "filename": names,
+            "source": names,
+            "kind": ["image"] * 4,
+            "size": [(tmp_path / "a.png").stat().st_size] * 3 + [12],
+            "mtime_ns": [1, 2, 3, 4],
+        }
+    )
+    keys, hashes = content_keys(samples, tmp_path, vector_digests(unit_rows(np.eye(4))))
+    assert keys[0] == keys[1] != keys[2] and keys[3] == "only:other.png"
+    assert hashes["source"].tolist() == names[:3] and keys[2] == "file:" + hashes["sha256"].iat[2]
+    table = find_duplicates(names, np.eye(4), keys, 1.0).table
+    assert table["filenames"].tolist() == ["a.png", "copy.png"] and set(table["kind"]) == {"exact"}
+
+
 def test_default_similarity_per_model_setting() -> None:
     assert default_similarity("lightly") == default_similarity(None)
     assert default_similarity("torchvision:resnet50") == 0.85

@@ -1,0 +1,43 @@
+"""The sha256 of files' bytes, the key of exact copies, for many files at once.
+
+Small files cost their open and read (~20 µs cached, ~90 µs not in the page cache), large ones their hashing
+(hashlib lets go of the GIL there). From PROCESSES_FROM files on, they are hashed in worker processes, two per core
+so that the reads of uncached files overlap; fewer in threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from lightly_assets.workers import results_in_workers, usable_cores
+
+# 50,000 JPEGs of ~1.5 KB on 2 cores, not in the page cache: one thread 4.2-4.6 s, 8 threads 4.6 s, 2 processes
+# 3.7 s, 4 processes 3.1-3.3 s; cached: one thread 0.8-1.8 s, 4 processes 1.4-1.5 s.
+PROCESSES_FROM = 10_000
+MAX_PROCESSES = 8
+PER_TASK = 256  # files per task: one round trip to a worker process
+BLOCK = 1 << 20  # bytes read at a time: a large video is never held whole
+
+
+def file_sha256(path: str) -> str:
+    """The hex sha256 of the file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256s_here(paths: Sequence[str]) -> list[str]:
+    """`file_sha256` of each path, in order, in this thread."""
+    return [file_sha256(path) for path in paths]
+
+
+def file_sha256s(paths: Sequence[str]) -> list[str]:
+    """`file_sha256` of each path, in order: in worker processes for many files, else in threads."""
+    cores = usable_cores()
+    tasks = [list(paths[start : start + PER_TASK]) for start in range(0, len(paths), PER_TASK)]
+    processes = min(MAX_PROCESSES, 2 * cores) if len(paths) >= PROCESSES_FROM and cores > 1 else 1
+    chunks = results_in_workers(file_sha256s_here, tasks, processes, min(8, 2 * cores), "file hashes")
+    return [digest for chunk in chunks for digest in chunk]
