@@ -8,18 +8,36 @@ Products are numpy's, in blocks of rows: the faiss wheel's own BLAS is built for
 against 10,000 picks (64-d) a faiss flat index took 6.0 s where numpy took 1.4 s (Intel Xeon, AVX-512, 2 cores).
 A block's products stay near 1 M values so they stay in cache: 200,000 samples against 20,000 picks (32-d) took
 6.3 s in blocks of 512 rows and 3.9 s in blocks of 64.
+
+Samples selected by their perceptual hashes (random weights: `selection.hash_features`) are given as `HashRows`:
+their features are the hash bits as +-1, so a cosine similarity is exactly 1 - 2 * Hamming distance / 64 (sums of
++-1/64 in float32 round nowhere), and the nearest pick comes from faiss' binary index, first pick on a tie as
+`argmax`: the same cover, 3.2x faster (20,000 samples against 91,538 picks: 0.76 s against 2.45 s).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from lightly_assets.curation.farthest import Spread
+from lightly_assets.curation.phash import BITS, binary_index
 
 BLOCK_VALUES = 2**20  # products per block; of rows, at least 32 and at most 512 (2,048 and 8,192 were slower)
 UNCOVERED = -np.inf  # the similarity of a sample when nothing is picked
+HASH_ROWS_PER_SEARCH = 65_536  # rows per faiss call: bounds its result arrays
+
+
+@dataclass(frozen=True)
+class HashRows:
+    """Samples as their perceptual hashes, (N, 8) uint8: the rows `unit_rows(hash_features(codes))` stands for."""
+
+    codes: np.ndarray
+
+
+Points = np.ndarray | HashRows  # unit vectors (rows), or the hashes they were made from
 
 
 @dataclass
@@ -39,16 +57,16 @@ class Cover:
             return None
         return float(max(0.0, 1.0 - float(self.nearest.min())))
 
-    def measure(self, unit: np.ndarray, picks: np.ndarray, rows: np.ndarray | None = None) -> None:
+    def measure(self, unit: Points, picks: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Set `rows` (all by default) to their nearest of `picks`, forgetting what they held."""
-        rows = np.arange(len(unit)) if rows is None else np.asarray(rows, dtype=np.int64)
+        rows = np.arange(len(self.nearest)) if rows is None else np.asarray(rows, dtype=np.int64)
         self.nearest[rows] = UNCOVERED
         self.owner[rows] = -1
         self._closer(unit, np.asarray(picks, dtype=np.int64), rows)
 
-    def add(self, unit: np.ndarray, picks: np.ndarray, rows: np.ndarray | None = None) -> None:
+    def add(self, unit: Points, picks: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Count `picks` in too: every sample (of `rows`) nearer to one of them than to its pick so far moves to it."""
-        rows = np.arange(len(unit)) if rows is None else np.asarray(rows, dtype=np.int64)
+        rows = np.arange(len(self.nearest)) if rows is None else np.asarray(rows, dtype=np.int64)
         self._closer(unit, np.asarray(picks, dtype=np.int64), rows)
 
     def follow(self, pool: np.ndarray, spread: Spread) -> None:
@@ -57,23 +75,35 @@ class Cover:
         self.nearest[pool[moved]] = spread.nearest[moved]
         self.owner[pool[moved]] = spread.owner[moved]
 
-    def _closer(self, unit: np.ndarray, picks: np.ndarray, rows: np.ndarray) -> None:
+    def _closer(self, unit: Points, picks: np.ndarray, rows: np.ndarray) -> None:
         if not len(picks) or not len(rows):
             return
-        chosen = np.ascontiguousarray(unit[picks].T)
-        step = int(np.clip(BLOCK_VALUES // len(picks), 32, 512))
-        for start in range(0, len(rows), step):
-            block = rows[start : start + step]
-            similarity = unit[block] @ chosen
-            best = np.argmax(similarity, axis=1)
-            value = similarity[np.arange(len(block)), best]
+        for block, value, owner in _nearest(unit, picks, rows):
             better = value > self.nearest[block]
             self.nearest[block[better]] = value[better]
-            self.owner[block[better]] = picks[best[better]]
+            self.owner[block[better]] = owner[better]
 
 
-def cover(unit: np.ndarray, picks: np.ndarray) -> Cover:
+def _nearest(unit: Points, picks: np.ndarray, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(rows, similarity to their nearest pick, that pick) block by block; the first of equally near picks."""
+    if isinstance(unit, HashRows):
+        index = binary_index(unit.codes[picks])
+        for start in range(0, len(rows), HASH_ROWS_PER_SEARCH):
+            block = rows[start : start + HASH_ROWS_PER_SEARCH]
+            distance, at = index.search(np.ascontiguousarray(unit.codes[block]), 1)
+            yield block, ((BITS - 2 * distance[:, 0]) / BITS).astype(np.float32), picks[at[:, 0]]
+        return
+    chosen = np.ascontiguousarray(unit[picks].T)
+    step = int(np.clip(BLOCK_VALUES // len(picks), 32, 512))
+    for start in range(0, len(rows), step):
+        block = rows[start : start + step]
+        similarity = unit[block] @ chosen
+        best = np.argmax(similarity, axis=1)
+        yield block, similarity[np.arange(len(block)), best], picks[best]
+
+
+def cover(unit: Points, picks: np.ndarray) -> Cover:
     """Every sample's nearest of `picks`."""
-    result = Cover.empty(len(unit))
+    result = Cover.empty(len(unit.codes) if isinstance(unit, HashRows) else len(unit))
     result.add(unit, picks)
     return result

@@ -76,12 +76,12 @@ def hash_pairs(
     is_query = np.zeros(len(hashes), dtype=bool)
     is_query[asked] = True
     rest = rows[~is_query[rows]]  # rows not asked: every chunk searches them
-    rest_index = _binary_index(hashes[rest]) if len(rest) else None
+    rest_index = binary_index(hashes[rest]) if len(rest) else None
     found_pairs, found_dist = [], []
     for start in range(0, len(asked), CHUNK):
         chunk = asked[start : start + CHUNK]
         later = asked[start:]  # (sorted) a pair of two asked rows is found by the chunk of its first row only
-        for targets, index in ((later, _binary_index(hashes[later])), (rest, rest_index)):
+        for targets, index in ((later, binary_index(hashes[later])), (rest, rest_index)):
             if index is None:
                 continue
             lims, dist, ids = index.range_search(hashes[chunk], max_distance + 1)  # faiss keeps distances < radius
@@ -101,7 +101,7 @@ def hash_pairs(
     return pairs[order].reshape(-1, 2), distances[order]
 
 
-def _binary_index(hashes: np.ndarray):
+def binary_index(hashes: np.ndarray):
     """An exact Hamming index (faiss `IndexBinaryFlat`) holding `hashes`."""
     # faiss only when searching: the definitions load and runs start without it
     import faiss

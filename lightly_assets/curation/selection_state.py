@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lightly_assets.curation.coverage import Cover, cover
+from lightly_assets.curation.coverage import Cover, HashRows, Points, cover
 from lightly_assets.curation.duplicates import unit_rows, vector_digests
 from lightly_assets.curation.farthest import farthest_points
 from lightly_assets.curation.selection import Selection, candidates, left_out, random_rows, select
@@ -88,6 +88,12 @@ class Samples:
     digests: np.ndarray
     pool: np.ndarray
     n: int
+    codes: np.ndarray | None = None  # the perceptual hashes `matrix` was made from (hash_features), if it was
+
+    @property
+    def points(self) -> Points:
+        """What covers measure: the hashes where the vectors are their bits (the same cover, faster), else `unit`."""
+        return self.unit if self.codes is None else HashRows(self.codes)
 
 
 @dataclass(frozen=True)
@@ -107,18 +113,21 @@ def choose(
     names: np.ndarray,
     request: Request,
     previous: SelectionState | None,
+    codes: np.ndarray | None = None,
 ) -> tuple[Selection, SelectionState | None, float | None, float | None]:
     """The selection, the state to save (None for strategies that keep none), its coverage radius and the random
-    baseline's. `previous` is the last run's state, or None to select anew."""
+    baseline's. `previous` is the last run's state, or None to select anew. `codes`: the perceptual hashes when
+    `matrix` is `hash_features(codes)` (the covers are then measured on the hashes)."""
     unit = unit_rows(matrix)
     group_of = np.asarray(group_of)
     pool = candidates(group_of, request.excluded)
     if request.strategy != "diverse":
         selection = select(matrix, labels, group_of, request.n, request.strategy, request.excluded, request.why)
         random = random_rows(pool, len(selection.rows))
-        return selection, None, cover(unit, selection.rows).radius(), cover(unit, random).radius()
+        points = unit if codes is None else HashRows(codes)
+        return selection, None, cover(points, selection.rows).radius(), cover(points, random).radius()
     digests = np.asarray(vector_digests(unit), dtype=np.bytes_)
-    samples = Samples(matrix, unit, np.asarray(names, dtype=np.str_), digests, pool, request.n)
+    samples = Samples(matrix, unit, np.asarray(names, dtype=np.str_), digests, pool, request.n, codes)
     selection, state = diverse(samples, labels, group_of, request, previous)
     return selection, state, state.chosen_cover.radius(), state.random_cover.radius()
 
@@ -130,9 +139,9 @@ def selected_anew(samples: Samples, selection: Selection) -> SelectionState:
         samples.names,
         samples.digests,
         selection.rows,
-        cover(samples.unit, selection.rows),
+        cover(samples.points, selection.rows),
         random,
-        cover(samples.unit, random),
+        cover(samples.points, random),
     )
 
 
@@ -151,7 +160,7 @@ def diverse(
             spread = farthest_points(samples.unit, samples.pool, nearest, samples.n - len(kept))
             added = spread.picks
             chosen_cover.follow(samples.pool, spread)
-            chosen_cover.add(samples.unit, added, _outside(samples))
+            chosen_cover.add(samples.points, added, _outside(samples))
             rows = np.sort(np.concatenate([kept, added]))
             notes = left_out(group_of, request.excluded, request.why, samples.pool)
             notes.append(f"kept {len(kept)} selected by the last run")
@@ -173,12 +182,12 @@ def _anew(
     spread = farthest_points(samples.unit, samples.pool, start, samples.n)
     chosen_cover = Cover.empty(len(samples.unit))
     chosen_cover.follow(samples.pool, spread)
-    chosen_cover.add(samples.unit, spread.picks, _outside(samples))
+    chosen_cover.add(samples.points, spread.picks, _outside(samples))
     notes = left_out(group_of, request.excluded, request.why, samples.pool)
     selection = Selection(np.sort(spread.picks), "diverse", samples.n, len(samples.pool), tuple(notes))
     random = random_rows(samples.pool, len(selection.rows))
     state = SelectionState(
-        samples.names, samples.digests, selection.rows, chosen_cover, random, cover(samples.unit, random)
+        samples.names, samples.digests, selection.rows, chosen_cover, random, cover(samples.points, random)
     )
     return selection, state
 
@@ -205,7 +214,7 @@ def _carry(samples: Samples, now: np.ndarray, picks: np.ndarray, old: Cover) -> 
     stayed keep it, the others (new, changed, or their pick gone) are measured against the picks kept."""
     kept = _still_candidates(samples, now, picks)
     carried = _carried(samples, now, old, kept)
-    carried.measure(samples.unit, kept, np.flatnonzero(carried.owner < 0))
+    carried.measure(samples.points, kept, np.flatnonzero(carried.owner < 0))
     return kept, carried
 
 
@@ -248,8 +257,8 @@ def _everything(
         kept = _still_candidates(samples, now, previous.chosen)
         chosen_cover = _carried(samples, now, previous.chosen_cover, kept)
     carried = outside[chosen_cover.owner[outside] >= 0]
-    chosen_cover.measure(samples.unit, pool, outside[chosen_cover.owner[outside] < 0])
-    chosen_cover.add(samples.unit, np.setdiff1d(pool, kept), carried)
+    chosen_cover.measure(samples.points, pool, outside[chosen_cover.owner[outside] < 0])
+    chosen_cover.add(samples.points, np.setdiff1d(pool, kept), carried)
     chosen_cover.nearest[pool] = np.einsum("ij,ij->i", samples.unit[pool], samples.unit[pool])
     chosen_cover.owner[pool] = pool
     notes = left_out(group_of, request.excluded, request.why, pool)
@@ -265,8 +274,8 @@ def _grow_random(samples: Samples, now: np.ndarray, previous: SelectionState, si
     kept, random_cover = _carry(samples, now, previous.random, previous.random_cover)
     if len(kept) > size:
         random = random_rows(samples.pool, size)
-        return random, cover(samples.unit, random)
+        return random, cover(samples.points, random)
     rest = samples.pool[~np.isin(samples.pool, kept)]
     extra = np.random.default_rng(len(samples.pool)).choice(rest, size=size - len(kept), replace=False)
-    random_cover.add(samples.unit, extra)
+    random_cover.add(samples.points, extra)
     return np.sort(np.concatenate([kept, extra])), random_cover

@@ -272,14 +272,15 @@ def selection(
         ruled_out = set(issues.loc[issues["issue"].isin(config.exclude_issues), "filenames"])
         excluded = samples["filename"].isin(list(ruled_out)).to_numpy()
         meaningful = bool(duplicates.get("vectors_meaningful", True))
-        features = embeddings.matrix if meaningful else hash_features(sample_hashes(data_issues, samples, 0).values)
+        codes = None if meaningful else sample_hashes(data_issues, samples, 0).values
+        features = embeddings.matrix if codes is None else hash_features(codes)
         n = requested_count(len(samples), config.n_samples, config.proportion)
         why = "samples with " + "/".join(config.exclude_issues)
         state_path = out / "curation" / "selection_state.npz"
         previous = SelectionState.load(state_path) if config.keep_selected and strategy == "diverse" else None
         labels, everyone = np.asarray(embeddings.labels), samples["filename"].to_numpy(dtype=str)
         request = Request(n, strategy, excluded, why)
-        chosen, state, radius, baseline = choose(features, labels, group_of, everyone, request, previous)
+        chosen, state, radius, baseline = choose(features, labels, group_of, everyone, request, previous, codes)
         names = samples["filename"].iloc[chosen.rows].tolist()
         path = out / "selection.txt"
         write_selection(path, names)

@@ -11,7 +11,7 @@ import pytest
 from lightly_assets.curation.coverage import Cover, cover
 from lightly_assets.curation.duplicates import unit_rows
 from lightly_assets.curation.errors import CurationError
-from lightly_assets.curation.selection import candidates, select
+from lightly_assets.curation.selection import candidates, hash_features, select
 from lightly_assets.curation.selection_state import STATE_VERSION, Request, SelectionState, choose
 
 
@@ -167,3 +167,41 @@ def test_asking_for_every_candidate_measures_only_the_others_and_a_rerun_only_wh
     assert sum(products) == 2 * 210 + 200 * 10  # the new duplicates against every pick, the old against the new
     assert grown.kept == 200 and len(grown.rows) == 210 and grown_state is not None
     assert_exact(grown_state, grown_x)
+
+
+def tied_hashes(n: int, seed: int) -> np.ndarray:
+    """Hashes around a few centres with few bits flipped: most samples are equally near two or more picks."""
+    rng = np.random.default_rng(seed)
+    centres = rng.integers(0, 256, (5, 8), dtype=np.uint8)
+    bits = np.unpackbits(centres[rng.integers(0, 5, n)], axis=1)
+    return np.packbits(bits ^ (rng.random(bits.shape) < 0.04), axis=1)
+
+
+def same_choice(first: tuple, second: tuple) -> None:
+    (one, state_one, *radii_one), (two, state_two, *radii_two) = first, second
+    assert one.rows.tolist() == two.rows.tolist() and radii_one == radii_two
+    if state_one is not None:
+        pairs = (state_one.chosen_cover, state_two.chosen_cover), (state_one.random_cover, state_two.random_cover)
+        for a, b in pairs:
+            assert a.nearest.tobytes() == b.nearest.tobytes() and a.owner.tolist() == b.owner.tolist()
+
+
+@pytest.mark.parametrize("n", [30, 520])  # farthest points from scratch; every candidate (500: duplicates out)
+@pytest.mark.parametrize("strategy", ["diverse", "typicality"])
+def test_covers_on_the_hashes_are_those_of_their_bits_ties_and_reruns_included(n: int, strategy: str) -> None:
+    codes = tied_hashes(600, 3)
+    matrix, labels = hash_features(codes), np.zeros(600, dtype=np.int64)
+    names = np.array([f"{i:04d}.jpg" for i in range(600)])
+    group_of = np.where(np.arange(600) % 3 == 0, np.arange(600) // 6, -1)  # pairs of duplicates
+    request = Request(n, strategy)
+    bits = choose(matrix, labels, group_of, names, request, None)
+    hashes = choose(matrix, labels, group_of, names, request, None, codes)
+    same_choice(bits, hashes)
+    if strategy == "diverse":  # a re-run with 60 samples changed measures them again on each side
+        grown = tied_hashes(600, 4)
+        grown[60:] = codes[60:]
+        again = hash_features(grown)
+        same_choice(
+            choose(again, labels, group_of, names, request, bits[1]),
+            choose(again, labels, group_of, names, request, hashes[1], grown),
+        )
