@@ -38,6 +38,7 @@ class HashRows:
 
 
 Points = np.ndarray | HashRows  # unit vectors (rows), or the hashes they were made from
+Nearest = tuple[np.ndarray, np.ndarray, np.ndarray]  # rows, their similarity to their nearest pick, that pick
 
 
 @dataclass
@@ -57,17 +58,17 @@ class Cover:
             return None
         return float(max(0.0, 1.0 - float(self.nearest.min())))
 
-    def measure(self, unit: Points, picks: np.ndarray, rows: np.ndarray | None = None) -> None:
+    def measure(self, points: Points, picks: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Set `rows` (all by default) to their nearest of `picks`, forgetting what they held."""
         rows = np.arange(len(self.nearest)) if rows is None else np.asarray(rows, dtype=np.int64)
         self.nearest[rows] = UNCOVERED
         self.owner[rows] = -1
-        self._closer(unit, np.asarray(picks, dtype=np.int64), rows)
+        self._closer(points, np.asarray(picks, dtype=np.int64), rows)
 
-    def add(self, unit: Points, picks: np.ndarray, rows: np.ndarray | None = None) -> None:
+    def add(self, points: Points, picks: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Count `picks` in too: every sample (of `rows`) nearer to one of them than to its pick so far moves to it."""
         rows = np.arange(len(self.nearest)) if rows is None else np.asarray(rows, dtype=np.int64)
-        self._closer(unit, np.asarray(picks, dtype=np.int64), rows)
+        self._closer(points, np.asarray(picks, dtype=np.int64), rows)
 
     def follow(self, pool: np.ndarray, spread: Spread) -> None:
         """Take the cover farthest-point sampling left on `pool`: the rows a new pick is nearest to move to it."""
@@ -75,35 +76,35 @@ class Cover:
         self.nearest[pool[moved]] = spread.nearest[moved]
         self.owner[pool[moved]] = spread.owner[moved]
 
-    def _closer(self, unit: Points, picks: np.ndarray, rows: np.ndarray) -> None:
+    def _closer(self, points: Points, picks: np.ndarray, rows: np.ndarray) -> None:
         if not len(picks) or not len(rows):
             return
-        for block, value, owner in _nearest(unit, picks, rows):
+        for block, value, owner in _nearest(points, picks, rows):
             better = value > self.nearest[block]
             self.nearest[block[better]] = value[better]
             self.owner[block[better]] = owner[better]
 
 
-def _nearest(unit: Points, picks: np.ndarray, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _nearest(points: Points, picks: np.ndarray, rows: np.ndarray) -> Iterator[Nearest]:
     """(rows, similarity to their nearest pick, that pick) block by block; the first of equally near picks."""
-    if isinstance(unit, HashRows):
-        index = binary_index(unit.codes[picks])
+    if isinstance(points, HashRows):
+        index = binary_index(points.codes[picks])
         for start in range(0, len(rows), HASH_ROWS_PER_SEARCH):
             block = rows[start : start + HASH_ROWS_PER_SEARCH]
-            distance, at = index.search(np.ascontiguousarray(unit.codes[block]), 1)
+            distance, at = index.search(np.ascontiguousarray(points.codes[block]), 1)
             yield block, ((BITS - 2 * distance[:, 0]) / BITS).astype(np.float32), picks[at[:, 0]]
         return
-    chosen = np.ascontiguousarray(unit[picks].T)
+    chosen = np.ascontiguousarray(points[picks].T)
     step = int(np.clip(BLOCK_VALUES // len(picks), 32, 512))
     for start in range(0, len(rows), step):
         block = rows[start : start + step]
-        similarity = unit[block] @ chosen
+        similarity = points[block] @ chosen
         best = np.argmax(similarity, axis=1)
         yield block, similarity[np.arange(len(block)), best], picks[best]
 
 
-def cover(unit: Points, picks: np.ndarray) -> Cover:
+def cover(points: Points, picks: np.ndarray) -> Cover:
     """Every sample's nearest of `picks`."""
-    result = Cover.empty(len(unit.codes) if isinstance(unit, HashRows) else len(unit))
-    result.add(unit, picks)
+    result = Cover.empty(len(points.codes) if isinstance(points, HashRows) else len(points))
+    result.add(points, picks)
     return result
