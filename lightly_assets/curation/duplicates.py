@@ -1,7 +1,7 @@
 """Exact, near-duplicate and visual groups of samples, as connected components, computed incrementally.
 
-- Exact: images with the same file content (sha256 of the bytes), video frames whose decoded pixels are
-  identical. Frames are decoded once, by the embedding step, straight to the model's input; identical frames
+- Exact: images with the same file content (sha256 of the bytes, read only where another image has the same
+  byte size), video frames whose decoded pixels are identical. Frames are decoded once, by the embedding step, straight to the model's input; identical frames
   there give bit-identical vectors, so a frame's content key is the digest of its vector. That costs no second
   decode (the least invasive way: nothing in the decoder changes), at the price of calling two frames that differ
   only below the model's input resolution identical.
@@ -87,13 +87,13 @@ def content_keys(
         sha[at >= 0] = known["sha256"].to_numpy(dtype=object)[at[at >= 0]]
     shared = _size_shared(files)
     wanted = np.flatnonzero(shared & (sha == ""))
-    names = files["source"].to_numpy(dtype=object)
-    sources = [str(source) for source in pd.unique(names[wanted])]
+    source_of = files["source"].to_numpy(dtype=object)
+    sources = [str(source) for source in pd.unique(source_of[wanted])]
     by_source = dict(zip(sources, file_sha256s([str(Path(data_dir) / s) for s in sources]), strict=True))
-    sha[wanted] = [by_source[source] for source in names[wanted]]
+    sha[wanted] = [by_source[source] for source in source_of[wanted]]
     keys = np.asarray(digests, dtype=object)
     keys = np.where(images, "", "frame:" + keys).astype(object)
-    keys[images] = np.where(shared, "file:" + sha, "only:" + names)
+    keys[images] = np.where(shared, "file:" + sha, "only:" + source_of)
     return keys.tolist(), files.assign(sha256=sha).loc[shared].reset_index(drop=True)
 
 

@@ -150,7 +150,7 @@ def _files(samples: pd.DataFrame) -> list[tuple[str, bool, list[tuple[int, int]]
 def _tasks(data_dir: Path, tasks: list[tuple[str, bool, list[tuple[int, int]]]]) -> list:
     """`_task` for several files: one round trip to a worker process. Its images are read ahead at once: files not
     in the page cache then arrive while the first are measured (40,000 64x48 JPEGs evicted first, 2 processes:
-    13.9-14.6 s without, 10.0 s with; 9.5 s cached)."""
+    13.9-14.6 s without, 9.9-10.1 s with; 9.5-9.9 s cached)."""
     read_ahead([str(Path(data_dir) / source) for source, video, _ in tasks if not video])
     return [result for task in tasks for result in _task(data_dir, *task)]
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from lightly_assets.workers import results_in_workers, usable_cores
 
-# 50,000 JPEGs of ~1.5 KB on 2 cores, not in the page cache: one thread 4.2-4.6 s, 8 threads 4.6 s, 2 processes
-# 3.7 s, 4 processes 3.1-3.3 s; cached: one thread 0.8-1.8 s, 4 processes 1.4-1.5 s.
+# 50,000 JPEGs of ~1.5 KB on 2 cores, not in the page cache: one thread 4.2-4.6 s, 8 threads 4.6 s, 4 processes
+# 3.1-3.3 s, and 0.8 s with the read-ahead (0.6 s cached). From 10,000 files on, as for the headers (headers.py).
 PROCESSES_FROM = 10_000
 MAX_PROCESSES = 8
 PER_TASK = 256  # files per task: one round trip to a worker process
