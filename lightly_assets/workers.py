@@ -48,3 +48,20 @@ def results_in_workers(
             log.warning("%s: worker processes failed (%s); the rest is done in threads", what, exc)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         yield from pool.map(fn, tasks[done:])
+
+
+def each_in_workers(
+    fn: Callable[[list[Task]], list[Result]],
+    items: Sequence[Task],
+    what: str,
+    processes_from: int,
+    per_task: int,
+    max_processes: int,
+) -> list[Result]:
+    """`fn` over the items in tasks of `per_task`, its results in the items' order: from `processes_from` items on
+    in worker processes, else in threads; two of either per core, so that reads of files not in the page cache
+    overlap (for work on many files: their headers, their bytes)."""
+    cores = usable_cores()
+    tasks = [list(items[start : start + per_task]) for start in range(0, len(items), per_task)]
+    processes = min(max_processes, 2 * cores) if len(items) >= processes_from and cores > 1 else 1
+    return [result for chunk in results_in_workers(fn, tasks, processes, min(8, 2 * cores), what) for result in chunk]

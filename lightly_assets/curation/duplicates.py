@@ -1,10 +1,10 @@
 """Exact, near-duplicate and visual groups of samples, as connected components, computed incrementally.
 
-- Exact: images with the same file content (sha256 of the bytes, read only where another image has the same
-  byte size), video frames whose decoded pixels are identical. Frames are decoded once, by the embedding step, straight to the model's input; identical frames
-  there give bit-identical vectors, so a frame's content key is the digest of its vector. That costs no second
-  decode (the least invasive way: nothing in the decoder changes), at the price of calling two frames that differ
-  only below the model's input resolution identical.
+- Exact: images with the same file content (sha256 of the bytes, read only where another image has the same byte
+  size), video frames whose decoded pixels are identical. Frames are decoded once, by the embedding step, straight
+  to the model's input; identical frames there give bit-identical vectors, so a frame's content key is the digest of
+  its vector. That costs no second decode (the least invasive way: nothing in the decoder changes), at the price of
+  calling two frames that differ only below the model's input resolution identical.
 - Near: cosine similarity at or above the threshold, searched as each sample's k nearest neighbours (bounded
   memory even when everything is similar); exact search (faiss `IndexFlatIP`) up to `EXACT_LIMIT` samples, an
   inverted file (faiss `IndexIVFFlat`) above it.

@@ -92,8 +92,12 @@ class Samples:
 
     @property
     def points(self) -> Points:
-        """What covers measure: the hashes where the vectors are their bits (the same cover, faster), else `unit`."""
-        return self.unit if self.codes is None else HashRows(self.codes)
+        return points_of(self.unit, self.codes)
+
+
+def points_of(unit: np.ndarray, codes: np.ndarray | None) -> Points:
+    """What covers measure: the hashes where the vectors are their bits (the same cover, faster), else `unit`."""
+    return unit if codes is None else HashRows(codes)
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ def choose(
     if request.strategy != "diverse":
         selection = select(matrix, labels, group_of, request.n, request.strategy, request.excluded, request.why)
         random = random_rows(pool, len(selection.rows))
-        points = unit if codes is None else HashRows(codes)
+        points = points_of(unit, codes)
         return selection, None, cover(points, selection.rows).radius(), cover(points, random).radius()
     digests = np.asarray(vector_digests(unit), dtype=np.bytes_)
     samples = Samples(matrix, unit, np.asarray(names, dtype=np.str_), digests, pool, request.n, codes)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from lightly_assets.workers import results_in_workers, usable_cores
+from lightly_assets.workers import each_in_workers
 
 # 100,000 64x48 JPEGs on 2 cores, cached / not in the page cache: 4 threads 5.5 / 10.8 s, 2 processes 1.7 / 8.2 s,
 # 4 processes 1.9 / 5.8 s. Four spawned workers start in ~0.15 s (they import Pillow, not the run's modules): on
@@ -39,9 +39,4 @@ def header_sizes(paths: Sequence[str]) -> list[tuple[int, int] | None]:
 
 def image_sizes(paths: Sequence[str]) -> list[tuple[int, int] | None]:
     """`header_size` of each path, in order: in worker processes for many files, else in threads."""
-    cores = usable_cores()
-    tasks = [list(paths[start : start + PER_TASK]) for start in range(0, len(paths), PER_TASK)]
-    processes = min(MAX_PROCESSES, 2 * cores) if len(paths) >= PROCESSES_FROM and cores > 1 else 1
-    threads = min(8, 2 * cores)  # uncached files: reads overlap
-    chunks = results_in_workers(header_sizes, tasks, processes, threads, "image headers")
-    return [size for chunk in chunks for size in chunk]
+    return each_in_workers(header_sizes, paths, "image headers", PROCESSES_FROM, PER_TASK, MAX_PROCESSES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from lightly_assets import workers
 from lightly_assets.dataset import contents
 
 
@@ -19,7 +20,7 @@ def test_hashes_in_processes_match_threads_and_hashlib(tmp_path: Path, monkeypat
     assert contents.file_sha256s(paths) == expected  # few files: threads
     monkeypatch.setattr(contents, "PROCESSES_FROM", 2)
     monkeypatch.setattr(contents, "PER_TASK", 3)
-    monkeypatch.setattr(contents, "usable_cores", lambda: 2)
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
     assert contents.file_sha256s(paths) == expected  # worker processes, tasks of 3 (BLOCK as imported there)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lightly_assets import workers
 from lightly_assets.dataset import headers
 from lightly_assets_tests.media import exif_rotated_jpeg, make_image
 
@@ -18,5 +19,5 @@ def test_sizes_in_processes_match_threads_and_the_files(tmp_path: Path, monkeypa
     assert headers.image_sizes(names) == expected  # few files: threads
     monkeypatch.setattr(headers, "PROCESSES_FROM", 2)
     monkeypatch.setattr(headers, "PER_TASK", 3)
-    monkeypatch.setattr(headers, "usable_cores", lambda: 2)
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
     assert headers.image_sizes(names) == expected  # worker processes, tasks of 3
