@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 
 class Progress:
-    """Callable `(done, total)` that emits a line through `emit` when enough time passed, and at the end.
+    """Callable `(done, total)` that emits a line through `emit` when enough time passed, and at the end (once).
 
     The first call marks the start: callers report `(already_done, total)` before working, so work done
     earlier (vectors reused from a cache) does not inflate the rate; when everything was done earlier the
@@ -21,14 +21,15 @@ class Progress:
         self.start = time.perf_counter()
         self.last = self.start
         self.base: int | None = None  # the count at the first call (e.g. vectors reused from a cache)
+        self.ended = False  # the end was reported: a caller that reports it again (after its last batch) is not
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
         if self.base is None:
             self.base, self.start = done, now
-        if done < total and now - self.last < self.every_s:
+        if (done < total and now - self.last < self.every_s) or (done >= total and self.ended):
             return
-        self.last = now
+        self.last, self.ended = now, done >= total
         self.emit(self.line(done, total, now - self.start))
 
     def line(self, done: int, total: int, elapsed: float) -> str:

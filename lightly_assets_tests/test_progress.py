@@ -6,7 +6,7 @@ from lightly_assets.progress import Progress
 
 
 def test_progress_is_rate_limited_and_always_reports_the_end(monkeypatch) -> None:
-    clock = iter([0.0, 0.0, 1.0, 2.0, 12.0, 13.0])
+    clock = iter([0.0, 0.0, 1.0, 2.0, 12.0, 13.0, 14.0])
     monkeypatch.setattr("lightly_assets.progress.time.perf_counter", lambda: next(clock))
     lines: list[str] = []
     progress = Progress("embedding", lines.append, every_s=5.0)
@@ -15,6 +15,7 @@ def test_progress_is_rate_limited_and_always_reports_the_end(monkeypatch) -> Non
     progress(20, 100)  # t=2: too soon
     progress(60, 100)  # t=12: reported
     progress(100, 100)  # t=13: the end is always reported
+    progress(100, 100)  # t=14: once (the embedding step reports it after its last batch and again at its end)
     assert lines == ["embedding: 60/100 (60%), 5.0/s, 8s left", "embedding: 100/100 (100%), 7.7/s, done"]
 
 
