@@ -28,18 +28,32 @@ CHUNK = 8192  # query rows per faiss call: bounds the memory of the result lists
 DEFAULT_MAX_DISTANCE = 10  # of 64 bits; see bench_data_issues for copies vs distinct photos
 
 
-def dct_hash(grey: Image.Image | np.ndarray) -> np.ndarray:
-    """The 8 bytes (64 bits) of a picture's DCT hash, from a greyscale PIL image or a 2-D array."""
+def hash_grid(grey: Image.Image | np.ndarray) -> np.ndarray:
+    """The SMALLxSMALL greyscale picture (uint8) that a hash is the DCT of, from a greyscale PIL image or 2-D array."""
+    if isinstance(grey, np.ndarray):
+        grey = Image.fromarray(np.asarray(grey, dtype=np.uint8))
+    grey = grey if grey.mode == "L" else grey.convert("L")
+    return np.asarray(grey.resize((SMALL, SMALL), Image.Resampling.BOX))
+
+
+def dct_hashes(grids: np.ndarray) -> np.ndarray:
+    """The (n, 8) hashes of n `hash_grid`s, in one call: per picture, the calls around its 32x32 DCT and median
+    cost more than they do (64x48 JPEGs: 73 us a hash one by one, 10 us in a batch; the same bits)."""
     # scipy (~0.2 s) only when computing this: the definitions load and runs start without it
     from scipy.fft import dctn
 
-    if isinstance(grey, np.ndarray):
-        grey = Image.fromarray(np.asarray(grey, dtype=np.uint8))
-    small = np.asarray(grey.convert("L").resize((SMALL, SMALL), Image.Resampling.BOX), dtype=np.float64)
-    low = np.asarray(dctn(small, type=2, norm="ortho"))[:HASH_SIZE, :HASH_SIZE].reshape(-1)  # scipy types it loosely
-    above = low > np.median(low[1:])
-    above[0] = False  # the DC term says how bright the picture is, not what it shows
-    return np.packbits(above)
+    grids = np.asarray(grids, dtype=np.float64).reshape(-1, SMALL, SMALL)
+    if not len(grids):
+        return np.zeros((0, BITS // 8), dtype=np.uint8)
+    low = np.asarray(dctn(grids, type=2, norm="ortho", axes=(1, 2)))[:, :HASH_SIZE, :HASH_SIZE].reshape(-1, BITS)
+    above = low > np.median(low[:, 1:], axis=1, keepdims=True)
+    above[:, 0] = False  # the DC term says how bright the picture is, not what it shows
+    return np.packbits(above, axis=1)
+
+
+def dct_hash(grey: Image.Image | np.ndarray) -> np.ndarray:
+    """The 8 bytes (64 bits) of a picture's DCT hash, from a greyscale PIL image or a 2-D array."""
+    return dct_hashes(hash_grid(grey))[0]
 
 
 def agreement(distance: np.ndarray | int) -> np.ndarray | float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.fft import dctn
 
 from lightly_assets.curation import phash
 from lightly_assets.curation.phash import hamming, hash_pairs
@@ -45,3 +46,23 @@ def test_every_pair_once_in_order_across_chunks(monkeypatch: pytest.MonkeyPatch,
     expected = pairs_by_hand(values, 8, valid, asked)
     assert len(expected) > 50  # (the clusters give pairs within and across chunks)
     assert found == expected
+
+
+def one_hash(grid: np.ndarray) -> np.ndarray:
+    """A picture's hash by the definition, alone: its grid's 2-D DCT, the 8x8 low frequencies above their median."""
+    low = np.asarray(dctn(grid.astype(np.float64), type=2, norm="ortho"))[:8, :8].reshape(-1)
+    above = low > np.median(low[1:])
+    above[0] = False
+    return np.packbits(above)
+
+
+def test_hashes_computed_together_are_each_picture_s_own() -> None:
+    rng = np.random.default_rng(3)
+    pictures = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(48, 64), (192, 256), (7, 300), (32, 32)]]
+    pictures += [np.full((40, 40), 77, np.uint8), np.tile(np.arange(64, dtype=np.uint8), (48, 1))]  # ties: flat, ramp
+    grids = np.stack([phash.hash_grid(p) for p in pictures])
+    assert grids.shape == (len(pictures), phash.SMALL, phash.SMALL) and grids.dtype == np.uint8
+    together = phash.dct_hashes(grids)
+    assert together.tolist() == [one_hash(g).tolist() for g in grids]
+    assert phash.dct_hash(pictures[1]).tolist() == together[1].tolist()
+    assert phash.dct_hashes(grids[:0]).shape == (0, 8)
