@@ -18,7 +18,8 @@ import pandas as pd
 
 from lightly_assets.curation.coverage import Cover, HashRows, Points, cover
 from lightly_assets.curation.duplicates import unit_rows, vector_digests
-from lightly_assets.curation.farthest import farthest_points
+from lightly_assets.curation.farthest import Spread, farthest_points
+from lightly_assets.curation.farthest_hashes import exact_on_hashes, farthest_hashes
 from lightly_assets.curation.selection import Selection, candidates, left_out, random_rows, select
 from lightly_assets.curation.state_file import save_state, state_arrays
 
@@ -161,7 +162,7 @@ def diverse(
         if 0 < len(kept) <= samples.n:
             nearest = chosen_cover.nearest[samples.pool]
             nearest[np.isin(samples.pool, kept)] = np.inf
-            spread = farthest_points(samples.unit, samples.pool, nearest, samples.n - len(kept))
+            spread = _farthest(samples, nearest, samples.n - len(kept))
             added = spread.picks
             chosen_cover.follow(samples.pool, spread)
             chosen_cover.add(samples.points, added, _outside(samples))
@@ -175,6 +176,14 @@ def diverse(
     return _anew(samples, labels, group_of, request)
 
 
+def _farthest(samples: Samples, nearest: np.ndarray, count: int) -> Spread:
+    """Farthest-point sampling of the pool: on the hashes when the vectors are made from them (the same picks,
+    ~10x faster at a million), else on the unit vectors."""
+    if samples.codes is not None and exact_on_hashes(nearest):
+        return farthest_hashes(samples.codes, samples.pool, nearest, count)
+    return farthest_points(samples.unit, samples.pool, nearest, count)
+
+
 def _anew(
     samples: Samples, labels: np.ndarray, group_of: np.ndarray, request: Request
 ) -> tuple[Selection, SelectionState]:
@@ -183,7 +192,7 @@ def _anew(
         selection = select(samples.matrix, labels, group_of, samples.n, "diverse", request.excluded, request.why)
         return selection, selected_anew(samples, selection)
     start = np.full(len(samples.pool), -np.inf, dtype=np.float32)
-    spread = farthest_points(samples.unit, samples.pool, start, samples.n)
+    spread = _farthest(samples, start, samples.n)
     chosen_cover = Cover.empty(len(samples.unit))
     chosen_cover.follow(samples.pool, spread)
     chosen_cover.add(samples.points, spread.picks, _outside(samples))
