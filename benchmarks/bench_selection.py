@@ -1,6 +1,6 @@
 """The diverse selection from scratch at scale: ours against LightlyStudio's engine, side by side.
 
-    python benchmarks/bench_selection.py [--n 1000000] [--share 0.1] [--kinds clustered,manifold,uniform]
+    python benchmarks/bench_selection.py [--n 1000000] [--share 0.1] [--kinds clustered,manifold,uniform,hashes]
                                          [--csv embeddings.csv] [--prefix 2000]
 
 Each kind of vectors (made here, seeded) is selected from with `--share` of its rows picked, farthest-point
@@ -13,7 +13,10 @@ The engine and plain cost the same for every pick (one pass over the candidates)
 whole `choose` (picks, the cover they leave, the random baseline's cover) after it. Kinds:
   clustered  1,000 centres in 32-d, each sample a centre plus noise (classes of photos);
   manifold   8 latent dimensions mapped into 32-d plus noise (a smooth, low-dimensional set);
-  uniform    uniform on the 32-d sphere: the worst case, nothing to prune (ours falls back to plain).
+  uniform    uniform on the 32-d sphere: the worst case, nothing to prune (ours falls back to plain);
+  hashes     distinct perceptual hashes (31 of the 63 AC bits set, as the median split sets them; random weights
+             select from these): their bits as +-1 vectors for the engine and plain, ours samples the hashes
+             themselves in Hamming distances (`farthest_hashes`, the same picks).
 `--csv` adds the vectors of a Lightly embeddings CSV (your own model's) as a kind of its own.
 """
 
@@ -33,6 +36,8 @@ sys.path.insert(0, str(REPO))
 
 from lightly_assets.curation.duplicates import unit_rows  # noqa: E402
 from lightly_assets.curation.farthest import farthest_points  # noqa: E402
+from lightly_assets.curation.farthest_hashes import farthest_hashes  # noqa: E402
+from lightly_assets.curation.selection import hash_features  # noqa: E402
 from lightly_assets.curation.selection_state import Request, choose  # noqa: E402
 
 
@@ -41,6 +46,14 @@ def cpu_flags() -> str:
     named = ", ".join(f"{f}={'yes' if f in flags else 'no'}" for f in ("avx512_vnni", "avx512_bf16", "amx_bf16"))
     model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
     return f"{model.group(1) if model else '?'}; {named}"
+
+
+def made_hashes(n: int, seed: int = 0) -> np.ndarray:
+    """n distinct-photo-like hashes: 31 of the 63 AC bits set at random, the DC bit clear."""
+    rng = np.random.default_rng(seed)
+    bits = np.zeros((n, 64), dtype=bool)
+    bits[np.arange(n)[:, None], 1 + np.argsort(rng.random((n, 63)), axis=1)[:, :31]] = True
+    return np.packbits(bits, axis=1)
 
 
 def made(kind: str, n: int, seed: int = 0) -> np.ndarray:
@@ -86,16 +99,20 @@ def per_pick(run: Callable[[np.ndarray, int], None], unit: np.ndarray, prefix: i
     return (time.perf_counter() - start) / prefix
 
 
-def bench(kind: str, unit: np.ndarray, share: float, prefix: int) -> None:
+def bench(kind: str, unit: np.ndarray, share: float, prefix: int, codes: np.ndarray | None = None) -> None:
     n, picks = len(unit), max(1, int(len(unit) * share))
     engine = per_pick(engine_picks, unit, min(prefix, picks)) * picks
     plain = per_pick(plain_picks, unit, min(prefix, picks)) * picks
     start = time.perf_counter()
-    farthest_points(unit, np.arange(n), np.full(n, -np.inf, dtype=np.float32), picks)
+    pool, start_near = np.arange(n), np.full(n, -np.inf, dtype=np.float32)
+    if codes is None:
+        farthest_points(unit, pool, start_near, picks)
+    else:
+        farthest_hashes(codes, pool, start_near, picks)
     ours = time.perf_counter() - start
     start = time.perf_counter()
     names = np.array([f"{i}.jpg" for i in range(n)])
-    _, _, radius, baseline = choose(unit, np.zeros(n, int), np.full(n, -1), names, Request(picks), None)
+    _, _, radius, baseline = choose(unit, np.zeros(n, int), np.full(n, -1), names, Request(picks), None, codes)
     whole = time.perf_counter() - start
     print(
         f"{kind:>10} {n:>9,} x {unit.shape[1]:<4} {picks:>8,} picks | engine {engine:8.1f} s | plain {plain:8.1f} s "
@@ -115,7 +132,11 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {cpu_flags()}; engine and plain: the rate of their first {args.prefix} picks x the picks")
     for kind in [k for k in args.kinds.split(",") if k]:
-        bench(kind, made(kind, args.n), args.share, args.prefix)
+        if kind == "hashes":
+            codes = made_hashes(args.n)
+            bench(kind, unit_rows(hash_features(codes)), args.share, args.prefix, codes)
+        else:
+            bench(kind, made(kind, args.n), args.share, args.prefix)
     if args.csv:
         bench(args.csv.name, from_csv(args.csv), args.share, args.prefix)
 
