@@ -21,7 +21,7 @@ class Progress:
         self.start = time.perf_counter()
         self.last = self.start
         self.base: int | None = None  # the count at the first call (e.g. vectors reused from a cache)
-        self.ended = False  # the end was reported: a caller that reports it again (after its last batch) is not
+        self.ended = False  # the end was reported: reporting it again (the embedding step does) prints nothing
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
