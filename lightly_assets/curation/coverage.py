@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lightly_assets.curation.farthest import Spread
-from lightly_assets.curation.phash import BITS, binary_index
+from lightly_assets.curation.phash import binary_index, bit_cosine
 
 BLOCK_VALUES = 2**20  # products per block; of rows, at least 32 and at most 512 (2,048 and 8,192 were slower)
 UNCOVERED = -np.inf  # the similarity of a sample when nothing is picked
@@ -92,7 +92,7 @@ def _nearest(points: Points, picks: np.ndarray, rows: np.ndarray) -> Iterator[Ne
         for start in range(0, len(rows), HASH_ROWS_PER_SEARCH):
             block = rows[start : start + HASH_ROWS_PER_SEARCH]
             distance, at = index.search(np.ascontiguousarray(points.codes[block]), 1)
-            yield block, ((BITS - 2 * distance[:, 0]) / BITS).astype(np.float32), picks[at[:, 0]]
+            yield block, bit_cosine(distance[:, 0]), picks[at[:, 0]]
         return
     chosen = np.ascontiguousarray(points[picks].T)
     step = int(np.clip(BLOCK_VALUES // len(picks), 32, 512))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from lightly_assets.curation.farthest import Spread
-from lightly_assets.curation.phash import BITS
+from lightly_assets.curation.phash import BITS, bit_cosine
 
 UNCOVERED, PICKED = BITS + 2, 0  # codes of `_far` beside distance + 1: no pick yet (farthest), a pick (never again)
 
@@ -61,7 +61,7 @@ def _far(nearest: np.ndarray) -> np.ndarray:
 def _spread(pool: np.ndarray, far: np.ndarray, owner: np.ndarray, picked: np.ndarray) -> Spread:
     """The picks and the pool's cover as `farthest_points` gives them: similarity 1 and owner itself for a pick,
     +inf and -1 for a row picked earlier, -inf and -1 for one no pick covers."""
-    near = ((BITS - 2 * (far.astype(np.float32) - 1)) / BITS).astype(np.float32)
+    near = bit_cosine(far.astype(np.int16) - 1)
     near[far == PICKED] = np.inf
     near[far == UNCOVERED] = -np.inf
     near[picked] = 1.0

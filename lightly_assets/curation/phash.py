@@ -61,6 +61,12 @@ def agreement(distance: np.ndarray | int) -> np.ndarray | float:
     return 1.0 - np.asarray(distance, dtype=np.float64) / BITS
 
 
+def bit_cosine(distance: np.ndarray) -> np.ndarray:
+    """The cosine similarity of two hashes' bits as +-1 vectors (`selection.hash_features`) from their Hamming
+    distance: exactly 1 - 2 * distance / 64, in float32 (multiples of 1/32 round nowhere)."""
+    return ((BITS - 2 * np.asarray(distance, dtype=np.float32)) / BITS).astype(np.float32)
+
+
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamming distances between rows of two (n, 8) uint8 arrays (broadcast)."""
     return np.unpackbits(np.bitwise_xor(a, b), axis=-1).sum(axis=-1)

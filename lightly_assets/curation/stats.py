@@ -66,7 +66,7 @@ class Measured(NamedTuple):
 
 def picture_stats(ycbcr: np.ndarray, width: int, height: int) -> dict:
     """The statistics of one picture (an (h, w, 3) uint8 YCbCr array at analysis size) and the `grid` its hash is
-    taken of (hashed with the others of its task, by `measured`)."""
+    taken of (hashed with the others of its task, by `_measured`)."""
     y = ycbcr[..., 0]
     hist = np.bincount(y.reshape(-1), minlength=256).astype(np.float64)
     cdf = np.cumsum(hist) / max(hist.sum(), 1.0)
@@ -176,10 +176,10 @@ def _tasks(data_dir: Path, tasks: list[tuple[str, bool, list[tuple[int, int]]]])
     in the page cache then arrive while the first are measured (40,000 64x48 JPEGs evicted first, 2 processes:
     13.9-14.6 s without, 9.9-10.1 s with; 9.5-9.9 s cached)."""
     read_ahead([str(Path(data_dir) / source) for source, video, _ in tasks if not video])
-    return measured([result for task in tasks for result in _task(data_dir, *task)])
+    return _measured([result for task in tasks for result in _task(data_dir, *task)])
 
 
-def measured(results: list[tuple[int, dict | None, str]]) -> Measured:
+def _measured(results: list[tuple[int, dict | None, str]]) -> Measured:
     """`_task`'s (row, statistics or None, reason) as arrays, the pictures' hashes computed together."""
     kept = [(row, stats) for row, stats, _ in results if stats is not None]
     values = np.array([[stats[column] for column in STATS] for _, stats in kept], dtype=np.float64)
