@@ -4,8 +4,9 @@ A selection made from hashes (random weights) samples `unit_rows(hash_features(c
 cosine similarity is exactly 1 - 2 * Hamming / 64. Sampled as floats, every pick is a product of 64 columns over all
 candidates, and on distinct hashes (real photos: distances near 32 of 64) the groups of `farthest` prune nothing:
 `choose` on a tenth of a million distinct hashes took 816.7 s. Here a pick is an XOR and a popcount of one 64-bit
-word per candidate (under 1 ms a pick at a million; that `choose` 139.3 s). The similarities are exact in both,
-and ties go to the first row in both, so the picks and the cover are the float sampling's, bit for bit.
+word per candidate, fused by faiss (`phash.hamming_table`): 0.54 ms a pick at a million (numpy's XOR and popcount
+apart: 0.93 ms). The similarities are exact in both, and ties go to the first row in both, so the picks and the
+cover are the float sampling's, bit for bit.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from lightly_assets.curation.farthest import Spread
-from lightly_assets.curation.phash import BITS, bit_cosine
+from lightly_assets.curation.phash import BITS, bit_cosine, hamming_table
 
-UNCOVERED, PICKED = BITS + 2, 0  # codes of `_far` beside distance + 1: no pick yet (farthest), a pick (never again)
+UNCOVERED, PICKED = BITS + 1, -1  # codes of `_far` beside a distance: no pick yet (farthest), a pick (never again)
 
 
 def exact_on_hashes(nearest: np.ndarray) -> bool:
@@ -30,18 +31,17 @@ def farthest_hashes(codes: np.ndarray, pool: np.ndarray, nearest: np.ndarray, co
     """`farthest_points(unit_rows(hash_features(codes)), pool, nearest, count)`, computed on the hashes. `nearest`
     must pass `exact_on_hashes`."""
     pool = np.asarray(pool, dtype=np.int64)
-    words = np.ascontiguousarray(np.asarray(codes, dtype=np.uint8).reshape(-1, BITS // 8)[pool]).view(np.uint64)[:, 0]
+    rows = np.ascontiguousarray(np.asarray(codes, dtype=np.uint8).reshape(-1, BITS // 8)[pool])
     far = _far(np.asarray(nearest, dtype=np.float64))
     owner = np.full(len(pool), -1, dtype=np.int64)
     total = min(count, int((far != PICKED).sum()))
     picked = np.empty(total, dtype=np.int64)
-    word, distance, closer = np.empty_like(words), np.empty(len(pool), dtype=np.uint8), np.empty(len(pool), bool)
+    table, closer = np.empty((1, len(pool)), dtype=np.int32), np.empty(len(pool), dtype=bool)
+    distance = table[0]
     for k in range(total):
         at = int(np.argmax(far))  # the first of the farthest, as the float sampling's argmin of similarity
         picked[k] = at
-        np.bitwise_xor(words, words[at], out=word)
-        np.bitwise_count(word, out=distance)
-        distance += 1
+        hamming_table(rows[at : at + 1], rows, table)
         np.less(distance, far, out=closer)  # strictly nearer: an earlier pick at the same distance stays the owner
         np.copyto(far, distance, where=closer)
         np.copyto(owner, at, where=closer)
@@ -50,10 +50,11 @@ def farthest_hashes(codes: np.ndarray, pool: np.ndarray, nearest: np.ndarray, co
 
 
 def _far(nearest: np.ndarray) -> np.ndarray:
-    """Similarities to earlier picks as distance + 1 (uint8), -inf as UNCOVERED, +inf (picked) as PICKED."""
-    far = np.full(len(nearest), UNCOVERED, dtype=np.uint8)
+    """Similarities to earlier picks as Hamming distances (int32, as `hamming_table` gives them), -inf as UNCOVERED,
+    +inf (picked) as PICKED."""
+    far = np.full(len(nearest), UNCOVERED, dtype=np.int32)
     finite = np.isfinite(nearest)
-    far[finite] = np.round((1.0 - nearest[finite]) * (BITS / 2)).astype(np.uint8) + 1
+    far[finite] = np.round((1.0 - nearest[finite]) * (BITS / 2)).astype(np.int32)
     far[nearest == np.inf] = PICKED
     return far
 
@@ -61,7 +62,7 @@ def _far(nearest: np.ndarray) -> np.ndarray:
 def _spread(pool: np.ndarray, far: np.ndarray, owner: np.ndarray, picked: np.ndarray) -> Spread:
     """The picks and the pool's cover as `farthest_points` gives them: similarity 1 and owner itself for a pick,
     +inf and -1 for a row picked earlier, -inf and -1 for one no pick covers."""
-    near = bit_cosine(far.astype(np.int16) - 1)
+    near = bit_cosine(far)
     near[far == PICKED] = np.inf
     near[far == UNCOVERED] = -np.inf
     near[picked] = 1.0

@@ -1,8 +1,10 @@
-"""The visual pairs' search against every pair compared by hand: each chunk of rows is searched against the rows
-from it on only, and no pair may be lost or found twice across the chunks' edges."""
+"""The Hamming searches against distances compared by hand: the visual pairs (each block of rows searched against
+the rows from it on only: no pair lost or found twice across the blocks' edges), the nearest target (faiss' own
+search, ties included), and hashes computed together against each picture's own."""
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 from scipy.fft import dctn
@@ -36,7 +38,8 @@ def pairs_by_hand(values: np.ndarray, max_distance: int, valid: np.ndarray, aske
 
 @pytest.mark.parametrize("queries", [None, [3, 17, 18, 60, 61, 62]])
 def test_every_pair_once_in_order_across_chunks(monkeypatch: pytest.MonkeyPatch, queries: list[int] | None) -> None:
-    monkeypatch.setattr(phash, "CHUNK", 7)
+    monkeypatch.setattr(phash, "PAIR_QUERIES", 7)  # blocks of 7 asked rows against 3 rows a table
+    monkeypatch.setattr(phash, "NEAREST_BLOCK", 21)
     values = clustered_hashes(80)
     valid = np.ones(len(values), dtype=bool)
     valid[[9, 17, 50]] = False
@@ -66,3 +69,32 @@ def test_hashes_computed_together_are_each_picture_s_own() -> None:
     assert together.tolist() == [one_hash(g).tolist() for g in grids]
     assert phash.dct_hash(pictures[1]).tolist() == together[1].tolist()
     assert phash.dct_hashes(grids[:0]).shape == (0, 8)
+
+
+def test_a_table_of_distances_is_every_pair_s_hamming_distance() -> None:
+    a, b = clustered_hashes(50, seed=4)[:9], clustered_hashes(50, seed=5)[:13]
+    table = phash.hamming_table(a, b, np.empty((9, 13), dtype=np.int32))
+    assert table.tolist() == hamming(a[:, None, :], b[None, :, :]).tolist()
+    with pytest.raises(ValueError, match="int32"):  # a wrong buffer is refused, never written past
+        phash.hamming_table(a, b, np.empty((9, 12), dtype=np.int32))
+
+
+@pytest.mark.parametrize("targets", [1, 30, 333])
+def test_the_nearest_target_is_faiss_search_s_first_on_a_tie(monkeypatch: pytest.MonkeyPatch, targets: int) -> None:
+    monkeypatch.setattr(phash, "NEAREST_TARGETS", 16)  # blocks of targets and of queries, with a short last one
+    monkeypatch.setattr(phash, "NEAREST_BLOCK", 16 * 5)
+    values = clustered_hashes(400, seed=6)  # few centres: many targets equally near a query
+    queries, found = values[:123], np.ascontiguousarray(values[123 : 123 + targets])
+    distance, at = phash.nearest_hashes(queries, found)
+    index = faiss.IndexBinaryFlat(phash.BITS)
+    index.add(found)
+    expected_distance, expected_at = index.search(queries, 1)
+    assert distance.tolist() == expected_distance[:, 0].tolist()
+    assert at.tolist() == expected_at[:, 0].tolist()
+    table = hamming(queries[:, None, :], found[None, :, :])
+    assert at.tolist() == np.argmin(table, axis=1).tolist()  # the first of the nearest, by hand
+
+
+def test_no_target_leaves_every_query_without_a_nearest() -> None:
+    distance, at = phash.nearest_hashes(clustered_hashes(50)[:3], np.zeros((0, 8), dtype=np.uint8))
+    assert at.tolist() == [-1, -1, -1] and (distance > phash.BITS).all()
