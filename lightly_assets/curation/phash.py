@@ -159,9 +159,9 @@ def hash_pairs(
     rest = rows[~is_query[rows]]  # rows not asked: every block of asked rows searches them
     search = _PairSearch(hashes[asked], asked, hashes[rest], rest, max_distance)
     with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
-        found = [part for parts in pool.map(search.block, range(0, len(asked), search.height)) for part in parts]
-    pairs = np.concatenate([np.zeros((0, 2), dtype=np.int64)] + [f[0] for f in found])
-    distances = np.concatenate([np.zeros(0, dtype=np.int64)] + [f[1] for f in found])
+        found = list(pool.map(search.block, range(0, len(asked), search.height)))
+    pairs = np.concatenate([f[0] for f in found])
+    distances = np.concatenate([f[1] for f in found])
     if same is not None and len(pairs):
         keys = np.asarray([str(s) if s else "" for s in same], dtype=object)
         a, b = keys[pairs[:, 0]], keys[pairs[:, 1]]
@@ -183,11 +183,12 @@ class _PairSearch:
         self.height = min(PAIR_QUERIES, len(asked))
         self.width = max(1, NEAREST_BLOCK // self.height)
 
-    def block(self, start: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The pairs (rows, sorted within each pair) and distances found by the asked rows from `start` on."""
+    def block(self, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs (rows, sorted within each pair) and distances found by the asked rows from `start` on, in one
+        array each: an array per table would hold ~300 B each of a million tables at a million hashes."""
         queries = self.asked[start : start + self.height]
         table = np.empty(len(queries) * self.width, dtype=np.int32)
-        found = []
+        found = [(np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64))]
         for targets, target_rows, asked in ((self.asked, self.asked_rows, True), (self.rest, self.rest_rows, False)):
             for at in range(start if asked else 0, len(targets), self.width):
                 part = targets[at : at + self.width]
@@ -196,9 +197,10 @@ class _PairSearch:
                 query, target = np.divmod(hit, len(part))
                 query, target = self.asked_rows[query + start], target_rows[target + at]
                 keep = query < target if asked else query != target  # each asked pair once, never a row with itself
-                pair = np.stack([query[keep], target[keep]], axis=1)
-                found.append((np.sort(pair, axis=1), values.reshape(-1)[hit[keep]].astype(np.int64)))
-        return found
+                if keep.any():
+                    pair = np.stack([query[keep], target[keep]], axis=1)
+                    found.append((np.sort(pair, axis=1), values.reshape(-1)[hit[keep]].astype(np.int64)))
+        return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
 
 def pair_order(pairs: np.ndarray) -> np.ndarray:
