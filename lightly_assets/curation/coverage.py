@@ -13,7 +13,8 @@ Samples selected by their perceptual hashes (random weights: `selection.hash_fea
 their features are the hash bits as +-1, so a cosine similarity is exactly 1 - 2 * Hamming distance / 64 (sums of
 +-1/64 in float32 round nowhere), and the nearest pick comes from the hashes' Hamming distances
 (`phash.nearest_hashes`), first pick on a tie as `argmax`: the same cover, faster (20,000 samples against 91,538
-picks: 0.76 s with faiss' binary search, 2.45 s with the products; a million against 100,000: XX s).
+picks: 0.76 s with faiss' binary search, 2.45 s with the products; a million distinct hashes against 100,000:
+faiss 46.6 s, here 10.2 s).
 """
 
 from __future__ import annotations
