@@ -119,7 +119,9 @@ def nearest_hashes(queries: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray
     return distance, at
 
 
-def _nearest_in_block(queries: np.ndarray, targets: np.ndarray, width: int, distance: np.ndarray, at: np.ndarray):
+def _nearest_in_block(
+    queries: np.ndarray, targets: np.ndarray, width: int, distance: np.ndarray, at: np.ndarray
+) -> None:
     """`nearest_hashes` of a block of queries, into `distance` and `at` (views of the whole result), `width`
     targets at a time; a later target replaces an earlier one only when strictly nearer."""
     table = np.empty(len(queries) * width, dtype=np.int32)
@@ -175,8 +177,8 @@ class _PairSearch:
     """`hash_pairs`' search, a block of asked rows at a time (one block per thread): the block's distances to the
     asked rows from it on (a pair of two asked rows is found by its first row's block only) and to the rest, in
     tables of `hamming_table` that stay in the CPU's cache. Every pair is compared, as with faiss' range search
-    before, in less time (200,000 hashes, 2 cores: distinct ones 5.23 -> 2.63-2.90 s, the clustered ones of
-    bench_scale's million 5.45 -> 3.59-4.29 s)."""
+    before, in less time (200,000 hashes, 2 cores, whole processes: distinct ones 5.91 -> 3.80 s, the clustered
+    ones of bench_scale's million 5.62 -> 4.00 s)."""
 
     def __init__(self, asked: np.ndarray, asked_rows: np.ndarray, rest: np.ndarray, rest_rows: np.ndarray, most: int):
         self.asked, self.asked_rows, self.rest, self.rest_rows, self.most = asked, asked_rows, rest, rest_rows, most
