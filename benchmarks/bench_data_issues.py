@@ -266,7 +266,7 @@ def hash_case(n: int) -> dict:
     names = [str(i) for i in range(n)]
     hashes = Hashes(values, np.ones(n, dtype=bool), [""] * n, 10)
     start = time.perf_counter()
-    found = find_duplicates(names, np.zeros((n, 1), np.float32), names, 0.95, hashes=hashes, near=False)
+    found = find_duplicates(names, np.zeros((n, 1), np.float32), names, None, hashes=hashes)  # near: not searched
     seconds = time.perf_counter() - start
     group = found.group_of()
     hit = int(np.sum((group[:k] >= 0) & (group[:k] == group[n - k :])))
