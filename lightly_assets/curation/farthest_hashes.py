@@ -42,9 +42,11 @@ def farthest_hashes(codes: np.ndarray, pool: np.ndarray, nearest: np.ndarray, co
         at = int(np.argmax(far))  # the first of the farthest, as the float sampling's argmin of similarity
         picked[k] = at
         hamming_table(rows[at : at + 1], rows, table)
-        np.less(distance, far, out=closer)  # strictly nearer: an earlier pick at the same distance stays the owner
-        np.copyto(far, distance, where=closer)
-        np.copyto(owner, at, where=closer)
+        # strictly nearer: an earlier pick at the same distance stays the owner. Later picks move few candidates, so
+        # their rows are found once and written alone (a full masked copy of `far` and `owner` cost more)
+        moved = np.flatnonzero(np.less(distance, far, out=closer))
+        far[moved] = distance[moved]
+        owner[moved] = at
         far[at] = PICKED
     return _spread(pool, far, owner, picked)
 
