@@ -198,10 +198,12 @@ class _PairSearch:
                 hit = np.flatnonzero(values.reshape(-1) <= self.most)
                 query, target = np.divmod(hit, len(part))
                 query, target = self.asked_rows[query + start], target_rows[target + at]
-                keep = query < target if asked else query != target  # each asked pair once, never a row with itself
-                if keep.any():
-                    pair = np.stack([query[keep], target[keep]], axis=1)
-                    found.append((np.sort(pair, axis=1), values.reshape(-1)[hit[keep]].astype(np.int64)))
+                if asked:  # each pair of asked rows once, never a row with itself (the rest holds no asked row)
+                    keep = query < target
+                    hit, query, target = hit[keep], query[keep], target[keep]
+                if len(hit):
+                    pair = np.sort(np.stack([query, target], axis=1), axis=1)
+                    found.append((pair, values.reshape(-1)[hit].astype(np.int64)))
         return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
 
