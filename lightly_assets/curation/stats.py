@@ -9,14 +9,8 @@ scaled by swscale. It is not shared with the embedding step: that one decodes at
 draft of at least 128 px for the default 64 px input, not 256), and on small files the time here is the statistics,
 not the decode. Many files are measured in worker processes (PROCESSES_FROM); bench_scale measures the step.
 
-Statistics (all in [0, 1] except the sizes):
-- `lum_p05`, `lum_p95`: 5th / 95th percentile of the luminance (dark: even the bright parts are dark; light:
-  even the dark parts are bright);
-- `chroma_p99`: 99th percentile of max(|Cb - 0.5|, |Cr - 0.5|) (greyscale: no pixel has colour);
-- `entropy`: Shannon entropy of the 256-bin luminance histogram / 8 bits (low information: few distinct tones);
-- `sharpness`: std of the Laplacian / std of the luminance at ANALYSIS px (blur: little high-frequency detail
-  relative to the picture's contrast; independent of brightness and contrast);
-- `width`, `height`: the picture as viewers show it (EXIF orientation applied), before any scaling.
+Statistics: those of `measures.MEASURES` (their arithmetic, for many pictures of one size at once) and `width`,
+`height`: the picture as viewers show it (EXIF orientation applied), before any scaling.
 """
 
 from __future__ import annotations
@@ -31,6 +25,7 @@ import pandas as pd
 from PIL import Image
 
 from lightly_assets.curation.errors import CurationError
+from lightly_assets.curation.measures import MEASURES, measure
 from lightly_assets.curation.phash import BITS, SMALL, dct_hashes, hash_grid
 from lightly_assets.curation.state_file import save_state
 from lightly_assets.dataset.contents import read_ahead
@@ -41,18 +36,33 @@ from lightly_assets.errors import exception_line
 from lightly_assets.workers import results_in_workers, usable_cores
 
 ANALYSIS = 256  # long side, in pixels, that statistics are measured at
-STATS = ["width", "height", "lum_p05", "lum_p95", "chroma_p99", "entropy", "sharpness"]
+STATS = ["width", "height", *MEASURES]
 CACHED = pd.Index([*KEY_COLUMNS, *STATS, "hash", "broken"])  # the columns of the statistics cache, in order
 CACHE_VERSION = 2  # 2: text columns NUL-joined, not compressed; 1 is still read
 TEXT = ("source", "filename", "broken")  # the text columns of the cache
 _EXIF_ORIENTATION, _QUARTER_TURNS = 0x0112, (5, 6, 7, 8)  # EXIF: transposed or turned by 90 degrees
-FLAT = 1.0  # luminance std (0..255) below which a picture has no structure to be sharp or blurry
 # From this many files on, the statistics are computed in worker processes, one per core. Per file they are mostly
 # small numpy calls that hold the GIL, so threads scale badly (64x48 JPEGs, 2 cores: 4 threads 0.88 ms a file, one
 # thread 0.57 ms, two processes 0.29 ms); a spawned worker costs ~1 s to start, which pays from a few thousand on.
 PROCESSES_FROM = 4096
 MAX_PROCESSES = 8  # each holds its own numpy, Pillow and SciPy (~150 MB)
 CHUNK = 256  # files per task of a worker process
+GROUP = 256  # pictures held before they are measured: bounds a task's pixels (256 at 256x192: 38 MB), videos too
+
+
+class Picture(NamedTuple):
+    """One sample's pixels at analysis size, (h, w, 3) uint8 YCbCr, and its size as viewers show it."""
+
+    row: int  # its position in the samples
+    ycbcr: np.ndarray
+    grid: np.ndarray  # the SMALLxSMALL luminance its hash is taken of (`phash.hash_grid`)
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, row: int, small: Image.Image, width: int, height: int) -> Picture:
+        """From the YCbCr image at analysis size: the grid from its Y band as Pillow holds it (no array round trip)."""
+        return cls(row, np.asarray(small), hash_grid(small.getchannel(0)), width, height)
 
 
 class Measured(NamedTuple):
@@ -64,44 +74,28 @@ class Measured(NamedTuple):
     broken: list[tuple[int, str]]  # (row position, reason) of the samples that could not be measured
 
 
+def measured(pictures: list[Picture], broken: list[tuple[int, str]]) -> Measured:
+    """Statistics and hashes of pictures, those of one size measured together (`measures.measure`)."""
+    values = np.full((len(pictures), len(STATS)), np.nan)
+    values[:, 0] = [p.width for p in pictures]
+    values[:, 1] = [p.height for p in pictures]
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, picture in enumerate(pictures):
+        by_shape.setdefault(picture.ycbcr.shape, []).append(i)
+    for at in by_shape.values():
+        values[at, 2:] = measure(np.stack([pictures[i].ycbcr for i in at]))
+    grids = [p.grid for p in pictures]
+    return Measured(
+        rows=np.array([p.row for p in pictures], dtype=np.int64),
+        values=values,
+        hashes=dct_hashes(np.stack(grids) if grids else np.zeros((0, SMALL, SMALL), np.uint8)),
+        broken=broken,
+    )
+
+
 def picture_stats(ycbcr: np.ndarray, width: int, height: int) -> dict:
-    """The statistics of one picture (an (h, w, 3) uint8 YCbCr array at analysis size) and the `grid` its hash is
-    taken of (hashed with the others of its task, by `_measured`)."""
-    y = ycbcr[..., 0]
-    hist = np.bincount(y.reshape(-1), minlength=256).astype(np.float64)
-    cdf = np.cumsum(hist) / max(hist.sum(), 1.0)
-    p = hist[hist > 0] / max(hist.sum(), 1.0)
-    chroma = np.maximum(np.abs(ycbcr[..., 1].astype(np.int16) - 128), np.abs(ycbcr[..., 2].astype(np.int16) - 128))
-    chroma_cdf = np.cumsum(np.bincount(chroma.reshape(-1), minlength=129)) / max(chroma.size, 1)
-    luminance = y.astype(np.float32)
-    spread = float(luminance.std())
-    sharp = float(laplacian(y).std() / spread) if spread >= FLAT and min(y.shape) >= 3 else float("nan")
-    return {
-        "width": int(width),
-        "height": int(height),
-        "lum_p05": float(np.searchsorted(cdf, 0.05)) / 255.0,
-        "lum_p95": float(np.searchsorted(cdf, 0.95)) / 255.0,
-        "chroma_p99": float(np.searchsorted(chroma_cdf, 0.99)) / 255.0,
-        "entropy": float(-(p * np.log2(p)).sum() / 8.0),
-        "sharpness": sharp,
-        "grid": hash_grid(y),
-    }
-
-
-def laplacian(y: np.ndarray) -> np.ndarray:
-    """The Laplacian of a uint8 picture, edges repeated (float32): the values of `scipy.ndimage.laplace` on its
-    float32 copy (sums of small integers are exact either way), 7x faster at 256x192 px (78 against 557 us)."""
-    y = y.astype(np.int16)
-    out = y * np.int16(-4)
-    out[1:] += y[:-1]
-    out[:1] += y[:1]
-    out[:-1] += y[1:]
-    out[-1:] += y[-1:]
-    out[:, 1:] += y[:, :-1]
-    out[:, :1] += y[:, :1]
-    out[:, :-1] += y[:, 1:]
-    out[:, -1:] += y[:, -1:]
-    return out.astype(np.float32)
+    """The statistics of one picture (an (h, w, 3) uint8 YCbCr array at analysis size), by name."""
+    return dict(zip(STATS, [width, height, *measure(ycbcr[np.newaxis])[0].tolist()], strict=True))
 
 
 def _analysis_size(width: int, height: int) -> tuple[int, int]:
@@ -109,8 +103,8 @@ def _analysis_size(width: int, height: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def image_stats(path: Path) -> dict:
-    """Statistics of one image file; raises whatever the decoder raises for a broken file."""
+def image_picture(path: Path, row: int = 0) -> Picture:
+    """One image file at analysis size; raises whatever the decoder raises for a broken file."""
     with Image.open(path) as im:
         width, height = im.size
         if im.getexif().get(_EXIF_ORIENTATION, 1) in _QUARTER_TURNS:
@@ -121,13 +115,20 @@ def image_stats(path: Path) -> dict:
         shown.load()
         if shown.mode != "YCbCr":
             shown = shown.convert("RGB").convert("YCbCr")
-        small = shown.resize(_analysis_size(*shown.size), Image.Resampling.BOX)
-        return picture_stats(np.asarray(small), width, height)
+        size = _analysis_size(*shown.size)
+        small = shown if size == shown.size else shown.resize(size, Image.Resampling.BOX)  # (Pillow would copy it)
+        return Picture.of(row, small, width, height)
 
 
-def video_stats(path: Path, frames: set[int]) -> Iterator[tuple[int, dict | None, str]]:
-    """(frame number, statistics or None, reason) for the wanted frames, from one sequential decode."""
-    wanted = set(frames)
+def image_stats(path: Path) -> dict:
+    """The statistics of one image file, by name; raises whatever the decoder raises for a broken file."""
+    picture = image_picture(path)
+    return picture_stats(picture.ycbcr, picture.width, picture.height)
+
+
+def video_pictures(path: Path, rows: dict[int, int]) -> Iterator[tuple[int, Picture | None, str]]:
+    """(row, picture or None, reason) for the wanted frames (frame number -> row), from one sequential decode."""
+    wanted = dict(rows)
     reason = "frame not found in the video (it has fewer frames than were indexed)"
     import av  # PyAV (0.1 s to import): only for videos, as in dataset.video
 
@@ -136,29 +137,29 @@ def video_stats(path: Path, frames: set[int]) -> Iterator[tuple[int, dict | None
             stream = container.streams.video[0]
             width, height = int(stream.codec_context.width), int(stream.codec_context.height)
         size = _analysis_size(width, height)
-        for number, image in iter_frames(path, size=size, keep=wanted):
-            if number in wanted:
-                wanted.discard(number)
-                yield number, picture_stats(np.asarray(image.convert("YCbCr")), width, height), ""
+        for number, image in iter_frames(path, size=size, keep=set(wanted)):
+            row = wanted.pop(number, None)
+            if row is not None:
+                yield row, Picture.of(row, image.convert("YCbCr"), width, height), ""
             if not wanted:
                 break
     except Exception as exc:  # noqa: BLE001 - any decoder failure: the frames not decoded are broken
         reason = f"video decoding failed: {exception_line(exc)}"
     for number in sorted(wanted):
-        yield number, None, reason
+        yield wanted[number], None, reason
 
 
-def _task(data_dir: Path, source: str, video: bool, rows: list[tuple[int, int]]) -> list[tuple[int, dict | None, str]]:
-    """(row position, statistics or None, reason) for one file's rows, given as (row, frame number)."""
+def _pictures(data_dir: Path, source: str, video: bool, rows: list[tuple[int, int]]) -> Iterator[tuple]:
+    """(row, picture or None, reason) for one file's rows, given as (row, frame number)."""
     path = Path(data_dir) / source
-    if not video:
-        ((row, _),) = rows
-        try:
-            return [(row, image_stats(path), "")]
-        except Exception as exc:  # noqa: BLE001 - any decoder failure makes this one sample broken
-            return [(row, None, exception_line(exc))]
-    by_frame = dict((frame, row) for row, frame in rows)
-    return [(by_frame[n], stats, why) for n, stats, why in video_stats(path, set(by_frame))]
+    if video:
+        yield from video_pictures(path, {frame: row for row, frame in rows})
+        return
+    ((row, _),) = rows
+    try:
+        yield row, image_picture(path, row), ""
+    except Exception as exc:  # noqa: BLE001 - any decoder failure makes this one sample broken
+        yield row, None, exception_line(exc)
 
 
 def _files(samples: pd.DataFrame) -> list[tuple[str, bool, list[tuple[int, int]]]]:
@@ -171,29 +172,28 @@ def _files(samples: pd.DataFrame) -> list[tuple[str, bool, list[tuple[int, int]]
     return list(files.values())
 
 
-def _tasks(data_dir: Path, tasks: list[tuple[str, bool, list[tuple[int, int]]]]) -> Measured:
-    """`_task` for several files: one round trip to a worker process. Its images are read ahead at once: files not
-    in the page cache then arrive while the first are measured (40,000 64x48 JPEGs evicted first, 2 processes:
-    13.9-14.6 s without, 9.9-10.1 s with; 9.5-9.9 s cached)."""
+def _tasks(data_dir: Path, tasks: list[tuple[str, bool, list[tuple[int, int]]]]) -> list[Measured]:
+    """The pictures of several files measured, GROUP at a time: one round trip to a worker process. Its images are
+    read ahead at once: files not in the page cache then arrive while the first are measured (40,000 64x48 JPEGs
+    evicted first, 2 processes: 13.9-14.6 s without, 9.9-10.1 s with; 9.5-9.9 s cached)."""
     read_ahead([str(Path(data_dir) / source) for source, video, _ in tasks if not video])
-    return _measured([result for task in tasks for result in _task(data_dir, *task)])
+    parts: list[Measured] = []
+    pictures: list[Picture] = []
+    broken: list[tuple[int, str]] = []
+    for task in tasks:
+        for row, picture, reason in _pictures(data_dir, *task):
+            if picture is None:
+                broken.append((row, reason or "could not be decoded"))
+            else:
+                pictures.append(picture)
+            if len(pictures) == GROUP:
+                parts.append(measured(pictures, broken))
+                pictures, broken = [], []
+    return [*parts, measured(pictures, broken)]
 
 
-def _measured(results: list[tuple[int, dict | None, str]]) -> Measured:
-    """`_task`'s (row, statistics or None, reason) as arrays, the pictures' hashes computed together."""
-    kept = [(row, stats) for row, stats, _ in results if stats is not None]
-    values = np.array([[stats[column] for column in STATS] for _, stats in kept], dtype=np.float64)
-    grids = np.stack([stats["grid"] for _, stats in kept]) if kept else np.zeros((0, SMALL, SMALL), np.uint8)
-    return Measured(
-        rows=np.array([row for row, _ in kept], dtype=np.int64),
-        values=values.reshape(-1, len(STATS)),
-        hashes=dct_hashes(grids),
-        broken=[(row, reason or "could not be decoded") for row, stats, reason in results if stats is None],
-    )
-
-
-def _results(files: list, data_dir: Path, workers: int | None) -> Iterator[Measured]:
-    """`_task`'s results chunk by chunk: many files in worker processes (chunks of CHUNK images, a video each),
+def _results(files: list, data_dir: Path, workers: int | None) -> Iterator[list[Measured]]:
+    """`_tasks`' results chunk by chunk: many files in worker processes (chunks of CHUNK images, a video each),
     else each file in one of `workers` threads."""
     cores = usable_cores()
     if workers is None and len(files) >= PROCESSES_FROM and cores > 1:
@@ -215,10 +215,11 @@ def compute_stats(samples: pd.DataFrame, data_dir: Path, workers: int | None = N
     values = np.full((n, len(STATS)), np.nan)
     hashes = np.zeros((n, BITS // 8), dtype=np.uint8)
     broken = [""] * n
-    for part in _results(_files(samples), Path(data_dir), workers):
-        values[part.rows], hashes[part.rows] = part.values, part.hashes
-        for row, reason in part.broken:
-            broken[row] = reason
+    for parts in _results(_files(samples), Path(data_dir), workers):
+        for part in parts:
+            values[part.rows], hashes[part.rows] = part.values, part.hashes
+            for row, reason in part.broken:
+                broken[row] = reason
     out = samples[KEY_COLUMNS].reset_index(drop=True).copy()
     out[STATS] = values
     packed, size = hashes.tobytes(), BITS // 8

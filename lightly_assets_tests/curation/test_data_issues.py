@@ -20,7 +20,7 @@ from lightly_assets.curation.errors import CurationError
 from lightly_assets.curation.phash import check_max_distance, dct_hash, hamming, hash_pairs, pair_order
 from lightly_assets.curation.quality import ISSUES, Thresholds, counts, issue_table, knn_outliers
 from lightly_assets.curation.selection import hash_features, select
-from lightly_assets.curation.stats import STATS, StatsCache, compute_stats, image_stats, picture_stats, sample_stats
+from lightly_assets.curation.stats import STATS, StatsCache, compute_stats, image_stats, sample_stats
 from lightly_assets_tests import EXAMPLE_DATA
 from lightly_assets_tests.media import make_image, make_video
 
@@ -73,19 +73,6 @@ def test_hash_pairs_skip_rows_without_a_hash_and_frames_of_one_video() -> None:
     assert pairs.tolist() == [[0, 4], [1, 4], [2, 3]] and distances.tolist() == [0, 0, 0]  # never 0-1: one video
     pairs, _ = hash_pairs(values, 2, valid=np.array([True, True, True, False, False]))
     assert pairs.tolist() == [[0, 1]]
-
-
-def test_statistics_say_what_a_picture_is_like() -> None:
-    def stats(image: Image.Image) -> dict:
-        return picture_stats(np.asarray(image.convert("YCbCr")), *image.size)
-
-    sharp, blurred = stats(photo((256, 192))), stats(photo((256, 192)).filter(ImageFilter.GaussianBlur(3)))
-    assert blurred["sharpness"] < 0.5 * sharp["sharpness"]
-    assert stats(ImageEnhance.Brightness(photo()).enhance(0.1))["lum_p95"] < 0.1
-    assert stats(Image.blend(photo(), Image.new("RGB", (480, 360), "white"), 0.85))["lum_p05"] > 0.85
-    assert stats(photo().convert("L"))["chroma_p99"] == 0.0 and sharp["chroma_p99"] > 0.05
-    flat = stats(Image.new("RGB", (64, 64), (90, 120, 30)))
-    assert flat["entropy"] == 0.0 and np.isnan(flat["sharpness"])  # no structure: not blurry, low information
 
 
 def _table(**columns) -> pd.DataFrame:
@@ -220,6 +207,8 @@ def test_many_files_are_scored_in_worker_processes_with_the_same_results(tmp_pat
     pd.testing.assert_frame_equal(in_processes, in_threads)
     assert in_processes["broken"].iloc[5] and (in_processes["broken"].drop(index=5) == "").all()
     assert workers_module.multiprocessing.active_children() == started  # the workers are gone
+    monkeypatch.setattr(stats_module, "GROUP", 1)  # a video's frames measured one group at a time, joined in order
+    pd.testing.assert_frame_equal(compute_stats(samples, tmp_path, workers=1), in_threads)
 
 
 def test_statistics_fall_back_to_threads_when_worker_processes_cannot_start(tmp_path: Path, monkeypatch) -> None:
