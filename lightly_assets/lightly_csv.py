@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import deque
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -43,69 +46,80 @@ def _field(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _chunk_text(
-    names_labels: Iterator[tuple[str, int]], matrix: np.ndarray, kept: Sequence[str | None] | None = None
-) -> str:
+def _chunk_text(names_labels: Iterator[tuple[str, int]], matrix: np.ndarray) -> bytes:
     """The CSV lines of one chunk, byte for byte what csv.writer writes. `astype(str)` on float32 is numpy's shortest
     round-trip repr, the same text as `str(np.float32(x))`, which is what csv.writer prints for lightly's float32
-    embeddings; numbers never need quotes, so a row is one join. `kept` holds a line to reuse, or None, per row."""
-    if kept is None:
-        kept = [None] * len(matrix)
-    todo = [i for i, line in enumerate(kept) if line is None]
-    values = iter(matrix[todo].astype(np.float32, copy=False).astype(str).tolist())
-    # `kept` first: zip stops at its end without taking a row of the next chunk from `names_labels`
-    return "".join(
-        line + "\r\n" if line is not None else f"{_field(name)},{','.join(next(values))},{int(label)}\r\n"
-        for line, (name, label) in zip(kept, names_labels, strict=False)
-    )
+    embeddings; numbers never need quotes, so a row is one join."""
+    values = matrix.astype(np.float32, copy=False).astype(str).tolist()
+    # `values` first: zip stops at its end without taking a row of the next chunk from `names_labels`
+    rows = zip(values, names_labels, strict=False)
+    return "".join(f"{_field(name)},{','.join(row)},{int(label)}\r\n" for row, (name, label) in rows).encode("utf-8")
 
 
-def _kept_lines(
-    path: Path, filenames: Sequence[str], matrix: np.ndarray, labels: Sequence[int]
-) -> list[str | None] | None:
-    """Per row, the line of the file on disk with the same name, label and float32 bits (the text this row would
-    get), or None; None for all when there is no plain earlier file (absent, unreadable, another header or a
-    quoted name)."""
+class _Earlier(NamedTuple):
+    """The file on disk and, per row to write, the byte span of the line there that this row would get (-1: none)."""
+
+    data: bytes
+    starts: np.ndarray  # (n,) int64
+    ends: np.ndarray  # (n,) int64
+
+    def runs(self) -> Iterator[tuple[int, int, bool]]:
+        """(first row, end row, kept) of each run of rows: rows whose earlier lines follow each other in the file
+        (written as one slice of it), or rows written anew. A rerun with a few new files has a few runs."""
+        kept = self.starts >= 0
+        change = np.ones(len(kept), dtype=bool)
+        change[1:] = (kept[1:] != kept[:-1]) | (kept[1:] & (self.starts[1:] != self.ends[:-1]))
+        bounds = [*np.flatnonzero(change).tolist(), len(kept)]
+        for first, end in zip(bounds[:-1], bounds[1:], strict=True):
+            yield first, end, bool(kept[first])
+
+
+def _earlier_lines(path: Path, filenames: Sequence[str], matrix: np.ndarray, labels: Sequence[int]) -> _Earlier | None:
+    """Per row, the span of the line of the file on disk with the same name, label and float32 bits (the bytes this
+    row would get); None when there is no plain earlier file (absent, unreadable, another header or a quoted name)."""
     try:
         data = path.read_bytes()
     except OSError:
         return None
-    if b'"' in data:
+    header = (",".join(header_for(matrix.shape[1])) + "\r\n").encode()
+    if b'"' in data or not data.startswith(header) or not data.endswith(b"\r\n"):
         return None
     parsed = _parse_plain(data)  # the exact float32 values (a million rows: ~2 s; numpy's loadtxt took ~9 s)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
+    if parsed is None or not parsed[0]:
         return None
-    del data  # not the bytes, the text and the lines at once: a million rows of 32, the step's peak 3.0 -> 2.3 GB
-    lines = text.split("\r\n")
-    del text
-    if lines[0] != ",".join(header_for(matrix.shape[1])) or lines[-1] != "":
+    names, old, old_labels = parsed
+    line_ends = _line_ends(data)  # the header's first
+    if len(line_ends) != len(names) + 1 or not _crlf(data, line_ends) or len(set(names)) != len(names):
         return None
-    rows_text = lines[1:-1]
-    if parsed is None or not rows_text or len(parsed[0]) != len(rows_text):
-        return None
-    names, old, old_labels_list = parsed
-    if len(set(names)) != len(names):
-        return None
-    old_labels = np.array(old_labels_list, dtype=np.int64)
     at = pd.Index(names).get_indexer(list(filenames))
     rows = np.flatnonzero(at >= 0)
     bits = np.ascontiguousarray(matrix[rows], dtype=np.float32).view(np.uint32)
     same = (old[at[rows]].view(np.uint32) == bits).all(axis=1)
-    same &= old_labels[at[rows]] == np.asarray(labels)[rows]
-    kept: list[str | None] = [None] * len(filenames)
-    for row in rows[same].tolist():
-        kept[row] = rows_text[at[row]]
-    return kept
+    same &= np.array(old_labels, dtype=np.int64)[at[rows]] == np.asarray(labels)[rows]
+    kept = rows[same]
+    starts, ends = np.full(len(filenames), -1, np.int64), np.full(len(filenames), -1, np.int64)
+    starts[kept], ends[kept] = line_ends[at[kept]], line_ends[at[kept] + 1]  # row k is the file's line k + 1
+    return _Earlier(data, starts, ends)
+
+
+def _line_ends(data: bytes) -> np.ndarray:
+    """The offset just past each newline, a block at a time: a mask of the whole file would be its size again."""
+    view, block = np.frombuffer(data, dtype=np.uint8), 1 << 24
+    return np.concatenate([np.flatnonzero(view[at : at + block] == 10) + at + 1 for at in range(0, len(view), block)])
+
+
+def _crlf(data: bytes, line_ends: np.ndarray) -> bool:
+    """Whether every line ends with CR LF, as csv.writer ends them (a line copied must be the line it would write)."""
+    return bool(len(line_ends)) and bool((np.frombuffer(data, dtype=np.uint8)[line_ends - 2] == 13).all())
 
 
 def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.ndarray, labels: Sequence[int]) -> Path:
     """Write the CSV atomically (temporary file in the same folder, then `os.replace`); returns the path.
 
-    One streaming pass over the rows, a chunk at a time, so a million samples need no million-row text copy. A row
-    whose name, label and float32 bits the file on disk already holds keeps that file's line: numbers to text is
-    most of the time (3.7 s of 5.5 s at 100,000 rows of 64), and a rerun with a few new files turns only those.
+    One streaming pass over the rows, a chunk at a time, so a million samples need no million-row text copy. Rows
+    whose name, label and float32 bits the file on disk already holds keep that file's lines, copied as slices of
+    its bytes: numbers to text is most of the time (3.7 s of 5.5 s at 100,000 rows of 64), and a rerun with a few
+    new files turns only those.
     """
     path = Path(path)
     matrix = np.asarray(matrix)
@@ -118,17 +132,18 @@ def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.
             f"{path}: {matrix.shape[0]} embeddings, {len(filenames)} filenames and {len(labels)} labels: "
             "the counts differ"
         )
-    kept = _kept_lines(path, filenames, matrix, labels)
-    with atomic_output(path) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-        writer = csv.writer(text, delimiter=",")
-        writer.writerow(header_for(matrix.shape[1]))
-        names_labels = zip(filenames, labels, strict=True)
-        for start in range(0, matrix.shape[0], _ROWS_PER_CHUNK):
-            block = matrix[start : start + _ROWS_PER_CHUNK]
-            text.write(_chunk_text(names_labels, block, kept[start : start + len(block)] if kept else None))
-        text.flush()
-        text.detach()  # leave the binary file to atomic_output, which syncs and renames it
+    earlier = _earlier_lines(path, filenames, matrix, labels)
+    runs = earlier.runs() if earlier is not None else iter([(0, matrix.shape[0], False)])
+    names_labels = zip(filenames, labels, strict=True)
+    with atomic_output(path) as out:
+        out.write((",".join(header_for(matrix.shape[1])) + "\r\n").encode())  # no header name needs quotes
+        for first, end, kept in runs:
+            if kept and earlier is not None:
+                out.write(memoryview(earlier.data)[earlier.starts[first] : earlier.ends[end - 1]])
+                deque(islice(names_labels, end - first), maxlen=0)  # those rows' names and labels: passed
+                continue
+            for start in range(first, end, _ROWS_PER_CHUNK):
+                out.write(_chunk_text(names_labels, matrix[start : min(start + _ROWS_PER_CHUNK, end)]))
     return path
 
 

@@ -10,7 +10,7 @@ from lightly.utils.io import check_embeddings, load_embeddings, save_embeddings
 
 from lightly_assets.lightly_csv import (
     EmbeddingsFileError,
-    _kept_lines,
+    _earlier_lines,
     _parse_plain,
     _read_rows,
     check_header,
@@ -230,11 +230,16 @@ def test_a_rewrite_keeps_unchanged_lines_and_equals_a_fresh_write(tmp_path: Path
     m3 = np.concatenate([m2[keep], _matrix(1, 16, seed=3)])
     labels3 = [labels2[i] for i in keep] + [1]
     write_embeddings_csv(tmp_path / "embeddings.csv", names, m, labels)  # the earlier file, with m[0, 0] = +0.0
-    kept = _kept_lines(path, names3, m3, labels3)
-    assert kept is not None
-    assert [i for i, line in enumerate(kept) if line is None] == [0, 5, 7, len(names3) - 1]
+    earlier = _earlier_lines(path, names3, m3, labels3)
+    assert earlier is not None
+    assert np.flatnonzero(earlier.starts < 0).tolist() == [0, 5, 7, len(names3) - 1]
+    assert [kept for *_, kept in earlier.runs()] == [False, True, False, True, False, True, True, False]  # 11 gone
     write_embeddings_csv(path, names3, m3, labels3)
     fresh = write_embeddings_csv(tmp_path / "fresh" / "embeddings.csv", names3, m3, labels3)
     assert path.read_bytes() == fresh.read_bytes()
+    order = np.random.default_rng(0).permutation(len(names3))  # every line kept, few of them next to each other
+    shuffled = [names3[i] for i in order], m3[order], [labels3[i] for i in order]
+    write_embeddings_csv(path, *shuffled)
+    assert path.read_bytes() == write_embeddings_csv(tmp_path / "fresh" / "embeddings.csv", *shuffled).read_bytes()
     quoted = write_embeddings_csv(tmp_path / "nasty.csv", NASTY, _matrix(len(NASTY), 4), list(range(len(NASTY))))
-    assert _kept_lines(quoted, NASTY, _matrix(len(NASTY), 4), list(range(len(NASTY)))) is None  # quoted: anew
+    assert _earlier_lines(quoted, NASTY, _matrix(len(NASTY), 4), list(range(len(NASTY)))) is None  # quoted: anew
