@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,23 +74,33 @@ class UnitVectors:
 
 
 def content_keys(
-    samples: pd.DataFrame, data_dir: Path, digests: Sequence[str], known: pd.DataFrame | None = None
+    samples: pd.DataFrame,
+    data_dir: Path,
+    digests: Sequence[str],
+    known: pd.DataFrame | None = None,
+    hashes: Hashes | None = None,
 ) -> tuple[list[str], pd.DataFrame]:
-    """Per sample the key that exact copies share: `file:<sha256>` for images whose byte size another image shares,
-    `only:<source>` for the others (files of different sizes are never copies: they are not read), `frame:<vector
-    digest>` for video frames. `known` (source, size, mtime_ns, sha256: a table this returns) holds earlier hashes,
-    so unchanged files are not re-read. Returns the keys and the hashed image files' hashes."""
+    """Per sample the key that exact copies share: `file:<sha256>` for images that another image could be a copy
+    of, `only:<source>` for the others (they are not read), `frame:<vector digest>` for video frames. A copy has the
+    byte size of its original and, given `hashes` (the samples' perceptual hashes), the same hash or none for both:
+    a million small JPEGs of a few sizes are then not read whole (their sha256 took 23 s). `known` (source, size,
+    mtime_ns, sha256: a table this returns) holds earlier hashes, so unchanged files are not re-read. Returns the
+    keys and the hashed image files' hashes."""
     images = samples["kind"].to_numpy() == "image"
     files = key_table(samples.loc[images], FILE_COLUMNS)
     at = matching_rows(known, files, FILE_COLUMNS) if known is not None else np.full(len(files), -1)
     sha = np.full(len(files), "", dtype=object)
     if known is not None:
         sha[at >= 0] = known["sha256"].to_numpy(dtype=object)[at[at >= 0]]
-    shared = _size_shared(files)
+    hashed, looks = np.zeros(len(files), dtype=bool), np.zeros(len(files), dtype=np.int64)
+    if hashes is not None:  # a picture without a usable hash (broken, flat) is compared by its size alone
+        hashed = hashes.valid[images]
+        looks[hashed] = hashes.values[images][hashed].view(np.int64).ravel()
+    shared = _shared(files, hashed, looks)
     wanted = np.flatnonzero(shared & (sha == ""))
     source_of = files["source"].to_numpy(dtype=object)
     sources = [str(source) for source in pd.unique(source_of[wanted])]
-    by_source = dict(zip(sources, file_sha256s([str(Path(data_dir) / s) for s in sources]), strict=True))
+    by_source = dict(zip(sources, file_sha256s([os.path.join(data_dir, s) for s in sources]), strict=True))
     sha[wanted] = [by_source[source] for source in source_of[wanted]]
     keys = np.asarray(digests, dtype=object)
     keys = np.where(images, "", "frame:" + keys).astype(object)
@@ -97,11 +108,14 @@ def content_keys(
     return keys.tolist(), files.assign(sha256=sha).loc[shared].reset_index(drop=True)
 
 
-def _size_shared(files: pd.DataFrame) -> np.ndarray:
-    """Per row, whether another file (another source) has the same byte size: only those can be exact copies."""
-    sizes = files["size"].to_numpy(dtype=np.int64)
-    values, counts = np.unique(sizes[~files["source"].duplicated().to_numpy()], return_counts=True)
-    return counts[np.searchsorted(values, sizes)] > 1
+def _shared(files: pd.DataFrame, hashed: np.ndarray, looks: np.ndarray) -> np.ndarray:
+    """Per row, whether another file (another source) has the same byte size and hash (or none): only those can be
+    copies of each other."""
+    size_codes, look_codes = pd.factorize(files["size"].to_numpy(dtype=np.int64))[0], pd.factorize(looks)[0]
+    looked = look_codes.astype(np.int64) * 2 + hashed  # (hash, whether there is one) as one number
+    codes = pd.factorize(size_codes.astype(np.int64) * (2 * len(looks) + 2) + looked)[0]  # (size, look): one code
+    counts = np.bincount(codes[~files["source"].duplicated().to_numpy()], minlength=int(codes.max(initial=-1)) + 1)
+    return counts[codes] > 1
 
 
 @dataclass

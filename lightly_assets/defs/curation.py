@@ -161,7 +161,7 @@ def duplicates(
         unit = unit_rows(embeddings.matrix)
         vectors = UnitVectors.of(unit)  # the rows and digests find_duplicates made of `unit`: the state's
         keys, file_hashes = content_keys(
-            samples, storage.dataset_dir(name), vectors.digests, state.file_hashes if state else None
+            samples, storage.dataset_dir(name), vectors.digests, state.file_hashes if state else None, hashes
         )
         warning = uniformity_warning(unit, similarity, random_weights(upstream))
         searched = None if warning else similarity  # random or uniform vectors: no near-duplicates by cosine

@@ -11,6 +11,7 @@ import pytest
 from lightly_assets.curation import CurationError
 from lightly_assets.curation.duplicates import (
     COLUMNS,
+    Hashes,
     content_keys,
     find_duplicates,
     read_duplicates_csv,
@@ -26,6 +27,7 @@ from lightly_assets.curation.selection import (
     requested_count,
     select,
 )
+from lightly_assets.curation.stats import compute_stats
 from lightly_assets.curation.thresholds import (
     FALLBACK_SIMILARITY,
     check_similarity,
@@ -172,6 +174,25 @@ def test_only_files_of_one_byte_size_are_read_for_exact_copies(tmp_path: Path) -
     assert hashes["source"].tolist() == names[:3] and keys[2] == "file:" + hashes["sha256"].iat[2]
     table = find_duplicates(names, np.eye(4), keys, 1.0).table
     assert table["filenames"].tolist() == ["a.png", "copy.png"] and set(table["kind"]) == {"exact"}
+
+
+def test_files_of_one_size_that_look_different_are_not_read_for_exact_copies(tmp_path: Path) -> None:
+    names = ["a.bmp", "b.bmp", "copy.bmp", "flat.bmp", "flat-copy.bmp"]  # BMPs of one size: one byte size
+    for name, seed in zip(names[:2], (1, 2), strict=True):
+        make_image(tmp_path / name, seed=seed)
+    make_image(tmp_path / "flat.bmp", fill=(9, 9, 9))
+    for copy, original in (("copy.bmp", "a.bmp"), ("flat-copy.bmp", "flat.bmp")):
+        (tmp_path / copy).write_bytes((tmp_path / original).read_bytes())
+    files = [tmp_path / name for name in names]
+    samples = pd.DataFrame({"filename": names, "source": names, "kind": "image",
+                            "size": [f.stat().st_size for f in files], "mtime_ns": 1})  # fmt: skip
+    stats = compute_stats(samples, tmp_path)
+    valid = np.isfinite(stats["sharpness"].to_numpy())  # the flat ones have no usable hash: compared by size
+    values = np.frombuffer(b"".join(stats["hash"]), dtype=np.uint8).reshape(-1, 8)
+    keys, hashed = content_keys(samples, tmp_path, [""] * 5, None, Hashes(values, valid, [""] * 5, 10))
+    assert keys[0] == keys[2] != keys[3] == keys[4] and keys[1] == "only:b.bmp"  # b.bmp is not read
+    assert hashed["source"].tolist() == ["a.bmp", "copy.bmp", "flat.bmp", "flat-copy.bmp"]
+    assert content_keys(samples, tmp_path, [""] * 5)[1]["source"].tolist() == names  # by size alone: all read
 
 
 def test_default_similarity_per_model_setting() -> None:
