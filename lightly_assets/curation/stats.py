@@ -6,8 +6,8 @@ reduced DCT scale (Pillow's `draft`) straight to YCbCr, so the luminance is the 
 Cb/Cr, with no colour conversion; then boxed down to ANALYSIS on the long side, so that the sharpness of a 640-px
 and of a 4000-px photo are measured at the same scale. Video frames come from one sequential PyAV decode,
 scaled by swscale. It is not shared with the embedding step: that one decodes at the network's scale (a JPEG
-draft of at least 128 px for the default 64 px input, not 256), and on small files the time here is the statistics,
-not the decode. Many files are measured in worker processes (PROCESSES_FROM); bench_scale measures the step.
+draft of at least 128 px for the default 64 px input, not 256). Many files are measured in worker processes
+(PROCESSES_FROM), the pictures of one size in a task together (GROUP at a time); bench_scale measures the step.
 
 Statistics: those of `measures.MEASURES` (their arithmetic, for many pictures of one size at once) and `width`,
 `height`: the picture as viewers show it (EXIF orientation applied), before any scaling.
