@@ -2,9 +2,9 @@
 
 Why stacks: a small picture's statistics (a 64x48 JPEG: 3,072 pixels) are some twenty numpy calls of a few
 microseconds each, which cost more than their arithmetic. A stack takes the same calls for all its pictures
-(3,000 such JPEGs: 122 -> 32 us a picture). Each value is the one the picture would get alone, to the bit: counts
-are integers, and every float reduction runs over one picture's own contiguous row, so its additions come in the
-same order (the tests measure stacks against pictures one by one).
+(3,000 such JPEGs, their hashes' grids apart: ~100 -> 32 us a picture). Each value is the one the picture would get
+alone, to the bit: counts are integers, and every float reduction runs over one picture's own contiguous row, so
+its additions come in the same order (the tests measure stacks against pictures one by one).
 
 The statistics (all in [0, 1]):
 - `lum_p05`, `lum_p95`: 5th / 95th percentile of the luminance (dark: even the bright parts are dark; light:

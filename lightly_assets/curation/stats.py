@@ -149,7 +149,9 @@ def video_pictures(path: Path, rows: dict[int, int]) -> Iterator[tuple[int, Pict
         yield wanted[number], None, reason
 
 
-def _pictures(data_dir: Path, source: str, video: bool, rows: list[tuple[int, int]]) -> Iterator[tuple]:
+def _pictures(
+    data_dir: Path, source: str, video: bool, rows: list[tuple[int, int]]
+) -> Iterator[tuple[int, Picture | None, str]]:
     """(row, picture or None, reason) for one file's rows, given as (row, frame number)."""
     path = Path(data_dir) / source
     if video:
