@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import deque
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
-from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
@@ -46,14 +44,13 @@ def _field(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _chunk_text(names_labels: Iterator[tuple[str, int]], matrix: np.ndarray) -> bytes:
+def _chunk_text(names: Sequence[str], labels: Sequence[int], matrix: np.ndarray) -> bytes:
     """The CSV lines of one chunk, byte for byte what csv.writer writes. `astype(str)` on float32 is numpy's shortest
     round-trip repr, the same text as `str(np.float32(x))`, which is what csv.writer prints for lightly's float32
     embeddings; numbers never need quotes, so a row is one join."""
     values = matrix.astype(np.float32, copy=False).astype(str).tolist()
-    # `values` first: zip stops at its end without taking a row of the next chunk from `names_labels`
-    rows = zip(values, names_labels, strict=False)
-    return "".join(f"{_field(name)},{','.join(row)},{int(label)}\r\n" for row, (name, label) in rows).encode("utf-8")
+    rows = zip(names, values, labels, strict=True)
+    return "".join(f"{_field(name)},{','.join(row)},{int(label)}\r\n" for name, row, label in rows).encode("utf-8")
 
 
 class _Earlier(NamedTuple):
@@ -134,16 +131,15 @@ def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.
         )
     earlier = _earlier_lines(path, filenames, matrix, labels)
     runs = earlier.runs() if earlier is not None else iter([(0, matrix.shape[0], False)])
-    names_labels = zip(filenames, labels, strict=True)
     with atomic_output(path) as out:
         out.write((",".join(header_for(matrix.shape[1])) + "\r\n").encode())  # no header name needs quotes
         for first, end, kept in runs:
             if kept and earlier is not None:
                 out.write(memoryview(earlier.data)[earlier.starts[first] : earlier.ends[end - 1]])
-                deque(islice(names_labels, end - first), maxlen=0)  # those rows' names and labels: passed
                 continue
             for start in range(first, end, _ROWS_PER_CHUNK):
-                out.write(_chunk_text(names_labels, matrix[start : min(start + _ROWS_PER_CHUNK, end)]))
+                stop = min(start + _ROWS_PER_CHUNK, end)
+                out.write(_chunk_text(filenames[start:stop], labels[start:stop], matrix[start:stop]))
     return path
 
 

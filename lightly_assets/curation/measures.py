@@ -62,8 +62,9 @@ def entropy(histograms: np.ndarray) -> np.ndarray:
     present = histograms > 0
     share = histograms[present] / max(float(histograms[:1].sum()), 1.0)
     terms = -(share * np.log2(share))
-    ends = np.cumsum(present.sum(axis=1))
-    starts = ends - present.sum(axis=1)
+    per_row = present.sum(axis=1)
+    ends = np.cumsum(per_row)
+    starts = ends - per_row
     return np.array([terms[a:b].sum() for a, b in zip(starts.tolist(), ends.tolist(), strict=True)], np.float64)
 
 
