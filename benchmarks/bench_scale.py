@@ -23,7 +23,8 @@ model, its bf16 flags and the load average go with the figures: a loaded machine
 With `--seed-cache` the cold run finds every sample's vector in its embedding cache (seeded random unit vectors,
 written under the run's model fingerprint and the keys the step computes, in a process with the run's
 environment), so it runs every step but the network's forward passes, which the report then adds from the
-network's measured rate; the incremental run embeds its new files as usual.
+network's measured rate; the incremental run embeds its new files as usual, so it is compared with the cold run
+with the network's time added (the goal, <= 0.05, is of the real cold run) as well as with the seeded one.
 """
 
 from __future__ import annotations
@@ -210,7 +211,8 @@ def report(cold: Run, warm: Run, files: int, new: int, forward: list[dict], seed
     print(f"{'cores busy (CPU/wall)':28}{cold.cpu_s / cold.wall_s:10.2f}{warm.cpu_s / warm.wall_s:13.2f}")
     if "file_index" in cold.steps:
         print(f"file_index: {files / cold.steps['file_index']:,.0f} files/s cold")
-    print(f"incremental / cold, whole process: {warm.wall_s / cold.wall_s:.3f} (goal <= 0.05)")
+    ratio_name = "incremental / cold without the network's time (vectors seeded)" if seeded else "incremental / cold"
+    print(f"{ratio_name}, whole process: {warm.wall_s / cold.wall_s:.3f}" + ("" if seeded else " (goal <= 0.05)"))
     rates = [max(f["one_batch"], f["in_flight"]) for f in forward]
     for when, f in zip(("before the runs", "after the runs"), forward, strict=True):
         print(f"the network alone {when} ({f['engine']}, {f['streams']} streams; forward-only on ready pixels): one "
@@ -221,6 +223,9 @@ def report(cold: Run, warm: Run, files: int, new: int, forward: list[dict], seed
         print(f"the network alone at their mean best rate, {rate:.1f}/s: {network:.1f} s for {files:,} samples, not "
               f"spent (vectors seeded); the cold run with it: {cold.wall_s + network:.1f} s, "
               f"{(cold.wall_s + network) / network:.2f} of the network's own time")  # fmt: skip
+        # the incremental run embeds its new files for real; a cold one would have embedded them all
+        print(f"incremental / the cold run with the network's time: {warm.wall_s / (cold.wall_s + network):.4f} "
+              f"(goal <= 0.05)")  # fmt: skip
         return
     step_rate = files / cold.steps.get("embeddings", math.nan)
     print(f"the network alone at their mean best rate, {rate:.1f}/s: {files / rate:.1f} s for {files:,} samples; "
