@@ -8,7 +8,7 @@
 - Near: cosine similarity at or above the threshold, searched as each sample's k nearest neighbours (bounded
   memory even when everything is similar); exact search (faiss `IndexFlatIP`) up to `EXACT_LIMIT` samples, an
   inverted file (faiss `IndexIVFFlat`) above it.
-- Visual: perceptual hashes within `max_hash_distance` bits (phash.py), with no model at all: resized,
+- Visual: perceptual hashes within `max_hash_distance` bits (phash.py, pair_search.py), with no model at all: resized,
   re-compressed, slightly cropped or brightened copies. Frames of one video are never visual copies of each other.
   With random weights (or similarities that fail `thresholds.uniformity_warning`) near-duplicates are not searched
   at all, so exact and visual copies still give useful groups, never one group of everything.
@@ -38,7 +38,8 @@ from lightly_assets.columns import DUPLICATES_CSV
 from lightly_assets.curation.components import carried_labels, components, members, star
 from lightly_assets.curation.duplicates_state import State, Visual, carried, had_pairs, previous_rows, reused_near
 from lightly_assets.curation.errors import CurationError
-from lightly_assets.curation.phash import BITS, agreement, hamming, hash_pairs, merge_in_order, pair_order
+from lightly_assets.curation.pair_search import hash_pairs, merge_in_order, pair_order
+from lightly_assets.curation.phash import BITS, agreement, hamming
 from lightly_assets.dataset.contents import file_sha256s
 from lightly_assets.dataset.keys import FILE_COLUMNS, key_table, matching_rows
 

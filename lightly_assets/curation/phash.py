@@ -6,19 +6,12 @@ the 8x8 lowest frequencies (DC left out) saying whether it is above their median
 resizing and JPEG re-compression; the median makes the bits independent of brightness and contrast. Two hashes
 are compared by their Hamming distance; distinct real photos sit near 32 of 64 bits apart, copies within a few.
 
-Pairs are searched by brute force, every pair's exact distance: 100,000 hashes against each other is 10^10
-distances of one 64-bit word, a second or two on two cores. The distances come in tables that stay in the CPU's
-cache from faiss' fused XOR and popcount (`hamming_table`): faiss' own range and k-NN searches pass each distance
-through a list or a heap per query, and took about twice as long (see `_PairSearch`, `nearest_hashes`). Each pair
-is compared once: a block of rows is searched against the rows from it on, which halves the search of a first run
-(a million hashes: ~5 * 10^11 distances). A multi-index search (a pair within 10 bits agrees to 2 bits on one of
-four 16-bit parts) was 5x slower than the brute force on 100,000 clustered hashes and 6x on distinct ones (faiss'
-`IndexBinaryMultiHash`).
+The pairs within a distance are searched in pair_search.py; the nearest hash of each query (`nearest_hashes`) in
+tables of distances that stay in the CPU's cache, from faiss' fused XOR and popcount (`hamming_table`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -30,9 +23,8 @@ from lightly_assets.workers import usable_cores
 HASH_SIZE = 8  # 8x8 low frequencies: 64 bits
 BITS = HASH_SIZE * HASH_SIZE
 SMALL = 32  # the greyscale picture the DCT is taken of
-NEAREST_BLOCK = 2**19  # distances a table of `nearest_hashes` or `hash_pairs` holds: 2 MB of int32 stay in cache
+NEAREST_BLOCK = 2**19  # distances a table of `nearest_hashes` holds: 2 MB of int32 stay in cache
 NEAREST_TARGETS = 2048  # targets a table of `nearest_hashes` holds (8,192 and 1,024 were slower)
-PAIR_QUERIES = 512  # asked rows a table of `hash_pairs` holds (128 and 256 were slower)
 DEFAULT_MAX_DISTANCE = 10  # of 64 bits; see bench_data_issues for copies vs distinct photos
 
 
@@ -134,111 +126,6 @@ def _nearest_in_block(
         closer = value < distance
         distance[closer] = value[closer]
         at[closer] = best[closer] + start
-
-
-def hash_pairs(
-    hashes: np.ndarray,
-    max_distance: int,
-    valid: np.ndarray | None = None,
-    same: Sequence | None = None,
-    queries: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(pairs i < j, Hamming distances) of the rows within `max_distance` of each other.
-
-    `valid` masks rows without a hash (undecodable samples); rows with equal non-empty `same` keys (the frames of
-    one video) are never paired: neighbouring frames look alike by nature. With `queries`, only the pairs that
-    hold at least one of those rows (the new samples of an incremental run) are searched.
-    """
-    hashes = np.ascontiguousarray(np.asarray(hashes, dtype=np.uint8).reshape(-1, BITS // 8))
-    usable = np.ones(len(hashes), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    rows = np.flatnonzero(usable)
-    asked = rows if queries is None else np.unique(np.asarray(queries, dtype=np.int64))
-    asked = asked[usable[asked]]  # (not intersect1d: that sorts all the rows again, ~0.7 s at a million)
-    if len(rows) < 2 or len(asked) == 0 or max_distance < 0:
-        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    is_query = np.zeros(len(hashes), dtype=bool)
-    is_query[asked] = True
-    rest = rows[~is_query[rows]]  # rows not asked: every block of asked rows searches them
-    search = _PairSearch(hashes[asked], asked, hashes[rest], rest, max_distance)
-    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
-        found = list(pool.map(search.block, range(0, len(asked), search.height)))
-    pairs = np.concatenate([f[0] for f in found])
-    distances = np.concatenate([f[1] for f in found])
-    if same is not None and len(pairs):
-        keys = np.asarray([str(s) if s else "" for s in same], dtype=object)
-        a, b = keys[pairs[:, 0]], keys[pairs[:, 1]]
-        keep = (a != b) | (a == "")
-        pairs, distances = pairs[keep], distances[keep]
-    order = pair_order(pairs)
-    return pairs[order].reshape(-1, 2), distances[order]
-
-
-class _PairSearch:
-    """`hash_pairs`' search, a block of asked rows at a time (one block per thread): the block's distances to the
-    asked rows from it on (a pair of two asked rows is found by its first row's block only) and to the rest, in
-    tables of `hamming_table` that stay in the CPU's cache. Every pair is compared, as with faiss' range search
-    before, in less time (200,000 hashes, 2 cores, whole processes: distinct ones 5.91 -> 3.80 s, the clustered
-    ones of bench_scale's million 5.62 -> 4.00 s)."""
-
-    def __init__(self, asked: np.ndarray, asked_rows: np.ndarray, rest: np.ndarray, rest_rows: np.ndarray, most: int):
-        self.asked, self.asked_rows, self.rest, self.rest_rows, self.most = asked, asked_rows, rest, rest_rows, most
-        self.height = min(PAIR_QUERIES, len(asked))
-        self.width = max(1, NEAREST_BLOCK // self.height)
-
-    def block(self, start: int) -> tuple[np.ndarray, np.ndarray]:
-        """The pairs (rows, sorted within each pair) and distances found by the asked rows from `start` on, in one
-        array each: an array per table would hold ~300 B each of a million tables at a million hashes."""
-        queries = self.asked[start : start + self.height]
-        table = np.empty(len(queries) * self.width, dtype=np.int32)
-        found = [(np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64))]
-        for targets, target_rows, asked in ((self.asked, self.asked_rows, True), (self.rest, self.rest_rows, False)):
-            for at in range(start if asked else 0, len(targets), self.width):
-                part = targets[at : at + self.width]
-                values = hamming_table(queries, part, table[: len(queries) * len(part)].reshape(len(queries), -1))
-                hit = np.flatnonzero(values.reshape(-1) <= self.most)
-                query, target = np.divmod(hit, len(part))
-                query, target = self.asked_rows[query + start], target_rows[target + at]
-                if asked:  # each pair of asked rows once, never a row with itself (the rest holds no asked row)
-                    keep = query < target
-                    hit, query, target = hit[keep], query[keep], target[keep]
-                if len(hit):
-                    pair = np.sort(np.stack([query, target], axis=1), axis=1)
-                    found.append((pair, values.reshape(-1)[hit].astype(np.int64)))
-        return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
-
-
-def pair_order(pairs: np.ndarray) -> np.ndarray:
-    """The order that sorts (i, j) rows by i, then j: one stable sort of i * n + j. At a million samples (23 M
-    pairs) 2.8 s instead of lexsort's 11 s, and fast on the mostly sorted pairs an incremental run carries."""
-    pairs = np.asarray(pairs).reshape(-1, 2)  # int32 row numbers stay so: the keys are made in 64 bits
-    if not len(pairs):
-        return np.zeros(0, dtype=np.int64)
-    n = int(pairs.max()) + 1  # below 3e9 samples, i * n + j fits in 64 bits
-    return np.argsort(_pair_keys(pairs, n), kind="stable")
-
-
-def _pair_keys(pairs: np.ndarray, n: int) -> np.ndarray:
-    """i * n + j per (i, j) row, in one int64 array (no temporaries: 23 M pairs are 180 MB an array)."""
-    keys = pairs[:, 0].astype(np.int64)
-    keys *= n
-    keys += pairs[:, 1]
-    return keys
-
-
-def merge_in_order(
-    kept: np.ndarray, kept_values: np.ndarray, found: np.ndarray, found_values: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The pairs `kept` (already in `pair_order`) and `found` (any order) in `pair_order`, with their values: the
-    same rows as sorting them together, but only the few found pairs are sorted (kept ones first on a tie)."""
-    if not len(found):
-        return kept, kept_values
-    order = pair_order(found)
-    found, found_values = np.asarray(found, dtype=np.int64)[order], np.asarray(found_values)[order]
-    n = int(max(kept.max(initial=0), found.max(initial=0))) + 1
-    keys = _pair_keys(kept, n)  # 64 bits: `kept` may be row numbers in 32 (rows_dtype)
-    at = np.searchsorted(keys, _pair_keys(found, n), side="right")
-    del keys
-    return np.insert(kept, at, found, axis=0), np.insert(kept_values, at, found_values)
 
 
 def check_max_distance(value: int) -> int:

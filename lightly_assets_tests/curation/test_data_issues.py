@@ -17,7 +17,8 @@ from lightly_assets.curation import stats as stats_module
 from lightly_assets.curation.contact_sheet import THUMB
 from lightly_assets.curation.duplicates import Hashes, find_duplicates
 from lightly_assets.curation.errors import CurationError
-from lightly_assets.curation.phash import check_max_distance, dct_hash, hamming, hash_pairs, pair_order
+from lightly_assets.curation.pair_search import hash_pairs, pair_order
+from lightly_assets.curation.phash import check_max_distance, dct_hash, hamming
 from lightly_assets.curation.quality import ISSUES, Thresholds, counts, issue_table, knn_outliers
 from lightly_assets.curation.selection import hash_features, select
 from lightly_assets.curation.stats import STATS, StatsCache, compute_stats, image_stats, sample_stats

@@ -11,7 +11,7 @@ import pytest
 from lightly_assets.curation import duplicates as duplicates_module
 from lightly_assets.curation.duplicates import Hashes, find_duplicates, visual_pairs
 from lightly_assets.curation.duplicates_state import State
-from lightly_assets.curation.phash import hash_pairs, merge_in_order, pair_order
+from lightly_assets.curation.pair_search import hash_pairs, merge_in_order, pair_order
 
 
 def copies(n: int, seed: int = 0) -> np.ndarray:

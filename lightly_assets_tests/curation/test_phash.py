@@ -1,6 +1,5 @@
-"""The Hamming searches against distances compared by hand: the visual pairs (each block of rows searched against
-the rows from it on only: no pair lost or found twice across the blocks' edges), the nearest target (faiss' own
-search, ties included), and hashes computed together against each picture's own."""
+"""The nearest hash against faiss' own search (ties included), tables of distances against distances by hand, and
+hashes computed together against each picture's own."""
 
 from __future__ import annotations
 
@@ -10,45 +9,8 @@ import pytest
 from scipy.fft import dctn
 
 from lightly_assets.curation import phash
-from lightly_assets.curation.phash import hamming, hash_pairs
-
-
-def clustered_hashes(n: int, seed: int = 0) -> np.ndarray:
-    """Hashes in a few clusters (a few bits flipped per copy) with some equal ones: many pairs across chunks."""
-    rng = np.random.default_rng(seed)
-    centres = rng.integers(0, 256, (4, 8), dtype=np.uint8)
-    values = centres[rng.integers(0, len(centres), n)].copy()
-    bits = np.unpackbits(values, axis=1)
-    flips = rng.random(bits.shape) < 0.06
-    values = np.packbits(bits ^ flips, axis=1)
-    values[5] = values[40]
-    return values
-
-
-def pairs_by_hand(values: np.ndarray, max_distance: int, valid: np.ndarray, asked: set[int]) -> list[tuple]:
-    found = []
-    for i in range(len(values)):
-        for j in range(i + 1, len(values)):
-            if valid[i] and valid[j] and (i in asked or j in asked):
-                distance = int(hamming(values[i], values[j]))
-                if distance <= max_distance:
-                    found.append((i, j, distance))
-    return found
-
-
-@pytest.mark.parametrize("queries", [None, [3, 17, 18, 60, 61, 62]])
-def test_every_pair_once_in_order_across_chunks(monkeypatch: pytest.MonkeyPatch, queries: list[int] | None) -> None:
-    monkeypatch.setattr(phash, "PAIR_QUERIES", 7)  # blocks of 7 asked rows against 3 rows a table
-    monkeypatch.setattr(phash, "NEAREST_BLOCK", 21)
-    values = clustered_hashes(80)
-    valid = np.ones(len(values), dtype=bool)
-    valid[[9, 17, 50]] = False
-    asked = set(range(len(values))) if queries is None else set(queries)
-    pairs, distances = hash_pairs(values, 8, valid=valid, queries=None if queries is None else np.array(queries))
-    found = [(int(i), int(j), int(d)) for (i, j), d in zip(pairs.tolist(), distances.tolist(), strict=True)]
-    expected = pairs_by_hand(values, 8, valid, asked)
-    assert len(expected) > 50  # (the clusters give pairs within and across chunks)
-    assert found == expected
+from lightly_assets.curation.phash import hamming
+from lightly_assets_tests.hashes import clustered_hashes
 
 
 def one_hash(grid: np.ndarray) -> np.ndarray:
