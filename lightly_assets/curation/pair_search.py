@@ -18,7 +18,7 @@ probes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -57,9 +57,12 @@ def hash_pairs(
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
     is_query = np.zeros(len(hashes), dtype=bool)
     is_query[asked] = True
-    tasks = _bucket_tasks(hashes, rows, is_query, max_distance) or _every_pair(hashes, rows, is_query, max_distance)
     with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
-        found = list(pool.map(lambda task: task[0].block(task[1]), tasks))
+        found = [
+            f
+            for tasks in _batches(hashes, rows, is_query, max_distance)
+            for f in pool.map(lambda task: task[0].block(task[1]), tasks)
+        ]
     pairs = np.concatenate([f[0] for f in found])
     distances = np.concatenate([f[1] for f in found])
     if same is not None and len(pairs):
@@ -68,7 +71,22 @@ def hash_pairs(
         keep = (a != b) | (a == "")
         pairs, distances = pairs[keep], distances[keep]
     order = pair_order(pairs)
-    return pairs[order].reshape(-1, 2), distances[order]
+    return pairs[order].reshape(-1, 2).astype(np.int64), distances[order].astype(np.int64)
+
+
+def _narrow(*rows: np.ndarray) -> type:
+    """int32 for row numbers below 2**31, else int64."""
+    return np.int32 if max((int(r.max(initial=0)) for r in rows), default=0) < 2**31 else np.int64
+
+
+def _batches(hashes: np.ndarray, rows: np.ndarray, is_query: np.ndarray, most: int) -> Iterator[list]:
+    """The search's blocks: a part's at a time (its buckets' hashes copied when its turn comes), or every pair's."""
+    buckets = _bucket_plan(hashes, rows, is_query, most)
+    if buckets is None:
+        yield _every_pair(hashes, rows, is_query, most)
+        return
+    for part, groups in enumerate(buckets):
+        yield _part_tasks(hashes, rows, is_query, most, len(buckets), part, groups)
 
 
 def _every_pair(hashes: np.ndarray, rows: np.ndarray, is_query: np.ndarray, most: int) -> list[tuple[_PairSearch, int]]:
@@ -99,11 +117,11 @@ def parts_for(max_distance: int, rows: int) -> int:
     return max(max_distance + 1, math.ceil(BITS / bits))
 
 
-def _bucket_tasks(
+def _bucket_plan(
     hashes: np.ndarray, rows: np.ndarray, is_query: np.ndarray, most: int
-) -> list[tuple[_PairSearch, int]] | None:
-    """The blocks of comparing, per part, the asked rows with the usable rows of their bucket; None when that is
-    not worth it (every pair is few distances, more than 64 parts, or buckets save too little)."""
+) -> list[list[np.ndarray]] | None:
+    """Per part, the positions in `rows` of each of its buckets that holds an asked row and another row; None when
+    buckets are not worth it (every pair is few distances, more than 64 parts, or buckets save too little)."""
     every = int(is_query[rows].sum()) * len(rows)
     parts = parts_for(most, len(rows))
     if every < BUCKETS_FROM or parts > BITS:
@@ -112,20 +130,26 @@ def _bucket_tasks(
     buckets = [_buckets(part_keys(word[rows], parts, part), is_query[rows]) for part in range(parts)]
     if sum(cost for _, cost in buckets) > BUCKET_SHARE * every:
         return None
+    return [groups for groups, _ in buckets]
+
+
+def _part_tasks(
+    hashes: np.ndarray, rows: np.ndarray, is_query: np.ndarray, most: int, parts: int, part: int, groups: list
+) -> list[tuple[_PairSearch, int]]:
+    """The blocks of comparing, in each bucket of one part, its asked rows with its other rows."""
+    first = _FirstAgreement(parts, part) if part else None
     tasks: list[tuple[_PairSearch, int]] = []
-    for part, (groups, _) in enumerate(buckets):
-        first = _FirstAgreement(parts, part) if part else None
-        for members in (rows[positions] for positions in groups):
-            asked, rest = members[is_query[members]], members[~is_query[members]]
-            search = _PairSearch(hashes[asked], asked, hashes[rest], rest, most, first)
-            tasks += [(search, start) for start in range(0, len(asked), search.height)]
+    for members in (rows[positions] for positions in groups):
+        asked, rest = members[is_query[members]], members[~is_query[members]]
+        search = _PairSearch(hashes[asked], asked, hashes[rest], rest, most, first)
+        tasks += [(search, start) for start in range(0, len(asked), search.height)]
     return tasks
 
 
 def _buckets(key: np.ndarray, asked: np.ndarray) -> tuple[list[np.ndarray], int]:
     """The positions (in order) of each bucket of one part that holds an asked row and another row, and the
     distances searching them costs."""
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key, kind="stable").astype(np.int32 if len(key) < 2**31 else np.int64)  # held for a part
     bounds = np.flatnonzero(np.diff(key[order])) + 1
     starts, ends = np.concatenate([[0], bounds]), np.concatenate([bounds, [len(key)]])
     asked_count = np.add.reduceat(asked[order].astype(np.int64), starts)
@@ -167,7 +191,11 @@ class _PairSearch:
         most: int,
         first_agreement: _FirstAgreement | None = None,  # in a part's bucket: keep the pairs this part finds first
     ) -> None:
-        self.asked, self.asked_rows, self.rest, self.rest_rows, self.most = asked, asked_rows, rest, rest_rows, most
+        rows = _narrow(
+            asked_rows, rest_rows
+        )  # the pairs found are held in 4 bytes a row (and 1 a distance) till the end
+        self.asked, self.rest, self.most = asked, rest, most
+        self.asked_rows, self.rest_rows = asked_rows.astype(rows), rest_rows.astype(rows)
         self.first_agreement = first_agreement
         self.height = min(PAIR_QUERIES, len(asked))
         self.width = max(1, PAIR_TABLE // self.height)
@@ -179,7 +207,7 @@ class _PairSearch:
         queries = self.asked[start : start + self.height]
         width = min(self.width, max(len(self.asked), len(self.rest)))
         table = np.empty(len(queries) * width, dtype=np.int32)
-        found = [(np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64))]
+        found = [(np.zeros((0, 2), dtype=self.asked_rows.dtype), np.zeros(0, dtype=np.uint8))]
         for targets, target_rows, asked in ((self.asked, self.asked_rows, True), (self.rest, self.rest_rows, False)):
             for at in range(start if asked else 0, len(targets), width):
                 part = targets[at : at + width]
@@ -193,12 +221,12 @@ class _PairSearch:
                 if keep is not None:
                     hit, query, target = hit[keep], query[keep], target[keep]
                 if len(hit):
-                    distance = values.reshape(-1)[hit].astype(np.int64)
+                    distance = values.reshape(-1)[hit].astype(np.uint8)
                     query, target = self.asked_rows[query + start], target_rows[target + at]
                     pair = np.stack(
-                        [query, target] if asked else [np.minimum(query, target), np.maximum(query, target)]
+                        [query, target] if asked else [np.minimum(query, target), np.maximum(query, target)], axis=1
                     )
-                    found.append((pair.T, distance))
+                    found.append((pair, distance))
         return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
 

@@ -64,7 +64,7 @@ def test_buckets_find_the_pairs_of_every_pair_each_once(monkeypatch: pytest.Monk
         search(monkeypatch, buckets=False)
         every = hash_pairs(values, max_distance, valid, videos, queries)
         search(monkeypatch, buckets=True)
-        assert pair_search._bucket_tasks(values, np.flatnonzero(valid), valid, max_distance) is not None
+        assert pair_search._bucket_plan(values, np.flatnonzero(valid), valid, max_distance) is not None
         bucketed = hash_pairs(values, max_distance, valid, videos, queries)
         assert len(every[0]) >= (2 if queries is not None else 20 if max_distance < 10 else 1000)
         assert as_list(*bucketed) == as_list(*every)
@@ -90,4 +90,4 @@ def test_parts_are_enough_for_the_distance_and_buckets_stay_large() -> None:
     assert parts_for(0, 1_000_000) == 7  # buckets of ~1,000 at 10 bits a part, rather than one 64-bit part
     assert parts_for(3, 1_000) == 64
     values = clustered_hashes(1000)
-    assert pair_search._bucket_tasks(values, np.arange(1000), np.ones(1000, dtype=bool), 63) is None  # 64 parts
+    assert pair_search._bucket_plan(values, np.arange(1000), np.ones(1000, dtype=bool), 63) is None  # 64 parts
