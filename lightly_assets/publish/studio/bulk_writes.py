@@ -14,12 +14,13 @@ import os
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from uuid import UUID
 
 import numpy as np
 
 from lightly_assets.publish.studio.bulk_reads import arrow_of, duckdb_connection, registered
+from lightly_assets.publish.studio.sample_ids import SampleId, as_text, as_uuids
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -77,7 +78,7 @@ def insert_images(
     return np.array(made.column(0).to_pylist(), dtype=object)
 
 
-def insert_vectors(session: Session, model_id: UUID, sample_ids: Sequence[UUID], vectors: np.ndarray) -> bool:
+def insert_vectors(session: Session, model_id: UUID, sample_ids: Sequence[SampleId], vectors: np.ndarray) -> bool:
     """Store one vector per sample under the embedding model, uncommitted, skipping samples that already have
     one (as LightlyStudio's insert does); False outside DuckDB. Raises ValueError where LightlyStudio's
     `store_embeddings` would: not one finite row per sample, or not the model's dimension."""
@@ -92,12 +93,15 @@ def insert_vectors(session: Session, model_id: UUID, sample_ids: Sequence[UUID],
 
     # the checks of `store_embeddings` itself (shape, finite values, the model's dimension), pinned version 1.2.0
     checked = embedding_storage._validate_and_coerce_embeddings(
-        session=session, model_id=model_id, sample_ids=list(sample_ids), embeddings=vectors
+        session=session,
+        model_id=model_id,
+        sample_ids=cast("list[UUID]", sample_ids),  # only counted there: text ids need no million UUID objects
+        embeddings=vectors,
     )
     matrix = np.ascontiguousarray(checked, dtype=np.float32)
     offsets = np.arange(len(matrix) + 1, dtype=np.int64) * matrix.shape[1]
     rows = pa.table({
-        "sample_id": pa.array([str(i) for i in sample_ids], pa.string()),
+        "sample_id": pa.array(as_text(sample_ids), pa.string()),
         "embedding": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(matrix.reshape(-1))),
     })  # fmt: skip
     with registered(connection, rows) as given:
@@ -109,14 +113,14 @@ def insert_vectors(session: Session, model_id: UUID, sample_ids: Sequence[UUID],
     return True
 
 
-def store_vectors(session: Session, model_id: UUID, sample_ids: list[UUID], vectors: np.ndarray) -> None:
-    """Store the samples' vectors and commit: in one insert in DuckDB, else through LightlyStudio's
-    `store_embeddings` (batches of 1,024 rows)."""
+def store_vectors(session: Session, model_id: UUID, sample_ids: Sequence[SampleId], vectors: np.ndarray) -> None:
+    """Store the samples' vectors and commit: in one insert in DuckDB (the ids as text: no UUID objects for a
+    million rows), else through LightlyStudio's `store_embeddings` (batches of 1,024 rows)."""
     if not insert_vectors(session, model_id, sample_ids, vectors):
         # LightlyStudio takes seconds to import: only uploads and its GUI need it
         from lightly_studio.embed import embedding_storage
 
         embedding_storage.store_embeddings(
-            session=session, model_id=model_id, sample_ids=sample_ids, embeddings=vectors, show_progress=False
+            session=session, model_id=model_id, sample_ids=as_uuids(sample_ids), embeddings=vectors, show_progress=False
         )
     session.commit()

@@ -123,11 +123,12 @@ def sync_embeddings(
     model_id: UUID,
     ids: Sequence[SampleId],
     vectors: Vectors,
-    store: Callable[[list[UUID], np.ndarray], None],
+    store: Callable[[list[SampleId], np.ndarray], None],
     collection_id: UUID | None = None,
 ) -> None:
     """Store vectors that are absent, replace those that differ from the wanted ones (`vectors`, row for row with
-    `ids`), leave the rest alone. `store` gets the ids to store and their rows.
+    `ids`), leave the rest alone. `store` gets the ids to store (as `ids` holds them: text stays text for a bulk
+    insert) and their rows.
 
     With `collection_id` (the collection `ids` cover), the stored vectors are read with one query over the
     collection rather than in lists of ids, and compared as one matrix: a rerun with a few new files stays cheap.
@@ -136,7 +137,7 @@ def sync_embeddings(
     if len(stale):
         _delete_embeddings(session, model_id, as_uuids(ids[i] for i in stale.tolist()))
     if len(todo):
-        store(as_uuids(ids[i] for i in todo.tolist()), todo)
+        store([ids[i] for i in todo.tolist()], todo)
 
 
 def _compare_stored(

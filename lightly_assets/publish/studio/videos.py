@@ -13,6 +13,7 @@ from lightly_assets.publish.studio.bulk_writes import store_vectors
 from lightly_assets.publish.studio.embedder import serving
 from lightly_assets.publish.studio.images import paths_in
 from lightly_assets.publish.studio.plan import VideoRow
+from lightly_assets.publish.studio.sample_ids import as_uuids
 from lightly_assets.publish.studio.steps import (
     Outcome,
     count_live,
@@ -275,7 +276,7 @@ def _embed_videos(
             [video_id for video_id, _ in video_vectors.values()],
             [vector for _, vector in video_vectors.values()],
             lambda todo, _rows: embed_samples.embed_video_samples(
-                session=session, collection_id=collection_id, sample_ids=todo
+                session=session, collection_id=collection_id, sample_ids=as_uuids(todo)
             ),
         )
 
