@@ -74,7 +74,7 @@ def hash_pairs(
     return pairs[order].reshape(-1, 2).astype(np.int64), distances[order].astype(np.int64)
 
 
-def _narrow(*rows: np.ndarray) -> type:
+def _narrow(*rows: np.ndarray) -> type[np.signedinteger]:
     """int32 for row numbers below 2**31, else int64."""
     return np.int32 if max((int(r.max(initial=0)) for r in rows), default=0) < 2**31 else np.int64
 
@@ -176,11 +176,11 @@ class _FirstAgreement:
 
 
 class _PairSearch:
-    """`hash_pairs`' search, a block of asked rows at a time (one block per thread): the block's distances to the
-    asked rows from it on (a pair of two asked rows is found by its first row's block only) and to the rest, in
-    tables of `hamming_table`. Every pair is compared, as with faiss' range search
-    before, in less time (200,000 hashes, 2 cores, whole processes: distinct ones 5.91 -> 3.80 s, the clustered
-    ones of bench_scale's million 5.62 -> 4.00 s)."""
+    """`hash_pairs`' search among some rows (all of them, or one bucket's), a block of asked rows at a time (one
+    block per thread): the block's distances to the asked rows from it on (a pair of two asked rows is found by its
+    first row's block only) and to the rest, in tables of `hamming_table`. Against faiss' range search over every
+    pair: 200,000 hashes, 2 cores, whole processes, distinct ones 5.91 -> 3.80 s, the clustered ones of
+    bench_scale's million 5.62 -> 4.00 s."""
 
     def __init__(
         self,
@@ -191,9 +191,8 @@ class _PairSearch:
         most: int,
         first_agreement: _FirstAgreement | None = None,  # in a part's bucket: keep the pairs this part finds first
     ) -> None:
-        rows = _narrow(
-            asked_rows, rest_rows
-        )  # the pairs found are held in 4 bytes a row (and 1 a distance) till the end
+        # the pairs found are held in 4 bytes a row (and 1 a distance) till the end
+        rows = _narrow(asked_rows, rest_rows)
         self.asked, self.rest, self.most = asked, rest, most
         self.asked_rows, self.rest_rows = asked_rows.astype(rows), rest_rows.astype(rows)
         self.first_agreement = first_agreement
