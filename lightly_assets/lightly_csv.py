@@ -44,12 +44,34 @@ def _field(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# Where Arrow's shortest float32 text is written as numpy writes it: numpy's own forms outside (scientific below
+# 1e-4 and from 1e6 or so, "1.0" for integers, "0.0", "nan")
+_ARROW_FROM, _ARROW_BELOW = 1e-3, 1e5
+
+
+def float_text(matrix: np.ndarray) -> list[list[str]]:
+    """Each float32 value's text as csv.writer prints lightly's float32 embeddings: `str(np.float32(x))`, numpy's
+    shortest round-trip repr. Arrow's cast gives the same digits 4-5x faster (a million rows of 32: ~20 s of
+    numpy's); where its form differs (magnitudes outside [1e-3, 1e5), integers, non-finite values) numpy's own
+    text is taken."""
+    import pyarrow as pa  # the CSV's reader and writer alone need it (a dependency of LightlyStudio's too)
+    import pyarrow.compute as pc
+
+    values = np.ascontiguousarray(matrix, dtype=np.float32)
+    flat = values.reshape(-1)
+    text = pc.cast(pa.array(flat), pa.string()).to_numpy(zero_copy_only=False)
+    magnitude = np.abs(flat)
+    with np.errstate(invalid="ignore"):
+        numpy_form = ~np.isfinite(flat) | (magnitude < _ARROW_FROM) | (magnitude >= _ARROW_BELOW)
+        numpy_form |= flat == np.trunc(flat)
+    text[numpy_form] = flat[numpy_form].astype(str)
+    return text.reshape(values.shape).tolist()
+
+
 def _chunk_text(names: Sequence[str], labels: Sequence[int], matrix: np.ndarray) -> bytes:
-    """The CSV lines of one chunk, byte for byte what csv.writer writes. `astype(str)` on float32 is numpy's shortest
-    round-trip repr, the same text as `str(np.float32(x))`, which is what csv.writer prints for lightly's float32
-    embeddings; numbers never need quotes, so a row is one join."""
-    values = matrix.astype(np.float32, copy=False).astype(str).tolist()
-    rows = zip(names, values, labels, strict=True)
+    """The CSV lines of one chunk, byte for byte what csv.writer writes; numbers never need quotes, so a row is one
+    join."""
+    rows = zip(names, float_text(matrix), labels, strict=True)
     return "".join(f"{_field(name)},{','.join(row)},{int(label)}\r\n" for name, row, label in rows).encode("utf-8")
 
 
@@ -115,8 +137,8 @@ def write_embeddings_csv(path: Path | str, filenames: Sequence[str], matrix: np.
 
     One streaming pass over the rows, a chunk at a time, so a million samples need no million-row text copy. Rows
     whose name, label and float32 bits the file on disk already holds keep that file's lines, copied as slices of
-    its bytes: numbers to text is most of the time (3.7 s of 5.5 s at 100,000 rows of 64), and a rerun with a few
-    new files turns only those.
+    its bytes: numbers to text is most of the time (`float_text`: a million rows of 32 written in 7.5 s, 19.5 s
+    with numpy's text alone), and a rerun with a few new files turns only those.
     """
     path = Path(path)
     matrix = np.asarray(matrix)

@@ -14,6 +14,7 @@ from lightly_assets.lightly_csv import (
     _parse_plain,
     _read_rows,
     check_header,
+    float_text,
     merge_custom_embeddings,
     read_embeddings_csv,
     write_embeddings_csv,
@@ -78,6 +79,28 @@ def test_many_rows_equal_lightly_both_ways(tmp_path: Path) -> None:
     names2, m2, labels2 = read_embeddings_csv(ours)
     assert names2 == names and labels2 == labels
     assert np.array_equal(m2.view(np.uint32), m.view(np.uint32))
+
+
+def test_float_text_is_numpy_s_text_of_every_kind_of_float32() -> None:
+    """Every exponent (random bit patterns), many values where Arrow's text is taken, and the edges of that range:
+    the text of `str(np.float32(x))`, which csv.writer prints for lightly's embeddings."""
+    rng = np.random.default_rng(7)
+    every = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    low, high = np.float32(1e-3).view(np.uint32), np.float32(1e5).view(np.uint32)
+    arrow = rng.integers(int(low) - 1000, int(high) + 1000, 200_000, dtype=np.int64).astype(np.uint32).view(np.float32)
+    edges = np.array([1e-3, 1e5, 0.5, 1.0, -3.0, 99999.99, 1e-4, 1e6, 1234567.0, 65504.0, 0.0, -0.0], np.float32)
+    values = np.concatenate([every, arrow, -arrow, edges, np.nextafter(edges, np.float32(np.inf))])
+    values = np.concatenate([values, [np.nan, np.inf, -np.inf]]).astype(np.float32).reshape(-1, 3)
+    assert float_text(values) == values.astype(str).tolist()
+
+
+def test_typical_embeddings_equal_lightly_s_csv(tmp_path: Path) -> None:
+    """Unit vectors' values, nearly all in the range where Arrow's text is taken."""
+    names = [f"img-{i}.jpg" for i in range(3000)]
+    m = (np.random.default_rng(8).standard_normal((3000, 32)) / 5.6).astype(np.float32)
+    ours = write_embeddings_csv(tmp_path / "ours.csv", names, m, [0] * 3000)
+    save_embeddings(str(tmp_path / "lightly.csv"), m, [0] * 3000, names)
+    assert ours.read_bytes() == (tmp_path / "lightly.csv").read_bytes()
 
 
 def test_the_fast_reader_takes_odd_filenames_and_agrees_with_the_csv_module(tmp_path: Path) -> None:
