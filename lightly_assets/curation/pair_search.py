@@ -204,6 +204,7 @@ class _PairSearch:
         array each: an array per table would hold ~300 B each of a million tables at a million hashes. Asked rows
         come in row order, so a pair of them is found by the earlier one's block only, never a row with itself."""
         queries = self.asked[start : start + self.height]
+        query_words = words(queries) if self.first_agreement is not None else None
         width = min(self.width, max(len(self.asked), len(self.rest)))
         table = np.empty(len(queries) * width, dtype=np.int32)
         found = [(np.zeros((0, 2), dtype=self.asked_rows.dtype), np.zeros(0, dtype=np.uint8))]
@@ -214,8 +215,9 @@ class _PairSearch:
                 hit = np.flatnonzero(values.reshape(-1) <= self.most)  # (2-D `nonzero` takes 10x as long)
                 query, target = np.divmod(hit, len(part))
                 keep = query + start < target + at if asked else None
-                if self.first_agreement is not None and len(query):  # (most hits of a bucket are found earlier)
-                    first = self.first_agreement(words(queries)[query], words(part)[target])
+                # in a bucket, most hits were found by an earlier part
+                if self.first_agreement is not None and query_words is not None and len(query):
+                    first = self.first_agreement(query_words[query], words(part)[target])
                     keep = first if keep is None else keep & first
                 if keep is not None:
                     hit, query, target = hit[keep], query[keep], target[keep]

@@ -93,11 +93,6 @@ def measured(pictures: list[Picture], broken: list[tuple[int, str]]) -> Measured
     )
 
 
-def picture_stats(ycbcr: np.ndarray, width: int, height: int) -> dict:
-    """The statistics of one picture (an (h, w, 3) uint8 YCbCr array at analysis size), by name."""
-    return dict(zip(STATS, [width, height, *measure(ycbcr[np.newaxis])[0].tolist()], strict=True))
-
-
 def _analysis_size(width: int, height: int) -> tuple[int, int]:
     scale = min(1.0, ANALYSIS / max(width, height, 1))
     return max(1, round(width * scale)), max(1, round(height * scale))
@@ -118,12 +113,6 @@ def image_picture(path: Path, row: int = 0) -> Picture:
         size = _analysis_size(*shown.size)
         small = shown if size == shown.size else shown.resize(size, Image.Resampling.BOX)  # (Pillow would copy it)
         return Picture.of(row, small, width, height)
-
-
-def image_stats(path: Path) -> dict:
-    """The statistics of one image file, by name; raises whatever the decoder raises for a broken file."""
-    picture = image_picture(path)
-    return picture_stats(picture.ycbcr, picture.width, picture.height)
 
 
 def video_pictures(path: Path, rows: dict[int, int]) -> Iterator[tuple[int, Picture | None, str]]:

@@ -21,9 +21,10 @@ from lightly_assets.curation.pair_search import hash_pairs, pair_order
 from lightly_assets.curation.phash import check_max_distance, dct_hash, hamming
 from lightly_assets.curation.quality import ISSUES, Thresholds, counts, issue_table, knn_outliers
 from lightly_assets.curation.selection import hash_features, select
-from lightly_assets.curation.stats import STATS, StatsCache, compute_stats, image_stats, sample_stats
+from lightly_assets.curation.stats import STATS, StatsCache, compute_stats, sample_stats
 from lightly_assets_tests import EXAMPLE_DATA
 from lightly_assets_tests.media import make_image, make_video
+from lightly_assets_tests.statistics import image_stats
 
 PHOTO = EXAMPLE_DATA / "images_weak_labels" / "cats" / "chelsea-0.jpg"
 

@@ -11,8 +11,8 @@ from PIL import Image, ImageEnhance, ImageFilter
 from scipy.ndimage import laplace
 
 from lightly_assets.curation.measures import FLAT, MEASURES, laplacian, measure
-from lightly_assets.curation.stats import picture_stats
 from lightly_assets_tests import EXAMPLE_DATA
+from lightly_assets_tests.statistics import picture_stats
 
 
 def _photo(size: tuple[int, int] = (480, 360)) -> Image.Image:
