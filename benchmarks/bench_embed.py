@@ -25,7 +25,7 @@ With a CUDA GPU both sides use it (`trainer.gpus=1` for lightly-embed; ours: `de
 settings are the torch engine's on the GPU (fp32/bf16/fp16 at batch 64 and 256, uint8 batches from host memory), and
 the step's limit is the slower of that and every core decoding (the chips work at once). `--lightly-workers` then
 sets lightly's DataLoader processes (its own default is one per core).
-The CPU model, its bf16 flags and the load average are printed with the figures: ratios differ between
+The CPU model, its bf16 and int8 flags and the load average are printed with the figures: ratios differ between
 machine types, and a loaded machine (load average above the core count) makes every figure noisy.
 """
 

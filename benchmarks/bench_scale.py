@@ -18,7 +18,7 @@ RSS of the process (`wait4`, its largest process, children it waited for include
 time (cores kept busy), and the incremental run over the cold one. Then the network's own time: the model the run
 used (made as the `embedding_model` resource makes it, in a process of its own with the run's environment) times
 its forward passes alone on ready pixels, and the cold run is printed over N / that rate (goal <= 1.3). The CPU
-model, its bf16 flags and the load average go with the figures: a loaded machine slows every step.
+model, its bf16 and int8 flags and the load average go with the figures: a loaded machine slows every step.
 
 With `--seed-cache` the cold run finds every sample's vector in its embedding cache (seeded random unit vectors,
 written under the run's model fingerprint and the keys the step computes, in a process with the run's
@@ -64,8 +64,8 @@ def cpu_flags() -> str:
     except OSError:
         return "unknown"
     model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = sorted({f for f in ("amx_bf16", "avx512_bf16") if f" {f}" in text})
-    return f"{model}; bf16 flags: {' '.join(flags) or 'none'}; cores usable: {len(os.sched_getaffinity(0))}"
+    flags = sorted({f for f in ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni") if f" {f}" in text})
+    return f"{model}; bf16/int8 flags: {' '.join(flags) or 'none'}; cores usable: {len(os.sched_getaffinity(0))}"
 
 
 def load_average() -> str:
