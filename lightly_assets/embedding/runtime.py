@@ -9,8 +9,8 @@ slower than fp32 where it would be emulated; decoding a 640x480+ photo (JPEG at 
 in full ~8 ms) costs about a sixth of its bf16 forward pass on such CPUs. So on a CPU the network gets the
 cores that decoding does not need (on small machines: all of them, and decoding fills the gaps at a lower
 priority); on a GPU every core decodes. With AMX, OpenVINO's bf16 pass (~3.6 CPU-ms) costs about as much as
-decoding such a photo; the network's threads then wait for pixels and the decode threads take those cores (on 2
-cores the step ran at 0.91-0.95 of what decode plus forward allow, docs/benchmarks.md).
+decoding such a photo; the decode threads then take the cores that the network's threads leave while they wait
+for pixels (on 2 cores the step ran at 0.76-0.95 of what decode plus forward allow, docs/benchmarks.md).
 """
 
 from __future__ import annotations
