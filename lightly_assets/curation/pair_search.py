@@ -83,16 +83,19 @@ def _batches(hashes: np.ndarray, rows: np.ndarray, is_query: np.ndarray, most: i
     """The search's blocks: a part's at a time (its buckets' hashes copied when its turn comes), or every pair's."""
     buckets = _bucket_plan(hashes, rows, is_query, most)
     if buckets is None:
-        yield _every_pair(hashes, rows, is_query, most)
+        yield _blocks(hashes, rows, is_query, most)  # every asked row with every usable row
         return
     for part, groups in enumerate(buckets):
         yield _part_tasks(hashes, rows, is_query, most, len(buckets), part, groups)
 
 
-def _every_pair(hashes: np.ndarray, rows: np.ndarray, is_query: np.ndarray, most: int) -> list[tuple[_PairSearch, int]]:
-    """The blocks of comparing every asked row with every usable row."""
-    asked, rest = rows[is_query[rows]], rows[~is_query[rows]]  # rows not asked: every block of asked rows searches them
-    search = _PairSearch(hashes[asked], asked, hashes[rest], rest, most)
+def _blocks(
+    hashes: np.ndarray, members: np.ndarray, is_query: np.ndarray, most: int, first: _FirstAgreement | None = None
+) -> list[tuple[_PairSearch, int]]:
+    """The blocks of comparing the asked rows among `members` with all of them (rows not asked: every block of
+    asked rows searches them)."""
+    asked, rest = members[is_query[members]], members[~is_query[members]]
+    search = _PairSearch(hashes[asked], asked, hashes[rest], rest, most, first)
     return [(search, start) for start in range(0, len(asked), search.height)]
 
 
@@ -138,12 +141,7 @@ def _part_tasks(
 ) -> list[tuple[_PairSearch, int]]:
     """The blocks of comparing, in each bucket of one part, its asked rows with its other rows."""
     first = _FirstAgreement(parts, part) if part else None
-    tasks: list[tuple[_PairSearch, int]] = []
-    for members in (rows[positions] for positions in groups):
-        asked, rest = members[is_query[members]], members[~is_query[members]]
-        search = _PairSearch(hashes[asked], asked, hashes[rest], rest, most, first)
-        tasks += [(search, start) for start in range(0, len(asked), search.height)]
-    return tasks
+    return [task for positions in groups for task in _blocks(hashes, rows[positions], is_query, most, first)]
 
 
 def _buckets(key: np.ndarray, asked: np.ndarray) -> tuple[list[np.ndarray], int]:
